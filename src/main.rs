@@ -1,1 +1,64 @@
-fn main() {}
+//! `directmail`: parse the configuration, start logging, run the portal or an admin
+//! command. Everything else lives in the library.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use directmail::app::{self, Application};
+use directmail::config::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.config.log, cli.config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("directmail: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => serve(cli.config).await,
+            Some(Command::Admin(args)) => directmail::cli::run(&cli.config, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // one sentence (with its causes) saying what to fix
+            eprintln!("directmail: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: directmail::config::Config) -> anyhow::Result<()> {
+    let application = Application::build(config).await?;
+    let addr = application.local_addr()?;
+    if let Some(first) = &application.first_operator {
+        // Straight to the terminal, never through the logger: shown once, never again.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "\n  First start: a HISP operator account was created.\n    e-mail:             {}\n    one-time password:  {}\n  Sign in at http://{addr}/login; you will be asked to choose a new password.\n  This password is not shown again.\n",
+            first.email, first.one_time_password
+        );
+        let _ = out.flush();
+    }
+    tracing::info!(%addr, "directmail is listening");
+    application.run_until(app::shutdown_signal()).await
+}
+
+fn init_tracing(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,298 @@
+//! Building the application (no socket) and serving it (HTTP or HTTPS, graceful
+//! shutdown). Tests build it on port 0 exactly as `directmail serve` does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderName;
+use axum::{Router, middleware};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+use tower_sessions::{Expiry, SessionManagerLayer, SessionStore, cookie::SameSite};
+use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
+
+use crate::bootstrap::{self, FirstOperator};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::{Db, SessionPool};
+use crate::web::{self, AppState, middleware as mw};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The HTTP application with every route and layer, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(web::health::routes())
+        .merge(web::auth::routes())
+        .merge(web::account::routes())
+        .merge(web::orgs::routes())
+        .merge(web::audit_log::routes())
+        .nest_service("/static", ServeDir::new(static_dir()))
+        .fallback(|| async { web::AppError::NotFound });
+    apply_middleware(routes, state)
+}
+
+/// Where the stylesheet, scripts and vendored htmx are: beside the binary's crate in
+/// development, or `DIRECTMAIL_STATIC_DIR` (the Docker image sets it).
+fn static_dir() -> std::path::PathBuf {
+    std::env::var_os("DIRECTMAIL_STATIC_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static"))
+}
+
+/// Every layer, in one place. A layer wraps what was added before it, so the list
+/// reads from the innermost (next to the handlers) to the outermost.
+fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let with_sessions = routes
+        // CSRF needs the session, so it sits inside the session layer.
+        .layer(middleware::from_fn(mw::csrf))
+        // Forms are small; uploads (later) raise this on their own routes.
+        .layer(DefaultBodyLimit::max(mw::FORM_LIMIT));
+    let with_sessions = match &state.db.sessions {
+        SessionPool::Sqlite(pool) => {
+            with_sessions.layer(session_layer(SqliteStore::new(pool.clone()), &state.config))
+        }
+        SessionPool::Postgres(pool) => with_sessions.layer(session_layer(
+            PostgresStore::new(pool.clone()),
+            &state.config,
+        )),
+    };
+    with_sessions
+        // Error pages need the request id set below, and see every status.
+        .layer(middleware::from_fn(mw::error_pages))
+        .layer(middleware::from_fn_with_state(state.clone(), mw::security_headers))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // The trace span carries the request id on every log line of the request;
+        // paths are logged, query strings are not (they may carry search terms).
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn session_layer<S: SessionStore + Clone>(store: S, config: &Config) -> SessionManagerLayer<S> {
+    SessionManagerLayer::new(store)
+        .with_name("directmail_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_secure(config.served_over_https())
+        .with_path("/")
+        // The absolute lifetime; the organization's idle timeout is enforced in
+        // `web::session`, which also warns before it.
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(
+            config.session_lifetime_minutes,
+        ))))
+}
+
+/// A built application bound to its port.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pub state: AppState,
+    /// Set on the very first start: the operator's one-time password.
+    pub first_operator: Option<FirstOperator>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Application {
+    /// Connects and migrates the database, creates first-start records, and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_clock(config, Clock::default()).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Application> {
+        let db = Db::connect(&config.database_url()).await?;
+        db.migrate().await?;
+        match &db.sessions {
+            SessionPool::Sqlite(pool) => SqliteStore::new(pool.clone()).migrate().await,
+            SessionPool::Postgres(pool) => PostgresStore::new(pool.clone()).migrate().await,
+        }
+        .context("cannot create the session table")?;
+        let first_operator = bootstrap::run(&db, &config, clock.now()).await?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(load_tls(cert, key)?)),
+            _ => None,
+        };
+        let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+            format!(
+                "cannot listen on {}: the port is in use or not allowed; choose another with DIRECTMAIL_HTTP_ADDR",
+                config.http_addr
+            )
+        })?;
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            clock,
+        };
+        spawn_session_cleanup(&state);
+        Ok(Application {
+            listener,
+            router: router(state.clone()),
+            state,
+            first_operator,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and finishes requests
+    /// in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let make = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        match self.tls {
+            None => axum::serve(self.listener, make)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("the HTTP server stopped"),
+            Some(tls) => serve_tls(self.listener, make, tls, shutdown).await,
+        }
+    }
+}
+
+fn spawn_session_cleanup(state: &AppState) {
+    use tower_sessions::ExpiredDeletion as _;
+    let sessions = state.db.sessions.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let result = match &sessions {
+                SessionPool::Sqlite(p) => SqliteStore::new(p.clone()).delete_expired().await,
+                SessionPool::Postgres(p) => PostgresStore::new(p.clone()).delete_expired().await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not delete expired sessions");
+            }
+        }
+    });
+}
+
+fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rustls::ServerConfig> {
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("cannot read DIRECTMAIL_TLS_CERT {}", cert.display()))?;
+    let key_pem = std::fs::read(key)
+        .with_context(|| format!("cannot read DIRECTMAIL_TLS_KEY {}", key.display()))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "DIRECTMAIL_TLS_CERT {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "DIRECTMAIL_TLS_CERT {} holds no certificate",
+        cert.display()
+    );
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .with_context(|| {
+            format!(
+                "DIRECTMAIL_TLS_KEY {} holds no PEM private key",
+                key.display()
+            )
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not belong together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// HTTPS: accept, handshake, then serve each connection with hyper, tracking them so
+/// shutdown waits for requests in flight.
+async fn serve_tls(
+    listener: TcpListener,
+    mut make: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::Service as _;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(service) = make.call(peer).await;
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let builder = Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("connections still open after 30 s; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,388 @@
+//! `directmail admin …`: provisioning from scripts, on the database named by the same
+//! configuration as `serve` (safe while a server runs on it). `--json` prints one JSON
+//! object on stdout for scripts; errors are one sentence on stderr and exit non-zero.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::audit::{self, Actor, Event, Verification};
+use crate::auth;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::{DisplayName, DomainName, Email, NewPassword, OrgName, Role};
+use crate::store::mailboxes::{self, MailboxKind};
+use crate::store::{orgs, users};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Print machine-readable JSON instead of sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Direct domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// User accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Mailboxes.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization: `directmail admin org create "Lakeside Clinic"`.
+    Create { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a Direct domain to an organization.
+    Add {
+        domain: String,
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with a password read from a file (first line).
+    Add {
+        email: String,
+        /// Organization name (not for operators).
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, value_parser = ["member", "org-admin", "operator"])]
+        role: String,
+        /// File whose first line is the password (at least 12 characters).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Display name; defaults to the address's local part.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Add a mailbox on one of the organization's domains and assign it to a user.
+    Add {
+        address: String,
+        #[arg(long)]
+        org: String,
+        /// User to assign (repeat for a shared mailbox).
+        #[arg(long)]
+        user: Vec<String>,
+        /// A shared mailbox (e.g. referrals@…) rather than a personal one.
+        #[arg(long)]
+        shared: bool,
+        /// Display name; defaults to the address's local part.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and report the first broken link.
+    Verify,
+}
+
+/// Runs one admin command; the returned value is what was printed.
+pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database_url()).await?;
+    db.migrate().await?;
+    let now = Clock::default().now();
+    let (text, value) = match args.command {
+        AdminCommand::Org(OrgCommand::Create { name }) => org_create(&db, &name, now).await?,
+        AdminCommand::Domain(DomainCommand::Add { domain, org }) => {
+            domain_add(&db, &domain, &org, now).await?
+        }
+        AdminCommand::User(UserCommand::Add {
+            email,
+            org,
+            role,
+            password_file,
+            name,
+        }) => {
+            user_add(
+                &db,
+                &email,
+                org.as_deref(),
+                &role,
+                &password_file,
+                name.as_deref(),
+                now,
+            )
+            .await?
+        }
+        AdminCommand::Mailbox(MailboxCommand::Add {
+            address,
+            org,
+            user,
+            shared,
+            name,
+        }) => mailbox_add(&db, &address, &org, &user, shared, name.as_deref(), now).await?,
+        AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
+            Verification::Intact { entries } => (
+                format!("The audit log is intact: {entries} entries, every link verified."),
+                json!({ "intact": true, "entries": entries }),
+            ),
+            Verification::Broken { entry_id, problem } => {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({ "intact": false, "entry": entry_id, "problem": problem })
+                    );
+                }
+                bail!("The audit log is broken: {problem}.");
+            }
+        },
+    };
+    if args.json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+fn valid<T>(what: &str, r: Result<T, crate::domain::Invalid>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow!("{what}: {e}"))
+}
+
+async fn find_org(db: &Db, name: &str) -> anyhow::Result<orgs::Org> {
+    orgs::by_name(db, name).await?.ok_or_else(|| {
+        anyhow!("There is no organization named \u{201c}{name}\u{201d}; create it with `directmail admin org create`.")
+    })
+}
+
+async fn org_create(db: &Db, name: &str, now: i64) -> anyhow::Result<(String, serde_json::Value)> {
+    let name = valid("organization name", OrgName::parse(name))?;
+    if orgs::by_name(db, name.as_str()).await?.is_some() {
+        bail!(
+            "An organization named \u{201c}{}\u{201d} already exists.",
+            name.as_str()
+        );
+    }
+    let mut tx = db.pool.begin().await?;
+    let org = orgs::create(&mut tx, &name, now).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &Actor::cli(),
+        Event::new("org.create", format!("org:{}", org.id))
+            .detail(&org.name)
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        format!(
+            "Created organization \u{201c}{}\u{201d} (id {}).",
+            org.name, org.id
+        ),
+        json!({ "id": org.id, "name": org.name }),
+    ))
+}
+
+async fn domain_add(
+    db: &Db,
+    domain: &str,
+    org: &str,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let domain = valid("domain", DomainName::parse(domain))?;
+    let org = find_org(db, org).await?;
+    let existing = orgs::domain_by_name(db, domain.as_str()).await?;
+    let mut tx = db.pool.begin().await?;
+    let id = match existing {
+        Some(d) if d.org_id == Some(org.id) => {
+            bail!("The domain {domain} already belongs to {}.", org.name)
+        }
+        Some(d) if d.org_id.is_some() => {
+            bail!("The domain {domain} already belongs to another organization.")
+        }
+        Some(d) => {
+            orgs::assign_domain(&mut tx, d.id, org.id).await?;
+            d.id
+        }
+        None => {
+            orgs::add_domain(&mut tx, Some(org.id), &domain, now)
+                .await?
+                .id
+        }
+    };
+    audit::append(
+        &mut tx,
+        now,
+        &Actor::cli(),
+        Event::new("domain.add", domain.as_str()).org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        format!("Added the domain {domain} to {}.", org.name),
+        json!({ "id": id, "domain": domain.as_str(), "org_id": org.id }),
+    ))
+}
+
+async fn user_add(
+    db: &Db,
+    email: &str,
+    org: Option<&str>,
+    role: &str,
+    password_file: &std::path::Path,
+    name: Option<&str>,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let email = valid("e-mail address", Email::parse(email))?;
+    let role = valid("role", Role::parse(role))?;
+    let org = match (role, org) {
+        (Role::Operator, None) => None,
+        (Role::Operator, Some(_)) => {
+            bail!("Operators belong to the HISP, not an organization: leave out --org.")
+        }
+        (_, Some(name)) => Some(find_org(db, name).await?),
+        (_, None) => bail!("Members and organization administrators need --org NAME."),
+    };
+    let raw = std::fs::read_to_string(password_file)
+        .with_context(|| format!("cannot read the password file {}", password_file.display()))?;
+    let line = raw.lines().next().unwrap_or("").trim_end_matches('\r');
+    let password = NewPassword::parse(line, line).map_err(|e| anyhow!("password: {e}"))?;
+    let name = valid(
+        "name",
+        DisplayName::parse(name.unwrap_or(email.local_part())),
+    )?;
+    if users::by_email(db, email.as_str()).await?.is_some() {
+        bail!("A user with the address {email} already exists.");
+    }
+    let pw = password.expose().to_owned();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+        .await?
+        .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
+    let mut tx = db.pool.begin().await?;
+    let user = users::create(
+        &mut tx,
+        users::NewUser {
+            org_id: org.as_ref().map(|o| o.id),
+            email: &email,
+            display_name: &name,
+            role,
+            password_hash: Some(hash),
+            must_change_password: false,
+        },
+        now,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        now,
+        &Actor::cli(),
+        Event::new("user.create", &user.email)
+            .detail(format!("role {}", role.as_str()))
+            .org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        format!("Added {} as {}.", user.email, role.label()),
+        json!({ "id": user.id, "email": user.email, "role": role.as_str(), "org_id": user.org_id }),
+    ))
+}
+
+async fn mailbox_add(
+    db: &Db,
+    address: &str,
+    org: &str,
+    user_emails: &[String],
+    shared: bool,
+    name: Option<&str>,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let address = valid("mailbox address", Email::parse(address))?;
+    let org = find_org(db, org).await?;
+    let domain = orgs::domain_by_name(db, address.domain())
+        .await?
+        .filter(|d| d.org_id == Some(org.id))
+        .ok_or_else(|| {
+            anyhow!(
+                "{} is not a domain of {}; add it with `directmail admin domain add`.",
+                address.domain(),
+                org.name
+            )
+        })?;
+    if mailboxes::by_address(db, address.as_str()).await?.is_some() {
+        bail!("The mailbox {address} already exists.");
+    }
+    let mut members = Vec::new();
+    for e in user_emails {
+        match users::by_email(db, e).await? {
+            Some(u) if u.org_id == Some(org.id) => members.push(u),
+            _ => bail!("No user of {} has the address {e}.", org.name),
+        }
+    }
+    let name = valid(
+        "name",
+        DisplayName::parse(name.unwrap_or(address.local_part())),
+    )?;
+    let kind = if shared {
+        MailboxKind::Shared
+    } else {
+        MailboxKind::Personal
+    };
+    let mut tx = db.pool.begin().await?;
+    let mailbox = mailboxes::create(&mut tx, org.id, domain.id, &address, kind, &name, now).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &Actor::cli(),
+        Event::new("mailbox.create", &mailbox.address)
+            .detail(kind.as_str())
+            .org(Some(org.id)),
+    )
+    .await?;
+    for u in &members {
+        mailboxes::assign(&mut tx, mailbox.id, u.id).await?;
+        audit::append(
+            &mut tx,
+            now,
+            &Actor::cli(),
+            Event::new("mailbox.assign", &mailbox.address)
+                .detail(&u.email)
+                .org(Some(org.id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let emails: Vec<&str> = members.iter().map(|u| u.email.as_str()).collect();
+    Ok((
+        format!(
+            "Created the mailbox {} for {}.",
+            mailbox.address,
+            if emails.is_empty() {
+                "nobody yet".to_owned()
+            } else {
+                emails.join(", ")
+            }
+        ),
+        json!({ "id": mailbox.id, "address": mailbox.address, "kind": kind.as_str(), "users": emails }),
+    ))
+}

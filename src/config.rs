@@ -1,0 +1,278 @@
+//! Command line and `DIRECTMAIL_*` environment configuration, read once at start-up.
+//!
+//! Every field has a working default so that `cargo run --release` starts a portal with
+//! no configuration at all. The README lists every variable; keep the two in step.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `directmail [serve]` or `directmail admin …`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "directmail",
+    version,
+    about = "Direct secure messaging (HISP) with webmail"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the portal (the default with no subcommand).
+    Serve,
+    /// Provision organizations, domains, users and mailboxes from a script.
+    Admin(crate::cli::AdminArgs),
+}
+
+/// The portal's settings. Each one is a flag and a `DIRECTMAIL_*` variable.
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address the web portal listens on.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+
+    /// Directory for the SQLite database and generated development secrets.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// Database: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB`.
+    /// Defaults to `sqlite://<data dir>/directmail.db`.
+    #[arg(long, env = "DIRECTMAIL_DATABASE_URL", global = true)]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// The HISP's own Direct domain, created at first start-up.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_HISP_DOMAIN",
+        default_value = "direct.localhost",
+        global = true
+    )]
+    pub hisp_domain: String,
+
+    /// E-mail of the first HISP operator, created at first start-up.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_OPERATOR_EMAIL",
+        default_value = "operator@direct.localhost",
+        global = true
+    )]
+    pub operator_email: String,
+
+    /// The URL users reach the portal at. An `https://` URL marks cookies `Secure`
+    /// and turns on HSTS (for deployments that terminate TLS at a proxy).
+    #[arg(long, env = "DIRECTMAIL_PUBLIC_URL", global = true)]
+    pub public_url: Option<url::Url>,
+
+    /// Certificate chain (PEM) for serving HTTPS directly. Needs `--tls-key`.
+    #[arg(long, env = "DIRECTMAIL_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for serving HTTPS directly. Needs `--tls-cert`.
+    #[arg(long, env = "DIRECTMAIL_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Comma-separated IP addresses of reverse proxies whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` headers are believed.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// Absolute session lifetime in minutes, whatever the activity.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SESSION_LIFETIME_MINUTES",
+        default_value_t = 720,
+        global = true
+    )]
+    pub session_lifetime_minutes: u32,
+
+    /// Failed sign-ins in a row before an account is locked.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_LOCKOUT_THRESHOLD",
+        default_value_t = 5,
+        global = true
+    )]
+    pub lockout_threshold: u32,
+
+    /// Minutes an account (or a source address) stays locked.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_LOCKOUT_MINUTES",
+        default_value_t = 15,
+        global = true
+    )]
+    pub lockout_minutes: u32,
+
+    /// Failed sign-ins from one source address (any account) before it is blocked.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_IP_LOCKOUT_THRESHOLD",
+        default_value_t = 20,
+        global = true
+    )]
+    pub ip_lockout_threshold: u32,
+
+    /// Logging filter (tracing `EnvFilter` syntax), e.g. `info` or `directmail=debug`.
+    #[arg(long, env = "DIRECTMAIL_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format: `text` or `json`.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Where the database lives, with the default filled in.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database_url.clone().unwrap_or_else(|| {
+            DatabaseUrl(format!(
+                "sqlite://{}",
+                self.data_dir.join("directmail.db").display()
+            ))
+        })
+    }
+
+    /// Whether the browser reaches us over HTTPS (directly or through a proxy).
+    pub fn served_over_https(&self) -> bool {
+        self.tls_cert.is_some()
+            || self
+                .public_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https")
+    }
+
+    /// The configuration with every default, as if started with no flags and no
+    /// environment (tests change fields from here).
+    pub fn defaults() -> Self {
+        Cli::parse_from(["directmail"]).config
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("http_addr", &self.http_addr)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url())
+            .field("hisp_domain", &self.hisp_domain)
+            .field("public_url", &self.public_url.as_ref().map(|u| u.as_str()))
+            .field("tls_cert", &self.tls_cert)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A database URL. Its password never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| s.starts_with(p));
+        if ok {
+            Ok(DatabaseUrl(s.to_owned()))
+        } else {
+            Err("expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE".into())
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_prints() {
+        let url: DatabaseUrl = "postgres://app:hunter2secret@db:5432/direct"
+            .parse()
+            .unwrap();
+        assert!(!format!("{url:?}").contains("hunter2secret"));
+        assert!(!format!("{url}").contains("hunter2secret"));
+        let mut config = Config::defaults();
+        config.database_url = Some(url);
+        assert!(!format!("{config:?}").contains("hunter2secret"));
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = Config::defaults();
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.hisp_domain, "direct.localhost");
+        assert!(
+            config
+                .database_url()
+                .as_str()
+                .ends_with("data/directmail.db")
+        );
+        assert!(!config.served_over_https());
+    }
+}

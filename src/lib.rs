@@ -1,0 +1,24 @@
+//! directmail: a Direct secure-messaging service (HISP) with a browser webmail.
+//!
+//! `main.rs` only parses the configuration and calls into here, so tests and tools
+//! use the same code. Areas:
+//! - [`config`]: flags and `DIRECTMAIL_*` variables;
+//! - [`db`] and [`store`]: the SQLite/PostgreSQL facade and the records in it;
+//! - [`domain`]: validated values (addresses, names, roles, passwords);
+//! - [`auth`]: password hashing, tokens, TOTP; [`audit`]: the hash-chained log;
+//! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
+//! - [`cli`]: `directmail admin …` provisioning from scripts.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod store;
+pub mod web;

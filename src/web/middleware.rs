@@ -1,0 +1,242 @@
+//! Cross-cutting layers: security headers, CSRF, and error pages. `app.rs` applies
+//! them in one place, in order.
+
+use askama::Template as _;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use subtle::ConstantTimeEq as _;
+use tower_http::request_id::RequestId;
+use tower_sessions::Session;
+
+use super::session::{Banner, KEY_CSRF};
+use super::{AppState, ErrorPage};
+
+/// Largest form body read while looking for the CSRF field (file uploads send the
+/// token in the `X-CSRF-Token` header instead).
+pub const FORM_LIMIT: usize = 64 * 1024;
+
+/// No inline scripts or styles anywhere; pages are never framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Sets the security headers on every response, and `Cache-Control: no-store` on
+/// everything but static files (pages may carry PHI).
+pub async fn security_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let https = super::is_https(&parts, &state.config);
+    let is_static = parts.uri.path().starts_with("/static/");
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+    );
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !is_static {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    response
+}
+
+/// Refuses every state-changing request that does not carry the session's CSRF token,
+/// in the `X-CSRF-Token` header (htmx, scripts) or the `_csrf` form field.
+///
+/// A refused or oversized form is answered by re-rendering the page it came from (its
+/// GET) with a banner saying why, so the user sees the form again rather than a dead
+/// end; routes with no GET page get the error page.
+pub async fn csrf(session: Session, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let expected = match session.get::<String>(KEY_CSRF).await {
+        Ok(Some(token)) => token,
+        Ok(None) => String::new(),
+        Err(e) => return super::AppError::from(e).into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let header_token = parts
+        .headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (supplied, body) = match header_token {
+        Some(token) => (token, body),
+        None => {
+            let is_form = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            if !is_form {
+                (String::new(), body)
+            } else {
+                match to_bytes(body, FORM_LIMIT).await {
+                    Ok(bytes) => {
+                        let token = url::form_urlencoded::parse(&bytes)
+                            .find(|(k, _)| k == "_csrf")
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        (token, Body::from(bytes))
+                    }
+                    Err(_) => {
+                        return rerender(
+                            parts,
+                            next,
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "What you sent was larger than this form accepts (64 KB), so nothing was saved. Shorten the text and send it again.",
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    };
+    let matches = !expected.is_empty()
+        && supplied.len() == expected.len()
+        && bool::from(supplied.as_bytes().ct_eq(expected.as_bytes()));
+    if !matches {
+        tracing::warn!(
+            path = parts.uri.path(),
+            "refused a request without a valid CSRF token"
+        );
+        return rerender(
+            parts,
+            next,
+            StatusCode::FORBIDDEN,
+            "This form had expired or did not come from this site, so nothing was changed. It has been reloaded: check it and send it again.",
+        )
+        .await;
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Answers a refused form post with its page, fetched as a GET, under `status`.
+async fn rerender(
+    mut parts: axum::http::request::Parts,
+    next: Next,
+    status: StatusCode,
+    message: &str,
+) -> Response {
+    parts.method = Method::GET;
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.extensions.insert(Banner(message.to_owned()));
+    let mut response = next.run(Request::from_parts(parts, Body::empty())).await;
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+        response
+    } else {
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ErrorPage {
+            message: message.to_owned(),
+        });
+        response
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorTemplate<'a> {
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+/// Renders an error page for responses marked with [`ErrorPage`] and for bare
+/// 404/405/413 responses from the router, with the request id to quote.
+pub async fn error_pages(request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let is_htmx = request.headers().contains_key("hx-request");
+    let response = next.run(request).await;
+    let status = response.status();
+    let marked = response.extensions().get::<ErrorPage>().cloned();
+    let message = match marked {
+        Some(page) => page.message,
+        None if response.headers().contains_key(header::CONTENT_TYPE) => return response,
+        None => match status {
+            StatusCode::NOT_FOUND => {
+                "We could not find that page. It may have moved, or you may not have access to it."
+                    .to_owned()
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                "That address does not accept this kind of request.".to_owned()
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                "What you sent was larger than this page accepts, so nothing was saved.".to_owned()
+            }
+            _ => return response,
+        },
+    };
+    let title = match status {
+        StatusCode::NOT_FOUND => "Page not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::BAD_REQUEST => "Something in the request was wrong",
+        StatusCode::PAYLOAD_TOO_LARGE => "Too large",
+        StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong",
+        _ => "This did not work",
+    };
+    let mut headers = response.headers().clone();
+    headers.remove(header::CONTENT_LENGTH);
+    let body = if is_htmx {
+        // htmx shows this text in a toast (static/app.js)
+        format!("{message} (request id {request_id})")
+    } else {
+        ErrorTemplate {
+            status: status.as_u16(),
+            title,
+            message: &message,
+            request_id: &request_id,
+        }
+        .render()
+        .unwrap_or_else(|_| format!("{title}. Request id {request_id}."))
+    };
+    let mut out = if is_htmx {
+        (status, body).into_response()
+    } else {
+        (status, Html(body)).into_response()
+    };
+    for (name, value) in headers.iter() {
+        if name != header::CONTENT_TYPE {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! The browser portal: pages per area, each module owning its routes.
+//!
+//! - [`middleware`]: security headers, CSRF, error pages (applied in `app.rs`);
+//! - [`session`]: who is signed in, idle timeout, sign-in helpers;
+//! - [`auth`]: sign-in, MFA challenge, invites and resets, sign-out;
+//! - [`account`]: a user's own password, MFA and sessions;
+//! - [`orgs`]: the operator's and office manager's console;
+//! - [`health`]: `/healthz` and `/readyz`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::Db;
+
+pub mod account;
+pub mod audit_log;
+pub mod auth;
+pub mod health;
+pub mod middleware;
+pub mod orgs;
+pub mod session;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub clock: Clock,
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Db {
+        state.db.clone()
+    }
+}
+
+/// The request path's error. Each variant says the status it maps to; the page shown
+/// is rendered by `middleware::error_pages` with the request id.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 404: no such thing, or not visible to this user (other organizations' objects
+    /// are reported as missing, not forbidden, so their existence does not leak).
+    #[error("not found")]
+    NotFound,
+    /// 403 with a sentence saying what the user cannot do.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 400 with a sentence saying what was wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 500: logged with its cause chain; the user sees only the request id.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+impl From<tower_sessions::session::Error> for AppError {
+    fn from(e: tower_sessions::session::Error) -> Self {
+        AppError::Internal(anyhow::Error::new(e).context("session store"))
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::Internal(anyhow::Error::new(e).context("background task"))
+    }
+}
+
+/// Marks a response whose body `middleware::error_pages` replaces with an error page.
+#[derive(Clone, Debug)]
+pub struct ErrorPage {
+    pub message: String,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            AppError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "We could not find that page. It may have moved, or you may not have access to it."
+                    .to_owned(),
+            ),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            AppError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong on our side and nothing was changed. If it happens again, give your administrator the request id below.".to_owned(),
+                )
+            }
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ErrorPage { message });
+        response
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// The address the request came from: the peer, or the client named by a trusted
+/// proxy's `X-Forwarded-For`.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        Ok(ClientIp(
+            client_ip(parts, &state.config.trusted_proxies).to_string(),
+        ))
+    }
+}
+
+/// The peer address, or, when the peer is a trusted proxy, the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+/// Whether the browser reached us over HTTPS (directly, or per a trusted proxy).
+pub fn is_https(parts: &Parts, config: &Config) -> bool {
+    if config.served_over_https() {
+        return true;
+    }
+    let peer_trusted = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| config.trusted_proxies.contains(&c.0.ip()));
+    peer_trusted
+        && parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Field-level messages for re-rendering a form next to what was typed.
+#[derive(Debug, Default, Clone)]
+pub struct FieldErrors(HashMap<&'static str, String>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.entry(field).or_insert_with(|| message.into());
+    }
+
+    /// The message for `field`, or "" (templates test with `is_empty`).
+    pub fn get(&self, field: &str) -> &str {
+        self.0.get(field).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Records a validation result, returning the value when it was valid.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// A page number from a query string (1-based), never below 1 or absurdly high.
+pub fn page_number(raw: Option<&str>) -> i64 {
+    raw.and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(1)
+        .clamp(1, 100_000)
+}

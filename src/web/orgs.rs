@@ -1,0 +1,1284 @@
+//! The console: operators create organizations and give them domains; office managers
+//! (and operators) run an organization's users, mailboxes and settings.
+//!
+//! Every route under `/orgs/{org}` checks `CurrentUser::can_admin(org)`; objects of
+//! another organization answer 404, the same as objects that do not exist.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_htmx::HxRequest;
+use serde::Deserialize;
+
+use super::session::{self, Chrome, CurrentUser};
+use super::{AppError, AppResult, AppState, ClientIp, FieldErrors, page_number};
+use crate::audit::{self, Actor, Event};
+use crate::auth;
+use crate::clock::format_utc;
+use crate::domain::{DisplayName, DomainName, Email, OrgName, Role, parse_idle_timeout};
+use crate::store::invites::{self, Purpose};
+use crate::store::is_unique_violation;
+use crate::store::mailboxes::{self, Mailbox, MailboxKind};
+use crate::store::orgs::{self, Domain, Org};
+use crate::store::users::{self, User};
+
+/// Rows per page in the console's lists.
+pub const PAGE_SIZE: i64 = 25;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/orgs", get(org_list).post(create_org))
+        .route("/orgs/{org}", get(org_overview))
+        .route("/orgs/{org}/domains", post(add_domain))
+        .route("/orgs/{org}/users", get(user_list))
+        .route(
+            "/orgs/{org}/users/invite",
+            get(invite_form).post(invite_user),
+        )
+        .route("/orgs/{org}/users/{user}", get(user_detail))
+        .route("/orgs/{org}/users/{user}/role", post(change_role))
+        .route("/orgs/{org}/users/{user}/disable", post(disable_user))
+        .route("/orgs/{org}/users/{user}/enable", post(enable_user))
+        .route(
+            "/orgs/{org}/users/{user}/reset-password",
+            post(reset_password),
+        )
+        .route("/orgs/{org}/users/{user}/reset-mfa", post(reset_mfa))
+        .route("/orgs/{org}/users/{user}/mailboxes", post(assign_mailbox))
+        .route(
+            "/orgs/{org}/mailboxes",
+            get(mailbox_list).post(create_mailbox),
+        )
+        .route("/orgs/{org}/mailboxes/{mailbox}/members", post(add_member))
+        .route(
+            "/orgs/{org}/mailboxes/{mailbox}/members/{user}/remove",
+            post(remove_member),
+        )
+        .route(
+            "/orgs/{org}/settings",
+            get(settings_page).post(save_settings),
+        )
+}
+
+fn actor(current: &CurrentUser, ip: String) -> Actor {
+    Actor {
+        user_id: Some(current.user.id),
+        label: current.user.email.clone(),
+        org_id: current.user.org_id,
+        ip,
+    }
+}
+
+/// The organization, if this user may run it; 404 otherwise.
+async fn admin_org(state: &AppState, current: &CurrentUser, org_id: i64) -> AppResult<Org> {
+    if !current.can_admin(org_id) {
+        return Err(match current.role() {
+            Role::Member => AppError::Forbidden(
+                "Only your organization's administrator can open this page.".into(),
+            ),
+            _ => AppError::NotFound,
+        });
+    }
+    orgs::get(&state.db, org_id)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+/// A user of this organization, or 404.
+async fn org_user(state: &AppState, org: &Org, user_id: i64) -> AppResult<User> {
+    match users::get(&state.db, user_id).await? {
+        Some(u) if u.org_id == Some(org.id) => Ok(u),
+        _ => Err(AppError::NotFound),
+    }
+}
+
+/// A list row with its dates already formatted.
+pub struct UserRow {
+    pub user: User,
+    pub last_login: String,
+    pub status: &'static str,
+}
+
+impl UserRow {
+    fn new(user: User, now: i64) -> Self {
+        let status = if user.disabled {
+            "Disabled"
+        } else if user.password_hash.is_none() {
+            "Invited, not yet signed in"
+        } else if user.locked_until > now {
+            "Locked (failed sign-ins)"
+        } else {
+            "Active"
+        };
+        UserRow {
+            last_login: user
+                .last_login_at
+                .map(format_utc)
+                .unwrap_or_else(|| "never".into()),
+            status,
+            user,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListQuery {
+    q: String,
+    page: String,
+}
+
+// ---------- operator: organizations ----------
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/list.html")]
+struct OrgListPage {
+    chrome: Chrome,
+    orgs: Vec<Org>,
+    q: String,
+    page: i64,
+    has_next: bool,
+    name: String,
+    domain: String,
+    errors: FieldErrors,
+}
+
+async fn org_list(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<ListQuery>,
+) -> AppResult<OrgListPage> {
+    current.require_operator()?;
+    org_list_view(
+        &state,
+        current.chrome,
+        q,
+        String::new(),
+        String::new(),
+        FieldErrors::default(),
+    )
+    .await
+}
+
+async fn org_list_view(
+    state: &AppState,
+    chrome: Chrome,
+    q: ListQuery,
+    name: String,
+    domain: String,
+    errors: FieldErrors,
+) -> AppResult<OrgListPage> {
+    let page = page_number(Some(&q.page));
+    let mut list = orgs::list(&state.db, &q.q, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE).await?;
+    let has_next = list.len() as i64 > PAGE_SIZE;
+    list.truncate(PAGE_SIZE as usize);
+    Ok(OrgListPage {
+        chrome,
+        orgs: list,
+        q: q.q,
+        page,
+        has_next,
+        name,
+        domain,
+        errors,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CreateOrgForm {
+    name: String,
+    domain: String,
+}
+
+async fn create_org(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    form: Result<Form<CreateOrgForm>, FormRejection>,
+) -> AppResult<Response> {
+    current.require_operator()?;
+    let mut errors = FieldErrors::default();
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            errors.add("form", message);
+            let page = org_list_view(
+                &state,
+                current.chrome.clone(),
+                ListQuery::default(),
+                String::new(),
+                String::new(),
+                errors,
+            )
+            .await?;
+            return Ok((status, page).into_response());
+        }
+    };
+    let name = errors.check("name", OrgName::parse(&form.name));
+    let domain = if form.domain.trim().is_empty() {
+        None
+    } else {
+        errors.check("domain", DomainName::parse(&form.domain))
+    };
+    if let Some(d) = &domain {
+        if orgs::domain_by_name(&state.db, d.as_str()).await?.is_some() {
+            errors.add("domain", format!("The domain {d} is already in use."));
+        }
+    }
+    if let Some(n) = &name {
+        if orgs::by_name(&state.db, n.as_str()).await?.is_some() {
+            errors.add("name", "An organization with this name already exists.");
+        }
+    }
+    let Some(name) = name.filter(|_| errors.is_empty()) else {
+        let page = org_list_view(
+            &state,
+            current.chrome.clone(),
+            ListQuery::default(),
+            form.name,
+            form.domain,
+            errors,
+        )
+        .await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    let org = orgs::create(&mut tx, &name, now).await?;
+    let actor = actor(&current, ip);
+    audit::append(
+        &mut tx,
+        now,
+        &actor,
+        Event::new("org.create", format!("org:{}", org.id))
+            .detail(&org.name)
+            .org(Some(org.id)),
+    )
+    .await?;
+    if let Some(d) = &domain {
+        orgs::add_domain(&mut tx, Some(org.id), d, now).await?;
+        audit::append(
+            &mut tx,
+            now,
+            &actor,
+            Event::new("domain.add", d.as_str()).org(Some(org.id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Organization \u{201c}{}\u{201d} created.", org.name),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/orgs/{}", org.id)).into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    org: Org,
+    domains: Vec<Domain>,
+    unassigned: Vec<Domain>,
+    admins: Vec<User>,
+    is_operator: bool,
+    domain: String,
+    errors: FieldErrors,
+}
+
+async fn org_overview(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+) -> AppResult<OverviewPage> {
+    let org = admin_org(&state, &current, org_id).await?;
+    overview_view(&state, current, org, String::new(), FieldErrors::default()).await
+}
+
+async fn overview_view(
+    state: &AppState,
+    current: CurrentUser,
+    org: Org,
+    domain: String,
+    errors: FieldErrors,
+) -> AppResult<OverviewPage> {
+    let is_operator = current.role() == Role::Operator;
+    Ok(OverviewPage {
+        domains: orgs::domains_of(&state.db, org.id).await?,
+        unassigned: if is_operator {
+            orgs::unassigned_domains(&state.db).await?
+        } else {
+            Vec::new()
+        },
+        admins: users::admins_of(&state.db, org.id).await?,
+        is_operator,
+        chrome: current.chrome,
+        org,
+        domain,
+        errors,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct DomainForm {
+    domain: String,
+}
+
+async fn add_domain(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+    form: Result<Form<DomainForm>, FormRejection>,
+) -> AppResult<Response> {
+    current.require_operator()?;
+    let org = admin_org(&state, &current, org_id).await?;
+    let mut errors = FieldErrors::default();
+    let typed = match form {
+        Ok(Form(f)) => f.domain,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            errors.add("domain", message);
+            return Ok((
+                status,
+                overview_view(&state, current, org, String::new(), errors).await?,
+            )
+                .into_response());
+        }
+    };
+    let Some(name) = errors.check("domain", DomainName::parse(&typed)) else {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            overview_view(&state, current, org, typed, errors).await?,
+        )
+            .into_response());
+    };
+    let now = state.clock.now();
+    let existing = orgs::domain_by_name(&state.db, name.as_str()).await?;
+    let mut tx = state.db.pool.begin().await?;
+    match existing {
+        // the HISP's own domain, or one released earlier, is given to this organization
+        Some(d) if d.org_id.is_none() => {
+            orgs::assign_domain(&mut tx, d.id, org.id).await?;
+        }
+        Some(_) => {
+            errors.add(
+                "domain",
+                format!("The domain {name} already belongs to an organization."),
+            );
+            return Ok((
+                StatusCode::CONFLICT,
+                overview_view(&state, current, org, typed, errors).await?,
+            )
+                .into_response());
+        }
+        None => {
+            orgs::add_domain(&mut tx, Some(org.id), &name, now).await?;
+        }
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("domain.add", name.as_str()).org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(&current.session, format!("Domain {name} added.")).await?;
+    Ok(Redirect::to(&format!("/orgs/{}", org.id)).into_response())
+}
+
+// ---------- users ----------
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    org: Org,
+    rows: Vec<UserRow>,
+    q: String,
+    page: i64,
+    has_next: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/users_partial.html")]
+struct UsersPartial {
+    org: Org,
+    rows: Vec<UserRow>,
+    q: String,
+    page: i64,
+    has_next: bool,
+}
+
+async fn user_list(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    HxRequest(htmx): HxRequest,
+    Path(org_id): Path<i64>,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let page = page_number(Some(&q.page));
+    let now = state.clock.now();
+    let mut list = users::list(
+        &state.db,
+        Some(org.id),
+        &q.q,
+        PAGE_SIZE + 1,
+        (page - 1) * PAGE_SIZE,
+    )
+    .await?;
+    let has_next = list.len() as i64 > PAGE_SIZE;
+    list.truncate(PAGE_SIZE as usize);
+    let rows = list.into_iter().map(|u| UserRow::new(u, now)).collect();
+    Ok(if htmx {
+        UsersPartial {
+            org,
+            rows,
+            q: q.q,
+            page,
+            has_next,
+        }
+        .into_response()
+    } else {
+        UsersPage {
+            chrome: current.chrome,
+            org,
+            rows,
+            q: q.q,
+            page,
+            has_next,
+        }
+        .into_response()
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/invite.html")]
+struct InvitePage {
+    chrome: Chrome,
+    org: Org,
+    email: String,
+    name: String,
+    role: String,
+    errors: FieldErrors,
+    /// After success: the link to hand to the invited person.
+    link: String,
+    invited: String,
+}
+
+async fn invite_form(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+) -> AppResult<InvitePage> {
+    let org = admin_org(&state, &current, org_id).await?;
+    Ok(InvitePage {
+        chrome: current.chrome,
+        org,
+        email: String::new(),
+        name: String::new(),
+        role: "member".into(),
+        errors: FieldErrors::default(),
+        link: String::new(),
+        invited: String::new(),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct InviteForm {
+    email: String,
+    name: String,
+    role: String,
+}
+
+/// The absolute link for a single-use token.
+fn link_for(state: &AppState, token: &str) -> String {
+    let base = state
+        .config
+        .public_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{}", state.config.http_addr));
+    format!("{base}/invite/{token}")
+}
+
+/// Roles an organization's console can hand out (operators are made with the CLI).
+fn org_role(input: &str) -> Result<Role, crate::domain::Invalid> {
+    match Role::parse(input)? {
+        Role::Operator => Err(crate::domain::Invalid(
+            "An organization's users are members or organization administrators.".into(),
+        )),
+        role => Ok(role),
+    }
+}
+
+async fn invite_user(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+    form: Result<Form<InviteForm>, FormRejection>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let mut page = InvitePage {
+        chrome: current.chrome.clone(),
+        org: org.clone(),
+        email: String::new(),
+        name: String::new(),
+        role: "member".into(),
+        errors: FieldErrors::default(),
+        link: String::new(),
+        invited: String::new(),
+    };
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            page.errors.add("form", message);
+            return Ok((status, page).into_response());
+        }
+    };
+    page.email = form.email.clone();
+    page.name = form.name.clone();
+    page.role = form.role.clone();
+    let email = page.errors.check("email", Email::parse(&form.email));
+    let name = page.errors.check("name", DisplayName::parse(&form.name));
+    let role = page.errors.check("role", org_role(&form.role));
+    let (Some(email), Some(name), Some(role)) = (email, name, role) else {
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    if users::by_email(&state.db, email.as_str()).await?.is_some() {
+        page.errors.add(
+            "email",
+            "Someone with this e-mail address already has an account.",
+        );
+        return Ok((StatusCode::CONFLICT, page).into_response());
+    }
+    let now = state.clock.now();
+    let (token, token_hash) = auth::new_token();
+    let mut tx = state.db.pool.begin().await?;
+    let created = users::create(
+        &mut tx,
+        users::NewUser {
+            org_id: Some(org.id),
+            email: &email,
+            display_name: &name,
+            role,
+            password_hash: None,
+            must_change_password: false,
+        },
+        now,
+    )
+    .await;
+    let user = match created {
+        Ok(u) => u,
+        Err(e) if is_unique_violation(&e) => {
+            page.errors.add(
+                "email",
+                "Someone with this e-mail address already has an account.",
+            );
+            return Ok((StatusCode::CONFLICT, page).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    invites::create(
+        &mut tx,
+        user.id,
+        Purpose::Invite,
+        &token_hash,
+        Some(current.user.id),
+        now,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("user.invite", &user.email)
+            .detail(format!("role {}", role.as_str()))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    page.link = link_for(&state, &token);
+    page.invited = user.email;
+    page.email.clear();
+    page.name.clear();
+    page.role = "member".into();
+    Ok(page.into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/user.html")]
+struct UserPage {
+    chrome: Chrome,
+    org: Org,
+    row: UserRow,
+    mailboxes: Vec<Mailbox>,
+    org_mailboxes: Vec<Mailbox>,
+    pending_invite: String,
+    /// After a reset: the link to hand over, shown once.
+    link: String,
+    is_self: bool,
+    can_edit: bool,
+}
+
+async fn user_detail(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<UserPage> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let user = org_user(&state, &org, user_id).await?;
+    user_view(&state, current, org, user, String::new()).await
+}
+
+async fn user_view(
+    state: &AppState,
+    current: CurrentUser,
+    org: Org,
+    user: User,
+    link: String,
+) -> AppResult<UserPage> {
+    let now = state.clock.now();
+    Ok(UserPage {
+        mailboxes: mailboxes::of_user(&state.db, user.id).await?,
+        org_mailboxes: mailboxes::list_for_org(&state.db, org.id, "", 500, 0).await?,
+        pending_invite: invites::pending_for(&state.db, user.id, now)
+            .await?
+            .map(format_utc)
+            .unwrap_or_default(),
+        is_self: user.id == current.user.id,
+        can_edit: user.id != current.user.id,
+        row: UserRow::new(user, now),
+        chrome: current.chrome,
+        org,
+        link,
+    })
+}
+
+/// Loads the target of a user action, refusing actions on oneself.
+async fn action_target(
+    state: &AppState,
+    current: &CurrentUser,
+    org_id: i64,
+    user_id: i64,
+) -> AppResult<(Org, User)> {
+    let org = admin_org(state, current, org_id).await?;
+    let user = org_user(state, &org, user_id).await?;
+    if user.id == current.user.id {
+        return Err(AppError::Forbidden(
+            "You cannot change your own role or access here; ask another administrator.".into(),
+        ));
+    }
+    Ok((org, user))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RoleForm {
+    role: String,
+}
+
+async fn change_role(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+    Form(form): Form<RoleForm>,
+) -> AppResult<Response> {
+    let (org, user) = action_target(&state, &current, org_id, user_id).await?;
+    let role = org_role(&form.role).map_err(|e| AppError::BadRequest(e.0))?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    users::set_role(&mut tx, user.id, role).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("user.role", &user.email)
+            .detail(format!("{} -> {}", user.role.as_str(), role.as_str()))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("{} is now: {}.", user.email, role.label()),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+async fn set_disabled(
+    state: AppState,
+    ip: String,
+    current: CurrentUser,
+    org_id: i64,
+    user_id: i64,
+    disabled: bool,
+) -> AppResult<Response> {
+    let (org, user) = action_target(&state, &current, org_id, user_id).await?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    users::set_disabled(&mut tx, user.id, disabled).await?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new(action, &user.email).org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    let message = if disabled {
+        format!("{} is disabled and was signed out everywhere.", user.email)
+    } else {
+        format!("{} can sign in again.", user.email)
+    };
+    session::flash(&current.session, message).await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+async fn disable_user(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    set_disabled(state, ip, current, org_id, user_id, true).await
+}
+
+async fn enable_user(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    set_disabled(state, ip, current, org_id, user_id, false).await
+}
+
+/// Ends the old password at once and gives the administrator a single-use link for
+/// the user to choose a new one. (Unused invites are re-issued the same way.)
+async fn reset_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (org, user) = action_target(&state, &current, org_id, user_id).await?;
+    let now = state.clock.now();
+    let (token, token_hash) = auth::new_token();
+    let purpose = if user.password_hash.is_some() {
+        Purpose::Reset
+    } else {
+        Purpose::Invite
+    };
+    let mut tx = state.db.pool.begin().await?;
+    if purpose == Purpose::Reset {
+        sqlx::query("update users set password_hash = null, session_epoch = session_epoch + 1, failed_logins = 0, locked_until = 0 where id = $1")
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    invites::create(
+        &mut tx,
+        user.id,
+        purpose,
+        &token_hash,
+        Some(current.user.id),
+        now,
+    )
+    .await?;
+    let action = if purpose == Purpose::Reset {
+        "password.reset"
+    } else {
+        "user.reinvite"
+    };
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new(action, &user.email).org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    let user = org_user(&state, &org, user.id).await?;
+    let page = user_view(&state, current, org, user, link_for(&state, &token)).await?;
+    Ok(page.into_response())
+}
+
+async fn reset_mfa(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (org, user) = action_target(&state, &current, org_id, user_id).await?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    users::clear_totp(&mut tx, user.id).await?;
+    users::bump_epoch(&mut tx, user.id).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("mfa.reset", &user.email).org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Two-step sign-in was reset for {}; they will set it up again at their next sign-in if your organization requires it.", user.email),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AssignForm {
+    mailbox: String,
+}
+
+async fn assign_mailbox(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+    Form(form): Form<AssignForm>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let user = org_user(&state, &org, user_id).await?;
+    let mailbox = org_mailbox(&state, &org, form.mailbox.trim().parse().unwrap_or(0)).await?;
+    assign(&state, &current, ip, &org, &mailbox, &user).await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+async fn assign(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    org: &Org,
+    mailbox: &Mailbox,
+    user: &User,
+) -> AppResult<()> {
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    let added = mailboxes::assign(&mut tx, mailbox.id, user.id).await?;
+    if added {
+        audit::append(
+            &mut tx,
+            now,
+            &actor(current, ip),
+            Event::new("mailbox.assign", &mailbox.address)
+                .detail(&user.email)
+                .org(Some(org.id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    let message = if added {
+        format!("{} can now use {}.", user.email, mailbox.address)
+    } else {
+        format!("{} could already use {}.", user.email, mailbox.address)
+    };
+    session::flash(&current.session, message).await
+}
+
+// ---------- mailboxes ----------
+
+async fn org_mailbox(state: &AppState, org: &Org, mailbox_id: i64) -> AppResult<Mailbox> {
+    match mailboxes::get(&state.db, mailbox_id).await? {
+        Some(m) if m.org_id == org.id => Ok(m),
+        _ => Err(AppError::NotFound),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/mailboxes.html")]
+struct MailboxesPage {
+    chrome: Chrome,
+    org: Org,
+    mailboxes: Vec<Mailbox>,
+    domains: Vec<Domain>,
+    q: String,
+    page: i64,
+    has_next: bool,
+    local: String,
+    domain: String,
+    kind: String,
+    name: String,
+    owner: String,
+    errors: FieldErrors,
+}
+
+async fn mailbox_list(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+    Query(q): Query<ListQuery>,
+) -> AppResult<MailboxesPage> {
+    let org = admin_org(&state, &current, org_id).await?;
+    mailboxes_view(
+        &state,
+        current.chrome,
+        org,
+        q,
+        MailboxForm::default(),
+        FieldErrors::default(),
+    )
+    .await
+}
+
+async fn mailboxes_view(
+    state: &AppState,
+    chrome: Chrome,
+    org: Org,
+    q: ListQuery,
+    form: MailboxForm,
+    errors: FieldErrors,
+) -> AppResult<MailboxesPage> {
+    let page = page_number(Some(&q.page));
+    let mut list = mailboxes::list_for_org(
+        &state.db,
+        org.id,
+        &q.q,
+        PAGE_SIZE + 1,
+        (page - 1) * PAGE_SIZE,
+    )
+    .await?;
+    let has_next = list.len() as i64 > PAGE_SIZE;
+    list.truncate(PAGE_SIZE as usize);
+    Ok(MailboxesPage {
+        chrome,
+        domains: orgs::domains_of(&state.db, org.id).await?,
+        org,
+        mailboxes: list,
+        q: q.q,
+        page,
+        has_next,
+        local: form.local,
+        domain: form.domain,
+        kind: if form.kind.is_empty() {
+            "personal".into()
+        } else {
+            form.kind
+        },
+        name: form.name,
+        owner: form.owner,
+        errors,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct MailboxForm {
+    local: String,
+    domain: String,
+    kind: String,
+    name: String,
+    /// E-mail of a user of the organization to assign right away (optional).
+    owner: String,
+}
+
+async fn create_mailbox(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+    form: Result<Form<MailboxForm>, FormRejection>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let mut errors = FieldErrors::default();
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            errors.add("form", message);
+            let page = mailboxes_view(
+                &state,
+                current.chrome.clone(),
+                org,
+                ListQuery::default(),
+                MailboxForm::default(),
+                errors,
+            )
+            .await?;
+            return Ok((status, page).into_response());
+        }
+    };
+    let domains = orgs::domains_of(&state.db, org.id).await?;
+    let domain = domains
+        .iter()
+        .find(|d| d.name == form.domain.trim().to_ascii_lowercase());
+    if domain.is_none() {
+        errors.add(
+            "domain",
+            if domains.is_empty() {
+                "This organization has no Direct domain yet; ask your HISP operator to add one."
+            } else {
+                "Choose one of your organization's domains."
+            },
+        );
+    }
+    let address = domain.and_then(|d| {
+        errors.check(
+            "local",
+            Email::parse(&format!("{}@{}", form.local.trim(), d.name)),
+        )
+    });
+    let kind = MailboxKind::parse(&form.kind);
+    if kind.is_none() {
+        errors.add("kind", "Choose personal or shared.");
+    }
+    let name = errors.check("name", DisplayName::parse(&form.name));
+    let owner = if form.owner.trim().is_empty() {
+        None
+    } else {
+        match users::by_email(&state.db, &form.owner).await? {
+            Some(u) if u.org_id == Some(org.id) => Some(u),
+            _ => {
+                errors.add(
+                    "owner",
+                    "No user of this organization has that e-mail address.",
+                );
+                None
+            }
+        }
+    };
+    if let Some(a) = &address {
+        if mailboxes::by_address(&state.db, a.as_str())
+            .await?
+            .is_some()
+        {
+            errors.add("local", format!("The mailbox {a} already exists."));
+        }
+    }
+    let (Some(domain), Some(address), Some(kind), Some(name), true) =
+        (domain, address, kind, name, errors.is_empty())
+    else {
+        let page = mailboxes_view(
+            &state,
+            current.chrome.clone(),
+            org,
+            ListQuery::default(),
+            form,
+            errors,
+        )
+        .await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let now = state.clock.now();
+    let actor = actor(&current, ip);
+    let mut tx = state.db.pool.begin().await?;
+    let mailbox =
+        match mailboxes::create(&mut tx, org.id, domain.id, &address, kind, &name, now).await {
+            Ok(m) => m,
+            Err(e) if is_unique_violation(&e) => {
+                errors.add("local", format!("The mailbox {address} already exists."));
+                let page = mailboxes_view(
+                    &state,
+                    current.chrome.clone(),
+                    org,
+                    ListQuery::default(),
+                    form,
+                    errors,
+                )
+                .await?;
+                return Ok((StatusCode::CONFLICT, page).into_response());
+            }
+            Err(e) => return Err(e.into()),
+        };
+    audit::append(
+        &mut tx,
+        now,
+        &actor,
+        Event::new("mailbox.create", &mailbox.address)
+            .detail(kind.as_str())
+            .org(Some(org.id)),
+    )
+    .await?;
+    if let Some(owner) = &owner {
+        mailboxes::assign(&mut tx, mailbox.id, owner.id).await?;
+        audit::append(
+            &mut tx,
+            now,
+            &actor,
+            Event::new("mailbox.assign", &mailbox.address)
+                .detail(&owner.email)
+                .org(Some(org.id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Mailbox {} created.", mailbox.address),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/orgs/{}/mailboxes", org.id)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct MemberForm {
+    email: String,
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, mailbox_id)): Path<(i64, i64)>,
+    Form(form): Form<MemberForm>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
+    match users::by_email(&state.db, &form.email).await? {
+        Some(user) if user.org_id == Some(org.id) => {
+            assign(&state, &current, ip, &org, &mailbox, &user).await?;
+        }
+        _ => {
+            session::flash(
+                &current.session,
+                format!(
+                    "No user of {} has the address \u{201c}{}\u{201d}; nothing changed.",
+                    org.name,
+                    form.email.trim()
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(Redirect::to(&format!("/orgs/{}/mailboxes", org.id)).into_response())
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, mailbox_id, user_id)): Path<(i64, i64, i64)>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
+    let user = org_user(&state, &org, user_id).await?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    if mailboxes::unassign(&mut tx, mailbox.id, user.id).await? {
+        audit::append(
+            &mut tx,
+            now,
+            &actor(&current, ip),
+            Event::new("mailbox.unassign", &mailbox.address)
+                .detail(&user.email)
+                .org(Some(org.id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("{} no longer uses {}.", user.email, mailbox.address),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/orgs/{}/mailboxes", org.id)).into_response())
+}
+
+// ---------- settings ----------
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orgs/settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    org: Org,
+    idle: String,
+    require_mfa: bool,
+    errors: FieldErrors,
+}
+
+async fn settings_page(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+) -> AppResult<SettingsPage> {
+    let org = admin_org(&state, &current, org_id).await?;
+    Ok(SettingsPage {
+        chrome: current.chrome,
+        idle: org.idle_timeout_minutes.to_string(),
+        require_mfa: org.require_mfa,
+        org,
+        errors: FieldErrors::default(),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct SettingsForm {
+    idle: String,
+    require_mfa: String,
+}
+
+async fn save_settings(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(org_id): Path<i64>,
+    form: Result<Form<SettingsForm>, FormRejection>,
+) -> AppResult<Response> {
+    let org = admin_org(&state, &current, org_id).await?;
+    let mut page = SettingsPage {
+        chrome: current.chrome.clone(),
+        idle: org.idle_timeout_minutes.to_string(),
+        require_mfa: org.require_mfa,
+        org: org.clone(),
+        errors: FieldErrors::default(),
+    };
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            page.errors.add("form", message);
+            return Ok((status, page).into_response());
+        }
+    };
+    page.idle = form.idle.clone();
+    page.require_mfa = !form.require_mfa.is_empty();
+    let Some(idle) = page.errors.check("idle", parse_idle_timeout(&form.idle)) else {
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    orgs::update_settings(&mut tx, org.id, idle, page.require_mfa).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("org.settings", format!("org:{}", org.id))
+            .detail(format!(
+                "idle {idle} min, mfa required {}",
+                page.require_mfa
+            ))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(&current.session, "Settings saved.").await?;
+    Ok(Redirect::to(&format!("/orgs/{}/settings", org.id)).into_response())
+}
