@@ -48,16 +48,22 @@ fn static_dir() -> std::path::PathBuf {
 /// Every layer, in one place. A layer wraps what was added before it, so the list
 /// reads from the innermost (next to the handlers) to the outermost.
 fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
-    let with_sessions = routes
-        // CSRF needs the session, so it sits inside the session layer.
-        .layer(middleware::from_fn(mw::csrf))
-        // Forms are small; uploads (later) raise this on their own routes.
-        .layer(DefaultBodyLimit::max(mw::FORM_LIMIT));
+    // CSRF wraps the whole router as one service (not each route, as `Router::layer`
+    // does), so that a refused form can be answered by routing its page's GET.
+    let routed = routes.with_state(state.clone());
+    let guarded = Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(middleware::from_fn(mw::csrf))
+            .service(routed),
+    );
+    // Forms are small; uploads (later) raise this on their own routes.
+    let guarded = guarded.layer(DefaultBodyLimit::max(mw::FORM_LIMIT));
+    // CSRF needs the session, so the session layer sits outside it.
     let with_sessions = match &state.db.sessions {
         SessionPool::Sqlite(pool) => {
-            with_sessions.layer(session_layer(SqliteStore::new(pool.clone()), &state.config))
+            guarded.layer(session_layer(SqliteStore::new(pool.clone()), &state.config))
         }
-        SessionPool::Postgres(pool) => with_sessions.layer(session_layer(
+        SessionPool::Postgres(pool) => guarded.layer(session_layer(
             PostgresStore::new(pool.clone()),
             &state.config,
         )),
@@ -65,7 +71,7 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
     with_sessions
         // Error pages need the request id set below, and see every status.
         .layer(middleware::from_fn(mw::error_pages))
-        .layer(middleware::from_fn_with_state(state.clone(), mw::security_headers))
+        .layer(middleware::from_fn_with_state(state, mw::security_headers))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         // The trace span carries the request id on every log line of the request;
         // paths are logged, query strings are not (they may carry search terms).
@@ -78,7 +84,6 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
 }
 
 fn session_layer<S: SessionStore + Clone>(store: S, config: &Config) -> SessionManagerLayer<S> {
@@ -130,10 +135,17 @@ impl Application {
                 config.http_addr
             )
         })?;
+        let bound = listener.local_addr()?;
+        let public_base = match &config.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None if tls.is_some() => format!("https://{bound}"),
+            None => format!("http://{bound}"),
+        };
         let state = AppState {
             db,
             config: Arc::new(config),
             clock,
+            public_base,
         };
         spawn_session_cleanup(&state);
         Ok(Application {

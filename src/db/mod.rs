@@ -77,10 +77,10 @@ impl Db {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 .disable_statement_logging();
-            if let Some(dir) = options.get_filename().parent() {
-                if !dir.as_os_str().is_empty() {
-                    create_dir(dir)?;
-                }
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                create_dir(dir)?;
             }
             // Opening through the concrete driver applies WAL mode and creates the file;
             // the `Any` pool then opens the same file with the same pragmas.

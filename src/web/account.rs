@@ -156,13 +156,13 @@ async fn change_password(
         "password",
         NewPassword::parse(&form.password, &form.confirm),
     );
-    if let Some(new) = &new {
-        if new.expose() == form.current {
-            page.errors.add(
-                "password",
-                "Choose a password different from the current one.",
-            );
-        }
+    if let Some(new) = &new
+        && new.expose() == form.current
+    {
+        page.errors.add(
+            "password",
+            "Choose a password different from the current one.",
+        );
     }
     let (Some(new), true) = (new, page.errors.is_empty()) else {
         return Ok((StatusCode::BAD_REQUEST, page).into_response());

@@ -39,14 +39,13 @@ pub fn unreadable(rejection: &FormRejection) -> (StatusCode, String) {
     } else {
         "The form could not be read, so nothing was saved. Fill it in again and send it.".to_owned()
     };
-    (
-        if status.is_client_error() {
-            status
-        } else {
-            StatusCode::BAD_REQUEST
-        },
-        message,
-    )
+    // 413 for too large; every other unreadable form is a plain 400
+    let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, message)
 }
 
 #[derive(Template, WebTemplate)]
@@ -159,18 +158,18 @@ async fn login(
         ));
     }
     let user = users::by_email(db, &email).await?;
-    if let Some(u) = &user {
-        if u.locked_until > now {
-            return Ok(page(
-                StatusCode::TOO_MANY_REQUESTS,
-                &email,
-                &form.next,
-                format!(
-                    "This account is locked after repeated failed sign-ins until {}. Wait until then, or ask your administrator to reset your password.",
-                    format_utc(u.locked_until)
-                ),
-            ));
-        }
+    if let Some(u) = &user
+        && u.locked_until > now
+    {
+        return Ok(page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &email,
+            &form.next,
+            format!(
+                "This account is locked after repeated failed sign-ins until {}. Wait until then, or ask your administrator to reset your password.",
+                format_utc(u.locked_until)
+            ),
+        ));
     }
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = form.password.clone();

@@ -34,6 +34,9 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub clock: Clock,
+    /// Where users reach the portal (`DIRECTMAIL_PUBLIC_URL`, or the bound address),
+    /// for links handed out of band (invitations, resets).
+    pub public_base: String,
 }
 
 impl FromRef<AppState> for Db {

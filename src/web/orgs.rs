@@ -227,15 +227,15 @@ async fn create_org(
     } else {
         errors.check("domain", DomainName::parse(&form.domain))
     };
-    if let Some(d) = &domain {
-        if orgs::domain_by_name(&state.db, d.as_str()).await?.is_some() {
-            errors.add("domain", format!("The domain {d} is already in use."));
-        }
+    if let Some(d) = &domain
+        && orgs::domain_by_name(&state.db, d.as_str()).await?.is_some()
+    {
+        errors.add("domain", format!("The domain {d} is already in use."));
     }
-    if let Some(n) = &name {
-        if orgs::by_name(&state.db, n.as_str()).await?.is_some() {
-            errors.add("name", "An organization with this name already exists.");
-        }
+    if let Some(n) = &name
+        && orgs::by_name(&state.db, n.as_str()).await?.is_some()
+    {
+        errors.add("name", "An organization with this name already exists.");
     }
     let Some(name) = name.filter(|_| errors.is_empty()) else {
         let page = org_list_view(
@@ -505,13 +505,7 @@ pub struct InviteForm {
 
 /// The absolute link for a single-use token.
 fn link_for(state: &AppState, token: &str) -> String {
-    let base = state
-        .config
-        .public_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("http://{}", state.config.http_addr));
-    format!("{base}/invite/{token}")
+    format!("{}/invite/{token}", state.public_base)
 }
 
 /// Roles an organization's console can hand out (operators are made with the CLI).
@@ -1063,13 +1057,12 @@ async fn create_mailbox(
             }
         }
     };
-    if let Some(a) = &address {
-        if mailboxes::by_address(&state.db, a.as_str())
+    if let Some(a) = &address
+        && mailboxes::by_address(&state.db, a.as_str())
             .await?
             .is_some()
-        {
-            errors.add("local", format!("The mailbox {a} already exists."));
-        }
+    {
+        errors.add("local", format!("The mailbox {a} already exists."));
     }
     let (Some(domain), Some(address), Some(kind), Some(name), true) =
         (domain, address, kind, name, errors.is_empty())

@@ -1,1 +1,10 @@
+//! The integration suite: the real server over real HTTP, on SQLite or (with
+//! `DIRECTMAIL_TEST_POSTGRES_URL`) PostgreSQL. One binary, many modules.
 
+mod accounts;
+mod audit_chain;
+mod browser;
+mod cli;
+mod console;
+mod helpers;
+mod security;

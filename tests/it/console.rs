@@ -1,0 +1,433 @@
+//! The operator's and office manager's console: organizations, domains, invites,
+//! roles, disable/enable, resets, mailboxes and settings.
+
+use directmail::domain::Role;
+use reqwest::StatusCode;
+
+use crate::helpers::{PASSWORD, TestApp};
+
+const CHOSEN: &str = "maple river lantern";
+
+#[tokio::test]
+async fn an_operator_creates_an_organization_with_a_domain_and_appoints_its_administrator() {
+    let app = TestApp::spawn().await;
+    app.user(None, "op@hisp.test", Role::Operator).await;
+    let mut op = app.signed_in("op@hisp.test").await;
+    op.get("/orgs").await;
+    // a bad domain is refused next to the field, and the name typed survives
+    let r = op
+        .post(
+            "/orgs",
+            &[("name", "Lakeside Clinic"), ("domain", "bad_domain.test")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("is not a valid domain name"));
+    assert!(r.body.contains(r#"value="Lakeside Clinic""#));
+    let r = op
+        .post(
+            "/orgs",
+            &[
+                ("name", "Lakeside Clinic"),
+                ("domain", "direct.lakeside.test"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let org_path = r.location();
+    let page = op.get(&org_path).await;
+    assert!(page.body.contains("direct.lakeside.test"));
+    assert!(
+        page.body
+            .contains("Organization \u{201c}Lakeside Clinic\u{201d} created.")
+    );
+    // the same name twice is refused
+    let r = op
+        .post("/orgs", &[("name", "lakeside clinic"), ("domain", "")])
+        .await;
+    assert!(r.body.contains("already exists"));
+    // the HISP's own domain can be given to the organization
+    let r = op
+        .post(
+            &format!("{org_path}/domains"),
+            &[("domain", "direct.localhost")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        op.get(&org_path)
+            .await
+            .body
+            .contains("<code>direct.localhost</code>")
+    );
+    // appoint an administrator through an invitation
+    op.get(&format!("{org_path}/users/invite")).await;
+    let r = op
+        .post(
+            &format!("{org_path}/users/invite"),
+            &[
+                ("email", "Manager@Lakeside.test"),
+                ("name", "Maria Manager"),
+                ("role", "org-admin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let link = r
+        .by_id("invite-link")
+        .expect("the invite link is shown to copy");
+    assert!(link.contains("/invite/"));
+    let path = link.split_once(&app.addr.to_string()).unwrap().1.to_owned();
+    let mut maria = app.browser();
+    let page = maria.get(&path).await;
+    assert!(page.body.contains("manager@lakeside.test"));
+    let r = maria
+        .post(&path, &[("password", CHOSEN), ("confirm", CHOSEN)])
+        .await;
+    assert_eq!(r.location(), "/account/mfa");
+    let page = maria.get(&org_path).await;
+    assert_eq!(
+        page.status,
+        StatusCode::OK,
+        "the new administrator runs the organization"
+    );
+    // the link works once
+    let mut again = app.browser();
+    let r = again.get(&path).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.body.contains("already used"));
+}
+
+#[tokio::test]
+async fn invitation_links_expire_after_72_hours() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    boss.get(&format!("/orgs/{}/users/invite", org.id)).await;
+    let r = boss
+        .post(
+            &format!("/orgs/{}/users/invite", org.id),
+            &[
+                ("email", "new@direct.lakeside.test"),
+                ("name", "New Person"),
+                ("role", "member"),
+            ],
+        )
+        .await;
+    let link = r.by_id("invite-link").unwrap();
+    let path = link.split_once(&app.addr.to_string()).unwrap().1.to_owned();
+    app.state.clock.advance(72 * 3600 + 1);
+    let mut late = app.browser();
+    let r = late.get(&path).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.body.contains("expired"));
+    let r = late
+        .post(&path, &[("password", CHOSEN), ("confirm", CHOSEN)])
+        .await;
+    assert_eq!(r.status, StatusCode::GONE);
+    // a garbage link is simply not valid
+    assert_eq!(
+        late.get("/invite/not-a-real-token").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_office_manager_disables_reenables_and_resets_a_user() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let mut ana_browser = app.signed_in("ana@direct.lakeside.test").await;
+    let user_path = format!("/orgs/{}/users/{}", org.id, ana.id);
+
+    let list = boss.get(&format!("/orgs/{}/users", org.id)).await;
+    assert!(list.body.contains("ana@direct.lakeside.test"));
+    assert!(list.body.contains("Last sign-in"));
+    // live search returns the list fragment for htmx
+    let fragment = boss
+        .client
+        .get(app.url(&format!("/orgs/{}/users?q=ana", org.id)))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(fragment.contains("ana@direct.lakeside.test") && !fragment.contains("<html"));
+
+    boss.get(&user_path).await;
+    let r = boss.post(&format!("{user_path}/disable"), &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(
+        ana_browser.get("/").await.location().starts_with("/login"),
+        "disabling signs out"
+    );
+    let r = app
+        .browser()
+        .sign_in("ana@direct.lakeside.test", PASSWORD)
+        .await;
+    assert!(r.body.contains("This account is disabled"));
+    boss.get(&user_path).await;
+    boss.post(&format!("{user_path}/enable"), &[]).await;
+    assert_eq!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    // a reset ends the old password and gives a single-use link
+    boss.get(&user_path).await;
+    let r = boss.post(&format!("{user_path}/reset-password"), &[]).await;
+    let link = r.by_id("reset-link").expect("reset link shown");
+    assert_eq!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let path = link.split_once(&app.addr.to_string()).unwrap().1.to_owned();
+    let mut ana2 = app.browser();
+    assert!(ana2.get(&path).await.body.contains("Choose a new password"));
+    let r = ana2
+        .post(&path, &[("password", CHOSEN), ("confirm", CHOSEN)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", CHOSEN)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    // role change, and nobody changes their own access
+    boss.get(&user_path).await;
+    boss.post(&format!("{user_path}/role"), &[("role", "org-admin")])
+        .await;
+    assert!(
+        boss.get(&user_path)
+            .await
+            .body
+            .contains("Organization administrator")
+    );
+    let r = boss
+        .post(&format!("{user_path}/role"), &[("role", "operator")])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let me = directmail::store::users::by_email(&app.state.db, "boss@direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let r = boss
+        .post(&format!("/orgs/{}/users/{}/disable", org.id, me.id), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 100)
+        .await
+        .unwrap();
+    for action in [
+        "user.disable",
+        "user.enable",
+        "password.reset",
+        "password.reset-complete",
+        "user.role",
+    ] {
+        assert!(
+            entries.iter().any(|e| e.action == action),
+            "{action} audited"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_office_manager_resets_a_users_mfa() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    directmail::store::users::set_pending_totp(
+        &mut tx,
+        ana.id,
+        &directmail::auth::new_totp_secret(),
+    )
+    .await
+    .unwrap();
+    directmail::store::users::enable_totp(&mut tx, ana.id, 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let path = format!("/orgs/{}/users/{}", org.id, ana.id);
+    assert!(
+        boss.get(&path)
+            .await
+            .body
+            .contains("Reset two-step sign-in")
+    );
+    boss.post(&format!("{path}/reset-mfa"), &[]).await;
+    let r = app
+        .browser()
+        .sign_in("ana@direct.lakeside.test", PASSWORD)
+        .await;
+    assert_eq!(r.location(), "/", "no code asked after the reset");
+}
+
+#[tokio::test]
+async fn mailboxes_are_created_on_the_organizations_domains_and_assigned() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let path = format!("/orgs/{}/mailboxes", org.id);
+    boss.get(&path).await;
+    let r = boss
+        .post(
+            &path,
+            &[
+                ("local", "bad local"),
+                ("domain", "direct.lakeside.test"),
+                ("kind", "shared"),
+                ("name", "Referrals"),
+                ("owner", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("not a valid address"));
+    assert!(
+        r.body.contains(r#"value="Referrals""#),
+        "what was typed survives"
+    );
+    let r = boss
+        .post(
+            &path,
+            &[
+                ("local", "referrals"),
+                ("domain", "other.test"),
+                ("kind", "shared"),
+                ("name", "Referrals"),
+                ("owner", ""),
+            ],
+        )
+        .await;
+    assert!(r.body.contains("Choose one of your organization"));
+    let r = boss
+        .post(
+            &path,
+            &[
+                ("local", "referrals"),
+                ("domain", "direct.lakeside.test"),
+                ("kind", "shared"),
+                ("name", "Referrals"),
+                ("owner", "ana@direct.lakeside.test"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = boss.get(&path).await;
+    assert!(page.body.contains("referrals@direct.lakeside.test"));
+    assert!(page.body.contains("ana@direct.lakeside.test"));
+    // the member sees it on the home page
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    assert!(
+        ana.get("/")
+            .await
+            .body
+            .contains("referrals@direct.lakeside.test")
+    );
+    // the same address twice is refused
+    let r = boss
+        .post(
+            &path,
+            &[
+                ("local", "Referrals"),
+                ("domain", "direct.lakeside.test"),
+                ("kind", "shared"),
+                ("name", "Again"),
+                ("owner", ""),
+            ],
+        )
+        .await;
+    assert!(r.body.contains("already exists"));
+}
+
+#[tokio::test]
+async fn organization_settings_validate_the_idle_timeout() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let path = format!("/orgs/{}/settings", org.id);
+    boss.get(&path).await;
+    let r = boss.post(&path, &[("idle", "90")]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("from 1 to 60"));
+    assert!(r.body.contains(r#"value="90""#));
+    let r = boss
+        .post(&path, &[("idle", "30"), ("require_mfa", "1")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let org = directmail::store::orgs::get(&app.state.db, org.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.idle_timeout_minutes, 30);
+    assert!(org.require_mfa);
+}
+
+#[tokio::test]
+async fn lists_are_paged() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    for i in 0..30 {
+        let email =
+            directmail::domain::Email::parse(&format!("user{i:02}@direct.lakeside.test")).unwrap();
+        let name = directmail::domain::DisplayName::parse(&format!("User {i:02}")).unwrap();
+        directmail::store::users::create(
+            &mut tx,
+            directmail::store::users::NewUser {
+                org_id: Some(org.id),
+                email: &email,
+                display_name: &name,
+                role: Role::Member,
+                password_hash: None,
+                must_change_password: false,
+            },
+            app.now(),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let first = boss.get(&format!("/orgs/{}/users", org.id)).await;
+    assert!(first.body.contains("rel=\"next\""));
+    assert!(first.body.contains("Invited, not yet signed in"));
+    let second = boss.get(&format!("/orgs/{}/users?page=2", org.id)).await;
+    assert!(second.body.contains("User 29"));
+    assert!(!second.body.contains("rel=\"next\""));
+    assert!(!first.body.contains("User 29"));
+}

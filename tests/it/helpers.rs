@@ -1,0 +1,301 @@
+//! `TestApp::spawn()`: the real server on port 0 with a fresh database — a temporary
+//! SQLite file, or a fresh database on the PostgreSQL named by
+//! `DIRECTMAIL_TEST_POSTGRES_URL` (the Postgres lane of `scripts/test.sh`).
+
+use std::net::SocketAddr;
+
+use directmail::app::Application;
+use directmail::audit::{self, Actor, Event};
+use directmail::auth;
+use directmail::clock::Clock;
+use directmail::config::{Config, DatabaseUrl};
+use directmail::domain::{DisplayName, DomainName, Email, Role};
+use directmail::store::orgs::{self, Org};
+use directmail::store::users::{self, User};
+use directmail::web::AppState;
+use regex::Regex;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+
+/// A password that passes the policy, used for every test user.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub config: Config,
+    /// The first operator's one-time password, from first start-up.
+    pub first_password: Option<String>,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// Which database this run of the suite uses.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("DIRECTMAIL_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A fresh, empty database URL for one test.
+pub async fn fresh_database(dir: &std::path::Path) -> DatabaseUrl {
+    match postgres_admin_url() {
+        Some(admin) => {
+            use sqlx::Connection as _;
+            let name = format!("t_{}", hex_id());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("the test PostgreSQL is reachable");
+            sqlx::query(&format!("create database {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create a test database");
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            DatabaseUrl(format!("{base}/{name}"))
+        }
+        None => DatabaseUrl(format!("sqlite://{}", dir.join("test.db").display())),
+    }
+}
+
+fn hex_id() -> String {
+    auth::token_hash(&auth::new_token().0)[..16].to_owned()
+}
+
+pub async fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.http_addr = "127.0.0.1:0".parse().expect("address");
+    config.data_dir = dir.to_path_buf();
+    config.database_url = Some(fresh_database(dir).await);
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data_dir.path()).await;
+        adjust(&mut config);
+        let application = Application::build_with_clock(config.clone(), Clock::default())
+            .await
+            .expect("the application builds");
+        let addr = application.local_addr().expect("bound");
+        let state = application.state.clone();
+        let first_password = application
+            .first_operator
+            .as_ref()
+            .map(|f| f.one_time_password.clone());
+        tokio::spawn(application.run_until(std::future::pending()));
+        TestApp {
+            addr,
+            state,
+            config,
+            first_password,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A new browser-like client with its own cookie jar.
+    pub fn browser(&self) -> Browser {
+        Browser {
+            base: format!("http://{}", self.addr),
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(Policy::none())
+                .build()
+                .expect("client"),
+            csrf: String::new(),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.state.clock.now()
+    }
+
+    /// An organization with one domain, made directly in the store.
+    pub async fn org(&self, name: &str, domain: &str) -> Org {
+        let db = &self.state.db;
+        let mut tx = db.pool.begin().await.expect("tx");
+        let org = orgs::create(
+            &mut tx,
+            &DisplayName::parse(name).expect("name"),
+            self.now(),
+        )
+        .await
+        .expect("org");
+        orgs::add_domain(
+            &mut tx,
+            Some(org.id),
+            &DomainName::parse(domain).expect("domain"),
+            self.now(),
+        )
+        .await
+        .expect("domain");
+        tx.commit().await.expect("commit");
+        org
+    }
+
+    /// A user with [`PASSWORD`], made directly in the store.
+    pub async fn user(&self, org: Option<&Org>, email: &str, role: Role) -> User {
+        let hash = auth::hash_password(PASSWORD).expect("hash");
+        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        let user = users::create(
+            &mut tx,
+            users::NewUser {
+                org_id: org.map(|o| o.id),
+                email: &Email::parse(email).expect("email"),
+                display_name: &DisplayName::parse(email.split('@').next().unwrap_or("x"))
+                    .expect("name"),
+                role,
+                password_hash: Some(hash),
+                must_change_password: false,
+            },
+            self.now(),
+        )
+        .await
+        .expect("user");
+        audit::append(
+            &mut tx,
+            self.now(),
+            &Actor::system(),
+            Event::new("user.create", email),
+        )
+        .await
+        .expect("audit");
+        tx.commit().await.expect("commit");
+        user
+    }
+
+    /// A browser signed in as `email` with [`PASSWORD`].
+    pub async fn signed_in(&self, email: &str) -> Browser {
+        let mut b = self.browser();
+        let response = b.sign_in(email, PASSWORD).await;
+        assert_eq!(
+            response.status,
+            StatusCode::SEE_OTHER,
+            "sign-in of {email} redirects: {}",
+            response.body
+        );
+        b.get("/").await;
+        b
+    }
+}
+
+/// A cookie-keeping client that remembers the CSRF token of the last page it saw.
+pub struct Browser {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub csrf: String,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> String {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// The value (inputs) or text of the element with this id, entities decoded.
+    pub fn by_id(&self, id: &str) -> Option<String> {
+        let tag_re = Regex::new(&format!(r#"<[^>]*\bid="{}"[^>]*>"#, regex::escape(id))).ok()?;
+        let tag = tag_re.find(&self.body)?;
+        let value = Regex::new(r#"\bvalue="([^"]*)""#).ok()?;
+        let raw = match value.captures(tag.as_str()) {
+            Some(c) => c[1].to_owned(),
+            None => self.body[tag.end()..]
+                .split('<')
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        };
+        Some(
+            raw.replace("&#x2f;", "/")
+                .replace("&#x27;", "'")
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    }
+}
+
+impl Browser {
+    fn remember(&mut self, body: &str) {
+        if let Some(c) = Regex::new(r#"name="csrf-token" content="([^"]+)""#)
+            .ok()
+            .and_then(|re| re.captures(body))
+        {
+            self.csrf = c[1].to_owned();
+        }
+    }
+
+    async fn page(&mut self, response: reqwest::Response) -> Page {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        self.remember(&body);
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let r = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("GET");
+        self.page(r).await
+    }
+
+    /// Posts a form with the remembered CSRF token.
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all: Vec<(&str, &str)> = vec![("_csrf", &self.csrf)];
+        all.extend_from_slice(fields);
+        let body = serde_urlencode(&all);
+        self.post_raw(path, body).await
+    }
+
+    /// Posts a raw url-encoded body (no token added).
+    pub async fn post_raw(&mut self, path: &str, body: String) -> Page {
+        let r = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        self.page(r).await
+    }
+
+    pub async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        self.get("/login").await;
+        self.post("/login", &[("email", email), ("password", password)])
+            .await
+    }
+}
+
+pub fn serde_urlencode(fields: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
