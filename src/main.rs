@@ -14,7 +14,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return config_error(e),
     };
-    init_tracing(&cli.config.log, cli.config.log_format);
+    // admin commands print their own results; only problems go to the log
+    let quiet = matches!(cli.command, Some(Command::Admin(_))) && cli.config.log == "info";
+    init_tracing(
+        if quiet { "warn" } else { &cli.config.log },
+        cli.config.log_format,
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -56,6 +61,12 @@ async fn serve(config: directmail::config::Config) -> anyhow::Result<()> {
 }
 
 fn init_tracing(filter: &str, format: LogFormat) {
+    // PostgreSQL's NOTICEs ("relation already exists, skipping") are not news
+    let filter = if filter.contains("sqlx") {
+        filter.to_owned()
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
