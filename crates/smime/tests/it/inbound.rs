@@ -146,3 +146,45 @@ fn openssl_text_mode_signature_with_lf_line_ends_is_trusted() {
     );
     assert_trusted(&openssl_encrypt(&p.recipient, &signed, &["-aes256"]));
 }
+
+#[test]
+fn an_extra_expired_signer_is_ignored_when_a_good_signer_exists() {
+    let p = pki();
+    let message = sample_message("Two signers", "Discharge summary attached.");
+    let signed = openssl_sign(
+        &p.expired,
+        &wrapped(&message),
+        &[
+            "-signer",
+            p.sender.cert.to_str().unwrap(),
+            "-inkey",
+            p.sender.key.to_str().unwrap(),
+        ],
+    );
+    assert_trusted(&openssl_encrypt(&p.recipient, &signed, &["-aes256"]));
+}
+
+#[test]
+fn a_domain_bound_signer_is_trusted_for_any_address_in_its_domain() {
+    let p = pki();
+    let message = format!(
+        "From: Front Desk <front.desk@direct.receiver.example>\r\nTo: {}\r\nSubject: Domain\r\n\
+         Message-ID: <d@x>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nDischarge summary attached.\r\n",
+        crate::pki::SENDER
+    );
+    let signed = openssl_sign(&p.recipient_domain, &wrapped(message.as_bytes()), &[]);
+    let sealed = openssl_encrypt(&p.sender, &signed, &["-aes256"]);
+    // The helper writes the usual sender as outer From; this message is from the desk.
+    let sealed = String::from_utf8(sealed).unwrap().replacen(
+        &format!("From: Dr Smith <{}>", crate::pki::SENDER),
+        "From: Front Desk <front.desk@direct.receiver.example>",
+        1,
+    );
+    let v = judge(
+        sealed.as_bytes(),
+        &[p.sender_identity()],
+        &p.trust(),
+        SystemTime::now(),
+    );
+    assert_eq!(v.code, ReasonCode::Trusted, "{v:?}");
+}

@@ -188,3 +188,49 @@ fn a_sealed_message_round_trips_through_judge_as_trusted() {
     assert_eq!(signer.anchor.as_deref(), Some("CN=Directmail Test Root CA"));
     assert_eq!(v.from.as_deref(), Some(SENDER));
 }
+
+#[test]
+fn a_domain_bound_recipient_with_a_pkcs1_key_reads_a_sealed_message() {
+    let p = pki();
+    let message = sample_message("Domain recipient", "Body.");
+    let sealed = seal(
+        &message,
+        &p.sender_identity(),
+        &[Recipient::new(p.recipient_domain.certificate())],
+        &SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let v = judge(
+        &sealed,
+        &[p.recipient_domain.identity(&[])],
+        &p.trust(),
+        SystemTime::now(),
+    );
+    assert_eq!(v.code, ReasonCode::Trusted, "{v:?}");
+    openssl_open(&p.recipient_domain, &sealed);
+}
+
+#[test]
+fn sealing_refuses_a_1024_bit_recipient_and_an_empty_recipient_list() {
+    let p = pki();
+    let message = sample_message("Short", "Body.");
+    let err = seal(
+        &message,
+        &p.sender_identity(),
+        &[Recipient::new(p.short_key.certificate())],
+        &SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("2048"), "{err}");
+    let err = seal(
+        &message,
+        &p.sender_identity(),
+        &[],
+        &SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, directmail_smime::SealError::NoRecipients));
+}

@@ -53,6 +53,8 @@ pub struct Pki {
     pub revoked: Party,
     /// A sender from an unrelated CA.
     pub stranger: Party,
+    /// ECDSA P-256 sender.
+    pub ecdsa: Party,
     /// DER CRL of the intermediate, listing `revoked`.
     pub crl_der: Vec<u8>,
 }
@@ -189,16 +191,22 @@ fn ca_dir(base: &Path, name: &str, party: Party) -> Ca {
     Ca { dir, party }
 }
 
+/// RSA of `bits` bits, or an ECDSA P-256 key when `bits` is 0.
 fn genkey(dir: &Path, name: &str, bits: u32) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
+    let (algorithm, opt) = if bits == 0 {
+        ("EC", "ec_paramgen_curve:P-256".to_string())
+    } else {
+        ("RSA", format!("rsa_keygen_bits:{bits}"))
+    };
     openssl(
         dir,
         &[
             "genpkey",
             "-algorithm",
-            "RSA",
+            algorithm,
             "-pkeyopt",
-            &format!("rsa_keygen_bits:{bits}"),
+            &opt,
             "-out",
             key.to_str().unwrap(),
         ],
@@ -207,7 +215,10 @@ fn genkey(dir: &Path, name: &str, bits: u32) -> PathBuf {
 }
 
 /// Issue a certificate from `ca` with `openssl ca`.
-#[expect(clippy::too_many_arguments, reason = "a test helper mirroring openssl's options")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a test helper mirroring openssl's options"
+)]
 fn issue(
     base: &Path,
     ca: &Ca,
@@ -401,6 +412,14 @@ fn build() -> Pki {
         None,
     );
 
+    let ecdsa = ee(
+        "ecdsa",
+        "/CN=Dr Elliptic",
+        Some(&format!("email:{SENDER}")),
+        0,
+        None,
+    );
+
     let cnf = inter_ca.dir.join("ca.cnf");
     let (cnf, ik, ic) = (
         cnf.to_str().unwrap(),
@@ -464,6 +483,7 @@ fn build() -> Pki {
         short_key,
         revoked,
         stranger,
+        ecdsa,
         crl_der,
     }
 }
