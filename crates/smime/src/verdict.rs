@@ -60,6 +60,55 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    /// Every code, for exhaustive listings (admin filters, tests).
+    pub const ALL: [ReasonCode; 17] = [
+        ReasonCode::Trusted,
+        ReasonCode::UntrustedAnchor,
+        ReasonCode::SignerExpired,
+        ReasonCode::SignerNotYetValid,
+        ReasonCode::SignerRevoked,
+        ReasonCode::SenderNotBound,
+        ReasonCode::WeakAlgorithm,
+        ReasonCode::UnsupportedAlgorithm,
+        ReasonCode::BadSignature,
+        ReasonCode::ContentTampered,
+        ReasonCode::NotEncrypted,
+        ReasonCode::NotSigned,
+        ReasonCode::NoKeyForRecipient,
+        ReasonCode::DecryptionFailed,
+        ReasonCode::KeyUsageNotAllowed,
+        ReasonCode::SignerCertificateMissing,
+        ReasonCode::Malformed,
+    ];
+
+    /// A stable snake_case name, for storing in a database or a log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Trusted => "trusted",
+            ReasonCode::UntrustedAnchor => "untrusted_anchor",
+            ReasonCode::SignerExpired => "signer_expired",
+            ReasonCode::SignerNotYetValid => "signer_not_yet_valid",
+            ReasonCode::SignerRevoked => "signer_revoked",
+            ReasonCode::SenderNotBound => "sender_not_bound",
+            ReasonCode::WeakAlgorithm => "weak_algorithm",
+            ReasonCode::UnsupportedAlgorithm => "unsupported_algorithm",
+            ReasonCode::BadSignature => "bad_signature",
+            ReasonCode::ContentTampered => "content_tampered",
+            ReasonCode::NotEncrypted => "not_encrypted",
+            ReasonCode::NotSigned => "not_signed",
+            ReasonCode::NoKeyForRecipient => "no_key_for_recipient",
+            ReasonCode::DecryptionFailed => "decryption_failed",
+            ReasonCode::KeyUsageNotAllowed => "key_usage_not_allowed",
+            ReasonCode::SignerCertificateMissing => "signer_certificate_missing",
+            ReasonCode::Malformed => "malformed",
+        }
+    }
+
+    /// The inverse of [`ReasonCode::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        ReasonCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// A sentence a practice manager understands: what happened and what to do.
     pub fn sentence(self) -> &'static str {
         match self {
@@ -115,6 +164,12 @@ impl ReasonCode {
                 "The message is damaged or not a valid secure message and could not be read."
             }
         }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -588,5 +643,18 @@ fn details(cert: &Certificate, anchor: Option<String>) -> SignerDetails {
         not_after,
         fingerprint_sha256: keys::fingerprint_sha256(cert),
         bound_names,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_stable_name_and_a_sentence() {
+        for c in ReasonCode::ALL {
+            assert_eq!(ReasonCode::parse(c.as_str()), Some(c));
+            assert!(c.sentence().ends_with('.'));
+        }
     }
 }

@@ -6,3 +6,4 @@ mod keys;
 mod negative;
 mod outbound;
 mod pki;
+mod roundtrip;

@@ -306,3 +306,47 @@ fn flipped_bytes_anywhere_in_a_sealed_message_never_panic() {
         let _ = v.code;
     }
 }
+
+#[test]
+fn a_corrupted_pkcs1v15_key_for_our_certificate_is_refused_with_decryption_failed() {
+    // RFC 3218 §2.3.2: a bad PKCS#1 v1.5 unwrap carries on with a random key, so
+    // it surfaces as a content failure, like any other damage.
+    let p = pki();
+    let options = SealOptions {
+        sender_key_transport: directmail_smime::KeyTransport::RsaPkcs1v15,
+        ..SealOptions::default()
+    };
+    let recipient = Recipient {
+        certificate: p.recipient.certificate(),
+        key_transport: directmail_smime::KeyTransport::RsaPkcs1v15,
+    };
+    let sealed = seal(
+        &sample_message("Corrupt key", "Body."),
+        &p.sender_identity(),
+        &[recipient],
+        &options,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let text = String::from_utf8(sealed).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut der = base64_decode(body);
+    // Corrupt every encryptedKey (256-byte OCTET STRINGs: 04 82 01 00).
+    let mut i = 0;
+    while i + 4 < der.len() {
+        if der[i..i + 4] == [0x04, 0x82, 0x01, 0x00] {
+            der[i + 4 + 100] ^= 0x55;
+            i += 4 + 256;
+        } else {
+            i += 1;
+        }
+    }
+    let msg = format!("{head}\r\n\r\n{}", base64_encode(&der));
+    let v = judge(
+        msg.as_bytes(),
+        &[p.recipient_identity()],
+        &p.trust(),
+        SystemTime::now(),
+    );
+    assert_eq!(v.code, ReasonCode::DecryptionFailed, "{v:?}");
+}
