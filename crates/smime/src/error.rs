@@ -74,6 +74,17 @@ pub enum ImportError {
         "the certificate is not bound to {0}: its subjectAltName must carry that address (rfc822Name) or domain (dNSName)"
     )]
     NotBound(String),
+    /// The PKCS#12 password is wrong (the file did not decrypt).
+    #[error("the PKCS#12 password is wrong")]
+    WrongPassword,
+    /// The PKCS#12 file uses legacy RC2/3DES encryption.
+    #[error(
+        "the PKCS#12 file uses legacy encryption (RC2/3DES); export it again with AES (for example `openssl pkcs12 -export` without `-legacy`)"
+    )]
+    Pkcs12Legacy,
+    /// The PKCS#12 file could not be read.
+    #[error("the PKCS#12 file could not be read: {0}")]
+    Pkcs12(&'static str),
     /// The certificate is outside its validity period at the given time.
     #[error(
         "the certificate is not valid at this time (valid from {not_before} to {not_after}, UNIX seconds)"

@@ -154,7 +154,16 @@ fn with_content_key(
                 }
             };
             match decrypt(&cek) {
-                Ok(plain) => return Ok(plain),
+                // AES-CBC has no integrity: a wrong key (such as the RFC 3218
+                // random key) passes the padding check about once in 256. What
+                // decrypted must at least start like a MIME entity.
+                Ok(plain) if looks_like_mime(&plain) => return Ok(plain),
+                Ok(_) => {
+                    last = Some(Failure::new(
+                        ReasonCode::DecryptionFailed,
+                        "the content did not decrypt to a MIME entity",
+                    ));
+                }
                 Err(f) => last = Some(f),
             }
         }
@@ -167,6 +176,20 @@ fn with_content_key(
         };
         Failure::new(ReasonCode::NoKeyForRecipient, detail)
     }))
+}
+
+/// Whether `plain` starts with an RFC 5322 header field (`name:` with a
+/// printable, space-free name).
+fn looks_like_mime(plain: &[u8]) -> bool {
+    let line_end = plain
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(plain.len());
+    let line = &plain[..line_end];
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
 }
 
 fn rid_matches(rid: &RecipientIdentifier, cert: &Certificate) -> bool {

@@ -67,6 +67,31 @@ impl Identity {
         Identity::new(key, certificate, certs)
     }
 
+    /// Read a PKCS#12 file (PBES2/AES, as OpenSSL 3 writes by default). The
+    /// certificate matching the key becomes the end-entity certificate, the
+    /// others its chain.
+    pub fn from_pkcs12(input: &[u8], password: &str) -> Result<Self, ImportError> {
+        let (key, certs) = crate::pkcs12::parse_pkcs12(input, password)?;
+        let position = certs
+            .iter()
+            .position(|c| check_key_matches(&key, c) != Err(ImportError::KeyMismatch))
+            .ok_or(ImportError::KeyMismatch)?;
+        let mut certs = certs;
+        let certificate = certs.remove(position);
+        Identity::new(key, certificate, certs)
+    }
+
+    /// The private key as unencrypted PKCS#8 DER, for the caller to encrypt at
+    /// rest. The buffer is zeroed on drop.
+    pub fn private_key_pkcs8_der(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ImportError> {
+        use pkcs8::EncodePrivateKey;
+        let doc = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|_| ImportError::NoPrivateKey)?;
+        Ok(zeroize::Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
     /// The end-entity certificate.
     pub fn certificate(&self) -> &Certificate {
         &self.certificate

@@ -16,6 +16,7 @@ mod inbound;
 mod keys;
 mod mime;
 mod outbound;
+mod pkcs12;
 mod verdict;
 
 pub use error::{ImportError, SealError};
@@ -26,5 +27,6 @@ pub use keys::{
 pub use outbound::{
     ContentCipher, KeyTransport, OuterSubject, Recipient, SealOptions, envelope, seal, sign,
 };
+pub use pkcs12::parse_pkcs12;
 pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge};
 pub use x509_cert::Certificate;

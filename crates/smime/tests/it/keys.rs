@@ -185,3 +185,88 @@ fn an_identity_never_prints_its_key() {
     assert!(s.contains("redacted"), "{s}");
     assert!(!s.contains("PrivateKey"), "{s}");
 }
+
+fn export_p12(extra: &[&str]) -> Vec<u8> {
+    let p = pki();
+    let out = crate::pki::scratch("id.p12");
+    let mut args = vec![
+        "pkcs12",
+        "-export",
+        "-inkey",
+        p.sender.key.to_str().unwrap(),
+        "-in",
+        p.sender.cert.to_str().unwrap(),
+        "-certfile",
+        p.inter.cert.to_str().unwrap(),
+        "-passout",
+        "pass:correct horse",
+        "-out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    crate::pki::openssl(&p.dir, &args);
+    read(&out)
+}
+
+#[test]
+fn an_openssl_pkcs12_file_imports_with_its_chain_and_signs() {
+    let p = pki();
+    let id = Identity::from_pkcs12(&export_p12(&[]), "correct horse").unwrap();
+    assert_eq!(id.certificate(), &p.sender.certificate());
+    assert_eq!(id.chain().len(), 1);
+    let pkcs8 = id.private_key_pkcs8_der().unwrap();
+    assert_eq!(
+        parse_private_key(&pkcs8).unwrap(),
+        parse_private_key(&read(&p.sender.key)).unwrap()
+    );
+    let sealed = directmail_smime::seal(
+        &crate::pki::sample_message("P12", "Body."),
+        &id,
+        &[directmail_smime::Recipient::new(p.recipient.certificate())],
+        &directmail_smime::SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let v = directmail_smime::judge(
+        &sealed,
+        &[p.recipient_identity()],
+        &p.trust(),
+        SystemTime::now(),
+    );
+    assert_eq!(v.code, directmail_smime::ReasonCode::Trusted, "{v:?}");
+}
+
+#[test]
+fn a_pkcs12_file_with_the_wrong_password_is_refused() {
+    assert_eq!(
+        Identity::from_pkcs12(&export_p12(&[]), "wrong").unwrap_err(),
+        ImportError::WrongPassword
+    );
+}
+
+#[test]
+fn a_legacy_3des_pkcs12_file_is_refused_with_a_clear_error() {
+    let p12 = export_p12(&[
+        "-keypbe",
+        "PBE-SHA1-3DES",
+        "-certpbe",
+        "PBE-SHA1-3DES",
+        "-macalg",
+        "sha1",
+    ]);
+    let err = Identity::from_pkcs12(&p12, "correct horse").unwrap_err();
+    assert_eq!(err, ImportError::Pkcs12Legacy);
+    assert!(err.to_string().contains("legacy"));
+}
+
+#[test]
+fn garbage_is_not_a_pkcs12_file() {
+    assert!(matches!(
+        Identity::from_pkcs12(b"\x30\x03\x02\x01\x03", "x"),
+        Err(ImportError::Pkcs12(_))
+    ));
+    assert!(matches!(
+        Identity::from_pkcs12(b"", "x"),
+        Err(ImportError::Pkcs12(_))
+    ));
+}
