@@ -134,10 +134,11 @@ pub fn parse_certificates(input: &[u8]) -> Result<Vec<Certificate>, ImportError>
         }
         return Err(ImportError::NoCertificate);
     }
-    if let Ok(cert) = Certificate::from_der(trimmed) {
+    // DER is binary: its last bytes may look like whitespace, so never trim it.
+    if let Ok(cert) = Certificate::from_der(input) {
         return Ok(vec![cert]);
     }
-    certs_from_p7b(trimmed)
+    certs_from_p7b(input)
 }
 
 fn pem_rfc7468_decode(input: &[u8]) -> Result<(String, Vec<u8>), ImportError> {
@@ -185,8 +186,9 @@ pub fn parse_private_key(input: &[u8]) -> Result<rsa::PrivateKey, ImportError> {
             .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(text))
             .map_err(|_| ImportError::NoPrivateKey);
     }
-    rsa::PrivateKey::from_pkcs8_der(trimmed)
-        .or_else(|_| rsa::PrivateKey::from_pkcs1_der(trimmed))
+    // DER is binary: its last bytes may look like whitespace, so never trim it.
+    rsa::PrivateKey::from_pkcs8_der(input)
+        .or_else(|_| rsa::PrivateKey::from_pkcs1_der(input))
         .map_err(|_| ImportError::NoPrivateKey)
 }
 
@@ -337,4 +339,16 @@ pub fn fingerprint_sha256(cert: &Certificate) -> String {
 
 fn trim_ascii(input: &[u8]) -> &[u8] {
     input.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_input_ending_in_a_whitespace_byte_is_not_trimmed() {
+        // A DER SEQUENCE whose last content byte is 0x20: trimming would break it.
+        assert!(parse_private_key(&[0x30, 0x03, 0x02, 0x01, 0x20]).is_err());
+        assert_eq!(trim_ascii(b"  -----BEGIN x\n"), b"-----BEGIN x");
+    }
 }

@@ -158,6 +158,25 @@ pub fn seal(
     let mut wrapped = b"Content-Type: message/rfc822\r\n\r\n".to_vec();
     wrapped.extend_from_slice(&inner);
 
+    // Receivers refuse what is signed with, or encrypted to, a certificate
+    // outside its validity period (AS 1.3 §2): stop here with a clear reason.
+    let now_s = keys::unix_seconds(now);
+    let (nb, na) = keys::validity_unix(signer.certificate());
+    if now_s < nb || now_s > na {
+        return Err(SealError::Signing(
+            "the signing certificate is not valid at this time".into(),
+        ));
+    }
+    for r in recipients {
+        let (nb, na) = keys::validity_unix(&r.certificate);
+        if now_s < nb || now_s > na {
+            return Err(SealError::UnusableRecipient {
+                subject: r.certificate.tbs_certificate().subject().to_string(),
+                reason: "it is expired or not yet valid",
+            });
+        }
+    }
+
     let signed = sign(&wrapped, signer, now)?;
 
     let mut all = recipients.to_vec();
@@ -353,6 +372,18 @@ pub fn envelope(
             return Err(SealError::UnusableRecipient {
                 subject,
                 reason: "its RSA key is shorter than 2048 bits",
+            });
+        }
+        // RFC 8550 §4.4.2: keyUsage, when present, must allow keyEncipherment.
+        if let Ok(Some((_, ku))) = r
+            .certificate
+            .tbs_certificate()
+            .get_extension::<x509_cert::ext::pkix::KeyUsage>()
+            && !ku.key_encipherment()
+        {
+            return Err(SealError::UnusableRecipient {
+                subject,
+                reason: "its key usage does not allow key encipherment",
             });
         }
         builder.add_recipient_info(KeyTransBuilder {

@@ -304,6 +304,21 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     let ct = mime::content_type(&fields);
     let verified = match ct.mime.as_str() {
         "multipart/signed" => {
+            // RFC 8551 §3.5.3: only a CMS signature protocol is ours to check.
+            let protocol = ct.param("protocol").map(str::to_ascii_lowercase);
+            if !matches!(
+                protocol.as_deref(),
+                Some("application/pkcs7-signature" | "application/x-pkcs7-signature")
+            ) {
+                return Verdict {
+                    from: outer_from,
+                    message: Some(plain.clone()),
+                    ..Verdict::fail(Failure::new(
+                        ReasonCode::NotSigned,
+                        "multipart/signed with a protocol other than S/MIME",
+                    ))
+                };
+            }
             let Some(boundary) = ct.param("boundary") else {
                 return Verdict::fail(Failure::new(
                     ReasonCode::Malformed,

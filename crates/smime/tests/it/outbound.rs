@@ -234,3 +234,30 @@ fn sealing_refuses_a_1024_bit_recipient_and_an_empty_recipient_list() {
     .unwrap_err();
     assert!(matches!(err, directmail_smime::SealError::NoRecipients));
 }
+
+#[test]
+fn sealing_refuses_an_expired_recipient_and_an_expired_signer() {
+    let p = pki();
+    let message = sample_message("Expired", "Body.");
+    let err = seal(
+        &message,
+        &p.sender_identity(),
+        &[Recipient::new(p.expired.certificate())],
+        &SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    let err = seal(
+        &message,
+        &p.expired.identity(&[]),
+        &[Recipient::new(p.recipient.certificate())],
+        &SealOptions::default(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, directmail_smime::SealError::Signing(_)),
+        "{err}"
+    );
+}
