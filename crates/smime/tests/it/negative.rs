@@ -350,3 +350,68 @@ fn a_corrupted_pkcs1v15_key_for_our_certificate_is_refused_with_decryption_faile
     );
     assert_eq!(v.code, ReasonCode::DecryptionFailed, "{v:?}");
 }
+
+#[test]
+fn mutated_signatures_inside_a_valid_envelope_never_panic_and_are_never_trusted_when_changed() {
+    // Exercise the SignedData parser itself: mutate the p7s (and the signed
+    // entity) in the clear, then encrypt properly so decryption succeeds.
+    let p = pki();
+    let entity = wrapped(&sample_message("Mutate", "Body."));
+    let signed = directmail_smime::sign(&entity, &p.sender_identity(), SystemTime::now()).unwrap();
+    let text = String::from_utf8(signed).unwrap();
+    let (head, rest) = text.split_once("filename=smime.p7s\r\n\r\n").unwrap();
+    let (b64, tail) = rest.split_once("--").unwrap();
+    let der = base64_decode(b64);
+    let keys = [p.recipient_identity()];
+    let trust = p.trust();
+    let recipients = [Recipient::new(p.recipient.certificate())];
+    let mut x: u64 = 0xd1b54a32d192ed03;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..200 {
+        let mut d = der.clone();
+        let mut structural = false;
+        let changes = 1 + next() % 3;
+        for _ in 0..changes {
+            let at = (next() as usize) % d.len();
+            match next() % 3 {
+                0 => d[at] ^= (next() as u8) | 1,
+                1 => {
+                    d.truncate(at.max(1));
+                    structural = true;
+                }
+                _ => {
+                    d.insert(at, next() as u8);
+                    structural = true;
+                }
+            }
+        }
+        let forged = format!(
+            "{head}filename=smime.p7s\r\n\r\n{}--{tail}",
+            base64_encode(&d)
+        );
+        let p7m = directmail_smime::envelope(
+            forged.as_bytes(),
+            &recipients,
+            directmail_smime::ContentCipher::Aes256Cbc,
+        )
+        .unwrap();
+        let msg = format!(
+            "From: <{}>\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}",
+            crate::pki::SENDER,
+            base64_encode(&p7m)
+        );
+        let v = judge(msg.as_bytes(), &keys, &trust, SystemTime::now());
+        // A truncated or lengthened SignedData is never trusted. A flipped byte
+        // may leave it trusted only where nothing depends on it (the version,
+        // the outer digestAlgorithms set); the signed parts never verify.
+        if structural {
+            assert_ne!(v.code, ReasonCode::Trusted, "round {round}: {v:?}");
+        }
+    }
+}
