@@ -8,13 +8,11 @@
 use aes::{Aes128, Aes192, Aes256};
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use cbc::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
-use cms::authenveloped_data::AuthEnvelopedData;
 use cms::cert::IssuerAndSerialNumber;
-use cms::content_info::ContentInfo;
-use cms::enveloped_data::{EnvelopedData, RecipientIdentifier, RecipientInfo, RecipientInfos};
+use cms::enveloped_data::{RecipientIdentifier, RecipientInfo};
 use cms::signed_data::SignerIdentifier;
 use der::asn1::ObjectIdentifier;
-use der::{Decode, Encode, EncodingRules};
+use der::{Decode, Encode};
 use getrandom::SysRng;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
@@ -54,54 +52,137 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> Failure {
 
 /// Decrypt a CMS EnvelopedData or AuthEnvelopedData (DER or BER) with whichever
 /// of `keys` it was encrypted for. Returns the plaintext MIME entity.
+///
+/// The structure is walked with the BER reader (any length form, chunked
+/// OCTET STRINGs in either length form); only the small recipient infos and
+/// algorithm identifiers go through the typed `cms` decoder.
 pub(crate) fn decrypt(cms_bytes: &[u8], keys: &[Identity]) -> Result<Vec<u8>, Failure> {
-    let ci = ContentInfo::from_ber(cms_bytes).map_err(|e| malformed("not a CMS message", e))?;
-    match ci.content_type {
-        alg::ID_ENVELOPED_DATA => {
-            let ed: EnvelopedData = ci
-                .content
-                .decode_as_encoding(EncodingRules::Ber)
-                .map_err(|e| malformed("EnvelopedData", e))?;
-            let eci = &ed.encrypted_content;
-            let ciphertext = eci
-                .encrypted_content
-                .as_ref()
-                .ok_or_else(|| Failure::new(ReasonCode::Malformed, "no encrypted content"))?;
-            let alg_id = &eci.content_enc_alg;
-            with_content_key(&ed.recip_infos, keys, content_key_len(alg_id)?, |cek| {
-                decrypt_content(alg_id, cek, ciphertext.as_bytes(), None, &[])
-            })
+    let ci = ber::read(cms_bytes, 0)?;
+    let ci_fields = ber::children(cms_bytes, &ci)?;
+    let (Some(oid), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
+        return Err(Failure::new(ReasonCode::Malformed, "not a CMS ContentInfo"));
+    };
+    let oid = ObjectIdentifier::from_der(&cms_bytes[oid.start..oid.end])
+        .map_err(|e| malformed("not a CMS message", e))?;
+    let authenticated = match oid {
+        alg::ID_ENVELOPED_DATA => false,
+        alg::ID_AUTH_ENVELOPED_DATA => true,
+        alg::ID_SIGNED_DATA => {
+            return Err(Failure::new(
+                ReasonCode::NotEncrypted,
+                "the CMS content is SignedData, not EnvelopedData",
+            ));
         }
-        alg::ID_AUTH_ENVELOPED_DATA => {
-            let aed: AuthEnvelopedData = ci
-                .content
-                .decode_as_encoding(EncodingRules::Ber)
-                .map_err(|e| malformed("AuthEnvelopedData", e))?;
-            let eci = &aed.auth_encrypted_content_info;
-            let ciphertext = eci
-                .encrypted_content
-                .as_ref()
-                .ok_or_else(|| Failure::new(ReasonCode::Malformed, "no encrypted content"))?;
-            // RFC 5083 §2.2: authAttrs, when present, are the AAD (DER, SET OF tag).
-            let aad = match &aed.auth_attrs {
-                Some(a) => a.to_der().map_err(|e| malformed("authAttrs", e))?,
-                None => Vec::new(),
-            };
-            let alg_id = &eci.content_enc_alg;
-            let mac = aed.mac.as_bytes();
-            with_content_key(&aed.recip_infos, keys, content_key_len(alg_id)?, |cek| {
-                decrypt_content(alg_id, cek, ciphertext.as_bytes(), Some(mac), &aad)
-            })
+        other => {
+            return Err(Failure::new(
+                ReasonCode::Malformed,
+                format!("unexpected CMS content type {other}"),
+            ));
         }
-        alg::ID_SIGNED_DATA => Err(Failure::new(
-            ReasonCode::NotEncrypted,
-            "the CMS content is SignedData, not EnvelopedData",
-        )),
-        other => Err(Failure::new(
-            ReasonCode::Malformed,
-            format!("unexpected CMS content type {other}"),
-        )),
+    };
+    let body = first_child(cms_bytes, explicit)?;
+    let env = read_envelope(cms_bytes, &body, authenticated)?;
+    let alg_id = &env.content_enc_alg;
+    let mac = env.mac.as_deref();
+    with_content_key(
+        &env.recipient_infos,
+        keys,
+        content_key_len(alg_id)?,
+        |cek| decrypt_content(alg_id, cek, &env.ciphertext, mac, &env.aad),
+    )
+}
+
+/// The parts of an (Auth)EnvelopedData that decryption needs.
+struct Envelope {
+    recipient_infos: Vec<RecipientInfo>,
+    content_enc_alg: AlgorithmIdentifierOwned,
+    ciphertext: Vec<u8>,
+    /// AuthEnvelopedData only: the GCM tag.
+    mac: Option<Vec<u8>>,
+    /// AuthEnvelopedData only: the authenticated attributes, as the AAD.
+    aad: Vec<u8>,
+}
+
+/// EnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL,
+///   recipientInfos SET, encryptedContentInfo, unprotectedAttrs [1] OPTIONAL }
+/// AuthEnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL,
+///   recipientInfos SET, authEncryptedContentInfo, authAttrs [1] OPTIONAL,
+///   mac OCTET STRING, unauthAttrs [2] OPTIONAL }   (RFC 5652 §6.1, RFC 5083 §2.1)
+fn read_envelope(buf: &[u8], body: &Tlv, authenticated: bool) -> Result<Envelope, Failure> {
+    let fields = ber::children(buf, body)?;
+    let mut rest = fields.get(1..).unwrap_or_default();
+    if let Some(f) = rest.first()
+        && f.tag == 0xa0
+    {
+        rest = &rest[1..];
     }
+    let [ris, eci, tail @ ..] = rest else {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "EnvelopedData too short",
+        ));
+    };
+    if ris.tag != 0x31 || eci.tag != 0x30 {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "EnvelopedData fields out of order",
+        ));
+    }
+    let mut recipient_infos = Vec::new();
+    for ri in ber::children(buf, ris)? {
+        // Unknown or damaged recipient infos are skipped: another may be ours.
+        if let Ok(r) = RecipientInfo::from_ber(&buf[ri.start..ri.end]) {
+            recipient_infos.push(r);
+        }
+    }
+    // EncryptedContentInfo ::= SEQUENCE { contentType, contentEncryptionAlgorithm,
+    //   encryptedContent [0] IMPLICIT OCTET STRING OPTIONAL }
+    let eci_fields = ber::children(buf, eci)?;
+    let (Some(alg), Some(content)) = (eci_fields.get(1), eci_fields.get(2)) else {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "no encrypted content (detached content is not supported)",
+        ));
+    };
+    let content_enc_alg = AlgorithmIdentifierOwned::from_ber(&buf[alg.start..alg.end])
+        .map_err(|e| malformed("content encryption algorithm", e))?;
+    if content.tag & 0xdf != 0x80 {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "unexpected encryptedContent tag",
+        ));
+    }
+    let ciphertext = ber::octets(buf, content)?;
+    let (mac, aad) = if authenticated {
+        let mut aad = Vec::new();
+        let mut mac = None;
+        for f in tail {
+            match f.tag {
+                // RFC 5083 §2.2: the AAD is the DER of authAttrs with the
+                // IMPLICIT [1] tag replaced by SET OF (0x31), as sent.
+                0xa1 => {
+                    aad = buf[f.start..f.end].to_vec();
+                    if let Some(t) = aad.first_mut() {
+                        *t = 0x31;
+                    }
+                }
+                0x04 | 0x24 if mac.is_none() => mac = Some(ber::octets(buf, f)?),
+                _ => {}
+            }
+        }
+        let mac = mac
+            .ok_or_else(|| Failure::new(ReasonCode::Malformed, "AuthEnvelopedData without mac"))?;
+        (Some(mac), aad)
+    } else {
+        (None, Vec::new())
+    };
+    Ok(Envelope {
+        recipient_infos,
+        content_enc_alg,
+        ciphertext,
+        mac,
+        aad,
+    })
 }
 
 fn content_key_len(alg_id: &AlgorithmIdentifierOwned) -> Result<usize, Failure> {
@@ -121,14 +202,14 @@ fn content_key_len(alg_id: &AlgorithmIdentifierOwned) -> Result<usize, Failure> 
 /// Find the recipient infos meant for one of `keys`, unwrap the content key and
 /// run `decrypt` with it. The first key that decrypts wins.
 fn with_content_key(
-    infos: &RecipientInfos,
+    infos: &[RecipientInfo],
     keys: &[Identity],
     key_len: usize,
     decrypt: impl Fn(&[u8]) -> Result<Vec<u8>, Failure>,
 ) -> Result<Vec<u8>, Failure> {
     let mut last: Option<Failure> = None;
     let mut saw_kari = false;
-    for ri in infos.0.iter() {
+    for ri in infos {
         let ktri = match ri {
             RecipientInfo::Ktri(k) => k,
             RecipientInfo::Kari(_) => {

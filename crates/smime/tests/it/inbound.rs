@@ -188,3 +188,98 @@ fn a_domain_bound_signer_is_trusted_for_any_address_in_its_domain() {
     );
     assert_eq!(v.code, ReasonCode::Trusted, "{v:?}");
 }
+
+/// Split one definite-length DER element off `buf`: (tag, contents, rest).
+fn take(buf: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = buf[0];
+    let (len, hdr) = if buf[1] < 0x80 {
+        (buf[1] as usize, 2)
+    } else {
+        let n = (buf[1] & 0x7f) as usize;
+        (
+            buf[2..2 + n]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | *b as usize),
+            2 + n,
+        )
+    };
+    (tag, &buf[hdr..hdr + len], &buf[hdr + len..])
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn all(mut buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut v = Vec::new();
+    while !buf.is_empty() {
+        let (t, c, r) = take(buf);
+        v.push((t, c.to_vec()));
+        buf = r;
+    }
+    v
+}
+
+#[test]
+fn a_definite_length_chunked_encrypted_content_is_read() {
+    // Re-encode the crate's own EnvelopedData with encryptedContent as a
+    // constructed, definite-length [0] of 100-byte OCTET STRING chunks: legal
+    // BER that the typed der decoder refuses.
+    let p = pki();
+    let message = sample_message("Chunks", "Discharge summary attached.");
+    let signed =
+        directmail_smime::sign(&wrapped(&message), &p.sender_identity(), SystemTime::now())
+            .unwrap();
+    let der = directmail_smime::envelope(
+        &signed,
+        &[directmail_smime::Recipient::new(p.recipient.certificate())],
+        directmail_smime::ContentCipher::Aes256Cbc,
+    )
+    .unwrap();
+    let (_, ci, _) = take(&der);
+    let ci = all(ci);
+    let (_, ed) = (&ci[1].0, &ci[1].1);
+    let (_, ed, _) = take(ed);
+    let mut ed = all(ed);
+    let eci_index = ed.iter().position(|(t, _)| *t == 0x30).unwrap();
+    let mut eci = all(&ed[eci_index].1);
+    assert_eq!(eci[2].0, 0x80);
+    let chunks: Vec<u8> = eci[2].1.chunks(100).flat_map(|c| tlv(0x04, c)).collect();
+    eci[2] = (0xa0, chunks);
+    ed[eci_index].1 = eci.iter().flat_map(|(t, c)| tlv(*t, c)).collect();
+    let ed = tlv(
+        0x30,
+        &ed.iter().flat_map(|(t, c)| tlv(*t, c)).collect::<Vec<_>>(),
+    );
+    let mut ci_out = tlv(ci[0].0, &ci[0].1);
+    ci_out.extend(tlv(0xa0, &ed));
+    let rebuilt = tlv(0x30, &ci_out);
+    let msg = format!(
+        "From: <{}>\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\
+         Content-Transfer-Encoding: binary\r\n\r\n",
+        crate::pki::SENDER
+    );
+    let mut msg = msg.into_bytes();
+    msg.extend_from_slice(&rebuilt);
+    let v = judge(
+        &msg,
+        &[p.recipient_identity()],
+        &p.trust(),
+        SystemTime::now(),
+    );
+    assert_eq!(v.code, ReasonCode::Trusted, "{v:?}");
+}
