@@ -7,7 +7,7 @@
 //! 1 MB and 10 MB rows are the meaningful comparison.
 
 #[path = "../tests/it/pki.rs"]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "the bench uses only part of the test PKI helpers")]
 mod pki;
 
 use std::time::{Instant, SystemTime};
