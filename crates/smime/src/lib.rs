@@ -28,5 +28,6 @@ pub use outbound::{
     ContentCipher, KeyTransport, OuterSubject, Recipient, SealOptions, envelope, seal, sign,
 };
 pub use pkcs12::parse_pkcs12;
+pub use rsa::PrivateKey;
 pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge};
 pub use x509_cert::Certificate;
