@@ -1,0 +1,999 @@
+//! Inbound cryptography: decrypt EnvelopedData / AuthEnvelopedData and verify
+//! SignedData. Trust (chains, binding, validity) is judged in `verdict`.
+//!
+//! SignedData is read with the BER walker rather than the typed `cms` decoder:
+//! the signature covers the sender's own encoding of the signed attributes, and
+//! a chunked eContent must be reassembled (RFC 5652 §5.4; STACK.md).
+
+use aes::{Aes128, Aes192, Aes256};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use cbc::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+use cms::cert::IssuerAndSerialNumber;
+use cms::enveloped_data::{RecipientIdentifier, RecipientInfo};
+use cms::signed_data::SignerIdentifier;
+use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode};
+use getrandom::SysRng;
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
+
+use crate::alg::{self, DigestAlg};
+use crate::ber::{self, Tlv};
+use crate::error::Malformed;
+use crate::keys::{self, Identity};
+use crate::verdict::ReasonCode;
+
+/// A failure with its reason code and a technical detail for administrators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub code: ReasonCode,
+    pub detail: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
+        Failure {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Malformed> for Failure {
+    fn from(m: Malformed) -> Self {
+        Failure::new(ReasonCode::Malformed, m.0)
+    }
+}
+
+fn malformed(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(ReasonCode::Malformed, format!("{what}: {e}"))
+}
+
+/// Decrypt a CMS EnvelopedData or AuthEnvelopedData (DER or BER) with whichever
+/// of `keys` it was encrypted for. Returns the plaintext MIME entity.
+///
+/// The structure is walked with the BER reader (any length form, chunked
+/// OCTET STRINGs in either length form); only the small recipient infos and
+/// algorithm identifiers go through the typed `cms` decoder.
+pub(crate) fn decrypt(cms_bytes: &[u8], keys: &[Identity]) -> Result<Vec<u8>, Failure> {
+    let ci = ber::read(cms_bytes, 0)?;
+    let ci_fields = ber::children(cms_bytes, &ci)?;
+    let (Some(oid), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
+        return Err(Failure::new(ReasonCode::Malformed, "not a CMS ContentInfo"));
+    };
+    let oid = ObjectIdentifier::from_der(&cms_bytes[oid.start..oid.end])
+        .map_err(|e| malformed("not a CMS message", e))?;
+    let authenticated = match oid {
+        alg::ID_ENVELOPED_DATA => false,
+        alg::ID_AUTH_ENVELOPED_DATA => true,
+        alg::ID_SIGNED_DATA => {
+            return Err(Failure::new(
+                ReasonCode::NotEncrypted,
+                "the CMS content is SignedData, not EnvelopedData",
+            ));
+        }
+        other => {
+            return Err(Failure::new(
+                ReasonCode::Malformed,
+                format!("unexpected CMS content type {other}"),
+            ));
+        }
+    };
+    let body = first_child(cms_bytes, explicit)?;
+    let env = read_envelope(cms_bytes, &body, authenticated)?;
+    let alg_id = &env.content_enc_alg;
+    let mac = env.mac.as_deref();
+    with_content_key(
+        &env.recipient_infos,
+        keys,
+        content_key_len(alg_id)?,
+        |cek| decrypt_content(alg_id, cek, &env.ciphertext, mac, &env.aad),
+    )
+}
+
+/// The parts of an (Auth)EnvelopedData that decryption needs.
+struct Envelope {
+    recipient_infos: Vec<RecipientInfo>,
+    content_enc_alg: AlgorithmIdentifierOwned,
+    ciphertext: Vec<u8>,
+    /// AuthEnvelopedData only: the GCM tag.
+    mac: Option<Vec<u8>>,
+    /// AuthEnvelopedData only: the authenticated attributes, as the AAD.
+    aad: Vec<u8>,
+}
+
+/// EnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL,
+///   recipientInfos SET, encryptedContentInfo, unprotectedAttrs [1] OPTIONAL }
+/// AuthEnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL,
+///   recipientInfos SET, authEncryptedContentInfo, authAttrs [1] OPTIONAL,
+///   mac OCTET STRING, unauthAttrs [2] OPTIONAL }   (RFC 5652 §6.1, RFC 5083 §2.1)
+fn read_envelope(buf: &[u8], body: &Tlv, authenticated: bool) -> Result<Envelope, Failure> {
+    let fields = ber::children(buf, body)?;
+    let mut rest = fields.get(1..).unwrap_or_default();
+    if let Some(f) = rest.first()
+        && f.tag == 0xa0
+    {
+        rest = &rest[1..];
+    }
+    let [ris, eci, tail @ ..] = rest else {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "EnvelopedData too short",
+        ));
+    };
+    if ris.tag != 0x31 || eci.tag != 0x30 {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "EnvelopedData fields out of order",
+        ));
+    }
+    let mut recipient_infos = Vec::new();
+    for ri in ber::children(buf, ris)? {
+        // Unknown or damaged recipient infos are skipped: another may be ours.
+        if let Ok(r) = RecipientInfo::from_ber(&buf[ri.start..ri.end]) {
+            recipient_infos.push(r);
+        }
+    }
+    // EncryptedContentInfo ::= SEQUENCE { contentType, contentEncryptionAlgorithm,
+    //   encryptedContent [0] IMPLICIT OCTET STRING OPTIONAL }
+    let eci_fields = ber::children(buf, eci)?;
+    let (Some(alg), Some(content)) = (eci_fields.get(1), eci_fields.get(2)) else {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "no encrypted content (detached content is not supported)",
+        ));
+    };
+    let content_enc_alg = AlgorithmIdentifierOwned::from_ber(&buf[alg.start..alg.end])
+        .map_err(|e| malformed("content encryption algorithm", e))?;
+    if content.tag & 0xdf != 0x80 {
+        return Err(Failure::new(
+            ReasonCode::Malformed,
+            "unexpected encryptedContent tag",
+        ));
+    }
+    let ciphertext = ber::octets(buf, content)?;
+    let (mac, aad) = if authenticated {
+        let mut aad = Vec::new();
+        let mut mac = None;
+        for f in tail {
+            match f.tag {
+                // RFC 5083 §2.2: the AAD is the DER of authAttrs with the
+                // IMPLICIT [1] tag replaced by SET OF (0x31), as sent.
+                0xa1 => {
+                    aad = buf[f.start..f.end].to_vec();
+                    if let Some(t) = aad.first_mut() {
+                        *t = 0x31;
+                    }
+                }
+                0x04 | 0x24 if mac.is_none() => mac = Some(ber::octets(buf, f)?),
+                _ => {}
+            }
+        }
+        let mac = mac
+            .ok_or_else(|| Failure::new(ReasonCode::Malformed, "AuthEnvelopedData without mac"))?;
+        (Some(mac), aad)
+    } else {
+        (None, Vec::new())
+    };
+    Ok(Envelope {
+        recipient_infos,
+        content_enc_alg,
+        ciphertext,
+        mac,
+        aad,
+    })
+}
+
+fn content_key_len(alg_id: &AlgorithmIdentifierOwned) -> Result<usize, Failure> {
+    Ok(match alg_id.oid {
+        alg::AES128_CBC | alg::AES128_GCM => 16,
+        alg::AES192_CBC | alg::AES192_GCM => 24,
+        alg::AES256_CBC | alg::AES256_GCM => 32,
+        other => {
+            return Err(Failure::new(
+                ReasonCode::UnsupportedAlgorithm,
+                format!("content encryption {other} is not accepted (AES-CBC or AES-GCM only)"),
+            ));
+        }
+    })
+}
+
+/// Find the recipient infos meant for one of `keys`, unwrap the content key and
+/// run `decrypt` with it. The first key that decrypts wins.
+fn with_content_key(
+    infos: &[RecipientInfo],
+    keys: &[Identity],
+    key_len: usize,
+    decrypt: impl Fn(&[u8]) -> Result<Vec<u8>, Failure>,
+) -> Result<Vec<u8>, Failure> {
+    let mut last: Option<Failure> = None;
+    let mut saw_kari = false;
+    for ri in infos {
+        let ktri = match ri {
+            RecipientInfo::Ktri(k) => k,
+            RecipientInfo::Kari(_) => {
+                saw_kari = true;
+                continue;
+            }
+            _ => continue,
+        };
+        for id in keys {
+            if !rid_matches(&ktri.rid, id.certificate()) {
+                continue;
+            }
+            let cek = match unwrap_key(
+                id.key(),
+                &ktri.key_enc_alg,
+                ktri.enc_key.as_bytes(),
+                key_len,
+            ) {
+                Ok(k) => k,
+                Err(f) => {
+                    last = Some(f);
+                    continue;
+                }
+            };
+            match decrypt(&cek) {
+                // AES-CBC has no integrity: a wrong key (such as the RFC 3218
+                // random key) passes the padding check about once in 256. What
+                // decrypted must at least start like a MIME entity.
+                Ok(plain) if looks_like_mime(&plain) => return Ok(plain),
+                Ok(_) => {
+                    last = Some(Failure::new(
+                        ReasonCode::DecryptionFailed,
+                        "the content did not decrypt to a MIME entity",
+                    ));
+                }
+                Err(f) => last = Some(f),
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        let detail = if saw_kari {
+            "no key-transport recipient info names one of our certificates (key agreement/ECDH is not supported)"
+        } else {
+            "no recipient info names one of our certificates"
+        };
+        Failure::new(ReasonCode::NoKeyForRecipient, detail)
+    }))
+}
+
+/// Whether `plain` starts with an RFC 5322 header field (`name:` with a
+/// printable, space-free name).
+fn looks_like_mime(plain: &[u8]) -> bool {
+    let line_end = plain
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(plain.len());
+    let line = &plain[..line_end];
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => line[..colon].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
+}
+
+fn rid_matches(rid: &RecipientIdentifier, cert: &Certificate) -> bool {
+    match rid {
+        RecipientIdentifier::IssuerAndSerialNumber(ias) => ias_matches(ias, cert),
+        RecipientIdentifier::SubjectKeyIdentifier(ski) => ski_matches(ski, cert),
+    }
+}
+
+fn ias_matches(ias: &IssuerAndSerialNumber, cert: &Certificate) -> bool {
+    let tbs = cert.tbs_certificate();
+    ias.serial_number == *tbs.serial_number() && ias.issuer == *tbs.issuer()
+}
+
+fn ski_matches(ski: &SubjectKeyIdentifier, cert: &Certificate) -> bool {
+    match cert
+        .tbs_certificate()
+        .get_extension::<SubjectKeyIdentifier>()
+    {
+        Ok(Some((_, own))) => own.0.as_bytes() == ski.0.as_bytes(),
+        _ => false,
+    }
+}
+
+/// Unwrap the content-encryption key.
+fn unwrap_key(
+    key: &rsa::PrivateKey,
+    alg_id: &AlgorithmIdentifierOwned,
+    wrapped: &[u8],
+    key_len: usize,
+) -> Result<Vec<u8>, Failure> {
+    let failed = |e: rsa::Error| {
+        Failure::new(
+            ReasonCode::DecryptionFailed,
+            format!("could not unwrap the content key: {e}"),
+        )
+    };
+    match alg_id.oid {
+        alg::RSA_ENCRYPTION => {
+            // RFC 3218 §2.3.2: on a PKCS#1 v1.5 padding failure carry on with a
+            // random key, so that a bad padding and a bad content look the same
+            // (no Bleichenbacher oracle through our error reports or MDNs).
+            match key.pkcs1v15_decrypt_with_rng(&mut SysRng, wrapped) {
+                Ok(k) if k.len() == key_len => Ok(k),
+                _ => {
+                    let mut k = vec![0u8; key_len];
+                    getrandom::fill(&mut k).map_err(|_| {
+                        Failure::new(ReasonCode::DecryptionFailed, "system RNG failed")
+                    })?;
+                    Ok(k)
+                }
+            }
+        }
+        alg::ID_RSAES_OAEP => {
+            let (hash, mgf) = oaep_params(alg_id)?;
+            oaep_decrypt(key, hash, mgf, wrapped).map_err(failed)
+        }
+        other => Err(Failure::new(
+            ReasonCode::UnsupportedAlgorithm,
+            format!("key transport {other} is not accepted (RSA PKCS#1 v1.5 or RSA-OAEP only)"),
+        )),
+    }
+}
+
+/// RSAES-OAEP-params (RFC 4055 §4.1): hash and MGF1 hash, SHA-1 by default.
+fn oaep_params(
+    alg_id: &AlgorithmIdentifierOwned,
+) -> Result<(ObjectIdentifier, ObjectIdentifier), Failure> {
+    let mut hash = alg::ID_SHA1;
+    let mut mgf_hash = alg::ID_SHA1;
+    let Some(params) = &alg_id.parameters else {
+        return Ok((hash, mgf_hash));
+    };
+    if params.is_null() {
+        return Ok((hash, mgf_hash));
+    }
+    let der = params
+        .to_der()
+        .map_err(|e| malformed("OAEP parameters", e))?;
+    let seq = ber::read(&der, 0)?;
+    for field in ber::children(&der, &seq)? {
+        let inner = ber::read(&der, field.content_start)?;
+        let inner_bytes = &der[inner.start..inner.end];
+        match field.tag {
+            0xa0 => {
+                hash = AlgorithmIdentifierOwned::from_der(inner_bytes)
+                    .map_err(|e| malformed("OAEP hash", e))?
+                    .oid;
+            }
+            0xa1 => {
+                let mgf = AlgorithmIdentifierOwned::from_der(inner_bytes)
+                    .map_err(|e| malformed("OAEP mask generation", e))?;
+                if mgf.oid != alg::ID_MGF1 {
+                    return Err(Failure::new(
+                        ReasonCode::UnsupportedAlgorithm,
+                        "OAEP mask generation other than MGF1",
+                    ));
+                }
+                let p = mgf
+                    .parameters
+                    .ok_or_else(|| Failure::new(ReasonCode::Malformed, "MGF1 without a hash"))?;
+                mgf_hash = p
+                    .decode_as::<AlgorithmIdentifierOwned>()
+                    .map_err(|e| malformed("MGF1 hash", e))?
+                    .oid;
+            }
+            0xa2 => {
+                return Err(Failure::new(
+                    ReasonCode::UnsupportedAlgorithm,
+                    "OAEP with a label (pSourceAlgorithm) is not accepted",
+                ));
+            }
+            _ => {
+                return Err(Failure::new(
+                    ReasonCode::Malformed,
+                    "unknown OAEP parameter",
+                ));
+            }
+        }
+    }
+    Ok((hash, mgf_hash))
+}
+
+fn oaep_decrypt(
+    key: &rsa::PrivateKey,
+    hash: ObjectIdentifier,
+    mgf: ObjectIdentifier,
+    wrapped: &[u8],
+) -> Result<Vec<u8>, rsa::Error> {
+    use rsa::Oaep;
+    use sha2::{Sha224, Sha256, Sha384, Sha512};
+    type Sha1 = sha1::Sha1;
+    let mut rng = SysRng;
+    // Blinded decryption throughout (rsa crate; see README on Marvin).
+    macro_rules! go {
+        ($h:ty, $m:ty) => {
+            key.decrypt_blinded(&mut rng, Oaep::<$h, $m>::new_with_mgf_hash(), wrapped)
+        };
+    }
+    match (hash, mgf) {
+        (alg::ID_SHA1, alg::ID_SHA1) => go!(Sha1, Sha1),
+        (alg::ID_SHA224, alg::ID_SHA224) => go!(Sha224, Sha224),
+        (alg::ID_SHA256, alg::ID_SHA256) => go!(Sha256, Sha256),
+        (alg::ID_SHA384, alg::ID_SHA384) => go!(Sha384, Sha384),
+        (alg::ID_SHA512, alg::ID_SHA512) => go!(Sha512, Sha512),
+        (alg::ID_SHA256, alg::ID_SHA1) => go!(Sha256, Sha1),
+        (alg::ID_SHA384, alg::ID_SHA1) => go!(Sha384, Sha1),
+        (alg::ID_SHA512, alg::ID_SHA1) => go!(Sha512, Sha1),
+        _ => Err(rsa::Error::InvalidPaddingScheme),
+    }
+}
+
+/// Decrypt content with AES-CBC (`tag` None) or AES-GCM (`tag` Some).
+fn decrypt_content(
+    alg_id: &AlgorithmIdentifierOwned,
+    cek: &[u8],
+    ciphertext: &[u8],
+    tag: Option<&[u8]>,
+    aad: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    let bad = || {
+        Failure::new(
+            ReasonCode::DecryptionFailed,
+            "the content did not decrypt with the unwrapped key",
+        )
+    };
+    let params = alg_id.parameters.as_ref().ok_or_else(|| {
+        Failure::new(
+            ReasonCode::Malformed,
+            "content encryption without parameters",
+        )
+    })?;
+    match (alg_id.oid, tag) {
+        (alg::AES128_CBC | alg::AES192_CBC | alg::AES256_CBC, None) => {
+            let iv = params
+                .decode_as::<der::asn1::OctetString>()
+                .map_err(|e| malformed("AES-CBC IV", e))?;
+            let iv = iv.as_bytes();
+            let out = match cek.len() {
+                16 => cbc::Decryptor::<Aes128>::new_from_slices(cek, iv)
+                    .map_err(|_| bad())?
+                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
+                24 => cbc::Decryptor::<Aes192>::new_from_slices(cek, iv)
+                    .map_err(|_| bad())?
+                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
+                _ => cbc::Decryptor::<Aes256>::new_from_slices(cek, iv)
+                    .map_err(|_| bad())?
+                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
+            };
+            out.map_err(|_| bad())
+        }
+        (alg::AES128_GCM | alg::AES192_GCM | alg::AES256_GCM, Some(tag)) => {
+            // RFC 5084 §3.2: GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING,
+            // aes-ICVlen INTEGER DEFAULT 12 }.
+            let der = params
+                .to_der()
+                .map_err(|e| malformed("GCM parameters", e))?;
+            let seq = ber::read(&der, 0)?;
+            let fields = ber::children(&der, &seq)?;
+            let nonce_tlv = fields.first().filter(|t| t.tag == 0x04).ok_or_else(|| {
+                Failure::new(ReasonCode::Malformed, "GCM parameters without nonce")
+            })?;
+            let nonce = &der[nonce_tlv.content_start..nonce_tlv.content_end];
+            if nonce.len() != 12 || tag.len() != 16 {
+                return Err(Failure::new(
+                    ReasonCode::UnsupportedAlgorithm,
+                    "AES-GCM is accepted with a 12-byte nonce and a 16-byte tag only",
+                ));
+            }
+            let mut buf = ciphertext.to_vec();
+            let result = match cek.len() {
+                16 => gcm_open::<aes_gcm::Aes128Gcm>(cek, nonce, aad, &mut buf, tag),
+                24 => gcm_open::<aes_gcm::AesGcm<Aes192, aes_gcm::aead::consts::U12>>(
+                    cek, nonce, aad, &mut buf, tag,
+                ),
+                _ => gcm_open::<aes_gcm::Aes256Gcm>(cek, nonce, aad, &mut buf, tag),
+            };
+            result.map_err(|_| bad())?;
+            Ok(buf)
+        }
+        _ => Err(Failure::new(
+            ReasonCode::Malformed,
+            "content encryption algorithm does not match the CMS type",
+        )),
+    }
+}
+
+fn gcm_open<C: KeyInit + AeadInOut>(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8],
+) -> Result<(), ()> {
+    let cipher = C::new_from_slice(key).map_err(|_| ())?;
+    let nonce = aes_gcm::aead::Nonce::<C>::try_from(nonce).map_err(|_| ())?;
+    let tag = aes_gcm::aead::Tag::<C>::try_from(tag).map_err(|_| ())?;
+    cipher
+        .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
+        .map_err(|_| ())
+}
+
+/// What a SignedData says once its signatures have been checked.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    /// The bytes that were signed (the detached content as matched, or eContent).
+    pub content: Vec<u8>,
+    /// Every certificate carried in the SignedData.
+    pub certificates: Vec<Certificate>,
+    /// One entry per SignerInfo, in order.
+    pub signers: Vec<SignerResult>,
+}
+
+/// The cryptographic outcome for one SignerInfo.
+#[derive(Debug)]
+pub(crate) struct SignerResult {
+    pub certificate: Option<Certificate>,
+    pub outcome: Result<(), Failure>,
+}
+
+/// Verify a SignedData (DER or BER). `detached` is the content of a
+/// multipart/signed first part; for it both the bytes as received and their
+/// CRLF-canonical form are tried (RFC 8551 §3.1.1), and the one matching the
+/// messageDigest is kept.
+pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<Verified, Failure> {
+    let ci = ber::read(p7, 0)?;
+    let ci_fields = ber::children(p7, &ci)?;
+    let (Some(oid_tlv), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
+        return Err(Failure::new(ReasonCode::Malformed, "ContentInfo too short"));
+    };
+    let oid = ObjectIdentifier::from_der(&p7[oid_tlv.start..oid_tlv.end])
+        .map_err(|e| malformed("ContentInfo type", e))?;
+    if oid != alg::ID_SIGNED_DATA {
+        return Err(Failure::new(
+            ReasonCode::NotSigned,
+            format!("the signature part is CMS {oid}, not SignedData"),
+        ));
+    }
+    let sd = first_child(p7, explicit)?;
+    let fields = ber::children(p7, &sd)?;
+    // SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
+    //   [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos SET }
+    let encap = fields
+        .get(2)
+        .ok_or_else(|| Failure::new(ReasonCode::Malformed, "SignedData too short"))?;
+    let encap_fields = ber::children(p7, encap)?;
+    let econtent_type = encap_fields
+        .first()
+        .ok_or_else(|| Failure::new(ReasonCode::Malformed, "no eContentType"))?;
+    let econtent_type = ObjectIdentifier::from_der(&p7[econtent_type.start..econtent_type.end])
+        .map_err(|e| malformed("eContentType", e))?;
+    let econtent = match encap_fields.get(1) {
+        Some(explicit) => Some(ber::octets(p7, &first_child(p7, explicit)?)?),
+        None => None,
+    };
+
+    let mut certificates = Vec::new();
+    let mut signer_set: Option<Tlv> = None;
+    for f in &fields[3..] {
+        match f.tag {
+            0xa0 => {
+                for c in ber::children(p7, f)? {
+                    // Only X.509 certificates (SEQUENCE); attribute certificates are skipped.
+                    if c.tag == 0x30 {
+                        let cert = Certificate::from_der(&p7[c.start..c.end])
+                            .map_err(|e| malformed("certificate in SignedData", e))?;
+                        certificates.push(cert);
+                    }
+                }
+            }
+            0xa1 => {}
+            0x31 => signer_set = Some(*f),
+            _ => {
+                return Err(Failure::new(
+                    ReasonCode::Malformed,
+                    "unexpected SignedData field",
+                ));
+            }
+        }
+    }
+    let signer_set =
+        signer_set.ok_or_else(|| Failure::new(ReasonCode::Malformed, "no signerInfos"))?;
+    let signer_tlvs = ber::children(p7, &signer_set)?;
+    if signer_tlvs.is_empty() {
+        return Err(Failure::new(
+            ReasonCode::NotSigned,
+            "the SignedData has no signer",
+        ));
+    }
+
+    let candidates: Vec<Vec<u8>> = match (&econtent, detached) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(d)) => {
+            let canon = crate::mime::to_crlf(d);
+            if canon == d {
+                vec![d.to_vec()]
+            } else {
+                vec![d.to_vec(), canon]
+            }
+        }
+        (None, None) => {
+            return Err(Failure::new(
+                ReasonCode::Malformed,
+                "detached signature without content",
+            ));
+        }
+    };
+
+    let mut signers = Vec::new();
+    let mut matched_content: Option<usize> = None;
+    for s in &signer_tlvs {
+        let (result, which) = verify_signer(p7, s, &certificates, &econtent_type, &candidates);
+        if let (Ok(()), Some(i)) = (&result.outcome, which) {
+            matched_content.get_or_insert(i);
+        }
+        signers.push(result);
+    }
+    let content_index = matched_content.unwrap_or(0);
+    let content = candidates
+        .into_iter()
+        .nth(content_index)
+        .unwrap_or_default();
+    Ok(Verified {
+        content,
+        certificates,
+        signers,
+    })
+}
+
+fn first_child(buf: &[u8], parent: &Tlv) -> Result<Tlv, Failure> {
+    ber::children(buf, parent)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::new(ReasonCode::Malformed, "empty explicit tag"))
+}
+
+/// Check one SignerInfo. Returns the result and which content candidate matched.
+fn verify_signer(
+    p7: &[u8],
+    si: &Tlv,
+    certs: &[Certificate],
+    econtent_type: &ObjectIdentifier,
+    candidates: &[Vec<u8>],
+) -> (SignerResult, Option<usize>) {
+    let mut cert_found = None;
+    let outcome = (|| -> Result<Option<usize>, Failure> {
+        // SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm,
+        //   [0] signedAttrs OPTIONAL, signatureAlgorithm, signature, [1] unsignedAttrs OPTIONAL }
+        let f = ber::children(p7, si)?;
+        if f.len() < 5 {
+            return Err(Failure::new(ReasonCode::Malformed, "SignerInfo too short"));
+        }
+        let sid = SignerIdentifier::from_ber(&p7[f[1].start..f[1].end])
+            .map_err(|e| malformed("signer identifier", e))?;
+        let cert = certs
+            .iter()
+            .find(|c| match &sid {
+                SignerIdentifier::IssuerAndSerialNumber(ias) => ias_matches(ias, c),
+                SignerIdentifier::SubjectKeyIdentifier(ski) => ski_matches(ski, c),
+            })
+            .ok_or_else(|| {
+                Failure::new(
+                    ReasonCode::SignerCertificateMissing,
+                    "the signer's certificate is not included in the signature",
+                )
+            })?;
+        cert_found = Some(cert.clone());
+
+        let digest_alg_id = AlgorithmIdentifierOwned::from_der(&p7[f[2].start..f[2].end])
+            .map_err(|e| malformed("digest algorithm", e))?;
+        let digest = DigestAlg::from_oid(&digest_alg_id.oid).ok_or_else(|| {
+            Failure::new(
+                ReasonCode::UnsupportedAlgorithm,
+                format!("digest {} is not accepted", digest_alg_id.oid),
+            )
+        })?;
+        if let DigestAlg::Weak(name) = digest {
+            // AS 1.3 §2: MD5 and SHA-1 are refused.
+            return Err(Failure::new(
+                ReasonCode::WeakAlgorithm,
+                format!("the message was signed with {name}, which Direct no longer accepts"),
+            ));
+        }
+
+        let (signed_attrs, rest) = if f[3].tag == 0xa0 {
+            (Some(f[3]), &f[4..])
+        } else {
+            (None, &f[3..])
+        };
+        let [sig_alg, sig, ..] = rest else {
+            return Err(Failure::new(ReasonCode::Malformed, "SignerInfo too short"));
+        };
+        let sig_alg = AlgorithmIdentifierOwned::from_der(&p7[sig_alg.start..sig_alg.end])
+            .map_err(|e| malformed("signature algorithm", e))?;
+        if sig.tag != 0x04 {
+            return Err(Failure::new(
+                ReasonCode::Malformed,
+                "signature is not an OCTET STRING",
+            ));
+        }
+        let signature = ber::octets(p7, sig)?;
+
+        let mut matched = None;
+        let to_verify: Vec<u8> = match signed_attrs {
+            Some(attrs) => {
+                let (content_type, message_digest) = read_signed_attrs(p7, &attrs)?;
+                if content_type.as_ref() != Some(econtent_type) {
+                    return Err(Failure::new(
+                        ReasonCode::BadSignature,
+                        "the contentType signed attribute is missing or does not match",
+                    ));
+                }
+                let md = message_digest.ok_or_else(|| {
+                    Failure::new(
+                        ReasonCode::BadSignature,
+                        "no messageDigest signed attribute",
+                    )
+                })?;
+                for (i, c) in candidates.iter().enumerate() {
+                    if digest.hash(&[c]).as_deref() == Some(md.as_slice()) {
+                        matched = Some(i);
+                        break;
+                    }
+                }
+                if matched.is_none() {
+                    return Err(Failure::new(
+                        ReasonCode::ContentTampered,
+                        "the message content does not match the digest the sender signed",
+                    ));
+                }
+                // RFC 5652 §5.4: hash the attributes as the sender encoded them,
+                // with the IMPLICIT [0] tag replaced by SET OF (0x31).
+                let mut raw = p7[attrs.start..attrs.end].to_vec();
+                if let Some(t) = raw.first_mut() {
+                    *t = 0x31;
+                }
+                raw
+            }
+            None => {
+                matched = Some(0);
+                candidates.first().cloned().unwrap_or_default()
+            }
+        };
+        let hashed = digest
+            .hash(&[&to_verify])
+            .ok_or_else(|| Failure::new(ReasonCode::WeakAlgorithm, "weak digest"))?;
+        verify_signature(cert, &sig_alg, digest, &hashed, &signature)?;
+        Ok(matched)
+    })();
+    match outcome {
+        Ok(which) => (
+            SignerResult {
+                certificate: cert_found,
+                outcome: Ok(()),
+            },
+            which,
+        ),
+        Err(f) => (
+            SignerResult {
+                certificate: cert_found,
+                outcome: Err(f),
+            },
+            None,
+        ),
+    }
+}
+
+/// The contentType and messageDigest values of the signed attributes.
+fn read_signed_attrs(
+    p7: &[u8],
+    attrs: &Tlv,
+) -> Result<(Option<ObjectIdentifier>, Option<Vec<u8>>), Failure> {
+    let mut content_type = None;
+    let mut digest = None;
+    for attr in ber::children(p7, attrs)? {
+        let parts = ber::children(p7, &attr)?;
+        let (Some(oid), Some(values)) = (parts.first(), parts.get(1)) else {
+            return Err(Failure::new(ReasonCode::Malformed, "bad signed attribute"));
+        };
+        let oid = ObjectIdentifier::from_der(&p7[oid.start..oid.end])
+            .map_err(|e| malformed("signed attribute type", e))?;
+        let values = ber::children(p7, values)?;
+        let single = |what: &str| -> Result<Tlv, Failure> {
+            match values.as_slice() {
+                [v] => Ok(*v),
+                _ => Err(Failure::new(
+                    ReasonCode::BadSignature,
+                    format!("{what} attribute must have exactly one value"),
+                )),
+            }
+        };
+        if oid == alg::ID_CONTENT_TYPE {
+            if content_type.is_some() {
+                return Err(Failure::new(
+                    ReasonCode::BadSignature,
+                    "duplicate contentType",
+                ));
+            }
+            let v = single("contentType")?;
+            content_type = Some(
+                ObjectIdentifier::from_der(&p7[v.start..v.end])
+                    .map_err(|e| malformed("contentType value", e))?,
+            );
+        } else if oid == alg::ID_MESSAGE_DIGEST {
+            if digest.is_some() {
+                return Err(Failure::new(
+                    ReasonCode::BadSignature,
+                    "duplicate messageDigest",
+                ));
+            }
+            let v = single("messageDigest")?;
+            digest = Some(ber::octets(p7, &v)?);
+        }
+    }
+    Ok((content_type, digest))
+}
+
+/// Verify `signature` over `hashed` with the certificate's key.
+fn verify_signature(
+    cert: &Certificate,
+    sig_alg: &AlgorithmIdentifierOwned,
+    digest: DigestAlg,
+    hashed: &[u8],
+    signature: &[u8],
+) -> Result<(), Failure> {
+    let spki_oid = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .algorithm
+        .oid;
+    let ecdsa = [
+        alg::ECDSA_WITH_SHA256,
+        alg::ECDSA_WITH_SHA384,
+        alg::ECDSA_WITH_SHA512,
+    ];
+    if spki_oid == alg::ID_EC_PUBLIC_KEY || ecdsa.contains(&sig_alg.oid) {
+        return Err(Failure::new(
+            ReasonCode::UnsupportedAlgorithm,
+            "the sender signed with an ECDSA key; this system accepts RSA signatures only",
+        ));
+    }
+    let key = keys::rsa_public_key(cert).map_err(|_| {
+        Failure::new(
+            ReasonCode::UnsupportedAlgorithm,
+            "the signer's key is not RSA",
+        )
+    })?;
+    let bad = |e: rsa::Error| {
+        Failure::new(
+            ReasonCode::BadSignature,
+            format!("signature check failed: {e}"),
+        )
+    };
+    match sig_alg.oid {
+        alg::MD5_WITH_RSA | alg::SHA1_WITH_RSA => Err(Failure::new(
+            ReasonCode::WeakAlgorithm,
+            "the signature uses MD5 or SHA-1, which Direct no longer accepts",
+        )),
+        alg::RSA_ENCRYPTION
+        | alg::SHA224_WITH_RSA
+        | alg::SHA256_WITH_RSA
+        | alg::SHA384_WITH_RSA
+        | alg::SHA512_WITH_RSA => {
+            let r = match digest {
+                DigestAlg::Sha224 => key.pkcs1v15_verify_prehash::<sha2::Sha224>(hashed, signature),
+                DigestAlg::Sha256 => key.pkcs1v15_verify_prehash::<sha2::Sha256>(hashed, signature),
+                DigestAlg::Sha384 => key.pkcs1v15_verify_prehash::<sha2::Sha384>(hashed, signature),
+                DigestAlg::Sha512 => key.pkcs1v15_verify_prehash::<sha2::Sha512>(hashed, signature),
+                DigestAlg::Weak(_) => Err(rsa::Error::InvalidPaddingScheme),
+            };
+            r.map_err(bad)
+        }
+        alg::ID_RSASSA_PSS => {
+            let (hash, mgf, salt) = pss_params(sig_alg)?;
+            let digest_oid = match digest {
+                DigestAlg::Sha224 => alg::ID_SHA224,
+                DigestAlg::Sha256 => alg::ID_SHA256,
+                DigestAlg::Sha384 => alg::ID_SHA384,
+                DigestAlg::Sha512 => alg::ID_SHA512,
+                DigestAlg::Weak(_) => alg::ID_SHA1,
+            };
+            if hash != digest_oid || mgf != digest_oid {
+                return Err(Failure::new(
+                    ReasonCode::UnsupportedAlgorithm,
+                    "RSA-PSS parameters must use the message digest for both hash and MGF1",
+                ));
+            }
+            let r = match digest {
+                DigestAlg::Sha224 => key.verify(
+                    rsa::Pss::<sha2::Sha224>::new_with_salt(salt),
+                    hashed,
+                    signature,
+                ),
+                DigestAlg::Sha256 => key.verify(
+                    rsa::Pss::<sha2::Sha256>::new_with_salt(salt),
+                    hashed,
+                    signature,
+                ),
+                DigestAlg::Sha384 => key.verify(
+                    rsa::Pss::<sha2::Sha384>::new_with_salt(salt),
+                    hashed,
+                    signature,
+                ),
+                DigestAlg::Sha512 => key.verify(
+                    rsa::Pss::<sha2::Sha512>::new_with_salt(salt),
+                    hashed,
+                    signature,
+                ),
+                DigestAlg::Weak(_) => Err(rsa::Error::InvalidPaddingScheme),
+            };
+            r.map_err(bad)
+        }
+        other => Err(Failure::new(
+            ReasonCode::UnsupportedAlgorithm,
+            format!("signature algorithm {other} is not accepted"),
+        )),
+    }
+}
+
+/// RSASSA-PSS-params (RFC 4055 §3.1): hash, MGF1 hash, salt length.
+fn pss_params(
+    alg_id: &AlgorithmIdentifierOwned,
+) -> Result<(ObjectIdentifier, ObjectIdentifier, usize), Failure> {
+    let mut hash = alg::ID_SHA1;
+    let mut mgf_hash = alg::ID_SHA1;
+    let mut salt = 20usize;
+    let Some(params) = &alg_id.parameters else {
+        return Ok((hash, mgf_hash, salt));
+    };
+    let der = params
+        .to_der()
+        .map_err(|e| malformed("PSS parameters", e))?;
+    let seq = ber::read(&der, 0)?;
+    for field in ber::children(&der, &seq)? {
+        let inner = ber::read(&der, field.content_start)?;
+        let inner_bytes = &der[inner.start..inner.end];
+        match field.tag {
+            0xa0 => {
+                hash = AlgorithmIdentifierOwned::from_der(inner_bytes)
+                    .map_err(|e| malformed("PSS hash", e))?
+                    .oid;
+            }
+            0xa1 => {
+                let mgf = AlgorithmIdentifierOwned::from_der(inner_bytes)
+                    .map_err(|e| malformed("PSS mask generation", e))?;
+                if mgf.oid != alg::ID_MGF1 {
+                    return Err(Failure::new(
+                        ReasonCode::UnsupportedAlgorithm,
+                        "PSS mask generation other than MGF1",
+                    ));
+                }
+                let p = mgf
+                    .parameters
+                    .ok_or_else(|| Failure::new(ReasonCode::Malformed, "MGF1 without a hash"))?;
+                mgf_hash = p
+                    .decode_as::<AlgorithmIdentifierOwned>()
+                    .map_err(|e| malformed("MGF1 hash", e))?
+                    .oid;
+            }
+            0xa2 => {
+                let n = der::asn1::Uint::from_der(inner_bytes)
+                    .map_err(|e| malformed("PSS salt length", e))?;
+                let bytes = n.as_bytes();
+                if bytes.len() > 2 {
+                    return Err(Failure::new(
+                        ReasonCode::Malformed,
+                        "PSS salt length too large",
+                    ));
+                }
+                salt = bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            }
+            0xa3 => {}
+            _ => return Err(Failure::new(ReasonCode::Malformed, "unknown PSS parameter")),
+        }
+    }
+    Ok((hash, mgf_hash, salt))
+}
+
+/// Modulus size of a certificate's RSA key, if it is RSA.
+pub(crate) fn rsa_bits(cert: &Certificate) -> Option<usize> {
+    keys::rsa_public_key(cert)
+        .ok()
+        .map(|k| keys::modulus_bits(&k))
+}

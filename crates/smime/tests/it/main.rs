@@ -1,0 +1,9 @@
+//! Integration tests: interop with the real `openssl` command line, both ways,
+//! and one test per verdict code. One binary, one module per area.
+
+mod inbound;
+mod keys;
+mod negative;
+mod outbound;
+mod pki;
+mod roundtrip;
