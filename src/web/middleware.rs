@@ -63,8 +63,30 @@ pub async fn security_headers(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
+        secure_cookies(headers);
     }
     response
+}
+
+/// Marks cookies `Secure` when the browser is on HTTPS, including behind a trusted
+/// proxy that terminates TLS (the session layer only knows the static setting).
+fn secure_cookies(headers: &mut axum::http::HeaderMap) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let text = v.to_str().unwrap_or_default();
+            if text.is_empty() || text.to_ascii_lowercase().contains("; secure") {
+                v.clone()
+            } else {
+                HeaderValue::from_str(&format!("{text}; Secure")).unwrap_or_else(|_| v.clone())
+            }
+        })
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// Refuses every state-changing request that does not carry the session's CSRF token,

@@ -477,10 +477,17 @@ struct InvitePage {
     invited: String,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RoleQuery {
+    role: String,
+}
+
 async fn invite_form(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(org_id): Path<i64>,
+    Query(q): Query<RoleQuery>,
 ) -> AppResult<InvitePage> {
     let org = admin_org(&state, &current, org_id).await?;
     Ok(InvitePage {
@@ -488,7 +495,12 @@ async fn invite_form(
         org,
         email: String::new(),
         name: String::new(),
-        role: "member".into(),
+        // "Invite an administrator" links here with ?role=org-admin
+        role: if q.role == "org-admin" {
+            q.role
+        } else {
+            "member".into()
+        },
         errors: FieldErrors::default(),
         link: String::new(),
         invited: String::new(),
