@@ -20,6 +20,7 @@ use crate::bootstrap::{self, FirstOperator};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{Db, SessionPool};
+use crate::secrets;
 use crate::web::{self, AppState, middleware as mw};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::auth::routes())
         .merge(web::account::routes())
         .merge(web::orgs::routes())
+        .merge(web::domains::routes())
         .merge(web::audit_log::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });
@@ -56,8 +58,9 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
             .layer(middleware::from_fn(mw::csrf))
             .service(routed),
     );
-    // Forms are small; uploads (later) raise this on their own routes.
-    let guarded = guarded.layer(DefaultBodyLimit::max(mw::FORM_LIMIT));
+    // The extractors' limit; the CSRF layer already held url-encoded forms to
+    // FORM_LIMIT and uploads to UPLOAD_LIMIT.
+    let guarded = guarded.layer(DefaultBodyLimit::max(mw::UPLOAD_LIMIT));
     // CSRF needs the session, so the session layer sits outside it.
     let with_sessions = match &state.db.sessions {
         SessionPool::Sqlite(pool) => {
@@ -124,6 +127,14 @@ impl Application {
             SessionPool::Postgres(pool) => PostgresStore::new(pool.clone()).migrate().await,
         }
         .context("cannot create the session table")?;
+        let (secret, source) = secrets::load(&config)?;
+        secrets::check_against_database(&db, &secret).await?;
+        if source == secrets::KeySource::Development {
+            tracing::warn!(
+                path = %config.data_dir.join("secret.key").display(),
+                "DEVELOPMENT KEY-ENCRYPTION KEY in use: private keys are sealed with a key generated into the data directory. Set DIRECTMAIL_SECRET_KEY or DIRECTMAIL_SECRET_KEY_FILE in production, and keep that key apart from database backups."
+            );
+        }
         let first_operator = bootstrap::run(&db, &config, clock.now()).await?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(load_tls(cert, key)?)),
@@ -146,6 +157,7 @@ impl Application {
             config: Arc::new(config),
             clock,
             public_base,
+            secret: Arc::new(secret),
         };
         spawn_session_cleanup(&state);
         Ok(Application {

@@ -11,9 +11,12 @@ use serde_json::json;
 use crate::audit::{self, Actor, Event, Verification};
 use crate::auth;
 use crate::clock::Clock;
+use crate::clock::{format_rfc3339, format_utc};
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::{DisplayName, DomainName, Email, NewPassword, OrgName, Role};
+use crate::pki::{self, KeyFile};
+use crate::secrets;
 use crate::store::mailboxes::{self, MailboxKind};
 use crate::store::{orgs, users};
 
@@ -43,6 +46,57 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Certificates and private keys of hosted domains and addresses.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Trust anchors of hosted domains.
+    #[command(subcommand)]
+    Anchor(AnchorCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Import a key and certificate (`--cert FILE --key FILE`, or `--p12 FILE
+    /// --password-file FILE`) for a domain, or with `--address` for one address.
+    Import {
+        #[arg(long)]
+        domain: String,
+        /// For an address-bound certificate: the Direct address it binds.
+        #[arg(long)]
+        address: Option<String>,
+        /// Certificate, then its chain (PEM or DER).
+        #[arg(long, conflicts_with = "p12", requires = "key")]
+        cert: Option<PathBuf>,
+        /// Unencrypted private key (PKCS#8 or PKCS#1, PEM or DER).
+        #[arg(long, conflicts_with = "p12", requires = "cert")]
+        key: Option<PathBuf>,
+        /// PKCS#12 file holding the key, the certificate and its chain.
+        #[arg(long, requires = "password_file")]
+        p12: Option<PathBuf>,
+        /// File whose first line is the PKCS#12 password.
+        #[arg(long, requires = "p12")]
+        password_file: Option<PathBuf>,
+    },
+    /// List a domain's certificates (never their keys).
+    List {
+        #[arg(long)]
+        domain: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnchorCommand {
+    /// Add trust anchors to a domain from a PEM, DER or `.p7b` file.
+    Add {
+        #[arg(long)]
+        domain: String,
+        file: PathBuf,
+    },
+    /// List a domain's trust anchors.
+    List {
+        #[arg(long)]
+        domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +194,8 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             shared,
             name,
         }) => mailbox_add(&db, &address, &org, &user, shared, name.as_deref(), now).await?,
+        AdminCommand::Cert(command) => cert(config, &db, command, now).await?,
+        AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
         AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
             Verification::Intact { entries } => (
                 format!("The audit log is intact: {entries} entries, every link verified."),
@@ -385,4 +441,163 @@ async fn mailbox_add(
         ),
         json!({ "id": mailbox.id, "address": mailbox.address, "kind": kind.as_str(), "users": emails }),
     ))
+}
+
+async fn find_domain(db: &Db, name: &str) -> anyhow::Result<orgs::Domain> {
+    let name = valid("domain", DomainName::parse(name))?;
+    orgs::domain_by_name(db, name.as_str())
+        .await?
+        .ok_or_else(|| {
+            anyhow!("There is no domain named {name}; add it with `directmail admin domain add`.")
+        })
+}
+
+fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the {what} file {}", path.display()))
+}
+
+fn cert_json(c: &crate::store::pki::CertRow) -> serde_json::Value {
+    json!({
+        "id": c.id, "address": c.address, "subject": c.subject, "issuer": c.issuer,
+        "serial": c.serial, "fingerprint": c.fingerprint,
+        "not_before": format_rfc3339(c.not_before), "not_after": format_rfc3339(c.not_after),
+    })
+}
+
+async fn cert(
+    config: &Config,
+    db: &Db,
+    command: CertCommand,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    match command {
+        CertCommand::Import {
+            domain,
+            address,
+            cert,
+            key,
+            p12,
+            password_file,
+        } => {
+            let domain = find_domain(db, &domain).await?;
+            let address = address
+                .map(|a| valid("address", Email::parse(&a)))
+                .transpose()?;
+            let file = match (cert, key, p12, password_file) {
+                (Some(cert), Some(key), None, None) => KeyFile::Pem {
+                    certs: read_file(&cert, "certificate")?,
+                    key: read_file(&key, "key")?,
+                },
+                (None, None, Some(p12), Some(pw)) => {
+                    let raw = String::from_utf8(read_file(&pw, "password")?)
+                        .map_err(|_| anyhow!("the password file is not text"))?;
+                    KeyFile::Pkcs12 {
+                        der: read_file(&p12, "PKCS#12")?,
+                        password: raw
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .trim_end_matches('\r')
+                            .to_owned(),
+                    }
+                }
+                _ => bail!(
+                    "Give --cert FILE and --key FILE, or --p12 FILE and --password-file FILE."
+                ),
+            };
+            let (kek, _) = secrets::load(config)?;
+            secrets::check_against_database(db, &kek).await?;
+            let row = pki::import_certificate(
+                db,
+                &kek,
+                &domain,
+                address.as_ref(),
+                file,
+                now,
+                &Actor::cli(),
+            )
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+            Ok((
+                format!(
+                    "Imported {} for {} (valid until {}, SHA-256 {}).",
+                    row.subject,
+                    row.address.as_deref().unwrap_or(&domain.name),
+                    format_utc(row.not_after),
+                    row.fingerprint
+                ),
+                cert_json(&row),
+            ))
+        }
+        CertCommand::List { domain } => {
+            let domain = find_domain(db, &domain).await?;
+            let rows = crate::store::pki::certs_of_domain(db, domain.id).await?;
+            let text = if rows.is_empty() {
+                format!("{} has no certificate.", domain.name)
+            } else {
+                rows.iter()
+                    .map(|c| {
+                        format!(
+                            "{}\t{}\tuntil {}\t{}",
+                            c.address.as_deref().unwrap_or(&domain.name),
+                            c.subject,
+                            format_utc(c.not_after),
+                            c.fingerprint
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Ok((
+                text,
+                serde_json::Value::Array(rows.iter().map(cert_json).collect()),
+            ))
+        }
+    }
+}
+
+async fn anchor(
+    db: &Db,
+    command: AnchorCommand,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    match command {
+        AnchorCommand::Add { domain, file } => {
+            let domain = find_domain(db, &domain).await?;
+            let bytes = read_file(&file, "anchor")?;
+            let result = pki::add_anchors(db, &domain, &bytes, now, &Actor::cli())
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut text = format!(
+                "Added {} trust anchor(s) to {}",
+                result.added.len(),
+                domain.name
+            );
+            if !result.already.is_empty() {
+                text.push_str(&format!("; {} were already there", result.already.len()));
+            }
+            text.push('.');
+            Ok((text, serde_json::to_value(&result)?))
+        }
+        AnchorCommand::List { domain } => {
+            let domain = find_domain(db, &domain).await?;
+            let rows = crate::store::pki::anchors_of_domain(db, domain.id).await?;
+            let text = if rows.is_empty() {
+                format!("{} trusts no anchor yet.", domain.name)
+            } else {
+                rows.iter()
+                    .map(|a| {
+                        format!(
+                            "{}\tuntil {}\t{}",
+                            a.subject,
+                            format_utc(a.not_after),
+                            a.fingerprint
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Ok((text, serde_json::to_value(&rows)?))
+        }
+    }
 }

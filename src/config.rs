@@ -134,6 +134,26 @@ pub struct Config {
     )]
     pub ip_lockout_threshold: u32,
 
+    /// Key-encryption key for private keys at rest: 64 hex digits or base64 of 32
+    /// bytes. Without it (or the `_FILE` variant) a development key is generated into
+    /// the data directory.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<crate::secrets::SecretString>,
+
+    /// File holding the key-encryption key (instead of `DIRECTMAIL_SECRET_KEY`).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SECRET_KEY_FILE",
+        global = true,
+        conflicts_with = "secret_key"
+    )]
+    pub secret_key_file: Option<PathBuf>,
+
     /// Logging filter (tracing `EnvFilter` syntax), e.g. `info` or `directmail=debug`.
     #[arg(long, env = "DIRECTMAIL_LOG", default_value = "info", global = true)]
     pub log: String,

@@ -7,6 +7,7 @@
 //! - [`domain`]: validated values (addresses, names, roles, passwords);
 //! - [`auth`]: password hashing, tokens, TOTP; [`audit`]: the hash-chained log;
 //! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
+//! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -20,5 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod pki;
+pub mod secrets;
 pub mod store;
 pub mod web;

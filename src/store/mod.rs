@@ -7,6 +7,7 @@
 pub mod invites;
 pub mod mailboxes;
 pub mod orgs;
+pub mod pki;
 pub mod throttle;
 pub mod users;
 

@@ -14,9 +14,10 @@ use tower_sessions::Session;
 use super::session::{Banner, KEY_CSRF};
 use super::{AppState, ErrorPage};
 
-/// Largest form body read while looking for the CSRF field (file uploads send the
-/// token in the `X-CSRF-Token` header instead).
+/// Largest url-encoded form body accepted.
 pub const FORM_LIMIT: usize = 64 * 1024;
+/// Largest multipart upload accepted (certificates, keys, bundles).
+pub const UPLOAD_LIMIT: usize = 1024 * 1024;
 
 /// No inline scripts or styles anywhere; pages are never framed.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -113,14 +114,36 @@ pub async fn csrf(session: Session, request: Request, next: Next) -> Response {
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let (supplied, body) = match header_token {
         Some(token) => (token, body),
+        None if content_type.starts_with("multipart/form-data") => {
+            match to_bytes(body, UPLOAD_LIMIT).await {
+                Ok(bytes) => {
+                    let token = match multer::parse_boundary(&content_type) {
+                        Ok(boundary) => multipart_field(bytes.clone(), boundary, "_csrf").await,
+                        Err(_) => String::new(),
+                    };
+                    (token, Body::from(bytes))
+                }
+                Err(_) => {
+                    return rerender(
+                        parts,
+                        next,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "The files you sent were larger than this form accepts (1 MB), so nothing was saved.",
+                    )
+                    .await;
+                }
+            }
+        }
         None => {
-            let is_form = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            let is_form = content_type.starts_with("application/x-www-form-urlencoded");
             if !is_form {
                 (String::new(), body)
             } else {
@@ -162,6 +185,19 @@ pub async fn csrf(session: Session, request: Request, next: Next) -> Response {
         .await;
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The text of one field of a buffered multipart body ("" when absent).
+async fn multipart_field(bytes: axum::body::Bytes, boundary: String, name: &str) -> String {
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.unwrap_or_default();
+        }
+    }
+    String::new()
 }
 
 /// Answers a refused form post with its page, fetched as a GET, under `status`.

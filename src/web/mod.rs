@@ -23,6 +23,7 @@ use crate::db::Db;
 pub mod account;
 pub mod audit_log;
 pub mod auth;
+pub mod domains;
 pub mod health;
 pub mod middleware;
 pub mod orgs;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// Where users reach the portal (`DIRECTMAIL_PUBLIC_URL`, or the bound address),
     /// for links handed out of band (invitations, resets).
     pub public_base: String,
+    /// Seals private keys and TOTP secrets at rest.
+    pub secret: Arc<crate::secrets::SecretKey>,
 }
 
 impl FromRef<AppState> for Db {

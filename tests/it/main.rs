@@ -7,4 +7,5 @@ mod browser;
 mod cli;
 mod console;
 mod helpers;
+mod pki;
 mod security;

@@ -1,0 +1,276 @@
+//! Hosted certificates, private keys and trust anchors: importing them (from the
+//! console or `directmail admin`), sealing keys at rest, and loading them back for the
+//! S/MIME engine.
+
+use std::time::{Duration, SystemTime};
+
+use der::EncodePem as _;
+use directmail_smime::{self as smime, Binding, Certificate, Identity, ImportError};
+
+use crate::audit::{self, Actor, Event};
+use crate::clock::format_utc;
+use crate::db::Db;
+use crate::domain::Email;
+use crate::secrets::SecretKey;
+use crate::store::orgs::Domain;
+use crate::store::pki::{self as store, CertRow, NewCert};
+
+/// The facts shown about a certificate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub fingerprint: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+pub fn info(cert: &Certificate) -> CertInfo {
+    let tbs = cert.tbs_certificate();
+    let validity = tbs.validity();
+    CertInfo {
+        subject: tbs.subject().to_string(),
+        issuer: tbs.issuer().to_string(),
+        serial: hex::encode(tbs.serial_number().as_bytes()),
+        fingerprint: smime::fingerprint_sha256(cert),
+        not_before: validity.not_before.to_unix_duration().as_secs() as i64,
+        not_after: validity.not_after.to_unix_duration().as_secs() as i64,
+    }
+}
+
+fn to_pem(certs: &[&Certificate]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for c in certs {
+        out.push_str(&c.to_pem(der::pem::LineEnding::LF)?);
+    }
+    Ok(out)
+}
+
+/// How a key and certificate arrive.
+pub enum KeyFile {
+    /// PEM or DER: the certificate (then its chain) and an unencrypted key.
+    Pem { certs: Vec<u8>, key: Vec<u8> },
+    /// PKCS#12 with its password.
+    Pkcs12 { der: Vec<u8>, password: String },
+}
+
+/// Why an import was refused, in a sentence for the administrator.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportProblem {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ImportProblem {
+    fn from(e: sqlx::Error) -> Self {
+        ImportProblem::Internal(e.into())
+    }
+}
+
+fn refused(e: ImportError) -> ImportProblem {
+    ImportProblem::Refused(match e {
+        ImportError::NotValidNow {
+            not_before,
+            not_after,
+        } => format!(
+            "The certificate is not valid now: it is valid from {} to {}.",
+            format_utc(not_before as i64),
+            format_utc(not_after as i64)
+        ),
+        other => {
+            let text = other.to_string();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+                None => "The files could not be read.".into(),
+            }
+        }
+    })
+}
+
+fn system_time(unix: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)
+}
+
+/// Imports a domain's (or, with `address`, an address's) key and certificate: checks
+/// that the key matches, is RSA ≥ 2048, that the certificate binds the domain or
+/// address and is valid now; seals the key; stores and audits it.
+pub async fn import_certificate(
+    db: &Db,
+    kek: &SecretKey,
+    domain: &Domain,
+    address: Option<&Email>,
+    file: KeyFile,
+    now: i64,
+    actor: &Actor,
+) -> Result<CertRow, ImportProblem> {
+    if let Some(a) = address
+        && a.domain() != domain.name
+    {
+        return Err(ImportProblem::Refused(format!(
+            "The address {a} is not on the domain {}.",
+            domain.name
+        )));
+    }
+    let binding_name = address
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| domain.name.clone());
+    let is_address = address.is_some();
+    // RSA and PKCS#12 key derivation are slow: off the async threads
+    let identity = tokio::task::spawn_blocking(move || -> Result<Identity, ImportError> {
+        let identity = match file {
+            KeyFile::Pem { certs, key } => Identity::from_pem_or_der(&certs, &key)?,
+            KeyFile::Pkcs12 { der, password } => Identity::from_pkcs12(&der, &password)?,
+        };
+        let key = smime::parse_private_key(&identity.private_key_pkcs8_der()?)?;
+        let binding = if is_address {
+            Binding::Address(&binding_name)
+        } else {
+            Binding::Domain(&binding_name)
+        };
+        smime::check_import(&key, identity.certificate(), binding, system_time(now))?;
+        Ok(identity)
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(refused)?;
+
+    let cert = identity.certificate();
+    let facts = info(cert);
+    if store::cert_by_fingerprint(db, &facts.fingerprint)
+        .await?
+        .is_some()
+    {
+        return Err(ImportProblem::Refused(
+            "This certificate is already imported.".into(),
+        ));
+    }
+    let mut chain: Vec<&Certificate> = vec![cert];
+    chain.extend(identity.chain().iter());
+    let chain_pem = to_pem(&chain)?;
+    let key_der = identity.private_key_pkcs8_der().map_err(refused)?;
+    let key_sealed = kek.seal(&key_der, facts.fingerprint.as_bytes())?;
+    let mut tx = db.pool.begin().await?;
+    let id = store::insert_cert(
+        &mut tx,
+        NewCert {
+            domain_id: domain.id,
+            address: address.map(Email::as_str),
+            subject: &facts.subject,
+            issuer: &facts.issuer,
+            serial: &facts.serial,
+            fingerprint: &facts.fingerprint,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            chain_pem: &chain_pem,
+            key_sealed: &key_sealed,
+        },
+        now,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new(
+            "cert.import",
+            address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| domain.name.clone()),
+        )
+        .detail(format!("sha256 {}", facts.fingerprint))
+        .org(domain.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(CertRow {
+        id,
+        domain_id: domain.id,
+        address: address.map(|a| a.to_string()),
+        subject: facts.subject,
+        issuer: facts.issuer,
+        serial: facts.serial,
+        fingerprint: facts.fingerprint,
+        not_before: facts.not_before,
+        not_after: facts.not_after,
+    })
+}
+
+/// What adding anchors did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct AnchorImport {
+    pub added: Vec<CertInfo>,
+    /// Already trusted by this domain: nothing changed for these.
+    pub already: Vec<CertInfo>,
+}
+
+/// Adds trust anchors to a domain from PEM (any number), DER, or a `.p7b` bundle.
+pub async fn add_anchors(
+    db: &Db,
+    domain: &Domain,
+    bytes: &[u8],
+    now: i64,
+    actor: &Actor,
+) -> Result<AnchorImport, ImportProblem> {
+    let certs = smime::parse_certificates(bytes).map_err(refused)?;
+    let mut result = AnchorImport::default();
+    let mut tx = db.pool.begin().await?;
+    for cert in &certs {
+        let facts = info(cert);
+        let pem = to_pem(&[cert])?;
+        let added = store::insert_anchor(
+            &mut tx,
+            domain.id,
+            &facts.subject,
+            &facts.issuer,
+            &facts.fingerprint,
+            facts.not_before,
+            facts.not_after,
+            &pem,
+            now,
+        )
+        .await?;
+        if added {
+            audit::append(
+                &mut tx,
+                now,
+                actor,
+                Event::new("anchor.add", &domain.name)
+                    .detail(format!("{} sha256 {}", facts.subject, facts.fingerprint))
+                    .org(domain.org_id),
+            )
+            .await?;
+            result.added.push(facts);
+        } else {
+            result.already.push(facts);
+        }
+    }
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// The identities (key + certificate + chain) a domain signs and decrypts with.
+pub async fn identities(db: &Db, kek: &SecretKey, domain_id: i64) -> anyhow::Result<Vec<Identity>> {
+    let mut out = Vec::new();
+    for (fingerprint, chain_pem, sealed) in store::key_material(db, domain_id).await? {
+        let key = kek.open(&sealed, fingerprint.as_bytes())?;
+        let identity = tokio::task::spawn_blocking(move || {
+            Identity::from_pem_or_der(chain_pem.as_bytes(), &key)
+        })
+        .await??;
+        out.push(identity);
+    }
+    Ok(out)
+}
+
+/// The anchors a domain trusts, as certificates for the engine's trust store.
+pub async fn anchors(db: &Db, domain_id: i64) -> anyhow::Result<Vec<Certificate>> {
+    let mut out = Vec::new();
+    for pem in store::anchor_pems(db, domain_id).await? {
+        out.extend(smime::parse_certificates(pem.as_bytes())?);
+    }
+    Ok(out)
+}
