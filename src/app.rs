@@ -84,7 +84,8 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            let path = web::loggable_path(req.uri().path());
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -135,7 +136,8 @@ impl Application {
                 "DEVELOPMENT KEY-ENCRYPTION KEY in use: private keys are sealed with a key generated into the data directory. Set DIRECTMAIL_SECRET_KEY or DIRECTMAIL_SECRET_KEY_FILE in production, and keep that key apart from database backups."
             );
         }
-        let first_operator = bootstrap::run(&db, &config, clock.now()).await?;
+        // Everything that can fail comes before first-start records, so the one-time
+        // password is never created without being printed.
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(load_tls(cert, key)?)),
             _ => None,
@@ -146,6 +148,7 @@ impl Application {
                 config.http_addr
             )
         })?;
+        let first_operator = bootstrap::run(&db, &config, clock.now()).await?;
         let bound = listener.local_addr()?;
         let public_base = match &config.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -298,25 +301,33 @@ async fn serve_tls(
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called
+/// (not when first polled), so a signal that arrives right after start-up is caught.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutting down: finishing requests in flight");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    #[cfg(not(unix))]
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }

@@ -32,6 +32,11 @@ pub async fn run(db: &Db, config: &Config, now: i64) -> anyhow::Result<Option<Fi
         .map_err(|e| anyhow::anyhow!("DIRECTMAIL_OPERATOR_EMAIL is not usable: {e}"))?;
 
     let mut tx = db.pool.begin().await?;
+    // Several instances may start at once on one PostgreSQL: the head row's lock
+    // lets one of them create the first records and the others see them.
+    sqlx::query("update audit_head set last_id = last_id where id = 1")
+        .execute(&mut *tx)
+        .await?;
     let existing: i64 = sqlx::query_scalar("select count(*) from domains where name = $1")
         .bind(domain.as_str())
         .fetch_one(&mut *tx)

@@ -388,6 +388,9 @@ async fn mailbox_add(
     if mailboxes::by_address(db, address.as_str()).await?.is_some() {
         bail!("The mailbox {address} already exists.");
     }
+    if !shared && user_emails.len() > 1 {
+        bail!("A personal mailbox belongs to one person; give --shared for a team mailbox.");
+    }
     let mut members = Vec::new();
     for e in user_emails {
         match users::by_email(db, e).await? {

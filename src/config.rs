@@ -103,7 +103,8 @@ pub struct Config {
         long,
         env = "DIRECTMAIL_SESSION_LIFETIME_MINUTES",
         default_value_t = 720,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub session_lifetime_minutes: u32,
 
@@ -112,7 +113,8 @@ pub struct Config {
         long,
         env = "DIRECTMAIL_LOCKOUT_THRESHOLD",
         default_value_t = 5,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub lockout_threshold: u32,
 
@@ -121,7 +123,8 @@ pub struct Config {
         long,
         env = "DIRECTMAIL_LOCKOUT_MINUTES",
         default_value_t = 15,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub lockout_minutes: u32,
 
@@ -130,7 +133,8 @@ pub struct Config {
         long,
         env = "DIRECTMAIL_IP_LOCKOUT_THRESHOLD",
         default_value_t = 20,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub ip_lockout_threshold: u32,
 

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: directmail::config::Config) -> anyhow::Result<()> {
+    let shutdown = app::shutdown_signal();
     let application = Application::build(config).await?;
     let addr = application.local_addr()?;
     if let Some(first) = &application.first_operator {
@@ -57,7 +58,7 @@ async fn serve(config: directmail::config::Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     tracing::info!(%addr, "directmail is listening");
-    application.run_until(app::shutdown_signal()).await
+    application.run_until(shutdown).await
 }
 
 fn init_tracing(filter: &str, format: LogFormat) {

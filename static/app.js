@@ -46,7 +46,8 @@
   stay.addEventListener("click", function () {
     fetch("/session/keepalive", { method: "POST", headers: { "X-CSRF-Token": token }, credentials: "same-origin" })
       .then(function (r) {
-        if (r.ok) { schedule(); } else { window.location.href = "/login?reason=idle"; }
+        // a redirect means the session had already ended
+        if (r.ok && !r.redirected) { schedule(); } else { window.location.href = "/login?reason=idle"; }
       });
   });
   // htmx requests are activity too (the server moved its timer)

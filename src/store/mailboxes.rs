@@ -28,6 +28,13 @@ impl MailboxKind {
     }
 }
 
+/// A user assigned to a mailbox.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    pub user_id: i64,
+    pub email: String,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Mailbox {
     pub id: i64,
@@ -36,8 +43,8 @@ pub struct Mailbox {
     pub address: String,
     pub kind: MailboxKind,
     pub display_name: String,
-    /// Addresses of the users assigned, filled by `list_for_org`.
-    pub members: Vec<String>,
+    /// The users assigned, filled by `list_for_org`.
+    pub members: Vec<Member>,
 }
 
 impl Mailbox {
@@ -97,22 +104,14 @@ pub async fn by_address(db: &Db, address: &str) -> sqlx::Result<Option<Mailbox>>
 
 /// Assigns a user to a mailbox; assigning twice is not an error.
 pub async fn assign(conn: &mut AnyConnection, mailbox_id: i64, user_id: i64) -> sqlx::Result<bool> {
-    let exists: i64 = sqlx::query_scalar(
-        "select count(*) from mailbox_members where mailbox_id = $1 and user_id = $2",
+    let done = sqlx::query(
+        "insert into mailbox_members (mailbox_id, user_id) values ($1, $2) on conflict do nothing",
     )
     .bind(mailbox_id)
     .bind(user_id)
-    .fetch_one(&mut *conn)
+    .execute(conn)
     .await?;
-    if exists > 0 {
-        return Ok(false);
-    }
-    sqlx::query("insert into mailbox_members (mailbox_id, user_id) values ($1, $2)")
-        .bind(mailbox_id)
-        .bind(user_id)
-        .execute(conn)
-        .await?;
-    Ok(true)
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn unassign(
@@ -151,15 +150,37 @@ pub async fn list_for_org(
         .map(Mailbox::from_row)
         .collect::<sqlx::Result<Vec<_>>>()?;
     for mailbox in &mut boxes {
-        mailbox.members = sqlx::query_scalar(
-            "select u.email from mailbox_members m join users u on u.id = m.user_id
-             where m.mailbox_id = $1 order by u.email",
-        )
-        .bind(mailbox.id)
-        .fetch_all(&db.pool)
-        .await?;
+        mailbox.members = members(db, mailbox.id).await?;
     }
     Ok(boxes)
+}
+
+/// The users assigned to a mailbox, by address.
+pub async fn members(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<Member>> {
+    let rows = sqlx::query(
+        "select u.id, u.email from mailbox_members m join users u on u.id = m.user_id
+         where m.mailbox_id = $1 order by u.email",
+    )
+    .bind(mailbox_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Member {
+                user_id: r.try_get("id")?,
+                email: r.try_get("email")?,
+            })
+        })
+        .collect()
+}
+
+/// The organization's mailboxes by address, without members (for choosing one).
+pub async fn names_for_org(db: &Db, org_id: i64) -> sqlx::Result<Vec<Mailbox>> {
+    let rows = sqlx::query("select * from mailboxes where org_id = $1 order by address")
+        .bind(org_id)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(Mailbox::from_row).collect()
 }
 
 /// The mailboxes a user may read and send from.

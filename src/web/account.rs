@@ -143,14 +143,24 @@ async fn change_password(
             return Ok((status, page).into_response());
         }
     };
-    let stored = current.user.password_hash.clone();
-    let typed = form.current.clone();
     let current_ok =
-        tokio::task::spawn_blocking(move || auth::verify_password(stored.as_deref(), &typed))
-            .await?;
+        super::verify_password(current.user.password_hash.clone(), form.current.clone()).await?;
     if !current_ok {
-        page.errors
-            .add("current", "Your current password is not right.");
+        let message = super::auth::record_failed_sign_in(
+            &state,
+            Some(&current.user),
+            &actor(&current, ip.clone()),
+            "wrong current password",
+        )
+        .await?;
+        page.errors.add(
+            "current",
+            if message.contains("locked") {
+                message
+            } else {
+                "Your current password is not right.".to_owned()
+            },
+        );
     }
     let new = page.errors.check(
         "password",
@@ -167,12 +177,7 @@ async fn change_password(
     let (Some(new), true) = (new, page.errors.is_empty()) else {
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
-    let hash = {
-        let pw = new.expose().to_owned();
-        tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-            .await?
-            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
-    };
+    let hash = super::hash_password(new.expose().to_owned()).await?;
     let now = state.clock.now();
     let mut tx = state.db.pool.begin().await?;
     // the epoch moves: every other session of this user ends
@@ -311,19 +316,23 @@ async fn disable_mfa(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     current: CurrentUser,
-    Form(form): Form<ConfirmPasswordForm>,
+    form: Result<Form<ConfirmPasswordForm>, FormRejection>,
 ) -> AppResult<Response> {
     if current.org.as_ref().is_some_and(|o| o.require_mfa) {
         return Err(AppError::Forbidden(
             "Your organization requires two-step sign-in, so it cannot be turned off.".into(),
         ));
     }
-    let stored = current.user.password_hash.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        auth::verify_password(stored.as_deref(), &form.current)
-    })
-    .await?;
+    let typed = form.map(|Form(f)| f.current).unwrap_or_default();
+    let ok = super::verify_password(current.user.password_hash.clone(), typed).await?;
     if !ok {
+        super::auth::record_failed_sign_in(
+            &state,
+            Some(&current.user),
+            &actor(&current, ip.clone()),
+            "wrong password to turn off MFA",
+        )
+        .await?;
         let message = "Your password is not right, so two-step sign-in stays on.".to_owned();
         return Ok((
             StatusCode::BAD_REQUEST,
@@ -392,12 +401,19 @@ async fn sign_out_everywhere(
     Ok(Redirect::to("/login?reason=everywhere").into_response())
 }
 
-/// "Stay signed in": extracting the user already moved the idle timer.
-async fn keepalive(GatedUser(current): GatedUser) -> Response {
+/// "Stay signed in": records activity now.
+async fn keepalive(
+    State(state): State<AppState>,
+    GatedUser(current): GatedUser,
+) -> AppResult<Response> {
+    current
+        .session
+        .insert(session::KEY_SEEN, state.clock.now())
+        .await?;
     let idle = current.chrome.idle_seconds;
-    (
+    Ok((
         StatusCode::OK,
         axum::Json(serde_json::json!({ "idle_seconds": idle })),
     )
-        .into_response()
+        .into_response())
 }

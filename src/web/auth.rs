@@ -17,7 +17,7 @@ use super::{AppResult, AppState, ClientIp};
 use crate::audit::{self, Actor, Event};
 use crate::auth;
 use crate::clock::format_utc;
-use crate::domain::NewPassword;
+use crate::domain::{Email, NewPassword};
 use crate::store::invites::{self, Lookup, Purpose};
 use crate::store::users::{self, User};
 use crate::store::{orgs, throttle};
@@ -82,8 +82,15 @@ fn reason_text(reason: &str) -> &'static str {
 }
 
 /// Only local paths are followed after sign-in (no open redirect).
-fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+pub(crate) fn safe_next(next: &str) -> String {
+    // Browsers drop tabs and newlines from URLs and read `\\` as `/`, so `/\t/evil`
+    // would become `//evil`: refuse any of them, and anything that leaves this host.
+    let local = next.starts_with('/')
+        && !next.chars().any(|c| c.is_control() || c == '\\')
+        && url::Url::parse("http://directmail.invalid/")
+            .and_then(|base| base.join(next))
+            .is_ok_and(|u| u.host_str() == Some("directmail.invalid"));
+    if local && !next.starts_with("//") {
         next.to_owned()
     } else {
         "/".to_owned()
@@ -146,7 +153,29 @@ async fn login(
             "The e-mail address or password is too long to be right.".into(),
         ));
     }
+    // One turn at hashing per attempt, taken before the throttle is read, so parallel
+    // guesses cannot all slip past a block that the first of them triggers.
+    let turn = super::hashing_permit().await?;
+    // only a well-formed address goes into the audit log (people type passwords here)
+    let label = if Email::parse(&email).is_ok() {
+        email.clone()
+    } else {
+        "(not an address)".to_owned()
+    };
     if let Some(until) = throttle::blocked_until(db, &ip, now).await? {
+        let actor = Actor {
+            user_id: None,
+            label: label.clone(),
+            org_id: None,
+            ip: ip.clone(),
+        };
+        audit::record(
+            db,
+            now,
+            &actor,
+            Event::new("signin.fail", &label).detail("address paused"),
+        )
+        .await?;
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             &email,
@@ -161,6 +190,22 @@ async fn login(
     if let Some(u) = &user
         && u.locked_until > now
     {
+        // as long as a password check, so a lock does not reveal the account
+        let password = form.password.clone();
+        tokio::task::spawn_blocking(move || auth::verify_password(None, &password)).await?;
+        let actor = Actor {
+            user_id: Some(u.id),
+            label: u.email.clone(),
+            org_id: u.org_id,
+            ip: ip.clone(),
+        };
+        audit::record(
+            db,
+            now,
+            &actor,
+            Event::new("signin.fail", &u.email).detail("account locked"),
+        )
+        .await?;
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             &email,
@@ -176,9 +221,10 @@ async fn login(
     let verified =
         tokio::task::spawn_blocking(move || auth::verify_password(stored.as_deref(), &password))
             .await?;
+    drop(turn);
     let actor = |u: Option<&User>| Actor {
         user_id: u.map(|u| u.id),
-        label: u.map(|u| u.email.clone()).unwrap_or_else(|| email.clone()),
+        label: u.map(|u| u.email.clone()).unwrap_or_else(|| label.clone()),
         org_id: u.and_then(|u| u.org_id),
         ip: ip.clone(),
     };
@@ -230,7 +276,7 @@ async fn login(
 
 /// Counts a failed attempt against the account and the source address, locks when a
 /// threshold is reached, audits, and says what happened.
-async fn record_failed_sign_in(
+pub(crate) async fn record_failed_sign_in(
     state: &AppState,
     user: Option<&User>,
     actor: &Actor,
@@ -311,6 +357,9 @@ async fn complete_sign_in(
     session::begin(session, user, "full", now).await
 }
 
+/// How long the code may take after the password, in seconds.
+const MFA_STAGE_SECONDS: i64 = 10 * 60;
+
 #[derive(Template, WebTemplate)]
 #[template(path = "auth/mfa.html")]
 struct MfaPage {
@@ -375,9 +424,23 @@ async fn mfa(
         org_id: user.org_id,
         ip,
     };
-    if user.locked_until > now || user.disabled {
+    // The half-signed-in session is held to the same rules as a full one: it ends
+    // with the user's other sessions (password change, sign out everywhere), it is
+    // short-lived, and a paused address or locked account cannot finish it.
+    let epoch: Option<i64> = session.get(session::KEY_EPOCH).await?;
+    let started: i64 = session.get(session::KEY_CREATED).await?.unwrap_or(0);
+    let stale = epoch != Some(user.session_epoch) || now - started > MFA_STAGE_SECONDS;
+    let paused = throttle::blocked_until(&state.db, &actor.ip, now)
+        .await?
+        .is_some();
+    if stale || paused || user.locked_until > now || user.disabled || user.password_hash.is_none() {
         session.flush().await?;
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(Redirect::to(if stale {
+            "/login?reason=signin"
+        } else {
+            "/login"
+        })
+        .into_response());
     }
     let code = form.code.trim();
     let mut tx = state.db.pool.begin().await?;
@@ -550,12 +613,7 @@ async fn accept_invite(
     let Some(user) = users::by_email(&state.db, &page.email).await? else {
         return Err(super::AppError::NotFound);
     };
-    let hash = {
-        let pw = password.expose().to_owned();
-        tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-            .await?
-            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
-    };
+    let hash = super::hash_password(password.expose().to_owned()).await?;
     let now = state.clock.now();
     let actor = Actor {
         user_id: Some(user.id),

@@ -173,7 +173,7 @@ pub async fn csrf(session: Session, request: Request, next: Next) -> Response {
         && bool::from(supplied.as_bytes().ct_eq(expected.as_bytes()));
     if !matches {
         tracing::warn!(
-            path = parts.uri.path(),
+            path = %super::loggable_path(parts.uri.path()),
             "refused a request without a valid CSRF token"
         );
         return rerender(

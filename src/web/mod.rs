@@ -62,6 +62,9 @@ pub enum AppError {
     /// 400 with a sentence saying what was wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// 503: too many password checks at once; nothing was done.
+    #[error("busy")]
+    Busy,
     /// 500: logged with its cause chain; the user sees only the request id.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -101,6 +104,11 @@ impl IntoResponse for AppError {
             ),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            AppError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is busy right now and nothing was changed. Try again in a moment."
+                    .to_owned(),
+            ),
             AppError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 (
@@ -178,6 +186,64 @@ pub fn is_https(parts: &Parts, config: &Config) -> bool {
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// argon2 takes a core and 19 MiB per check: at most two per core run at once, so a
+/// flood of sign-ins queues (and then gets 503) instead of exhausting memory.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    tokio::sync::Semaphore::new(cores * 2)
+});
+
+/// A turn at password hashing; waits up to 10 s.
+pub async fn hashing_permit() -> AppResult<tokio::sync::SemaphorePermit<'static>> {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), HASHING.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(AppError::Busy),
+    }
+}
+
+/// Checks a password against a stored hash (`None`: same time, always false).
+pub async fn verify_password(stored: Option<String>, password: String) -> AppResult<bool> {
+    let _turn = hashing_permit().await?;
+    Ok(tokio::task::spawn_blocking(move || {
+        crate::auth::verify_password(stored.as_deref(), &password)
+    })
+    .await?)
+}
+
+/// Hashes a new password with argon2id.
+pub async fn hash_password(password: String) -> AppResult<String> {
+    let _turn = hashing_permit().await?;
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await?
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing failed: {e}")))
+}
+
+/// A request path fit for logs: single-use tokens and other long opaque segments
+/// (invitation links) are replaced, so no credential reaches a log line.
+pub fn loggable_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.len() >= 24 {
+                "{token}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The form, or a 400 saying it could not be read (for action buttons, which have
+/// no page of their own to show again).
+pub fn form_or_400<T>(
+    form: Result<axum::Form<T>, axum::extract::rejection::FormRejection>,
+) -> AppResult<T> {
+    form.map(|axum::Form(f)| f)
+        .map_err(|rejection| AppError::BadRequest(auth::unreadable(&rejection).1))
 }
 
 /// Field-level messages for re-rendering a form next to what was typed.

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use axum_htmx::HxRequest;
+use axum_htmx::{HxHistoryRestoreRequest, HxRequest};
 use serde::Deserialize;
 
 use super::session::{self, Chrome, CurrentUser};
@@ -424,6 +424,7 @@ async fn user_list(
     State(state): State<AppState>,
     current: CurrentUser,
     HxRequest(htmx): HxRequest,
+    HxHistoryRestoreRequest(restore): HxHistoryRestoreRequest,
     Path(org_id): Path<i64>,
     Query(q): Query<ListQuery>,
 ) -> AppResult<Response> {
@@ -441,7 +442,8 @@ async fn user_list(
     let has_next = list.len() as i64 > PAGE_SIZE;
     list.truncate(PAGE_SIZE as usize);
     let rows = list.into_iter().map(|u| UserRow::new(u, now)).collect();
-    Ok(if htmx {
+    // history restores also carry HX-Request but need the whole page
+    Ok(if htmx && !restore {
         UsersPartial {
             org,
             rows,
@@ -661,7 +663,7 @@ async fn user_view(
     let now = state.clock.now();
     Ok(UserPage {
         mailboxes: mailboxes::of_user(&state.db, user.id).await?,
-        org_mailboxes: mailboxes::list_for_org(&state.db, org.id, "", 500, 0).await?,
+        org_mailboxes: mailboxes::names_for_org(&state.db, org.id).await?,
         pending_invite: invites::pending_for(&state.db, user.id, now)
             .await?
             .map(format_utc)
@@ -703,8 +705,9 @@ async fn change_role(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((org_id, user_id)): Path<(i64, i64)>,
-    Form(form): Form<RoleForm>,
+    form: Result<Form<RoleForm>, FormRejection>,
 ) -> AppResult<Response> {
+    let form = super::form_or_400(form)?;
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let role = org_role(&form.role).map_err(|e| AppError::BadRequest(e.0))?;
     let now = state.clock.now();
@@ -868,11 +871,17 @@ async fn assign_mailbox(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((org_id, user_id)): Path<(i64, i64)>,
-    Form(form): Form<AssignForm>,
+    form: Result<Form<AssignForm>, FormRejection>,
 ) -> AppResult<Response> {
+    let form = super::form_or_400(form)?;
     let org = admin_org(&state, &current, org_id).await?;
     let user = org_user(&state, &org, user_id).await?;
-    let mailbox = org_mailbox(&state, &org, form.mailbox.trim().parse().unwrap_or(0)).await?;
+    let mailbox_id = form
+        .mailbox
+        .trim()
+        .parse()
+        .map_err(|_| AppError::BadRequest("Choose a mailbox from the list.".into()))?;
+    let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
     assign(&state, &current, ip, &org, &mailbox, &user).await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
@@ -885,6 +894,16 @@ async fn assign(
     mailbox: &Mailbox,
     user: &User,
 ) -> AppResult<()> {
+    if mailbox.kind == MailboxKind::Personal {
+        let members = mailboxes::members(&state.db, mailbox.id).await?;
+        if let Some(other) = members.iter().find(|m| m.user_id != user.id) {
+            let message = format!(
+                "{} is a personal mailbox and already belongs to {}; nothing changed. Make a shared mailbox for a team.",
+                mailbox.address, other.email
+            );
+            return session::flash(&current.session, message).await;
+        }
+    }
     let now = state.clock.now();
     let mut tx = state.db.pool.begin().await?;
     let added = mailboxes::assign(&mut tx, mailbox.id, user.id).await?;
@@ -1143,6 +1162,13 @@ async fn create_mailbox(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+pub struct BackForm {
+    /// `user` to return to the user's page instead of the mailbox list.
+    back: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct MemberForm {
     email: String,
 }
@@ -1152,8 +1178,9 @@ async fn add_member(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((org_id, mailbox_id)): Path<(i64, i64)>,
-    Form(form): Form<MemberForm>,
+    form: Result<Form<MemberForm>, FormRejection>,
 ) -> AppResult<Response> {
+    let form = super::form_or_400(form)?;
     let org = admin_org(&state, &current, org_id).await?;
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
     match users::by_email(&state.db, &form.email).await? {
@@ -1180,6 +1207,7 @@ async fn remove_member(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((org_id, mailbox_id, user_id)): Path<(i64, i64, i64)>,
+    form: Result<Form<BackForm>, FormRejection>,
 ) -> AppResult<Response> {
     let org = admin_org(&state, &current, org_id).await?;
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
@@ -1203,7 +1231,13 @@ async fn remove_member(
         format!("{} no longer uses {}.", user.email, mailbox.address),
     )
     .await?;
-    Ok(Redirect::to(&format!("/orgs/{}/mailboxes", org.id)).into_response())
+    let back = form.map(|Form(f)| f.back).unwrap_or_default();
+    let target = if back == "user" {
+        format!("/orgs/{}/users/{}", org.id, user.id)
+    } else {
+        format!("/orgs/{}/mailboxes", org.id)
+    };
+    Ok(Redirect::to(&target).into_response())
 }
 
 // ---------- settings ----------

@@ -163,7 +163,7 @@ fn to_sign_in(parts: &Parts, reason: &str) -> Response {
         .map(|u| u.0.to_string())
         .unwrap_or_else(|| parts.uri.to_string());
     let mut target = format!("/login?reason={reason}");
-    if parts.method == axum::http::Method::GET && next.starts_with('/') && !next.starts_with("//") {
+    if parts.method == axum::http::Method::GET && super::auth::safe_next(&next) == next {
         target.push_str("&next=");
         target.push_str(&url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
     }

@@ -473,3 +473,60 @@ async fn an_organization_that_requires_mfa_sends_its_users_to_enrolment_first() 
     b.post("/account/mfa", &[("code", &code)]).await;
     assert_eq!(b.get("/").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_half_finished_sign_in_ends_with_the_users_other_sessions_and_with_time() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let secret = auth::new_totp_secret();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    users::set_pending_totp(&mut tx, ana.id, &secret)
+        .await
+        .unwrap();
+    users::enable_totp(&mut tx, ana.id, 0).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // someone with the password stops at the code
+    let mut thief = app.browser();
+    assert_eq!(
+        thief
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .location(),
+        "/login/mfa"
+    );
+    thief.get("/login/mfa").await;
+    // Ana, signed in properly, signs out everywhere
+    let mut real = app.browser();
+    real.sign_in("ana@direct.lakeside.test", PASSWORD).await;
+    real.get("/login/mfa").await;
+    let code = auth::totp_code(&secret, app.now()).unwrap();
+    assert_eq!(
+        real.post("/login/mfa", &[("code", &code)]).await.location(),
+        "/"
+    );
+    real.get("/account").await;
+    real.post("/account/sign-out-everywhere", &[]).await;
+    // the half-finished sign-in cannot be completed, even with a good code
+    app.state.clock.advance(30);
+    let code = auth::totp_code(&secret, app.now()).unwrap();
+    let r = thief.post("/login/mfa", &[("code", &code)]).await;
+    assert!(r.location().starts_with("/login"), "{}", r.location());
+    assert!(thief.get("/account").await.location().starts_with("/login"));
+
+    // and a code entered more than ten minutes after the password is not taken
+    let mut slow = app.browser();
+    slow.sign_in("ana@direct.lakeside.test", PASSWORD).await;
+    slow.get("/login/mfa").await;
+    app.state.clock.advance(11 * 60);
+    let code = auth::totp_code(&secret, app.now()).unwrap();
+    assert!(
+        slow.post("/login/mfa", &[("code", &code)])
+            .await
+            .location()
+            .starts_with("/login?reason=signin")
+    );
+}

@@ -230,6 +230,7 @@ async fn start_up_errors_say_what_to_fix_and_exit_non_zero() {
             "DIRECTMAIL_DATABASE_URL",
             app.config.database_url().as_str(),
         )
+        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
         .env("DIRECTMAIL_HTTP_ADDR", app.addr.to_string())
         .output()
         .unwrap();
@@ -309,24 +310,36 @@ async fn the_portal_starts_with_no_configuration_and_prints_the_first_password_o
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // wait until it listens, then stop it with SIGTERM
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !dir.path().join("data/directmail.db").exists()
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // wait until it says it listens, then stop it with SIGTERM
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("directmail is listening") {
+                    let _ = tx.send(line.clone());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server starts");
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let status = child.wait().unwrap();
         let out = child.wait_with_output().unwrap();
+        let stderr = reader.join().unwrap();
         (
-            status,
+            out.status,
             String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr,
         )
     };
     let (status, stdout, stderr) = run();
@@ -360,4 +373,31 @@ async fn the_portal_starts_with_no_configuration_and_prints_the_first_password_o
         .await
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_failed_first_start_does_not_lose_the_one_time_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_directmail"))
+        .env("DIRECTMAIL_DATA_DIR", dir.path())
+        .env(
+            "DIRECTMAIL_HTTP_ADDR",
+            busy.local_addr().unwrap().to_string(),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("one-time password"));
+    drop(busy);
+    // the next, successful start still creates and prints it
+    let config = {
+        let mut c = directmail::config::Config::defaults();
+        c.data_dir = dir.path().to_path_buf();
+        c.database_url = None;
+        c.http_addr = "127.0.0.1:0".parse().unwrap();
+        c
+    };
+    let app = directmail::app::Application::build(config).await.unwrap();
+    assert!(app.first_operator.is_some());
 }

@@ -431,3 +431,179 @@ async fn lists_are_paged() {
     assert!(!second.body.contains("rel=\"next\""));
     assert!(!first.body.contains("User 29"));
 }
+
+#[tokio::test]
+async fn members_are_added_to_and_removed_from_mailboxes_and_personal_ones_stay_personal() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let theirs = app.org("Hillside Care", "direct.hillside.test").await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    app.user(Some(&org), "ben@direct.lakeside.test", Role::Member)
+        .await;
+    app.user(Some(&theirs), "bob@direct.hillside.test", Role::Member)
+        .await;
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let path = format!("/orgs/{}/mailboxes", org.id);
+    boss.get(&path).await;
+    boss.post(
+        &path,
+        &[
+            ("local", "dr.ana"),
+            ("domain", "direct.lakeside.test"),
+            ("kind", "personal"),
+            ("name", "Dr Ana"),
+            ("owner", "ana@direct.lakeside.test"),
+        ],
+    )
+    .await;
+    boss.post(
+        &path,
+        &[
+            ("local", "referrals"),
+            ("domain", "direct.lakeside.test"),
+            ("kind", "shared"),
+            ("name", "Referrals"),
+            ("owner", ""),
+        ],
+    )
+    .await;
+    let personal =
+        directmail::store::mailboxes::by_address(&app.state.db, "dr.ana@direct.lakeside.test")
+            .await
+            .unwrap()
+            .unwrap();
+    let shared =
+        directmail::store::mailboxes::by_address(&app.state.db, "referrals@direct.lakeside.test")
+            .await
+            .unwrap()
+            .unwrap();
+
+    // a personal mailbox keeps one person
+    boss.get(&path).await;
+    boss.post(
+        &format!("{path}/{}/members", personal.id),
+        &[("email", "ben@direct.lakeside.test")],
+    )
+    .await;
+    let page = boss.get(&path).await;
+    assert!(
+        page.body
+            .contains("is a personal mailbox and already belongs to ana@direct.lakeside.test")
+    );
+    // a shared one takes several; someone of another organization is refused
+    boss.post(
+        &format!("{path}/{}/members", shared.id),
+        &[("email", "ana@direct.lakeside.test")],
+    )
+    .await;
+    boss.post(
+        &format!("{path}/{}/members", shared.id),
+        &[("email", "ben@direct.lakeside.test")],
+    )
+    .await;
+    boss.post(
+        &format!("{path}/{}/members", shared.id),
+        &[("email", "bob@direct.hillside.test")],
+    )
+    .await;
+    let members = directmail::store::mailboxes::members(&app.state.db, shared.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.email.as_str()).collect::<Vec<_>>(),
+        ["ana@direct.lakeside.test", "ben@direct.lakeside.test"]
+    );
+    let page = boss.get(&path).await;
+    assert!(
+        page.body
+            .contains("Remove ben@direct.lakeside.test from referrals@direct.lakeside.test"),
+        "a remove button per member"
+    );
+
+    // removal from the list and from the user's page
+    let r = boss
+        .post(
+            &format!("{path}/{}/members/{}/remove", shared.id, ana.id),
+            &[],
+        )
+        .await;
+    assert_eq!(r.location(), path);
+    let user_page = format!("/orgs/{}/users/{}", org.id, ana.id);
+    boss.get(&user_page).await;
+    let r = boss
+        .post(
+            &format!("{path}/{}/members/{}/remove", personal.id, ana.id),
+            &[("back", "user")],
+        )
+        .await;
+    assert_eq!(r.location(), user_page);
+    assert!(
+        directmail::store::mailboxes::of_user(&app.state.db, ana.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // assigning through the user's page; another organization's mailbox id is not found
+    let r = boss
+        .post(
+            &format!("{user_page}/mailboxes"),
+            &[("mailbox", &shared.id.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let mut theirs_tx = app.state.db.pool.begin().await.unwrap();
+    let their_domain =
+        directmail::store::orgs::domain_by_name(&app.state.db, "direct.hillside.test")
+            .await
+            .unwrap()
+            .unwrap();
+    let their_box = directmail::store::mailboxes::create(
+        &mut theirs_tx,
+        theirs.id,
+        their_domain.id,
+        &directmail::domain::Email::parse("front@direct.hillside.test").unwrap(),
+        directmail::store::mailboxes::MailboxKind::Shared,
+        &directmail::domain::DisplayName::parse("Front").unwrap(),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    theirs_tx.commit().await.unwrap();
+    let r = boss
+        .post(
+            &format!("{user_page}/mailboxes"),
+            &[("mailbox", &their_box.id.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = boss
+        .post(
+            &format!("{path}/{}/members", their_box.id),
+            &[("email", "ana@direct.lakeside.test")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = boss
+        .post(
+            &format!("{user_page}/mailboxes"),
+            &[("mailbox", "not-a-number")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("Choose a mailbox"));
+    assert!(
+        directmail::store::mailboxes::members(&app.state.db, their_box.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 100)
+        .await
+        .unwrap();
+    assert!(entries.iter().any(|e| e.action == "mailbox.unassign"));
+}

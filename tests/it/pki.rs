@@ -528,6 +528,7 @@ async fn a_different_key_encryption_key_is_refused_at_start_up() {
         "the key is never printed"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_directmail"))
+        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
         .env("DIRECTMAIL_SECRET_KEY", "too-short")
         .output()
         .unwrap();

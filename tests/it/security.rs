@@ -558,3 +558,112 @@ async fn the_portal_serves_https_itself_from_a_configured_certificate() {
     .await;
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 }
+
+#[tokio::test]
+async fn after_sign_in_only_local_pages_are_followed_whatever_the_encoding() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    for next in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "//evil.example",
+        "https://evil.example/",
+        "/%09/evil.example",
+    ] {
+        let mut b = app.browser();
+        b.get("/login").await;
+        let r = b
+            .post(
+                "/login",
+                &[
+                    ("email", "ana@direct.lakeside.test"),
+                    ("password", crate::helpers::PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{next:?}");
+        let target = r.location();
+        assert!(
+            target == "/"
+                || (target.starts_with('/') && !target.starts_with("//") && !target.contains('\\')),
+            "{next:?} -> {target:?}"
+        );
+        assert!(
+            !target.contains("evil") || target == "/%09/evil.example",
+            "{next:?} -> {target:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn guessing_the_current_password_on_an_open_session_locks_the_account() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    b.get("/account/password").await;
+    let mut last = String::new();
+    for _ in 0..5 {
+        let r = b
+            .post(
+                "/account/password",
+                &[
+                    ("current", "guess guess guess"),
+                    ("password", "a fresh long password"),
+                    ("confirm", "a fresh long password"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        last = r.body;
+    }
+    assert!(last.contains("locked"), "{last}");
+    let r = app
+        .browser()
+        .sign_in("ana@direct.lakeside.test", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 50)
+        .await
+        .unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "signin.fail" && e.detail == "account locked"),
+        "a refused attempt is audited too"
+    );
+}
+
+#[tokio::test]
+async fn what_is_typed_as_an_address_reaches_the_audit_log_only_when_it_is_one() {
+    let app = TestApp::spawn().await;
+    let mut b = app.browser();
+    b.sign_in("my secret password typed in the wrong box", "x")
+        .await;
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(entries[0].action, "signin.fail");
+    assert_eq!(entries[0].object, "(not an address)");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.object.contains("secret") || e.actor.contains("secret"))
+    );
+}
+
+#[test]
+fn tokens_in_paths_never_reach_the_log() {
+    let path =
+        directmail::web::loggable_path("/invite/Zk3vQ0n2l7eYk1v9qB8c4s5d6f7g8h9j0k1l2m3n4o5");
+    assert_eq!(path, "/invite/{token}");
+    assert_eq!(
+        directmail::web::loggable_path("/orgs/12/users/3"),
+        "/orgs/12/users/3"
+    );
+}
