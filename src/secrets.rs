@@ -125,6 +125,20 @@ pub fn is_sealed(value: &str) -> bool {
     value.starts_with(PREFIX)
 }
 
+/// Seals a user's TOTP secret, bound to that user.
+pub fn seal_totp(key: &SecretKey, user_id: i64, secret_b32: &str) -> anyhow::Result<String> {
+    key.seal(secret_b32.as_bytes(), format!("totp:{user_id}").as_bytes())
+}
+
+/// The user's TOTP secret from its stored form (sealed; plaintext from before sealing).
+pub fn open_totp(key: &SecretKey, user_id: i64, stored: &str) -> Option<String> {
+    if !is_sealed(stored) {
+        return Some(stored.to_owned());
+    }
+    let bytes = key.open(stored, format!("totp:{user_id}").as_bytes()).ok()?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
 /// Loads the key from the configuration, or makes the development key.
 pub fn load(config: &Config) -> anyhow::Result<(SecretKey, KeySource)> {
     if let Some(text) = &config.secret_key {

@@ -248,7 +248,7 @@ pub async fn record_sign_in(conn: &mut AnyConnection, user_id: i64, now: i64) ->
     Ok(())
 }
 
-/// Stores a TOTP secret not yet confirmed by a first code.
+/// Stores a TOTP secret (sealed by the caller), not yet enabled.
 pub async fn set_pending_totp(
     conn: &mut AnyConnection,
     user_id: i64,

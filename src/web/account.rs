@@ -288,7 +288,8 @@ async fn confirm_mfa(
     let codes = auth::new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
     let mut tx = state.db.pool.begin().await?;
-    users::set_pending_totp(&mut tx, current.user.id, &secret).await?;
+    let sealed = crate::secrets::seal_totp(&state.secret, current.user.id, &secret)?;
+    users::set_pending_totp(&mut tx, current.user.id, &sealed).await?;
     users::enable_totp(&mut tx, current.user.id, step).await?;
     users::replace_recovery_codes(&mut tx, current.user.id, &hashes).await?;
     audit::append(

@@ -448,7 +448,8 @@ async fn mfa(
         match user
             .totp_secret
             .as_deref()
-            .and_then(|s| auth::check_totp(s, code, now))
+            .and_then(|s| crate::secrets::open_totp(&state.secret, user.id, s))
+            .and_then(|s| auth::check_totp(&s, code, now))
         {
             Some(step) => users::accept_totp_step(&mut tx, user.id, step).await?,
             None => false,
