@@ -8,10 +8,12 @@
 //! - [`auth`]: password hashing, tokens, TOTP; [`audit`]: the hash-chained log;
 //! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
+//! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod accounts;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -135,7 +135,9 @@ pub fn open_totp(key: &SecretKey, user_id: i64, stored: &str) -> Option<String> 
     if !is_sealed(stored) {
         return Some(stored.to_owned());
     }
-    let bytes = key.open(stored, format!("totp:{user_id}").as_bytes()).ok()?;
+    let bytes = key
+        .open(stored, format!("totp:{user_id}").as_bytes())
+        .ok()?;
     String::from_utf8(bytes.to_vec()).ok()
 }
 

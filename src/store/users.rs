@@ -181,6 +181,18 @@ pub async fn set_password(
     row.try_get("session_epoch")
 }
 
+/// Ends the password at once (a reset), with every session and any lockout.
+pub async fn clear_password(conn: &mut AnyConnection, user_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "update users set password_hash = null, session_epoch = session_epoch + 1, failed_logins = 0, locked_until = 0
+         where id = $1",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Ends every session of the user; returns the new epoch.
 pub async fn bump_epoch(conn: &mut AnyConnection, user_id: i64) -> sqlx::Result<i64> {
     let row = sqlx::query(

@@ -17,11 +17,11 @@ use serde::Deserialize;
 
 use super::session::{self, Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp, FieldErrors, page_number};
+use crate::accounts::{self, Refusal};
 use crate::audit::{self, Actor, Event};
-use crate::auth;
 use crate::clock::format_utc;
 use crate::domain::{DisplayName, DomainName, Email, OrgName, Role, parse_idle_timeout};
-use crate::store::invites::{self, Purpose};
+use crate::store::invites;
 use crate::store::is_unique_violation;
 use crate::store::mailboxes::{self, Mailbox, MailboxKind};
 use crate::store::orgs::{self, Domain, Org};
@@ -492,6 +492,7 @@ async fn invite_form(
     Query(q): Query<RoleQuery>,
 ) -> AppResult<InvitePage> {
     let org = admin_org(&state, &current, org_id).await?;
+    let (invited, link) = take_link(&current, None).await?.unwrap_or_default();
     Ok(InvitePage {
         chrome: current.chrome,
         org,
@@ -504,8 +505,8 @@ async fn invite_form(
             "member".into()
         },
         errors: FieldErrors::default(),
-        link: String::new(),
-        invited: String::new(),
+        link,
+        invited,
     })
 }
 
@@ -567,65 +568,58 @@ async fn invite_user(
     let (Some(email), Some(name), Some(role)) = (email, name, role) else {
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
-    if users::by_email(&state.db, email.as_str()).await?.is_some() {
-        page.errors.add(
-            "email",
-            "Someone with this e-mail address already has an account.",
-        );
-        return Ok((StatusCode::CONFLICT, page).into_response());
-    }
     let now = state.clock.now();
-    let (token, token_hash) = auth::new_token();
-    let mut tx = state.db.pool.begin().await?;
-    let created = users::create(
-        &mut tx,
-        users::NewUser {
-            org_id: Some(org.id),
-            email: &email,
-            display_name: &name,
-            role,
-            password_hash: None,
-            must_change_password: false,
-        },
-        now,
-    )
-    .await;
-    let user = match created {
-        Ok(u) => u,
-        Err(e) if is_unique_violation(&e) => {
-            page.errors.add(
-                "email",
-                "Someone with this e-mail address already has an account.",
-            );
-            return Ok((StatusCode::CONFLICT, page).into_response());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    invites::create(
-        &mut tx,
-        user.id,
-        Purpose::Invite,
-        &token_hash,
-        Some(current.user.id),
-        now,
-    )
-    .await?;
-    audit::append(
-        &mut tx,
-        now,
+    match accounts::invite(
+        &state.db,
         &actor(&current, ip),
-        Event::new("user.invite", &user.email)
-            .detail(format!("role {}", role.as_str()))
-            .org(Some(org.id)),
+        &org,
+        &email,
+        &name,
+        role,
+        now,
     )
-    .await?;
-    tx.commit().await?;
-    page.link = link_for(&state, &token);
-    page.invited = user.email;
-    page.email.clear();
-    page.name.clear();
-    page.role = "member".into();
-    Ok(page.into_response())
+    .await
+    {
+        Ok((user, token)) => {
+            // shown on the next page, once: a reload does not repeat the invitation
+            show_link_once(&current, &user.email, &link_for(&state, &token)).await?;
+            Ok(Redirect::to(&format!("/orgs/{}/users/invite", org.id)).into_response())
+        }
+        Err(Refusal::Refused(message)) => {
+            page.errors.add("email", message);
+            Ok((StatusCode::CONFLICT, page).into_response())
+        }
+        Err(Refusal::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Session key of a single-use link waiting to be shown: `(for whom, link)`.
+const KEY_SHOWN_LINK: &str = "shown_link";
+
+async fn show_link_once(current: &CurrentUser, email: &str, link: &str) -> AppResult<()> {
+    current
+        .session
+        .insert(KEY_SHOWN_LINK, (email.to_owned(), link.to_owned()))
+        .await?;
+    Ok(())
+}
+
+/// The link waiting for `email` (any, when `None`), removed as it is shown.
+async fn take_link(
+    current: &CurrentUser,
+    email: Option<&str>,
+) -> AppResult<Option<(String, String)>> {
+    let waiting: Option<(String, String)> = current.session.get(KEY_SHOWN_LINK).await?;
+    match waiting {
+        Some((who, link)) if email.is_none_or(|e| e == who) => {
+            current
+                .session
+                .remove::<(String, String)>(KEY_SHOWN_LINK)
+                .await?;
+            Ok(Some((who, link)))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -650,7 +644,11 @@ async fn user_detail(
 ) -> AppResult<UserPage> {
     let org = admin_org(&state, &current, org_id).await?;
     let user = org_user(&state, &org, user_id).await?;
-    user_view(&state, current, org, user, String::new()).await
+    let link = take_link(&current, Some(&user.email))
+        .await?
+        .map(|(_, link)| link)
+        .unwrap_or_default();
+    user_view(&state, current, org, user, link).await
 }
 
 async fn user_view(
@@ -710,25 +708,30 @@ async fn change_role(
     let form = super::form_or_400(form)?;
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let role = org_role(&form.role).map_err(|e| AppError::BadRequest(e.0))?;
-    let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    users::set_role(&mut tx, user.id, role).await?;
-    audit::append(
-        &mut tx,
-        now,
-        &actor(&current, ip),
-        Event::new("user.role", &user.email)
-            .detail(format!("{} -> {}", user.role.as_str(), role.as_str()))
-            .org(Some(org.id)),
-    )
-    .await?;
-    tx.commit().await?;
+    done(
+        accounts::set_role(
+            &state.db,
+            &actor(&current, ip),
+            &user,
+            role,
+            state.clock.now(),
+        )
+        .await,
+    )?;
     session::flash(
         &current.session,
         format!("{} is now: {}.", user.email, role.label()),
     )
     .await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+/// An operation's outcome on the request path: refusals are 400 with their sentence.
+fn done<T>(outcome: accounts::Outcome<T>) -> AppResult<T> {
+    outcome.map_err(|e| match e {
+        Refusal::Refused(message) => AppError::BadRequest(message),
+        Refusal::Store(e) => e.into(),
+    })
 }
 
 async fn set_disabled(
@@ -741,21 +744,7 @@ async fn set_disabled(
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    users::set_disabled(&mut tx, user.id, disabled).await?;
-    let action = if disabled {
-        "user.disable"
-    } else {
-        "user.enable"
-    };
-    audit::append(
-        &mut tx,
-        now,
-        &actor(&current, ip),
-        Event::new(action, &user.email).org(Some(org.id)),
-    )
-    .await?;
-    tx.commit().await?;
+    done(accounts::set_disabled(&state.db, &actor(&current, ip), &user, disabled, now).await)?;
     let message = if disabled {
         format!("{} is disabled and was signed out everywhere.", user.email)
     } else {
@@ -793,44 +782,9 @@ async fn reset_password(
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
-    let (token, token_hash) = auth::new_token();
-    let purpose = if user.password_hash.is_some() {
-        Purpose::Reset
-    } else {
-        Purpose::Invite
-    };
-    let mut tx = state.db.pool.begin().await?;
-    if purpose == Purpose::Reset {
-        sqlx::query("update users set password_hash = null, session_epoch = session_epoch + 1, failed_logins = 0, locked_until = 0 where id = $1")
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    invites::create(
-        &mut tx,
-        user.id,
-        purpose,
-        &token_hash,
-        Some(current.user.id),
-        now,
-    )
-    .await?;
-    let action = if purpose == Purpose::Reset {
-        "password.reset"
-    } else {
-        "user.reinvite"
-    };
-    audit::append(
-        &mut tx,
-        now,
-        &actor(&current, ip),
-        Event::new(action, &user.email).org(Some(org.id)),
-    )
-    .await?;
-    tx.commit().await?;
-    let user = org_user(&state, &org, user.id).await?;
-    let page = user_view(&state, current, org, user, link_for(&state, &token)).await?;
-    Ok(page.into_response())
+    let token = done(accounts::reset_password(&state.db, &actor(&current, ip), &user, now).await)?;
+    show_link_once(&current, &user.email, &link_for(&state, &token)).await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
 
 async fn reset_mfa(
@@ -840,18 +794,7 @@ async fn reset_mfa(
     Path((org_id, user_id)): Path<(i64, i64)>,
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
-    let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    users::clear_totp(&mut tx, user.id).await?;
-    users::bump_epoch(&mut tx, user.id).await?;
-    audit::append(
-        &mut tx,
-        now,
-        &actor(&current, ip),
-        Event::new("mfa.reset", &user.email).org(Some(org.id)),
-    )
-    .await?;
-    tx.commit().await?;
+    done(accounts::reset_mfa(&state.db, &actor(&current, ip), &user, state.clock.now()).await)?;
     session::flash(
         &current.session,
         format!("Two-step sign-in was reset for {}; they will set it up again at their next sign-in if your organization requires it.", user.email),
@@ -882,47 +825,24 @@ async fn assign_mailbox(
         .parse()
         .map_err(|_| AppError::BadRequest("Choose a mailbox from the list.".into()))?;
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
-    assign(&state, &current, ip, &org, &mailbox, &user).await?;
+    assign(&state, &current, ip, &mailbox, &user).await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
 
+/// Assigns and says how it went on the next page.
 async fn assign(
     state: &AppState,
     current: &CurrentUser,
     ip: String,
-    org: &Org,
     mailbox: &Mailbox,
     user: &User,
 ) -> AppResult<()> {
-    if mailbox.kind == MailboxKind::Personal {
-        let members = mailboxes::members(&state.db, mailbox.id).await?;
-        if let Some(other) = members.iter().find(|m| m.user_id != user.id) {
-            let message = format!(
-                "{} is a personal mailbox and already belongs to {}; nothing changed. Make a shared mailbox for a team.",
-                mailbox.address, other.email
-            );
-            return session::flash(&current.session, message).await;
-        }
-    }
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    let added = mailboxes::assign(&mut tx, mailbox.id, user.id).await?;
-    if added {
-        audit::append(
-            &mut tx,
-            now,
-            &actor(current, ip),
-            Event::new("mailbox.assign", &mailbox.address)
-                .detail(&user.email)
-                .org(Some(org.id)),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    let message = if added {
-        format!("{} can now use {}.", user.email, mailbox.address)
-    } else {
-        format!("{} could already use {}.", user.email, mailbox.address)
+    let message = match accounts::assign(&state.db, &actor(current, ip), mailbox, user, now).await {
+        Ok(true) => format!("{} can now use {}.", user.email, mailbox.address),
+        Ok(false) => format!("{} could already use {}.", user.email, mailbox.address),
+        Err(Refusal::Refused(message)) => message,
+        Err(Refusal::Store(e)) => return Err(e.into()),
     };
     session::flash(&current.session, message).await
 }
@@ -1185,7 +1105,7 @@ async fn add_member(
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
     match users::by_email(&state.db, &form.email).await? {
         Some(user) if user.org_id == Some(org.id) => {
-            assign(&state, &current, ip, &org, &mailbox, &user).await?;
+            assign(&state, &current, ip, &mailbox, &user).await?;
         }
         _ => {
             session::flash(
@@ -1213,19 +1133,7 @@ async fn remove_member(
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
     let user = org_user(&state, &org, user_id).await?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    if mailboxes::unassign(&mut tx, mailbox.id, user.id).await? {
-        audit::append(
-            &mut tx,
-            now,
-            &actor(&current, ip),
-            Event::new("mailbox.unassign", &mailbox.address)
-                .detail(&user.email)
-                .org(Some(org.id)),
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    done(accounts::unassign(&state.db, &actor(&current, ip), &mailbox, &user, now).await)?;
     session::flash(
         &current.session,
         format!("{} no longer uses {}.", user.email, mailbox.address),
@@ -1303,21 +1211,17 @@ async fn save_settings(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    orgs::update_settings(&mut tx, org.id, idle, page.require_mfa).await?;
-    audit::append(
-        &mut tx,
-        now,
-        &actor(&current, ip),
-        Event::new("org.settings", format!("org:{}", org.id))
-            .detail(format!(
-                "idle {idle} min, mfa required {}",
-                page.require_mfa
-            ))
-            .org(Some(org.id)),
-    )
-    .await?;
-    tx.commit().await?;
+    done(
+        accounts::update_settings(
+            &state.db,
+            &actor(&current, ip),
+            &org,
+            idle,
+            page.require_mfa,
+            now,
+        )
+        .await,
+    )?;
     session::flash(&current.session, "Settings saved.").await?;
     Ok(Redirect::to(&format!("/orgs/{}/settings", org.id)).into_response())
 }

@@ -535,11 +535,18 @@ async fn a_half_finished_sign_in_ends_with_the_users_other_sessions_and_with_tim
 async fn totp_secrets_are_sealed_at_rest() {
     let app = TestApp::spawn().await;
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
-    let ana = app.user(Some(&org), "ana@direct.lakeside.test", Role::Member).await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
     let mut b = app.signed_in("ana@direct.lakeside.test").await;
     let secret = b.get("/account/mfa").await.by_id("totp-secret").unwrap();
     let code = auth::totp_code(&secret, app.now()).unwrap();
     b.post("/account/mfa", &[("code", &code)]).await;
-    let stored = users::get(&app.state.db, ana.id).await.unwrap().unwrap().totp_secret.unwrap();
+    let stored = users::get(&app.state.db, ana.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+        .unwrap();
     assert!(stored.starts_with("v1:") && !stored.contains(&secret));
 }

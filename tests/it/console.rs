@@ -72,10 +72,14 @@ async fn an_operator_creates_an_organization_with_a_domain_and_appoints_its_admi
             ],
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = op.get(&r.location()).await;
     let link = r
         .by_id("invite-link")
         .expect("the invite link is shown to copy");
+    // shown once: a reload neither repeats the invitation nor shows the link again
+    let again = op.get(&format!("{org_path}/users/invite")).await;
+    assert!(again.by_id("invite-link").is_none());
     assert!(link.contains("/invite/"));
     let path = link.split_once(&app.addr.to_string()).unwrap().1.to_owned();
     let mut maria = app.browser();
@@ -116,6 +120,7 @@ async fn invitation_links_expire_after_72_hours() {
             ],
         )
         .await;
+    let r = boss.get(&r.location()).await;
     let link = r.by_id("invite-link").unwrap();
     let path = link.split_once(&app.addr.to_string()).unwrap().1.to_owned();
     app.state.clock.advance(72 * 3600 + 1);
@@ -188,6 +193,8 @@ async fn an_office_manager_disables_reenables_and_resets_a_user() {
     // a reset ends the old password and gives a single-use link
     boss.get(&user_path).await;
     let r = boss.post(&format!("{user_path}/reset-password"), &[]).await;
+    assert_eq!(r.location(), user_path);
+    let r = boss.get(&user_path).await;
     let link = r.by_id("reset-link").expect("reset link shown");
     assert_eq!(
         app.browser()

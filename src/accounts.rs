@@ -1,0 +1,273 @@
+//! Account operations shared by the console and `directmail admin`: each one changes
+//! the records and appends its audit entry in one transaction. Callers check who may
+//! do it; these functions check only what must hold whoever asks.
+
+use crate::audit::{self, Actor, Event};
+use crate::auth;
+use crate::db::Db;
+use crate::domain::{DisplayName, Email, Role};
+use crate::store::invites::{self, Purpose};
+use crate::store::is_unique_violation;
+use crate::store::mailboxes::{self, Mailbox, MailboxKind};
+use crate::store::orgs::{self, Org};
+use crate::store::users::{self, User};
+
+/// Why an operation was refused, in a sentence; or a failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+pub type Outcome<T> = Result<T, Refusal>;
+
+/// Creates an account without a password and a single-use invitation; returns the
+/// user and the token for the link (shown once).
+pub async fn invite(
+    db: &Db,
+    actor: &Actor,
+    org: &Org,
+    email: &Email,
+    name: &DisplayName,
+    role: Role,
+    now: i64,
+) -> Outcome<(User, String)> {
+    if role == Role::Operator {
+        return Err(Refusal::Refused(
+            "An organization's users are members or organization administrators.".into(),
+        ));
+    }
+    let taken =
+        || Refusal::Refused("Someone with this e-mail address already has an account.".into());
+    if users::by_email(db, email.as_str()).await?.is_some() {
+        return Err(taken());
+    }
+    let (token, token_hash) = auth::new_token();
+    let mut tx = db.pool.begin().await?;
+    let created = users::create(
+        &mut tx,
+        users::NewUser {
+            org_id: Some(org.id),
+            email,
+            display_name: name,
+            role,
+            password_hash: None,
+            must_change_password: false,
+        },
+        now,
+    )
+    .await;
+    let user = match created {
+        Ok(u) => u,
+        Err(e) if is_unique_violation(&e) => return Err(taken()),
+        Err(e) => return Err(e.into()),
+    };
+    invites::create(
+        &mut tx,
+        user.id,
+        Purpose::Invite,
+        &token_hash,
+        actor.user_id,
+        now,
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("user.invite", &user.email)
+            .detail(format!("role {}", role.as_str()))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((user, token))
+}
+
+pub async fn set_role(db: &Db, actor: &Actor, user: &User, role: Role, now: i64) -> Outcome<()> {
+    if role == Role::Operator || user.role == Role::Operator {
+        return Err(Refusal::Refused(
+            "An organization's users are members or organization administrators.".into(),
+        ));
+    }
+    let mut tx = db.pool.begin().await?;
+    users::set_role(&mut tx, user.id, role).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("user.role", &user.email)
+            .detail(format!("{} -> {}", user.role.as_str(), role.as_str()))
+            .org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Disables (and signs out everywhere) or re-enables an account.
+pub async fn set_disabled(
+    db: &Db,
+    actor: &Actor,
+    user: &User,
+    disabled: bool,
+    now: i64,
+) -> Outcome<()> {
+    let mut tx = db.pool.begin().await?;
+    users::set_disabled(&mut tx, user.id, disabled).await?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new(action, &user.email).org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends the password at once (and every session) and issues a single-use link to
+/// choose a new one; for an invitation never used, issues a fresh invitation.
+/// Returns the token for the link.
+pub async fn reset_password(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome<String> {
+    let (token, token_hash) = auth::new_token();
+    let purpose = if user.password_hash.is_some() {
+        Purpose::Reset
+    } else {
+        Purpose::Invite
+    };
+    let mut tx = db.pool.begin().await?;
+    if purpose == Purpose::Reset {
+        users::clear_password(&mut tx, user.id).await?;
+    }
+    invites::create(&mut tx, user.id, purpose, &token_hash, actor.user_id, now).await?;
+    let action = if purpose == Purpose::Reset {
+        "password.reset"
+    } else {
+        "user.reinvite"
+    };
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new(action, &user.email).org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// Removes two-step sign-in and the recovery codes, and signs the user out.
+pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome<()> {
+    let mut tx = db.pool.begin().await?;
+    users::clear_totp(&mut tx, user.id).await?;
+    users::bump_epoch(&mut tx, user.id).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("mfa.reset", &user.email).org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Lets `user` use `mailbox`. A personal mailbox belongs to one person. Returns
+/// false when the user could already use it.
+pub async fn assign(
+    db: &Db,
+    actor: &Actor,
+    mailbox: &Mailbox,
+    user: &User,
+    now: i64,
+) -> Outcome<bool> {
+    if user.org_id != Some(mailbox.org_id) {
+        return Err(Refusal::Refused(format!(
+            "{} is not a user of the organization that owns {}.",
+            user.email, mailbox.address
+        )));
+    }
+    if mailbox.kind == MailboxKind::Personal {
+        let members = mailboxes::members(db, mailbox.id).await?;
+        if let Some(other) = members.iter().find(|m| m.user_id != user.id) {
+            return Err(Refusal::Refused(format!(
+                "{} is a personal mailbox and already belongs to {}; nothing changed. Make a shared mailbox for a team.",
+                mailbox.address, other.email
+            )));
+        }
+    }
+    let mut tx = db.pool.begin().await?;
+    let added = mailboxes::assign(&mut tx, mailbox.id, user.id).await?;
+    if added {
+        audit::append(
+            &mut tx,
+            now,
+            actor,
+            Event::new("mailbox.assign", &mailbox.address)
+                .detail(&user.email)
+                .org(Some(mailbox.org_id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Takes `mailbox` away from `user`; false when they did not have it.
+pub async fn unassign(
+    db: &Db,
+    actor: &Actor,
+    mailbox: &Mailbox,
+    user: &User,
+    now: i64,
+) -> Outcome<bool> {
+    let mut tx = db.pool.begin().await?;
+    let removed = mailboxes::unassign(&mut tx, mailbox.id, user.id).await?;
+    if removed {
+        audit::append(
+            &mut tx,
+            now,
+            actor,
+            Event::new("mailbox.unassign", &mailbox.address)
+                .detail(&user.email)
+                .org(Some(mailbox.org_id)),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// Sets the organization's idle timeout (1–60 minutes) and MFA requirement.
+pub async fn update_settings(
+    db: &Db,
+    actor: &Actor,
+    org: &Org,
+    idle_minutes: i64,
+    require_mfa: bool,
+    now: i64,
+) -> Outcome<()> {
+    let mut tx = db.pool.begin().await?;
+    orgs::update_settings(&mut tx, org.id, idle_minutes, require_mfa).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("org.settings", format!("org:{}", org.id))
+            .detail(format!(
+                "idle {idle_minutes} min, mfa required {require_mfa}"
+            ))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
