@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use crate::accounts;
 use crate::audit::{self, Actor, Event, Verification};
 use crate::auth;
 use crate::clock::Clock;
@@ -103,6 +104,16 @@ pub enum AnchorCommand {
 pub enum OrgCommand {
     /// Create an organization: `directmail admin org create "Lakeside Clinic"`.
     Create { name: String },
+    /// Change an organization's idle timeout or its two-step sign-in requirement.
+    Settings {
+        name: String,
+        /// Minutes of inactivity before sign-out (1–60).
+        #[arg(long)]
+        idle_timeout: Option<String>,
+        /// Whether every user must use two-step sign-in.
+        #[arg(long)]
+        require_mfa: Option<bool>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +143,31 @@ pub enum UserCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Invite a user to an organization: prints the single-use link (valid 72 hours).
+    Invite {
+        email: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = ["member", "org-admin"], default_value = "member")]
+        role: String,
+        /// Display name; defaults to the address's local part.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Disable an account and end its sessions.
+    Disable { email: String },
+    /// Re-enable a disabled account.
+    Enable { email: String },
+    /// Change the role of an organization's user.
+    Role {
+        email: String,
+        #[arg(long, value_parser = ["member", "org-admin"])]
+        role: String,
+    },
+    /// End the password now and print a single-use link to choose a new one.
+    ResetPassword { email: String },
+    /// Remove two-step sign-in and recovery codes.
+    ResetMfa { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +187,18 @@ pub enum MailboxCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Let a user of the organization use the mailbox.
+    Assign {
+        address: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Stop a user from using the mailbox.
+    Unassign {
+        address: String,
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +214,80 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     let now = Clock::default().now();
     let (text, value) = match args.command {
         AdminCommand::Org(OrgCommand::Create { name }) => org_create(&db, &name, now).await?,
+        AdminCommand::Org(OrgCommand::Settings {
+            name,
+            idle_timeout,
+            require_mfa,
+        }) => org_settings(&db, &name, idle_timeout.as_deref(), require_mfa, now).await?,
+        AdminCommand::User(UserCommand::Invite {
+            email,
+            org,
+            role,
+            name,
+        }) => user_invite(config, &db, &email, &org, &role, name.as_deref(), now).await?,
+        AdminCommand::User(UserCommand::Disable { email }) => {
+            user_disabled(&db, &email, true, now).await?
+        }
+        AdminCommand::User(UserCommand::Enable { email }) => {
+            user_disabled(&db, &email, false, now).await?
+        }
+        AdminCommand::User(UserCommand::Role { email, role }) => {
+            let user = find_user(&db, &email).await?;
+            let role = valid("role", Role::parse(&role))?;
+            accounts::set_role(&db, &Actor::cli(), &user, role, now)
+                .await
+                .map_err(refused)?;
+            (
+                format!("{} is now: {}.", user.email, role.label()),
+                json!({ "email": user.email, "role": role.as_str() }),
+            )
+        }
+        AdminCommand::User(UserCommand::ResetPassword { email }) => {
+            let user = find_user(&db, &email).await?;
+            let token = accounts::reset_password(&db, &Actor::cli(), &user, now)
+                .await
+                .map_err(refused)?;
+            let link = link_for(config, &token);
+            (link.clone(), json!({ "email": user.email, "link": link }))
+        }
+        AdminCommand::User(UserCommand::ResetMfa { email }) => {
+            let user = find_user(&db, &email).await?;
+            accounts::reset_mfa(&db, &Actor::cli(), &user, now)
+                .await
+                .map_err(refused)?;
+            (
+                format!("Two-step sign-in was reset for {}.", user.email),
+                json!({ "email": user.email, "mfa": false }),
+            )
+        }
+        AdminCommand::Mailbox(MailboxCommand::Assign { address, user }) => {
+            let (mailbox, user) = mailbox_and_user(&db, &address, &user).await?;
+            let added = accounts::assign(&db, &Actor::cli(), &mailbox, &user, now)
+                .await
+                .map_err(refused)?;
+            (
+                if added {
+                    format!("{} can now use {}.", user.email, mailbox.address)
+                } else {
+                    format!("{} could already use {}.", user.email, mailbox.address)
+                },
+                json!({ "address": mailbox.address, "user": user.email, "changed": added }),
+            )
+        }
+        AdminCommand::Mailbox(MailboxCommand::Unassign { address, user }) => {
+            let (mailbox, user) = mailbox_and_user(&db, &address, &user).await?;
+            let removed = accounts::unassign(&db, &Actor::cli(), &mailbox, &user, now)
+                .await
+                .map_err(refused)?;
+            (
+                if removed {
+                    format!("{} no longer uses {}.", user.email, mailbox.address)
+                } else {
+                    format!("{} did not use {}.", user.email, mailbox.address)
+                },
+                json!({ "address": mailbox.address, "user": user.email, "changed": removed }),
+            )
+        }
         AdminCommand::Domain(DomainCommand::Add { domain, org }) => {
             domain_add(&db, &domain, &org, now).await?
         }
@@ -603,4 +725,111 @@ async fn anchor(
             Ok((text, serde_json::to_value(&rows)?))
         }
     }
+}
+
+fn refused(e: accounts::Refusal) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+async fn find_user(db: &Db, email: &str) -> anyhow::Result<users::User> {
+    let email = valid("e-mail address", Email::parse(email))?;
+    users::by_email(db, email.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("There is no user with the address {email}."))
+}
+
+async fn mailbox_and_user(
+    db: &Db,
+    address: &str,
+    user: &str,
+) -> anyhow::Result<(mailboxes::Mailbox, users::User)> {
+    let address = valid("mailbox address", Email::parse(address))?;
+    let mailbox = mailboxes::by_address(db, address.as_str())
+        .await?
+        .ok_or_else(|| {
+            anyhow!("There is no mailbox {address}; create it with `directmail admin mailbox add`.")
+        })?;
+    Ok((mailbox, find_user(db, user).await?))
+}
+
+/// The link users open: `DIRECTMAIL_PUBLIC_URL`, else the configured listen address.
+fn link_for(config: &Config, token: &str) -> String {
+    let base = config
+        .public_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{}", config.http_addr));
+    format!("{base}/invite/{token}")
+}
+
+async fn user_invite(
+    config: &Config,
+    db: &Db,
+    email: &str,
+    org: &str,
+    role: &str,
+    name: Option<&str>,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let email = valid("e-mail address", Email::parse(email))?;
+    let role = valid("role", Role::parse(role))?;
+    let org = find_org(db, org).await?;
+    let name = valid(
+        "name",
+        DisplayName::parse(name.unwrap_or(email.local_part())),
+    )?;
+    let (user, token) = accounts::invite(db, &Actor::cli(), &org, &email, &name, role, now)
+        .await
+        .map_err(refused)?;
+    let link = link_for(config, &token);
+    Ok((
+        link.clone(),
+        json!({ "id": user.id, "email": user.email, "link": link }),
+    ))
+}
+
+async fn user_disabled(
+    db: &Db,
+    email: &str,
+    disabled: bool,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let user = find_user(db, email).await?;
+    accounts::set_disabled(db, &Actor::cli(), &user, disabled, now)
+        .await
+        .map_err(refused)?;
+    Ok((
+        if disabled {
+            format!("{} is disabled and was signed out everywhere.", user.email)
+        } else {
+            format!("{} can sign in again.", user.email)
+        },
+        json!({ "email": user.email, "disabled": disabled }),
+    ))
+}
+
+async fn org_settings(
+    db: &Db,
+    name: &str,
+    idle: Option<&str>,
+    require_mfa: Option<bool>,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let org = find_org(db, name).await?;
+    let idle = match idle {
+        Some(v) => valid("idle timeout", crate::domain::parse_idle_timeout(v))?,
+        None => org.idle_timeout_minutes,
+    };
+    let require_mfa = require_mfa.unwrap_or(org.require_mfa);
+    accounts::update_settings(db, &Actor::cli(), &org, idle, require_mfa, now)
+        .await
+        .map_err(refused)?;
+    Ok((
+        format!(
+            "{}: sign-out after {idle} idle minutes; two-step sign-in {}.",
+            org.name,
+            if require_mfa { "required" } else { "optional" }
+        ),
+        json!({ "org": org.name, "idle_timeout_minutes": idle, "require_mfa": require_mfa }),
+    ))
 }

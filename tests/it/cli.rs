@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use directmail::domain::Role;
+
 use crate::helpers::{PASSWORD, TestApp, test_config};
 
 fn directmail(app: &TestApp, args: &[&str]) -> Output {
@@ -400,4 +402,259 @@ async fn a_failed_first_start_does_not_lose_the_one_time_password() {
     };
     let app = directmail::app::Application::build(config).await.unwrap();
     assert!(app.first_operator.is_some());
+}
+
+#[tokio::test]
+async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings() {
+    let app = TestApp::spawn().await;
+    let pw = app.data_dir.path().join("pw.txt");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let pw = pw.to_str().unwrap();
+    json(&directmail(
+        &app,
+        &["admin", "org", "create", "Lakeside Clinic", "--json"],
+    ));
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "domain",
+            "add",
+            "direct.lakeside.test",
+            "--org",
+            "Lakeside Clinic",
+            "--json",
+        ],
+    ));
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "add",
+            "ana@direct.lakeside.test",
+            "--org",
+            "Lakeside Clinic",
+            "--role",
+            "member",
+            "--password-file",
+            pw,
+            "--json",
+        ],
+    ));
+
+    // invite: the link works in the browser
+    let invite = json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "invite",
+            "ben@direct.lakeside.test",
+            "--org",
+            "Lakeside Clinic",
+            "--role",
+            "org-admin",
+            "--json",
+        ],
+    ));
+    let link = invite["link"].as_str().unwrap().to_owned();
+    let path = &link[link.find("/invite/").unwrap()..];
+    let mut ben = app.browser();
+    assert!(
+        ben.get(path)
+            .await
+            .body
+            .contains("ben@direct.lakeside.test")
+    );
+
+    // role, disable, enable
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "role",
+            "ana@direct.lakeside.test",
+            "--role",
+            "org-admin",
+            "--json",
+        ],
+    ));
+    let ana = directmail::store::users::by_email(&app.state.db, "ana@direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ana.role, Role::OrgAdmin);
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "disable",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+    assert!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .body
+            .contains("disabled")
+    );
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "enable",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    // reset password: the old one stops working, the link is printed
+    let reset = json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "reset-password",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+    assert!(reset["link"].as_str().unwrap().contains("/invite/"));
+    assert_eq!(
+        app.browser()
+            .sign_in("ana@direct.lakeside.test", PASSWORD)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "user",
+            "reset-mfa",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+
+    // mailboxes: assign, unassign; a personal one stays personal
+    json(&directmail(
+        &app,
+        &[
+            "admin",
+            "mailbox",
+            "add",
+            "dr.ana@direct.lakeside.test",
+            "--org",
+            "Lakeside Clinic",
+            "--json",
+        ],
+    ));
+    let a = json(&directmail(
+        &app,
+        &[
+            "admin",
+            "mailbox",
+            "assign",
+            "dr.ana@direct.lakeside.test",
+            "--user",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+    assert_eq!(a["changed"], true);
+    let out = directmail(
+        &app,
+        &[
+            "admin",
+            "mailbox",
+            "assign",
+            "dr.ana@direct.lakeside.test",
+            "--user",
+            "ben@direct.lakeside.test",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("personal mailbox"));
+    let u = json(&directmail(
+        &app,
+        &[
+            "admin",
+            "mailbox",
+            "unassign",
+            "dr.ana@direct.lakeside.test",
+            "--user",
+            "ana@direct.lakeside.test",
+            "--json",
+        ],
+    ));
+    assert_eq!(u["changed"], true);
+
+    // settings
+    let s = json(&directmail(
+        &app,
+        &[
+            "admin",
+            "org",
+            "settings",
+            "Lakeside Clinic",
+            "--idle-timeout",
+            "30",
+            "--require-mfa",
+            "true",
+            "--json",
+        ],
+    ));
+    assert_eq!(s["idle_timeout_minutes"], 30);
+    let out = directmail(
+        &app,
+        &[
+            "admin",
+            "org",
+            "settings",
+            "Lakeside Clinic",
+            "--idle-timeout",
+            "0",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from 1 to 60"));
+    let out = directmail(
+        &app,
+        &["admin", "user", "disable", "nobody@direct.lakeside.test"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("There is no user"));
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 100)
+        .await
+        .unwrap();
+    for action in [
+        "user.invite",
+        "user.role",
+        "user.disable",
+        "user.enable",
+        "password.reset",
+        "mfa.reset",
+        "mailbox.assign",
+        "mailbox.unassign",
+        "org.settings",
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.action == action && e.actor == "cli"),
+            "{action}"
+        );
+    }
 }
