@@ -250,29 +250,54 @@ async fn create_org(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
-    let org = orgs::create(&mut tx, &name, now).await?;
     let actor = actor(&current, ip);
-    audit::append(
-        &mut tx,
-        now,
-        &actor,
-        Event::new("org.create", format!("org:{}", org.id))
-            .detail(&org.name)
-            .org(Some(org.id)),
-    )
-    .await?;
-    if let Some(d) = &domain {
-        orgs::add_domain(&mut tx, Some(org.id), d, now).await?;
+    let created = async {
+        let mut tx = state.db.pool.begin().await?;
+        let org = orgs::create(&mut tx, &name, now).await?;
         audit::append(
             &mut tx,
             now,
             &actor,
-            Event::new("domain.add", d.as_str()).org(Some(org.id)),
+            Event::new("org.create", format!("org:{}", org.id))
+                .detail(&org.name)
+                .org(Some(org.id)),
         )
         .await?;
+        if let Some(d) = &domain {
+            orgs::add_domain(&mut tx, Some(org.id), d, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                &actor,
+                Event::new("domain.add", d.as_str()).org(Some(org.id)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(org)
     }
-    tx.commit().await?;
+    .await;
+    let org = match created {
+        Ok(org) => org,
+        // another operator created the same name or domain a moment ago
+        Err(e) if is_unique_violation(&e) => {
+            errors.add(
+                "name",
+                "An organization with this name or domain already exists.",
+            );
+            let page = org_list_view(
+                &state,
+                current.chrome.clone(),
+                ListQuery::default(),
+                form.name,
+                form.domain,
+                errors,
+            )
+            .await?;
+            return Ok((StatusCode::CONFLICT, page).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     session::flash(
         &current.session,
         format!("Organization \u{201c}{}\u{201d} created.", org.name),

@@ -667,3 +667,154 @@ fn tokens_in_paths_never_reach_the_log() {
         "/orgs/12/users/3"
     );
 }
+
+#[tokio::test]
+async fn no_change_route_reaches_another_organization() {
+    let app = TestApp::spawn().await;
+    let ours = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let theirs = app.org("Hillside Care", "direct.hillside.test").await;
+    app.user(Some(&ours), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let victim = app
+        .user(Some(&theirs), "bob@direct.hillside.test", Role::Member)
+        .await;
+    let their_domain =
+        directmail::store::orgs::domain_by_name(&app.state.db, "direct.hillside.test")
+            .await
+            .unwrap()
+            .unwrap();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let their_box = directmail::store::mailboxes::create(
+        &mut tx,
+        theirs.id,
+        their_domain.id,
+        &directmail::domain::Email::parse("front@direct.hillside.test").unwrap(),
+        directmail::store::mailboxes::MailboxKind::Shared,
+        &directmail::domain::DisplayName::parse("Front").unwrap(),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    directmail::store::mailboxes::assign(&mut tx, their_box.id, victim.id)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let (o, t, v, m, d) = (ours.id, theirs.id, victim.id, their_box.id, their_domain.id);
+    let m_str = m.to_string();
+    let attempts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/orgs/{t}/domains"),
+            vec![("domain", "x.hillside.test")],
+        ),
+        (
+            format!("/orgs/{o}/domains"),
+            vec![("domain", "x.lakeside.test")],
+        ),
+        (
+            format!("/orgs/{t}/users/invite"),
+            vec![
+                ("email", "spy@direct.hillside.test"),
+                ("name", "Spy"),
+                ("role", "org-admin"),
+            ],
+        ),
+        (
+            format!("/orgs/{t}/users/{v}/role"),
+            vec![("role", "org-admin")],
+        ),
+        (
+            format!("/orgs/{o}/users/{v}/role"),
+            vec![("role", "org-admin")],
+        ),
+        (format!("/orgs/{t}/users/{v}/disable"), vec![]),
+        (format!("/orgs/{o}/users/{v}/disable"), vec![]),
+        (format!("/orgs/{t}/users/{v}/enable"), vec![]),
+        (format!("/orgs/{t}/users/{v}/reset-password"), vec![]),
+        (format!("/orgs/{o}/users/{v}/reset-password"), vec![]),
+        (format!("/orgs/{t}/users/{v}/reset-mfa"), vec![]),
+        (format!("/orgs/{o}/users/{v}/reset-mfa"), vec![]),
+        (
+            format!("/orgs/{t}/users/{v}/mailboxes"),
+            vec![("mailbox", m_str.as_str())],
+        ),
+        (
+            format!("/orgs/{t}/mailboxes"),
+            vec![
+                ("local", "spy"),
+                ("domain", "direct.hillside.test"),
+                ("kind", "shared"),
+                ("name", "Spy"),
+            ],
+        ),
+        (
+            format!("/orgs/{t}/mailboxes/{m}/members"),
+            vec![("email", "boss@direct.lakeside.test")],
+        ),
+        (
+            format!("/orgs/{o}/mailboxes/{m}/members"),
+            vec![("email", "boss@direct.lakeside.test")],
+        ),
+        (
+            format!("/orgs/{t}/mailboxes/{m}/members/{v}/remove"),
+            vec![],
+        ),
+        (
+            format!("/orgs/{o}/mailboxes/{m}/members/{v}/remove"),
+            vec![],
+        ),
+        (format!("/orgs/{t}/settings"), vec![("idle", "60")]),
+        (format!("/orgs/{t}/domains/{d}/anchors/1/remove"), vec![]),
+        ("/orgs".to_owned(), vec![("name", "Sneaky")]),
+    ];
+    for (path, fields) in attempts {
+        boss.get("/").await;
+        let r = boss.post(&path, &fields).await;
+        assert!(
+            r.status == StatusCode::NOT_FOUND || r.status == StatusCode::FORBIDDEN,
+            "{path}: {}",
+            r.status
+        );
+    }
+    let victim_now = directmail::store::users::get(&app.state.db, v)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !victim_now.disabled
+            && victim_now.password_hash.is_some()
+            && victim_now.role == Role::Member
+    );
+    assert_eq!(
+        directmail::store::mailboxes::members(&app.state.db, m)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let theirs_now = directmail::store::orgs::get(&app.state.db, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs_now.idle_timeout_minutes, 15);
+    assert!(
+        directmail::store::users::by_email(&app.state.db, "spy@direct.hillside.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let actions: Vec<String> = sqlx::query_scalar("select action from audit_log where id > $1")
+        .bind(before)
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        actions.iter().all(|a| a == "signin"),
+        "only the sign-in was recorded: {actions:?}"
+    );
+}
