@@ -17,6 +17,7 @@ mod keys;
 mod mime;
 mod outbound;
 mod pkcs12;
+pub mod pki;
 mod verdict;
 
 pub use error::{ImportError, SealError};
@@ -28,6 +29,7 @@ pub use outbound::{
     ContentCipher, KeyTransport, OuterSubject, Recipient, SealOptions, envelope, seal, sign,
 };
 pub use pkcs12::parse_pkcs12;
+pub use pki::{DevCa, PkiError};
 pub use rsa::PrivateKey;
 pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge};
 pub use x509_cert::Certificate;
