@@ -148,7 +148,7 @@ impl Application {
                 config.http_addr
             )
         })?;
-        let first_operator = bootstrap::run(&db, &config, clock.now()).await?;
+        let first_operator = bootstrap::run(&db, &config, &secret, clock.now()).await?;
         let bound = listener.local_addr()?;
         let public_base = match &config.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),

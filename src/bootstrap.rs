@@ -7,6 +7,8 @@ use crate::auth;
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::{DisplayName, DomainName, Email, Role};
+use crate::pki;
+use crate::secrets::SecretKey;
 use crate::store::{orgs, users};
 
 /// What first start-up created. The password is for the terminal only, once.
@@ -25,7 +27,12 @@ impl std::fmt::Debug for FirstOperator {
 
 /// Creates the HISP domain if missing, and the first operator if there are no users
 /// at all. Returns the operator's one-time password when one was made.
-pub async fn run(db: &Db, config: &Config, now: i64) -> anyhow::Result<Option<FirstOperator>> {
+pub async fn run(
+    db: &Db,
+    config: &Config,
+    kek: &SecretKey,
+    now: i64,
+) -> anyhow::Result<Option<FirstOperator>> {
     let domain = DomainName::parse(&config.hisp_domain)
         .map_err(|e| anyhow::anyhow!("DIRECTMAIL_HISP_DOMAIN is not usable: {e}"))?;
     let email = Email::parse(&config.operator_email)
@@ -93,5 +100,35 @@ pub async fn run(db: &Db, config: &Config, now: i64) -> anyhow::Result<Option<Fi
         None
     };
     tx.commit().await?;
+    if config.dev_pki {
+        dev_certificate(db, kek, &domain, now).await?;
+    }
     Ok(first)
+}
+
+/// The HISP domain's development certificate, when it has no certificate yet.
+async fn dev_certificate(
+    db: &Db,
+    kek: &SecretKey,
+    name: &DomainName,
+    now: i64,
+) -> anyhow::Result<()> {
+    let Some(domain) = orgs::domain_by_name(db, name.as_str()).await? else {
+        return Ok(());
+    };
+    if !crate::store::pki::certs_of_domain(db, domain.id)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let row = pki::issue_dev_certificate(db, kek, &domain, None, now, &Actor::system())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the development certificate: {e}"))?;
+    tracing::warn!(
+        domain = %domain.name,
+        fingerprint = %row.fingerprint,
+        "the HISP domain uses a certificate from the built-in DEVELOPMENT CA: not for production; import real ones with `directmail admin cert import`"
+    );
+    Ok(())
 }

@@ -53,6 +53,23 @@ pub enum AdminCommand {
     /// Trust anchors of hosted domains.
     #[command(subcommand)]
     Anchor(AnchorCommand),
+    /// The built-in development CA (for evaluation and tests, never production).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Print the development CA's certificate (PEM), creating the CA on first use.
+    Ca,
+    /// Issue a development certificate for a domain (or, with --address, one address),
+    /// import it with its key, and make the domain trust the development CA.
+    Issue {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        address: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +335,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         }) => mailbox_add(&db, &address, &org, &user, shared, name.as_deref(), now).await?,
         AdminCommand::Cert(command) => cert(config, &db, command, now).await?,
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
+        AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
         AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
             Verification::Intact { entries } => (
                 format!("The audit log is intact: {entries} entries, every link verified."),
@@ -832,4 +850,44 @@ async fn org_settings(
         ),
         json!({ "org": org.name, "idle_timeout_minutes": idle, "require_mfa": require_mfa }),
     ))
+}
+
+async fn dev_pki(
+    config: &Config,
+    db: &Db,
+    command: PkiCommand,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let (kek, _) = secrets::load(config)?;
+    secrets::check_against_database(db, &kek).await?;
+    match command {
+        PkiCommand::Ca => {
+            let ca = pki::dev_ca(db, &kek, now).await?;
+            let facts = pki::info(ca.certificate());
+            let (pem, _) = ca.to_pem()?;
+            Ok((
+                pem.trim_end().to_owned(),
+                json!({ "subject": facts.subject, "fingerprint": facts.fingerprint, "pem": pem }),
+            ))
+        }
+        PkiCommand::Issue { domain, address } => {
+            let domain = find_domain(db, &domain).await?;
+            let address = address
+                .map(|a| valid("address", Email::parse(&a)))
+                .transpose()?;
+            let row =
+                pki::issue_dev_certificate(db, &kek, &domain, address.as_ref(), now, &Actor::cli())
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+            Ok((
+                format!(
+                    "Issued a DEVELOPMENT certificate (not for production) for {}: {} (SHA-256 {}).",
+                    row.address.as_deref().unwrap_or(&domain.name),
+                    row.subject,
+                    row.fingerprint
+                ),
+                cert_json(&row),
+            ))
+        }
+    }
 }

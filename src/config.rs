@@ -158,6 +158,11 @@ pub struct Config {
     )]
     pub secret_key_file: Option<PathBuf>,
 
+    /// On first start, give the HISP domain a certificate from a built-in development
+    /// CA (labelled not for production), so a new portal can sign and encrypt at once.
+    #[arg(long, env = "DIRECTMAIL_DEV_PKI", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub dev_pki: bool,
+
     /// Logging filter (tracing `EnvFilter` syntax), e.g. `info` or `directmail=debug`.
     #[arg(long, env = "DIRECTMAIL_LOG", default_value = "info", global = true)]
     pub log: String,

@@ -274,3 +274,109 @@ pub async fn anchors(db: &Db, domain_id: i64) -> anyhow::Result<Vec<Certificate>
     }
     Ok(out)
 }
+
+/// The development CA's records in `settings`.
+const DEV_CA_CERT: &str = "dev_ca_cert";
+const DEV_CA_KEY: &str = "dev_ca_key";
+const DEV_CA_AAD: &[u8] = b"dev-ca";
+
+/// The built-in development CA ("not for production"), created on first use and kept
+/// in the database with its key sealed.
+pub async fn dev_ca(db: &Db, kek: &SecretKey, now: i64) -> anyhow::Result<smime::DevCa> {
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("select key, value from settings where key = $1 or key = $2")
+            .bind(DEV_CA_CERT)
+            .bind(DEV_CA_KEY)
+            .fetch_all(&db.pool)
+            .await?;
+    let get = |k: &str| {
+        stored
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    if let (Some(cert), Some(key)) = (get(DEV_CA_CERT), get(DEV_CA_KEY)) {
+        let key = kek.open(&key, DEV_CA_AAD)?;
+        let key = String::from_utf8(key.to_vec())?;
+        return Ok(smime::DevCa::from_pem(&cert, &key)?);
+    }
+    let ca = tokio::task::spawn_blocking(move || {
+        smime::DevCa::generate("directmail development CA", system_time(now))
+    })
+    .await??;
+    let (cert_pem, key_pem) = ca.to_pem()?;
+    let sealed = kek.seal(key_pem.as_bytes(), DEV_CA_AAD)?;
+    let mut tx = db.pool.begin().await?;
+    // a concurrent first use may have won: keep whichever CA was stored first
+    let inserted = sqlx::query(
+        "insert into settings (key, value) values ($1, $2) on conflict (key) do nothing",
+    )
+    .bind(DEV_CA_CERT)
+    .bind(&cert_pem)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        drop(tx);
+        return Box::pin(dev_ca(db, kek, now)).await;
+    }
+    sqlx::query("insert into settings (key, value) values ($1, $2)")
+        .bind(DEV_CA_KEY)
+        .bind(&sealed)
+        .execute(&mut *tx)
+        .await?;
+    audit::append(
+        &mut tx,
+        now,
+        &Actor::system(),
+        Event::new("pki.dev-ca", info(ca.certificate()).fingerprint),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ca)
+}
+
+/// Issues a certificate from the development CA for a domain (or one address of it),
+/// imports it with its sealed key, and makes the domain trust the development CA.
+pub async fn issue_dev_certificate(
+    db: &Db,
+    kek: &SecretKey,
+    domain: &Domain,
+    address: Option<&Email>,
+    now: i64,
+    actor: &Actor,
+) -> Result<CertRow, ImportProblem> {
+    let ca = dev_ca(db, kek, now).await?;
+    let name = address
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| domain.name.clone());
+    let is_address = address.is_some();
+    let (certs, key, ca_pem) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let identity = if is_address {
+            ca.issue_address(&name, system_time(now))?
+        } else {
+            ca.issue_domain(&name, system_time(now))?
+        };
+        let mut chain: Vec<&Certificate> = vec![identity.certificate()];
+        chain.extend(identity.chain().iter());
+        let key = identity.private_key_pkcs8_der()?;
+        Ok((to_pem(&chain)?, key, to_pem(&[ca.certificate()])?))
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    let row = import_certificate(
+        db,
+        kek,
+        domain,
+        address,
+        KeyFile::Pem {
+            certs: certs.into_bytes(),
+            key: key.to_vec(),
+        },
+        now,
+        actor,
+    )
+    .await?;
+    add_anchors(db, domain, ca_pem.as_bytes(), now, actor).await?;
+    Ok(row)
+}

@@ -46,9 +46,10 @@ async fn first_start_creates_an_operator_who_must_replace_the_one_time_password(
             .status,
         StatusCode::UNAUTHORIZED
     );
-    let again = directmail::bootstrap::run(&app.state.db, &app.config, app.now())
-        .await
-        .unwrap();
+    let again =
+        directmail::bootstrap::run(&app.state.db, &app.config, &app.state.secret, app.now())
+            .await
+            .unwrap();
     assert!(again.is_none());
 }
 

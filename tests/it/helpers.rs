@@ -65,6 +65,9 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     config.http_addr = "127.0.0.1:0".parse().expect("address");
     config.data_dir = dir.to_path_buf();
     config.database_url = Some(fresh_database(dir).await);
+    // RSA key generation is slow in debug builds; the tests that need the development
+    // PKI turn it back on
+    config.dev_pki = false;
     config
 }
 

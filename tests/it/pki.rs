@@ -534,3 +534,108 @@ async fn a_different_key_encryption_key_is_refused_at_start_up() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("DIRECTMAIL_SECRET_KEY"));
 }
+
+#[tokio::test]
+async fn a_new_portal_signs_and_encrypts_at_once_with_a_development_certificate() {
+    let app = TestApp::spawn_with(|c| c.dev_pki = true).await;
+    let domain = directmail::store::orgs::domain_by_name(&app.state.db, "direct.localhost")
+        .await
+        .unwrap()
+        .unwrap();
+    let certs = directmail::store::pki::certs_of_domain(&app.state.db, domain.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        certs.len(),
+        1,
+        "first start issued the HISP domain a certificate"
+    );
+    assert!(
+        certs[0].issuer.contains("not for production"),
+        "{}",
+        certs[0].issuer
+    );
+    let ids = directmail::pki::identities(&app.state.db, &app.state.secret, domain.id)
+        .await
+        .unwrap();
+    let anchors = directmail::pki::anchors(&app.state.db, domain.id)
+        .await
+        .unwrap();
+    assert_eq!(anchors.len(), 1, "the domain trusts the development CA");
+
+    // a message from the domain to itself: sealed, then judged trusted
+    let message = b"From: a@direct.localhost\r\nTo: b@direct.localhost\r\nSubject: hello\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@direct.localhost>\r\n\r\nHello.\r\n";
+    let now = std::time::SystemTime::now();
+    let recipient = directmail_smime::Recipient::new(ids[0].certificate().clone());
+    let sealed =
+        directmail_smime::seal(message, &ids[0], &[recipient], &Default::default(), now).unwrap();
+    let trust = directmail_smime::TrustStore {
+        anchors,
+        intermediates: vec![],
+        crls: vec![],
+    };
+    let verdict = directmail_smime::judge(&sealed, &ids, &trust, now);
+    assert!(
+        verdict.is_trusted(),
+        "{:?}: {}",
+        verdict.code,
+        verdict.detail
+    );
+
+    // a second start issues nothing new; the CLI issues an address certificate and
+    // prints the CA, which OpenSSL accepts as the issuer
+    directmail::bootstrap::run(&app.state.db, &app.config, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        directmail::store::pki::certs_of_domain(&app.state.db, domain.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let issued = ok_json(&directmail(
+        &app,
+        &[
+            "admin",
+            "pki",
+            "issue",
+            "--domain",
+            "direct.localhost",
+            "--address",
+            "dr.lee@direct.localhost",
+            "--json",
+        ],
+    ));
+    assert_eq!(issued["address"], "dr.lee@direct.localhost");
+    let ca = ok_json(&directmail(&app, &["admin", "pki", "ca", "--json"]));
+    let dir = app.data_dir.path();
+    std::fs::write(dir.join("dev-ca.pem"), ca["pem"].as_str().unwrap()).unwrap();
+    let chain: String = sqlx::query_scalar(
+        "select chain_pem from domain_certificates where address = 'dr.lee@direct.localhost'",
+    )
+    .fetch_one(&app.state.db.pool)
+    .await
+    .unwrap();
+    std::fs::write(dir.join("lee.pem"), chain).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-purpose", "smimesign", "-CAfile"])
+        .arg(dir.join("dev-ca.pem"))
+        .arg(dir.join("lee.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // still one anchor: the CA was already trusted
+    assert_eq!(
+        directmail::pki::anchors(&app.state.db, domain.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
