@@ -155,12 +155,15 @@ impl Application {
             None if tls.is_some() => format!("https://{bound}"),
             None => format!("http://{bound}"),
         };
+        let fetcher =
+            crate::pki::fetch::Fetcher::new(Duration::from_secs(config.fetch_timeout_seconds))?;
         let state = AppState {
             db,
             config: Arc::new(config),
             clock,
             public_base,
             secret: Arc::new(secret),
+            fetcher,
         };
         spawn_session_cleanup(&state);
         Ok(Application {

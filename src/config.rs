@@ -158,6 +158,16 @@ pub struct Config {
     )]
     pub secret_key_file: Option<PathBuf>,
 
+    /// Seconds to wait for a CRL or an AIA issuer certificate over HTTP.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_FETCH_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub fetch_timeout_seconds: u64,
+
     /// On first start, give the HISP domain a certificate from a built-in development
     /// CA (labelled not for production), so a new portal can sign and encrypt at once.
     #[arg(long, env = "DIRECTMAIL_DEV_PKI", default_value_t = true, action = clap::ArgAction::Set, global = true)]

@@ -165,3 +165,83 @@ pub(crate) fn like_pattern(text: &str) -> String {
         .collect();
     format!("%{cleaned}%")
 }
+
+/// What a hosted domain does when a sender's CRL cannot be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CrlUnreachable {
+    /// Deliver, and record and show that revocation was not checked.
+    SoftFail,
+    /// Refuse the message as `revocation_unknown`.
+    FailClosed,
+}
+
+impl CrlUnreachable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrlUnreachable::SoftFail => "soft-fail",
+            CrlUnreachable::FailClosed => "fail-closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "soft-fail" => Some(CrlUnreachable::SoftFail),
+            "fail-closed" => Some(CrlUnreachable::FailClosed),
+            _ => None,
+        }
+    }
+}
+
+pub async fn crl_policy(db: &Db, domain_id: i64) -> sqlx::Result<CrlUnreachable> {
+    let value: Option<String> =
+        sqlx::query_scalar("select crl_unreachable from domains where id = $1")
+            .bind(domain_id)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(value
+        .as_deref()
+        .and_then(CrlUnreachable::parse)
+        .unwrap_or(CrlUnreachable::SoftFail))
+}
+
+pub async fn set_crl_policy(
+    conn: &mut AnyConnection,
+    domain_id: i64,
+    policy: CrlUnreachable,
+) -> sqlx::Result<()> {
+    sqlx::query("update domains set crl_unreachable = $1 where id = $2")
+        .bind(policy.as_str())
+        .bind(domain_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The key transport to use for a recipient domain: `rsa-pkcs1v15` where set, else
+/// RSA-OAEP with SHA-256.
+pub async fn remote_key_transport(db: &Db, domain: &str) -> sqlx::Result<String> {
+    let value: Option<String> =
+        sqlx::query_scalar("select key_transport from remote_domains where name = $1")
+            .bind(domain.trim().to_ascii_lowercase())
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(value.unwrap_or_else(|| "rsa-oaep-sha256".into()))
+}
+
+pub async fn set_remote_key_transport(
+    conn: &mut AnyConnection,
+    domain: &DomainName,
+    key_transport: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into remote_domains (name, key_transport, updated_at) values ($1, $2, $3)
+         on conflict (name) do update set key_transport = $2, updated_at = $3",
+    )
+    .bind(domain.as_str())
+    .bind(key_transport)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -40,6 +40,8 @@ pub struct AppState {
     pub public_base: String,
     /// Seals private keys and TOTP secrets at rest.
     pub secret: Arc<crate::secrets::SecretKey>,
+    /// Fetches and caches CRLs and AIA issuers for trust decisions.
+    pub fetcher: crate::pki::fetch::Fetcher,
 }
 
 impl FromRef<AppState> for Db {

@@ -8,4 +8,5 @@ mod cli;
 mod console;
 mod helpers;
 mod pki;
+mod revocation;
 mod security;

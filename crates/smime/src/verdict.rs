@@ -33,6 +33,10 @@ pub enum ReasonCode {
     SignerNotYetValid,
     /// The signer certificate has been revoked (per the CRLs supplied).
     SignerRevoked,
+    /// The signer's revocation status could not be learned (its CRL could not be
+    /// fetched) and the receiving domain requires it. Set by the caller, which
+    /// fetches CRLs; never by [`judge`].
+    RevocationUnknown,
     /// No signer certificate names the From address (or its domain) in subjectAltName.
     SenderNotBound,
     /// MD5/SHA-1 digest or an RSA key shorter than 2048 bits.
@@ -61,12 +65,13 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for exhaustive listings (admin filters, tests).
-    pub const ALL: [ReasonCode; 17] = [
+    pub const ALL: [ReasonCode; 18] = [
         ReasonCode::Trusted,
         ReasonCode::UntrustedAnchor,
         ReasonCode::SignerExpired,
         ReasonCode::SignerNotYetValid,
         ReasonCode::SignerRevoked,
+        ReasonCode::RevocationUnknown,
         ReasonCode::SenderNotBound,
         ReasonCode::WeakAlgorithm,
         ReasonCode::UnsupportedAlgorithm,
@@ -89,6 +94,7 @@ impl ReasonCode {
             ReasonCode::SignerExpired => "signer_expired",
             ReasonCode::SignerNotYetValid => "signer_not_yet_valid",
             ReasonCode::SignerRevoked => "signer_revoked",
+            ReasonCode::RevocationUnknown => "revocation_unknown",
             ReasonCode::SenderNotBound => "sender_not_bound",
             ReasonCode::WeakAlgorithm => "weak_algorithm",
             ReasonCode::UnsupportedAlgorithm => "unsupported_algorithm",
@@ -126,6 +132,9 @@ impl ReasonCode {
             }
             ReasonCode::SignerRevoked => {
                 "The sender's certificate has been revoked by its issuer; do not trust this message and contact the sender by another channel."
+            }
+            ReasonCode::RevocationUnknown => {
+                "Whether the sender's certificate was revoked could not be checked (its revocation list could not be fetched), and your domain requires that check; try again later or ask your administrator."
             }
             ReasonCode::SenderNotBound => {
                 "The signature belongs to a certificate that is not issued to the sender's address or domain, so the sender cannot be confirmed."
@@ -208,6 +217,9 @@ pub struct Verdict {
     /// The decrypted, unwrapped RFC 5322 message, whenever decryption worked
     /// (also for untrusted messages, for quarantine and the admin view).
     pub message: Option<Vec<u8>>,
+    /// Every certificate the message's SignedData carried (signers and chains), so
+    /// the caller can fetch their CRLs and missing issuers (AIA) and judge again.
+    pub certificates: Vec<Certificate>,
 }
 
 impl Verdict {
@@ -228,6 +240,7 @@ impl Verdict {
             signer: None,
             from: None,
             message: None,
+            certificates: Vec::new(),
         }
     }
 }
@@ -401,6 +414,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     }
     verdict.from = from;
     verdict.message = Some(inner);
+    verdict.certificates = verified.certificates.clone();
     verdict
 }
 
@@ -435,6 +449,7 @@ fn judge_signers(
                     signer: cert.as_ref().map(|c| details(c, None)),
                     from: None,
                     message: None,
+                    certificates: Vec::new(),
                 },
             ),
             (Ok(()), None) => (
@@ -478,6 +493,7 @@ fn judge_certificate(
                 signer: Some(details(cert, anchor)),
                 from: None,
                 message: None,
+                certificates: Vec::new(),
             },
         )
     };
@@ -561,6 +577,7 @@ fn judge_certificate(
             signer: Some(details(cert, Some(anchor))),
             from: None,
             message: None,
+            certificates: Vec::new(),
         },
     )
 }

@@ -2,6 +2,9 @@
 //! console or `directmail admin`), sealing keys at rest, and loading them back for the
 //! S/MIME engine.
 
+pub mod fetch;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use der::EncodePem as _;
@@ -379,4 +382,162 @@ pub async fn issue_dev_certificate(
     .await?;
     add_anchors(db, domain, ca_pem.as_bytes(), now, actor).await?;
     Ok(row)
+}
+
+/// The outcome of judging an inbound message for a hosted domain: the engine's
+/// verdict after fetching what the certificates point to, how revocation went, and
+/// every lookup step for the operator.
+#[derive(Debug)]
+pub struct Judgement {
+    pub verdict: smime::Verdict,
+    pub revocation: Revocation,
+    /// "AIA http://…: 1 certificate", "CRL http://…: could not be reached", …
+    pub steps: Vec<String>,
+}
+
+/// Whether the signer's certificates were checked against their CRLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Every distribution point answered.
+    Checked,
+    /// The certificates name no distribution point.
+    NoDistributionPoint,
+    /// Some CRL could not be fetched (the reason); soft-failed or refused per policy.
+    Unavailable(String),
+    /// The message was not trusted before revocation mattered.
+    NotReached,
+}
+
+/// Judges `message` for `domain`: decrypt with its keys, verify against its anchors,
+/// fetch missing intermediates from AIA when the chain does not reach an anchor, then
+/// fetch the CRLs of the signer's certificates and judge again. A revoked signer is
+/// always refused; an unreachable CRL follows the domain's policy.
+pub async fn judge_inbound(
+    db: &Db,
+    kek: &SecretKey,
+    fetcher: &fetch::Fetcher,
+    domain: &Domain,
+    message: Arc<Vec<u8>>,
+    now: i64,
+) -> anyhow::Result<Judgement> {
+    let keys = Arc::new(identities(db, kek, domain.id).await?);
+    let anchors = anchors(db, domain.id).await?;
+    let policy = crate::store::orgs::crl_policy(db, domain.id).await?;
+    let mut steps = Vec::new();
+    let mut trust = smime::TrustStore {
+        anchors,
+        intermediates: Vec::new(),
+        crls: Vec::new(),
+    };
+    let judge = |trust: smime::TrustStore| {
+        let (keys, message) = (keys.clone(), message.clone());
+        tokio::task::spawn_blocking(move || smime::judge(&message, &keys, &trust, system_time(now)))
+    };
+    let mut verdict = judge(trust.clone()).await?;
+
+    // A chain that stops short of an anchor may lack an intermediate: follow AIA.
+    if verdict.code == smime::ReasonCode::UntrustedAnchor {
+        let mut known: Vec<String> = verdict
+            .certificates
+            .iter()
+            .map(smime::fingerprint_sha256)
+            .collect();
+        let mut frontier = verdict.certificates.clone();
+        for _round in 0..4 {
+            let mut found = Vec::new();
+            for cert in &frontier {
+                for url in fetch::issuer_urls(cert) {
+                    match fetcher.issuers(&url, now).await {
+                        Ok(certs) => {
+                            steps.push(format!("AIA {url}: {} certificate(s)", certs.len()));
+                            for c in certs {
+                                let fp = smime::fingerprint_sha256(&c);
+                                if !known.contains(&fp) {
+                                    known.push(fp);
+                                    found.push(c);
+                                }
+                            }
+                        }
+                        Err(e) => steps.push(format!("AIA {e}")),
+                    }
+                }
+            }
+            if found.is_empty() {
+                break;
+            }
+            trust.intermediates.extend(found.iter().cloned());
+            frontier = found;
+        }
+        if !trust.intermediates.is_empty() {
+            verdict = judge(trust.clone()).await?;
+        }
+    }
+    if !verdict.is_trusted() {
+        return Ok(Judgement {
+            verdict,
+            revocation: Revocation::NotReached,
+            steps,
+        });
+    }
+
+    // Revocation: the CRLs of every certificate on the way to the anchor.
+    let mut urls: Vec<String> = Vec::new();
+    for cert in verdict
+        .certificates
+        .iter()
+        .chain(trust.intermediates.iter())
+    {
+        for url in fetch::crl_urls(cert) {
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+    }
+    if urls.is_empty() {
+        steps.push("CRL: the certificates name no distribution point".into());
+        return Ok(Judgement {
+            verdict,
+            revocation: Revocation::NoDistributionPoint,
+            steps,
+        });
+    }
+    let mut unavailable = Vec::new();
+    for url in &urls {
+        match fetcher.crl(url, now).await {
+            Ok(crl) => {
+                steps.push(format!("CRL {url}: fetched"));
+                trust.crls.push(crl.to_vec());
+            }
+            Err(e) => {
+                steps.push(format!("CRL {e}"));
+                unavailable.push(e.0);
+            }
+        }
+    }
+    if !trust.crls.is_empty() {
+        verdict = judge(trust).await?;
+    }
+    let revocation = if unavailable.is_empty() {
+        Revocation::Checked
+    } else {
+        Revocation::Unavailable(unavailable.join("; "))
+    };
+    if verdict.is_trusted()
+        && let Revocation::Unavailable(why) = &revocation
+    {
+        match policy {
+            crate::store::orgs::CrlUnreachable::FailClosed => {
+                verdict.code = smime::ReasonCode::RevocationUnknown;
+                verdict.detail = format!("revocation could not be checked: {why}");
+            }
+            crate::store::orgs::CrlUnreachable::SoftFail => {
+                tracing::warn!(domain = %domain.name, "revocation not checked (soft-fail): {why}");
+            }
+        }
+    }
+    Ok(Judgement {
+        verdict,
+        revocation,
+        steps,
+    })
 }

@@ -1,0 +1,224 @@
+//! Fetching what certificates point to: CRLs from their distribution points and
+//! missing issuers from their Authority Information Access (caIssuers). Plain HTTP
+//! with a timeout and a size limit; answers are cached (CRLs until their nextUpdate,
+//! issuers for a day) and failures briefly, so one slow server does not slow every
+//! message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use const_oid::ObjectIdentifier;
+use der::Decode as _;
+use directmail_smime::Certificate;
+use tokio::sync::Mutex;
+use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints};
+
+/// RFC 5280 §4.2.2.1: id-ad-caIssuers.
+const CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+/// Largest CRL or certificate accepted.
+pub const MAX_BYTES: usize = 10 * 1024 * 1024;
+/// How long a failed fetch is remembered before it is tried again.
+const FAILURE_TTL: i64 = 60;
+/// How long a fetched issuer certificate is kept.
+const ISSUER_TTL: i64 = 24 * 3600;
+/// A CRL without nextUpdate is kept this long.
+const CRL_DEFAULT_TTL: i64 = 3600;
+
+/// Why a fetch failed, in words for the operator's log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(pub String);
+
+#[derive(Clone)]
+enum Cached {
+    Ok(Arc<Vec<u8>>),
+    Failed(String),
+}
+
+/// A shared fetcher with its cache; cheap to clone.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    cache: Arc<Mutex<HashMap<String, (Cached, i64)>>>,
+}
+
+impl Fetcher {
+    pub fn new(timeout: Duration) -> anyhow::Result<Fetcher> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent("directmail")
+            .build()?;
+        Ok(Fetcher {
+            client,
+            cache: Arc::default(),
+        })
+    }
+
+    /// The CRL at `url` (DER), from the cache while it is current.
+    pub async fn crl(&self, url: &str, now: i64) -> Result<Arc<Vec<u8>>, FetchError> {
+        self.cached(url, now, |bytes| {
+            let der = pem_or_der(bytes, "X509 CRL");
+            let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(&der)
+                .map_err(|e| FetchError(format!("{url} did not return a CRL ({e})")))?;
+            let until = crl
+                .tbs_cert_list
+                .next_update
+                .map(|t| t.to_unix_duration().as_secs() as i64)
+                .unwrap_or(now + CRL_DEFAULT_TTL);
+            Ok((der, until))
+        })
+        .await
+    }
+
+    /// The issuer certificate(s) at an AIA `url` (DER, PEM or a .p7c bundle).
+    pub async fn issuers(&self, url: &str, now: i64) -> Result<Vec<Certificate>, FetchError> {
+        let bytes = self
+            .cached(url, now, |bytes| {
+                directmail_smime::parse_certificates(bytes)
+                    .map_err(|e| FetchError(format!("{url} did not return a certificate ({e})")))?;
+                Ok((bytes.to_vec(), now + ISSUER_TTL))
+            })
+            .await?;
+        directmail_smime::parse_certificates(&bytes).map_err(|e| FetchError(e.to_string()))
+    }
+
+    async fn cached(
+        &self,
+        url: &str,
+        now: i64,
+        accept: impl FnOnce(&[u8]) -> Result<(Vec<u8>, i64), FetchError>,
+    ) -> Result<Arc<Vec<u8>>, FetchError> {
+        if let Some((entry, until)) = self.cache.lock().await.get(url).cloned()
+            && until > now
+        {
+            return match entry {
+                Cached::Ok(bytes) => Ok(bytes),
+                Cached::Failed(why) => Err(FetchError(why)),
+            };
+        }
+        let result = match self.get(url).await {
+            Ok(bytes) => accept(&bytes),
+            Err(e) => Err(e),
+        };
+        let mut cache = self.cache.lock().await;
+        match result {
+            Ok((bytes, until)) => {
+                let bytes = Arc::new(bytes);
+                cache.insert(
+                    url.to_owned(),
+                    (Cached::Ok(bytes.clone()), until.max(now + 1)),
+                );
+                Ok(bytes)
+            }
+            Err(e) => {
+                cache.insert(
+                    url.to_owned(),
+                    (Cached::Failed(e.0.clone()), now + FAILURE_TTL),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        if !url.starts_with("http://") {
+            // RFC 5280 §4.2.1.13: distribution points and issuers are served over HTTP
+            return Err(FetchError(format!("{url} is not an http:// address")));
+        }
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError(format!("{url} could not be reached ({})", short(&e))))?;
+        if !response.status().is_success() {
+            return Err(FetchError(format!("{url} answered {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FetchError(format!("{url} broke off ({})", short(&e))))?
+        {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return Err(FetchError(format!(
+                    "{url} sent more than {MAX_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn short(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection refused or unreachable"
+    } else {
+        "transfer error"
+    }
+}
+
+/// PEM of `label` decoded to DER, or the input as it is.
+fn pem_or_der(bytes: &[u8], label: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    if let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) {
+        use base64::Engine as _;
+        let body: String = text[b + begin.len()..e].split_whitespace().collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
+            return der;
+        }
+    }
+    bytes.to_vec()
+}
+
+/// The http(s) URIs of a certificate's CRL distribution points.
+pub fn crl_urls(cert: &Certificate) -> Vec<String> {
+    let Ok(Some((_, points))) = cert
+        .tbs_certificate()
+        .get_extension::<CrlDistributionPoints>()
+    else {
+        return Vec::new();
+    };
+    points
+        .0
+        .iter()
+        .filter_map(|p| match &p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(uri)
+        .collect()
+}
+
+/// The caIssuers URIs of a certificate's Authority Information Access.
+pub fn issuer_urls(cert: &Certificate) -> Vec<String> {
+    let Ok(Some((_, aia))) = cert
+        .tbs_certificate()
+        .get_extension::<AuthorityInfoAccessSyntax>()
+    else {
+        return Vec::new();
+    };
+    aia.0
+        .iter()
+        .filter(|d| d.access_method == CA_ISSUERS)
+        .filter_map(|d| uri(&d.access_location))
+        .collect()
+}
+
+fn uri(name: &GeneralName) -> Option<String> {
+    match name {
+        GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,341 @@
+//! Trust decisions that need the network: CRLs from distribution points and missing
+//! intermediates from AIA, served by a real HTTP server on loopback; the messages
+//! are made by the real `openssl` command line.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use directmail::pki::fetch::Fetcher;
+use directmail::pki::{KeyFile, Revocation};
+use directmail::store::orgs::{self, CrlUnreachable};
+use directmail_smime::ReasonCode;
+
+use crate::helpers::TestApp;
+
+/// A file server on loopback that counts requests per path.
+#[derive(Clone, Default)]
+struct Files {
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Files {
+    async fn serve() -> (Files, u16) {
+        let files = Files::default();
+        let app = axum::Router::new()
+            .route("/{name}", axum::routing::get(get_file))
+            .with_state(files.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (files, port)
+    }
+
+    fn put(&self, name: &str, bytes: Vec<u8>) {
+        self.files.lock().unwrap().insert(name.to_owned(), bytes);
+    }
+
+    fn hits(&self, name: &str) -> usize {
+        self.hits.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+async fn get_file(
+    State(files): State<Files>,
+    UrlPath(name): UrlPath<String>,
+) -> (StatusCode, Vec<u8>) {
+    *files.hits.lock().unwrap().entry(name.clone()).or_default() += 1;
+    match files.files.lock().unwrap().get(&name) {
+        Some(bytes) => (StatusCode::OK, bytes.clone()),
+        None => (StatusCode::NOT_FOUND, Vec::new()),
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A root, an intermediate run with `openssl ca`, leaf certificates whose CRL and
+/// AIA point at `base` (or `dead` for the "lonely" one), one of them revoked.
+fn make_pki(dir: &Path, base: &str, dead: &str) {
+    let script = r#"set -e
+export SAN=email:x@example.test CRLURL=$BASE/int.crl AIAURL=$BASE/int.cer
+mkdir -p idb/newcerts; : > idb/index.txt; echo 01 > idb/serial; echo 01 > idb/crlnumber
+cat > ca.cnf <<'EOF'
+[ ca ]
+default_ca = CA_default
+[ CA_default ]
+dir = ./idb
+database = $dir/index.txt
+new_certs_dir = $dir/newcerts
+serial = $dir/serial
+crlnumber = $dir/crlnumber
+default_md = sha256
+default_days = 30
+default_crl_days = 7
+policy = policy_any
+unique_subject = no
+copy_extensions = none
+[ policy_any ]
+commonName = supplied
+[ leaf ]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = $ENV::SAN
+crlDistributionPoints = URI:$ENV::CRLURL
+authorityInfoAccess = caIssuers;URI:$ENV::AIAURL
+EOF
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Test Root" -keyout root.key -out root.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=Test Intermediate" -keyout int.key -out int.csr 2>/dev/null
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' > int.ext
+openssl x509 -req -in int.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -sha256 -extfile int.ext -out int.pem 2>/dev/null
+openssl x509 -in int.pem -outform DER -out int.cer
+leaf() {
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout $1.key -out $1.csr 2>/dev/null
+  SAN=$2 openssl ca -batch -notext -config ca.cnf -cert int.pem -keyfile int.key -in $1.csr -out $1.pem -extensions leaf 2>/dev/null
+}
+leaf sender email:dr.smith@direct.sender.test
+leaf revoked email:dr.gone@direct.sender.test
+leaf ours DNS:direct.lakeside.test
+CRLURL=$DEAD/int.crl AIAURL=$DEAD/int.cer leaf lonely email:dr.alone@direct.sender.test
+openssl ca -config ca.cnf -cert int.pem -keyfile int.key -revoke revoked.pem 2>/dev/null
+openssl ca -config ca.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl.pem 2>/dev/null
+openssl crl -in int.crl.pem -outform DER -out int.crl
+"#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("BASE", base)
+        .env("DEAD", dead)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Direct message from `signer` (address `from`) to our domain, signed and
+/// encrypted by `openssl cms`; `with_intermediate` includes the intermediate.
+fn message(dir: &Path, signer: &str, from: &str, with_intermediate: bool) -> Vec<u8> {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let inner = format!(
+        "From: {from}\r\nTo: front@direct.lakeside.test\r\nSubject: Referral\r\nMessage-ID: <{n}@direct.sender.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\nPlease see the patient.\r\n"
+    );
+    std::fs::write(dir.join(format!("m{n}.eml")), inner).unwrap();
+    let certfile = if with_intermediate {
+        "-certfile int.pem"
+    } else {
+        ""
+    };
+    let script = format!(
+        "set -e
+openssl cms -sign -in m{n}.eml -signer {signer}.pem -inkey {signer}.key -md sha256 {certfile} -out m{n}.signed
+openssl cms -encrypt -in m{n}.signed -aes256 -from {from} -to front@direct.lakeside.test -subject 'Direct secure message' -out m{n}.p7m ours.pem"
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.join(format!("m{n}.p7m"))).unwrap()
+}
+
+struct Setup {
+    app: TestApp,
+    files: Files,
+    fetcher: Fetcher,
+    domain: orgs::Domain,
+}
+
+async fn setup() -> Setup {
+    let app = TestApp::spawn().await;
+    app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let (files, port) = Files::serve().await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = app.data_dir.path().to_path_buf();
+    make_pki(
+        &dir,
+        &format!("http://127.0.0.1:{port}"),
+        &format!("http://127.0.0.1:{dead_port}"),
+    );
+    files.put("int.crl", std::fs::read(dir.join("int.crl")).unwrap());
+    files.put("int.cer", std::fs::read(dir.join("int.cer")).unwrap());
+    let domain = orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let actor = directmail::audit::Actor::system();
+    directmail::pki::import_certificate(
+        &app.state.db,
+        &app.state.secret,
+        &domain,
+        None,
+        KeyFile::Pem {
+            certs: std::fs::read(dir.join("ours.pem")).unwrap(),
+            key: std::fs::read(dir.join("ours.key")).unwrap(),
+        },
+        app.now(),
+        &actor,
+    )
+    .await
+    .unwrap();
+    directmail::pki::add_anchors(
+        &app.state.db,
+        &domain,
+        &std::fs::read(dir.join("root.pem")).unwrap(),
+        app.now(),
+        &actor,
+    )
+    .await
+    .unwrap();
+    Setup {
+        fetcher: Fetcher::new(Duration::from_secs(2)).unwrap(),
+        app,
+        files,
+        domain,
+    }
+}
+
+impl Setup {
+    async fn judge(&self, message: Vec<u8>) -> directmail::pki::Judgement {
+        directmail::pki::judge_inbound(
+            &self.app.state.db,
+            &self.app.state.secret,
+            &self.fetcher,
+            &self.domain,
+            Arc::new(message),
+            self.app.now(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_signer_is_checked_against_its_crl_and_the_crl_is_cached() {
+    let s = setup().await;
+    let dir = s.app.data_dir.path();
+    let j = s
+        .judge(message(dir, "sender", "dr.smith@direct.sender.test", true))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::Trusted, "{}", j.verdict.detail);
+    assert_eq!(j.revocation, Revocation::Checked);
+    assert!(
+        j.steps.iter().any(|s| s.contains("int.crl: fetched")),
+        "{:?}",
+        j.steps
+    );
+    // the CRL is current until its nextUpdate: a second message does not fetch it again
+    let j = s
+        .judge(message(dir, "sender", "dr.smith@direct.sender.test", true))
+        .await;
+    assert!(j.verdict.is_trusted());
+    assert_eq!(s.files.hits("int.crl"), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_signer_is_refused() {
+    let s = setup().await;
+    let j = s
+        .judge(message(
+            s.app.data_dir.path(),
+            "revoked",
+            "dr.gone@direct.sender.test",
+            true,
+        ))
+        .await;
+    assert_eq!(
+        j.verdict.code,
+        ReasonCode::SignerRevoked,
+        "{}",
+        j.verdict.detail
+    );
+    assert!(j.verdict.sentence().contains("revoked"));
+}
+
+#[tokio::test]
+async fn a_missing_intermediate_is_fetched_through_aia() {
+    let s = setup().await;
+    let j = s
+        .judge(message(
+            s.app.data_dir.path(),
+            "sender",
+            "dr.smith@direct.sender.test",
+            false,
+        ))
+        .await;
+    assert_eq!(
+        j.verdict.code,
+        ReasonCode::Trusted,
+        "{} {:?}",
+        j.verdict.detail,
+        j.steps
+    );
+    assert!(
+        j.steps
+            .iter()
+            .any(|s| s.starts_with("AIA ") && s.contains("1 certificate")),
+        "{:?}",
+        j.steps
+    );
+    assert_eq!(s.files.hits("int.cer"), 1);
+    // without AIA answering, the chain stops short of the anchor
+    s.files.files.lock().unwrap().remove("int.cer");
+    let fresh = Setup {
+        fetcher: Fetcher::new(Duration::from_secs(2)).unwrap(),
+        ..s
+    };
+    let j = fresh
+        .judge(message(
+            fresh.app.data_dir.path(),
+            "sender",
+            "dr.smith@direct.sender.test",
+            false,
+        ))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::UntrustedAnchor);
+    assert!(j.steps.iter().any(|s| s.contains("404")), "{:?}", j.steps);
+}
+
+#[tokio::test]
+async fn an_unreachable_crl_soft_fails_by_default_and_fails_closed_when_the_domain_says_so() {
+    let s = setup().await;
+    let dir = s.app.data_dir.path().to_path_buf();
+    let j = s
+        .judge(message(&dir, "lonely", "dr.alone@direct.sender.test", true))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::Trusted, "soft-fail: delivered");
+    assert!(
+        matches!(&j.revocation, Revocation::Unavailable(why) if why.contains("could not be reached")),
+        "{:?}",
+        j.revocation
+    );
+    let mut tx = s.app.state.db.pool.begin().await.unwrap();
+    orgs::set_crl_policy(&mut tx, s.domain.id, CrlUnreachable::FailClosed)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let j = s
+        .judge(message(&dir, "lonely", "dr.alone@direct.sender.test", true))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::RevocationUnknown);
+    assert!(j.verdict.sentence().contains("could not be checked"));
+}
