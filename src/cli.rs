@@ -141,6 +141,20 @@ pub enum DomainCommand {
         #[arg(long)]
         org: String,
     },
+    /// Set a hosted domain's trust policy: what to do when a sender's CRL cannot be
+    /// fetched (`soft-fail`, the default, delivers and records it; `fail-closed` refuses).
+    Policy {
+        domain: String,
+        #[arg(long, value_parser = ["soft-fail", "fail-closed"])]
+        unreachable_crl: String,
+    },
+    /// Set how messages to another HISP's domain are encrypted: `rsa-oaep-sha256`
+    /// (default) or `rsa-pkcs1v15` for HISPs that cannot read OAEP yet.
+    Remote {
+        domain: String,
+        #[arg(long, value_parser = ["rsa-oaep-sha256", "rsa-pkcs1v15"])]
+        key_transport: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +321,54 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Domain(DomainCommand::Add { domain, org }) => {
             domain_add(&db, &domain, &org, now).await?
+        }
+        AdminCommand::Domain(DomainCommand::Policy {
+            domain,
+            unreachable_crl,
+        }) => {
+            let domain = find_domain(&db, &domain).await?;
+            let policy = orgs::CrlUnreachable::parse(&unreachable_crl)
+                .ok_or_else(|| anyhow!("--unreachable-crl is soft-fail or fail-closed"))?;
+            let mut tx = db.pool.begin().await?;
+            orgs::set_crl_policy(&mut tx, domain.id, policy).await?;
+            audit::append(
+                &mut tx,
+                now,
+                &Actor::cli(),
+                Event::new("domain.policy", &domain.name)
+                    .detail(format!("unreachable CRL: {}", policy.as_str()))
+                    .org(domain.org_id),
+            )
+            .await?;
+            tx.commit().await?;
+            (
+                format!(
+                    "{}: an unreachable CRL now means {}.",
+                    domain.name,
+                    policy.as_str()
+                ),
+                json!({ "domain": domain.name, "unreachable_crl": policy.as_str() }),
+            )
+        }
+        AdminCommand::Domain(DomainCommand::Remote {
+            domain,
+            key_transport,
+        }) => {
+            let domain = valid("domain", DomainName::parse(&domain))?;
+            let mut tx = db.pool.begin().await?;
+            orgs::set_remote_key_transport(&mut tx, &domain, &key_transport, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                &Actor::cli(),
+                Event::new("remote-domain.key-transport", domain.as_str()).detail(&key_transport),
+            )
+            .await?;
+            tx.commit().await?;
+            (
+                format!("Messages to {domain} will use {key_transport} key transport."),
+                json!({ "domain": domain.as_str(), "key_transport": key_transport }),
+            )
         }
         AdminCommand::User(UserCommand::Add {
             email,

@@ -278,6 +278,20 @@ pub async fn anchors(db: &Db, domain_id: i64) -> anyhow::Result<Vec<Certificate>
     Ok(out)
 }
 
+/// The key transport for encrypting to a recipient domain (AS 1.3: RSA-OAEP with
+/// SHA-256 unless the operator set PKCS#1 v1.5 for that HISP).
+pub async fn key_transport_for(
+    db: &Db,
+    recipient_domain: &str,
+) -> anyhow::Result<smime::KeyTransport> {
+    let name = crate::store::orgs::remote_key_transport(db, recipient_domain).await?;
+    Ok(if name == "rsa-pkcs1v15" {
+        smime::KeyTransport::RsaPkcs1v15
+    } else {
+        smime::KeyTransport::RsaOaepSha256
+    })
+}
+
 /// The development CA's records in `settings`.
 const DEV_CA_CERT: &str = "dev_ca_cert";
 const DEV_CA_KEY: &str = "dev_ca_key";

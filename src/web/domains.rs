@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
             post(import_certificate),
         )
         .route("/orgs/{org}/domains/{domain}/anchors", post(add_anchors))
+        .route("/orgs/{org}/domains/{domain}/policy", post(set_policy))
         .route(
             "/orgs/{org}/domains/{domain}/anchors/{anchor}/remove",
             post(remove_anchor),
@@ -100,6 +101,8 @@ struct DomainPage {
     domain: Domain,
     certs: Vec<CertView>,
     anchors: Vec<AnchorView>,
+    /// `soft-fail` or `fail-closed`
+    crl_policy: String,
     address: String,
     error: String,
 }
@@ -139,12 +142,17 @@ async fn view(
             fingerprint: a.fingerprint,
         })
         .collect();
+    let crl_policy = orgs::crl_policy(&state.db, domain.id)
+        .await?
+        .as_str()
+        .to_owned();
     Ok(DomainPage {
         chrome,
         org,
         domain,
         certs,
         anchors,
+        crl_policy,
         address,
         error,
     })
@@ -371,5 +379,40 @@ async fn remove_anchor(
     .await?;
     tx.commit().await?;
     session::flash(&current.session, "Trust anchor removed.").await?;
+    Ok(Redirect::to(&format!("/orgs/{}/domains/{}", org.id, domain.id)).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct PolicyForm {
+    unreachable_crl: String,
+}
+
+async fn set_policy(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, domain_id)): Path<(i64, i64)>,
+    form: Result<axum::Form<PolicyForm>, axum::extract::rejection::FormRejection>,
+) -> AppResult<Response> {
+    let form = super::form_or_400(form)?;
+    let (org, domain) = operator_domain(&state, &current, org_id, domain_id).await?;
+    let policy = orgs::CrlUnreachable::parse(&form.unreachable_crl).ok_or_else(|| {
+        AppError::BadRequest("Choose what to do when a revocation list cannot be fetched.".into())
+    })?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    orgs::set_crl_policy(&mut tx, domain.id, policy).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("domain.policy", &domain.name)
+            .detail(format!("unreachable CRL: {}", policy.as_str()))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(&current.session, "Trust policy saved.").await?;
     Ok(Redirect::to(&format!("/orgs/{}/domains/{}", org.id, domain.id)).into_response())
 }

@@ -639,3 +639,96 @@ async fn a_new_portal_signs_and_encrypts_at_once_with_a_development_certificate(
         1
     );
 }
+
+#[tokio::test]
+async fn trust_policies_are_set_in_the_console_and_from_scripts() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(None, "op@hisp.test", Role::Operator).await;
+    let domain = directmail::store::orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let policy = || directmail::store::orgs::crl_policy(&app.state.db, domain.id);
+    assert_eq!(
+        policy().await.unwrap(),
+        directmail::store::orgs::CrlUnreachable::SoftFail
+    );
+    let mut op = app.signed_in("op@hisp.test").await;
+    let page_path = format!("/orgs/{}/domains/{}", org.id, domain.id);
+    assert!(
+        op.get(&page_path)
+            .await
+            .body
+            .contains("Deliver, and show that revocation was not checked")
+    );
+    let r = op
+        .post(
+            &format!("{page_path}/policy"),
+            &[("unreachable_crl", "fail-closed")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        policy().await.unwrap(),
+        directmail::store::orgs::CrlUnreachable::FailClosed
+    );
+    let r = op
+        .post(
+            &format!("{page_path}/policy"),
+            &[("unreachable_crl", "whatever")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    ok_json(&directmail(
+        &app,
+        &[
+            "admin",
+            "domain",
+            "policy",
+            "direct.lakeside.test",
+            "--unreachable-crl",
+            "soft-fail",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        policy().await.unwrap(),
+        directmail::store::orgs::CrlUnreachable::SoftFail
+    );
+
+    // recipient domains: OAEP unless set to PKCS#1 v1.5
+    let kt = |d: &'static str| directmail::pki::key_transport_for(&app.state.db, d);
+    assert_eq!(
+        kt("old-hisp.test").await.unwrap(),
+        directmail_smime::KeyTransport::RsaOaepSha256
+    );
+    ok_json(&directmail(
+        &app,
+        &[
+            "admin",
+            "domain",
+            "remote",
+            "Old-HISP.test",
+            "--key-transport",
+            "rsa-pkcs1v15",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        kt("old-hisp.test").await.unwrap(),
+        directmail_smime::KeyTransport::RsaPkcs1v15
+    );
+    let out = directmail(
+        &app,
+        &[
+            "admin",
+            "domain",
+            "remote",
+            "x.test",
+            "--key-transport",
+            "des",
+        ],
+    );
+    assert!(!out.status.success());
+}
