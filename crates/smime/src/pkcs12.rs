@@ -2,8 +2,9 @@
 //!
 //! Only the modern encryption OpenSSL 3 writes by default is read: PBES2 with
 //! PBKDF2 and AES (RFC 8018). Legacy RC2/3DES files are refused with a clear
-//! error. The integrity MAC is not checked: a wrong password already fails the
-//! PBES2 decryption, and the imported key is checked against its certificate.
+//! error. The integrity MAC (RFC 7292 §4, HMAC with SHA-1/SHA-2 keyed by the
+//! Appendix B KDF) is checked first, so a wrong password is always reported as
+//! such rather than as a damaged file.
 
 use der::Decode;
 use der::asn1::ObjectIdentifier as Oid;
@@ -43,6 +44,9 @@ pub fn parse_pkcs12(
         return Err(bad("public-key integrity mode is not supported"));
     }
     let auth_safe = octets_of_explicit(input, &content)?;
+    if let Some(mac_data) = fields.get(2) {
+        check_mac(input, mac_data, &auth_safe, password)?;
+    }
     let mut keys = Vec::new();
     let mut certs = Vec::new();
     let top = ber::read(&auth_safe, 0).map_err(|_| bad("damaged AuthenticatedSafe"))?;
@@ -168,4 +172,181 @@ fn read_safe_contents(
         }
     }
     Ok(())
+}
+
+const SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
+const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
+const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
+const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
+/// Upper bound on MAC iterations a file may ask for (OpenSSL writes 2048).
+const MAX_MAC_ITERATIONS: u64 = 10_000_000;
+
+/// MacData ::= SEQUENCE { mac DigestInfo, macSalt OCTET STRING, iterations INTEGER DEFAULT 1 }
+/// A MAC algorithm this reader does not know (PBMAC1) is left unchecked; the
+/// decryption and the key/certificate match still guard the import.
+fn check_mac(
+    buf: &[u8],
+    mac_data: &Tlv,
+    auth_safe: &[u8],
+    password: &str,
+) -> Result<(), ImportError> {
+    let damaged = || bad("damaged MacData");
+    let fields = ber::children(buf, mac_data).map_err(|_| damaged())?;
+    let digest_info = fields.first().ok_or_else(damaged)?;
+    let salt = fields.get(1).ok_or_else(damaged)?;
+    let salt = ber::octets(buf, salt).map_err(|_| damaged())?;
+    let iterations = match fields.get(2) {
+        Some(t) => {
+            let bytes = &buf[t.start..t.end];
+            let value = der::asn1::Uint::from_der(bytes).map_err(|_| damaged())?;
+            let mut n: u64 = 0;
+            for b in value.as_bytes() {
+                n = n
+                    .checked_mul(256)
+                    .and_then(|n| n.checked_add(u64::from(*b)))
+                    .ok_or_else(damaged)?;
+            }
+            n
+        }
+        None => 1,
+    };
+    if iterations == 0 || iterations > MAX_MAC_ITERATIONS {
+        return Err(damaged());
+    }
+    let di = ber::children(buf, digest_info).map_err(|_| damaged())?;
+    let (Some(alg), Some(expected)) = (di.first(), di.get(1)) else {
+        return Err(damaged());
+    };
+    let alg_fields = ber::children(buf, alg).map_err(|_| damaged())?;
+    let oid = alg_fields.first().ok_or_else(damaged)?;
+    let oid = Oid::from_der(&buf[oid.start..oid.end]).map_err(|_| damaged())?;
+    let expected = ber::octets(buf, expected).map_err(|_| damaged())?;
+    let pw = bmp_password(password);
+    let computed = if oid == SHA1 {
+        pkcs12_mac::<sha1::Sha1>(&pw, &salt, iterations, auth_safe, 64)
+    } else if oid == SHA256 {
+        pkcs12_mac::<sha2::Sha256>(&pw, &salt, iterations, auth_safe, 64)
+    } else if oid == SHA384 {
+        pkcs12_mac::<sha2::Sha384>(&pw, &salt, iterations, auth_safe, 128)
+    } else if oid == SHA512 {
+        pkcs12_mac::<sha2::Sha512>(&pw, &salt, iterations, auth_safe, 128)
+    } else {
+        return Ok(());
+    };
+    use subtle_eq::ct_eq;
+    if ct_eq(&computed, &expected) {
+        Ok(())
+    } else {
+        Err(ImportError::WrongPassword)
+    }
+}
+
+mod subtle_eq {
+    /// Compares without an early exit.
+    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// RFC 7292 Appendix B.1: the password as a BMPString with a two-byte terminator.
+fn bmp_password(password: &str) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut out = Vec::with_capacity(password.len() * 2 + 2);
+    for unit in password.encode_utf16() {
+        out.extend_from_slice(&unit.to_be_bytes());
+    }
+    out.extend_from_slice(&[0, 0]);
+    zeroize::Zeroizing::new(out)
+}
+
+/// HMAC over `data` with the key from the Appendix B.2 KDF (ID 3, key length = hash
+/// length). `block` is the hash's block size (v).
+fn pkcs12_mac<D: sha2::Digest>(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u64,
+    data: &[u8],
+    block: usize,
+) -> Vec<u8> {
+    let u = <D as sha2::Digest>::output_size();
+    let key = pkcs12_kdf::<D>(3, password, salt, iterations, u, block);
+    hmac::<D>(&key, data, block)
+}
+
+/// RFC 7292 Appendix B.2.
+fn pkcs12_kdf<D: sha2::Digest>(
+    id: u8,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u64,
+    n: usize,
+    v: usize,
+) -> Vec<u8> {
+    let fill = |src: &[u8]| -> Vec<u8> {
+        if src.is_empty() {
+            return Vec::new();
+        }
+        let len = src.len().div_ceil(v) * v;
+        src.iter().cycle().take(len).copied().collect()
+    };
+    let d = vec![id; v];
+    let mut i: Vec<u8> = fill(salt);
+    i.extend(fill(password));
+    let u = <D as sha2::Digest>::output_size();
+    let c = n.div_ceil(u);
+    let mut out = Vec::with_capacity(c * u);
+    for _ in 0..c {
+        let mut a = D::new()
+            .chain_update(&d)
+            .chain_update(&i)
+            .finalize()
+            .to_vec();
+        for _ in 1..iterations {
+            a = D::digest(&a).to_vec();
+        }
+        out.extend_from_slice(&a);
+        let b: Vec<u8> = a.iter().cycle().take(v).copied().collect();
+        for chunk in i.chunks_mut(v) {
+            // I_j = (I_j + B + 1) mod 2^(8v), big-endian
+            let mut carry: u16 = 1;
+            for k in (0..chunk.len()).rev() {
+                let sum = u16::from(chunk[k]) + u16::from(b[k]) + carry;
+                chunk[k] = (sum & 0xff) as u8;
+                carry = sum >> 8;
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// RFC 2104 HMAC.
+fn hmac<D: sha2::Digest>(key: &[u8], data: &[u8], block: usize) -> Vec<u8> {
+    let mut k = if key.len() > block {
+        D::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    k.resize(block, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = D::new().chain_update(&ipad).chain_update(data).finalize();
+    D::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac::<sha2::Sha256>(b"Jefe", b"what do ya want for nothing?", 64);
+        assert_eq!(
+            mac.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 }
