@@ -9,6 +9,7 @@
 //! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
+//! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod inbound;
 pub mod pki;
 pub mod secrets;
 pub mod store;

@@ -1,0 +1,283 @@
+//! Processing received Direct messages, from the stored copy committed before the
+//! SMTP 250: decrypt and judge trust for the receiving domain, check the routing
+//! rules of the Applicability Statement, then deliver to each recipient's mailbox
+//! or quarantine with the reason. Each message reaches exactly one outcome: the
+//! outcome and the deliveries commit together, and a crash mid-way leaves the
+//! message claimed until the claim lapses, when it is processed again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::pki::{self, Revocation, fetch::Fetcher};
+use crate::secrets::SecretKey;
+use crate::store::inbound::{self, Inbound, NewMessage};
+use crate::store::{mailboxes, orgs};
+
+/// After this many failed attempts (errors, not verdicts) a message is quarantined.
+const MAX_ATTEMPTS: i64 = 5;
+
+/// What processing needs; cheap to clone.
+#[derive(Clone)]
+pub struct Processor {
+    pub db: Db,
+    pub secret: Arc<SecretKey>,
+    pub fetcher: Fetcher,
+    pub clock: Clock,
+    /// Woken when a message is stored, so processing starts at once.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered { mailboxes: usize },
+    Quarantined { verdict: String },
+}
+
+/// A routing refusal (Applicability Statement 1.3 §2.4): its code and sentence.
+fn routing_failure(code: &str) -> &'static str {
+    match code {
+        "envelope_sender_mismatch" => {
+            "The SMTP sender does not match the message's From or Sender, so the message was not accepted."
+        }
+        "recipient_not_addressed" => {
+            "A recipient the message was delivered to is not named in its To or Cc, so it was not accepted."
+        }
+        "no_hosted_recipient" => "No recipient of the message is on a domain hosted here.",
+        "processing_failed" => "The message could not be processed; an administrator can retry it.",
+        _ => "The message could not be read.",
+    }
+}
+
+impl Processor {
+    /// Processes messages until none is waiting; then waits to be woken (or polls
+    /// every few seconds, for claims that lapsed and other instances' messages).
+    pub async fn run(self) {
+        loop {
+            match self.process_next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = format!("{e:#}"), "processing a received message failed"),
+            }
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(Duration::from_secs(5)) => {},
+            }
+        }
+    }
+
+    /// Claims and processes one message; `None` when nothing is waiting.
+    pub async fn process_next(&self) -> anyhow::Result<Option<(i64, Outcome)>> {
+        let now = self.clock.now();
+        let Some(message) = inbound::claim_next(&self.db, now).await? else {
+            return Ok(None);
+        };
+        let id = message.id;
+        match self.process(&message).await {
+            Ok(outcome) => Ok(Some((id, outcome))),
+            Err(e) if message.attempts >= MAX_ATTEMPTS => {
+                let detail = format!("processing failed {} times: {e:#}", message.attempts);
+                let mut tx = self.db.pool.begin().await?;
+                inbound::finish(&mut tx, id, "quarantined", "processing_failed", &detail, "", now).await?;
+                tx.commit().await?;
+                Ok(Some((
+                    id,
+                    Outcome::Quarantined {
+                        verdict: "processing_failed".into(),
+                    },
+                )))
+            }
+            // left claimed: processed again when the claim lapses
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn process(&self, message: &Inbound) -> anyhow::Result<Outcome> {
+        let now = self.clock.now();
+        let raw = Arc::new(message.raw.clone());
+        // Recipients by receiving domain: each domain decrypts with its own keys and
+        // trusts its own anchors.
+        let mut domains: Vec<(orgs::Domain, Vec<String>)> = Vec::new();
+        for rcpt in &message.rcpt_to {
+            let rcpt = rcpt.to_ascii_lowercase();
+            let Some((_, name)) = rcpt.rsplit_once('@') else {
+                continue;
+            };
+            let Some(domain) = orgs::domain_by_name(&self.db, name).await? else {
+                continue;
+            };
+            match domains.iter_mut().find(|(d, _)| d.id == domain.id) {
+                Some((_, list)) => list.push(rcpt),
+                None => domains.push((domain, vec![rcpt])),
+            }
+        }
+        let mut deliveries: Vec<(i64, NewOwned)> = Vec::new();
+        let mut steps = Vec::new();
+        let mut failure: Option<(String, String)> = None;
+        for (domain, rcpts) in &domains {
+            let judgement =
+                pki::judge_inbound(&self.db, &self.secret, &self.fetcher, domain, raw.clone(), now).await?;
+            steps.extend(judgement.steps.iter().map(|s| format!("{}: {s}", domain.name)));
+            let verdict = judgement.verdict;
+            if !verdict.is_trusted() {
+                failure = Some((verdict.code.as_str().to_owned(), verdict.detail.clone()));
+                break;
+            }
+            let Some(inner) = verdict.message.clone() else {
+                failure = Some(("malformed".into(), "no message inside".into()));
+                break;
+            };
+            let facts = match MessageFacts::read(&inner) {
+                Some(f) => f,
+                None => {
+                    failure = Some(("malformed".into(), "the inner message has no headers".into()));
+                    break;
+                }
+            };
+            // AS 1.3 §2.4: the envelope sender is the From (or Sender) address, and
+            // every recipient is named in To or Cc.
+            let sender = message.mail_from.to_ascii_lowercase();
+            if !facts.senders.contains(&sender) {
+                failure = Some((
+                    "envelope_sender_mismatch".into(),
+                    format!("MAIL FROM {sender} is not the From or Sender of the message"),
+                ));
+                break;
+            }
+            if let Some(missing) = rcpts.iter().find(|r| !facts.recipients.contains(r)) {
+                failure = Some((
+                    "recipient_not_addressed".into(),
+                    format!("RCPT TO {missing} is not named in To or Cc"),
+                ));
+                break;
+            }
+            let revocation = match &judgement.revocation {
+                Revocation::Checked => "checked".to_owned(),
+                Revocation::NoDistributionPoint => "no-distribution-point".to_owned(),
+                Revocation::Unavailable(why) => format!("not checked: {why}"),
+                Revocation::NotReached => "not-reached".to_owned(),
+            };
+            for rcpt in rcpts {
+                let Some(mailbox) = mailboxes::by_address(&self.db, rcpt).await? else {
+                    // accepted at RCPT time but removed since: nothing to deliver to
+                    steps.push(format!("{rcpt}: the mailbox no longer exists"));
+                    continue;
+                };
+                deliveries.push((
+                    mailbox.id,
+                    NewOwned {
+                        message_id: facts.message_id.clone(),
+                        from_addr: facts.from.clone(),
+                        subject: facts.subject.clone(),
+                        trust_code: verdict.code.as_str().to_owned(),
+                        trust_sentence: verdict.sentence().to_owned(),
+                        signer_subject: verdict.signer.as_ref().map(|s| s.subject.clone()),
+                        signer_issuer: verdict.signer.as_ref().map(|s| s.issuer.clone()),
+                        revocation: revocation.clone(),
+                        raw: inner.clone(),
+                    },
+                ));
+            }
+        }
+        if domains.is_empty() {
+            failure = Some(("no_hosted_recipient".into(), "no recipient is on a domain hosted here".into()));
+        }
+        let steps_text = steps.join("\n");
+        let mut tx = self.db.pool.begin().await?;
+        let outcome = match failure {
+            Some((code, detail)) => {
+                let sentence = directmail_smime::ReasonCode::parse(&code)
+                    .map(|c| c.sentence())
+                    .unwrap_or_else(|| routing_failure(&code));
+                let detail = format!("{sentence} ({detail})");
+                inbound::finish(&mut tx, message.id, "quarantined", &code, &detail, &steps_text, now).await?;
+                tracing::warn!(inbound = message.id, verdict = %code, "received message quarantined");
+                Outcome::Quarantined { verdict: code }
+            }
+            None => {
+                for (mailbox_id, m) in &deliveries {
+                    inbound::deliver(
+                        &mut tx,
+                        NewMessage {
+                            mailbox_id: *mailbox_id,
+                            inbound_id: Some(message.id),
+                            message_id: m.message_id.as_deref(),
+                            from_addr: &m.from_addr,
+                            subject: &m.subject,
+                            trust_code: &m.trust_code,
+                            trust_sentence: &m.trust_sentence,
+                            signer_subject: m.signer_subject.as_deref(),
+                            signer_issuer: m.signer_issuer.as_deref(),
+                            revocation: &m.revocation,
+                            raw: &m.raw,
+                        },
+                        now,
+                    )
+                    .await?;
+                }
+                inbound::finish(&mut tx, message.id, "delivered", "trusted", "", &steps_text, now).await?;
+                tracing::info!(inbound = message.id, mailboxes = deliveries.len(), "received message delivered");
+                Outcome::Delivered {
+                    mailboxes: deliveries.len(),
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// An owned delivery, gathered before the transaction.
+struct NewOwned {
+    message_id: Option<String>,
+    from_addr: String,
+    subject: String,
+    trust_code: String,
+    trust_sentence: String,
+    signer_subject: Option<String>,
+    signer_issuer: Option<String>,
+    revocation: String,
+    raw: Vec<u8>,
+}
+
+/// The header facts processing needs from the inner message.
+struct MessageFacts {
+    from: String,
+    /// From and Sender addresses, lowercased.
+    senders: Vec<String>,
+    /// To and Cc addresses, lowercased.
+    recipients: Vec<String>,
+    subject: String,
+    message_id: Option<String>,
+}
+
+impl MessageFacts {
+    fn read(raw: &[u8]) -> Option<MessageFacts> {
+        let parsed = MessageParser::default().parse(raw)?;
+        let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+            a.map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let from = addresses(parsed.from());
+        let mut senders = from.clone();
+        senders.extend(addresses(parsed.sender()));
+        let mut recipients = addresses(parsed.to());
+        recipients.extend(addresses(parsed.cc()));
+        Some(MessageFacts {
+            from: from.first().cloned().unwrap_or_default(),
+            senders,
+            recipients,
+            subject: parsed.subject().unwrap_or("(no subject)").to_owned(),
+            message_id: parsed.message_id().map(str::to_owned),
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! Received Direct messages (the durable copy behind each SMTP 250) and the messages
+//! delivered from them into mailboxes.
+
+use sqlx::{AnyConnection, Row as _, any::AnyRow};
+
+use crate::db::{Backend, Db};
+
+/// What arrived over SMTP.
+#[derive(Debug, Clone)]
+pub struct NewInbound<'a> {
+    pub mail_from: &'a str,
+    pub rcpt_to: &'a [String],
+    pub remote_ip: &'a str,
+    pub helo: &'a str,
+    pub tls: bool,
+    pub raw: &'a [u8],
+}
+
+/// Commits a received message; after this returns, the SMTP session may say 250.
+pub async fn insert(db: &Db, m: NewInbound<'_>, now: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "insert into inbound_messages (received_at, mail_from, rcpt_to, remote_ip, helo, tls, raw, state)
+         values ($1, $2, $3, $4, $5, $6, $7, 'received') returning id",
+    )
+    .bind(now)
+    .bind(m.mail_from)
+    .bind(m.rcpt_to.join("\n"))
+    .bind(m.remote_ip)
+    .bind(m.helo)
+    .bind(i64::from(m.tls))
+    .bind(m.raw.to_vec())
+    .fetch_one(&db.pool)
+    .await
+}
+
+/// A received message being processed.
+#[derive(Clone)]
+pub struct Inbound {
+    pub id: i64,
+    pub received_at: i64,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub remote_ip: String,
+    pub raw: Vec<u8>,
+    pub attempts: i64,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("id", &self.id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbound {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Inbound> {
+        let rcpt: String = row.try_get("rcpt_to")?;
+        Ok(Inbound {
+            id: row.try_get("id")?,
+            received_at: row.try_get("received_at")?,
+            mail_from: row.try_get("mail_from")?,
+            rcpt_to: rcpt.lines().map(str::to_owned).collect(),
+            remote_ip: row.try_get("remote_ip")?,
+            raw: row.try_get("raw")?,
+            attempts: row.try_get("attempts")?,
+        })
+    }
+}
+
+/// How long a worker holds a claimed message before another may take it over
+/// (a crashed worker's message is processed again, from the stored copy).
+pub const CLAIM_SECONDS: i64 = 300;
+
+/// Claims the oldest message waiting to be processed (or one whose claim lapsed).
+/// On PostgreSQL several instances share the work with `SKIP LOCKED`.
+pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Inbound>> {
+    let pick = match db.backend {
+        Backend::Postgres => {
+            "select id from inbound_messages
+             where state = 'received' or (state = 'processing' and claimed_until < $1)
+             order by id limit 1 for update skip locked"
+        }
+        Backend::Sqlite => {
+            "select id from inbound_messages
+             where state = 'received' or (state = 'processing' and claimed_until < $1)
+             order by id limit 1"
+        }
+    };
+    let sql = format!(
+        "update inbound_messages set state = 'processing', claimed_until = $2, attempts = attempts + 1
+         where id = ({pick}) returning id, received_at, mail_from, rcpt_to, remote_ip, raw, attempts"
+    );
+    let row = sqlx::query(&sql)
+        .bind(now)
+        .bind(now + CLAIM_SECONDS)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(Inbound::from_row).transpose()
+}
+
+/// Records the outcome of processing (inside the caller's transaction).
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    verdict: &str,
+    detail: &str,
+    steps: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update inbound_messages set state = $1, verdict = $2, detail = $3, steps = $4, processed_at = $5
+         where id = $6",
+    )
+    .bind(state)
+    .bind(verdict)
+    .bind(detail)
+    .bind(steps)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A quarantined (or otherwise processed) message as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InboundRow {
+    pub id: i64,
+    pub received_at: i64,
+    pub mail_from: String,
+    pub rcpt_to: String,
+    pub remote_ip: String,
+    pub state: String,
+    pub verdict: Option<String>,
+    pub detail: Option<String>,
+    pub steps: Option<String>,
+    pub size: i64,
+}
+
+impl InboundRow {
+    fn from_row(row: &AnyRow) -> sqlx::Result<InboundRow> {
+        Ok(InboundRow {
+            id: row.try_get("id")?,
+            received_at: row.try_get("received_at")?,
+            mail_from: row.try_get("mail_from")?,
+            rcpt_to: row.try_get("rcpt_to")?,
+            remote_ip: row.try_get("remote_ip")?,
+            state: row.try_get("state")?,
+            verdict: row.try_get("verdict")?,
+            detail: row.try_get("detail")?,
+            steps: row.try_get("steps")?,
+            size: row.try_get("size")?,
+        })
+    }
+}
+
+const ROW_COLUMNS: &str = "id, received_at, mail_from, rcpt_to, remote_ip, state, verdict, detail, steps, length(raw) as size";
+
+/// Messages in `state`, newest first, keyset-paged by id.
+pub async fn list(db: &Db, state: &str, before_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<InboundRow>> {
+    let rows = sqlx::query(&format!(
+        "select {ROW_COLUMNS} from inbound_messages where state = $1 and ($2 is null or id < $2)
+         order by id desc limit $3"
+    ))
+    .bind(state)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(InboundRow::from_row).collect()
+}
+
+pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<InboundRow>> {
+    let row = sqlx::query(&format!("select {ROW_COLUMNS} from inbound_messages where id = $1"))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(InboundRow::from_row).transpose()
+}
+
+/// Sends a quarantined message back to be processed again (after an anchor was
+/// added, say). Returns false when it was not quarantined.
+pub async fn requeue(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update inbound_messages set state = 'received', claimed_until = 0 where id = $1 and state = 'quarantined'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Discards a quarantined message: its content is erased, its record kept.
+pub async fn discard(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update inbound_messages set state = 'discarded', raw = $1 where id = $2 and state = 'quarantined'",
+    )
+    .bind(Vec::<u8>::new())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A message delivered into a mailbox.
+pub struct NewMessage<'a> {
+    pub mailbox_id: i64,
+    pub inbound_id: Option<i64>,
+    pub message_id: Option<&'a str>,
+    pub from_addr: &'a str,
+    pub subject: &'a str,
+    pub trust_code: &'a str,
+    pub trust_sentence: &'a str,
+    pub signer_subject: Option<&'a str>,
+    pub signer_issuer: Option<&'a str>,
+    pub revocation: &'a str,
+    pub raw: &'a [u8],
+}
+
+/// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
+/// same mailbox twice changes nothing (exactly once, even after a retried run).
+pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
+                               trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw)
+         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         on conflict (mailbox_id, inbound_id) do nothing",
+    )
+    .bind(m.mailbox_id)
+    .bind(m.inbound_id)
+    .bind(m.message_id)
+    .bind(m.from_addr)
+    .bind(m.subject)
+    .bind(now)
+    .bind(m.trust_code)
+    .bind(m.trust_sentence)
+    .bind(m.signer_subject)
+    .bind(m.signer_issuer)
+    .bind(m.revocation)
+    .bind(m.raw.to_vec())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A delivered message as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    pub mailbox_id: i64,
+    pub from_addr: String,
+    pub subject: String,
+    pub received_at: i64,
+    pub is_read: bool,
+    pub trust_code: String,
+    pub trust_sentence: String,
+    pub signer_subject: Option<String>,
+    pub revocation: String,
+}
+
+/// The newest messages of a mailbox folder.
+pub async fn messages_in(db: &Db, mailbox_id: i64, folder: &str, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
+    let rows = sqlx::query(
+        "select id, mailbox_id, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
+                signer_subject, revocation
+         from messages where mailbox_id = $1 and folder = $2 order by id desc limit $3",
+    )
+    .bind(mailbox_id)
+    .bind(folder)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MessageRow {
+                id: r.try_get("id")?,
+                mailbox_id: r.try_get("mailbox_id")?,
+                from_addr: r.try_get("from_addr")?,
+                subject: r.try_get("subject")?,
+                received_at: r.try_get("received_at")?,
+                is_read: super::flag(r.try_get("is_read")?),
+                trust_code: r.try_get("trust_code")?,
+                trust_sentence: r.try_get("trust_sentence")?,
+                signer_subject: r.try_get("signer_subject")?,
+                revocation: r.try_get("revocation")?,
+            })
+        })
+        .collect()
+}
