@@ -136,6 +136,21 @@ pub(crate) fn octets(buf: &[u8], tlv: &Tlv) -> Result<Vec<u8>, Malformed> {
     Ok(out)
 }
 
+/// Like [`octets`], but borrows the contents of a primitive (single-chunk)
+/// encoding instead of copying: the encrypted content of a large message.
+pub(crate) fn octets_cow<'a>(
+    buf: &'a [u8],
+    tlv: &Tlv,
+) -> Result<std::borrow::Cow<'a, [u8]>, Malformed> {
+    if tlv.constructed() {
+        return octets(buf, tlv).map(std::borrow::Cow::Owned);
+    }
+    Ok(std::borrow::Cow::Borrowed(
+        buf.get(tlv.content_start..tlv.content_end)
+            .unwrap_or_default(),
+    ))
+}
+
 fn collect_octets(buf: &[u8], tlv: &Tlv, out: &mut Vec<u8>, depth: usize) -> Result<(), Malformed> {
     if depth > MAX_DEPTH {
         return Err(Malformed("ASN.1 nesting too deep"));

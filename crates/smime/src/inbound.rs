@@ -93,10 +93,11 @@ pub(crate) fn decrypt(cms_bytes: &[u8], keys: &[Identity]) -> Result<Vec<u8>, Fa
 }
 
 /// The parts of an (Auth)EnvelopedData that decryption needs.
-struct Envelope {
+struct Envelope<'a> {
     recipient_infos: Vec<RecipientInfo>,
     content_enc_alg: AlgorithmIdentifierOwned,
-    ciphertext: Vec<u8>,
+    /// Borrowed from the input when sent in one piece (DER, most senders).
+    ciphertext: std::borrow::Cow<'a, [u8]>,
     /// AuthEnvelopedData only: the GCM tag.
     mac: Option<Vec<u8>>,
     /// AuthEnvelopedData only: the authenticated attributes, as the AAD.
@@ -108,7 +109,11 @@ struct Envelope {
 /// AuthEnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL,
 ///   recipientInfos SET, authEncryptedContentInfo, authAttrs [1] OPTIONAL,
 ///   mac OCTET STRING, unauthAttrs [2] OPTIONAL }   (RFC 5652 §6.1, RFC 5083 §2.1)
-fn read_envelope(buf: &[u8], body: &Tlv, authenticated: bool) -> Result<Envelope, Failure> {
+fn read_envelope<'a>(
+    buf: &'a [u8],
+    body: &Tlv,
+    authenticated: bool,
+) -> Result<Envelope<'a>, Failure> {
     let fields = ber::children(buf, body)?;
     let mut rest = fields.get(1..).unwrap_or_default();
     if let Some(f) = rest.first()
@@ -152,7 +157,7 @@ fn read_envelope(buf: &[u8], body: &Tlv, authenticated: bool) -> Result<Envelope
             "unexpected encryptedContent tag",
         ));
     }
-    let ciphertext = ber::octets(buf, content)?;
+    let ciphertext = ber::octets_cow(buf, content)?;
     let (mac, aad) = if authenticated {
         let mut aad = Vec::new();
         let mut mac = None;
@@ -603,14 +608,10 @@ pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<V
 
     let candidates: Vec<Vec<u8>> = match (&econtent, detached) {
         (Some(c), _) => vec![c.clone()],
-        (None, Some(d)) => {
-            let canon = crate::mime::to_crlf(d);
-            if canon == d {
-                vec![d.to_vec()]
-            } else {
-                vec![d.to_vec(), canon]
-            }
-        }
+        (None, Some(d)) => match crate::mime::to_crlf(d) {
+            std::borrow::Cow::Borrowed(_) => vec![d.to_vec()],
+            std::borrow::Cow::Owned(canon) => vec![d.to_vec(), canon],
+        },
         (None, None) => {
             return Err(Failure::new(
                 ReasonCode::Malformed,

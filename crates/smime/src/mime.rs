@@ -2,20 +2,29 @@
 //! read header fields, take a multipart apart while keeping each part's exact
 //! bytes (a signature covers them byte for byte), and base64.
 
+use std::borrow::Cow;
+
 use base64ct::{Base64, Encoding};
 
-/// Convert lone LF line ends to CRLF (RFC 5751 §3.1.1 canonical form).
-pub(crate) fn to_crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 50);
-    let mut prev = 0u8;
-    for &b in input {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+/// Convert lone LF line ends to CRLF (RFC 5751 §3.1.1 canonical form). Input
+/// that is already canonical is borrowed, not copied: messages can be tens of
+/// megabytes, and seal and judge keep few copies at a time.
+pub(crate) fn to_crlf(input: &[u8]) -> Cow<'_, [u8]> {
+    let bare_lf = |i: usize| input[i] == b'\n' && (i == 0 || input[i - 1] != b'\r');
+    let Some(first) = (0..input.len()).find(|&i| bare_lf(i)) else {
+        return Cow::Borrowed(input);
+    };
+    let mut out = Vec::with_capacity(input.len() + input.len() / 50 + 2);
+    let mut start = 0;
+    for i in first..input.len() {
+        if bare_lf(i) {
+            out.extend_from_slice(&input[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
         }
-        out.push(b);
-        prev = b;
     }
-    out
+    out.extend_from_slice(&input[start..]);
+    Cow::Owned(out)
 }
 
 /// Split an entity at the first empty line. Returns (header block, body).
@@ -80,7 +89,7 @@ pub(crate) fn fields(header: &[u8]) -> Vec<Field> {
     for f in &mut out {
         if !f.raw.ends_with(b"\r\n") {
             // Normalise a bare LF field end to CRLF when copying fields out.
-            let mut fixed = to_crlf(&f.raw);
+            let mut fixed = to_crlf(&f.raw).into_owned();
             std::mem::swap(&mut f.raw, &mut fixed);
         }
     }
@@ -205,25 +214,39 @@ pub(crate) fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<
     None
 }
 
-/// Base64 with CRLF line breaks every 76 characters (RFC 2045 §6.8).
-pub(crate) fn base64_lines(data: &[u8]) -> String {
-    let encoded = Base64::encode_string(data);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / 38 + 2);
-    for chunk in encoded.as_bytes().chunks(76) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push_str("\r\n");
+/// Append `data` as base64 with CRLF line breaks every 76 characters
+/// (RFC 2045 §6.8), written straight into `out` (no intermediate string).
+pub(crate) fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
+    // 57 input bytes make one full 76-character line.
+    // reserve_exact: amortised growth would double a large buffer.
+    out.reserve_exact(data.len().div_ceil(57) * 78);
+    let mut line = [0u8; 76];
+    for chunk in data.chunks(57) {
+        if let Ok(encoded) = Base64::encode(chunk, &mut line) {
+            out.extend_from_slice(encoded.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    out
 }
 
-/// Decode base64, ignoring whitespace and line breaks.
+/// Decode base64, ignoring whitespace and line breaks. Decodes in place in one
+/// buffer the size of the text (the decoded bytes are then at its start).
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let clean: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    Base64::decode_vec(std::str::from_utf8(&clean).ok()?).ok()
+    let mut clean: Vec<u8> = Vec::with_capacity(text.len());
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.iter().any(u8::is_ascii_whitespace) {
+            clean.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            clean.extend_from_slice(line);
+        }
+    }
+    let len = Base64::decode_in_place(&mut clean).ok()?.len();
+    clean.truncate(len);
+    // Give back the last quarter (base64 is 4/3 of the bytes): for a large
+    // message this shrinks in place rather than copying.
+    clean.shrink_to_fit();
+    Some(clean)
 }
 
 /// The addr-spec of the first address in an address header value
@@ -244,6 +267,28 @@ pub(crate) fn first_address(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_crlf_borrows_canonical_input_and_fixes_bare_lf() {
+        assert!(matches!(to_crlf(b"a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert!(matches!(to_crlf(b"no line end"), Cow::Borrowed(_)));
+        assert_eq!(&*to_crlf(b"\na\nb\r\nc\n\n"), b"\r\na\r\nb\r\nc\r\n\r\n");
+    }
+
+    #[test]
+    fn base64_lines_round_trip_through_the_whitespace_tolerant_decoder() {
+        for n in [0usize, 1, 56, 57, 58, 114, 1000] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            let mut out = b"x".to_vec();
+            push_base64_lines(&mut out, &data);
+            let text = &out[1..];
+            assert!(text.split(|&b| b == b'\n').all(|l| l.len() <= 77));
+            assert_eq!(base64_decode(text).unwrap(), data, "{n}");
+        }
+        assert_eq!(base64_decode(b" aGVs\r\n bG8=\t\r\n").unwrap(), b"hello");
+        assert_eq!(base64_decode(b"aG Vs bG8=").unwrap(), b"hello");
+        assert!(base64_decode(b"a$==").is_none());
+    }
 
     #[test]
     fn multipart_parts_keep_exact_bytes_without_the_delimiter_line_break() {

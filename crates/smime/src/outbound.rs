@@ -141,22 +141,23 @@ pub fn seal(
         .clone()
         .unwrap_or(from_addr);
 
+    // AS 1.3 §2: wrapping the whole message as message/rfc822 is required.
     // The signed inner message carries the notification request too, so that
-    // the receiver sees it in the authenticated copy.
-    let mut inner = Vec::with_capacity(message.len() + 200);
+    // the receiver sees it in the authenticated copy. Built in one buffer, and
+    // each large buffer is dropped as soon as the next one exists: peak memory
+    // stays a small multiple of the message size.
+    let mut wrapped = Vec::with_capacity(message.len() + 300);
+    wrapped.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
     if mime::find(&fields, "Disposition-Notification-To").is_none() {
-        inner.extend_from_slice(format!("Disposition-Notification-To: {dnt}\r\n").as_bytes());
+        wrapped.extend_from_slice(format!("Disposition-Notification-To: {dnt}\r\n").as_bytes());
     }
     if mime::find(&fields, "Disposition-Notification-Options").is_none() {
-        inner.extend_from_slice(
+        wrapped.extend_from_slice(
             format!("Disposition-Notification-Options: {DNO_VALUE}\r\n").as_bytes(),
         );
     }
-    inner.extend_from_slice(&message);
-
-    // AS 1.3 §2: wrapping the whole message as message/rfc822 is required.
-    let mut wrapped = b"Content-Type: message/rfc822\r\n\r\n".to_vec();
-    wrapped.extend_from_slice(&inner);
+    wrapped.extend_from_slice(&message);
+    drop(message);
 
     // Receivers refuse what is signed with, or encrypted to, a certificate
     // outside its validity period (AS 1.3 §2): stop here with a clear reason.
@@ -178,6 +179,7 @@ pub fn seal(
     }
 
     let signed = sign(&wrapped, signer, now)?;
+    drop(wrapped);
 
     let mut all = recipients.to_vec();
     // AS 1.3 §2 step 4: one recipient info for the sender, so Sent stays readable.
@@ -186,8 +188,9 @@ pub fn seal(
         key_transport: options.sender_key_transport,
     });
     let p7m = envelope(&signed, &all, options.cipher)?;
+    drop(signed);
 
-    let mut out = Vec::with_capacity(p7m.len() * 4 / 3 + 1024);
+    let mut out = Vec::with_capacity(p7m.len().div_ceil(57) * 78 + 2048);
     for name in COPIED_HEADERS {
         for f in fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
             out.extend_from_slice(&f.raw);
@@ -215,7 +218,7 @@ pub fn seal(
         )
         .as_bytes(),
     );
-    out.extend_from_slice(mime::base64_lines(&p7m).as_bytes());
+    mime::push_base64_lines(&mut out, &p7m);
     Ok(out)
 }
 
@@ -238,7 +241,9 @@ pub fn sign(entity: &[u8], signer: &Identity, now: SystemTime) -> Result<Vec<u8>
     let entity = mime::to_crlf(entity);
     let p7s = signed_data_detached(&entity, signer, now)?;
     let boundary = format!("----=_directmail_{}", random_hex(12)?);
-    let mut out = Vec::with_capacity(entity.len() + p7s.len() * 4 / 3 + 512);
+    // Exact size up front: a Vec that outgrows its capacity doubles it, which
+    // for a large message costs a whole extra copy of it at the peak.
+    let mut out = Vec::with_capacity(entity.len() + p7s.len().div_ceil(57) * 78 + 1024);
     out.extend_from_slice(
         format!(
             "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; \
@@ -257,7 +262,7 @@ pub fn sign(entity: &[u8], signer: &Identity, now: SystemTime) -> Result<Vec<u8>
         )
         .as_bytes(),
     );
-    out.extend_from_slice(mime::base64_lines(&p7s).as_bytes());
+    mime::push_base64_lines(&mut out, &p7s);
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     Ok(out)
 }
@@ -394,11 +399,47 @@ pub fn envelope(
     }
     let mut rng = UnwrapErr(SysRng);
     let enveloped = builder.build_with_rng(&mut rng)?;
-    let ci = ContentInfo {
-        content_type: alg::ID_ENVELOPED_DATA,
-        content: Any::from_der(&enveloped.to_der()?)?,
-    };
-    Ok(ci.to_der()?)
+    let body = enveloped.to_der()?;
+    drop(enveloped);
+    content_info_der(alg::ID_ENVELOPED_DATA, &body)
+}
+
+/// DER of `ContentInfo ::= SEQUENCE { contentType OBJECT IDENTIFIER, content [0]
+/// EXPLICIT ANY }` (RFC 5652 §3) around an already encoded `content`, written
+/// directly: going through `der::Any` would copy a large content twice more.
+fn content_info_der(
+    content_type: der::oid::ObjectIdentifier,
+    content: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let oid = content_type.to_der()?;
+    let explicit_len = der_header_len(content.len()) + content.len();
+    let seq_len = oid.len() + explicit_len;
+    let mut out = Vec::with_capacity(der_header_len(seq_len) + seq_len);
+    push_der_header(&mut out, 0x30, seq_len);
+    out.extend_from_slice(&oid);
+    push_der_header(&mut out, 0xa0, content.len());
+    out.extend_from_slice(content);
+    Ok(out)
+}
+
+/// Bytes taken by a tag and a definite length (X.690 §8.1.3).
+fn der_header_len(len: usize) -> usize {
+    let significant = (usize::BITS - len.leading_zeros()).div_ceil(8) as usize;
+    if len < 0x80 { 2 } else { 2 + significant }
+}
+
+/// A one-byte tag and a definite length: short form under 128, else long form
+/// with the minimum number of length octets (X.690 §8.1.3, §10.1 for DER).
+fn push_der_header(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
 }
 
 /// Key-transport recipient info with RSA-OAEP or PKCS#1 v1.5. The `cms` crate's
@@ -490,4 +531,25 @@ pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(content);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_info_is_the_same_der_as_the_der_crate_writes() {
+        for n in [0usize, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 24] {
+            // An OCTET STRING of n bytes as the content.
+            let content = OctetString::new(vec![0x5a; n]).unwrap().to_der().unwrap();
+            let expected = ContentInfo {
+                content_type: alg::ID_ENVELOPED_DATA,
+                content: Any::from_der(&content).unwrap(),
+            }
+            .to_der()
+            .unwrap();
+            let ours = content_info_der(alg::ID_ENVELOPED_DATA, &content).unwrap();
+            assert!(ours == expected, "length {n}");
+        }
+    }
 }

@@ -300,7 +300,10 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             "the encrypted part is not valid base64",
         ));
     };
-    let plain = match inbound::decrypt(&der, keys) {
+    let decrypted = inbound::decrypt(&der, keys);
+    // The DER is as large as the message: free it before verifying.
+    drop(der);
+    let plain = match decrypted {
         Ok(p) => p,
         Err(f) => {
             return Verdict {
