@@ -61,7 +61,10 @@ impl Processor {
             match self.process_next().await {
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = format!("{e:#}"), "processing a received message failed"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "processing a received message failed"
+                ),
             }
             tokio::select! {
                 () = self.wake.notified() => {},
@@ -82,7 +85,16 @@ impl Processor {
             Err(e) if message.attempts >= MAX_ATTEMPTS => {
                 let detail = format!("processing failed {} times: {e:#}", message.attempts);
                 let mut tx = self.db.pool.begin().await?;
-                inbound::finish(&mut tx, id, "quarantined", "processing_failed", &detail, "", now).await?;
+                inbound::finish(
+                    &mut tx,
+                    id,
+                    "quarantined",
+                    "processing_failed",
+                    &detail,
+                    "",
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(Some((
                     id,
@@ -119,9 +131,21 @@ impl Processor {
         let mut steps = Vec::new();
         let mut failure: Option<(String, String)> = None;
         for (domain, rcpts) in &domains {
-            let judgement =
-                pki::judge_inbound(&self.db, &self.secret, &self.fetcher, domain, raw.clone(), now).await?;
-            steps.extend(judgement.steps.iter().map(|s| format!("{}: {s}", domain.name)));
+            let judgement = pki::judge_inbound(
+                &self.db,
+                &self.secret,
+                &self.fetcher,
+                domain,
+                raw.clone(),
+                now,
+            )
+            .await?;
+            steps.extend(
+                judgement
+                    .steps
+                    .iter()
+                    .map(|s| format!("{}: {s}", domain.name)),
+            );
             let verdict = judgement.verdict;
             if !verdict.is_trusted() {
                 failure = Some((verdict.code.as_str().to_owned(), verdict.detail.clone()));
@@ -134,7 +158,10 @@ impl Processor {
             let facts = match MessageFacts::read(&inner) {
                 Some(f) => f,
                 None => {
-                    failure = Some(("malformed".into(), "the inner message has no headers".into()));
+                    failure = Some((
+                        "malformed".into(),
+                        "the inner message has no headers".into(),
+                    ));
                     break;
                 }
             };
@@ -184,7 +211,10 @@ impl Processor {
             }
         }
         if domains.is_empty() {
-            failure = Some(("no_hosted_recipient".into(), "no recipient is on a domain hosted here".into()));
+            failure = Some((
+                "no_hosted_recipient".into(),
+                "no recipient is on a domain hosted here".into(),
+            ));
         }
         let steps_text = steps.join("\n");
         let mut tx = self.db.pool.begin().await?;
@@ -194,7 +224,16 @@ impl Processor {
                     .map(|c| c.sentence())
                     .unwrap_or_else(|| routing_failure(&code));
                 let detail = format!("{sentence} ({detail})");
-                inbound::finish(&mut tx, message.id, "quarantined", &code, &detail, &steps_text, now).await?;
+                inbound::finish(
+                    &mut tx,
+                    message.id,
+                    "quarantined",
+                    &code,
+                    &detail,
+                    &steps_text,
+                    now,
+                )
+                .await?;
                 tracing::warn!(inbound = message.id, verdict = %code, "received message quarantined");
                 Outcome::Quarantined { verdict: code }
             }
@@ -219,8 +258,21 @@ impl Processor {
                     )
                     .await?;
                 }
-                inbound::finish(&mut tx, message.id, "delivered", "trusted", "", &steps_text, now).await?;
-                tracing::info!(inbound = message.id, mailboxes = deliveries.len(), "received message delivered");
+                inbound::finish(
+                    &mut tx,
+                    message.id,
+                    "delivered",
+                    "trusted",
+                    "",
+                    &steps_text,
+                    now,
+                )
+                .await?;
+                tracing::info!(
+                    inbound = message.id,
+                    mailboxes = deliveries.len(),
+                    "received message delivered"
+                );
                 Outcome::Delivered {
                     mailboxes: deliveries.len(),
                 }

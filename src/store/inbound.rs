@@ -160,7 +160,12 @@ impl InboundRow {
 const ROW_COLUMNS: &str = "id, received_at, mail_from, rcpt_to, remote_ip, state, verdict, detail, steps, length(raw) as size";
 
 /// Messages in `state`, newest first, keyset-paged by id.
-pub async fn list(db: &Db, state: &str, before_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<InboundRow>> {
+pub async fn list(
+    db: &Db,
+    state: &str,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<InboundRow>> {
     let rows = sqlx::query(&format!(
         "select {ROW_COLUMNS} from inbound_messages where state = $1 and ($2 is null or id < $2)
          order by id desc limit $3"
@@ -174,10 +179,12 @@ pub async fn list(db: &Db, state: &str, before_id: Option<i64>, limit: i64) -> s
 }
 
 pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<InboundRow>> {
-    let row = sqlx::query(&format!("select {ROW_COLUMNS} from inbound_messages where id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "select {ROW_COLUMNS} from inbound_messages where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
     row.as_ref().map(InboundRow::from_row).transpose()
 }
 
@@ -262,7 +269,12 @@ pub struct MessageRow {
 }
 
 /// The newest messages of a mailbox folder.
-pub async fn messages_in(db: &Db, mailbox_id: i64, folder: &str, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
+pub async fn messages_in(
+    db: &Db,
+    mailbox_id: i64,
+    folder: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
     let rows = sqlx::query(
         "select id, mailbox_id, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
                 signer_subject, revocation

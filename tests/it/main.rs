@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod console;
 mod helpers;
+mod inbound;
 mod pki;
 mod revocation;
 mod security;

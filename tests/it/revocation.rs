@@ -124,7 +124,7 @@ openssl crl -in int.crl.pem -outform DER -out int.crl
 
 /// A Direct message from `signer` (address `from`) to our domain, signed and
 /// encrypted by `openssl cms`; `with_intermediate` includes the intermediate.
-fn message(dir: &Path, signer: &str, from: &str, with_intermediate: bool) -> Vec<u8> {
+pub(crate) fn message(dir: &Path, signer: &str, from: &str, with_intermediate: bool) -> Vec<u8> {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let inner = format!(
         "From: {from}\r\nTo: front@direct.lakeside.test\r\nSubject: Referral\r\nMessage-ID: <{n}@direct.sender.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\nPlease see the patient.\r\n"
@@ -154,14 +154,14 @@ openssl cms -encrypt -in m{n}.signed -aes256 -from {from} -to front@direct.lakes
     std::fs::read(dir.join(format!("m{n}.p7m"))).unwrap()
 }
 
-struct Setup {
-    app: TestApp,
+pub(crate) struct Setup {
+    pub(crate) app: TestApp,
     files: Files,
     fetcher: Fetcher,
-    domain: orgs::Domain,
+    pub(crate) domain: orgs::Domain,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let app = TestApp::spawn().await;
     app.org("Lakeside Clinic", "direct.lakeside.test").await;
     let (files, port) = Files::serve().await;
