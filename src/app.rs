@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::account::routes())
         .merge(web::orgs::routes())
         .merge(web::domains::routes())
+        .merge(web::quarantine::routes())
         .merge(web::audit_log::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });
@@ -164,7 +165,18 @@ impl Application {
             public_base,
             secret: Arc::new(secret),
             fetcher,
+            wake_processor: Arc::default(),
         };
+        tokio::spawn(
+            crate::inbound::Processor {
+                db: state.db.clone(),
+                secret: state.secret.clone(),
+                fetcher: state.fetcher.clone(),
+                clock: state.clock.clone(),
+                wake: state.wake_processor.clone(),
+            }
+            .run(),
+        );
         spawn_session_cleanup(&state);
         Ok(Application {
             listener,

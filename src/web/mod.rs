@@ -27,6 +27,7 @@ pub mod domains;
 pub mod health;
 pub mod middleware;
 pub mod orgs;
+pub mod quarantine;
 pub mod session;
 
 /// What every handler can reach.
@@ -42,6 +43,8 @@ pub struct AppState {
     pub secret: Arc<crate::secrets::SecretKey>,
     /// Fetches and caches CRLs and AIA issuers for trust decisions.
     pub fetcher: crate::pki::fetch::Fetcher,
+    /// Wakes the processor of received messages (after SMTP stores one, or a retry).
+    pub wake_processor: Arc<tokio::sync::Notify>,
 }
 
 impl FromRef<AppState> for Db {

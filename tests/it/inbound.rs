@@ -1,7 +1,6 @@
 //! Received Direct messages: processed from the stored copy into mailboxes, or
 //! quarantined with the reason; exactly once.
 
-use directmail::inbound::{Outcome, Processor};
 use directmail::store::inbound::{self, NewInbound};
 use directmail::store::{mailboxes, orgs};
 
@@ -28,16 +27,6 @@ async fn with_mailbox(s: &Setup) -> i64 {
     mailbox.id
 }
 
-fn processor(s: &Setup) -> Processor {
-    Processor {
-        db: s.app.state.db.clone(),
-        secret: s.app.state.secret.clone(),
-        fetcher: s.app.state.fetcher.clone(),
-        clock: s.app.state.clock.clone(),
-        wake: Default::default(),
-    }
-}
-
 async fn receive(s: &Setup, mail_from: &str, rcpt: &[&str], raw: &[u8]) -> i64 {
     let rcpt: Vec<String> = rcpt.iter().map(|r| r.to_string()).collect();
     inbound::insert(
@@ -54,6 +43,27 @@ async fn receive(s: &Setup, mail_from: &str, rcpt: &[&str], raw: &[u8]) -> i64 {
     )
     .await
     .unwrap()
+}
+
+/// Stores a received message, wakes the portal's own processor, and waits for the
+/// outcome: `delivered`, or the quarantine reason.
+async fn outcome(s: &Setup, id: i64) -> String {
+    s.app.state.wake_processor.notify_one();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let row = inbound::get(&s.app.state.db, id).await.unwrap().unwrap();
+        match row.state.as_str() {
+            "delivered" => return "delivered".into(),
+            "quarantined" => return row.verdict.unwrap_or_default(),
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message {id} still {}",
+            row.state
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -73,10 +83,7 @@ async fn a_trusted_message_is_delivered_once_with_its_trust_facts() {
         &raw,
     )
     .await;
-    let p = processor(&s);
-    let (done, outcome) = p.process_next().await.unwrap().expect("one waiting");
-    assert_eq!(done, id);
-    assert_eq!(outcome, Outcome::Delivered { mailboxes: 1 });
+    assert_eq!(outcome(&s, id).await, "delivered");
     let list = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
         .await
         .unwrap();
@@ -92,10 +99,6 @@ async fn a_trusted_message_is_delivered_once_with_its_trust_facts() {
             .unwrap_or("")
             .contains("sender")
     );
-    assert!(
-        p.process_next().await.unwrap().is_none(),
-        "nothing else waiting"
-    );
 
     // a worker that died after delivering but before its claim ended: the message is
     // processed again when the claim lapses, and still lands once
@@ -106,7 +109,7 @@ async fn a_trusted_message_is_delivered_once_with_its_trust_facts() {
     .execute(&s.app.state.db.pool)
     .await
     .unwrap();
-    p.process_next().await.unwrap().expect("taken over");
+    assert_eq!(outcome(&s, id).await, "delivered", "taken over");
     assert_eq!(
         inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
             .await
@@ -126,7 +129,6 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
         "dr.smith@direct.sender.test",
         true,
     );
-    let p = processor(&s);
     // MAIL FROM is not the From of the message
     let a = receive(
         &s,
@@ -135,12 +137,7 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
         &raw,
     )
     .await;
-    assert_eq!(
-        p.process_next().await.unwrap().unwrap().1,
-        Outcome::Quarantined {
-            verdict: "envelope_sender_mismatch".into()
-        }
-    );
+    assert_eq!(outcome(&s, a).await, "envelope_sender_mismatch");
     // a recipient not named in To or Cc
     let mut tx = s.app.state.db.pool.begin().await.unwrap();
     mailboxes::create(
@@ -155,19 +152,14 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    receive(
+    let b = receive(
         &s,
         "dr.smith@direct.sender.test",
         &["front@direct.lakeside.test", "billing@direct.lakeside.test"],
         &raw,
     )
     .await;
-    assert_eq!(
-        p.process_next().await.unwrap().unwrap().1,
-        Outcome::Quarantined {
-            verdict: "recipient_not_addressed".into()
-        }
-    );
+    assert_eq!(outcome(&s, b).await, "recipient_not_addressed");
     // a revoked signer
     let revoked = message(
         s.app.data_dir.path(),
@@ -175,29 +167,23 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
         "dr.gone@direct.sender.test",
         true,
     );
-    receive(
+    let c = receive(
         &s,
         "dr.gone@direct.sender.test",
         &["front@direct.lakeside.test"],
         &revoked,
     )
     .await;
-    assert_eq!(
-        p.process_next().await.unwrap().unwrap().1,
-        Outcome::Quarantined {
-            verdict: "signer_revoked".into()
-        }
-    );
+    assert_eq!(outcome(&s, c).await, "signer_revoked");
     // garbage
-    receive(
+    let d = receive(
         &s,
         "dr.smith@direct.sender.test",
         &["front@direct.lakeside.test"],
         b"not a message at all",
     )
     .await;
-    let (_, outcome) = p.process_next().await.unwrap().unwrap();
-    assert!(matches!(outcome, Outcome::Quarantined { .. }));
+    assert_eq!(outcome(&s, d).await, "not_encrypted");
     assert!(
         inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
             .await
@@ -222,6 +208,9 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
 async fn a_quarantined_message_can_be_retried_after_the_operator_fixes_trust() {
     let s = setup().await;
     let mailbox = with_mailbox(&s).await;
+    s.app
+        .user(None, "op@hisp.test", directmail::domain::Role::Operator)
+        .await;
     // the domain trusts nothing yet
     sqlx::query("delete from trust_anchors")
         .execute(&s.app.state.db.pool)
@@ -240,12 +229,19 @@ async fn a_quarantined_message_can_be_retried_after_the_operator_fixes_trust() {
         &raw,
     )
     .await;
-    let p = processor(&s);
-    assert_eq!(
-        p.process_next().await.unwrap().unwrap().1,
-        Outcome::Quarantined {
-            verdict: "untrusted_anchor".into()
-        }
+    assert_eq!(outcome(&s, id).await, "untrusted_anchor");
+
+    // the operator sees why, adds the sender's anchor, and retries from the console
+    let mut op = s.app.signed_in("op@hisp.test").await;
+    let list = op.get("/quarantine").await;
+    assert!(
+        list.body.contains("untrusted_anchor") && list.body.contains("dr.smith@direct.sender.test")
+    );
+    let page = op.get(&format!("/quarantine/{id}")).await;
+    assert!(page.body.contains("does not chain to a trust anchor"));
+    assert!(
+        !page.body.contains("Please see the patient"),
+        "no content in the operator's view"
     );
     let root = std::fs::read(s.app.data_dir.path().join("root.pem")).unwrap();
     directmail::pki::add_anchors(
@@ -257,18 +253,43 @@ async fn a_quarantined_message_can_be_retried_after_the_operator_fixes_trust() {
     )
     .await
     .unwrap();
-    let mut tx = s.app.state.db.pool.begin().await.unwrap();
-    assert!(inbound::requeue(&mut tx, id).await.unwrap());
-    tx.commit().await.unwrap();
-    assert_eq!(
-        p.process_next().await.unwrap().unwrap().1,
-        Outcome::Delivered { mailboxes: 1 }
-    );
+    let r = op.post(&format!("/quarantine/{id}/retry"), &[]).await;
+    assert_eq!(r.location(), "/quarantine");
+    assert_eq!(outcome(&s, id).await, "delivered");
     assert_eq!(
         inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
             .await
             .unwrap()
             .len(),
         1
+    );
+
+    // discarding erases the content; members cannot reach the quarantine
+    let e = receive(
+        &s,
+        "x@direct.sender.test",
+        &["front@direct.lakeside.test"],
+        b"junk",
+    )
+    .await;
+    assert_eq!(outcome(&s, e).await, "not_encrypted");
+    op.get("/quarantine").await;
+    op.post(&format!("/quarantine/{e}/discard"), &[]).await;
+    let size: i64 = sqlx::query_scalar("select length(raw) from inbound_messages where id = $1")
+        .bind(e)
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(size, 0);
+    assert_eq!(
+        op.post(&format!("/quarantine/{e}/retry"), &[]).await.status,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let entries = directmail::audit::list(&s.app.state.db, &Default::default(), 50)
+        .await
+        .unwrap();
+    assert!(
+        entries.iter().any(|x| x.action == "quarantine.retry")
+            && entries.iter().any(|x| x.action == "quarantine.discard")
     );
 }

@@ -26,6 +26,7 @@ async fn every_page_carries_the_security_headers() {
         format!("/orgs/{}/settings", org.id),
         format!("/orgs/{}/audit", org.id),
         "/audit".into(),
+        "/quarantine".into(),
         "/no-such-page".into(),
         "/healthz".into(),
     ];
@@ -184,6 +185,8 @@ async fn a_member_cannot_reach_any_console_page() {
         "/orgs".to_owned(),
         "/audit".into(),
         "/audit.csv".into(),
+        "/quarantine".into(),
+        "/quarantine/1".into(),
         format!("/orgs/{}", org.id),
         format!("/orgs/{}/users", org.id),
         format!("/orgs/{}/users/invite", org.id),
