@@ -821,3 +821,22 @@ async fn no_change_route_reaches_another_organization() {
         "only the sign-in was recorded: {actions:?}"
     );
 }
+
+#[tokio::test]
+async fn an_internal_error_shows_only_a_request_id_and_nothing_of_the_cause() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    app.state.db.pool.close().await;
+    let r = b.get("/account").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(r.body.contains("Something went wrong on our side") && r.body.contains(&id));
+    assert!(
+        !r.body.to_lowercase().contains("pool") && !r.body.contains("sqlx"),
+        "{}",
+        r.body
+    );
+}
