@@ -25,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod inbound;
+pub mod outbound;
 pub mod pki;
 pub mod secrets;
 pub mod store;

@@ -302,3 +302,31 @@ pub async fn messages_in(
         })
         .collect()
 }
+
+/// Files the Sent copy of a message written in `mailbox`.
+#[allow(clippy::too_many_arguments)]
+pub async fn file_sent(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    _outbound_id: i64,
+    message_id: &str,
+    from_addr: &str,
+    subject: &str,
+    raw: &[u8],
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
+                               trust_code, trust_sentence, revocation, raw)
+         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6)",
+    )
+    .bind(mailbox_id)
+    .bind(message_id)
+    .bind(from_addr)
+    .bind(subject)
+    .bind(now)
+    .bind(raw.to_vec())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod invites;
 pub mod mailboxes;
 pub mod orgs;
+pub mod outbound;
 pub mod pki;
 pub mod throttle;
 pub mod users;

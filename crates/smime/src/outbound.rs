@@ -78,6 +78,9 @@ pub struct SealOptions {
     pub outer_subject: OuterSubject,
     /// Address for `Disposition-Notification-To`; the From address when `None`.
     pub disposition_notification_to: Option<String>,
+    /// Ask for no delivery notification: for MDNs themselves, which are never
+    /// answered with an MDN (Implementation Guide for Delivery Notification).
+    pub no_notification_request: bool,
 }
 
 /// One recipient: a certificate to encrypt to and the key transport to use
@@ -148,10 +151,11 @@ pub fn seal(
     // stays a small multiple of the message size.
     let mut wrapped = Vec::with_capacity(message.len() + 300);
     wrapped.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
-    if mime::find(&fields, "Disposition-Notification-To").is_none() {
+    let ask = !options.no_notification_request;
+    if ask && mime::find(&fields, "Disposition-Notification-To").is_none() {
         wrapped.extend_from_slice(format!("Disposition-Notification-To: {dnt}\r\n").as_bytes());
     }
-    if mime::find(&fields, "Disposition-Notification-Options").is_none() {
+    if ask && mime::find(&fields, "Disposition-Notification-Options").is_none() {
         wrapped.extend_from_slice(
             format!("Disposition-Notification-Options: {DNO_VALUE}\r\n").as_bytes(),
         );
@@ -207,11 +211,17 @@ pub fn seal(
             out.extend_from_slice(format!("Subject: {text}\r\n").as_bytes());
         }
     }
+    if ask {
+        out.extend_from_slice(
+            format!(
+                "Disposition-Notification-To: {dnt}\r\nDisposition-Notification-Options: {DNO_VALUE}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
     out.extend_from_slice(
         format!(
-            "Disposition-Notification-To: {dnt}\r\n\
-             Disposition-Notification-Options: {DNO_VALUE}\r\n\
-             MIME-Version: 1.0\r\n\
+            "MIME-Version: 1.0\r\n\
              Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\
              Content-Transfer-Encoding: base64\r\n\
              Content-Disposition: attachment; filename=smime.p7m\r\n\r\n"

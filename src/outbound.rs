@@ -1,0 +1,343 @@
+//! Sending Direct messages: a message is stored with one queue entry per recipient
+//! domain in one transaction; a worker seals each entry (signed with the sender's
+//! domain or address certificate, encrypted to the recipients and the sender) and
+//! delivers it. Recipients on a domain hosted here go through the full S/MIME path
+//! with only the network skipped. Delivery notifications (MDNs) are built here too.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use directmail_smime::{self as smime, Certificate, Identity, Recipient, SealOptions};
+use rand::Rng as _;
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::pki;
+use crate::secrets::SecretKey;
+use crate::store::inbound::{self as inbound_store, NewInbound};
+use crate::store::mailboxes::Mailbox;
+use crate::store::orgs;
+use crate::store::outbound::{self as store, Job, NewOutbound};
+
+/// Temporary failures are retried until this long after the message was queued.
+pub const RETRY_DEADLINE_SECONDS: i64 = 24 * 3600;
+
+/// Why sending failed: temporary (retry later) or permanent (fail now).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Temporary(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// A message written by a user: stored, its Sent copy filed, and queued per
+/// recipient domain, all in one transaction. Returns the outbound id.
+#[allow(clippy::too_many_arguments)]
+pub async fn submit(
+    db: &Db,
+    mailbox: &Mailbox,
+    sender_name: &str,
+    to: &[String],
+    cc: &[String],
+    subject: &str,
+    text: &str,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let domain = mailbox.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let message_id = format!("{}@{domain}", crate::auth::new_token().0);
+    let mut builder = mail_builder::MessageBuilder::new()
+        .from((sender_name.to_owned(), mailbox.address.clone()))
+        .to(to.iter().map(|a| a.as_str()).collect::<Vec<_>>())
+        .subject(subject.to_owned())
+        .message_id(message_id.clone())
+        .date(now)
+        .text_body(text.to_owned());
+    if !cc.is_empty() {
+        builder = builder.cc(cc.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    }
+    let raw = builder.write_to_vec()?;
+    let mut all: Vec<String> = to.to_vec();
+    all.extend(cc.iter().cloned());
+    let mut tx = db.pool.begin().await?;
+    let id = store::insert(
+        &mut tx,
+        NewOutbound {
+            mailbox_id: Some(mailbox.id),
+            kind: "message",
+            from_addr: &mailbox.address,
+            message_id: &message_id,
+            subject,
+            raw: &raw,
+        },
+        &all,
+        now,
+    )
+    .await?;
+    inbound_store::file_sent(&mut tx, mailbox.id, id, &message_id, &mailbox.address, subject, &raw, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The delivery worker; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    pub db: Db,
+    pub secret: Arc<SecretKey>,
+    pub clock: Clock,
+    /// Woken when something is queued.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Woken after a local delivery, so the receiving side processes it at once.
+    pub wake_inbound: Arc<tokio::sync::Notify>,
+}
+
+impl Sender {
+    pub async fn run(self) {
+        loop {
+            match self.send_next().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = format!("{e:#}"), "sending a queued message failed"),
+            }
+            tokio::select! {
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(Duration::from_secs(5)) => {},
+            }
+        }
+    }
+
+    /// Delivers one due queue entry; false when nothing is due.
+    pub async fn send_next(&self) -> anyhow::Result<bool> {
+        let now = self.clock.now();
+        let Some(job) = store::claim_next(&self.db, now).await? else {
+            return Ok(false);
+        };
+        let result = self.deliver(&job).await;
+        let mut tx = self.db.pool.begin().await?;
+        match result {
+            Ok(()) => store::mark_sent(&mut tx, &job, now).await?,
+            Err(SendError::Permanent(reason)) => {
+                store::mark_failed(&mut tx, &job, &reason, now).await?;
+                tracing::warn!(queue = job.queue_id, domain = %job.domain, "delivery failed: {reason}");
+            }
+            Err(SendError::Temporary(reason)) => {
+                if now - job.created_at >= RETRY_DEADLINE_SECONDS {
+                    let reason = format!("{reason}; gave up after 24 hours of retries");
+                    store::mark_failed(&mut tx, &job, &reason, now).await?;
+                } else {
+                    // exponential backoff from one minute, capped at an hour, with jitter
+                    let base = 60i64.saturating_mul(1 << job.attempts.clamp(0, 6)).min(3600);
+                    let jitter = rand::rng().random_range(0..=base / 4);
+                    store::retry_later(&mut tx, &job, &reason, now + base + jitter, now).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn deliver(&self, job: &Job) -> Result<(), SendError> {
+        let now = self.clock.now();
+        let internal = |e: anyhow::Error| SendError::Temporary(format!("internal error: {e:#}"));
+        let from_domain = job.from_addr.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let Some(sender_domain) = orgs::domain_by_name(&self.db, from_domain).await.map_err(|e| internal(e.into()))? else {
+            return Err(SendError::Permanent(format!("{from_domain} is not hosted here")));
+        };
+        let identities = pki::identities(&self.db, &self.secret, sender_domain.id)
+            .await
+            .map_err(internal)?;
+        let signer = pick(&identities, &job.from_addr).ok_or_else(|| {
+            SendError::Permanent(format!(
+                "This HISP holds no certificate for {}; ask your administrator to import one.",
+                job.from_addr
+            ))
+        })?;
+        let hosted = orgs::domain_by_name(&self.db, &job.domain).await.map_err(|e| internal(e.into()))?;
+        let key_transport = pki::key_transport_for(&self.db, &job.domain).await.map_err(internal)?;
+        let mut recipients = Vec::new();
+        for address in &job.recipients {
+            let cert = self.certificate_for(address, hosted.as_ref()).await.map_err(internal)?;
+            let Some(certificate) = cert else {
+                return Err(SendError::Permanent(format!(
+                    "No certificate was found for {address}, so the message cannot be encrypted for them. Check the address; if it is right, ask your administrator to add the recipient's certificate (automatic discovery is not available yet)."
+                )));
+            };
+            recipients.push(Recipient {
+                certificate,
+                key_transport,
+            });
+        }
+        let options = SealOptions {
+            no_notification_request: job.kind == "mdn",
+            ..SealOptions::default()
+        };
+        let raw = job.raw.clone();
+        let signer = signer.clone();
+        let sealed = tokio::task::spawn_blocking(move || {
+            smime::seal(&raw, &signer, &recipients, &options, system_time(now))
+        })
+        .await
+        .map_err(|e| internal(e.into()))?
+        .map_err(|e| SendError::Permanent(format!("The message could not be signed and encrypted: {e}.")))?;
+        match hosted {
+            // AS 1.3 routing within one HISP: the full path, only the network skipped
+            Some(_) => {
+                inbound_store::insert(
+                    &self.db,
+                    NewInbound {
+                        mail_from: &job.from_addr,
+                        rcpt_to: &job.recipients,
+                        remote_ip: "local",
+                        helo: "localhost",
+                        tls: true,
+                        raw: &sealed,
+                    },
+                    now,
+                )
+                .await
+                .map_err(|e| internal(e.into()))?;
+                self.wake_inbound.notify_one();
+                Ok(())
+            }
+            None => Err(SendError::Permanent(format!(
+                "This HISP has no route to {} yet: delivery to other HISPs over SMTP is not configured.",
+                job.domain
+            ))),
+        }
+    }
+
+    /// The recipient's encryption certificate: a hosted domain's own, or one learned
+    /// from the recipient's earlier signed messages.
+    async fn certificate_for(&self, address: &str, hosted: Option<&orgs::Domain>) -> anyhow::Result<Option<Certificate>> {
+        if let Some(domain) = hosted {
+            let ids = pki::identities(&self.db, &self.secret, domain.id).await?;
+            return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
+        }
+        match store::known_certificate(&self.db, address).await? {
+            Some(pem) => Ok(smime::parse_certificates(pem.as_bytes())?.into_iter().next()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The identity bound to `address`: an address-bound certificate first, else the
+/// domain-bound one (AS 1.3 §1.4).
+fn pick<'a>(identities: &'a [Identity], address: &str) -> Option<&'a Identity> {
+    identities
+        .iter()
+        .find(|i| smime::san_rfc822_names(i.certificate()).iter().any(|n| n.eq_ignore_ascii_case(address)))
+        .or_else(|| identities.iter().find(|i| smime::binds_address(i.certificate(), address)))
+}
+
+fn system_time(unix: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)
+}
+
+/// What an MDN reports (Implementation Guide for Delivery Notification in Direct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Received, decrypted and trusted by the receiving HISP.
+    Processed,
+    /// Delivered to the recipient's mailbox (final destination).
+    Dispatched,
+}
+
+/// Builds a delivery notification from `final_recipient` to `notify_to` about the
+/// message `original_id` (RFC 8098 multipart/report).
+pub fn build_mdn(
+    final_recipient: &str,
+    notify_to: &str,
+    original_id: &str,
+    original_subject: &str,
+    disposition: Disposition,
+    now: i64,
+) -> (String, Vec<u8>) {
+    let domain = final_recipient.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let message_id = format!("{}@{domain}", crate::auth::new_token().0);
+    let boundary = format!("mdn-{}", &crate::auth::new_token().0[..16]);
+    let (word, text, extension) = match disposition {
+        Disposition::Processed => (
+            "processed",
+            "was received, decrypted and its signature verified",
+            "",
+        ),
+        Disposition::Dispatched => (
+            "dispatched",
+            "was delivered to the recipient's mailbox",
+            "X-DIRECT-FINAL-DESTINATION-DELIVERY\r\n",
+        ),
+    };
+    let date = mail_builder::headers::date::Date::new(now).to_rfc822();
+    let subject: String = original_subject.chars().filter(|c| !c.is_control()).take(200).collect();
+    let subject = if subject.is_ascii() { subject } else { "your message".into() };
+    let raw = format!(
+        "From: <{final_recipient}>\r\nTo: <{notify_to}>\r\nSubject: {Word}: {subject}\r\nDate: {date}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nYour message to {final_recipient} {text}.\r\n\r\n--{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: directmail; directmail\r\nOriginal-Recipient: rfc822;{final_recipient}\r\nFinal-Recipient: rfc822;{final_recipient}\r\nOriginal-Message-ID: <{original}>\r\nDisposition: automatic-action/MDN-sent-automatically;{word}\r\n{extension}\r\n--{boundary}--\r\n",
+        Word = if word == "processed" { "Processed" } else { "Dispatched" },
+        original = original_id.trim().trim_start_matches('<').trim_end_matches('>'),
+    );
+    (message_id, raw.into_bytes())
+}
+
+/// A notification about one of our messages, read from a received MDN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub original_message_id: String,
+    pub final_recipient: String,
+    /// `processed`, `dispatched`, `failed`, … as the report says.
+    pub disposition: String,
+}
+
+/// Reads a received message as an MDN, if it is one.
+pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, _) = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n"))?;
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ").to_ascii_lowercase();
+    if !(unfolded.contains("multipart/report") && unfolded.contains("disposition-notification")) {
+        return None;
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+    };
+    let original = field("Original-Message-ID:")?;
+    let recipient = field("Final-Recipient:")?;
+    let disposition = field("Disposition:")?;
+    let word = disposition
+        .rsplit(';')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Some(Notification {
+        original_message_id: original.trim_start_matches('<').trim_end_matches('>').to_owned(),
+        final_recipient: recipient
+            .rsplit(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_ascii_lowercase(),
+        disposition: word,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mdn_we_build_reads_back() {
+        let (_, raw) = build_mdn("front@a.test", "dr@b.test", "<abc@b.test>", "Referral", Disposition::Dispatched, 1_800_000_000);
+        let n = read_mdn(&raw).unwrap();
+        assert_eq!(n.original_message_id, "abc@b.test");
+        assert_eq!(n.final_recipient, "front@a.test");
+        assert_eq!(n.disposition, "dispatched");
+        assert!(String::from_utf8(raw).unwrap().contains("X-DIRECT-FINAL-DESTINATION-DELIVERY"));
+        assert!(read_mdn(b"From: a@b\r\nSubject: hi\r\n\r\nDisposition: fake\r\n").is_none());
+    }
+}

@@ -1,0 +1,271 @@
+//! Outbound messages, their delivery queue (one entry per recipient domain) and the
+//! per-recipient delivery status the sender sees.
+
+use sqlx::{AnyConnection, Row as _};
+
+use crate::db::{Backend, Db};
+
+pub struct NewOutbound<'a> {
+    pub mailbox_id: Option<i64>,
+    pub kind: &'a str,
+    pub from_addr: &'a str,
+    pub message_id: &'a str,
+    pub subject: &'a str,
+    pub raw: &'a [u8],
+}
+
+/// Stores a message and queues it for each recipient domain, with a `queued`
+/// status per recipient, in the caller's transaction.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    m: NewOutbound<'_>,
+    recipients: &[String],
+    now: i64,
+) -> sqlx::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "insert into outbound_messages (mailbox_id, kind, from_addr, message_id, subject, raw, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+    )
+    .bind(m.mailbox_id)
+    .bind(m.kind)
+    .bind(m.from_addr)
+    .bind(m.message_id)
+    .bind(m.subject)
+    .bind(m.raw.to_vec())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut domains: Vec<(String, Vec<String>)> = Vec::new();
+    for r in recipients {
+        let r = r.to_ascii_lowercase();
+        let domain = r.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        match domains.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, list)) if !list.contains(&r) => list.push(r),
+            Some(_) => {}
+            None => domains.push((domain, vec![r])),
+        }
+    }
+    for (domain, list) in &domains {
+        sqlx::query(
+            "insert into outbound_queue (outbound_id, domain, recipients, state, next_attempt_at, created_at, updated_at)
+             values ($1, $2, $3, 'queued', $4, $4, $4)",
+        )
+        .bind(id)
+        .bind(domain)
+        .bind(list.join("\n"))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        for r in list {
+            sqlx::query(
+                "insert into delivery_status (outbound_id, recipient, state, updated_at) values ($1, $2, 'queued', $3)",
+            )
+            .bind(id)
+            .bind(r)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(id)
+}
+
+/// A queue entry being delivered, with its message.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub queue_id: i64,
+    pub outbound_id: i64,
+    pub kind: String,
+    pub domain: String,
+    pub recipients: Vec<String>,
+    pub from_addr: String,
+    pub raw: Vec<u8>,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// How long a worker holds a queue entry.
+pub const CLAIM_SECONDS: i64 = 300;
+
+/// Claims the next entry due for delivery (several instances share the queue; on
+/// PostgreSQL with `SKIP LOCKED`).
+pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
+    let pick = match db.backend {
+        Backend::Postgres => {
+            "select id from outbound_queue
+             where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
+             order by next_attempt_at, id limit 1 for update skip locked"
+        }
+        Backend::Sqlite => {
+            "select id from outbound_queue
+             where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
+             order by next_attempt_at, id limit 1"
+        }
+    };
+    let claimed: Option<i64> = sqlx::query_scalar(&format!(
+        "update outbound_queue set state = 'sending', claimed_until = $2, attempts = attempts + 1, updated_at = $1
+         where id = ({pick}) returning id"
+    ))
+    .bind(now)
+    .bind(now + CLAIM_SECONDS)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(queue_id) = claimed else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw
+         from outbound_queue q join outbound_messages m on m.id = q.outbound_id where q.id = $1",
+    )
+    .bind(queue_id)
+    .fetch_one(&db.pool)
+    .await?;
+    let recipients: String = row.try_get("recipients")?;
+    Ok(Some(Job {
+        queue_id,
+        outbound_id: row.try_get("outbound_id")?,
+        kind: row.try_get("kind")?,
+        domain: row.try_get("domain")?,
+        recipients: recipients.lines().map(str::to_owned).collect(),
+        from_addr: row.try_get("from_addr")?,
+        raw: row.try_get("raw")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+    }))
+}
+
+/// Marks a queue entry sent (and its recipients `sent`).
+pub async fn mark_sent(conn: &mut AnyConnection, job: &Job, now: i64) -> sqlx::Result<()> {
+    sqlx::query("update outbound_queue set state = 'sent', last_error = null, updated_at = $1 where id = $2")
+        .bind(now)
+        .bind(job.queue_id)
+        .execute(&mut *conn)
+        .await?;
+    for r in &job.recipients {
+        advance(conn, job.outbound_id, r, "sent", "", now).await?;
+    }
+    Ok(())
+}
+
+/// Schedules another attempt after a temporary failure.
+pub async fn retry_later(conn: &mut AnyConnection, job: &Job, error: &str, at: i64, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "update outbound_queue set state = 'queued', next_attempt_at = $1, last_error = $2, updated_at = $3 where id = $4",
+    )
+    .bind(at)
+    .bind(error)
+    .bind(now)
+    .bind(job.queue_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a queue entry: its recipients fail with `reason`.
+pub async fn mark_failed(conn: &mut AnyConnection, job: &Job, reason: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query("update outbound_queue set state = 'failed', last_error = $1, updated_at = $2 where id = $3")
+        .bind(reason)
+        .bind(now)
+        .bind(job.queue_id)
+        .execute(&mut *conn)
+        .await?;
+    for r in &job.recipients {
+        advance(conn, job.outbound_id, r, "failed", reason, now).await?;
+    }
+    Ok(())
+}
+
+/// Moves one recipient's status forward: queued → sent → processed → dispatched,
+/// or to failed. A final state (dispatched, failed) never changes again; a later
+/// notification is only noted. Returns whether the state changed.
+pub async fn advance(
+    conn: &mut AnyConnection,
+    outbound_id: i64,
+    recipient: &str,
+    state: &str,
+    detail: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let rank = |s: &str| match s {
+        "queued" => 0,
+        "sent" => 1,
+        "processed" => 2,
+        "dispatched" | "failed" => 3,
+        _ => -1,
+    };
+    let current: Option<String> =
+        sqlx::query_scalar("select state from delivery_status where outbound_id = $1 and recipient = $2")
+            .bind(outbound_id)
+            .bind(recipient)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    if rank(state) <= rank(&current) || rank(&current) == 3 {
+        sqlx::query(
+            "update delivery_status set detail = $1, updated_at = $2 where outbound_id = $3 and recipient = $4",
+        )
+        .bind(format!("later {state} notification ignored"))
+        .bind(now)
+        .bind(outbound_id)
+        .bind(recipient)
+        .execute(conn)
+        .await?;
+        return Ok(false);
+    }
+    sqlx::query(
+        "update delivery_status set state = $1, detail = $2, updated_at = $3 where outbound_id = $4 and recipient = $5",
+    )
+    .bind(state)
+    .bind(detail)
+    .bind(now)
+    .bind(outbound_id)
+    .bind(recipient)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+/// The outbound message with this Message-ID (for matching notifications).
+pub async fn by_message_id(db: &Db, message_id: &str) -> sqlx::Result<Option<(i64, Option<i64>)>> {
+    let row = sqlx::query("select id, mailbox_id from outbound_messages where message_id = $1 and kind = 'message'")
+        .bind(message_id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("mailbox_id")?))).transpose()
+}
+
+/// Per-recipient status of a message: `(recipient, state, detail)`.
+pub async fn statuses(db: &Db, outbound_id: i64) -> sqlx::Result<Vec<(String, String, String)>> {
+    let rows = sqlx::query(
+        "select recipient, state, detail from delivery_status where outbound_id = $1 order by recipient",
+    )
+    .bind(outbound_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("recipient")?, r.try_get("state")?, r.try_get("detail")?)))
+        .collect()
+}
+
+/// Remembers a verified signer's certificate, to encrypt notifications to it.
+pub async fn learn_certificate(conn: &mut AnyConnection, address: &str, cert_pem: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into known_certificates (address, cert_pem, learned_at) values ($1, $2, $3)
+         on conflict (address) do update set cert_pem = $2, learned_at = $3",
+    )
+    .bind(address.to_ascii_lowercase())
+    .bind(cert_pem)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn known_certificate(db: &Db, address: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("select cert_pem from known_certificates where address = $1")
+        .bind(address.to_ascii_lowercase())
+        .fetch_optional(&db.pool)
+        .await
+}
