@@ -70,6 +70,36 @@ pub struct Envelope {
     pub tls: bool,
 }
 
+impl Envelope {
+    /// The trace header a receiving server adds (RFC 5321 §4.4), folded, ending in CRLF,
+    /// ready to prepend to the stored message: `by` is our hostname, `id` the queue id,
+    /// `date` an RFC 5322 date-time (the caller owns the clock).
+    ///
+    /// `with ESMTPS` marks a TLS session (RFC 3848). The client's HELO name is reduced to
+    /// printable ASCII so it cannot inject header lines.
+    pub fn received_header(&self, by: &str, id: &str, date: &str) -> String {
+        let clean = |text: &str| -> String {
+            text.chars()
+                .take(255)
+                .filter(|c| c.is_ascii_graphic())
+                .collect()
+        };
+        // RFC 5321 §4.1.3: IPv6 address literals carry the "IPv6:" tag.
+        let literal = match self.remote_ip {
+            IpAddr::V4(ip) => format!("[{ip}]"),
+            IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+        };
+        let with = if self.tls { "ESMTPS" } else { "ESMTP" };
+        format!(
+            "Received: from {} ({literal})\r\n\tby {} with {with} id {};\r\n\t{}\r\n",
+            clean(&self.helo),
+            clean(by),
+            clean(id),
+            date.replace(['\r', '\n'], " "),
+        )
+    }
+}
+
 /// Why [`Backend::deliver`] did not take the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliverError {
@@ -79,4 +109,25 @@ pub enum DeliverError {
     /// Never accept this message: answered `554 5.3.0 <text>`.
     #[error("permanent failure: {0}")]
     Permanent(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_received_header_follows_rfc_5321_and_cannot_be_injected_into() {
+        let envelope = Envelope {
+            mail_from: "a@b.example".into(),
+            rcpt_to: vec!["c@d.example".into()],
+            remote_ip: "2001:db8::1".parse().unwrap(),
+            helo: "evil\r\nX-Injected: yes".into(),
+            tls: true,
+        };
+        assert_eq!(
+            envelope.received_header("mx.direct.test", "Q1", "Thu, 26 Nov 2026 01:40:16 +0000"),
+            "Received: from evilX-Injected:yes ([IPv6:2001:db8::1])\r\n\tby mx.direct.test \
+             with ESMTPS id Q1;\r\n\tThu, 26 Nov 2026 01:40:16 +0000\r\n"
+        );
+    }
 }

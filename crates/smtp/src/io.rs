@@ -194,7 +194,19 @@ impl Conn {
                         body.extend_from_slice(bytes);
                     }
                 };
-                for (i, &b) in pending.iter().enumerate() {
+                let mut i = 0;
+                while i < pending.len() {
+                    if matches!(state, DataState::Mid) {
+                        // Fast path: inside a line only CR matters; copy up to it at once.
+                        let rest = &pending[i..];
+                        let n = rest.iter().position(|&b| b == b'\r').unwrap_or(rest.len());
+                        emit(&rest[..n]);
+                        i += n;
+                        if i == pending.len() {
+                            break;
+                        }
+                    }
+                    let b = pending[i];
                     state = match (state, b) {
                         (DataState::LineStart, b'.') => DataState::Dot,
                         (DataState::Dot, b'\r') => DataState::DotCr,
@@ -227,6 +239,7 @@ impl Conn {
                             }
                         }
                     };
+                    i += 1;
                 }
             }
             self.pos += consumed;

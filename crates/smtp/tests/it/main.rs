@@ -2,6 +2,7 @@
 
 mod helpers;
 mod limits;
+mod logging;
 mod pipelining;
 mod robustness;
 mod shutdown;
