@@ -205,3 +205,30 @@ async fn a_client_that_stalls_during_data_is_dropped_with_421() {
     assert!(c.is_closed_by_server().await);
     assert!(server.backend.delivered().is_empty());
 }
+
+#[tokio::test]
+async fn ten_thousand_pipelined_rcpt_lines_hit_the_limits_and_the_server_carries_on() {
+    let server = TestServer::start(test_config()).await;
+    let mut c = server.connect().await;
+    let mut script = String::from("EHLO flood.example\r\nMAIL FROM:<a@other.example>\r\n");
+    for i in 0..10_000 {
+        script.push_str(&format!("RCPT TO:<r{i}@direct.test>\r\n"));
+    }
+    // The server may close while we are still writing: that is the point.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, script.as_bytes()).await;
+    let mut codes = Vec::new();
+    while let Some(reply) = c.try_reply().await {
+        codes.push(reply.code);
+    }
+    let accepted = codes.iter().filter(|&&code| code == 250).count();
+    // EHLO and MAIL, then at most 100 recipients (RFC 5321 §4.5.3.1.8).
+    assert!(accepted <= 2 + 100, "{accepted} accepted");
+    assert!(codes.contains(&452), "no 452 among {} replies", codes.len());
+    assert!(
+        codes.len() <= 1001,
+        "{} replies after the command limit",
+        codes.len()
+    );
+    let mut fresh = server.connect().await;
+    assert_eq!(fresh.cmd("EHLO client.example").await.code, 250);
+}
