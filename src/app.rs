@@ -166,6 +166,7 @@ impl Application {
             secret: Arc::new(secret),
             fetcher,
             wake_processor: Arc::default(),
+            wake_sender: Arc::default(),
         };
         tokio::spawn(
             crate::inbound::Processor {
@@ -174,6 +175,17 @@ impl Application {
                 fetcher: state.fetcher.clone(),
                 clock: state.clock.clone(),
                 wake: state.wake_processor.clone(),
+                wake_sender: state.wake_sender.clone(),
+            }
+            .run(),
+        );
+        tokio::spawn(
+            crate::outbound::Sender {
+                db: state.db.clone(),
+                secret: state.secret.clone(),
+                clock: state.clock.clone(),
+                wake: state.wake_sender.clone(),
+                wake_inbound: state.wake_processor.clone(),
             }
             .run(),
         );

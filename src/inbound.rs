@@ -12,6 +12,7 @@ use mail_parser::MessageParser;
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::outbound;
 use crate::pki::{self, Revocation, fetch::Fetcher};
 use crate::secrets::SecretKey;
 use crate::store::inbound::{self, Inbound, NewMessage};
@@ -29,13 +30,21 @@ pub struct Processor {
     pub clock: Clock,
     /// Woken when a message is stored, so processing starts at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Woken when delivery notifications were queued.
+    pub wake_sender: Arc<tokio::sync::Notify>,
 }
 
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered { mailboxes: usize },
-    Quarantined { verdict: String },
+    Delivered {
+        mailboxes: usize,
+    },
+    /// A delivery notification about one of our messages, recorded.
+    Notification,
+    Quarantined {
+        verdict: String,
+    },
 }
 
 /// A routing refusal (Applicability Statement 1.3 §2.4): its code and sentence.
@@ -128,6 +137,9 @@ impl Processor {
             }
         }
         let mut deliveries: Vec<(i64, NewOwned)> = Vec::new();
+        let mut notifications: Vec<outbound::Notification> = Vec::new();
+        let mut mdns: Vec<(i64, String, Vec<u8>, String)> = Vec::new();
+        let mut learned: Option<(String, String)> = None;
         let mut steps = Vec::new();
         let mut failure: Option<(String, String)> = None;
         for (domain, rcpts) in &domains {
@@ -182,6 +194,22 @@ impl Processor {
                 ));
                 break;
             }
+            // A notification about one of our messages updates its delivery status and
+            // is never answered with another notification.
+            if let Some(n) = outbound::read_mdn(&inner) {
+                notifications.push(n);
+                continue;
+            }
+            // the signer's certificate, to encrypt notifications back to the sender
+            if let Some(signer) = &verdict.signer
+                && let Some(cert) = verdict
+                    .certificates
+                    .iter()
+                    .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)
+                && let Ok(pem) = der::EncodePem::to_pem(cert, der::pem::LineEnding::LF)
+            {
+                learned = Some((facts.from.clone(), pem));
+            }
             let revocation = match &judgement.revocation {
                 Revocation::Checked => "checked".to_owned(),
                 Revocation::NoDistributionPoint => "no-distribution-point".to_owned(),
@@ -194,6 +222,19 @@ impl Processor {
                     steps.push(format!("{rcpt}: the mailbox no longer exists"));
                     continue;
                 };
+                // Implementation Guide for Delivery Notification: processed always,
+                // dispatched when the sender asked for final-destination delivery
+                if let (Some(to), Some(original)) = (&facts.notify_to, &facts.message_id) {
+                    let mut kinds = vec![outbound::Disposition::Processed];
+                    if facts.final_destination {
+                        kinds.push(outbound::Disposition::Dispatched);
+                    }
+                    for kind in kinds {
+                        let (id, raw) =
+                            outbound::build_mdn(rcpt, to, original, &facts.subject, kind, now);
+                        mdns.push((mailbox.id, id, raw, to.clone()));
+                    }
+                }
                 deliveries.push((
                     mailbox.id,
                     NewOwned {
@@ -237,7 +278,69 @@ impl Processor {
                 tracing::warn!(inbound = message.id, verdict = %code, "received message quarantined");
                 Outcome::Quarantined { verdict: code }
             }
+            None if !notifications.is_empty() => {
+                for n in &notifications {
+                    if let Some((outbound_id, _)) =
+                        crate::store::outbound::by_message_id(&self.db, &n.original_message_id)
+                            .await?
+                    {
+                        let state = match n.disposition.as_str() {
+                            "processed" => "processed",
+                            "dispatched" => "dispatched",
+                            _ => "failed",
+                        };
+                        let detail = if state == "failed" {
+                            format!("the recipient's system reported: {}", n.disposition)
+                        } else {
+                            String::new()
+                        };
+                        crate::store::outbound::advance(
+                            &mut tx,
+                            outbound_id,
+                            &n.final_recipient,
+                            state,
+                            &detail,
+                            now,
+                        )
+                        .await?;
+                    }
+                }
+                inbound::finish(
+                    &mut tx,
+                    message.id,
+                    "delivered",
+                    "mdn",
+                    "",
+                    &steps_text,
+                    now,
+                )
+                .await?;
+                Outcome::Notification
+            }
             None => {
+                if let Some((address, pem)) = &learned {
+                    crate::store::outbound::learn_certificate(&mut tx, address, pem, now).await?;
+                }
+                for (mailbox_id, message_id, raw, to) in &mdns {
+                    let from = mailboxes::get(&self.db, *mailbox_id)
+                        .await?
+                        .map(|m| m.address)
+                        .unwrap_or_default();
+                    crate::store::outbound::insert(
+                        &mut tx,
+                        crate::store::outbound::NewOutbound {
+                            mailbox_id: Some(*mailbox_id),
+                            kind: "mdn",
+                            from_addr: &from,
+                            message_id,
+                            subject: "delivery notification",
+                            raw,
+                        },
+                        std::slice::from_ref(to),
+                        now,
+                    )
+                    .await?;
+                }
                 for (mailbox_id, m) in &deliveries {
                     inbound::deliver(
                         &mut tx,
@@ -279,6 +382,9 @@ impl Processor {
             }
         };
         tx.commit().await?;
+        if !mdns.is_empty() {
+            self.wake_sender.notify_one();
+        }
         Ok(outcome)
     }
 }
@@ -305,6 +411,10 @@ struct MessageFacts {
     recipients: Vec<String>,
     subject: String,
     message_id: Option<String>,
+    /// Where to send delivery notifications (Disposition-Notification-To).
+    notify_to: Option<String>,
+    /// Whether the sender asked for the dispatched notification too.
+    final_destination: bool,
 }
 
 impl MessageFacts {
@@ -330,6 +440,23 @@ impl MessageFacts {
             recipients,
             subject: parsed.subject().unwrap_or("(no subject)").to_owned(),
             message_id: parsed.message_id().map(str::to_owned),
+            notify_to: parsed
+                .header_raw("Disposition-Notification-To")
+                .and_then(|v| {
+                    let v = v.trim();
+                    let inner = match (v.find('<'), v.rfind('>')) {
+                        (Some(a), Some(b)) if a < b => &v[a + 1..b],
+                        _ => v,
+                    };
+                    crate::domain::Email::parse(inner).ok()
+                })
+                .map(|e| e.as_str().to_owned()),
+            final_destination: parsed
+                .header_raw("Disposition-Notification-Options")
+                .is_some_and(|v| {
+                    v.to_ascii_uppercase()
+                        .contains("X-DIRECT-FINAL-DESTINATION-DELIVERY")
+                }),
         })
     }
 }

@@ -44,7 +44,11 @@ pub async fn submit(
     text: &str,
     now: i64,
 ) -> anyhow::Result<i64> {
-    let domain = mailbox.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let domain = mailbox
+        .address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("localhost");
     let message_id = format!("{}@{domain}", crate::auth::new_token().0);
     let mut builder = mail_builder::MessageBuilder::new()
         .from((sender_name.to_owned(), mailbox.address.clone()))
@@ -74,7 +78,17 @@ pub async fn submit(
         now,
     )
     .await?;
-    inbound_store::file_sent(&mut tx, mailbox.id, id, &message_id, &mailbox.address, subject, &raw, now).await?;
+    inbound_store::file_sent(
+        &mut tx,
+        mailbox.id,
+        id,
+        &message_id,
+        &mailbox.address,
+        subject,
+        &raw,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -97,7 +111,9 @@ impl Sender {
             match self.send_next().await {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => tracing::error!(error = format!("{e:#}"), "sending a queued message failed"),
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "sending a queued message failed")
+                }
             }
             tokio::select! {
                 () = self.wake.notified() => {},
@@ -126,7 +142,9 @@ impl Sender {
                     store::mark_failed(&mut tx, &job, &reason, now).await?;
                 } else {
                     // exponential backoff from one minute, capped at an hour, with jitter
-                    let base = 60i64.saturating_mul(1 << job.attempts.clamp(0, 6)).min(3600);
+                    let base = 60i64
+                        .saturating_mul(1 << job.attempts.clamp(0, 6))
+                        .min(3600);
                     let jitter = rand::rng().random_range(0..=base / 4);
                     store::retry_later(&mut tx, &job, &reason, now + base + jitter, now).await?;
                 }
@@ -139,9 +157,18 @@ impl Sender {
     async fn deliver(&self, job: &Job) -> Result<(), SendError> {
         let now = self.clock.now();
         let internal = |e: anyhow::Error| SendError::Temporary(format!("internal error: {e:#}"));
-        let from_domain = job.from_addr.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        let Some(sender_domain) = orgs::domain_by_name(&self.db, from_domain).await.map_err(|e| internal(e.into()))? else {
-            return Err(SendError::Permanent(format!("{from_domain} is not hosted here")));
+        let from_domain = job
+            .from_addr
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or_default();
+        let Some(sender_domain) = orgs::domain_by_name(&self.db, from_domain)
+            .await
+            .map_err(|e| internal(e.into()))?
+        else {
+            return Err(SendError::Permanent(format!(
+                "{from_domain} is not hosted here"
+            )));
         };
         let identities = pki::identities(&self.db, &self.secret, sender_domain.id)
             .await
@@ -152,11 +179,18 @@ impl Sender {
                 job.from_addr
             ))
         })?;
-        let hosted = orgs::domain_by_name(&self.db, &job.domain).await.map_err(|e| internal(e.into()))?;
-        let key_transport = pki::key_transport_for(&self.db, &job.domain).await.map_err(internal)?;
+        let hosted = orgs::domain_by_name(&self.db, &job.domain)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let key_transport = pki::key_transport_for(&self.db, &job.domain)
+            .await
+            .map_err(internal)?;
         let mut recipients = Vec::new();
         for address in &job.recipients {
-            let cert = self.certificate_for(address, hosted.as_ref()).await.map_err(internal)?;
+            let cert = self
+                .certificate_for(address, hosted.as_ref())
+                .await
+                .map_err(internal)?;
             let Some(certificate) = cert else {
                 return Err(SendError::Permanent(format!(
                     "No certificate was found for {address}, so the message cannot be encrypted for them. Check the address; if it is right, ask your administrator to add the recipient's certificate (automatic discovery is not available yet)."
@@ -178,7 +212,11 @@ impl Sender {
         })
         .await
         .map_err(|e| internal(e.into()))?
-        .map_err(|e| SendError::Permanent(format!("The message could not be signed and encrypted: {e}.")))?;
+        .map_err(|e| {
+            SendError::Permanent(format!(
+                "The message could not be signed and encrypted: {e}."
+            ))
+        })?;
         match hosted {
             // AS 1.3 routing within one HISP: the full path, only the network skipped
             Some(_) => {
@@ -208,13 +246,19 @@ impl Sender {
 
     /// The recipient's encryption certificate: a hosted domain's own, or one learned
     /// from the recipient's earlier signed messages.
-    async fn certificate_for(&self, address: &str, hosted: Option<&orgs::Domain>) -> anyhow::Result<Option<Certificate>> {
+    async fn certificate_for(
+        &self,
+        address: &str,
+        hosted: Option<&orgs::Domain>,
+    ) -> anyhow::Result<Option<Certificate>> {
         if let Some(domain) = hosted {
             let ids = pki::identities(&self.db, &self.secret, domain.id).await?;
             return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
         }
         match store::known_certificate(&self.db, address).await? {
-            Some(pem) => Ok(smime::parse_certificates(pem.as_bytes())?.into_iter().next()),
+            Some(pem) => Ok(smime::parse_certificates(pem.as_bytes())?
+                .into_iter()
+                .next()),
             None => Ok(None),
         }
     }
@@ -225,8 +269,16 @@ impl Sender {
 fn pick<'a>(identities: &'a [Identity], address: &str) -> Option<&'a Identity> {
     identities
         .iter()
-        .find(|i| smime::san_rfc822_names(i.certificate()).iter().any(|n| n.eq_ignore_ascii_case(address)))
-        .or_else(|| identities.iter().find(|i| smime::binds_address(i.certificate(), address)))
+        .find(|i| {
+            smime::san_rfc822_names(i.certificate())
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(address))
+        })
+        .or_else(|| {
+            identities
+                .iter()
+                .find(|i| smime::binds_address(i.certificate(), address))
+        })
 }
 
 fn system_time(unix: i64) -> SystemTime {
@@ -252,7 +304,10 @@ pub fn build_mdn(
     disposition: Disposition,
     now: i64,
 ) -> (String, Vec<u8>) {
-    let domain = final_recipient.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let domain = final_recipient
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("localhost");
     let message_id = format!("{}@{domain}", crate::auth::new_token().0);
     let boundary = format!("mdn-{}", &crate::auth::new_token().0[..16]);
     let (word, text, extension) = match disposition {
@@ -268,12 +323,27 @@ pub fn build_mdn(
         ),
     };
     let date = mail_builder::headers::date::Date::new(now).to_rfc822();
-    let subject: String = original_subject.chars().filter(|c| !c.is_control()).take(200).collect();
-    let subject = if subject.is_ascii() { subject } else { "your message".into() };
+    let subject: String = original_subject
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let subject = if subject.is_ascii() {
+        subject
+    } else {
+        "your message".into()
+    };
     let raw = format!(
         "From: <{final_recipient}>\r\nTo: <{notify_to}>\r\nSubject: {Word}: {subject}\r\nDate: {date}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nYour message to {final_recipient} {text}.\r\n\r\n--{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: directmail; directmail\r\nOriginal-Recipient: rfc822;{final_recipient}\r\nFinal-Recipient: rfc822;{final_recipient}\r\nOriginal-Message-ID: <{original}>\r\nDisposition: automatic-action/MDN-sent-automatically;{word}\r\n{extension}\r\n--{boundary}--\r\n",
-        Word = if word == "processed" { "Processed" } else { "Dispatched" },
-        original = original_id.trim().trim_start_matches('<').trim_end_matches('>'),
+        Word = if word == "processed" {
+            "Processed"
+        } else {
+            "Dispatched"
+        },
+        original = original_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>'),
     );
     (message_id, raw.into_bytes())
 }
@@ -290,8 +360,13 @@ pub struct Notification {
 /// Reads a received message as an MDN, if it is one.
 pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
     let text = String::from_utf8_lossy(raw);
-    let (head, _) = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n"))?;
-    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ").to_ascii_lowercase();
+    let (head, _) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
+    let unfolded = head
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .to_ascii_lowercase();
     if !(unfolded.contains("multipart/report") && unfolded.contains("disposition-notification")) {
         return None;
     }
@@ -313,7 +388,10 @@ pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
         .trim()
         .to_ascii_lowercase();
     Some(Notification {
-        original_message_id: original.trim_start_matches('<').trim_end_matches('>').to_owned(),
+        original_message_id: original
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned(),
         final_recipient: recipient
             .rsplit(';')
             .next()
@@ -332,12 +410,23 @@ mod tests {
 
     #[test]
     fn an_mdn_we_build_reads_back() {
-        let (_, raw) = build_mdn("front@a.test", "dr@b.test", "<abc@b.test>", "Referral", Disposition::Dispatched, 1_800_000_000);
+        let (_, raw) = build_mdn(
+            "front@a.test",
+            "dr@b.test",
+            "<abc@b.test>",
+            "Referral",
+            Disposition::Dispatched,
+            1_800_000_000,
+        );
         let n = read_mdn(&raw).unwrap();
         assert_eq!(n.original_message_id, "abc@b.test");
         assert_eq!(n.final_recipient, "front@a.test");
         assert_eq!(n.disposition, "dispatched");
-        assert!(String::from_utf8(raw).unwrap().contains("X-DIRECT-FINAL-DESTINATION-DELIVERY"));
+        assert!(
+            String::from_utf8(raw)
+                .unwrap()
+                .contains("X-DIRECT-FINAL-DESTINATION-DELIVERY")
+        );
         assert!(read_mdn(b"From: a@b\r\nSubject: hi\r\n\r\nDisposition: fake\r\n").is_none());
     }
 }

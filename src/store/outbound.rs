@@ -38,7 +38,10 @@ pub async fn insert(
     let mut domains: Vec<(String, Vec<String>)> = Vec::new();
     for r in recipients {
         let r = r.to_ascii_lowercase();
-        let domain = r.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        let domain = r
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_owned())
+            .unwrap_or_default();
         match domains.iter_mut().find(|(d, _)| *d == domain) {
             Some((_, list)) if !list.contains(&r) => list.push(r),
             Some(_) => {}
@@ -148,7 +151,13 @@ pub async fn mark_sent(conn: &mut AnyConnection, job: &Job, now: i64) -> sqlx::R
 }
 
 /// Schedules another attempt after a temporary failure.
-pub async fn retry_later(conn: &mut AnyConnection, job: &Job, error: &str, at: i64, now: i64) -> sqlx::Result<()> {
+pub async fn retry_later(
+    conn: &mut AnyConnection,
+    job: &Job,
+    error: &str,
+    at: i64,
+    now: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "update outbound_queue set state = 'queued', next_attempt_at = $1, last_error = $2, updated_at = $3 where id = $4",
     )
@@ -162,7 +171,12 @@ pub async fn retry_later(conn: &mut AnyConnection, job: &Job, error: &str, at: i
 }
 
 /// Gives up on a queue entry: its recipients fail with `reason`.
-pub async fn mark_failed(conn: &mut AnyConnection, job: &Job, reason: &str, now: i64) -> sqlx::Result<()> {
+pub async fn mark_failed(
+    conn: &mut AnyConnection,
+    job: &Job,
+    reason: &str,
+    now: i64,
+) -> sqlx::Result<()> {
     sqlx::query("update outbound_queue set state = 'failed', last_error = $1, updated_at = $2 where id = $3")
         .bind(reason)
         .bind(now)
@@ -193,12 +207,13 @@ pub async fn advance(
         "dispatched" | "failed" => 3,
         _ => -1,
     };
-    let current: Option<String> =
-        sqlx::query_scalar("select state from delivery_status where outbound_id = $1 and recipient = $2")
-            .bind(outbound_id)
-            .bind(recipient)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let current: Option<String> = sqlx::query_scalar(
+        "select state from delivery_status where outbound_id = $1 and recipient = $2",
+    )
+    .bind(outbound_id)
+    .bind(recipient)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(current) = current else {
         return Ok(false);
     };
@@ -229,11 +244,19 @@ pub async fn advance(
 
 /// The outbound message with this Message-ID (for matching notifications).
 pub async fn by_message_id(db: &Db, message_id: &str) -> sqlx::Result<Option<(i64, Option<i64>)>> {
-    let row = sqlx::query("select id, mailbox_id from outbound_messages where message_id = $1 and kind = 'message'")
-        .bind(message_id.trim().trim_start_matches('<').trim_end_matches('>'))
-        .fetch_optional(&db.pool)
-        .await?;
-    row.map(|r| Ok((r.try_get("id")?, r.try_get("mailbox_id")?))).transpose()
+    let row = sqlx::query(
+        "select id, mailbox_id from outbound_messages where message_id = $1 and kind = 'message'",
+    )
+    .bind(
+        message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>'),
+    )
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("mailbox_id")?)))
+        .transpose()
 }
 
 /// Per-recipient status of a message: `(recipient, state, detail)`.
@@ -245,12 +268,23 @@ pub async fn statuses(db: &Db, outbound_id: i64) -> sqlx::Result<Vec<(String, St
     .fetch_all(&db.pool)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("recipient")?, r.try_get("state")?, r.try_get("detail")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("recipient")?,
+                r.try_get("state")?,
+                r.try_get("detail")?,
+            ))
+        })
         .collect()
 }
 
 /// Remembers a verified signer's certificate, to encrypt notifications to it.
-pub async fn learn_certificate(conn: &mut AnyConnection, address: &str, cert_pem: &str, now: i64) -> sqlx::Result<()> {
+pub async fn learn_certificate(
+    conn: &mut AnyConnection,
+    address: &str,
+    cert_pem: &str,
+    now: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "insert into known_certificates (address, cert_pem, learned_at) values ($1, $2, $3)
          on conflict (address) do update set cert_pem = $2, learned_at = $3",

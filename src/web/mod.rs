@@ -45,6 +45,8 @@ pub struct AppState {
     pub fetcher: crate::pki::fetch::Fetcher,
     /// Wakes the processor of received messages (after SMTP stores one, or a retry).
     pub wake_processor: Arc<tokio::sync::Notify>,
+    /// Wakes the delivery worker after something was queued.
+    pub wake_sender: Arc<tokio::sync::Notify>,
 }
 
 impl FromRef<AppState> for Db {

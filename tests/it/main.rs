@@ -8,6 +8,7 @@ mod cli;
 mod console;
 mod helpers;
 mod inbound;
+mod outbound;
 mod pki;
 mod revocation;
 mod security;

@@ -220,13 +220,10 @@ pub fn seal(
         );
     }
     out.extend_from_slice(
-        format!(
-            "MIME-Version: 1.0\r\n\
-             Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\
-             Content-Transfer-Encoding: base64\r\n\
-             Content-Disposition: attachment; filename=smime.p7m\r\n\r\n"
-        )
-        .as_bytes(),
+        b"MIME-Version: 1.0\r\n\
+          Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\
+          Content-Transfer-Encoding: base64\r\n\
+          Content-Disposition: attachment; filename=smime.p7m\r\n\r\n",
     );
     mime::push_base64_lines(&mut out, &p7m);
     Ok(out)
