@@ -113,6 +113,8 @@ pub struct Application {
     /// Set on the very first start: the operator's one-time password.
     pub first_operator: Option<FirstOperator>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    smtp_listener: TcpListener,
+    smtp_config: directmail_smtp::Config,
 }
 
 impl Application {
@@ -149,6 +151,37 @@ impl Application {
                 config.http_addr
             )
         })?;
+        let smtp_listener = TcpListener::bind(config.smtp_addr).await.with_context(|| {
+            format!(
+                "cannot listen for SMTP on {}: the port is in use or not allowed; choose another with DIRECTMAIL_SMTP_ADDR",
+                config.smtp_addr
+            )
+        })?;
+        let smtp_tls = match (&config.smtp_tls_cert, &config.smtp_tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::Path, what: &str| {
+                    std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+                };
+                Some(
+                    directmail_smtp::tls_config_from_pem(
+                        &read(cert, "DIRECTMAIL_SMTP_TLS_CERT")?,
+                        &read(key, "DIRECTMAIL_SMTP_TLS_KEY")?,
+                    )
+                    .context("the SMTP TLS certificate and key are not usable")?,
+                )
+            }
+            _ => None,
+        };
+        let smtp_config = directmail_smtp::Config {
+            listen_addr: smtp_listener.local_addr()?,
+            hostname: config
+                .smtp_hostname
+                .clone()
+                .unwrap_or_else(|| config.hisp_domain.clone()),
+            tls: smtp_tls,
+            max_message_size: usize::try_from(config.smtp_max_size).unwrap_or(usize::MAX),
+            ..directmail_smtp::Config::default()
+        };
         let first_operator = bootstrap::run(&db, &config, &secret, clock.now()).await?;
         let bound = listener.local_addr()?;
         let public_base = match &config.public_url {
@@ -196,7 +229,14 @@ impl Application {
             state,
             first_operator,
             tls,
+            smtp_listener,
+            smtp_config,
         })
+    }
+
+    /// Where the SMTP listener is bound.
+    pub fn smtp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.smtp_listener.local_addr()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -209,16 +249,40 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // one shutdown signal for both listeners
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let when = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let backend = crate::smtp::PortalBackend {
+            db: self.state.db.clone(),
+            clock: self.state.clock.clone(),
+            hostname: self.smtp_config.hostname.clone(),
+            wake: self.state.wake_processor.clone(),
+        };
+        let smtp = tokio::spawn(directmail_smtp::serve(
+            self.smtp_listener,
+            self.smtp_config,
+            backend,
+            when(stopped.clone()),
+        ));
         let make = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        match self.tls {
+        let http = match self.tls {
             None => axum::serve(self.listener, make)
-                .with_graceful_shutdown(shutdown)
+                .with_graceful_shutdown(when(stopped.clone()))
                 .await
                 .context("the HTTP server stopped"),
-            Some(tls) => serve_tls(self.listener, make, tls, shutdown).await,
-        }
+            Some(tls) => serve_tls(self.listener, make, tls, when(stopped)).await,
+        };
+        // SMTP sessions get a bounded time to finish their messages
+        let _ = tokio::time::timeout(Duration::from_secs(30), smtp).await;
+        http
     }
 }
 

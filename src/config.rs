@@ -80,6 +80,48 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_PUBLIC_URL", global = true)]
     pub public_url: Option<url::Url>,
 
+    /// Address the inbound SMTP listener (for other HISPs) listens on.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SMTP_ADDR",
+        default_value = "127.0.0.1:2525",
+        global = true
+    )]
+    pub smtp_addr: SocketAddr,
+
+    /// Name this HISP gives in SMTP greetings and `Received:` lines; the HISP
+    /// domain when unset.
+    #[arg(long, env = "DIRECTMAIL_SMTP_HOSTNAME", global = true)]
+    pub smtp_hostname: Option<String>,
+
+    /// Certificate chain (PEM) offered with STARTTLS on the SMTP listener.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SMTP_TLS_CERT",
+        global = true,
+        requires = "smtp_tls_key"
+    )]
+    pub smtp_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for `DIRECTMAIL_SMTP_TLS_CERT`.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SMTP_TLS_KEY",
+        global = true,
+        requires = "smtp_tls_cert"
+    )]
+    pub smtp_tls_key: Option<PathBuf>,
+
+    /// Largest message accepted over SMTP, in bytes (SIZE; 552 above it).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SMTP_MAX_SIZE",
+        default_value_t = 50 * 1024 * 1024,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    pub smtp_max_size: u64,
+
     /// Certificate chain (PEM) for serving HTTPS directly. Needs `--tls-key`.
     #[arg(long, env = "DIRECTMAIL_TLS_CERT", global = true, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -10,6 +10,7 @@
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
+//! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -28,5 +29,6 @@ pub mod inbound;
 pub mod outbound;
 pub mod pki;
 pub mod secrets;
+pub mod smtp;
 pub mod store;
 pub mod web;

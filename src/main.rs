@@ -57,7 +57,8 @@ async fn serve(config: directmail::config::Config) -> anyhow::Result<()> {
         );
         let _ = out.flush();
     }
-    tracing::info!(%addr, "directmail is listening");
+    let smtp = application.smtp_addr()?;
+    tracing::info!(%addr, %smtp, "directmail is listening");
     application.run_until(shutdown).await
 }
 

@@ -306,6 +306,7 @@ async fn the_portal_starts_with_no_configuration_and_prints_the_first_password_o
         let mut child = Command::new(env!("CARGO_BIN_EXE_directmail"))
             .current_dir(dir.path())
             .env("DIRECTMAIL_HTTP_ADDR", "127.0.0.1:0")
+            .env("DIRECTMAIL_SMTP_ADDR", "127.0.0.1:0")
             .env_remove("DIRECTMAIL_DATABASE_URL")
             .env_remove("DIRECTMAIL_DATA_DIR")
             .stdout(std::process::Stdio::piped())
@@ -398,6 +399,7 @@ async fn a_failed_first_start_does_not_lose_the_one_time_password() {
         c.data_dir = dir.path().to_path_buf();
         c.database_url = None;
         c.http_addr = "127.0.0.1:0".parse().unwrap();
+        c.smtp_addr = "127.0.0.1:0".parse().unwrap();
         c
     };
     let app = directmail::app::Application::build(config).await.unwrap();

@@ -22,6 +22,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The portal's inbound SMTP listener.
+    pub smtp_addr: SocketAddr,
     pub state: AppState,
     pub config: Config,
     /// The first operator's one-time password, from first start-up.
@@ -63,6 +65,7 @@ fn hex_id() -> String {
 pub async fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::defaults();
     config.http_addr = "127.0.0.1:0".parse().expect("address");
+    config.smtp_addr = "127.0.0.1:0".parse().expect("address");
     config.data_dir = dir.to_path_buf();
     config.database_url = Some(fresh_database(dir).await);
     // RSA key generation is slow in debug builds; the tests that need the development
@@ -84,6 +87,7 @@ impl TestApp {
             .await
             .expect("the application builds");
         let addr = application.local_addr().expect("bound");
+        let smtp_addr = application.smtp_addr().expect("bound");
         let state = application.state.clone();
         let first_password = application
             .first_operator
@@ -92,6 +96,7 @@ impl TestApp {
         tokio::spawn(application.run_until(std::future::pending()));
         TestApp {
             addr,
+            smtp_addr,
             state,
             config,
             first_password,

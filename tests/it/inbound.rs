@@ -293,3 +293,100 @@ async fn a_quarantined_message_can_be_retried_after_the_operator_fixes_trust() {
             && entries.iter().any(|x| x.action == "quarantine.discard")
     );
 }
+
+/// A minimal SMTP client: sends `lines` one at a time and returns every reply.
+async fn smtp_session(addr: std::net::SocketAddr, lines: &[String]) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut replies = Vec::new();
+    let reply = async |read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>| {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if read.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            let last = line.as_bytes().get(3) == Some(&b' ');
+            all.push_str(&line);
+            if last {
+                break;
+            }
+        }
+        all
+    };
+    replies.push(reply(&mut read).await);
+    for l in lines {
+        write.write_all(l.as_bytes()).await.unwrap();
+        replies.push(reply(&mut read).await);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() {
+    let s = setup().await;
+    let mailbox = with_mailbox(&s).await;
+    let raw = message(
+        s.app.data_dir.path(),
+        "sender",
+        "dr.smith@direct.sender.test",
+        true,
+    );
+    // dot-stuffing per RFC 5321 §4.5.2, CRLF line ends
+    let text = String::from_utf8(raw)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    let stuffed: String = text
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let replies = smtp_session(
+        s.app.smtp_addr,
+        &[
+            "EHLO hisp-b.test\r\n".into(),
+            "MAIL FROM:<dr.smith@direct.sender.test>\r\n".into(),
+            "RCPT TO:<nobody@direct.lakeside.test>\r\n".into(),
+            "RCPT TO:<front@direct.lakeside.test>\r\n".into(),
+            "DATA\r\n".into(),
+            format!("{stuffed}\r\n.\r\n"),
+            "QUIT\r\n".into(),
+        ],
+    )
+    .await;
+    assert!(replies[0].starts_with("220"), "{replies:?}");
+    assert!(
+        replies[3].starts_with("550"),
+        "an address not hosted here is refused: {replies:?}"
+    );
+    assert!(replies[4].starts_with("250"), "{replies:?}");
+    assert!(replies[6].starts_with("250"), "{replies:?}");
+    let id: i64 = sqlx::query_scalar("select max(id) from inbound_messages")
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&s, id).await, "delivered");
+    let got = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].trust_code, "trusted");
+    let stored: Vec<u8> = sqlx::query_scalar("select raw from inbound_messages where id = $1")
+        .bind(id)
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with(b"Received: from hisp-b.test"),
+        "a Received line is added"
+    );
+}
