@@ -219,6 +219,12 @@ impl Application {
                 clock: state.clock.clone(),
                 wake: state.wake_sender.clone(),
                 wake_inbound: state.wake_processor.clone(),
+                relay: state.config.smtp_relay.clone(),
+                hostname: state
+                    .config
+                    .smtp_hostname
+                    .clone()
+                    .unwrap_or_else(|| state.config.hisp_domain.clone()),
             }
             .run(),
         );

@@ -94,6 +94,11 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_SMTP_HOSTNAME", global = true)]
     pub smtp_hostname: Option<String>,
 
+    /// Send messages for other HISPs through this SMTP relay (`host:port`); STARTTLS
+    /// is used when the relay offers it.
+    #[arg(long, env = "DIRECTMAIL_SMTP_RELAY", global = true)]
+    pub smtp_relay: Option<String>,
+
     /// Certificate chain (PEM) offered with STARTTLS on the SMTP listener.
     #[arg(
         long,

@@ -103,6 +103,10 @@ pub struct Sender {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken after a local delivery, so the receiving side processes it at once.
     pub wake_inbound: Arc<tokio::sync::Notify>,
+    /// `host:port` of the SMTP relay for other HISPs' domains.
+    pub relay: Option<String>,
+    /// The name given in EHLO.
+    pub hostname: String,
 }
 
 impl Sender {
@@ -237,10 +241,22 @@ impl Sender {
                 self.wake_inbound.notify_one();
                 Ok(())
             }
-            None => Err(SendError::Permanent(format!(
-                "This HISP has no route to {} yet: delivery to other HISPs over SMTP is not configured.",
-                job.domain
-            ))),
+            None => match &self.relay {
+                Some(relay) => {
+                    smtp_send(
+                        relay,
+                        &self.hostname,
+                        &job.from_addr,
+                        &job.recipients,
+                        &sealed,
+                    )
+                    .await
+                }
+                None => Err(SendError::Permanent(format!(
+                    "This HISP has no route to {}: no SMTP relay is configured (DIRECTMAIL_SMTP_RELAY) and direct delivery to the domain's MX is not available yet.",
+                    job.domain
+                ))),
+            },
         }
     }
 
@@ -255,12 +271,70 @@ impl Sender {
             let ids = pki::identities(&self.db, &self.secret, domain.id).await?;
             return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
         }
-        match store::known_certificate(&self.db, address).await? {
-            Some(pem) => Ok(smime::parse_certificates(pem.as_bytes())?
-                .into_iter()
-                .next()),
-            None => Ok(None),
+        // the address's own certificate first, then its domain's (AS 1.3 §1.4)
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        for key in [address, domain] {
+            if let Some(pem) = store::known_certificate(&self.db, key).await? {
+                let now = self.clock.now();
+                let usable = smime::parse_certificates(pem.as_bytes())?
+                    .into_iter()
+                    .find(|c| {
+                        let facts = pki::info(c);
+                        facts.not_before <= now
+                            && now <= facts.not_after
+                            && smime::binds_address(c, address)
+                    });
+                if usable.is_some() {
+                    return Ok(usable);
+                }
+            }
         }
+        Ok(None)
+    }
+}
+
+/// Hands a sealed message to the relay. 4xx and connection errors are temporary;
+/// 5xx is permanent.
+async fn smtp_send(
+    relay: &str,
+    hostname: &str,
+    from: &str,
+    to: &[String],
+    sealed: &[u8],
+) -> Result<(), SendError> {
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+
+    let (host, port) = relay
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            SendError::Permanent(format!("DIRECTMAIL_SMTP_RELAY {relay} is not host:port"))
+        })?;
+    let tls = TlsParameters::new_rustls(host.to_owned())
+        .map(Tls::Opportunistic)
+        .unwrap_or(Tls::None);
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .hello_name(ClientId::Domain(hostname.to_owned()))
+        .timeout(Some(Duration::from_secs(60)))
+        .build();
+    let bad = |what: &str| SendError::Permanent(format!("{what} is not a usable address"));
+    let envelope = lettre::address::Envelope::new(
+        Some(from.parse().map_err(|_| bad(from))?),
+        to.iter()
+            .map(|t| t.parse().map_err(|_| bad(t)))
+            .collect::<Result<Vec<_>, _>>()?,
+    )
+    .map_err(|e| SendError::Permanent(format!("the envelope is not valid: {e}")))?;
+    match transport.send_raw(&envelope, sealed).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_permanent() => Err(SendError::Permanent(format!(
+            "The receiving HISP refused the message: {e}."
+        ))),
+        Err(e) => Err(SendError::Temporary(format!("{relay}: {e}"))),
     }
 }
 

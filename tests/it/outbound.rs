@@ -180,3 +180,218 @@ async fn a_recipient_without_a_certificate_fails_with_a_reason_and_the_message_i
         "the message is kept"
     );
 }
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn dev_ca_pem(app: &TestApp) -> String {
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    ca.to_pem().unwrap().0
+}
+
+#[tokio::test]
+async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
+    // two separate portals (databases, keys, CAs), each relaying to the other
+    let (a_smtp, b_smtp) = (free_port(), free_port());
+    let a = TestApp::spawn_with(|c| {
+        c.smtp_addr = a_smtp;
+        c.smtp_relay = Some(b_smtp.to_string());
+        c.hisp_domain = "hisp-a.test".into();
+    })
+    .await;
+    let b = TestApp::spawn_with(|c| {
+        c.smtp_addr = b_smtp;
+        c.smtp_relay = Some(a_smtp.to_string());
+        c.hisp_domain = "hisp-b.test".into();
+    })
+    .await;
+    let ana = hosted_mailbox(
+        &a,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let front = hosted_mailbox(
+        &b,
+        "Hillside Care",
+        "direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    // each trusts the other's CA; A knows B's domain certificate
+    let a_domain = orgs::domain_by_name(&a.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let b_domain = orgs::domain_by_name(&b.state.db, "direct.hillside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    directmail::pki::add_anchors(
+        &a.state.db,
+        &a_domain,
+        dev_ca_pem(&b).await.as_bytes(),
+        a.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    directmail::pki::add_anchors(
+        &b.state.db,
+        &b_domain,
+        dev_ca_pem(&a).await.as_bytes(),
+        b.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    let b_cert: String = sqlx::query_scalar("select chain_pem from domain_certificates")
+        .fetch_one(&b.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = a.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let id = directmail::outbound::submit(
+        &a.state.db,
+        &ana,
+        "Dr. Ana Ruiz",
+        &["front@direct.hillside.test".to_owned()],
+        &[],
+        "Lab results",
+        "Attached are the results.",
+        a.now(),
+    )
+    .await
+    .unwrap();
+    a.state.wake_sender.notify_one();
+    wait_for("delivery at B", async || {
+        !inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let got = inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (got[0].subject.as_str(), got[0].trust_code.as_str()),
+        ("Lab results", "trusted")
+    );
+    // B learned A's certificate from the signature and sent the notifications back
+    wait_for("dispatched at A", async || {
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "dispatched"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_that_refuses_fails_the_recipient_and_an_unreachable_one_is_retried() {
+    let (a_smtp, b_smtp) = (free_port(), free_port());
+    let b = TestApp::spawn_with(|c| c.smtp_addr = b_smtp).await;
+    let a = TestApp::spawn_with(|c| {
+        c.smtp_addr = a_smtp;
+        c.smtp_relay = Some(b_smtp.to_string());
+    })
+    .await;
+    let ana = hosted_mailbox(
+        &a,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    b.org("Hillside Care", "direct.hillside.test").await;
+    // A has a certificate for the address, but B hosts no such mailbox: 550
+    let pem = {
+        let ca = directmail::pki::dev_ca(&a.state.db, &a.state.secret, a.now())
+            .await
+            .unwrap();
+        let id = ca
+            .issue_address("nobody@direct.hillside.test", std::time::SystemTime::now())
+            .unwrap();
+        der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap()
+    };
+    let mut tx = a.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "nobody@direct.hillside.test", &pem, a.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &a.state.db,
+        &ana,
+        "Ana",
+        &["nobody@direct.hillside.test".into()],
+        &[],
+        "Hi",
+        "Text",
+        a.now(),
+    )
+    .await
+    .unwrap();
+    a.state.wake_sender.notify_one();
+    wait_for("refusal", async || {
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    assert!(
+        outbound::statuses(&a.state.db, id).await.unwrap()[0]
+            .2
+            .contains("refused")
+    );
+
+    // a relay that does not answer: the entry waits for another attempt
+    let c = TestApp::spawn_with(|c| c.smtp_relay = Some(free_port().to_string())).await;
+    let cara = hosted_mailbox(
+        &c,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.cara@direct.lakeside.test",
+    )
+    .await;
+    let mut tx = c.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "nobody@direct.hillside.test", &pem, c.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    directmail::outbound::submit(
+        &c.state.db,
+        &cara,
+        "Cara",
+        &["nobody@direct.hillside.test".into()],
+        &[],
+        "Hi",
+        "Text",
+        c.now(),
+    )
+    .await
+    .unwrap();
+    c.state.wake_sender.notify_one();
+    wait_for("a retry scheduled", async || {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("select state, attempts from outbound_queue")
+                .fetch_optional(&c.state.db.pool)
+                .await
+                .unwrap();
+        matches!(row, Some((state, attempts)) if state == "queued" && attempts >= 1)
+    })
+    .await;
+    let (next, error): (i64, Option<String>) =
+        sqlx::query_as("select next_attempt_at, last_error from outbound_queue")
+            .fetch_one(&c.state.db.pool)
+            .await
+            .unwrap();
+    assert!(next > c.now(), "backed off");
+    assert!(error.unwrap_or_default().contains(':'));
+}
