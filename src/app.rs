@@ -220,6 +220,7 @@ impl Application {
                 wake: state.wake_sender.clone(),
                 wake_inbound: state.wake_processor.clone(),
                 relay: state.config.smtp_relay.clone(),
+                notify_timeout: i64::try_from(state.config.notify_timeout).unwrap_or(3600),
                 hostname: state
                     .config
                     .smtp_hostname

@@ -99,6 +99,17 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_SMTP_RELAY", global = true)]
     pub smtp_relay: Option<String>,
 
+    /// Seconds to wait for a recipient's processed notification before the message
+    /// counts as failed for that recipient.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_NOTIFY_TIMEOUT",
+        default_value_t = 3600,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(60..)
+    )]
+    pub notify_timeout: u64,
+
     /// Certificate chain (PEM) offered with STARTTLS on the SMTP listener.
     #[arg(
         long,

@@ -107,11 +107,21 @@ pub struct Sender {
     pub relay: Option<String>,
     /// The name given in EHLO.
     pub hostname: String,
+    /// Seconds to wait for a processed notification.
+    pub notify_timeout: i64,
 }
 
 impl Sender {
     pub async fn run(self) {
         loop {
+            match store::expire_waiting(&self.db, self.notify_timeout, self.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    recipients = n,
+                    "no delivery notification in time: marked failed"
+                ),
+                Err(e) => tracing::error!(error = %e, "checking notification timeouts failed"),
+            }
             match self.send_next().await {
                 Ok(true) => continue,
                 Ok(false) => {}

@@ -237,9 +237,95 @@ pub async fn advance(
     .bind(now)
     .bind(outbound_id)
     .bind(recipient)
+    .execute(&mut *conn)
+    .await?;
+    if state == "failed" {
+        failure_notice(conn, outbound_id, recipient, detail, now).await?;
+    }
+    Ok(true)
+}
+
+/// Puts a plain-language notice in the sender's inbox: which message did not reach
+/// whom, why, and that it is kept in Sent to edit and send again.
+async fn failure_notice(
+    conn: &mut AnyConnection,
+    outbound_id: i64,
+    recipient: &str,
+    reason: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    let row = sqlx::query(
+        "select mailbox_id, kind, subject, from_addr from outbound_messages where id = $1",
+    )
+    .bind(outbound_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let kind: String = row.try_get("kind")?;
+    let mailbox_id: Option<i64> = row.try_get("mailbox_id")?;
+    let (Some(mailbox_id), "message") = (mailbox_id, kind.as_str()) else {
+        // notifications that fail are not reported to anyone
+        return Ok(());
+    };
+    let subject: String = row.try_get("subject")?;
+    let from_addr: String = row.try_get("from_addr")?;
+    let domain = from_addr
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("localhost");
+    let notice_subject = format!("Not delivered: {subject}");
+    let body = format!(
+        "Your message \"{subject}\" could not be delivered to {recipient}.\r\n\r\nWhy: {reason}\r\n\r\nThe message is kept in your Sent folder; you can correct it and send it again.\r\n"
+    );
+    let raw = format!(
+        "From: directmail <postmaster@{domain}>\r\nTo: <{from_addr}>\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}",
+        notice_subject
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+    );
+    sqlx::query(
+        "insert into messages (mailbox_id, folder, from_addr, subject, received_at, trust_code, trust_sentence, revocation, raw)
+         values ($1, 'inbox', $2, $3, $4, 'notice', 'A notice from your HISP about a message you sent.', 'not-applicable', $5)",
+    )
+    .bind(mailbox_id)
+    .bind(format!("postmaster@{domain}"))
+    .bind(&notice_subject)
+    .bind(now)
+    .bind(raw.into_bytes())
     .execute(conn)
     .await?;
-    Ok(true)
+    Ok(())
+}
+
+/// Fails every recipient still waiting, after `timeout` seconds, for the processed
+/// notification of a message (Implementation Guide: the sender learns of a lost
+/// message). Returns how many recipients failed.
+pub async fn expire_waiting(db: &Db, timeout: i64, now: i64) -> sqlx::Result<usize> {
+    let rows = sqlx::query(
+        "select s.outbound_id, s.recipient from delivery_status s join outbound_messages m on m.id = s.outbound_id
+         where s.state = 'sent' and m.kind = 'message' and s.updated_at < $1 limit 500",
+    )
+    .bind(now - timeout)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut failed = 0;
+    for row in rows {
+        let outbound_id: i64 = row.try_get("outbound_id")?;
+        let recipient: String = row.try_get("recipient")?;
+        let mut tx = db.pool.begin().await?;
+        let reason = format!(
+            "no delivery notification arrived within {} minutes, so the recipient's system may not have accepted it. Ask the recipient, or send it again.",
+            timeout / 60
+        );
+        if advance(&mut tx, outbound_id, &recipient, "failed", &reason, now).await? {
+            failed += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(failed)
 }
 
 /// The outbound message with this Message-ID (for matching notifications).

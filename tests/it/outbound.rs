@@ -395,3 +395,91 @@ async fn a_relay_that_refuses_fails_the_recipient_and_an_unreachable_one_is_retr
     assert!(next > c.now(), "backed off");
     assert!(error.unwrap_or_default().contains(':'));
 }
+
+#[tokio::test]
+async fn a_recipient_that_never_notifies_fails_after_the_timeout_with_a_notice() {
+    let (a_smtp, b_smtp) = (free_port(), free_port());
+    let a = TestApp::spawn_with(|c| {
+        c.smtp_addr = a_smtp;
+        c.smtp_relay = Some(b_smtp.to_string());
+    })
+    .await;
+    // B accepts and delivers, but has no way to send its notifications back
+    let b = TestApp::spawn_with(|c| c.smtp_addr = b_smtp).await;
+    let ana = hosted_mailbox(
+        &a,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let front = hosted_mailbox(
+        &b,
+        "Hillside Care",
+        "direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let b_domain = orgs::domain_by_name(&b.state.db, "direct.hillside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    directmail::pki::add_anchors(
+        &b.state.db,
+        &b_domain,
+        dev_ca_pem(&a).await.as_bytes(),
+        b.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    let b_cert: String = sqlx::query_scalar("select chain_pem from domain_certificates")
+        .fetch_one(&b.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = a.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &a.state.db,
+        &ana,
+        "Ana",
+        &["front@direct.hillside.test".into()],
+        &[],
+        "Results",
+        "Text",
+        a.now(),
+    )
+    .await
+    .unwrap();
+    a.state.wake_sender.notify_one();
+    wait_for("delivery at B", async || {
+        !inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1,
+        "sent"
+    );
+    // an hour later with no processed notification: failed, and the sender is told
+    a.state.clock.advance(3601);
+    a.state.wake_sender.notify_one();
+    wait_for("timeout", async || {
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    assert!(
+        outbound::statuses(&a.state.db, id).await.unwrap()[0]
+            .2
+            .contains("no delivery notification arrived within 60 minutes")
+    );
+    let inbox = inbound::messages_in(&a.state.db, ana.id, "inbox", 10)
+        .await
+        .unwrap();
+    assert_eq!(inbox[0].subject, "Not delivered: Results");
+}
