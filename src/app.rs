@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::orgs::routes())
         .merge(web::domains::routes())
         .merge(web::quarantine::routes())
+        .merge(web::queue::routes())
         .merge(web::audit_log::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });

@@ -389,3 +389,106 @@ pub async fn known_certificate(db: &Db, address: &str) -> sqlx::Result<Option<St
         .fetch_optional(&db.pool)
         .await
 }
+
+/// A queue entry as the operator sees it (no content, no subject).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueRow {
+    pub id: i64,
+    pub from_addr: String,
+    pub domain: String,
+    pub recipients: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: String,
+    pub updated_at: i64,
+}
+
+/// Entries that are `pending` (queued or sending), `failed` or `sent`, newest first.
+pub async fn queue(
+    db: &Db,
+    filter: &str,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<QueueRow>> {
+    let states: &[&str] = match filter {
+        "failed" => &["failed"],
+        "sent" => &["sent"],
+        _ => &["queued", "sending"],
+    };
+    let rows = sqlx::query(
+        "select q.id, m.from_addr, q.domain, q.recipients, q.state, q.attempts, q.next_attempt_at, q.last_error, q.updated_at
+         from outbound_queue q join outbound_messages m on m.id = q.outbound_id
+         where (q.state = $1 or q.state = $2) and ($3 is null or q.id < $3)
+         order by q.id desc limit $4",
+    )
+    .bind(states[0])
+    .bind(states.get(1).copied().unwrap_or(states[0]))
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let recipients: String = r.try_get("recipients")?;
+            Ok(QueueRow {
+                id: r.try_get("id")?,
+                from_addr: r.try_get("from_addr")?,
+                domain: r.try_get("domain")?,
+                recipients: recipients.replace('\n', ", "),
+                state: r.try_get("state")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                last_error: r
+                    .try_get::<Option<String>, _>("last_error")?
+                    .unwrap_or_default(),
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Makes a waiting entry due now. (A failed recipient stays failed: the sender was
+/// told and can send the message again from Sent.)
+pub async fn retry_now(conn: &mut AnyConnection, id: i64, now: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update outbound_queue set next_attempt_at = $1, updated_at = $1 where id = $2 and state = 'queued'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives up on a waiting entry: its recipients fail, and their senders are told.
+pub async fn discard(conn: &mut AnyConnection, id: i64, now: i64) -> sqlx::Result<bool> {
+    let row = sqlx::query(
+        "select outbound_id, recipients from outbound_queue where id = $1 and state = 'queued'",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let outbound_id: i64 = row.try_get("outbound_id")?;
+    let recipients: String = row.try_get("recipients")?;
+    sqlx::query("update outbound_queue set state = 'failed', last_error = 'discarded by an operator', updated_at = $1 where id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    for r in recipients.lines() {
+        advance(
+            conn,
+            outbound_id,
+            r,
+            "failed",
+            "an operator stopped the delivery attempts",
+            now,
+        )
+        .await?;
+    }
+    Ok(true)
+}

@@ -28,6 +28,7 @@ pub mod health;
 pub mod middleware;
 pub mod orgs;
 pub mod quarantine;
+pub mod queue;
 pub mod session;
 
 /// What every handler can reach.

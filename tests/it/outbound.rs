@@ -483,3 +483,108 @@ async fn a_recipient_that_never_notifies_fails_after_the_timeout_with_a_notice()
         .unwrap();
     assert_eq!(inbox[0].subject, "Not delivered: Results");
 }
+
+#[tokio::test]
+async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
+    let dead = free_port();
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(dead.to_string())).await;
+    app.user(None, "op@hisp.test", directmail::domain::Role::Operator)
+        .await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let pem = {
+        let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+            .await
+            .unwrap();
+        let id = ca
+            .issue_address("kim@direct.far.test", std::time::SystemTime::now())
+            .unwrap();
+        der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap()
+    };
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &pem, app.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@direct.far.test".into()],
+        &[],
+        "Secret subject",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("a failed attempt", async || {
+        let attempts: Option<i64> =
+            sqlx::query_scalar("select attempts from outbound_queue where state = 'queued'")
+                .fetch_optional(&app.state.db.pool)
+                .await
+                .unwrap();
+        attempts.unwrap_or(0) >= 1
+    })
+    .await;
+    let mut op = app.signed_in("op@hisp.test").await;
+    let page = op.get("/queue").await;
+    assert!(page.body.contains("kim@direct.far.test") && page.body.contains("Retry now"));
+    assert!(
+        !page.body.contains("Secret subject"),
+        "no subjects in the operator's view"
+    );
+    let qid: i64 = sqlx::query_scalar("select id from outbound_queue")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let r = op.post(&format!("/queue/{qid}/retry"), &[]).await;
+    assert_eq!(r.location(), "/queue");
+    // tried again at once, failing again, then waiting for its next attempt
+    wait_for("a second attempt", async || {
+        let attempts: Option<i64> =
+            sqlx::query_scalar("select attempts from outbound_queue where state = 'queued'")
+                .fetch_optional(&app.state.db.pool)
+                .await
+                .unwrap();
+        attempts.unwrap_or(0) >= 2
+    })
+    .await;
+    op.get("/queue").await;
+    let r = op.post(&format!("/queue/{qid}/discard"), &[]).await;
+    assert_eq!(r.location(), "/queue");
+    wait_for("failed", async || {
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    assert!(
+        op.get("/queue?state=failed")
+            .await
+            .body
+            .contains("discarded by an operator")
+    );
+    assert_eq!(
+        op.post(&format!("/queue/{qid}/discard"), &[]).await.status,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let mut member = app.browser();
+    app.user(
+        Some(&orgs::get(&app.state.db, ana.org_id).await.unwrap().unwrap()),
+        "m@direct.lakeside.test",
+        directmail::domain::Role::Member,
+    )
+    .await;
+    member
+        .sign_in("m@direct.lakeside.test", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(
+        member.get("/queue").await.status,
+        reqwest::StatusCode::FORBIDDEN
+    );
+}

@@ -27,6 +27,7 @@ async fn every_page_carries_the_security_headers() {
         format!("/orgs/{}/audit", org.id),
         "/audit".into(),
         "/quarantine".into(),
+        "/queue".into(),
         "/no-such-page".into(),
         "/healthz".into(),
     ];
@@ -187,6 +188,7 @@ async fn a_member_cannot_reach_any_console_page() {
         "/audit.csv".into(),
         "/quarantine".into(),
         "/quarantine/1".into(),
+        "/queue".into(),
         format!("/orgs/{}", org.id),
         format!("/orgs/{}/users", org.id),
         format!("/orgs/{}/users/invite", org.id),

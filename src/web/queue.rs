@@ -1,0 +1,152 @@
+//! The operator's view of the delivery queue: what is waiting (and when it is tried
+//! next, with the last error), what failed and why; retry and discard. Message
+//! content and subjects are not shown here.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::session::{self, Chrome, CurrentUser};
+use super::{AppError, AppResult, AppState, ClientIp};
+use crate::audit::{self, Actor, Event};
+use crate::clock::format_utc;
+use crate::store::outbound::{self, QueueRow};
+
+const PAGE: i64 = 50;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/queue", get(list))
+        .route("/queue/{id}/retry", post(retry))
+        .route("/queue/{id}/discard", post(discard))
+}
+
+pub struct Row {
+    pub row: QueueRow,
+    pub next: String,
+    pub updated: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "operator/queue.html")]
+struct QueuePage {
+    chrome: Chrome,
+    state: String,
+    rows: Vec<Row>,
+    next_before: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct QueueQuery {
+    state: String,
+    before: String,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<QueueQuery>,
+) -> AppResult<QueuePage> {
+    current.require_operator()?;
+    let filter = match q.state.as_str() {
+        "failed" => "failed",
+        "sent" => "sent",
+        _ => "pending",
+    };
+    let mut rows =
+        outbound::queue(&state.db, filter, q.before.trim().parse().ok(), PAGE + 1).await?;
+    let next_before = if rows.len() as i64 > PAGE {
+        rows.truncate(PAGE as usize);
+        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(QueuePage {
+        chrome: current.chrome,
+        state: filter.to_owned(),
+        rows: rows
+            .into_iter()
+            .map(|row| Row {
+                next: if row.state == "queued" {
+                    format_utc(row.next_attempt_at)
+                } else {
+                    String::new()
+                },
+                updated: format_utc(row.updated_at),
+                row,
+            })
+            .collect(),
+        next_before,
+    })
+}
+
+fn actor(current: &CurrentUser, ip: String) -> Actor {
+    Actor {
+        user_id: Some(current.user.id),
+        label: current.user.email.clone(),
+        org_id: current.user.org_id,
+        ip,
+    }
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
+    current.require_operator()?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    if !outbound::retry_now(&mut tx, id, now).await? {
+        return Err(AppError::NotFound);
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("queue.retry", format!("queue:{id}")),
+    )
+    .await?;
+    tx.commit().await?;
+    state.wake_sender.notify_one();
+    session::flash(
+        &current.session,
+        format!("Queue entry {id} will be tried again now."),
+    )
+    .await?;
+    Ok(Redirect::to("/queue").into_response())
+}
+
+async fn discard(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
+    current.require_operator()?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    if !outbound::discard(&mut tx, id, now).await? {
+        return Err(AppError::NotFound);
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("queue.discard", format!("queue:{id}")),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Queue entry {id} was discarded; its senders were told."),
+    )
+    .await?;
+    Ok(Redirect::to("/queue").into_response())
+}
