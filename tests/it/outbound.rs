@@ -588,3 +588,132 @@ async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
         reqwest::StatusCode::FORBIDDEN
     );
 }
+
+/// An SMTP server that keeps what it receives: the foreign HISP's mail exchanger,
+/// whose contents the test then hands to `openssl cms`.
+#[derive(Clone, Default)]
+struct Sink {
+    received: std::sync::Arc<std::sync::Mutex<Vec<(directmail_smtp::Envelope, Vec<u8>)>>>,
+}
+
+impl directmail_smtp::Backend for Sink {
+    fn rcpt(&self, _: &str, _: &str) -> impl Future<Output = directmail_smtp::RcptDecision> + Send {
+        async { directmail_smtp::RcptDecision::Accept }
+    }
+    fn deliver(
+        &self,
+        envelope: directmail_smtp::Envelope,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<String, directmail_smtp::DeliverError>> + Send {
+        let received = self.received.clone();
+        async move {
+            received.lock().unwrap().push((envelope, data));
+            Ok("1".into())
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(directmail_smtp::serve(
+        listener,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(sink_addr.to_string())).await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    // the foreign recipient's key and certificate, made by openssl
+    let dir = app.data_dir.path();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=Foreign-CA -keyout fca.key -out fca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=kim -keyout kim.key -out kim.csr 2>/dev/null
+printf 'basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:kim@direct.far.test\\n' > kim.ext
+openssl x509 -req -in kim.csr -CA fca.pem -CAkey fca.key -CAcreateserial -days 20 -sha256 -extfile kim.ext -out kim.pem 2>/dev/null")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let kim = std::fs::read_to_string(dir.join("kim.pem")).unwrap();
+    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &kim, app.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Dr. Ana Ruiz",
+        &["kim@direct.far.test".into()],
+        &[],
+        "Discharge summary",
+        "Ms. Diaz was discharged today.",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("the sink to receive it", async || {
+        !sink.received.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1,
+        "sent"
+    );
+    let (envelope, data) = sink.received.lock().unwrap()[0].clone();
+    assert_eq!(envelope.mail_from, "dr.ana@direct.lakeside.test");
+    assert_eq!(envelope.rcpt_to, vec!["kim@direct.far.test".to_owned()]);
+    let text = String::from_utf8_lossy(&data).to_string();
+    assert!(
+        text.contains("smime-type=enveloped-data")
+            && text.contains("Disposition-Notification-Options")
+    );
+    assert!(
+        !text.contains("Discharge summary"),
+        "the real subject does not travel outside the encryption"
+    );
+    std::fs::write(dir.join("sent.eml"), &data).unwrap();
+    std::fs::write(dir.join("dev-ca.pem"), dev_ca_pem(&app).await).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "set -e
+openssl cms -decrypt -in sent.eml -recip kim.pem -inkey kim.key -out signed.eml
+openssl cms -verify -in signed.eml -CAfile dev-ca.pem -purpose smimesign -out inner.eml 2>verify.txt
+cat verify.txt inner.eml",
+        )
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        shown,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("Verification successful"), "{shown}");
+    assert!(
+        shown.contains("message/rfc822")
+            && shown.contains("Subject: Discharge summary")
+            && shown.contains("Ms. Diaz was discharged today."),
+        "{shown}"
+    );
+}
