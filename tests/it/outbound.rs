@@ -591,14 +591,16 @@ async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
 
 /// An SMTP server that keeps what it receives: the foreign HISP's mail exchanger,
 /// whose contents the test then hands to `openssl cms`.
+type Received = Vec<(directmail_smtp::Envelope, Vec<u8>)>;
+
 #[derive(Clone, Default)]
 struct Sink {
-    received: std::sync::Arc<std::sync::Mutex<Vec<(directmail_smtp::Envelope, Vec<u8>)>>>,
+    received: std::sync::Arc<std::sync::Mutex<Received>>,
 }
 
 impl directmail_smtp::Backend for Sink {
-    fn rcpt(&self, _: &str, _: &str) -> impl Future<Output = directmail_smtp::RcptDecision> + Send {
-        async { directmail_smtp::RcptDecision::Accept }
+    async fn rcpt(&self, _: &str, _: &str) -> directmail_smtp::RcptDecision {
+        directmail_smtp::RcptDecision::Accept
     }
     fn deliver(
         &self,
