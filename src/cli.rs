@@ -56,6 +56,21 @@ pub enum AdminCommand {
     /// The built-in development CA (for evaluation and tests, never production).
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user; prints the token alone (it is shown once).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// What the token is for.
+        #[arg(long, default_value = "created with the CLI")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,6 +413,30 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Cert(command) => cert(config, &db, command, now).await?,
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
         AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
+        AdminCommand::Token(TokenCommand::Create { user, name }) => {
+            let user = find_user(&db, &user).await?;
+            if !user.is_active() {
+                bail!(
+                    "{} cannot use a token: the account is disabled or not yet activated.",
+                    user.email
+                );
+            }
+            let (token, hash) = auth::new_token();
+            let mut tx = db.pool.begin().await?;
+            crate::store::tokens::create(&mut tx, user.id, name.trim(), &hash, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                &Actor::cli(),
+                Event::new("token.create", &user.email)
+                    .detail(name.trim())
+                    .org(user.org_id),
+            )
+            .await?;
+            tx.commit().await?;
+            // the token alone on stdout, for scripts
+            (token.clone(), json!({ "token": token, "user": user.email }))
+        }
         AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
             Verification::Intact { entries } => (
                 format!("The audit log is intact: {entries} entries, every link verified."),

@@ -31,6 +31,24 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// A file attached to a message.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// What a user writes.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+}
+
 /// A message written by a user: stored, its Sent copy filed, and queued per
 /// recipient domain, all in one transaction. Returns the outbound id.
 #[allow(clippy::too_many_arguments)]
@@ -44,6 +62,24 @@ pub async fn submit(
     text: &str,
     now: i64,
 ) -> anyhow::Result<i64> {
+    let draft = Draft {
+        to: to.to_vec(),
+        cc: cc.to_vec(),
+        subject: subject.to_owned(),
+        text: text.to_owned(),
+        attachments: Vec::new(),
+    };
+    submit_draft(db, mailbox, sender_name, &draft, now).await
+}
+
+/// [`submit`] with attachments.
+pub async fn submit_draft(
+    db: &Db,
+    mailbox: &Mailbox,
+    sender_name: &str,
+    draft: &Draft,
+    now: i64,
+) -> anyhow::Result<i64> {
     let domain = mailbox
         .address
         .rsplit_once('@')
@@ -52,17 +88,20 @@ pub async fn submit(
     let message_id = format!("{}@{domain}", crate::auth::new_token().0);
     let mut builder = mail_builder::MessageBuilder::new()
         .from((sender_name.to_owned(), mailbox.address.clone()))
-        .to(to.iter().map(|a| a.as_str()).collect::<Vec<_>>())
-        .subject(subject.to_owned())
+        .to(draft.to.iter().map(|a| a.as_str()).collect::<Vec<_>>())
+        .subject(draft.subject.clone())
         .message_id(message_id.clone())
         .date(now)
-        .text_body(text.to_owned());
-    if !cc.is_empty() {
-        builder = builder.cc(cc.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+        .text_body(draft.text.clone());
+    if !draft.cc.is_empty() {
+        builder = builder.cc(draft.cc.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    }
+    for a in &draft.attachments {
+        builder = builder.attachment(a.content_type.clone(), a.name.clone(), a.data.clone());
     }
     let raw = builder.write_to_vec()?;
-    let mut all: Vec<String> = to.to_vec();
-    all.extend(cc.iter().cloned());
+    let mut all: Vec<String> = draft.to.clone();
+    all.extend(draft.cc.iter().cloned());
     let mut tx = db.pool.begin().await?;
     let id = store::insert(
         &mut tx,
@@ -71,7 +110,7 @@ pub async fn submit(
             kind: "message",
             from_addr: &mailbox.address,
             message_id: &message_id,
-            subject,
+            subject: &draft.subject,
             raw: &raw,
         },
         &all,
@@ -84,7 +123,7 @@ pub async fn submit(
         id,
         &message_id,
         &mailbox.address,
-        subject,
+        &draft.subject,
         &raw,
         now,
     )

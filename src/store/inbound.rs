@@ -275,13 +275,96 @@ pub async fn messages_in(
     folder: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
+    page(db, mailbox_id, folder, None, limit).await
+}
+
+/// Files the Sent copy of a message written in `mailbox`.
+#[allow(clippy::too_many_arguments)]
+pub async fn file_sent(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    outbound_id: i64,
+    message_id: &str,
+    from_addr: &str,
+    subject: &str,
+    raw: &[u8],
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
+                               trust_code, trust_sentence, revocation, raw, outbound_id)
+         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7)",
+    )
+    .bind(mailbox_id)
+    .bind(message_id)
+    .bind(from_addr)
+    .bind(subject)
+    .bind(now)
+    .bind(raw.to_vec())
+    .bind(outbound_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One stored message with its content.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub row: MessageRow,
+    pub folder: String,
+    pub signer_issuer: Option<String>,
+    pub outbound_id: Option<i64>,
+    pub raw: Vec<u8>,
+}
+
+pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
+    let row = sqlx::query(
+        "select id, mailbox_id, folder, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
+                signer_subject, signer_issuer, revocation, outbound_id, raw
+         from messages where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| {
+        Ok(StoredMessage {
+            row: MessageRow {
+                id: r.try_get("id")?,
+                mailbox_id: r.try_get("mailbox_id")?,
+                from_addr: r.try_get("from_addr")?,
+                subject: r.try_get("subject")?,
+                received_at: r.try_get("received_at")?,
+                is_read: super::flag(r.try_get("is_read")?),
+                trust_code: r.try_get("trust_code")?,
+                trust_sentence: r.try_get("trust_sentence")?,
+                signer_subject: r.try_get("signer_subject")?,
+                revocation: r.try_get("revocation")?,
+            },
+            folder: r.try_get("folder")?,
+            signer_issuer: r.try_get("signer_issuer")?,
+            outbound_id: r.try_get("outbound_id")?,
+            raw: r.try_get("raw")?,
+        })
+    })
+    .transpose()
+}
+
+/// Keyset page of a folder: messages with an id below `before_id`, newest first.
+pub async fn page(
+    db: &Db,
+    mailbox_id: i64,
+    folder: &str,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
     let rows = sqlx::query(
         "select id, mailbox_id, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
                 signer_subject, revocation
-         from messages where mailbox_id = $1 and folder = $2 order by id desc limit $3",
+         from messages where mailbox_id = $1 and folder = $2 and ($3 is null or id < $3) order by id desc limit $4",
     )
     .bind(mailbox_id)
     .bind(folder)
+    .bind(before_id)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
@@ -301,32 +384,4 @@ pub async fn messages_in(
             })
         })
         .collect()
-}
-
-/// Files the Sent copy of a message written in `mailbox`.
-#[allow(clippy::too_many_arguments)]
-pub async fn file_sent(
-    conn: &mut AnyConnection,
-    mailbox_id: i64,
-    _outbound_id: i64,
-    message_id: &str,
-    from_addr: &str,
-    subject: &str,
-    raw: &[u8],
-    now: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
-                               trust_code, trust_sentence, revocation, raw)
-         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6)",
-    )
-    .bind(mailbox_id)
-    .bind(message_id)
-    .bind(from_addr)
-    .bind(subject)
-    .bind(now)
-    .bind(raw.to_vec())
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod orgs;
 pub mod outbound;
 pub mod pki;
 pub mod throttle;
+pub mod tokens;
 pub mod users;
 
 /// A `1`/`0` column as a bool.

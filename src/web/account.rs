@@ -36,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/account/mfa/recovery-codes", post(regenerate_codes))
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
         .route("/session/keepalive", post(keepalive))
+        .route("/account/tokens", get(tokens_page).post(create_token))
+        .route("/account/tokens/{id}/revoke", post(revoke_token))
 }
 
 fn actor(current: &CurrentUser, ip: String) -> Actor {
@@ -417,4 +419,129 @@ async fn keepalive(
         axum::Json(serde_json::json!({ "idle_seconds": idle })),
     )
         .into_response())
+}
+
+/// The session key of a token waiting to be shown once (after the redirect).
+const KEY_NEW_TOKEN: &str = "new_token";
+
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account/tokens.html")]
+struct TokensPage {
+    chrome: Chrome,
+    tokens: Vec<TokenView>,
+    new_token: String,
+    error: String,
+}
+
+async fn tokens_page(State(state): State<AppState>, current: CurrentUser) -> AppResult<TokensPage> {
+    let new_token = current
+        .session
+        .remove::<String>(KEY_NEW_TOKEN)
+        .await?
+        .unwrap_or_default();
+    tokens_view(&state, current, new_token, String::new()).await
+}
+
+async fn tokens_view(
+    state: &AppState,
+    current: CurrentUser,
+    new_token: String,
+    error: String,
+) -> AppResult<TokensPage> {
+    let tokens = crate::store::tokens::of_user(&state.db, current.user.id)
+        .await?
+        .into_iter()
+        .map(|t| TokenView {
+            id: t.id,
+            name: t.name,
+            created: format_utc(t.created_at),
+            last_used: t
+                .last_used_at
+                .map(format_utc)
+                .unwrap_or_else(|| "never".into()),
+            revoked: t.revoked,
+        })
+        .collect();
+    Ok(TokensPage {
+        chrome: current.chrome,
+        tokens,
+        new_token,
+        error,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct TokenForm {
+    name: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> AppResult<Response> {
+    let name = form.map(|Form(f)| f.name).unwrap_or_default();
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+        let page = tokens_view(
+            &state,
+            current,
+            String::new(),
+            "Give the token a name of up to 80 characters, such as the system that will use it."
+                .into(),
+        )
+        .await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    }
+    let now = state.clock.now();
+    let (token, hash) = auth::new_token();
+    let mut tx = state.db.pool.begin().await?;
+    crate::store::tokens::create(&mut tx, current.user.id, name, &hash, now).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("token.create", &current.user.email).detail(name),
+    )
+    .await?;
+    tx.commit().await?;
+    current.session.insert(KEY_NEW_TOKEN, token).await?;
+    Ok(Redirect::to("/account/tokens").into_response())
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> AppResult<Response> {
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    if !crate::store::tokens::revoke(&mut tx, current.user.id, id, now).await? {
+        return Err(AppError::NotFound);
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &actor(&current, ip),
+        Event::new("token.revoke", &current.user.email).detail(format!("token:{id}")),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        "The token was revoked; it no longer works.",
+    )
+    .await?;
+    Ok(Redirect::to("/account/tokens").into_response())
 }

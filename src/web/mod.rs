@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 
 pub mod account;
+pub mod api;
 pub mod audit_log;
 pub mod auth;
 pub mod domains;

@@ -1,0 +1,2 @@
+-- A Sent copy points at the outbound message, for its per-recipient delivery status.
+alter table messages add column outbound_id bigint references outbound_messages (id);
