@@ -200,6 +200,18 @@ impl Processor {
                 notifications.push(n);
                 continue;
             }
+            if let Some(failed) = outbound::read_dsn(&inner) {
+                notifications.extend(failed);
+                // an empty list (only delays reported) is still a report, not mail
+                if notifications.is_empty() {
+                    notifications.push(outbound::Notification {
+                        original_message_id: String::new(),
+                        final_recipient: String::new(),
+                        disposition: "delayed".into(),
+                    });
+                }
+                continue;
+            }
             // the signer's certificate, to encrypt notifications back to the sender
             if let Some(signer) = &verdict.signer
                 && let Some(cert) = verdict
@@ -284,25 +296,33 @@ impl Processor {
                         crate::store::outbound::by_message_id(&self.db, &n.original_message_id)
                             .await?
                     {
+                        // RFC 8098 / Direct: processed and dispatched move forward;
+                        // failed (and deleted/denied) are final; others are noted only
                         let state = match n.disposition.as_str() {
-                            "processed" => "processed",
-                            "dispatched" => "dispatched",
-                            _ => "failed",
+                            "processed" => Some("processed"),
+                            "dispatched" => Some("dispatched"),
+                            "failed" | "deleted" | "denied" => Some("failed"),
+                            _ => None,
                         };
-                        let detail = if state == "failed" {
-                            format!("the recipient's system reported: {}", n.disposition)
-                        } else {
-                            String::new()
-                        };
-                        crate::store::outbound::advance(
-                            &mut tx,
-                            outbound_id,
-                            &n.final_recipient,
-                            state,
-                            &detail,
-                            now,
-                        )
-                        .await?;
+                        if let Some(state) = state {
+                            let detail = if state == "failed" {
+                                format!(
+                                    "the recipient's system reported that the message {}",
+                                    n.disposition
+                                )
+                            } else {
+                                String::new()
+                            };
+                            crate::store::outbound::advance(
+                                &mut tx,
+                                outbound_id,
+                                &n.final_recipient,
+                                state,
+                                &detail,
+                                now,
+                            )
+                            .await?;
+                        }
                     }
                 }
                 inbound::finish(

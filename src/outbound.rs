@@ -527,6 +527,54 @@ pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
     })
 }
 
+/// Reads a received message as a delivery status notification (RFC 3464), if it is
+/// one: one [`Notification`] per failed recipient of the message whose headers it
+/// returns (`disposition` is `failed`; delayed and delivered reports are ignored).
+pub fn read_dsn(raw: &[u8]) -> Option<Vec<Notification>> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
+    let unfolded = head
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .to_ascii_lowercase();
+    if !(unfolded.contains("multipart/report") && unfolded.contains("delivery-status")) {
+        return None;
+    }
+    let value = |l: &str, name: &str| -> Option<String> {
+        (l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
+            .then(|| l[name.len()..].trim().to_owned())
+    };
+    // the returned headers carry the original Message-ID
+    let original = body
+        .lines()
+        .find_map(|l| value(l, "Message-ID:"))?
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
+    let mut out = Vec::new();
+    let mut recipient: Option<String> = None;
+    for line in body.lines() {
+        if let Some(r) = value(line, "Final-Recipient:") {
+            recipient = r
+                .rsplit(';')
+                .next()
+                .map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase());
+        } else if let Some(action) = value(line, "Action:")
+            && action.eq_ignore_ascii_case("failed")
+            && let Some(r) = recipient.take()
+        {
+            out.push(Notification {
+                original_message_id: original.clone(),
+                final_recipient: r,
+                disposition: "failed".into(),
+            });
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,5 +599,15 @@ mod tests {
                 .contains("X-DIRECT-FINAL-DESTINATION-DELIVERY")
         );
         assert!(read_mdn(b"From: a@b\r\nSubject: hi\r\n\r\nDisposition: fake\r\n").is_none());
+    }
+
+    #[test]
+    fn a_failure_dsn_names_the_failed_recipients_of_our_message() {
+        let dsn = b"From: MAILER-DAEMON@b.test\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns;b.test\r\n\r\nFinal-Recipient: rfc822;kim@b.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\nFinal-Recipient: rfc822;lee@b.test\r\nAction: delayed\r\nStatus: 4.4.1\r\n--x\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <abc@a.test>\r\nSubject: hi\r\n--x--\r\n";
+        let n = read_dsn(dsn).unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].original_message_id, "abc@a.test");
+        assert_eq!(n[0].final_recipient, "kim@b.test");
+        assert!(read_dsn(b"From: a@b\r\n\r\nhello").is_none());
     }
 }

@@ -719,3 +719,140 @@ cat verify.txt inner.eml",
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_signed_failure_report_from_the_receiving_hisp_fails_the_recipient() {
+    let (a_smtp, b_smtp) = (free_port(), free_port());
+    let a = TestApp::spawn_with(|c| {
+        c.smtp_addr = a_smtp;
+        c.smtp_relay = Some(b_smtp.to_string());
+    })
+    .await;
+    let b = TestApp::spawn_with(|c| c.smtp_addr = b_smtp).await;
+    let ana = hosted_mailbox(
+        &a,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    hosted_mailbox(
+        &b,
+        "Hillside Care",
+        "direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let a_domain = orgs::domain_by_name(&a.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let b_domain = orgs::domain_by_name(&b.state.db, "direct.hillside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    directmail::pki::add_anchors(
+        &a.state.db,
+        &a_domain,
+        dev_ca_pem(&b).await.as_bytes(),
+        a.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    directmail::pki::add_anchors(
+        &b.state.db,
+        &b_domain,
+        dev_ca_pem(&a).await.as_bytes(),
+        b.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    let b_cert: String = sqlx::query_scalar("select chain_pem from domain_certificates")
+        .fetch_one(&b.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = a.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &a.state.db,
+        &ana,
+        "Ana",
+        &["front@direct.hillside.test".into()],
+        &[],
+        "Results",
+        "Text",
+        a.now(),
+    )
+    .await
+    .unwrap();
+    a.state.wake_sender.notify_one();
+    wait_for("sent", async || {
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "sent"
+    })
+    .await;
+    let message_id: String =
+        sqlx::query_scalar("select message_id from outbound_messages where id = $1")
+            .bind(id)
+            .fetch_one(&a.state.db.pool)
+            .await
+            .unwrap();
+
+    // B's postmaster reports the recipient failed, signed and encrypted like any Direct message
+    let dsn = format!(
+        "From: postmaster@direct.hillside.test\r\nTo: dr.ana@direct.lakeside.test\r\nSubject: Delivery failure\r\nMessage-ID: <dsn-1@direct.hillside.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe mailbox is full.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns;direct.hillside.test\r\n\r\nFinal-Recipient: rfc822;front@direct.hillside.test\r\nAction: failed\r\nStatus: 5.2.2\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{message_id}>\r\nSubject: Results\r\n--b--\r\n"
+    );
+    let b_ids = directmail::pki::identities(&b.state.db, &b.state.secret, b_domain.id)
+        .await
+        .unwrap();
+    let a_ids = directmail::pki::identities(&a.state.db, &a.state.secret, a_domain.id)
+        .await
+        .unwrap();
+    let options = directmail_smime::SealOptions {
+        no_notification_request: true,
+        ..Default::default()
+    };
+    let sealed = directmail_smime::seal(
+        dsn.as_bytes(),
+        &b_ids[0],
+        &[directmail_smime::Recipient::new(
+            a_ids[0].certificate().clone(),
+        )],
+        &options,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let rcpt = vec!["dr.ana@direct.lakeside.test".to_owned()];
+    inbound::insert(
+        &a.state.db,
+        inbound::NewInbound {
+            mail_from: "postmaster@direct.hillside.test",
+            rcpt_to: &rcpt,
+            remote_ip: "127.0.0.1",
+            helo: "b",
+            tls: true,
+            raw: &sealed,
+        },
+        a.now(),
+    )
+    .await
+    .unwrap();
+    a.state.wake_processor.notify_one();
+    wait_for("failed", async || {
+        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    let inbox = inbound::messages_in(&a.state.db, ana.id, "inbox", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox.len(),
+        1,
+        "the report itself is not in the inbox; the notice is"
+    );
+    assert_eq!(inbox[0].subject, "Not delivered: Results");
+}
