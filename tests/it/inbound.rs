@@ -390,3 +390,103 @@ async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() 
         "a Received line is added"
     );
 }
+
+#[tokio::test]
+async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after_restart() {
+    use std::process::{Command, Stdio};
+    let s = setup().await;
+    let mailbox = with_mailbox(&s).await;
+    let raw = message(
+        s.app.data_dir.path(),
+        "sender",
+        "dr.smith@direct.sender.test",
+        true,
+    );
+    let text = String::from_utf8(raw).unwrap();
+    let stuffed: String = text
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    // the same database served by the real binary, which is killed right after 250
+    let smtp = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_directmail"))
+            .env(
+                "DIRECTMAIL_DATABASE_URL",
+                s.app.config.database_url().as_str(),
+            )
+            .env("DIRECTMAIL_DATA_DIR", s.app.data_dir.path())
+            .env("DIRECTMAIL_HTTP_ADDR", "127.0.0.1:0")
+            .env("DIRECTMAIL_SMTP_ADDR", smtp.to_string())
+            .env("DIRECTMAIL_DEV_PKI", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(smtp).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binary did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let replies = smtp_session(
+        smtp,
+        &[
+            "EHLO hisp-b.test\r\n".into(),
+            "MAIL FROM:<dr.smith@direct.sender.test>\r\n".into(),
+            "RCPT TO:<front@direct.lakeside.test>\r\n".into(),
+            "DATA\r\n".into(),
+            format!("{stuffed}\r\n.\r\n"),
+        ],
+    )
+    .await;
+    assert!(replies[5].starts_with("250"), "{replies:?}");
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    // whatever the killed process had done, after a restart the message lands once
+    let mut second = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
+            .await
+            .unwrap()
+            .len();
+        let waiting: i64 =
+            sqlx::query_scalar("select count(*) from inbound_messages where state <> 'delivered'")
+                .fetch_one(&s.app.state.db.pool)
+                .await
+                .unwrap();
+        if n == 1 && waiting == 0 {
+            break;
+        }
+        assert!(n <= 1, "delivered twice");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
