@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
         .merge(web::api::routes())
+        .merge(web::mail::routes())
         .merge(web::audit_log::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });

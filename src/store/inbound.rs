@@ -385,3 +385,26 @@ pub async fn page(
         })
         .collect()
 }
+
+/// Marks a message read (or unread).
+pub async fn set_read(conn: &mut AnyConnection, id: i64, read: bool) -> sqlx::Result<()> {
+    sqlx::query("update messages set is_read = $1 where id = $2")
+        .bind(i64::from(read))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Unread messages in each folder of a mailbox: `(folder, count)`.
+pub async fn unread_counts(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(
+        "select folder, count(*) as n from messages where mailbox_id = $1 and is_read = 0 group by folder",
+    )
+    .bind(mailbox_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("folder")?, r.try_get("n")?)))
+        .collect()
+}

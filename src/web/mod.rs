@@ -26,6 +26,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod domains;
 pub mod health;
+pub mod mail;
 pub mod middleware;
 pub mod orgs;
 pub mod quarantine;

@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod helpers;
 mod inbound;
+mod mail;
 mod outbound;
 mod pki;
 mod revocation;
