@@ -224,6 +224,8 @@ impl Application {
                 wake_inbound: state.wake_processor.clone(),
                 relay: state.config.smtp_relay.clone(),
                 notify_timeout: i64::try_from(state.config.notify_timeout).unwrap_or(3600),
+                dns_resolver: state.config.dns_resolver,
+                mx_port: state.config.smtp_mx_port,
                 hostname: state
                     .config
                     .smtp_hostname

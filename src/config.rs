@@ -110,6 +110,20 @@ pub struct Config {
     )]
     pub notify_timeout: u64,
 
+    /// Send every DNS query (MX for delivery; later certificate discovery) to this
+    /// resolver (`host:port`); the system's resolvers otherwise.
+    #[arg(long, env = "DIRECTMAIL_DNS_RESOLVER", global = true)]
+    pub dns_resolver: Option<SocketAddr>,
+
+    /// The port other HISPs' mail exchangers listen on (25; tests use another).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_SMTP_MX_PORT",
+        default_value_t = 25,
+        global = true
+    )]
+    pub smtp_mx_port: u16,
+
     /// Certificate chain (PEM) offered with STARTTLS on the SMTP listener.
     #[arg(
         long,

@@ -148,6 +148,10 @@ pub struct Sender {
     pub hostname: String,
     /// Seconds to wait for a processed notification.
     pub notify_timeout: i64,
+    /// The DNS resolver for MX lookups (`DIRECTMAIL_DNS_RESOLVER`), or the system's.
+    pub dns_resolver: Option<std::net::SocketAddr>,
+    /// The port mail exchangers listen on.
+    pub mx_port: u16,
 }
 
 impl Sender {
@@ -292,8 +296,10 @@ impl Sender {
             }
             None => match &self.relay {
                 Some(relay) => {
+                    let name = relay.rsplit_once(':').map(|(h, _)| h).unwrap_or(relay);
                     smtp_send(
                         relay,
+                        name,
                         &self.hostname,
                         &job.from_addr,
                         &job.recipients,
@@ -301,10 +307,32 @@ impl Sender {
                     )
                     .await
                 }
-                None => Err(SendError::Permanent(format!(
-                    "This HISP has no route to {}: no SMTP relay is configured (DIRECTMAIL_SMTP_RELAY) and direct delivery to the domain's MX is not available yet.",
-                    job.domain
-                ))),
+                None => {
+                    let hosts = mx_hosts(self.dns_resolver, &job.domain).await?;
+                    let mut last = SendError::Temporary(format!(
+                        "no mail exchanger of {} answered",
+                        job.domain
+                    ));
+                    for (name, ip) in hosts {
+                        let target = std::net::SocketAddr::new(ip, self.mx_port).to_string();
+                        match smtp_send(
+                            &target,
+                            &name,
+                            &self.hostname,
+                            &job.from_addr,
+                            &job.recipients,
+                            &sealed,
+                        )
+                        .await
+                        {
+                            Ok(()) => return Ok(()),
+                            // a refusal is final: other exchangers of the domain would say the same
+                            Err(e @ SendError::Permanent(_)) => return Err(e),
+                            Err(e) => last = e,
+                        }
+                    }
+                    Err(last)
+                }
             },
         }
     }
@@ -342,10 +370,95 @@ impl Sender {
     }
 }
 
+/// The domain's mail exchangers by preference (RFC 5321 §5.1), or the domain itself
+/// when it publishes no MX. A domain that does not exist fails at once.
+async fn mx_hosts(
+    resolver: Option<std::net::SocketAddr>,
+    domain: &str,
+) -> Result<Vec<(String, std::net::IpAddr)>, SendError> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::{Resolver, TokioResolver};
+
+    let built = match resolver {
+        Some(addr) => {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut server.connections {
+                c.port = addr.port();
+            }
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![server]),
+                TokioRuntimeProvider::default(),
+            )
+            .build()
+        }
+        None => TokioResolver::builder_tokio().and_then(|b| b.build()),
+    };
+    let resolver = built.map_err(|e| SendError::Temporary(format!("DNS is not usable: {e}")))?;
+    let names = exchanges(&resolver, domain).await?;
+    // the exchangers' addresses come from the same resolver as the MX records
+    let mut out = Vec::new();
+    for name in names {
+        if let Ok(ips) = resolver.lookup_ip(format!("{name}.")).await {
+            out.extend(ips.iter().map(|ip| (name.clone(), ip)));
+        }
+    }
+    if out.is_empty() {
+        return Err(SendError::Temporary(format!(
+            "no address was found for the mail exchangers of {domain}"
+        )));
+    }
+    Ok(out)
+}
+
+async fn exchanges<P: hickory_resolver::ConnectionProvider>(
+    resolver: &hickory_resolver::Resolver<P>,
+    domain: &str,
+) -> Result<Vec<String>, SendError> {
+    match resolver.mx_lookup(format!("{domain}.")).await {
+        Ok(answer) => {
+            let mut records: Vec<(u16, String)> = answer
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::MX(mx) => Some((
+                        mx.preference,
+                        mx.exchange.to_utf8().trim_end_matches('.').to_owned(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            records.sort();
+            if records.is_empty() {
+                return Ok(vec![domain.to_owned()]);
+            }
+            // RFC 7505: a single "." exchange means the domain accepts no mail
+            if records.iter().all(|(_, h)| h.is_empty()) {
+                return Err(SendError::Permanent(format!(
+                    "{domain} accepts no mail (null MX)"
+                )));
+            }
+            Ok(records
+                .into_iter()
+                .map(|(_, h)| h)
+                .filter(|h| !h.is_empty())
+                .collect())
+        }
+        Err(e) if e.is_nx_domain() => Err(SendError::Permanent(format!(
+            "The domain {domain} does not exist; check the address."
+        ))),
+        Err(e) if e.is_no_records_found() => Ok(vec![domain.to_owned()]),
+        Err(e) => Err(SendError::Temporary(format!(
+            "looking up the mail exchanger of {domain} failed: {e}"
+        ))),
+    }
+}
+
 /// Hands a sealed message to the relay. 4xx and connection errors are temporary;
 /// 5xx is permanent.
 async fn smtp_send(
     relay: &str,
+    tls_name: &str,
     hostname: &str,
     from: &str,
     to: &[String],
@@ -361,7 +474,7 @@ async fn smtp_send(
         .ok_or_else(|| {
             SendError::Permanent(format!("DIRECTMAIL_SMTP_RELAY {relay} is not host:port"))
         })?;
-    let tls = TlsParameters::new_rustls(host.to_owned())
+    let tls = TlsParameters::new_rustls(tls_name.trim_matches(['[', ']']).to_owned())
         .map(Tls::Opportunistic)
         .unwrap_or(Tls::None);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)

@@ -856,3 +856,136 @@ async fn a_signed_failure_report_from_the_receiving_hisp_fails_the_recipient() {
     );
     assert_eq!(inbox[0].subject, "Not delivered: Results");
 }
+
+/// A tiny authoritative DNS server on loopback (UDP): MX of `direct.far.test` is
+/// `mx.direct.far.test`, whose address is 127.0.0.1; other names do not exist.
+async fn dns_server() -> std::net::SocketAddr {
+    use hickory_resolver::proto::op::{Message, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, MX};
+    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut response = Message::response(query.metadata.id, query.metadata.op_code);
+            response.metadata.authoritative = true;
+            response.metadata.recursion_desired = query.metadata.recursion_desired;
+            for q in &query.queries {
+                response.add_query(q.clone());
+                let name = q.name().to_utf8().to_ascii_lowercase();
+                match (name.as_str(), q.query_type()) {
+                    ("direct.far.test.", RecordType::MX) => {
+                        let mx = MX::new(10, Name::from_ascii("mx.direct.far.test.").unwrap());
+                        response.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::MX(mx),
+                        ));
+                    }
+                    ("mx.direct.far.test.", RecordType::A) => {
+                        response.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::A(A::new(127, 0, 0, 1)),
+                        ));
+                    }
+                    ("mx.direct.far.test.", _) | ("direct.far.test.", _) => {}
+                    _ => response.metadata.response_code = ResponseCode::NXDomain,
+                }
+            }
+            let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn without_a_relay_messages_go_to_the_recipient_domains_mx() {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mx_port = listener.local_addr().unwrap().port();
+    tokio::spawn(directmail_smtp::serve(
+        listener,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
+    let dns = dns_server().await;
+    let app = TestApp::spawn_with(|c| {
+        c.dns_resolver = Some(dns);
+        c.smtp_mx_port = mx_port;
+    })
+    .await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    for address in ["kim@direct.far.test", "kim@nowhere.test"] {
+        let id = ca
+            .issue_address(address, std::time::SystemTime::now())
+            .unwrap();
+        let pem = der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap();
+        outbound::learn_certificate(&mut tx, address, &pem, app.now())
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@direct.far.test".into()],
+        &[],
+        "Via MX",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("the MX to receive it", async || {
+        !sink.received.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1,
+        "sent"
+    );
+    // a domain that does not exist fails at once, with the reason
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@nowhere.test".into()],
+        &[],
+        "Lost",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("failure", async || {
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    assert!(
+        outbound::statuses(&app.state.db, id).await.unwrap()[0]
+            .2
+            .contains("does not exist")
+    );
+}
