@@ -270,6 +270,7 @@ impl Processor {
             ));
         }
         let steps_text = steps.join("\n");
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.pool.begin().await?;
         let outcome = match failure {
             Some((code, detail)) => {

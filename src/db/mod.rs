@@ -19,6 +19,11 @@ use crate::config::DatabaseUrl;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// SQLite has one writer at a time, and its busy handler waits by sleeping: under
+/// concurrent writers (SMTP sessions storing messages while the processor delivers)
+/// throughput collapses. The hot write paths queue here instead, in this process.
+static SQLITE_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -112,6 +117,14 @@ impl Db {
                 backend: Backend::Sqlite,
                 sessions: SessionPool::Sqlite(sessions),
             })
+        }
+    }
+
+    /// A turn at writing, on SQLite; PostgreSQL needs none.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(SQLITE_WRITES.lock().await),
+            Backend::Postgres => None,
         }
     }
 

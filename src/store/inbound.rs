@@ -18,6 +18,7 @@ pub struct NewInbound<'a> {
 
 /// Commits a received message; after this returns, the SMTP session may say 250.
 pub async fn insert(db: &Db, m: NewInbound<'_>, now: i64) -> sqlx::Result<i64> {
+    let _turn = db.write_turn().await;
     sqlx::query_scalar(
         "insert into inbound_messages (received_at, mail_from, rcpt_to, remote_ip, helo, tls, raw, state)
          values ($1, $2, $3, $4, $5, $6, $7, 'received') returning id",
@@ -92,6 +93,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Inbound>> {
         "update inbound_messages set state = 'processing', claimed_until = $2, attempts = attempts + 1
          where id = ({pick}) returning id, received_at, mail_from, rcpt_to, remote_ip, raw, attempts"
     );
+    let _turn = db.write_turn().await;
     let row = sqlx::query(&sql)
         .bind(now)
         .bind(now + CLAIM_SECONDS)
