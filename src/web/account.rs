@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::session::{self, Chrome, CurrentUser, GatedUser, KEY_EPOCH};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::auth;
 use crate::clock::format_utc;
 use crate::domain::NewPassword;
@@ -38,15 +38,6 @@ pub fn routes() -> Router<AppState> {
         .route("/session/keepalive", post(keepalive))
         .route("/account/tokens", get(tokens_page).post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
-}
-
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -151,7 +142,7 @@ async fn change_password(
         let message = super::auth::record_failed_sign_in(
             &state,
             Some(&current.user),
-            &actor(&current, ip.clone()),
+            &current.actor(ip.clone()),
             "wrong current password",
         )
         .await?;
@@ -187,7 +178,7 @@ async fn change_password(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("password.change", &current.user.email),
     )
     .await?;
@@ -297,7 +288,7 @@ async fn confirm_mfa(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("mfa.enable", &current.user.email),
     )
     .await?;
@@ -332,7 +323,7 @@ async fn disable_mfa(
         super::auth::record_failed_sign_in(
             &state,
             Some(&current.user),
-            &actor(&current, ip.clone()),
+            &current.actor(ip.clone()),
             "wrong password to turn off MFA",
         )
         .await?;
@@ -349,7 +340,7 @@ async fn disable_mfa(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("mfa.disable", &current.user.email),
     )
     .await?;
@@ -374,7 +365,7 @@ async fn regenerate_codes(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("mfa.recovery-codes", &current.user.email),
     )
     .await?;
@@ -395,7 +386,7 @@ async fn sign_out_everywhere(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("signout.everywhere", &current.user.email),
     )
     .await?;
@@ -510,7 +501,7 @@ async fn create_token(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("token.create", &current.user.email).detail(name),
     )
     .await?;
@@ -533,7 +524,7 @@ async fn revoke_token(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("token.revoke", &current.user.email).detail(format!("token:{id}")),
     )
     .await?;

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 
 use super::session::{self, Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::domain::Email;
 use crate::pki::{self, ImportProblem, KeyFile};
@@ -33,15 +33,6 @@ pub fn routes() -> Router<AppState> {
             "/orgs/{org}/domains/{domain}/anchors/{anchor}/remove",
             post(remove_anchor),
         )
-}
-
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
 }
 
 /// The organization and one of its domains, for an operator; 403/404 otherwise.
@@ -281,7 +272,7 @@ async fn import_certificate(
         address.as_ref(),
         file,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
     )
     .await
     {
@@ -331,7 +322,7 @@ async fn add_anchors(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let now = state.clock.now();
-    match pki::add_anchors(&state.db, &domain, &bytes, now, &actor(&current, ip)).await {
+    match pki::add_anchors(&state.db, &domain, &bytes, now, &current.actor(ip)).await {
         Ok(result) => {
             let mut message = format!("Added {} trust anchor(s).", result.added.len());
             if !result.already.is_empty() {
@@ -371,7 +362,7 @@ async fn remove_anchor(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("anchor.remove", &domain.name)
             .detail(format!("sha256 {fingerprint}"))
             .org(Some(org.id)),
@@ -406,7 +397,7 @@ async fn set_policy(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("domain.policy", &domain.name)
             .detail(format!("unreachable CRL: {}", policy.as_str()))
             .org(Some(org.id)),

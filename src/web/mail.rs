@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::session::{Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::store::inbound::{self, MessageRow};
 use crate::store::mailboxes::{self, Mailbox};
@@ -28,15 +28,6 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/{mailbox}/{folder}", get(folder))
         .route("/mail/messages/{id}", get(message))
         .route("/mail/messages/{id}/attachments/{n}", get(attachment))
-}
-
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
 }
 
 /// One of the user's mailboxes, or 404.
@@ -231,7 +222,7 @@ async fn message(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("message.read", format!("message:{id}")),
     )
     .await?;
@@ -291,7 +282,7 @@ async fn attachment(
     audit::record(
         &state.db,
         state.clock.now(),
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("attachment.download", format!("message:{id}/{n}")),
     )
     .await?;

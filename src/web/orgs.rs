@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::session::{self, Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp, FieldErrors, page_number};
 use crate::accounts::{self, Refusal};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::domain::{DisplayName, DomainName, Email, OrgName, Role, parse_idle_timeout};
 use crate::store::invites;
@@ -63,15 +63,6 @@ pub fn routes() -> Router<AppState> {
             "/orgs/{org}/settings",
             get(settings_page).post(save_settings),
         )
-}
-
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
 }
 
 /// The organization, if this user may run it; 404 otherwise.
@@ -250,7 +241,7 @@ async fn create_org(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let now = state.clock.now();
-    let actor = actor(&current, ip);
+    let actor = current.actor(ip);
     let created = async {
         let mut tx = state.db.pool.begin().await?;
         let org = orgs::create(&mut tx, &name, now).await?;
@@ -413,7 +404,7 @@ async fn add_domain(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("domain.add", name.as_str()).org(Some(org.id)),
     )
     .await?;
@@ -596,7 +587,7 @@ async fn invite_user(
     let now = state.clock.now();
     match accounts::invite(
         &state.db,
-        &actor(&current, ip),
+        &current.actor(ip),
         &org,
         &email,
         &name,
@@ -736,7 +727,7 @@ async fn change_role(
     done(
         accounts::set_role(
             &state.db,
-            &actor(&current, ip),
+            &current.actor(ip),
             &user,
             role,
             state.clock.now(),
@@ -769,7 +760,7 @@ async fn set_disabled(
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
-    done(accounts::set_disabled(&state.db, &actor(&current, ip), &user, disabled, now).await)?;
+    done(accounts::set_disabled(&state.db, &current.actor(ip), &user, disabled, now).await)?;
     let message = if disabled {
         format!("{} is disabled and was signed out everywhere.", user.email)
     } else {
@@ -807,7 +798,7 @@ async fn reset_password(
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
-    let token = done(accounts::reset_password(&state.db, &actor(&current, ip), &user, now).await)?;
+    let token = done(accounts::reset_password(&state.db, &current.actor(ip), &user, now).await)?;
     show_link_once(&current, &user.email, &link_for(&state, &token)).await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
@@ -819,7 +810,7 @@ async fn reset_mfa(
     Path((org_id, user_id)): Path<(i64, i64)>,
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
-    done(accounts::reset_mfa(&state.db, &actor(&current, ip), &user, state.clock.now()).await)?;
+    done(accounts::reset_mfa(&state.db, &current.actor(ip), &user, state.clock.now()).await)?;
     session::flash(
         &current.session,
         format!("Two-step sign-in was reset for {}; they will set it up again at their next sign-in if your organization requires it.", user.email),
@@ -863,7 +854,7 @@ async fn assign(
     user: &User,
 ) -> AppResult<()> {
     let now = state.clock.now();
-    let message = match accounts::assign(&state.db, &actor(current, ip), mailbox, user, now).await {
+    let message = match accounts::assign(&state.db, &current.actor(ip), mailbox, user, now).await {
         Ok(true) => format!("{} can now use {}.", user.email, mailbox.address),
         Ok(false) => format!("{} could already use {}.", user.email, mailbox.address),
         Err(Refusal::Refused(message)) => message,
@@ -1055,7 +1046,7 @@ async fn create_mailbox(
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let now = state.clock.now();
-    let actor = actor(&current, ip);
+    let actor = current.actor(ip);
     let mut tx = state.db.pool.begin().await?;
     let mailbox =
         match mailboxes::create(&mut tx, org.id, domain.id, &address, kind, &name, now).await {
@@ -1158,7 +1149,7 @@ async fn remove_member(
     let mailbox = org_mailbox(&state, &org, mailbox_id).await?;
     let user = org_user(&state, &org, user_id).await?;
     let now = state.clock.now();
-    done(accounts::unassign(&state.db, &actor(&current, ip), &mailbox, &user, now).await)?;
+    done(accounts::unassign(&state.db, &current.actor(ip), &mailbox, &user, now).await)?;
     session::flash(
         &current.session,
         format!("{} no longer uses {}.", user.email, mailbox.address),
@@ -1239,7 +1230,7 @@ async fn save_settings(
     done(
         accounts::update_settings(
             &state.db,
-            &actor(&current, ip),
+            &current.actor(ip),
             &org,
             idle,
             page.require_mfa,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::session::{self, Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::store::inbound::{self, InboundRow};
 
@@ -23,15 +23,6 @@ pub fn routes() -> Router<AppState> {
         .route("/quarantine/{id}", get(detail))
         .route("/quarantine/{id}/retry", post(retry))
         .route("/quarantine/{id}/discard", post(discard))
-}
-
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
 }
 
 pub struct Row {
@@ -137,7 +128,7 @@ async fn retry(
     audit::append(
         &mut tx,
         state.clock.now(),
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("quarantine.retry", format!("inbound:{id}")),
     )
     .await?;
@@ -165,7 +156,7 @@ async fn discard(
     audit::append(
         &mut tx,
         state.clock.now(),
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("quarantine.discard", format!("inbound:{id}")),
     )
     .await?;

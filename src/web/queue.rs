@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::session::{self, Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Actor, Event};
+use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::store::outbound::{self, QueueRow};
 
@@ -85,15 +85,6 @@ async fn list(
     })
 }
 
-fn actor(current: &CurrentUser, ip: String) -> Actor {
-    Actor {
-        user_id: Some(current.user.id),
-        label: current.user.email.clone(),
-        org_id: current.user.org_id,
-        ip,
-    }
-}
-
 async fn retry(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -109,7 +100,7 @@ async fn retry(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("queue.retry", format!("queue:{id}")),
     )
     .await?;
@@ -138,7 +129,7 @@ async fn discard(
     audit::append(
         &mut tx,
         now,
-        &actor(&current, ip),
+        &current.actor(ip),
         Event::new("queue.discard", format!("queue:{id}")),
     )
     .await?;

@@ -3,10 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use directmail::audit::Actor;
-use directmail::domain::{DisplayName, Email, Role};
-use directmail::store::mailboxes::{self, MailboxKind};
-use directmail::store::orgs;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -15,36 +11,7 @@ use crate::helpers::TestApp;
 
 /// An organization on this HISP with a dev certificate, a user, a mailbox, a token.
 async fn practice(app: &TestApp, org: &str, domain: &str, user: &str, mailbox: &str) -> String {
-    let org = app.org(org, domain).await;
-    let d = orgs::domain_by_name(&app.state.db, domain)
-        .await
-        .unwrap()
-        .unwrap();
-    directmail::pki::issue_dev_certificate(
-        &app.state.db,
-        &app.state.secret,
-        &d,
-        None,
-        app.now(),
-        &Actor::system(),
-    )
-    .await
-    .unwrap();
-    let u = app.user(Some(&org), user, Role::Member).await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    let m = mailboxes::create(
-        &mut tx,
-        org.id,
-        d.id,
-        &Email::parse(mailbox).unwrap(),
-        MailboxKind::Personal,
-        &DisplayName::parse("Desk").unwrap(),
-        app.now(),
-    )
-    .await
-    .unwrap();
-    mailboxes::assign(&mut tx, m.id, u.id).await.unwrap();
-    tx.commit().await.unwrap();
+    app.practice(org, domain, user, mailbox).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_directmail"))
         .args(["admin", "token", "create", "--user", user, "--name", "EHR"])
         .env(

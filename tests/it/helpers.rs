@@ -179,6 +179,51 @@ impl TestApp {
         user
     }
 
+    /// An organization on `domain` with a development certificate, a member `user`
+    /// and a personal mailbox `address` assigned to them.
+    pub async fn practice(
+        &self,
+        org: &str,
+        domain: &str,
+        user: &str,
+        address: &str,
+    ) -> directmail::store::mailboxes::Mailbox {
+        use directmail::store::mailboxes;
+        let org = self.org(org, domain).await;
+        let d = orgs::domain_by_name(&self.state.db, domain)
+            .await
+            .expect("query")
+            .expect("domain");
+        directmail::pki::issue_dev_certificate(
+            &self.state.db,
+            &self.state.secret,
+            &d,
+            None,
+            self.now(),
+            &Actor::system(),
+        )
+        .await
+        .expect("dev certificate");
+        let u = self.user(Some(&org), user, Role::Member).await;
+        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        let m = mailboxes::create(
+            &mut tx,
+            org.id,
+            d.id,
+            &Email::parse(address).expect("address"),
+            mailboxes::MailboxKind::Personal,
+            &DisplayName::parse("Desk").expect("name"),
+            self.now(),
+        )
+        .await
+        .expect("mailbox");
+        mailboxes::assign(&mut tx, m.id, u.id)
+            .await
+            .expect("assign");
+        tx.commit().await.expect("commit");
+        m
+    }
+
     /// A browser signed in as `email` with [`PASSWORD`].
     pub async fn signed_in(&self, email: &str) -> Browser {
         let mut b = self.browser();

@@ -3,68 +3,31 @@
 
 use std::time::{Duration, Instant};
 
-use directmail::audit::Actor;
-use directmail::domain::{DisplayName, Email, Role};
 use directmail::outbound::{Attachment, Draft};
-use directmail::store::mailboxes::{self, Mailbox, MailboxKind};
-use directmail::store::{inbound, orgs};
+use directmail::store::inbound;
 use reqwest::StatusCode;
 
 use crate::helpers::TestApp;
 
-async fn practice(app: &TestApp, org: &str, domain: &str, user: &str, address: &str) -> Mailbox {
-    let org = app.org(org, domain).await;
-    let d = orgs::domain_by_name(&app.state.db, domain)
-        .await
-        .unwrap()
-        .unwrap();
-    directmail::pki::issue_dev_certificate(
-        &app.state.db,
-        &app.state.secret,
-        &d,
-        None,
-        app.now(),
-        &Actor::system(),
-    )
-    .await
-    .unwrap();
-    let u = app.user(Some(&org), user, Role::Member).await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    let m = mailboxes::create(
-        &mut tx,
-        org.id,
-        d.id,
-        &Email::parse(address).unwrap(),
-        MailboxKind::Personal,
-        &DisplayName::parse("Desk").unwrap(),
-        app.now(),
-    )
-    .await
-    .unwrap();
-    mailboxes::assign(&mut tx, m.id, u.id).await.unwrap();
-    tx.commit().await.unwrap();
-    m
-}
-
 #[tokio::test]
 async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
     let app = TestApp::spawn().await;
-    let ana_box = practice(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
-    let kim_box = practice(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    let kim_box = app
+        .practice(
+            "Hillside Care",
+            "direct.hillside.test",
+            "kim@direct.hillside.test",
+            "front@direct.hillside.test",
+        )
+        .await;
     let draft = Draft {
         to: vec!["front@direct.hillside.test".into()],
         subject: "Referral for <Ms. Diaz>".into(),
