@@ -195,9 +195,19 @@ async fn dev_ca_pem(app: &TestApp) -> String {
     ca.to_pem().unwrap().0
 }
 
-#[tokio::test]
-async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
-    // two separate portals (databases, keys, CAs), each relaying to the other
+/// Two separate portals on loopback, each with its own database, keys and CA, A
+/// relaying to B; B relays back to A when `b_answers` (for its notifications). Each
+/// trusts the other's CA, and A knows B's domain certificate.
+struct TwoHisps {
+    a: TestApp,
+    b: TestApp,
+    ana: Mailbox,
+    front: Mailbox,
+    a_domain: orgs::Domain,
+    b_domain: orgs::Domain,
+}
+
+async fn two_hisps(b_answers: bool) -> TwoHisps {
     let (a_smtp, b_smtp) = (free_port(), free_port());
     let a = TestApp::spawn_with(|c| {
         c.smtp_addr = a_smtp;
@@ -207,7 +217,7 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
     .await;
     let b = TestApp::spawn_with(|c| {
         c.smtp_addr = b_smtp;
-        c.smtp_relay = Some(a_smtp.to_string());
+        c.smtp_relay = b_answers.then(|| a_smtp.to_string());
         c.hisp_domain = "hisp-b.test".into();
     })
     .await;
@@ -225,7 +235,6 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
         "front@direct.hillside.test",
     )
     .await;
-    // each trusts the other's CA; A knows B's domain certificate
     let a_domain = orgs::domain_by_name(&a.state.db, "direct.lakeside.test")
         .await
         .unwrap()
@@ -261,28 +270,56 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    TwoHisps {
+        a,
+        b,
+        ana,
+        front,
+        a_domain,
+        b_domain,
+    }
+}
 
-    let id = directmail::outbound::submit(
-        &a.state.db,
-        &ana,
-        "Dr. Ana Ruiz",
-        &["front@direct.hillside.test".to_owned()],
-        &[],
-        "Lab results",
-        "Attached are the results.",
-        a.now(),
-    )
-    .await
-    .unwrap();
-    a.state.wake_sender.notify_one();
+impl TwoHisps {
+    /// Ana at A writes to the front desk at B.
+    async fn send(&self, subject: &str) -> i64 {
+        let id = directmail::outbound::submit(
+            &self.a.state.db,
+            &self.ana,
+            "Dr. Ana Ruiz",
+            &["front@direct.hillside.test".to_owned()],
+            &[],
+            subject,
+            "Attached are the results.",
+            self.a.now(),
+        )
+        .await
+        .unwrap();
+        self.a.state.wake_sender.notify_one();
+        id
+    }
+
+    async fn status(&self, id: i64) -> (String, String) {
+        let s = outbound::statuses(&self.a.state.db, id)
+            .await
+            .unwrap()
+            .remove(0);
+        (s.1, s.2)
+    }
+}
+
+#[tokio::test]
+async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
+    let h = two_hisps(true).await;
+    let id = h.send("Lab results").await;
     wait_for("delivery at B", async || {
-        !inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+        !inbound::messages_in(&h.b.state.db, h.front.id, "inbox", 10)
             .await
             .unwrap()
             .is_empty()
     })
     .await;
-    let got = inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+    let got = inbound::messages_in(&h.b.state.db, h.front.id, "inbox", 10)
         .await
         .unwrap();
     assert_eq!(
@@ -291,7 +328,7 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
     );
     // B learned A's certificate from the signature and sent the notifications back
     wait_for("dispatched at A", async || {
-        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "dispatched"
+        h.status(id).await.0 == "dispatched"
     })
     .await;
 }
@@ -398,87 +435,28 @@ async fn a_relay_that_refuses_fails_the_recipient_and_an_unreachable_one_is_retr
 
 #[tokio::test]
 async fn a_recipient_that_never_notifies_fails_after_the_timeout_with_a_notice() {
-    let (a_smtp, b_smtp) = (free_port(), free_port());
-    let a = TestApp::spawn_with(|c| {
-        c.smtp_addr = a_smtp;
-        c.smtp_relay = Some(b_smtp.to_string());
-    })
-    .await;
     // B accepts and delivers, but has no way to send its notifications back
-    let b = TestApp::spawn_with(|c| c.smtp_addr = b_smtp).await;
-    let ana = hosted_mailbox(
-        &a,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
-    let front = hosted_mailbox(
-        &b,
-        "Hillside Care",
-        "direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
-    let b_domain = orgs::domain_by_name(&b.state.db, "direct.hillside.test")
-        .await
-        .unwrap()
-        .unwrap();
-    directmail::pki::add_anchors(
-        &b.state.db,
-        &b_domain,
-        dev_ca_pem(&a).await.as_bytes(),
-        b.now(),
-        &Actor::system(),
-    )
-    .await
-    .unwrap();
-    let b_cert: String = sqlx::query_scalar("select chain_pem from domain_certificates")
-        .fetch_one(&b.state.db.pool)
-        .await
-        .unwrap();
-    let mut tx = a.state.db.pool.begin().await.unwrap();
-    outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let id = directmail::outbound::submit(
-        &a.state.db,
-        &ana,
-        "Ana",
-        &["front@direct.hillside.test".into()],
-        &[],
-        "Results",
-        "Text",
-        a.now(),
-    )
-    .await
-    .unwrap();
-    a.state.wake_sender.notify_one();
+    let h = two_hisps(false).await;
+    let id = h.send("Results").await;
     wait_for("delivery at B", async || {
-        !inbound::messages_in(&b.state.db, front.id, "inbox", 10)
+        !inbound::messages_in(&h.b.state.db, h.front.id, "inbox", 10)
             .await
             .unwrap()
             .is_empty()
     })
     .await;
-    assert_eq!(
-        outbound::statuses(&a.state.db, id).await.unwrap()[0].1,
-        "sent"
-    );
+    assert_eq!(h.status(id).await.0, "sent");
     // an hour later with no processed notification: failed, and the sender is told
-    a.state.clock.advance(3601);
-    a.state.wake_sender.notify_one();
-    wait_for("timeout", async || {
-        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "failed"
-    })
-    .await;
+    h.a.state.clock.advance(3601);
+    h.a.state.wake_sender.notify_one();
+    wait_for("timeout", async || h.status(id).await.0 == "failed").await;
     assert!(
-        outbound::statuses(&a.state.db, id).await.unwrap()[0]
-            .2
+        h.status(id)
+            .await
+            .1
             .contains("no delivery notification arrived within 60 minutes")
     );
-    let inbox = inbound::messages_in(&a.state.db, ana.id, "inbox", 10)
+    let inbox = inbound::messages_in(&h.a.state.db, h.ana.id, "inbox", 10)
         .await
         .unwrap();
     assert_eq!(inbox[0].subject, "Not delivered: Results");
@@ -722,79 +700,11 @@ cat verify.txt inner.eml",
 
 #[tokio::test]
 async fn a_signed_failure_report_from_the_receiving_hisp_fails_the_recipient() {
-    let (a_smtp, b_smtp) = (free_port(), free_port());
-    let a = TestApp::spawn_with(|c| {
-        c.smtp_addr = a_smtp;
-        c.smtp_relay = Some(b_smtp.to_string());
-    })
-    .await;
-    let b = TestApp::spawn_with(|c| c.smtp_addr = b_smtp).await;
-    let ana = hosted_mailbox(
-        &a,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
-    hosted_mailbox(
-        &b,
-        "Hillside Care",
-        "direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
-    let a_domain = orgs::domain_by_name(&a.state.db, "direct.lakeside.test")
-        .await
-        .unwrap()
-        .unwrap();
-    let b_domain = orgs::domain_by_name(&b.state.db, "direct.hillside.test")
-        .await
-        .unwrap()
-        .unwrap();
-    directmail::pki::add_anchors(
-        &a.state.db,
-        &a_domain,
-        dev_ca_pem(&b).await.as_bytes(),
-        a.now(),
-        &Actor::system(),
-    )
-    .await
-    .unwrap();
-    directmail::pki::add_anchors(
-        &b.state.db,
-        &b_domain,
-        dev_ca_pem(&a).await.as_bytes(),
-        b.now(),
-        &Actor::system(),
-    )
-    .await
-    .unwrap();
-    let b_cert: String = sqlx::query_scalar("select chain_pem from domain_certificates")
-        .fetch_one(&b.state.db.pool)
-        .await
-        .unwrap();
-    let mut tx = a.state.db.pool.begin().await.unwrap();
-    outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let id = directmail::outbound::submit(
-        &a.state.db,
-        &ana,
-        "Ana",
-        &["front@direct.hillside.test".into()],
-        &[],
-        "Results",
-        "Text",
-        a.now(),
-    )
-    .await
-    .unwrap();
-    a.state.wake_sender.notify_one();
-    wait_for("sent", async || {
-        outbound::statuses(&a.state.db, id).await.unwrap()[0].1 == "sent"
-    })
-    .await;
+    let h = two_hisps(false).await;
+    let (a, b, ana) = (&h.a, &h.b, &h.ana);
+    let (a_domain, b_domain) = (&h.a_domain, &h.b_domain);
+    let id = h.send("Results").await;
+    wait_for("sent", async || h.status(id).await.0 == "sent").await;
     let message_id: String =
         sqlx::query_scalar("select message_id from outbound_messages where id = $1")
             .bind(id)
