@@ -899,3 +899,74 @@ async fn without_a_relay_messages_go_to_the_recipient_domains_mx() {
             .contains("does not exist")
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_is_down_gets_the_message_when_it_comes_back() {
+    let peer = free_port();
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(peer.to_string())).await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let kim = ca
+        .issue_address("kim@direct.far.test", std::time::SystemTime::now())
+        .unwrap();
+    let pem = der::EncodePem::to_pem(kim.certificate(), der::pem::LineEnding::LF).unwrap();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &pem, app.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@direct.far.test".into()],
+        &[],
+        "Results",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    // the peer is down: the entry waits, the recipient is still only queued
+    wait_for("a failed attempt", async || {
+        let attempts: Option<i64> =
+            sqlx::query_scalar("select attempts from outbound_queue where state = 'queued'")
+                .fetch_optional(&app.state.db.pool)
+                .await
+                .unwrap();
+        attempts.unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1,
+        "queued"
+    );
+    // the peer comes back; at the next attempt the message goes through
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(peer).await.unwrap();
+    tokio::spawn(directmail_smtp::serve(
+        listener,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
+    app.state.clock.advance(2 * 3600);
+    app.state.wake_sender.notify_one();
+    wait_for("delivery after the outage", async || {
+        !sink.received.lock().unwrap().is_empty()
+    })
+    .await;
+    wait_for("sent", async || {
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "sent"
+    })
+    .await;
+}
