@@ -99,6 +99,8 @@ async fn main() {
     config.data_dir = dir.path().to_path_buf();
     config.database_url = Some(url);
     config.dev_pki = false;
+    // notifications to the (fictional) senders' domain must not query real DNS
+    config.dns_resolver = Some("127.0.0.1:9".parse().unwrap());
     config.log = "warn".into();
     let app = Application::build_with_clock(config, Clock::default())
         .await

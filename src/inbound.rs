@@ -140,6 +140,8 @@ impl Processor {
         let mut notifications: Vec<outbound::Notification> = Vec::new();
         let mut mdns: Vec<(i64, String, Vec<u8>, String)> = Vec::new();
         let mut learned: Option<(String, String)> = None;
+        // a failure notice for the sender, when their certificate allows one
+        let mut notice: Option<FailureNotice> = None;
         let mut steps = Vec::new();
         let mut failure: Option<(String, String)> = None;
         for (domain, rcpts) in &domains {
@@ -161,6 +163,7 @@ impl Processor {
             let verdict = judgement.verdict;
             if !verdict.is_trusted() {
                 failure = Some((verdict.code.as_str().to_owned(), verdict.detail.clone()));
+                notice = FailureNotice::for_verdict(&verdict, rcpts);
                 break;
             }
             let Some(inner) = verdict.message.clone() else {
@@ -181,6 +184,7 @@ impl Processor {
             // every recipient is named in To or Cc.
             let sender = message.mail_from.to_ascii_lowercase();
             if !facts.senders.contains(&sender) {
+                notice = FailureNotice::for_verdict(&verdict, rcpts);
                 failure = Some((
                     "envelope_sender_mismatch".into(),
                     format!("MAIL FROM {sender} is not the From or Sender of the message"),
@@ -188,6 +192,7 @@ impl Processor {
                 break;
             }
             if let Some(missing) = rcpts.iter().find(|r| !facts.recipients.contains(r)) {
+                notice = FailureNotice::for_verdict(&verdict, rcpts);
                 failure = Some((
                     "recipient_not_addressed".into(),
                     format!("RCPT TO {missing} is not named in To or Cc"),
@@ -278,6 +283,9 @@ impl Processor {
                     .map(|c| c.sentence())
                     .unwrap_or_else(|| routing_failure(&code));
                 let detail = format!("{sentence} ({detail})");
+                if let Some(n) = &notice {
+                    n.queue(&mut tx, &self.db, now).await?;
+                }
                 inbound::finish(
                     &mut tx,
                     message.id,
@@ -356,6 +364,7 @@ impl Processor {
                             message_id,
                             subject: "delivery notification",
                             raw,
+                            recipient_cert: None,
                         },
                         std::slice::from_ref(to),
                         now,
@@ -403,7 +412,7 @@ impl Processor {
             }
         };
         tx.commit().await?;
-        if !mdns.is_empty() {
+        if !mdns.is_empty() || notice.is_some() {
             self.wake_sender.notify_one();
         }
         Ok(outcome)
@@ -479,5 +488,85 @@ impl MessageFacts {
                         .contains("X-DIRECT-FINAL-DESTINATION-DELIVERY")
                 }),
         })
+    }
+}
+
+/// A notice to the sender of a message that was not accepted (Implementation Guide for
+/// Delivery Notification: a failed MDN where the sender's certificate allows one).
+/// It is encrypted to the certificate of the sender's signature and says only that
+/// the message was not delivered; notifications themselves are never answered.
+struct FailureNotice {
+    from: String,
+    to: String,
+    original_id: String,
+    subject: String,
+    cert_pem: String,
+}
+
+impl FailureNotice {
+    fn for_verdict(verdict: &directmail_smime::Verdict, rcpts: &[String]) -> Option<FailureNotice> {
+        use directmail_smime::ReasonCode;
+        // a revoked, expired or weak certificate allows no notice
+        if matches!(
+            verdict.code,
+            ReasonCode::SignerRevoked
+                | ReasonCode::SignerExpired
+                | ReasonCode::SignerNotYetValid
+                | ReasonCode::WeakAlgorithm
+        ) {
+            return None;
+        }
+        let inner = verdict.message.as_ref()?;
+        if outbound::read_mdn(inner).is_some() || outbound::read_dsn(inner).is_some() {
+            return None;
+        }
+        let facts = MessageFacts::read(inner)?;
+        let signer = verdict.signer.as_ref()?;
+        let cert = verdict
+            .certificates
+            .iter()
+            .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)?;
+        let to = facts
+            .notify_to
+            .clone()
+            .unwrap_or_else(|| facts.from.clone());
+        if to.is_empty() || !directmail_smime::binds_address(cert, &to) {
+            return None;
+        }
+        Some(FailureNotice {
+            from: rcpts.first()?.clone(),
+            to,
+            original_id: facts.message_id?,
+            subject: facts.subject,
+            cert_pem: der::EncodePem::to_pem(cert, der::pem::LineEnding::LF).ok()?,
+        })
+    }
+
+    async fn queue(&self, tx: &mut sqlx::AnyConnection, db: &Db, now: i64) -> sqlx::Result<()> {
+        let mailbox = mailboxes::by_address(db, &self.from).await?;
+        let (id, raw) = outbound::build_mdn(
+            &self.from,
+            &self.to,
+            &self.original_id,
+            &self.subject,
+            outbound::Disposition::Failed,
+            now,
+        );
+        crate::store::outbound::insert(
+            tx,
+            crate::store::outbound::NewOutbound {
+                mailbox_id: mailbox.map(|m| m.id),
+                kind: "mdn",
+                from_addr: &self.from,
+                message_id: &id,
+                subject: "delivery notification",
+                raw: &raw,
+                recipient_cert: Some(&self.cert_pem),
+            },
+            std::slice::from_ref(&self.to),
+            now,
+        )
+        .await?;
+        Ok(())
     }
 }

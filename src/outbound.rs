@@ -112,6 +112,7 @@ pub async fn submit_draft(
             message_id: &message_id,
             subject: &draft.subject,
             raw: &raw,
+            recipient_cert: None,
         },
         &all,
         now,
@@ -243,11 +244,21 @@ impl Sender {
             .await
             .map_err(internal)?;
         let mut recipients = Vec::new();
+        let fixed = match &job.recipient_cert {
+            Some(pem) => smime::parse_certificates(pem.as_bytes())
+                .map_err(|e| internal(e.into()))?
+                .into_iter()
+                .next(),
+            None => None,
+        };
         for address in &job.recipients {
-            let cert = self
-                .certificate_for(address, hosted.as_ref())
-                .await
-                .map_err(internal)?;
+            let cert = match &fixed {
+                Some(c) => Some(c.clone()),
+                None => self
+                    .certificate_for(address, hosted.as_ref())
+                    .await
+                    .map_err(internal)?,
+            };
             let Some(certificate) = cert else {
                 return Err(SendError::Permanent(format!(
                     "No certificate was found for {address}, so the message cannot be encrypted for them. Check the address; if it is right, ask your administrator to add the recipient's certificate (automatic discovery is not available yet)."
@@ -528,6 +539,8 @@ pub enum Disposition {
     Processed,
     /// Delivered to the recipient's mailbox (final destination).
     Dispatched,
+    /// Refused by the receiving HISP (not trusted, or not routed as Direct requires).
+    Failed,
 }
 
 /// Builds a delivery notification from `final_recipient` to `notify_to` about the
@@ -557,6 +570,11 @@ pub fn build_mdn(
             "was delivered to the recipient's mailbox",
             "X-DIRECT-FINAL-DESTINATION-DELIVERY\r\n",
         ),
+        Disposition::Failed => (
+            "failed",
+            "was not accepted: the receiving system could not trust it or it was not addressed as Direct requires. It was not delivered",
+            "",
+        ),
     };
     let date = mail_builder::headers::date::Date::new(now).to_rfc822();
     let subject: String = original_subject
@@ -571,10 +589,10 @@ pub fn build_mdn(
     };
     let raw = format!(
         "From: <{final_recipient}>\r\nTo: <{notify_to}>\r\nSubject: {Word}: {subject}\r\nDate: {date}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nYour message to {final_recipient} {text}.\r\n\r\n--{boundary}\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: directmail; directmail\r\nOriginal-Recipient: rfc822;{final_recipient}\r\nFinal-Recipient: rfc822;{final_recipient}\r\nOriginal-Message-ID: <{original}>\r\nDisposition: automatic-action/MDN-sent-automatically;{word}\r\n{extension}\r\n--{boundary}--\r\n",
-        Word = if word == "processed" {
-            "Processed"
-        } else {
-            "Dispatched"
+        Word = match word {
+            "processed" => "Processed",
+            "dispatched" => "Dispatched",
+            _ => "Not delivered",
         },
         original = original_id
             .trim()

@@ -12,6 +12,9 @@ pub struct NewOutbound<'a> {
     pub message_id: &'a str,
     pub subject: &'a str,
     pub raw: &'a [u8],
+    /// The certificate to encrypt to, for a notice to a sender this HISP does not
+    /// trust (otherwise recipients' certificates are looked up).
+    pub recipient_cert: Option<&'a str>,
 }
 
 /// Stores a message and queues it for each recipient domain, with a `queued`
@@ -23,8 +26,8 @@ pub async fn insert(
     now: i64,
 ) -> sqlx::Result<i64> {
     let id: i64 = sqlx::query_scalar(
-        "insert into outbound_messages (mailbox_id, kind, from_addr, message_id, subject, raw, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+        "insert into outbound_messages (mailbox_id, kind, from_addr, message_id, subject, raw, created_at, recipient_cert)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning id",
     )
     .bind(m.mailbox_id)
     .bind(m.kind)
@@ -33,6 +36,7 @@ pub async fn insert(
     .bind(m.subject)
     .bind(m.raw.to_vec())
     .bind(now)
+    .bind(m.recipient_cert)
     .fetch_one(&mut *conn)
     .await?;
     let mut domains: Vec<(String, Vec<String>)> = Vec::new();
@@ -85,6 +89,7 @@ pub struct Job {
     pub raw: Vec<u8>,
     pub attempts: i64,
     pub created_at: i64,
+    pub recipient_cert: Option<String>,
 }
 
 /// How long a worker holds a queue entry.
@@ -117,7 +122,8 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
         return Ok(None);
     };
     let row = sqlx::query(
-        "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw
+        "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw,
+                m.recipient_cert
          from outbound_queue q join outbound_messages m on m.id = q.outbound_id where q.id = $1",
     )
     .bind(queue_id)
@@ -134,6 +140,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
         raw: row.try_get("raw")?,
         attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
+        recipient_cert: row.try_get("recipient_cert")?,
     }))
 }
 

@@ -17,6 +17,9 @@ use regex::Regex;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 
+/// A loopback address where no DNS server listens.
+pub const NO_DNS: &str = "127.0.0.1:9";
+
 /// A password that passes the policy, used for every test user.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -66,6 +69,9 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::defaults();
     config.http_addr = "127.0.0.1:0".parse().expect("address");
     config.smtp_addr = "127.0.0.1:0".parse().expect("address");
+    // DNS never leaves this machine in tests: MX lookups for other HISPs' domains go
+    // to a loopback port where nothing answers (tests that need DNS start a server)
+    config.dns_resolver = Some(NO_DNS.parse().expect("address"));
     config.data_dir = dir.to_path_buf();
     config.database_url = Some(fresh_database(dir).await);
     // RSA key generation is slow in debug builds; the tests that need the development

@@ -195,6 +195,29 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(q.len(), 4);
+    // the senders whose signatures could be checked are told, encrypted to their
+    // certificate; the garbage gets no answer
+    let notices: Vec<Vec<u8>> = sqlx::query_scalar(
+        "select raw from outbound_messages where kind = 'mdn' and recipient_cert is not null order by id",
+    )
+    .fetch_all(&s.app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        notices.len(),
+        2,
+        "the two routing mismatches; a revoked certificate allows no notice"
+    );
+    let text = String::from_utf8_lossy(&notices[0]);
+    assert!(
+        text.contains("Disposition: automatic-action/MDN-sent-automatically;failed"),
+        "{text}"
+    );
+    assert!(text.contains("To: <dr.smith@direct.sender.test>"));
+    assert!(
+        !text.contains("Please see the patient"),
+        "the notice carries no content"
+    );
     let first = inbound::get(&s.app.state.db, a).await.unwrap().unwrap();
     assert!(
         first
@@ -429,6 +452,7 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
             .env("DIRECTMAIL_HTTP_ADDR", "127.0.0.1:0")
             .env("DIRECTMAIL_SMTP_ADDR", smtp.to_string())
             .env("DIRECTMAIL_DEV_PKI", "false")
+            .env("DIRECTMAIL_DNS_RESOLVER", crate::helpers::NO_DNS)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -457,6 +481,11 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
     assert!(replies[5].starts_with("250"), "{replies:?}");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
+    // a claim the killed process held lapses after five minutes; let that time pass
+    sqlx::query("update inbound_messages set claimed_until = 0 where state = 'processing'")
+        .execute(&s.app.state.db.pool)
+        .await
+        .unwrap();
     // whatever the killed process had done, after a restart the message lands once
     let mut second = start();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
