@@ -224,6 +224,7 @@ impl Application {
                 wake_inbound: state.wake_processor.clone(),
                 relay: state.config.smtp_relay.clone(),
                 notify_timeout: i64::try_from(state.config.notify_timeout).unwrap_or(3600),
+                retry_deadline: i64::try_from(state.config.retry_deadline).unwrap_or(86_400),
                 dns_resolver: state.config.dns_resolver,
                 mx_port: state.config.smtp_mx_port,
                 hostname: state

@@ -124,6 +124,17 @@ pub struct Config {
     )]
     pub smtp_mx_port: u16,
 
+    /// Seconds during which temporary delivery failures (4xx, unreachable peers) are
+    /// retried before the recipients fail.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_RETRY_DEADLINE",
+        default_value_t = 86400,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(60..)
+    )]
+    pub retry_deadline: u64,
+
     /// Certificate chain (PEM) offered with STARTTLS on the SMTP listener.
     #[arg(
         long,

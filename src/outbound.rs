@@ -19,9 +19,6 @@ use crate::store::mailboxes::Mailbox;
 use crate::store::orgs;
 use crate::store::outbound::{self as store, Job, NewOutbound};
 
-/// Temporary failures are retried until this long after the message was queued.
-pub const RETRY_DEADLINE_SECONDS: i64 = 24 * 3600;
-
 /// Why sending failed: temporary (retry later) or permanent (fail now).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -149,6 +146,8 @@ pub struct Sender {
     pub hostname: String,
     /// Seconds to wait for a processed notification.
     pub notify_timeout: i64,
+    /// Seconds during which temporary failures are retried.
+    pub retry_deadline: i64,
     /// The DNS resolver for MX lookups (`DIRECTMAIL_DNS_RESOLVER`), or the system's.
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// The port mail exchangers listen on.
@@ -195,8 +194,11 @@ impl Sender {
                 tracing::warn!(queue = job.queue_id, domain = %job.domain, "delivery failed: {reason}");
             }
             Err(SendError::Temporary(reason)) => {
-                if now - job.created_at >= RETRY_DEADLINE_SECONDS {
-                    let reason = format!("{reason}; gave up after 24 hours of retries");
+                if now - job.created_at >= self.retry_deadline {
+                    let reason = format!(
+                        "{reason}; gave up after {} hours of retries",
+                        self.retry_deadline / 3600
+                    );
                     store::mark_failed(&mut tx, &job, &reason, now).await?;
                 } else {
                     // exponential backoff from one minute, capped at an hour, with jitter

@@ -331,6 +331,32 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
         h.status(id).await.0 == "dispatched"
     })
     .await;
+    // and the other way: B's front desk answers Ana, with A's certificate learned
+    let reply = directmail::outbound::submit(
+        &h.b.state.db,
+        &h.front,
+        "Front desk",
+        &["dr.ana@direct.lakeside.test".to_owned()],
+        &[],
+        "Re: Lab results",
+        "Received, thank you.",
+        h.b.now(),
+    )
+    .await
+    .unwrap();
+    h.b.state.wake_sender.notify_one();
+    wait_for("delivery at A", async || {
+        inbound::messages_in(&h.a.state.db, h.ana.id, "inbox", 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.subject == "Re: Lab results" && m.trust_code == "trusted")
+    })
+    .await;
+    wait_for("dispatched at B", async || {
+        outbound::statuses(&h.b.state.db, reply).await.unwrap()[0].1 == "dispatched"
+    })
+    .await;
 }
 
 #[tokio::test]
