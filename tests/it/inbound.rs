@@ -442,6 +442,14 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         .unwrap()
         .local_addr()
         .unwrap();
+    /// Kills the server even when an assertion fails first.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_directmail"))
             .env(
@@ -456,6 +464,7 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Server)
             .unwrap()
     };
     let mut first = start();
@@ -479,15 +488,15 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
     )
     .await;
     assert!(replies[5].starts_with("250"), "{replies:?}");
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
     // a claim the killed process held lapses after five minutes; let that time pass
     sqlx::query("update inbound_messages set claimed_until = 0 where state = 'processing'")
         .execute(&s.app.state.db.pool)
         .await
         .unwrap();
     // whatever the killed process had done, after a restart the message lands once
-    let mut second = start();
+    let second = start();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let n = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
@@ -509,8 +518,7 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
     assert_eq!(
         inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
             .await
