@@ -19,11 +19,6 @@ use crate::config::DatabaseUrl;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// SQLite has one writer at a time, and its busy handler waits by sleeping: under
-/// concurrent writers (SMTP sessions storing messages while the processor delivers)
-/// throughput collapses. The hot write paths queue here instead, in this process.
-static SQLITE_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -38,6 +33,10 @@ pub struct Db {
     pub backend: Backend,
     /// The same database through the concrete driver, for the session store.
     pub sessions: SessionPool,
+    /// SQLite has one writer at a time, and its busy handler waits by sleeping: under
+    /// concurrent writers (SMTP sessions storing messages while the processor
+    /// delivers) throughput collapses. The hot write paths queue here instead.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A concrete pool for the tower-sessions store, which has no `Any` variant.
@@ -73,6 +72,7 @@ impl Db {
                 pool,
                 backend: Backend::Postgres,
                 sessions: SessionPool::Postgres(sessions),
+                writes: Default::default(),
             })
         } else {
             let options = SqliteConnectOptions::from_str(url.as_str())
@@ -116,14 +116,15 @@ impl Db {
                 pool,
                 backend: Backend::Sqlite,
                 sessions: SessionPool::Sqlite(sessions),
+                writes: Default::default(),
             })
         }
     }
 
     /// A turn at writing, on SQLite; PostgreSQL needs none.
-    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.backend {
-            Backend::Sqlite => Some(SQLITE_WRITES.lock().await),
+            Backend::Sqlite => Some(self.writes.clone().lock_owned().await),
             Backend::Postgres => None,
         }
     }

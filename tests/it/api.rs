@@ -81,7 +81,7 @@ async fn an_ehr_sends_with_an_attachment_and_the_recipient_reads_it_through_the_
     let sent_id = body["id"].as_i64().unwrap();
 
     // the recipient's EHR finds it, trusted, with the attachment
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let list = loop {
         let (_, list) = json(
             http.get(app.url("/api/v1/messages?folder=inbox"))
@@ -128,7 +128,7 @@ async fn an_ehr_sends_with_an_attachment_and_the_recipient_reads_it_through_the_
     assert_eq!(file.bytes().await.unwrap().to_vec(), pdf);
 
     // the sender sees the delivery status reach dispatched
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, sent) = json(
             http.get(app.url(&format!("/api/v1/messages/{sent_id}")))

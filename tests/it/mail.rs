@@ -43,7 +43,7 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         .await
         .unwrap();
     app.state.wake_sender.notify_one();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
         .await
         .unwrap()
@@ -129,7 +129,7 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         .await
         .unwrap()[0]
         .id;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let page = ana.get(&format!("/mail/messages/{sent}")).await;
         if page.body.contains("<strong>dispatched</strong>") {
