@@ -112,8 +112,17 @@ impl Processor {
                     },
                 )))
             }
-            // left claimed: processed again when the claim lapses
-            Err(e) => Err(e),
+            // a passing failure (the database busy, say): try again shortly
+            Err(e) => {
+                let _ = sqlx::query(
+                    "update inbound_messages set claimed_until = $1 where id = $2 and state = 'processing'",
+                )
+                .bind(now + 5)
+                .bind(id)
+                .execute(&self.db.pool)
+                .await;
+                Err(e)
+            }
         }
     }
 

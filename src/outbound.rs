@@ -186,11 +186,33 @@ impl Sender {
             return Ok(false);
         };
         let result = self.deliver(&job).await;
+        // Recording the outcome is retried on a passing database error: the message may
+        // already be with the peer, so the job must not be sent again.
+        let mut tries = 0;
+        loop {
+            match self.record(&job, &result, now).await {
+                Ok(()) => return Ok(true),
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "recording a delivery outcome failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        job: &Job,
+        result: &Result<(), SendError>,
+        now: i64,
+    ) -> sqlx::Result<()> {
         let mut tx = self.db.pool.begin().await?;
         match result {
-            Ok(()) => store::mark_sent(&mut tx, &job, now).await?,
+            Ok(()) => store::mark_sent(&mut tx, job, now).await?,
             Err(SendError::Permanent(reason)) => {
-                store::mark_failed(&mut tx, &job, &reason, now).await?;
+                store::mark_failed(&mut tx, job, reason, now).await?;
                 tracing::warn!(queue = job.queue_id, domain = %job.domain, "delivery failed: {reason}");
             }
             Err(SendError::Temporary(reason)) => {
@@ -199,19 +221,18 @@ impl Sender {
                         "{reason}; gave up after {} hours of retries",
                         self.retry_deadline / 3600
                     );
-                    store::mark_failed(&mut tx, &job, &reason, now).await?;
+                    store::mark_failed(&mut tx, job, &reason, now).await?;
                 } else {
                     // exponential backoff from one minute, capped at an hour, with jitter
                     let base = 60i64
                         .saturating_mul(1 << job.attempts.clamp(0, 6))
                         .min(3600);
                     let jitter = rand::rng().random_range(0..=base / 4);
-                    store::retry_later(&mut tx, &job, &reason, now + base + jitter, now).await?;
+                    store::retry_later(&mut tx, job, reason, now + base + jitter, now).await?;
                 }
             }
         }
-        tx.commit().await?;
-        Ok(true)
+        tx.commit().await
     }
 
     async fn deliver(&self, job: &Job) -> Result<(), SendError> {

@@ -214,8 +214,11 @@ pub async fn advance(
         "dispatched" | "failed" => 3,
         _ => -1,
     };
+    // A write first (touching the row), so that on SQLite the transaction holds the
+    // write lock before it reads: a read-then-write transaction fails at once
+    // (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between.
     let current: Option<String> = sqlx::query_scalar(
-        "select state from delivery_status where outbound_id = $1 and recipient = $2",
+        "update delivery_status set updated_at = updated_at where outbound_id = $1 and recipient = $2 returning state",
     )
     .bind(outbound_id)
     .bind(recipient)
