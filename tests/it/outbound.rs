@@ -188,6 +188,24 @@ fn free_port() -> std::net::SocketAddr {
         .unwrap()
 }
 
+/// Gives `app` a development-CA certificate for a recipient on another HISP, as if
+/// learned from their signature, and returns its PEM.
+async fn knows_foreign(app: &TestApp, address: &str) -> String {
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let id = ca
+        .issue_address(address, std::time::SystemTime::now())
+        .unwrap();
+    let pem = der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    outbound::learn_certificate(&mut tx, address, &pem, app.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pem
+}
+
 async fn dev_ca_pem(app: &TestApp) -> String {
     let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
         .await
@@ -377,20 +395,7 @@ async fn a_relay_that_refuses_fails_the_recipient_and_an_unreachable_one_is_retr
     .await;
     b.org("Hillside Care", "direct.hillside.test").await;
     // A has a certificate for the address, but B hosts no such mailbox: 550
-    let pem = {
-        let ca = directmail::pki::dev_ca(&a.state.db, &a.state.secret, a.now())
-            .await
-            .unwrap();
-        let id = ca
-            .issue_address("nobody@direct.hillside.test", std::time::SystemTime::now())
-            .unwrap();
-        der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap()
-    };
-    let mut tx = a.state.db.pool.begin().await.unwrap();
-    outbound::learn_certificate(&mut tx, "nobody@direct.hillside.test", &pem, a.now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let pem = knows_foreign(&a, "nobody@direct.hillside.test").await;
     let id = directmail::outbound::submit(
         &a.state.db,
         &ana,
@@ -501,20 +506,7 @@ async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
         "dr.ana@direct.lakeside.test",
     )
     .await;
-    let pem = {
-        let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
-            .await
-            .unwrap();
-        let id = ca
-            .issue_address("kim@direct.far.test", std::time::SystemTime::now())
-            .unwrap();
-        der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap()
-    };
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &pem, app.now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    knows_foreign(&app, "kim@direct.far.test").await;
     let id = directmail::outbound::submit(
         &app.state.db,
         &ana,
@@ -937,18 +929,7 @@ async fn a_peer_that_is_down_gets_the_message_when_it_comes_back() {
         "dr.ana@direct.lakeside.test",
     )
     .await;
-    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
-        .await
-        .unwrap();
-    let kim = ca
-        .issue_address("kim@direct.far.test", std::time::SystemTime::now())
-        .unwrap();
-    let pem = der::EncodePem::to_pem(kim.certificate(), der::pem::LineEnding::LF).unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &pem, app.now())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    knows_foreign(&app, "kim@direct.far.test").await;
     let id = directmail::outbound::submit(
         &app.state.db,
         &ana,
