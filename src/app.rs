@@ -186,6 +186,13 @@ impl Application {
             ..directmail_smtp::Config::default()
         };
         let first_operator = bootstrap::run(&db, &config, &secret, clock.now()).await?;
+        let filled = crate::store::messages::backfill(&db).await?;
+        if filled > 0 {
+            tracing::info!(
+                messages = filled,
+                "filled the list and search fields of older messages"
+            );
+        }
         let bound = listener.local_addr()?;
         let public_base = match &config.public_url {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -236,6 +243,7 @@ impl Application {
             .run(),
         );
         spawn_session_cleanup(&state);
+        spawn_trash_purge(&state);
         Ok(Application {
             listener,
             router: router(state.clone()),
@@ -312,6 +320,23 @@ fn spawn_session_cleanup(state: &AppState) {
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "could not delete expired sessions");
+            }
+        }
+    });
+}
+
+/// Deletes messages kept in Trash longer than `DIRECTMAIL_TRASH_RETENTION_DAYS`.
+fn spawn_trash_purge(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let keep = i64::from(state.config.trash_retention_days) * 86_400;
+            match crate::store::messages::purge_trash(&state.db, state.clock.now() - keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "emptied Trash past its retention"),
+                Err(e) => tracing::warn!(error = %e, "could not empty Trash"),
             }
         }
     });

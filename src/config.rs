@@ -163,6 +163,48 @@ pub struct Config {
     )]
     pub smtp_max_size: u64,
 
+    /// Largest total size of the attachments of one message written in the webmail,
+    /// in megabytes.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_MAX_MESSAGE_MB",
+        default_value_t = 30,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=200)
+    )]
+    pub max_message_mb: u32,
+
+    /// Attachment types users may send besides PDF, comma separated from `xml`
+    /// (C-CDA and other XML), `image` (PNG, JPEG, GIF), `text` and `word`.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ATTACHMENT_TYPES",
+        default_value = "xml,image,text,word",
+        global = true,
+        value_parser = parse_kinds
+    )]
+    pub attachment_types: AttachmentTypes,
+
+    /// Days a message stays in Trash before it is deleted for good.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_TRASH_RETENTION_DAYS",
+        default_value_t = 30,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub trash_retention_days: u32,
+
+    /// The Subject header outside the encryption: `hidden` (a neutral text; the real
+    /// subject travels only inside) or `visible` (the real subject, readable in transit).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_OUTER_SUBJECT",
+        default_value = "hidden",
+        global = true
+    )]
+    pub outer_subject: OuterSubject,
+
     /// Certificate chain (PEM) for serving HTTPS directly. Needs `--tls-key`.
     #[arg(long, env = "DIRECTMAIL_TLS_CERT", global = true, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -309,6 +351,25 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OuterSubject {
+    Hidden,
+    Visible,
+}
+
+/// The operator's attachment allow-list (PDF is always allowed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentTypes(pub Vec<directmail_content::Kind>);
+
+fn parse_kinds(text: &str) -> Result<AttachmentTypes, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| directmail_content::Kind::from_name(s).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(AttachmentTypes)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

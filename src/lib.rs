@@ -9,6 +9,7 @@
 //! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
+//! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod inbound;
 pub mod outbound;
 pub mod pki;
+pub mod recipients;
 pub mod secrets;
 pub mod smtp;
 pub mod store;

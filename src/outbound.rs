@@ -44,6 +44,9 @@ pub struct Draft {
     pub subject: String,
     pub text: String,
     pub attachments: Vec<Attachment>,
+    /// The Message-ID this replies to, and the thread's References.
+    pub in_reply_to: Option<String>,
+    pub references: Option<String>,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -64,7 +67,7 @@ pub async fn submit(
         cc: cc.to_vec(),
         subject: subject.to_owned(),
         text: text.to_owned(),
-        attachments: Vec::new(),
+        ..Draft::default()
     };
     submit_draft(db, mailbox, sender_name, &draft, now).await
 }
@@ -90,6 +93,16 @@ pub async fn submit_draft(
         .message_id(message_id.clone())
         .date(now)
         .text_body(draft.text.clone());
+    if let Some(parent) = &draft.in_reply_to {
+        builder = builder.in_reply_to(parent.clone());
+    }
+    if let Some(refs) = &draft.references {
+        builder = builder.references(
+            refs.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
+    }
     if !draft.cc.is_empty() {
         builder = builder.cc(draft.cc.iter().map(|a| a.as_str()).collect::<Vec<_>>());
     }
@@ -382,25 +395,11 @@ impl Sender {
             let ids = pki::identities(&self.db, &self.secret, domain.id).await?;
             return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
         }
-        // the address's own certificate first, then its domain's (AS 1.3 §1.4)
-        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        for key in [address, domain] {
-            if let Some(pem) = store::known_certificate(&self.db, key).await? {
-                let now = self.clock.now();
-                let usable = smime::parse_certificates(pem.as_bytes())?
-                    .into_iter()
-                    .find(|c| {
-                        let facts = pki::info(c);
-                        facts.not_before <= now
-                            && now <= facts.not_after
-                            && smime::binds_address(c, address)
-                    });
-                if usable.is_some() {
-                    return Ok(usable);
-                }
-            }
-        }
-        Ok(None)
+        Ok(
+            crate::recipients::foreign(&self.db, address, self.clock.now())
+                .await?
+                .certificate,
+        )
     }
 }
 

@@ -39,7 +39,12 @@
       left.textContent = s >= 60 ? Math.ceil(s / 60) + " minute" + (s > 60 ? "s" : "") : s + " seconds";
       if (s === 0) {
         clearInterval(tick);
-        window.location.href = "/login?reason=idle&next=" + encodeURIComponent(location.pathname + location.search);
+        var go = function () {
+          window.location.href = "/login?reason=idle&next=" + encodeURIComponent(location.pathname + location.search);
+        };
+        // a draft being written is saved before the sign-out page
+        var before = window.directmailBeforeSignOut;
+        if (before) before().then(go, go); else go();
       }
     }, 1000);
   }
@@ -50,7 +55,252 @@
         if (r.ok && !r.redirected) { schedule(); } else { window.location.href = "/login?reason=idle"; }
       });
   });
+  // requests from page scripts (draft autosave) are activity too
+  window.directmailActivity = function () { if (dialog.hidden) schedule(); };
   // htmx requests are activity too (the server moved its timer)
   document.addEventListener("htmx:afterRequest", function () { if (dialog.hidden) schedule(); });
   schedule();
+})();
+
+// Webmail: keyboard shortcuts, list navigation, compose (autosave, recipient chips,
+// suggestions, uploads with progress and drag-and-drop), print.
+(function () {
+  "use strict";
+  var csrf = document.querySelector('meta[name="csrf-token"]');
+  var token = csrf ? csrf.getAttribute("content") : "";
+
+  var printNow = document.getElementById("print-now");
+  if (printNow) printNow.addEventListener("click", function () { window.print(); });
+
+  // --- list navigation and shortcuts ---------------------------------------
+  var help = document.getElementById("shortcuts");
+  var closeHelp = document.getElementById("shortcuts-close");
+  if (closeHelp) closeHelp.addEventListener("click", function () { help.hidden = true; });
+  var current = -1;
+  function rows() { return Array.prototype.slice.call(document.querySelectorAll("#message-list tbody tr[data-href]")); }
+  function focusRow(i) {
+    var list = rows();
+    if (!list.length) return;
+    current = Math.max(0, Math.min(list.length - 1, i));
+    list.forEach(function (r, n) { r.classList.toggle("current", n === current); });
+    var link = list[current].querySelector("a");
+    if (link) link.focus();
+  }
+  function currentRow() { var list = rows(); return current >= 0 ? list[current] : null; }
+  function clickAction(value) {
+    var b = document.querySelector('#message-actions button[value="' + value + '"]');
+    if (b) { b.click(); return true; }
+    return false;
+  }
+  function listAction(value) {
+    var row = currentRow();
+    var form = document.getElementById("list-form");
+    if (!row || !form) return;
+    var box = row.querySelector('input[name="id"]');
+    if (box) box.checked = true;
+    var b = form.querySelector('button[value="' + value + '"]');
+    if (b) b.click();
+  }
+  function messageAction(value) {
+    // from the list: open the current message's action through its page's form
+    var row = currentRow();
+    if (!row || !row.getAttribute("data-id")) return;
+    var f = document.createElement("form");
+    f.method = "post";
+    f.action = "/mail/messages/" + row.getAttribute("data-id") + "/act";
+    [["_csrf", token], ["action", value]].forEach(function (kv) {
+      var i = document.createElement("input");
+      i.type = "hidden"; i.name = kv[0]; i.value = kv[1]; f.appendChild(i);
+    });
+    document.body.appendChild(f);
+    f.submit();
+  }
+  document.addEventListener("keydown", function (e) {
+    var t = e.target;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) {
+      if (e.key === "Escape") t.blur();
+      return;
+    }
+    if (!document.querySelector(".mail-layout")) return;
+    var key = e.key;
+    if (help && !help.hidden && key === "Escape") { help.hidden = true; return; }
+    switch (key) {
+      case "?": if (help) { help.hidden = false; closeHelp.focus(); } break;
+      case "j": focusRow(current + 1); break;
+      case "k": focusRow(current - 1); break;
+      case "o": case "Enter": {
+        var row = currentRow();
+        if (row) window.location.href = row.getAttribute("data-href");
+        else return;
+        break;
+      }
+      case "c": { var c = document.getElementById("compose"); if (c) c.click(); break; }
+      case "/": { var s = document.getElementById("search-q"); if (s) s.focus(); else return; break; }
+      case "r": if (!clickAction("reply")) messageAction("reply"); break;
+      case "a": if (!clickAction("reply-all")) messageAction("reply-all"); break;
+      case "f": if (!clickAction("forward")) messageAction("forward"); break;
+      case "e": if (!clickAction("archive")) listAction("archive"); break;
+      case "#": if (!clickAction("trash")) listAction("trash"); break;
+      default: return;
+    }
+    e.preventDefault();
+  });
+  document.addEventListener("click", function (e) {
+    // a click anywhere on a row opens it (the subject link stays the real target)
+    var row = e.target.closest && e.target.closest("#message-list tbody tr[data-href]");
+    if (!row || e.target.closest("a, input, button, label")) return;
+    window.location.href = row.getAttribute("data-href");
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    var empty = document.getElementById("empty");
+    var table = document.getElementById("message-list");
+    if (empty && table && rows().length) { empty.hidden = true; table.hidden = false; }
+  });
+
+  // --- compose --------------------------------------------------------------
+  var form = document.getElementById("compose-main");
+  if (!form) return;
+  var draft = form.getAttribute("data-draft");
+  var saved = document.getElementById("saved");
+  var dirty = false, timer = null, saving = null;
+
+  function fields() {
+    var data = new URLSearchParams();
+    ["to", "cc", "subject", "body"].forEach(function (n) { data.append(n, form.elements[n].value); });
+    data.append("_csrf", token);
+    return data;
+  }
+  function save() {
+    clearTimeout(timer);
+    if (!dirty) return Promise.resolve();
+    dirty = false;
+    saved.textContent = "Saving…";
+    saving = fetch("/mail/drafts/" + draft, {
+      method: "POST", credentials: "same-origin", body: fields(),
+      headers: { "X-CSRF-Token": token, "X-Autosave": "1" }
+    }).then(function (r) {
+      if (r.ok && !r.redirected) {
+        if (window.directmailActivity) window.directmailActivity();
+        return r.text().then(function (t) { saved.textContent = t; });
+      }
+      dirty = true;
+      saved.textContent = r.redirected
+        ? "Not saved: your session has ended. Sign in again in another tab; this page will save then."
+        : "Not saved yet; retrying.";
+    }).catch(function () { dirty = true; saved.textContent = "Not saved: the server could not be reached. Retrying."; });
+    return saving;
+  }
+  function changed() {
+    dirty = true;
+    clearTimeout(timer);
+    timer = setTimeout(save, 2000);
+  }
+  form.addEventListener("input", changed);
+  setInterval(function () { if (dirty) save(); }, 10000);
+  // leaving the page: send what is unsaved in the background
+  function flush() {
+    if (!dirty) return;
+    dirty = false;
+    navigator.sendBeacon("/mail/drafts/" + draft + "?beacon=1", new Blob([fields().toString()], { type: "application/x-www-form-urlencoded" }));
+  }
+  window.addEventListener("pagehide", flush);
+  document.addEventListener("visibilitychange", function () { if (document.visibilityState === "hidden") flush(); });
+  // the idle sign-out (above) saves first: window.directmailBeforeSignOut
+  window.directmailBeforeSignOut = function () { dirty = true; return save(); };
+  form.addEventListener("submit", function () { dirty = false; clearTimeout(timer); });
+
+  // recipient chips: each address is checked on the server as it is entered
+  var checked = {};
+  function renderChips(input) {
+    var list = document.getElementById(input.id + "-chips");
+    if (!list) return;
+    var addresses = input.value.split(/[,;\n]/).map(function (a) {
+      var m = a.match(/<([^>]+)>/); return (m ? m[1] : a).trim();
+    }).filter(function (a) { return a.length; });
+    list.innerHTML = "";
+    addresses.forEach(function (a) {
+      var li = document.createElement("li");
+      li.className = "chip";
+      li.textContent = a + " — checking…";
+      list.appendChild(li);
+      var done = function (res) {
+        li.className = "chip " + (res.ok ? "ok" : "bad");
+        li.textContent = a + " — " + (res.ok ? "✓ " : "✗ ") + res.note;
+      };
+      if (checked[a]) { done(checked[a]); return; }
+      fetch("/mail/check-address?address=" + encodeURIComponent(a), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (res) { if (res) { checked[a] = res; done(res); } });
+    });
+  }
+  var suggestions = document.getElementById("suggestions");
+  var suggestTimer = null;
+  function suggest(input) {
+    var last = input.value.split(/[,;]/).pop().trim();
+    if (last.length < 2) return;
+    clearTimeout(suggestTimer);
+    suggestTimer = setTimeout(function () {
+      fetch("/mail/suggest?q=" + encodeURIComponent(last), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : []; })
+        .then(function (items) {
+          suggestions.innerHTML = "";
+          var head = input.value.split(/[,;]/).slice(0, -1).map(function (s) { return s.trim(); }).filter(Boolean);
+          items.forEach(function (s) {
+            var o = document.createElement("option");
+            o.value = head.concat([s.address]).join(", ");
+            o.label = (s.name ? s.name + " · " : "") + s.address + (s.detail ? " (" + s.detail + ")" : "");
+            suggestions.appendChild(o);
+          });
+        });
+    }, 200);
+  }
+  Array.prototype.forEach.call(form.querySelectorAll("[data-recipients]"), function (input) {
+    input.addEventListener("input", function () { suggest(input); });
+    input.addEventListener("change", function () { renderChips(input); });
+    input.addEventListener("blur", function () { renderChips(input); });
+    if (input.value.trim() && !document.querySelector("#" + input.id + "-chips li")) renderChips(input);
+  });
+
+  // uploads: several files, progress, drag-and-drop; refused files say why
+  var upload = document.getElementById("upload-form");
+  var picker = document.getElementById("file");
+  var progress = document.getElementById("upload-progress");
+  function send(files) {
+    if (!files.length) return;
+    var data = new FormData();
+    Array.prototype.forEach.call(files, function (f) { data.append("file", f, f.name); });
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", "/mail/drafts/" + draft + "/attachments");
+    xhr.setRequestHeader("X-CSRF-Token", token);
+    xhr.setRequestHeader("X-Upload", "1");
+    progress.hidden = false; progress.value = 0;
+    xhr.upload.onprogress = function (e) { if (e.lengthComputable) progress.value = Math.round(100 * e.loaded / e.total); };
+    xhr.onload = function () {
+      progress.hidden = true;
+      var list = document.getElementById("attachment-list");
+      if ((xhr.status === 200 || xhr.status === 422) && list) {
+        list.outerHTML = xhr.responseText;
+        if (window.htmx) window.htmx.process(document.getElementById("attachment-list"));
+      } else {
+        var toast = document.getElementById("toast");
+        toast.textContent = xhr.status === 413
+          ? "The files are larger than a message may be; nothing was attached."
+          : (xhr.responseText || "The upload did not work; nothing was attached.");
+        toast.hidden = false;
+      }
+      picker.value = "";
+    };
+    xhr.onerror = function () { progress.hidden = true; };
+    xhr.send(data);
+  }
+  upload.addEventListener("submit", function (e) { e.preventDefault(); send(picker.files); });
+  picker.addEventListener("change", function () { send(picker.files); });
+  ["dragenter", "dragover"].forEach(function (t) {
+    upload.addEventListener(t, function (e) { e.preventDefault(); upload.classList.add("over"); });
+  });
+  ["dragleave", "drop"].forEach(function (t) {
+    upload.addEventListener(t, function () { upload.classList.remove("over"); });
+  });
+  upload.addEventListener("drop", function (e) { e.preventDefault(); send(e.dataTransfer.files); });
 })();

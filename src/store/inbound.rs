@@ -232,10 +232,12 @@ pub struct NewMessage<'a> {
 /// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
 /// same mailbox twice changes nothing (exactly once, even after a retried run).
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
+    let ix = super::messages::Indexed::of(m.raw);
     let done = sqlx::query(
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
-                               trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw)
-         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw,
+                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments)
+         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
          on conflict (mailbox_id, inbound_id) do nothing",
     )
     .bind(m.mailbox_id)
@@ -250,6 +252,12 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(m.signer_issuer)
     .bind(m.revocation)
     .bind(m.raw.to_vec())
+    .bind(ix.from_name)
+    .bind(ix.to_addrs)
+    .bind(ix.snippet)
+    .bind(ix.body_text)
+    .bind(ix.attachment_names)
+    .bind(i64::from(ix.has_attachments))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -260,14 +268,48 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
 pub struct MessageRow {
     pub id: i64,
     pub mailbox_id: i64,
+    pub folder: String,
     pub from_addr: String,
+    pub from_name: String,
+    pub to_addrs: String,
     pub subject: String,
+    pub snippet: String,
     pub received_at: i64,
     pub is_read: bool,
     pub trust_code: String,
     pub trust_sentence: String,
     pub signer_subject: Option<String>,
     pub revocation: String,
+    pub has_attachments: bool,
+    /// "Read by Ana Ruiz": the latest action of someone sharing the mailbox.
+    pub last_activity: String,
+    #[serde(skip)]
+    pub outbound_id: Option<i64>,
+}
+
+impl MessageRow {
+    /// From a row selected with [`messages::ROW_COLUMNS`](super::messages::ROW_COLUMNS).
+    pub fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<MessageRow> {
+        Ok(MessageRow {
+            id: r.try_get("id")?,
+            mailbox_id: r.try_get("mailbox_id")?,
+            folder: r.try_get("folder")?,
+            from_addr: r.try_get("from_addr")?,
+            from_name: r.try_get("from_name")?,
+            to_addrs: r.try_get("to_addrs")?,
+            subject: r.try_get("subject")?,
+            snippet: r.try_get("snippet")?,
+            received_at: r.try_get("received_at")?,
+            is_read: super::flag(r.try_get("is_read")?),
+            trust_code: r.try_get("trust_code")?,
+            trust_sentence: r.try_get("trust_sentence")?,
+            signer_subject: r.try_get("signer_subject")?,
+            revocation: r.try_get("revocation")?,
+            has_attachments: super::flag(r.try_get("has_attachments")?),
+            last_activity: r.try_get("last_activity")?,
+            outbound_id: r.try_get("outbound_id")?,
+        })
+    }
 }
 
 /// The newest messages of a mailbox folder.
@@ -291,11 +333,15 @@ pub async fn file_sent(
     subject: &str,
     raw: &[u8],
     now: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<i64> {
+    let ix = super::messages::Indexed::of(raw);
+    sqlx::query_scalar(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
-                               trust_code, trust_sentence, revocation, raw, outbound_id)
-         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7)",
+                               trust_code, trust_sentence, revocation, raw, outbound_id,
+                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments)
+         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7,
+                 $8, $9, $10, $11, $12, $13)
+         returning id",
     )
     .bind(mailbox_id)
     .bind(message_id)
@@ -304,9 +350,14 @@ pub async fn file_sent(
     .bind(now)
     .bind(raw.to_vec())
     .bind(outbound_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(ix.from_name)
+    .bind(ix.to_addrs)
+    .bind(ix.snippet)
+    .bind(ix.body_text)
+    .bind(ix.attachment_names)
+    .bind(i64::from(ix.has_attachments))
+    .fetch_one(conn)
+    .await
 }
 
 /// One stored message with its content.
@@ -316,35 +367,24 @@ pub struct StoredMessage {
     pub folder: String,
     pub signer_issuer: Option<String>,
     pub outbound_id: Option<i64>,
+    pub message_id: Option<String>,
     pub raw: Vec<u8>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
-    let row = sqlx::query(
-        "select id, mailbox_id, folder, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
-                signer_subject, signer_issuer, revocation, outbound_id, raw
-         from messages where id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&db.pool)
-    .await?;
+    let sql = format!(
+        "select {}, signer_issuer, message_id, raw from messages where id = $1",
+        super::messages::ROW_COLUMNS
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&db.pool).await?;
     row.map(|r| {
+        let row = MessageRow::from_row(&r)?;
         Ok(StoredMessage {
-            row: MessageRow {
-                id: r.try_get("id")?,
-                mailbox_id: r.try_get("mailbox_id")?,
-                from_addr: r.try_get("from_addr")?,
-                subject: r.try_get("subject")?,
-                received_at: r.try_get("received_at")?,
-                is_read: super::flag(r.try_get("is_read")?),
-                trust_code: r.try_get("trust_code")?,
-                trust_sentence: r.try_get("trust_sentence")?,
-                signer_subject: r.try_get("signer_subject")?,
-                revocation: r.try_get("revocation")?,
-            },
-            folder: r.try_get("folder")?,
+            folder: row.folder.clone(),
+            outbound_id: row.outbound_id,
+            row,
             signer_issuer: r.try_get("signer_issuer")?,
-            outbound_id: r.try_get("outbound_id")?,
+            message_id: r.try_get("message_id")?,
             raw: r.try_get("raw")?,
         })
     })
@@ -359,33 +399,19 @@ pub async fn page(
     before_id: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    let rows = sqlx::query(
-        "select id, mailbox_id, from_addr, subject, received_at, is_read, trust_code, trust_sentence,
-                signer_subject, revocation
-         from messages where mailbox_id = $1 and folder = $2 and ($3 is null or id < $3) order by id desc limit $4",
-    )
-    .bind(mailbox_id)
-    .bind(folder)
-    .bind(before_id)
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(MessageRow {
-                id: r.try_get("id")?,
-                mailbox_id: r.try_get("mailbox_id")?,
-                from_addr: r.try_get("from_addr")?,
-                subject: r.try_get("subject")?,
-                received_at: r.try_get("received_at")?,
-                is_read: super::flag(r.try_get("is_read")?),
-                trust_code: r.try_get("trust_code")?,
-                trust_sentence: r.try_get("trust_sentence")?,
-                signer_subject: r.try_get("signer_subject")?,
-                revocation: r.try_get("revocation")?,
-            })
-        })
-        .collect()
+    let sql = format!(
+        "select {} from messages where mailbox_id = $1 and folder = $2 and ($3 is null or id < $3)
+         order by id desc limit $4",
+        super::messages::ROW_COLUMNS
+    );
+    let rows = sqlx::query(&sql)
+        .bind(mailbox_id)
+        .bind(folder)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(MessageRow::from_row).collect()
 }
 
 /// Marks a message read (or unread).

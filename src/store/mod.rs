@@ -4,9 +4,11 @@
 //! Functions that change something take a connection (usually a transaction), so the
 //! caller commits the change together with its audit entry.
 
+pub mod drafts;
 pub mod inbound;
 pub mod invites;
 pub mod mailboxes;
+pub mod messages;
 pub mod orgs;
 pub mod outbound;
 pub mod pki;

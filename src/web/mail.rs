@@ -1,37 +1,50 @@
-//! Reading mail in the browser: a mailbox's folders (newest first, keyset paged, unread
-//! counts) and a message with its trust verdict in plain words, its delivery status
-//! when sent from here, and its attachments. Only mailboxes assigned to the user.
+//! The mailbox pages: a switcher between the user's mailboxes, folders (Inbox,
+//! Drafts, Sent, Archive, Trash and those users create) with unread counts, the
+//! message list (newest first, keyset paged, polled for new mail), actions on one or
+//! many messages with undo, and search. Only mailboxes assigned to the user.
+
+use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use mail_parser::{MessageParser, MimeHeaders as _};
+use axum::extract::{Path, Query, RawForm, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::{Chrome, CurrentUser};
+use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
 use crate::audit::{self, Event};
 use crate::clock::format_utc;
+use crate::store::drafts;
 use crate::store::inbound::{self, MessageRow};
-use crate::store::mailboxes::{self, Mailbox};
-use crate::store::outbound;
+use crate::store::mailboxes::{self, Mailbox, MailboxKind};
+use crate::store::messages::{self as store, Before, SYSTEM_FOLDERS, Search};
 
-const PAGE: i64 = 50;
-const FOLDERS: [(&str, &str); 2] = [("inbox", "Inbox"), ("sent", "Sent")];
+pub const PAGE: i64 = 50;
+const KEY_UNDO: &str = "mail.undo";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/mail", get(first_mailbox))
+        .route("/mail/{mailbox}/search", get(search))
+        .route("/mail/{mailbox}/act", post(act))
+        .route("/mail/{mailbox}/undo", post(undo))
+        .route("/mail/{mailbox}/folders", post(create_folder))
+        .route(
+            "/mail/{mailbox}/folders/{folder}/delete",
+            post(delete_folder),
+        )
+        .route("/mail/{mailbox}/trash/empty", post(empty_trash))
         .route("/mail/{mailbox}/{folder}", get(folder))
-        .route("/mail/messages/{id}", get(message))
-        .route("/mail/messages/{id}/attachments/{n}", get(attachment))
+        .route("/mail/{mailbox}/{folder}/new", get(new_rows))
+        .merge(super::message::routes())
+        .merge(super::compose::routes())
 }
 
 /// One of the user's mailboxes, or 404.
-async fn own_mailbox(state: &AppState, current: &CurrentUser, id: i64) -> AppResult<Mailbox> {
+pub async fn own_mailbox(state: &AppState, current: &CurrentUser, id: i64) -> AppResult<Mailbox> {
     mailboxes::of_user(&state.db, current.user.id)
         .await?
         .into_iter()
@@ -39,39 +52,168 @@ async fn own_mailbox(state: &AppState, current: &CurrentUser, id: i64) -> AppRes
         .ok_or(AppError::NotFound)
 }
 
+async fn first_mailbox(State(state): State<AppState>, current: CurrentUser) -> AppResult<Response> {
+    let boxes = mailboxes::of_user(&state.db, current.user.id).await?;
+    Ok(match boxes.first() {
+        Some(m) => Redirect::to(&format!("/mail/{}/inbox", m.id)).into_response(),
+        None => Redirect::to("/").into_response(),
+    })
+}
+
 /// The trust badge in words (never colour alone).
-fn badge(row: &MessageRow) -> String {
+pub fn badge(row: &MessageRow) -> String {
     match row.trust_code.as_str() {
         "trusted" => "Trusted".into(),
         "sent" => "Sent by you".into(),
         "notice" => "Notice".into(),
-        other => format!("Not trusted ({other})"),
+        other => format!("Not trusted ({})", other.replace('_', " ")),
     }
 }
 
+/// A row of the message list.
 pub struct Row {
     pub row: MessageRow,
+    /// The sender's name, or their address.
+    pub who: String,
     pub when: String,
     pub badge: String,
+    /// On Sent: "2 delivered, 1 failed".
+    pub delivery: String,
+}
+
+/// A folder in the sidebar.
+pub struct FolderLink {
+    pub key: String,
+    pub label: String,
+    pub unread: i64,
+    pub custom: bool,
+}
+
+/// A mailbox in the switcher, with its Inbox's unread count.
+pub struct MailboxLink {
+    pub mailbox: Mailbox,
+    pub unread: i64,
+}
+
+/// What every mailbox page shows around its content.
+pub struct Frame {
+    pub mailbox: Mailbox,
+    pub mailboxes: Vec<MailboxLink>,
+    pub folders: Vec<FolderLink>,
+    pub shared: bool,
+}
+
+pub async fn frame(state: &AppState, current: &CurrentUser, mailbox: Mailbox) -> AppResult<Frame> {
+    let mut mailboxes_out = Vec::new();
+    for m in mailboxes::of_user(&state.db, current.user.id).await? {
+        let unread = inbound::unread_counts(&state.db, m.id)
+            .await?
+            .into_iter()
+            .find(|(f, _)| f == "inbox")
+            .map(|(_, n)| n)
+            .unwrap_or(0);
+        mailboxes_out.push(MailboxLink { mailbox: m, unread });
+    }
+    let unread: HashMap<String, i64> = inbound::unread_counts(&state.db, mailbox.id)
+        .await?
+        .into_iter()
+        .collect();
+    let drafts = drafts::count(&state.db, mailbox.id, current.user.id).await?;
+    let mut folders: Vec<FolderLink> = SYSTEM_FOLDERS
+        .iter()
+        .map(|(k, l)| FolderLink {
+            key: (*k).to_owned(),
+            label: (*l).to_owned(),
+            unread: if *k == "drafts" {
+                drafts
+            } else {
+                unread.get(*k).copied().unwrap_or(0)
+            },
+            custom: false,
+        })
+        .collect();
+    for (key, label) in store::custom_folders(&state.db, mailbox.id).await? {
+        folders.push(FolderLink {
+            unread: unread.get(&key).copied().unwrap_or(0),
+            key,
+            label,
+            custom: true,
+        });
+    }
+    Ok(Frame {
+        shared: mailbox.kind == MailboxKind::Shared,
+        mailbox,
+        mailboxes: mailboxes_out,
+        folders,
+    })
+}
+
+/// List rows with names, dates, badges and (for Sent) delivery summaries.
+pub async fn rows(state: &AppState, list: Vec<MessageRow>) -> AppResult<Vec<Row>> {
+    let outbound: Vec<i64> = list.iter().filter_map(|r| r.outbound_id).collect();
+    let summaries = store::delivery_summaries(&state.db, &outbound).await?;
+    Ok(list
+        .into_iter()
+        .map(|row| Row {
+            who: if row.from_name.is_empty() {
+                row.from_addr.clone()
+            } else {
+                row.from_name.clone()
+            },
+            when: format_utc(row.received_at),
+            badge: badge(&row),
+            delivery: row
+                .outbound_id
+                .and_then(|id| summaries.get(&id).cloned())
+                .unwrap_or_default(),
+            row,
+        })
+        .collect())
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "mail/folder.html")]
 struct FolderPage {
     chrome: Chrome,
-    mailbox: Mailbox,
+    frame: Frame,
     folder: String,
     folder_label: String,
-    /// (folder, label, unread)
-    folders: Vec<(String, String, i64)>,
     rows: Vec<Row>,
+    /// Drafts, when the folder is Drafts: (id, recipients, subject, when).
+    drafts: Vec<(i64, String, String, String)>,
     next_before: String,
+    /// The newest id on the first page, for polling; empty on later pages.
+    newest: String,
+    search: Search,
+    searching: bool,
+    undo: String,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct PageQuery {
     before: String,
+}
+
+/// Splits one extra row off a page: `(rows, next keyset value)`.
+fn paginate<T>(mut rows: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    if rows.len() as i64 > PAGE {
+        rows.truncate(PAGE as usize);
+        let next = rows.last().map(&key).unwrap_or_default();
+        (rows, next)
+    } else {
+        (rows, String::new())
+    }
+}
+
+async fn undo_label(current: &CurrentUser, mailbox_id: i64) -> AppResult<String> {
+    Ok(current
+        .session
+        .get::<Undo>(KEY_UNDO)
+        .await?
+        .filter(|u| u.mailbox_id == mailbox_id)
+        .map(|u| u.label)
+        .unwrap_or_default())
 }
 
 async fn folder(
@@ -81,220 +223,464 @@ async fn folder(
     Query(q): Query<PageQuery>,
 ) -> AppResult<FolderPage> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    let Some((folder, label)) = FOLDERS.iter().find(|(f, _)| *f == folder) else {
-        return Err(AppError::NotFound);
-    };
-    let unread = inbound::unread_counts(&state.db, mailbox.id).await?;
-    let mut rows = inbound::page(
-        &state.db,
-        mailbox.id,
-        folder,
-        q.before.trim().parse().ok(),
-        PAGE + 1,
-    )
-    .await?;
-    let next_before = if rows.len() as i64 > PAGE {
-        rows.truncate(PAGE as usize);
-        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+    let label = store::folder_label(&state.db, mailbox.id, &folder)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let (rows, drafts_out, next_before, newest) = if folder == "drafts" {
+        let before = q
+            .before
+            .split_once('.')
+            .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.parse::<i64>().ok()?)));
+        let list = drafts::list(&state.db, mailbox.id, current.user.id, before, PAGE + 1).await?;
+        let (list, next) = paginate(list, |d| format!("{}.{}", d.updated_at, d.id));
+        let out = list
+            .into_iter()
+            .map(|d| {
+                let to = [d.to.as_str(), d.cc.as_str()]
+                    .into_iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (d.id, to, d.subject, format_utc(d.updated_at))
+            })
+            .collect();
+        (Vec::new(), out, next, String::new())
     } else {
-        String::new()
+        let before = q.before.trim().parse().ok();
+        let list = inbound::page(&state.db, mailbox.id, &folder, before, PAGE + 1).await?;
+        let (list, next) = paginate(list, |r| r.id.to_string());
+        let newest = match before {
+            None => list.first().map(|r| r.id).unwrap_or(0).to_string(),
+            Some(_) => String::new(),
+        };
+        (rows(&state, list).await?, Vec::new(), next, newest)
     };
     Ok(FolderPage {
+        undo: undo_label(&current, mailbox.id).await?,
+        frame: frame(&state, &current, mailbox).await?,
         chrome: current.chrome,
-        folders: FOLDERS
-            .iter()
-            .map(|(f, l)| {
-                let n = unread
-                    .iter()
-                    .find(|(x, _)| x == f)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
-                ((*f).to_owned(), (*l).to_owned(), n)
-            })
-            .collect(),
-        mailbox,
-        folder: (*folder).to_owned(),
-        folder_label: (*label).to_owned(),
-        rows: rows
-            .into_iter()
-            .map(|row| Row {
-                when: format_utc(row.received_at),
-                badge: badge(&row),
-                row,
-            })
-            .collect(),
+        folder,
+        folder_label: label,
+        rows,
+        drafts: drafts_out,
         next_before,
+        newest,
+        search: Search::default(),
+        searching: false,
     })
 }
 
-/// The message, if it is in one of the user's mailboxes.
-async fn own_message(
-    state: &AppState,
-    current: &CurrentUser,
-    id: i64,
-) -> AppResult<(Mailbox, inbound::StoredMessage)> {
-    let message = inbound::message(&state.db, id)
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/new_rows.html")]
+struct NewRows {
+    mailbox_id: i64,
+    folder: String,
+    rows: Vec<Row>,
+    newest: i64,
+    /// (folder key, unread) for every folder, swapped into the sidebar.
+    unread: Vec<(String, i64)>,
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: i64,
+}
+
+/// Messages newer than `after` on a folder's first page (polled by htmx), with the
+/// sidebar's unread counts.
+async fn new_rows(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path((mailbox_id, folder)): Path<(i64, String)>,
+    Query(q): Query<After>,
+) -> AppResult<NewRows> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    store::folder_label(&state.db, mailbox.id, &folder)
         .await?
         .ok_or(AppError::NotFound)?;
-    let mailbox = own_mailbox(state, current, message.row.mailbox_id).await?;
-    Ok((mailbox, message))
+    let list = store::newer(&state.db, mailbox.id, &folder, q.after, PAGE).await?;
+    let newest = list.first().map(|r| r.id).unwrap_or(q.after);
+    let frame = frame(&state, &current, mailbox).await?;
+    Ok(NewRows {
+        mailbox_id,
+        folder,
+        rows: rows(&state, list).await?,
+        newest,
+        unread: frame
+            .folders
+            .into_iter()
+            .map(|f| (f.key, f.unread))
+            .collect(),
+    })
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "mail/message.html")]
-struct MessagePage {
-    chrome: Chrome,
-    id: i64,
-    mailbox: Mailbox,
-    folder: String,
-    subject: String,
-    from: String,
-    to: String,
-    cc: String,
-    when: String,
-    trusted: bool,
-    trust_title: String,
-    trust_sentence: String,
-    signer: String,
-    issuer: String,
-    revocation: String,
-    text: String,
-    /// (index, name, type, size)
-    attachments: Vec<(usize, String, String, usize)>,
-    /// (recipient, status, detail)
-    delivery: Vec<(String, String, String)>,
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SearchQuery {
+    #[serde(flatten)]
+    search: Search,
+    page: String,
 }
 
-fn content_type(part: &mail_parser::MessagePart<'_>) -> String {
-    part.content_type()
-        .map(|c| match c.subtype() {
-            Some(sub) => format!("{}/{}", c.ctype(), sub),
-            None => c.ctype().to_owned(),
-        })
-        .unwrap_or_else(|| "application/octet-stream".into())
-}
-
-async fn message(
+async fn search(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     current: CurrentUser,
-    Path(id): Path<i64>,
-) -> AppResult<MessagePage> {
-    let (mailbox, message) = own_message(&state, &current, id).await?;
-    let parsed = MessageParser::default().parse(&message.raw);
-    let list = |a: Option<&mail_parser::Address<'_>>| -> String {
-        a.map(|a| {
-            a.iter()
-                .filter_map(|x| x.address())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+    Path(mailbox_id): Path<i64>,
+    Query(q): Query<SearchQuery>,
+) -> AppResult<FolderPage> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let mut s = q.search;
+    if !s.folder.is_empty()
+        && store::folder_label(&state.db, mailbox.id, &s.folder)
+            .await?
+            .is_none()
+    {
+        s.folder.clear();
+    }
+    let (list, next) = if s.is_empty() {
+        (Vec::new(), String::new())
+    } else {
+        let list = store::search(
+            &state.db,
+            mailbox.id,
+            &s,
+            q.page.trim().parse().ok(),
+            PAGE + 1,
+        )
+        .await?;
+        paginate(list, |r| r.id.to_string())
     };
-    let (to, cc, text, attachments) = match &parsed {
-        Some(p) => (
-            list(p.to()),
-            list(p.cc()),
-            p.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-            p.attachments()
-                .enumerate()
-                .map(|(n, a)| {
-                    (
-                        n,
-                        a.attachment_name().unwrap_or("attachment").to_owned(),
-                        content_type(a),
-                        a.contents().len(),
-                    )
-                })
-                .collect(),
-        ),
-        None => (String::new(), String::new(), String::new(), Vec::new()),
-    };
-    let delivery = match message.outbound_id {
-        Some(oid) => outbound::statuses(&state.db, oid).await?,
-        None => Vec::new(),
+    Ok(FolderPage {
+        undo: undo_label(&current, mailbox.id).await?,
+        frame: frame(&state, &current, mailbox).await?,
+        chrome: current.chrome,
+        folder: "search".into(),
+        folder_label: "Search".into(),
+        rows: rows(&state, list).await?,
+        drafts: Vec::new(),
+        next_before: next,
+        newest: String::new(),
+        search: s,
+        searching: true,
+    })
+}
+
+/// The last action on a mailbox's messages, to undo.
+#[derive(serde::Serialize, Deserialize)]
+struct Undo {
+    mailbox_id: i64,
+    label: String,
+    before: Vec<Before>,
+}
+
+/// The `id` fields and the others of a list form (repeated keys, so not `Form`).
+struct ListForm {
+    ids: Vec<i64>,
+    fields: HashMap<String, String>,
+}
+
+impl ListForm {
+    fn parse(raw: &[u8]) -> ListForm {
+        let mut ids = Vec::new();
+        let mut fields = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(raw) {
+            if k == "id" {
+                if let Ok(id) = v.parse() {
+                    ids.push(id);
+                }
+            } else {
+                fields.insert(k.into_owned(), v.into_owned());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ListForm { ids, fields }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map(String::as_str).unwrap_or_default()
+    }
+
+    /// Where to go back to: the page the form was on, if it is a mail page.
+    fn back(&self, mailbox_id: i64) -> String {
+        let back = super::auth::safe_next(self.get("back"));
+        if back.starts_with("/mail/") {
+            back
+        } else {
+            format!("/mail/{mailbox_id}/inbox")
+        }
+    }
+}
+
+fn messages_word(n: u64) -> String {
+    if n == 1 {
+        "1 message".into()
+    } else {
+        format!("{n} messages")
+    }
+}
+
+/// Applies one action to the selected messages: read, unread, archive, trash,
+/// move (to `folder`), or delete for good (from Trash only).
+pub async fn apply_action(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    mailbox: &Mailbox,
+    ids: &[i64],
+    action: &str,
+    target: &str,
+) -> AppResult<String> {
+    if ids.is_empty() {
+        return Ok("Select one or more messages first.".into());
+    }
+    let target_label = match action {
+        "archive" => "Archive".to_owned(),
+        "trash" => "Trash".to_owned(),
+        "move" => match store::folder_label(&state.db, mailbox.id, target).await? {
+            Some(l) if !matches!(target, "drafts" | "sent") => l,
+            _ => return Ok("Choose a folder to move the messages to.".into()),
+        },
+        "read" | "unread" | "delete" => String::new(),
+        _ => return Err(AppError::BadRequest("That action is not known.".into())),
     };
     let now = state.clock.now();
+    let _turn = state.db.write_turn().await;
     let mut tx = state.db.pool.begin().await?;
-    if !message.row.is_read {
-        inbound::set_read(&mut tx, id, true).await?;
-    }
+    let before = store::places(&mut tx, mailbox.id, ids).await?;
+    let ids: Vec<i64> = before.iter().map(|b| b.id).collect();
+    let (n, label, undoable) = match action {
+        "read" | "unread" => {
+            let n = store::set_read(&mut tx, mailbox.id, &ids, action == "read").await?;
+            (n, format!("{} marked {action}.", messages_word(n)), true)
+        }
+        "delete" => {
+            let in_trash: Vec<i64> = before
+                .iter()
+                .filter(|b| b.folder == "trash")
+                .map(|b| b.id)
+                .collect();
+            let n = store::delete(&mut tx, mailbox.id, &in_trash).await?;
+            (n, format!("{} deleted for good.", messages_word(n)), false)
+        }
+        _ => {
+            let key = match action {
+                "archive" => "archive",
+                "trash" => "trash",
+                _ => target,
+            };
+            let n = store::move_to(&mut tx, mailbox.id, &ids, key, now).await?;
+            for id in &ids {
+                store::record_activity(
+                    &mut tx,
+                    *id,
+                    current.user.id,
+                    &current.user.display_name,
+                    "move",
+                    now,
+                )
+                .await?;
+            }
+            (
+                n,
+                format!("{} moved to {target_label}.", messages_word(n)),
+                true,
+            )
+        }
+    };
     audit::append(
         &mut tx,
         now,
         &current.actor(ip),
-        Event::new("message.read", format!("message:{id}")),
+        Event::new(
+            &format!("message.{action}"),
+            format!("mailbox:{}", mailbox.id),
+        )
+        .detail(
+            ids.iter()
+                .map(|i| format!("message:{i}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
     )
     .await?;
     tx.commit().await?;
-    let r = message.row;
-    let trusted = r.trust_code == "trusted";
-    Ok(MessagePage {
-        chrome: current.chrome,
-        id,
-        folder: message.folder,
-        mailbox,
-        trust_title: match r.trust_code.as_str() {
-            "trusted" => "Trusted.".into(),
-            "sent" => "Sent from this mailbox.".into(),
-            "notice" => "Notice.".into(),
-            _ => "Not trusted.".into(),
-        },
-        trusted,
-        trust_sentence: r.trust_sentence,
-        signer: r.signer_subject.unwrap_or_default(),
-        issuer: message.signer_issuer.unwrap_or_default(),
-        revocation: match r.revocation.as_str() {
-            "checked" => "checked: not revoked".into(),
-            "no-distribution-point" => "the certificate names no revocation list".into(),
-            other => other.to_owned(),
-        },
-        subject: r.subject,
-        from: r.from_addr,
-        to,
-        cc,
-        when: format_utc(r.received_at),
-        text,
-        attachments,
-        delivery,
-    })
+    if undoable && n > 0 {
+        current
+            .session
+            .insert(
+                KEY_UNDO,
+                Undo {
+                    mailbox_id: mailbox.id,
+                    label: label.clone(),
+                    before,
+                },
+            )
+            .await?;
+    } else {
+        current.session.remove::<Undo>(KEY_UNDO).await?;
+    }
+    Ok(label)
 }
 
-/// An attachment, always as a download (inline viewing, with a sandbox, comes with
-/// the webmail pages); audited.
-async fn attachment(
+async fn act(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     current: CurrentUser,
-    Path((id, n)): Path<(i64, usize)>,
+    Path(mailbox_id): Path<i64>,
+    RawForm(raw): RawForm,
 ) -> AppResult<Response> {
-    let (_, message) = own_message(&state, &current, id).await?;
-    let parsed = MessageParser::default()
-        .parse(&message.raw)
-        .ok_or(AppError::NotFound)?;
-    let part = parsed.attachments().nth(n).ok_or(AppError::NotFound)?;
-    let name: String = part
-        .attachment_name()
-        .unwrap_or("attachment")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
-        .collect();
-    audit::record(
-        &state.db,
-        state.clock.now(),
-        &current.actor(ip),
-        Event::new("attachment.download", format!("message:{id}/{n}")),
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let form = ListForm::parse(&raw);
+    let message = apply_action(
+        &state,
+        &current,
+        ip,
+        &mailbox,
+        &form.ids,
+        form.get("action"),
+        form.get("folder"),
     )
     .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        part.contents().to_vec(),
+    flash(&current.session, message).await?;
+    Ok(Redirect::to(&form.back(mailbox.id)).into_response())
+}
+
+async fn undo(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+    RawForm(raw): RawForm,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let form = ListForm::parse(&raw);
+    let message = match current.session.remove::<Undo>(KEY_UNDO).await? {
+        Some(u) if u.mailbox_id == mailbox.id => {
+            let _turn = state.db.write_turn().await;
+            let mut tx = state.db.pool.begin().await?;
+            let n = store::restore(&mut tx, mailbox.id, &u.before).await?;
+            audit::append(
+                &mut tx,
+                state.clock.now(),
+                &current.actor(ip),
+                Event::new("message.undo", format!("mailbox:{}", mailbox.id)).detail(&u.label),
+            )
+            .await?;
+            tx.commit().await?;
+            format!("Undone: {} back as they were.", messages_word(n))
+        }
+        _ => "There is nothing to undo.".into(),
+    };
+    flash(&current.session, message).await?;
+    Ok(Redirect::to(&form.back(mailbox.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct FolderForm {
+    name: String,
+}
+
+async fn create_folder(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+    axum::Form(form): axum::Form<FolderForm>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let name = form.name.trim();
+    let taken = SYSTEM_FOLDERS
+        .iter()
+        .any(|(k, l)| k.eq_ignore_ascii_case(name) || l.eq_ignore_ascii_case(name));
+    if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
+        flash(&current.session, "A folder name needs 1 to 60 characters.").await?;
+        return Ok(Redirect::to(&format!("/mail/{}/inbox", mailbox.id)).into_response());
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    let made = if taken {
+        None
+    } else {
+        store::create_folder(&mut tx, mailbox.id, name, now).await?
+    };
+    let Some(key) = made else {
+        flash(
+            &current.session,
+            format!("There is already a folder called “{name}” in this mailbox."),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/mail/{}/inbox", mailbox.id)).into_response());
+    };
+    audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("folder.create", format!("mailbox:{}", mailbox.id)).detail(name),
     )
-        .into_response())
+    .await?;
+    tx.commit().await?;
+    flash(&current.session, format!("Folder “{name}” created.")).await?;
+    Ok(Redirect::to(&format!("/mail/{}/{key}", mailbox.id)).into_response())
+}
+
+async fn delete_folder(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((mailbox_id, folder)): Path<(i64, String)>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let name = store::folder_label(&state.db, mailbox.id, &folder)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mut tx = state.db.pool.begin().await?;
+    let moved = store::delete_folder(&mut tx, mailbox.id, &folder)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    audit::append(
+        &mut tx,
+        state.clock.now(),
+        &current.actor(ip),
+        Event::new("folder.delete", format!("mailbox:{}", mailbox.id)).detail(&name),
+    )
+    .await?;
+    tx.commit().await?;
+    let text = if moved == 0 {
+        format!("Folder “{name}” deleted.")
+    } else {
+        format!(
+            "Folder “{name}” deleted; its {} went back to the Inbox.",
+            messages_word(moved)
+        )
+    };
+    flash(&current.session, text).await?;
+    Ok(Redirect::to(&format!("/mail/{}/inbox", mailbox.id)).into_response())
+}
+
+async fn empty_trash(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let _turn = state.db.write_turn().await;
+    let mut tx = state.db.pool.begin().await?;
+    let n = store::empty_trash(&mut tx, mailbox.id).await?;
+    audit::append(
+        &mut tx,
+        state.clock.now(),
+        &current.actor(ip),
+        Event::new("trash.empty", format!("mailbox:{}", mailbox.id)).detail(format!("{n}")),
+    )
+    .await?;
+    tx.commit().await?;
+    current.session.remove::<Undo>(KEY_UNDO).await?;
+    flash(
+        &current.session,
+        format!("Trash emptied: {} deleted for good.", messages_word(n)),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/mail/{}/trash", mailbox.id)).into_response())
 }

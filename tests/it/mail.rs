@@ -66,7 +66,11 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         list.body.contains("Referral for &#60;Ms. Diaz&#62;")
             || list.body.contains("Referral for &lt;Ms. Diaz&gt;")
     );
-    assert!(list.body.contains("(1 unread)") && list.body.contains("Trusted"));
+    assert!(
+        list.body
+            .contains("1<span class=\"visually-hidden\"> unread</span>")
+            && list.body.contains("Trusted")
+    );
     let id = inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
         .await
         .unwrap()[0]
@@ -84,7 +88,7 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         !kim.get(&format!("/mail/{}/inbox", kim_box.id))
             .await
             .body
-            .contains("unread)"),
+            .contains("> unread</span>"),
         "read now"
     );
     let file = kim
@@ -132,7 +136,7 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let page = ana.get(&format!("/mail/messages/{sent}")).await;
-        if page.body.contains("<strong>dispatched</strong>") {
+        if page.body.contains("<strong>delivered</strong>") {
             break;
         }
         assert!(Instant::now() < deadline, "{}", page.body);

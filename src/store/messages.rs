@@ -1,0 +1,751 @@
+//! The webmail's view of a mailbox: folders (the fixed ones and those a user
+//! creates), moving and flagging messages with undo, full-text search, Trash
+//! retention, and who handled a message in a shared mailbox.
+
+use std::collections::HashMap;
+
+use mail_parser::{MessageParser, MimeHeaders as _};
+use sqlx::{AnyConnection, Row as _};
+
+use super::inbound::MessageRow;
+use crate::db::{Backend, Db};
+
+/// The folders every mailbox has, by key and label. Drafts are listed from the
+/// drafts table; the others hold messages.
+pub const SYSTEM_FOLDERS: [(&str, &str); 5] = [
+    ("inbox", "Inbox"),
+    ("drafts", "Drafts"),
+    ("sent", "Sent"),
+    ("archive", "Archive"),
+    ("trash", "Trash"),
+];
+
+/// What the list shows and search reads, taken from the message once when it is
+/// filed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    pub from_name: String,
+    pub to_addrs: String,
+    pub snippet: String,
+    pub body_text: String,
+    pub attachment_names: String,
+    pub has_attachments: bool,
+}
+
+/// Longest body text kept for search (the message itself keeps everything).
+const BODY_INDEX_LIMIT: usize = 64 * 1024;
+
+impl Indexed {
+    pub fn of(raw: &[u8]) -> Indexed {
+        let Some(m) = MessageParser::default().parse(raw) else {
+            return Indexed::default();
+        };
+        let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+            a.map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let mut to = addresses(m.to());
+        to.extend(addresses(m.cc()));
+        let from_name = m
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.name())
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mut body_text = m.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+        if body_text.len() > BODY_INDEX_LIMIT {
+            let mut cut = BODY_INDEX_LIMIT;
+            while !body_text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body_text.truncate(cut);
+        }
+        let names: Vec<String> = m
+            .attachments()
+            .map(|a| a.attachment_name().unwrap_or("attachment").to_owned())
+            .collect();
+        Indexed {
+            from_name,
+            to_addrs: to.join(", "),
+            snippet: snippet(&body_text, 160),
+            body_text,
+            has_attachments: !names.is_empty(),
+            attachment_names: names.join(", "),
+        }
+    }
+}
+
+/// The first meaningful line of a body, for the list: quoted lines and blank lines
+/// skipped, whitespace collapsed, cut at `max` characters.
+fn snippet(text: &str, max: usize) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('>'))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let joined = words.join(" ");
+    match joined.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+/// Writes the list and search fields of a filed message.
+pub async fn set_indexed(conn: &mut AnyConnection, id: i64, ix: &Indexed) -> sqlx::Result<()> {
+    sqlx::query(
+        "update messages set from_name = $1, to_addrs = $2, snippet = $3, body_text = $4,
+                attachment_names = $5, has_attachments = $6, indexed = 1 where id = $7",
+    )
+    .bind(&ix.from_name)
+    .bind(&ix.to_addrs)
+    .bind(&ix.snippet)
+    .bind(&ix.body_text)
+    .bind(&ix.attachment_names)
+    .bind(i64::from(ix.has_attachments))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fills the list and search fields of messages filed before they existed.
+pub async fn backfill(db: &Db) -> sqlx::Result<usize> {
+    let mut done = 0;
+    loop {
+        let rows = sqlx::query("select id, raw from messages where indexed = 0 limit 200")
+            .fetch_all(&db.pool)
+            .await?;
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        let mut tx = db.pool.begin().await?;
+        for r in &rows {
+            let raw: Vec<u8> = r.try_get("raw")?;
+            set_indexed(&mut tx, r.try_get("id")?, &Indexed::of(&raw)).await?;
+            done += 1;
+        }
+        tx.commit().await?;
+    }
+}
+
+/// The columns of [`MessageRow`], for `select`.
+pub const ROW_COLUMNS: &str = "id, mailbox_id, folder, from_addr, from_name, to_addrs, subject, snippet, received_at, is_read,
+    trust_code, trust_sentence, signer_subject, revocation, has_attachments, last_activity, outbound_id";
+
+/// `$first, $first+1, …` for `n` values.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A folder's key is valid in this mailbox: a system folder, or one the users made.
+pub async fn folder_label(db: &Db, mailbox_id: i64, key: &str) -> sqlx::Result<Option<String>> {
+    if let Some((_, label)) = SYSTEM_FOLDERS.iter().find(|(k, _)| *k == key) {
+        return Ok(Some((*label).to_owned()));
+    }
+    let Some(id) = key.strip_prefix('f').and_then(|n| n.parse::<i64>().ok()) else {
+        return Ok(None);
+    };
+    sqlx::query_scalar("select name from folders where id = $1 and mailbox_id = $2")
+        .bind(id)
+        .bind(mailbox_id)
+        .fetch_optional(&db.pool)
+        .await
+}
+
+/// The folders users created in a mailbox: `(key, name)`, by name.
+pub async fn custom_folders(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query("select id, name from folders where mailbox_id = $1 order by name")
+        .bind(mailbox_id)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                format!("f{}", r.try_get::<i64, _>("id")?),
+                r.try_get("name")?,
+            ))
+        })
+        .collect()
+}
+
+/// Creates a folder; `None` when the mailbox already has one by that name.
+pub async fn create_folder(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    name: &str,
+    now: i64,
+) -> sqlx::Result<Option<String>> {
+    let made: sqlx::Result<i64> = sqlx::query_scalar(
+        "insert into folders (mailbox_id, name, created_at) values ($1, $2, $3) returning id",
+    )
+    .bind(mailbox_id)
+    .bind(name)
+    .bind(now)
+    .fetch_one(conn)
+    .await;
+    match made {
+        Ok(id) => Ok(Some(format!("f{id}"))),
+        Err(e) if super::is_unique_violation(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a folder the users made; its messages go back to the Inbox. Returns how
+/// many were moved, or `None` when there is no such folder.
+pub async fn delete_folder(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    key: &str,
+) -> sqlx::Result<Option<u64>> {
+    let Some(id) = key.strip_prefix('f').and_then(|n| n.parse::<i64>().ok()) else {
+        return Ok(None);
+    };
+    let moved =
+        sqlx::query("update messages set folder = 'inbox' where mailbox_id = $1 and folder = $2")
+            .bind(mailbox_id)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    let gone = sqlx::query("delete from folders where id = $1 and mailbox_id = $2")
+        .bind(id)
+        .bind(mailbox_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((gone == 1).then_some(moved))
+}
+
+/// A message's place before an action, to undo it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Before {
+    pub id: i64,
+    pub folder: String,
+    pub is_read: bool,
+    pub trashed_at: Option<i64>,
+}
+
+/// Where the given messages of a mailbox are now (ids of other mailboxes are left out).
+pub async fn places(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    ids: &[i64],
+) -> sqlx::Result<Vec<Before>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "select id, folder, is_read, trashed_at from messages where mailbox_id = $1 and id in ({})",
+        placeholders(2, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(mailbox_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Before {
+                id: r.try_get("id")?,
+                folder: r.try_get("folder")?,
+                is_read: super::flag(r.try_get("is_read")?),
+                trashed_at: r.try_get("trashed_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Moves messages of a mailbox to a folder (Trash starts the retention clock).
+pub async fn move_to(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    ids: &[i64],
+    folder: &str,
+    now: i64,
+) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "update messages set folder = $1, trashed_at = $2 where mailbox_id = $3 and id in ({})",
+        placeholders(4, ids.len())
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(folder)
+        .bind((folder == "trash").then_some(now))
+        .bind(mailbox_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+/// Marks messages of a mailbox read or unread.
+pub async fn set_read(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    ids: &[i64],
+    read: bool,
+) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "update messages set is_read = $1 where mailbox_id = $2 and id in ({})",
+        placeholders(3, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(i64::from(read)).bind(mailbox_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+/// Puts messages back where they were before an action.
+pub async fn restore(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    before: &[Before],
+) -> sqlx::Result<u64> {
+    let mut n = 0;
+    for b in before {
+        n += sqlx::query(
+            "update messages set folder = $1, is_read = $2, trashed_at = $3 where id = $4 and mailbox_id = $5",
+        )
+        .bind(&b.folder)
+        .bind(i64::from(b.is_read))
+        .bind(b.trashed_at)
+        .bind(b.id)
+        .bind(mailbox_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(n)
+}
+
+/// Deletes messages that have been in Trash since before `cutoff`; returns how many.
+pub async fn purge_trash(db: &Db, cutoff: i64) -> sqlx::Result<u64> {
+    let _turn = db.write_turn().await;
+    let done = sqlx::query(
+        "delete from messages where folder = 'trash' and trashed_at is not null and trashed_at < $1",
+    )
+    .bind(cutoff)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Empties a mailbox's Trash now; returns how many messages were deleted.
+pub async fn empty_trash(conn: &mut AnyConnection, mailbox_id: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query("delete from messages where mailbox_id = $1 and folder = 'trash'")
+        .bind(mailbox_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Records that a user read, replied to, forwarded or moved a message, for the others
+/// sharing the mailbox.
+pub async fn record_activity(
+    conn: &mut AnyConnection,
+    message_id: i64,
+    user_id: i64,
+    user_name: &str,
+    action: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into message_activity (message_id, user_id, action, at) values ($1, $2, $3, $4)",
+    )
+    .bind(message_id)
+    .bind(user_id)
+    .bind(action)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("update messages set last_activity = $1 where id = $2")
+        .bind(format!("{} by {user_name}", activity_label(action)))
+        .bind(message_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// "Read", "Replied", … for an activity code.
+pub fn activity_label(action: &str) -> &str {
+    match action {
+        "read" => "Read",
+        "reply" => "Replied",
+        "forward" => "Forwarded",
+        "move" => "Moved",
+        "unread" => "Marked unread",
+        other => other,
+    }
+}
+
+/// Who did what to a message, oldest first: `(user name, action, at)`.
+pub async fn activity(db: &Db, message_id: i64) -> sqlx::Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query(
+        "select u.display_name, a.action, a.at from message_activity a join users u on u.id = a.user_id
+         where a.message_id = $1 order by a.id",
+    )
+    .bind(message_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("display_name")?,
+                r.try_get("action")?,
+                r.try_get("at")?,
+            ))
+        })
+        .collect()
+}
+
+/// A search within one mailbox.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct Search {
+    /// Words anywhere: sender, recipients, subject, body, attachment names.
+    pub q: String,
+    /// Words in the sender's name or address.
+    pub from: String,
+    /// Words in the recipients.
+    pub to: String,
+    /// `YYYY-MM-DD`, inclusive (UTC).
+    pub after: String,
+    pub before: String,
+    /// Only this folder; every folder but Trash when empty.
+    pub folder: String,
+}
+
+/// Words of a query as the index splits them (letters and digits), at most 8.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// An FTS5 / tsquery expression: every word as a prefix, all required; per column
+/// on SQLite when `column` is given.
+fn match_expr(backend: Backend, column: Option<&str>, ws: &[String]) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let terms: Vec<String> = ws.iter().map(|w| format!("\"{w}\"*")).collect();
+            match column {
+                Some(c) => format!("{c} : ({})", terms.join(" AND ")),
+                None => terms.join(" AND "),
+            }
+        }
+        Backend::Postgres => ws
+            .iter()
+            .map(|w| format!("'{w}':*"))
+            .collect::<Vec<_>>()
+            .join(" & "),
+    }
+}
+
+/// Parses `YYYY-MM-DD` as the Unix time of that day's start (UTC).
+pub fn day_start(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text.trim(), &format)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+}
+
+/// Whether the search asks for anything.
+impl Search {
+    pub fn is_empty(&self) -> bool {
+        words(&self.q).is_empty()
+            && words(&self.from).is_empty()
+            && words(&self.to).is_empty()
+            && day_start(&self.after).is_none()
+            && day_start(&self.before).is_none()
+    }
+}
+
+/// Messages of a mailbox matching a search, newest first, keyset paged by id.
+pub async fn search(
+    db: &Db,
+    mailbox_id: i64,
+    s: &Search,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    let mut clauses = vec!["mailbox_id = $1".to_owned()];
+    let mut texts: Vec<String> = Vec::new();
+    let mut ints: Vec<i64> = Vec::new();
+    // text parameters come first ($2…), then integers
+    let (q, from, to) = (words(&s.q), words(&s.from), words(&s.to));
+    match db.backend {
+        Backend::Sqlite => {
+            let mut parts = Vec::new();
+            if !q.is_empty() {
+                parts.push(match_expr(db.backend, None, &q));
+            }
+            if !from.is_empty() {
+                parts.push(match_expr(db.backend, Some("sender"), &from));
+            }
+            if !to.is_empty() {
+                parts.push(match_expr(db.backend, Some("recipients"), &to));
+            }
+            if !parts.is_empty() {
+                texts.push(parts.join(" AND "));
+                clauses.push(format!(
+                    "id in (select rowid from messages_fts where messages_fts match ${})",
+                    1 + texts.len()
+                ));
+            }
+        }
+        Backend::Postgres => {
+            let all: Vec<String> = q.iter().chain(&from).chain(&to).cloned().collect();
+            if !all.is_empty() {
+                texts.push(match_expr(db.backend, None, &all));
+                clauses.push(format!(
+                    "search @@ to_tsquery('simple', ${})",
+                    1 + texts.len()
+                ));
+            }
+            for (column, ws) in [("from_name || ' ' || from_addr", &from), ("to_addrs", &to)] {
+                for w in ws {
+                    texts.push(format!("%{w}%"));
+                    clauses.push(format!("lower({column}) like ${}", 1 + texts.len()));
+                }
+            }
+        }
+    }
+    if s.folder.is_empty() {
+        clauses.push("folder <> 'trash'".into());
+    } else {
+        texts.push(s.folder.clone());
+        clauses.push(format!("folder = ${}", 1 + texts.len()));
+    }
+    let mut next = 2 + texts.len();
+    for (bound, op, shift) in [(&s.after, ">=", 0), (&s.before, "<", 86_400)] {
+        if let Some(t) = day_start(bound) {
+            ints.push(t + shift);
+            clauses.push(format!("received_at {op} ${next}"));
+            next += 1;
+        }
+    }
+    if let Some(b) = before_id {
+        ints.push(b);
+        clauses.push(format!("id < ${next}"));
+        next += 1;
+    }
+    let sql = format!(
+        "select {ROW_COLUMNS} from messages where {} order by id desc limit ${next}",
+        clauses.join(" and ")
+    );
+    let mut query = sqlx::query(&sql).bind(mailbox_id);
+    for t in &texts {
+        query = query.bind(t.clone());
+    }
+    for i in &ints {
+        query = query.bind(*i);
+    }
+    let rows = query.bind(limit).fetch_all(&db.pool).await?;
+    rows.iter().map(MessageRow::from_row).collect()
+}
+
+/// For Sent items: each message's delivery in a few words ("3 delivered, 1 failed").
+pub async fn delivery_summaries(
+    db: &Db,
+    outbound_ids: &[i64],
+) -> sqlx::Result<HashMap<i64, String>> {
+    if outbound_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "select outbound_id, state, count(*) as n from delivery_status where outbound_id in ({})
+         group by outbound_id, state",
+        placeholders(1, outbound_ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in outbound_ids {
+        q = q.bind(*id);
+    }
+    let mut counts: HashMap<i64, Vec<(String, i64)>> = HashMap::new();
+    for r in q.fetch_all(&db.pool).await? {
+        counts
+            .entry(r.try_get("outbound_id")?)
+            .or_default()
+            .push((r.try_get("state")?, r.try_get("n")?));
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(id, mut states)| {
+            states.sort_by_key(|(s, _)| status_order(s));
+            let text = states
+                .iter()
+                .map(|(s, n)| format!("{n} {}", status_word(s)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (id, text)
+        })
+        .collect())
+}
+
+fn status_order(state: &str) -> u8 {
+    match state {
+        "failed" => 0,
+        "queued" => 1,
+        "sent" => 2,
+        "processed" => 3,
+        _ => 4,
+    }
+}
+
+/// A delivery state in the words the sender sees.
+pub fn status_word(state: &str) -> &str {
+    match state {
+        "queued" => "queued",
+        "sent" => "sent",
+        "processed" => "processed",
+        "dispatched" => "delivered",
+        "failed" => "failed",
+        other => other,
+    }
+}
+
+/// Messages of a folder newer than `after_id`, newest first (for polling).
+pub async fn newer(
+    db: &Db,
+    mailbox_id: i64,
+    folder: &str,
+    after_id: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    let sql = format!(
+        "select {ROW_COLUMNS} from messages where mailbox_id = $1 and folder = $2 and id > $3
+         order by id desc limit $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(mailbox_id)
+        .bind(folder)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(MessageRow::from_row).collect()
+}
+
+/// Deletes messages of a mailbox for good.
+pub async fn delete(conn: &mut AnyConnection, mailbox_id: i64, ids: &[i64]) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "delete from messages where mailbox_id = $1 and id in ({})",
+        placeholders(2, ids.len())
+    );
+    let mut q = sqlx::query(&sql).bind(mailbox_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+/// The Sent copy of an outbound message.
+pub async fn sent_copy(db: &Db, outbound_id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "select id from messages where outbound_id = $1 and folder <> 'trash' order by id limit 1",
+    )
+    .bind(outbound_id)
+    .fetch_optional(&db.pool)
+    .await
+}
+
+/// A message of a mailbox by its Message-ID (without angle brackets).
+pub async fn by_message_id(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    message_id: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "select id from messages where mailbox_id = $1 and message_id = $2 order by id limit 1",
+    )
+    .bind(mailbox_id)
+    .bind(message_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// An address offered while typing a recipient.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suggestion {
+    pub name: String,
+    pub address: String,
+    /// Where it comes from: "recent", "this HISP", or a directory detail.
+    pub detail: String,
+}
+
+/// Addresses matching `q`: this HISP's mailboxes and the user's recent recipients.
+pub async fn suggestions(
+    db: &Db,
+    user_id: i64,
+    q: &str,
+    limit: usize,
+) -> sqlx::Result<Vec<Suggestion>> {
+    let needle = q.to_lowercase();
+    let pattern = format!(
+        "%{}%",
+        needle.replace('\\', "").replace('%', "").replace('_', "")
+    );
+    let mut out: Vec<Suggestion> = Vec::new();
+    let hosted = sqlx::query(
+        "select address, display_name from mailboxes
+         where lower(address) like $1 or lower(display_name) like $1 order by address limit $2",
+    )
+    .bind(&pattern)
+    .bind(limit as i64)
+    .fetch_all(&db.pool)
+    .await?;
+    for r in &hosted {
+        out.push(Suggestion {
+            name: r.try_get("display_name")?,
+            address: r.try_get("address")?,
+            detail: "this HISP".into(),
+        });
+    }
+    // recent recipients: the To/Cc of the user's latest Sent items
+    let recent = sqlx::query(
+        "select m.to_addrs from messages m join mailbox_members mm on mm.mailbox_id = m.mailbox_id
+         where mm.user_id = $1 and m.folder = 'sent' order by m.id desc limit 200",
+    )
+    .bind(user_id)
+    .fetch_all(&db.pool)
+    .await?;
+    for r in &recent {
+        let list: String = r.try_get("to_addrs")?;
+        for address in list.split(',').map(str::trim) {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            if address.to_lowercase().contains(&needle)
+                && !out.iter().any(|s| s.address.eq_ignore_ascii_case(address))
+            {
+                out.push(Suggestion {
+                    name: String::new(),
+                    address: address.to_owned(),
+                    detail: "recent".into(),
+                });
+            }
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}

@@ -1,0 +1,712 @@
+//! Writing: drafts kept on the server (saved as the user types, so a closed tab or a
+//! session timeout loses nothing), recipients checked as they are typed, attachments
+//! checked on the server (real PDFs without scripts, the operator's allow-list, the
+//! size limit), reply / reply all / forward / edit-and-resend, and sending.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mail_parser::{MessageParser, MimeHeaders as _};
+use serde::Deserialize;
+
+use super::mail::{Frame, frame, own_mailbox};
+use super::message::{Show, file_response, header_filename, human_size};
+use super::session::{Chrome, CurrentUser, flash};
+use super::{AppError, AppResult, AppState, ClientIp};
+use crate::audit::{self, Event};
+use crate::clock::format_utc;
+use crate::config::OuterSubject;
+use crate::outbound::Attachment;
+use crate::store::drafts::{self, AttachmentMeta, Draft, Start};
+use crate::store::inbound::StoredMessage;
+use crate::store::mailboxes::Mailbox;
+use crate::store::messages;
+
+/// The most a single upload request may carry; the configured per-message limit
+/// (at most 200 MB) is checked against the draft's attachments in the handler.
+const UPLOAD_REQUEST_LIMIT: usize = 201 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/mail/{mailbox}/compose", post(compose))
+        .route("/mail/drafts/{id}", get(page).post(save))
+        .route("/mail/drafts/{id}/send", post(send))
+        .route("/mail/drafts/{id}/delete", post(discard))
+        .route(
+            "/mail/drafts/{id}/attachments",
+            post(upload).layer(DefaultBodyLimit::max(UPLOAD_REQUEST_LIMIT)),
+        )
+        .route("/mail/drafts/{id}/attachments/{aid}", get(download))
+        .route("/mail/drafts/{id}/attachments/{aid}/delete", post(remove))
+        .route("/mail/check-address", get(check_address))
+        .route("/mail/suggest", get(suggest))
+}
+
+/// The user's own draft (drafts are private to their writer), or 404.
+async fn own_draft(
+    state: &AppState,
+    current: &CurrentUser,
+    id: i64,
+) -> AppResult<(Mailbox, Draft)> {
+    let draft = drafts::get(&state.db, id)
+        .await?
+        .filter(|d| d.user_id == current.user.id)
+        .ok_or(AppError::NotFound)?;
+    let mailbox = own_mailbox(state, current, draft.mailbox_id).await?;
+    Ok((mailbox, draft))
+}
+
+async fn compose(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let mut tx = state.db.pool.begin().await?;
+    let id = drafts::create(
+        &mut tx,
+        mailbox.id,
+        current.user.id,
+        &Start::default(),
+        state.clock.now(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
+}
+
+/// "Re: …" / "Fwd: …" without stacking prefixes.
+fn prefixed(prefix: &str, subject: &str) -> String {
+    let lower = subject.to_ascii_lowercase();
+    if lower.starts_with(&format!("{}:", prefix.to_ascii_lowercase())) {
+        subject.to_owned()
+    } else {
+        format!("{prefix}: {subject}")
+    }
+}
+
+fn quoted(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A draft made from a message: a reply, reply to all, forward (with attachments), or
+/// an edit of a sent message to resend it. Returns the draft's id.
+pub async fn draft_from(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    mailbox: &Mailbox,
+    message: &StoredMessage,
+    mode: &str,
+) -> AppResult<i64> {
+    let parsed = MessageParser::default()
+        .parse(&message.raw)
+        .ok_or_else(|| AppError::BadRequest("This message could not be read.".into()))?;
+    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let own = mailbox.address.to_ascii_lowercase();
+    let from = message.row.from_addr.to_ascii_lowercase();
+    let text = parsed
+        .body_text(0)
+        .map(|t| t.into_owned())
+        .unwrap_or_default();
+    let when = format_utc(message.row.received_at);
+    let subject = message.row.subject.clone();
+    let parent = message.message_id.clone();
+    let refs = {
+        let mut r: Vec<String> = parsed
+            .references()
+            .as_text_list()
+            .map(|l| l.iter().map(|s| format!("<{s}>")).collect())
+            .unwrap_or_default();
+        if let Some(p) = &parent {
+            r.push(format!("<{p}>"));
+        }
+        (!r.is_empty()).then(|| r.join(" "))
+    };
+    let mut start = Start::default();
+    let mut files: Vec<Attachment> = Vec::new();
+    match mode {
+        "reply" | "reply-all" => {
+            // replying to our own Sent copy goes to its recipients
+            let mut to = if from == own {
+                list(parsed.to())
+            } else {
+                vec![from.clone()]
+            };
+            let mut cc = Vec::new();
+            if mode == "reply-all" {
+                if from != own {
+                    to.extend(list(parsed.to()));
+                }
+                cc = list(parsed.cc());
+            }
+            to.retain(|a| *a != own);
+            to.dedup();
+            cc.retain(|a| *a != own && !to.contains(a));
+            start.to = to.join(", ");
+            start.cc = cc.join(", ");
+            start.subject = prefixed("Re", &subject);
+            start.body = format!(
+                "\n\nOn {when}, {} wrote:\n{}",
+                message.row.from_addr,
+                quoted(&text)
+            );
+            start.in_reply_to = parent.clone().map(|p| format!("<{p}>"));
+            start.refs = refs;
+        }
+        "forward" => {
+            start.subject = prefixed("Fwd", &subject);
+            start.body = format!(
+                "\n\n---------- Forwarded message ----------\nFrom: {}\nDate: {when}\nSubject: {subject}\n\n{text}",
+                message.row.from_addr
+            );
+            files = parsed
+                .attachments()
+                .map(|a| Attachment {
+                    name: a.attachment_name().unwrap_or("attachment").to_owned(),
+                    content_type: super::message::content_type_of(a),
+                    data: a.contents().to_vec(),
+                })
+                .collect();
+        }
+        "resend" => {
+            start.to = list(parsed.to()).join(", ");
+            start.cc = list(parsed.cc()).join(", ");
+            start.subject = subject;
+            start.body = text;
+            start.in_reply_to = parsed.in_reply_to().as_text().map(|p| format!("<{p}>"));
+            files = parsed
+                .attachments()
+                .map(|a| Attachment {
+                    name: a.attachment_name().unwrap_or("attachment").to_owned(),
+                    content_type: super::message::content_type_of(a),
+                    data: a.contents().to_vec(),
+                })
+                .collect();
+        }
+        _ => return Err(AppError::BadRequest("That action is not known.".into())),
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    let id = drafts::create(&mut tx, mailbox.id, current.user.id, &start, now).await?;
+    drafts::copy_attachments(&mut tx, id, &files).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("draft.create", format!("message:{}", message.row.id)).detail(mode),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// An address typed in To or Cc, with what the server found about it.
+pub struct Chip {
+    pub address: String,
+    pub ok: bool,
+    pub note: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/compose.html")]
+struct ComposePage {
+    chrome: Chrome,
+    frame: Frame,
+    draft: Draft,
+    attachments: Vec<(AttachmentMeta, String)>,
+    /// Per-address results after a refused send.
+    chips: Vec<Chip>,
+    error: String,
+    saved: String,
+    subject_visible: bool,
+    max_mb: u32,
+    allowed: String,
+}
+
+async fn render(
+    state: &AppState,
+    current: CurrentUser,
+    mailbox: Mailbox,
+    draft: Draft,
+    chips: Vec<Chip>,
+    error: String,
+) -> AppResult<ComposePage> {
+    let attachments = drafts::attachments(&state.db, draft.id)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let size = human_size(a.size as usize);
+            (a, size)
+        })
+        .collect();
+    let mut allowed = vec!["PDF".to_owned()];
+    allowed.extend(
+        state
+            .config
+            .attachment_types
+            .0
+            .iter()
+            .map(|k| k.label().to_owned()),
+    );
+    Ok(ComposePage {
+        frame: frame(state, &current, mailbox).await?,
+        chrome: current.chrome,
+        saved: format!("Saved {}", format_utc(draft.updated_at)),
+        draft,
+        attachments,
+        chips,
+        error,
+        subject_visible: state.config.outer_subject == OuterSubject::Visible,
+        max_mb: state.config.max_message_mb,
+        allowed: allowed.join(", "),
+    })
+}
+
+async fn page(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<ComposePage> {
+    let (mailbox, draft) = own_draft(&state, &current, id).await?;
+    render(&state, current, mailbox, draft, Vec::new(), String::new()).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DraftForm {
+    to: String,
+    cc: String,
+    subject: String,
+    body: String,
+    /// "send" when the form's Send button was used without scripts.
+    action: String,
+}
+
+#[derive(Deserialize)]
+struct BeaconQuery {
+    /// Sent by the page as it closes (`navigator.sendBeacon`, no custom headers).
+    beacon: Option<String>,
+}
+
+/// Longest body text accepted (the form layer also bounds the request).
+const BODY_LIMIT: usize = 60 * 1024;
+
+async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i64> {
+    if form.body.len() > BODY_LIMIT || form.subject.chars().count() > 500 {
+        return Err(AppError::BadRequest(
+            "The text is longer than a message may be here (60 KB); attach a document instead."
+                .into(),
+        ));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool.begin().await?;
+    drafts::save(
+        &mut tx,
+        id,
+        &form.to,
+        &form.cc,
+        form.subject.trim_end(),
+        &form.body,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(now)
+}
+
+/// Saves the draft: the page's script calls this as the user types (answering with
+/// the time saved); a form post without scripts saves (or sends) and comes back.
+async fn save(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+    Query(q): Query<BeaconQuery>,
+    axum::Form(form): axum::Form<DraftForm>,
+) -> AppResult<Response> {
+    let (mailbox, draft) = own_draft(&state, &current, id).await?;
+    let now = store_form(&state, draft.id, &form).await?;
+    if headers.contains_key("x-autosave") || q.beacon.is_some() {
+        return Ok(format!("Saved {}", format_utc(now)).into_response());
+    }
+    if form.action == "send" {
+        return send_draft(&state, current, ip, mailbox, draft.id).await;
+    }
+    flash(&current.session, "Draft saved.").await?;
+    Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
+}
+
+async fn send(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+    axum::Form(form): axum::Form<DraftForm>,
+) -> AppResult<Response> {
+    let (mailbox, draft) = own_draft(&state, &current, id).await?;
+    store_form(&state, draft.id, &form).await?;
+    send_draft(&state, current, ip, mailbox, draft.id).await
+}
+
+/// Addresses typed in a field: separated by commas, semicolons or spaces; a
+/// "Name <address>" form keeps the address.
+pub fn split_addresses(text: &str) -> Vec<String> {
+    text.split([',', ';', '\n'])
+        .map(|a| {
+            let a = a.trim();
+            match (a.rfind('<'), a.rfind('>')) {
+                (Some(l), Some(r)) if l < r => a[l + 1..r].trim().to_owned(),
+                _ => a.to_owned(),
+            }
+        })
+        .flat_map(|a| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+async fn send_draft(
+    state: &AppState,
+    current: CurrentUser,
+    ip: String,
+    mailbox: Mailbox,
+    id: i64,
+) -> AppResult<Response> {
+    let draft = drafts::get(&state.db, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let to = split_addresses(&draft.to);
+    let cc = split_addresses(&draft.cc);
+    let now = state.clock.now();
+    let mut chips = Vec::new();
+    for address in to.iter().chain(&cc) {
+        let result = crate::recipients::check(&state.db, address, now).await?;
+        chips.push(Chip {
+            address: address.clone(),
+            ok: result.is_ok(),
+            note: result.unwrap_or_else(|e| e),
+        });
+    }
+    let mut problems = Vec::new();
+    if to.is_empty() {
+        problems.push("Add at least one recipient in To.".to_owned());
+    }
+    let refused: Vec<&Chip> = chips.iter().filter(|c| !c.ok).collect();
+    if !refused.is_empty() {
+        problems.push(format!(
+            "Nothing was sent: {}.",
+            refused
+                .iter()
+                .map(|c| format!("{}: {}", c.address, c.note))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if !problems.is_empty() {
+        let page = render(state, current, mailbox, draft, chips, problems.join(" ")).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let normalize = |list: Vec<String>| -> Vec<String> {
+        list.into_iter()
+            .filter_map(|a| crate::domain::Email::parse(&a).ok())
+            .map(|e| e.as_str().to_owned())
+            .collect()
+    };
+    let message = crate::outbound::Draft {
+        to: normalize(to),
+        cc: normalize(cc),
+        subject: draft.subject.clone(),
+        text: draft.body.clone(),
+        attachments: drafts::attachment_data(&state.db, id).await?,
+        in_reply_to: draft.in_reply_to.clone(),
+        references: draft.refs.clone(),
+    };
+    let outbound_id = crate::outbound::submit_draft(
+        &state.db,
+        &mailbox,
+        &current.user.display_name,
+        &message,
+        now,
+    )
+    .await?;
+    let sent_id = messages::sent_copy(&state.db, outbound_id).await?;
+    let mut tx = state.db.pool.begin().await?;
+    drafts::delete(&mut tx, id).await?;
+    if let Some(parent) = draft.in_reply_to.as_deref() {
+        let parent = parent.trim_matches(['<', '>']);
+        if let Some(original) = messages::by_message_id(&mut tx, mailbox.id, parent).await? {
+            let action = if draft.subject.to_ascii_lowercase().starts_with("fwd:") {
+                "forward"
+            } else {
+                "reply"
+            };
+            messages::record_activity(
+                &mut tx,
+                original,
+                current.user.id,
+                &current.user.display_name,
+                action,
+                now,
+            )
+            .await?;
+        }
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("message.send", format!("outbound:{outbound_id}")).detail(format!(
+            "{} recipient(s), {} attachment(s)",
+            message.to.len() + message.cc.len(),
+            message.attachments.len()
+        )),
+    )
+    .await?;
+    tx.commit().await?;
+    state.wake_sender.notify_one();
+    flash(
+        &current.session,
+        "Sent. Delivery is shown below for each recipient.",
+    )
+    .await?;
+    Ok(match sent_id {
+        Some(m) => Redirect::to(&format!("/mail/messages/{m}")),
+        None => Redirect::to(&format!("/mail/{}/sent", mailbox.id)),
+    }
+    .into_response())
+}
+
+async fn discard(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
+    let (mailbox, draft) = own_draft(&state, &current, id).await?;
+    let mut tx = state.db.pool.begin().await?;
+    drafts::delete(&mut tx, draft.id).await?;
+    tx.commit().await?;
+    flash(&current.session, "Draft discarded.").await?;
+    Ok(Redirect::to(&format!("/mail/{}/drafts", mailbox.id)).into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/attachments.html")]
+struct AttachmentList {
+    draft_id: i64,
+    attachments: Vec<(AttachmentMeta, String)>,
+    /// Why files were refused, one sentence each.
+    refused: Vec<String>,
+}
+
+/// Adds files to a draft. Each is checked on the server; refused files are named
+/// with the reason, and the others are kept. Answers with the attachment list
+/// (for the page's script) or goes back to the draft (without scripts).
+async fn upload(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+    mut multipart: Multipart,
+) -> AppResult<Response> {
+    let (_, draft) = own_draft(&state, &current, id).await?;
+    let limit = state.config.max_message_mb as usize * 1024 * 1024;
+    let mut policy = directmail_content::Policy {
+        max_total_bytes: limit,
+        allowed: state.config.attachment_types.0.clone(),
+    };
+    let mut refused = Vec::new();
+    let mut added = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                refused.push(format!(
+                    "The upload did not complete ({e}); nothing more was attached. The limit is {} MB per message.",
+                    state.config.max_message_mb
+                ));
+                break;
+            }
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or("attachment").to_owned();
+        let declared = field.content_type().map(str::to_owned);
+        let data = match field.bytes().await {
+            Ok(d) => d,
+            Err(e) => {
+                refused.push(format!(
+                    "“{name}” did not arrive whole ({e}); nothing was attached."
+                ));
+                break;
+            }
+        };
+        if name.trim().is_empty() && data.is_empty() {
+            continue;
+        }
+        let _turn = state.db.write_turn().await;
+        let mut tx = state.db.pool.begin().await?;
+        let used = drafts::attached_bytes(&mut tx, draft.id).await? as usize;
+        policy.max_total_bytes = limit.saturating_sub(used);
+        match directmail_content::check_attachment(&name, declared.as_deref(), &data, &policy) {
+            Ok(accepted) => {
+                let stored_name = name.trim().to_owned();
+                drafts::add_attachment(
+                    &mut tx,
+                    draft.id,
+                    &stored_name,
+                    accepted.content_type,
+                    &data,
+                )
+                .await?;
+                audit::append(
+                    &mut tx,
+                    state.clock.now(),
+                    &current.actor(ip.clone()),
+                    Event::new("draft.attach", format!("draft:{}", draft.id)).detail(format!(
+                        "{} bytes, {}",
+                        data.len(),
+                        accepted.content_type
+                    )),
+                )
+                .await?;
+                tx.commit().await?;
+                added.push(stored_name);
+            }
+            Err(rejection) => {
+                tx.rollback().await?;
+                refused.push(rejection.to_string());
+            }
+        }
+    }
+    if headers.contains_key("x-upload") {
+        let status = if refused.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let list = attachment_list(&state, &current, draft.id, refused).await?;
+        return Ok((status, list).into_response());
+    }
+    let mut text = Vec::new();
+    if !added.is_empty() {
+        text.push(format!("Attached: {}.", added.join(", ")));
+    }
+    text.extend(refused);
+    flash(&current.session, text.join(" ")).await?;
+    Ok(Redirect::to(&format!("/mail/drafts/{}", draft.id)).into_response())
+}
+
+async fn attachment_list(
+    state: &AppState,
+    current: &CurrentUser,
+    draft_id: i64,
+    refused: Vec<String>,
+) -> AppResult<AttachmentList> {
+    Ok(AttachmentList {
+        draft_id,
+        attachments: drafts::attachments(&state.db, draft_id)
+            .await?
+            .into_iter()
+            .map(|a| {
+                let size = human_size(a.size as usize);
+                (a, size)
+            })
+            .collect(),
+        refused,
+    })
+}
+
+async fn download(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path((id, aid)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (_, draft) = own_draft(&state, &current, id).await?;
+    let (name, _, data) = drafts::attachment(&state.db, draft.id, aid)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(file_response(&header_filename(&name), data, Show::Download))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    current: CurrentUser,
+    Path((id, aid)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (_, draft) = own_draft(&state, &current, id).await?;
+    let mut tx = state.db.pool.begin().await?;
+    let gone = drafts::remove_attachment(&mut tx, draft.id, aid).await?;
+    tx.commit().await?;
+    if !gone {
+        return Err(AppError::NotFound);
+    }
+    if headers.contains_key("hx-request") {
+        return Ok(attachment_list(&state, &current, draft.id, Vec::new())
+            .await?
+            .into_response());
+    }
+    flash(&current.session, "Attachment removed.").await?;
+    Ok(Redirect::to(&format!("/mail/drafts/{}", draft.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AddressQuery {
+    address: String,
+}
+
+/// Whether a message can be sent to one address, for the chip the page shows.
+async fn check_address(
+    State(state): State<AppState>,
+    _current: CurrentUser,
+    Query(q): Query<AddressQuery>,
+) -> AppResult<axum::Json<serde_json::Value>> {
+    let address = split_addresses(&q.address)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let result = crate::recipients::check(&state.db, &address, state.clock.now()).await?;
+    Ok(axum::Json(match result {
+        Ok(how) => serde_json::json!({ "address": address, "ok": true, "note": how }),
+        Err(why) => serde_json::json!({ "address": address, "ok": false, "note": why }),
+    }))
+}
+
+#[derive(Deserialize)]
+struct SuggestQuery {
+    q: String,
+}
+
+/// Addresses for the To/Cc autocomplete: the user's recent recipients and this
+/// HISP's mailboxes.
+async fn suggest(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<SuggestQuery>,
+) -> AppResult<axum::Json<Vec<messages::Suggestion>>> {
+    let q = q.q.trim();
+    if q.chars().count() < 2 {
+        return Ok(axum::Json(Vec::new()));
+    }
+    Ok(axum::Json(
+        messages::suggestions(&state.db, current.user.id, q, 8).await?,
+    ))
+}

@@ -1,0 +1,543 @@
+//! Reading a message: headers, the trust verdict in plain words with its details,
+//! delivery per recipient when sent from here, the body (text with links, or HTML
+//! sanitized in a sandboxed frame), attachments (PDFs and images inline, the rest as
+//! downloads), a print view, and the actions: reply, reply all, forward, mark unread,
+//! move. Every read and download is audited.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mail_parser::{Message, MessageParser, MimeHeaders as _};
+use serde::Deserialize;
+
+use super::mail::{Frame, apply_action, frame, own_mailbox};
+use super::session::{Chrome, CurrentUser, flash};
+use super::{AppError, AppResult, AppState, ClientIp};
+use crate::audit::{self, Event};
+use crate::clock::format_utc;
+use crate::store::inbound::{self, StoredMessage};
+use crate::store::mailboxes::Mailbox;
+use crate::store::messages::{self as store, activity_label, status_word};
+use crate::store::outbound;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/mail/messages/{id}", get(message))
+        .route("/mail/messages/{id}/body", get(html_body))
+        .route("/mail/messages/{id}/print", get(print))
+        .route("/mail/messages/{id}/act", post(act))
+        .route("/mail/messages/{id}/attachments/{n}", get(attachment))
+}
+
+/// The message, if it is in one of the user's mailboxes.
+pub async fn own_message(
+    state: &AppState,
+    current: &CurrentUser,
+    id: i64,
+) -> AppResult<(Mailbox, StoredMessage)> {
+    let message = inbound::message(&state.db, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mailbox = own_mailbox(state, current, message.row.mailbox_id).await?;
+    Ok((mailbox, message))
+}
+
+/// A part's declared type, lower case (`application/octet-stream` when absent).
+pub fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|c| match c.subtype() {
+            Some(sub) => format!("{}/{}", c.ctype(), sub),
+            None => c.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase()
+}
+
+/// How an attachment is offered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// Opens in the browser's PDF viewer.
+    Pdf,
+    /// Shown in the page.
+    Image,
+    /// Download only.
+    Download,
+}
+
+/// What kind an attachment really is, from its bytes (never its declared type).
+fn show_as(data: &[u8]) -> Show {
+    if data.starts_with(b"%PDF-") {
+        Show::Pdf
+    } else if data.starts_with(b"\x89PNG\r\n\x1a\n")
+        || data.starts_with(b"\xff\xd8\xff")
+        || data.starts_with(b"GIF87a")
+        || data.starts_with(b"GIF89a")
+    {
+        Show::Image
+    } else {
+        Show::Download
+    }
+}
+
+fn image_type(data: &[u8]) -> &'static str {
+    if data.starts_with(b"\x89PNG") {
+        "image/png"
+    } else if data.starts_with(b"GIF") {
+        "image/gif"
+    } else {
+        "image/jpeg"
+    }
+}
+
+pub struct AttachmentView {
+    pub n: usize,
+    pub name: String,
+    pub content_type: String,
+    pub size: String,
+    pub show: Show,
+}
+
+/// "12 KB", "3.4 MB".
+pub fn human_size(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else if bytes < 1024 * 1024 {
+        format!("{} KB", bytes.div_ceil(1024))
+    } else {
+        format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+fn attachments(parsed: &Message<'_>) -> Vec<AttachmentView> {
+    parsed
+        .attachments()
+        .enumerate()
+        .map(|(n, a)| AttachmentView {
+            n,
+            name: a.attachment_name().unwrap_or("attachment").to_owned(),
+            content_type: content_type_of(a),
+            size: human_size(a.contents().len()),
+            show: show_as(a.contents()),
+        })
+        .collect()
+}
+
+fn addresses(a: Option<&mail_parser::Address<'_>>) -> String {
+    a.map(|a| {
+        a.iter()
+            .filter_map(|x| {
+                let addr = x.address()?;
+                Some(match x.name() {
+                    Some(n) if !n.trim().is_empty() => format!("{} <{addr}>", n.trim()),
+                    _ => addr.to_owned(),
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default()
+}
+
+/// Whether the message's main body is HTML (shown sanitized in a frame).
+fn has_html(parsed: &Message<'_>) -> bool {
+    parsed.html_body_count() > 0
+        && parsed
+            .html_part(0)
+            .is_some_and(|p| content_type_of(p) == "text/html")
+}
+
+/// One delivery line on a Sent message.
+pub struct DeliveryLine {
+    pub recipient: String,
+    pub status: String,
+    pub failed: bool,
+    pub detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/message.html")]
+struct MessagePage {
+    chrome: Chrome,
+    frame: Frame,
+    id: i64,
+    folder: String,
+    subject: String,
+    from: String,
+    to: String,
+    cc: String,
+    when: String,
+    trusted: bool,
+    trust_title: String,
+    trust_sentence: String,
+    signer: String,
+    issuer: String,
+    revocation: String,
+    /// Linkified, escaped text (when the body is not HTML).
+    text_html: String,
+    html: bool,
+    attachments: Vec<AttachmentView>,
+    delivery: Vec<DeliveryLine>,
+    any_failed: bool,
+    /// "Read by Ana Ruiz at …" lines, on shared mailboxes.
+    activity: Vec<String>,
+    /// Folders to move to: (key, label).
+    targets: Vec<(String, String)>,
+}
+
+async fn message(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<MessagePage> {
+    let (mailbox, message) = own_message(&state, &current, id).await?;
+    let parsed = MessageParser::default().parse(&message.raw);
+    let (to, cc, html, text, attachment_list) = match &parsed {
+        Some(p) => (
+            addresses(p.to()),
+            addresses(p.cc()),
+            has_html(p),
+            p.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+            attachments(p),
+        ),
+        None => (
+            String::new(),
+            String::new(),
+            false,
+            String::new(),
+            Vec::new(),
+        ),
+    };
+    let from = parsed
+        .as_ref()
+        .map(|p| addresses(p.from()))
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| message.row.from_addr.clone());
+    let delivery: Vec<DeliveryLine> = match message.outbound_id {
+        Some(oid) => outbound::statuses(&state.db, oid)
+            .await?
+            .into_iter()
+            .map(|(recipient, status, detail)| DeliveryLine {
+                failed: status == "failed",
+                status: status_word(&status).to_owned(),
+                recipient,
+                detail,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let now = state.clock.now();
+    {
+        let _turn = state.db.write_turn().await;
+        let mut tx = state.db.pool.begin().await?;
+        if !message.row.is_read {
+            inbound::set_read(&mut tx, id, true).await?;
+            store::record_activity(
+                &mut tx,
+                id,
+                current.user.id,
+                &current.user.display_name,
+                "read",
+                now,
+            )
+            .await?;
+        }
+        audit::append(
+            &mut tx,
+            now,
+            &current.actor(ip),
+            Event::new("message.read", format!("message:{id}")),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let activity = store::activity(&state.db, id)
+        .await?
+        .into_iter()
+        .map(|(name, action, at)| {
+            format!("{} by {name}, {}", activity_label(&action), format_utc(at))
+        })
+        .collect();
+    let frame = frame(&state, &current, mailbox).await?;
+    let targets = frame
+        .folders
+        .iter()
+        .filter(|f| !matches!(f.key.as_str(), "drafts" | "sent") && f.key != message.folder)
+        .map(|f| (f.key.clone(), f.label.clone()))
+        .collect();
+    let r = message.row;
+    let trusted = r.trust_code == "trusted";
+    Ok(MessagePage {
+        chrome: current.chrome,
+        frame,
+        id,
+        folder: message.folder,
+        trust_title: match r.trust_code.as_str() {
+            "trusted" => "Trusted.".into(),
+            "sent" => "Sent from this mailbox.".into(),
+            "notice" => "Notice from this system.".into(),
+            _ => "Not trusted.".into(),
+        },
+        trusted: trusted || r.trust_code == "sent",
+        trust_sentence: r.trust_sentence,
+        signer: r.signer_subject.unwrap_or_default(),
+        issuer: message.signer_issuer.unwrap_or_default(),
+        revocation: match r.revocation.as_str() {
+            "checked" => "checked: not revoked".into(),
+            "no-distribution-point" => "the certificate names no revocation list".into(),
+            other => other.to_owned(),
+        },
+        subject: if r.subject.is_empty() {
+            "(no subject)".into()
+        } else {
+            r.subject
+        },
+        from,
+        to,
+        cc,
+        when: format_utc(r.received_at),
+        text_html: directmail_content::linkify_text(&text),
+        html,
+        attachments: attachment_list,
+        any_failed: delivery.iter().any(|d| d.failed),
+        delivery,
+        activity,
+        targets,
+    })
+}
+
+/// The HTML body, sanitized, for the sandboxed frame on the message page: no
+/// scripts, forms or remote images, and a CSP that forbids them again.
+async fn html_body(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
+    let (_, message) = own_message(&state, &current, id).await?;
+    let parsed = MessageParser::default()
+        .parse(&message.raw)
+        .ok_or(AppError::NotFound)?;
+    let html = parsed.body_html(0).ok_or(AppError::NotFound)?;
+    let clean = directmail_content::sanitize_html(&html);
+    let mut note = String::new();
+    if clean.blocked_images > 0 || clean.removed_forms > 0 {
+        note = format!(
+            "<p style=\"font:14px sans-serif;background:#fff4e5;padding:6px\">For your safety, {} remote image(s) and {} form(s) in this message were blocked.</p>",
+            clean.blocked_images, clean.removed_forms
+        );
+    }
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><base target=\"_blank\"></head><body>{note}{}</body></html>",
+        clean.html
+    );
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    Ok(response)
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/print.html")]
+struct PrintPage {
+    subject: String,
+    from: String,
+    to: String,
+    cc: String,
+    when: String,
+    trust: String,
+    text: String,
+    attachments: Vec<AttachmentView>,
+}
+
+async fn print(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<PrintPage> {
+    let (_, message) = own_message(&state, &current, id).await?;
+    let parsed = MessageParser::default().parse(&message.raw);
+    audit::record(
+        &state.db,
+        state.clock.now(),
+        &current.actor(ip),
+        Event::new("message.print", format!("message:{id}")),
+    )
+    .await?;
+    let r = &message.row;
+    Ok(PrintPage {
+        subject: r.subject.clone(),
+        from: parsed
+            .as_ref()
+            .map(|p| addresses(p.from()))
+            .unwrap_or_else(|| r.from_addr.clone()),
+        to: parsed
+            .as_ref()
+            .map(|p| addresses(p.to()))
+            .unwrap_or_default(),
+        cc: parsed
+            .as_ref()
+            .map(|p| addresses(p.cc()))
+            .unwrap_or_default(),
+        when: format_utc(r.received_at),
+        trust: r.trust_sentence.clone(),
+        text: parsed
+            .as_ref()
+            .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default(),
+        attachments: parsed.as_ref().map(attachments).unwrap_or_default(),
+    })
+}
+
+/// Actions from the message page: reply, reply all, forward, edit and resend (each
+/// opens a draft), mark unread, move, archive, trash.
+async fn act(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+    axum::Form(form): axum::Form<ActForm>,
+) -> AppResult<Response> {
+    let (mailbox, message) = own_message(&state, &current, id).await?;
+    match form.action.as_str() {
+        "reply" | "reply-all" | "forward" | "resend" => {
+            let draft =
+                super::compose::draft_from(&state, &current, ip, &mailbox, &message, &form.action)
+                    .await?;
+            Ok(Redirect::to(&format!("/mail/drafts/{draft}")).into_response())
+        }
+        "unread" | "archive" | "trash" | "move" => {
+            let text = apply_action(
+                &state,
+                &current,
+                ip,
+                &mailbox,
+                &[id],
+                &form.action,
+                &form.folder,
+            )
+            .await?;
+            if form.action == "unread" {
+                let mut tx = state.db.pool.begin().await?;
+                store::record_activity(
+                    &mut tx,
+                    id,
+                    current.user.id,
+                    &current.user.display_name,
+                    "unread",
+                    state.clock.now(),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            flash(&current.session, text).await?;
+            Ok(Redirect::to(&format!("/mail/{}/{}", mailbox.id, message.folder)).into_response())
+        }
+        _ => Err(AppError::BadRequest("That action is not known.".into())),
+    }
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    action: String,
+    #[serde(default)]
+    folder: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AttachmentQuery {
+    inline: String,
+}
+
+/// A name safe in a `Content-Disposition` header.
+pub fn header_filename(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
+        .collect();
+    if clean.trim().is_empty() {
+        "attachment".into()
+    } else {
+        clean
+    }
+}
+
+/// An attachment: PDFs and images inline when asked (`?inline=1`) from a sandboxed
+/// response of the type its bytes show; everything else as a download. Audited.
+async fn attachment(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((id, n)): Path<(i64, usize)>,
+    Query(q): Query<AttachmentQuery>,
+) -> AppResult<Response> {
+    let (_, message) = own_message(&state, &current, id).await?;
+    let parsed = MessageParser::default()
+        .parse(&message.raw)
+        .ok_or(AppError::NotFound)?;
+    let part = parsed.attachments().nth(n).ok_or(AppError::NotFound)?;
+    let name = header_filename(part.attachment_name().unwrap_or("attachment"));
+    let data = part.contents().to_vec();
+    let inline = !q.inline.is_empty();
+    let show = if inline {
+        show_as(&data)
+    } else {
+        Show::Download
+    };
+    audit::record(
+        &state.db,
+        state.clock.now(),
+        &current.actor(ip),
+        Event::new(
+            if show == Show::Download {
+                "attachment.download"
+            } else {
+                "attachment.view"
+            },
+            format!("message:{id}/{n}"),
+        ),
+    )
+    .await?;
+    Ok(file_response(&name, data, show))
+}
+
+/// A file as a download, or inline (PDF, image) under a sandboxing CSP.
+pub fn file_response(name: &str, data: Vec<u8>, show: Show) -> Response {
+    let (ctype, disposition) = match show {
+        Show::Pdf => ("application/pdf", "inline"),
+        Show::Image => (image_type(&data), "inline"),
+        Show::Download => ("application/octet-stream", "attachment"),
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("{disposition}; filename=\"{name}\""),
+            ),
+        ],
+        data,
+    )
+        .into_response();
+    if show != Show::Download {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; object-src 'self'; plugin-types application/pdf"),
+        );
+    }
+    response
+}
