@@ -48,6 +48,72 @@ pub enum Outcome {
 }
 
 /// A routing refusal (Applicability Statement 1.3 §2.4): its code and sentence.
+/// The verdict for the reader. For a trusted message: who signed it, who issued their
+/// certificate and the anchor it is trusted through, in a sentence.
+fn trust_sentence(verdict: &directmail_smime::Verdict) -> String {
+    match &verdict.signer {
+        Some(s) if verdict.is_trusted() => {
+            let mut text = format!(
+                "Signed by {}; certificate issued by {}",
+                dn_summary(&s.subject),
+                dn_summary(&s.issuer)
+            );
+            match &s.anchor {
+                Some(a) => text.push_str(&format!(
+                    " and trusted through your HISP's anchor {}.",
+                    dn_summary(a)
+                )),
+                None => text.push('.'),
+            }
+            text
+        }
+        _ => verdict.sentence().to_owned(),
+    }
+}
+
+/// "Dr. Ana Ruiz, Lakeside Clinic" from an RFC 4514 name (its CN and O), or the
+/// whole name when it has neither.
+fn dn_summary(dn: &str) -> String {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            ',' | '+' => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    let value = |key: &str| {
+        parts.iter().find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(key)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let found: Vec<String> =
+        [value("CN"), value("O")]
+            .into_iter()
+            .flatten()
+            .fold(Vec::new(), |mut acc, v| {
+                if !acc.contains(&v) {
+                    acc.push(v);
+                }
+                acc
+            });
+    if found.is_empty() {
+        dn.to_owned()
+    } else {
+        found.join(", ")
+    }
+}
+
 fn routing_failure(code: &str) -> &'static str {
     match code {
         "envelope_sender_mismatch" => {
@@ -268,7 +334,7 @@ impl Processor {
                         from_addr: facts.from.clone(),
                         subject: facts.subject.clone(),
                         trust_code: verdict.code.as_str().to_owned(),
-                        trust_sentence: verdict.sentence().to_owned(),
+                        trust_sentence: trust_sentence(&verdict),
                         signer_subject: verdict.signer.as_ref().map(|s| s.subject.clone()),
                         signer_issuer: verdict.signer.as_ref().map(|s| s.issuer.clone()),
                         revocation: revocation.clone(),
@@ -577,5 +643,17 @@ impl FailureNotice {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_signer_is_named_by_common_name_and_organization() {
+        assert_eq!(
+            super::dn_summary("CN=Dr. Ana Ruiz,O=Lakeside Clinic\\, LLC,C=US"),
+            "Dr. Ana Ruiz, Lakeside Clinic, LLC"
+        );
+        assert_eq!(super::dn_summary("C=US"), "C=US");
     }
 }

@@ -184,6 +184,11 @@
         if (window.directmailActivity) window.directmailActivity();
         return r.text().then(function (t) { saved.textContent = t; });
       }
+      if (r.status === 400 || r.status === 413) {
+        // the server said why (too long): keep the text here and say so; the next
+        // change tries again
+        return r.text().then(function (t) { saved.textContent = "Not saved: " + t; });
+      }
       dirty = true;
       saved.textContent = r.redirected
         ? "Not saved: your session has ended. Sign in again in another tab; this page will save then."

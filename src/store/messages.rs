@@ -458,22 +458,14 @@ fn match_expr(backend: Backend, column: Option<&str>, ws: &[String]) -> String {
     }
 }
 
-/// Parses `YYYY-MM-DD` as the Unix time of that day's start (UTC).
-pub fn day_start(text: &str) -> Option<i64> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(text.trim(), &format)
-        .ok()
-        .map(|d| d.midnight().assume_utc().unix_timestamp())
-}
-
 /// Whether the search asks for anything.
 impl Search {
     pub fn is_empty(&self) -> bool {
         words(&self.q).is_empty()
             && words(&self.from).is_empty()
             && words(&self.to).is_empty()
-            && day_start(&self.after).is_none()
-            && day_start(&self.before).is_none()
+            && crate::clock::parse_date(&self.after).is_none()
+            && crate::clock::parse_date(&self.before).is_none()
     }
 }
 
@@ -535,7 +527,7 @@ pub async fn search(
     }
     let mut next = 2 + texts.len();
     for (bound, op, shift) in [(&s.after, ">=", 0), (&s.before, "<", 86_400)] {
-        if let Some(t) = day_start(bound) {
+        if let Some(t) = crate::clock::parse_date(bound) {
             ints.push(t + shift);
             clauses.push(format!("received_at {op} ${next}"));
             next += 1;

@@ -174,14 +174,7 @@ pub async fn draft_from(
                 "\n\n---------- Forwarded message ----------\nFrom: {}\nDate: {when}\nSubject: {subject}\n\n{text}",
                 message.row.from_addr
             );
-            files = parsed
-                .attachments()
-                .map(|a| Attachment {
-                    name: a.attachment_name().unwrap_or("attachment").to_owned(),
-                    content_type: super::message::content_type_of(a),
-                    data: a.contents().to_vec(),
-                })
-                .collect();
+            files = carried(&parsed);
         }
         "resend" => {
             start.to = list(parsed.to()).join(", ");
@@ -189,21 +182,36 @@ pub async fn draft_from(
             start.subject = subject;
             start.body = text;
             start.in_reply_to = parsed.in_reply_to().as_text().map(|p| format!("<{p}>"));
-            files = parsed
-                .attachments()
-                .map(|a| Attachment {
-                    name: a.attachment_name().unwrap_or("attachment").to_owned(),
-                    content_type: super::message::content_type_of(a),
-                    data: a.contents().to_vec(),
-                })
-                .collect();
+            files = carried(&parsed);
         }
         _ => return Err(AppError::BadRequest("That action is not known.".into())),
+    }
+    // files carried over are checked like uploads: what arrived is not always
+    // something this HISP lets its users send
+    let mut policy = directmail_content::Policy {
+        max_total_bytes: state.config.max_message_mb as usize * 1024 * 1024,
+        allowed: state.config.attachment_types.0.clone(),
+    };
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for mut f in files {
+        match directmail_content::check_attachment(&f.name, Some(&f.content_type), &f.data, &policy)
+        {
+            Ok(accepted) => {
+                policy.max_total_bytes = policy.max_total_bytes.saturating_sub(f.data.len());
+                f.content_type = accepted.content_type.to_owned();
+                kept.push(f);
+            }
+            Err(why) => refused.push(format!("Not attached: {why}")),
+        }
+    }
+    if !refused.is_empty() {
+        flash(&current.session, refused.join(" ")).await?;
     }
     let now = state.clock.now();
     let mut tx = state.db.pool.begin().await?;
     let id = drafts::create(&mut tx, mailbox.id, current.user.id, &start, now).await?;
-    drafts::copy_attachments(&mut tx, id, &files).await?;
+    drafts::copy_attachments(&mut tx, id, &kept).await?;
     audit::append(
         &mut tx,
         now,
@@ -213,6 +221,18 @@ pub async fn draft_from(
     .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// The attachments of a message, to forward or resend.
+fn carried(parsed: &mail_parser::Message<'_>) -> Vec<Attachment> {
+    parsed
+        .attachments()
+        .map(|a| Attachment {
+            name: a.attachment_name().unwrap_or("attachment").to_owned(),
+            content_type: super::message::content_type_of(a),
+            data: a.contents().to_vec(),
+        })
+        .collect()
 }
 
 /// An address typed in To or Cc, with what the server found about it.
@@ -602,7 +622,7 @@ async fn upload(
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        let list = attachment_list(&state, &current, draft.id, refused).await?;
+        let list = attachment_list(&state, draft.id, refused).await?;
         return Ok((status, list).into_response());
     }
     let mut text = Vec::new();
@@ -616,7 +636,6 @@ async fn upload(
 
 async fn attachment_list(
     state: &AppState,
-    current: &CurrentUser,
     draft_id: i64,
     refused: Vec<String>,
 ) -> AppResult<AttachmentList> {
@@ -660,7 +679,7 @@ async fn remove(
         return Err(AppError::NotFound);
     }
     if headers.contains_key("hx-request") {
-        return Ok(attachment_list(&state, &current, draft.id, Vec::new())
+        return Ok(attachment_list(&state, draft.id, Vec::new())
             .await?
             .into_response());
     }

@@ -556,7 +556,17 @@ async fn undo(
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
     let form = ListForm::parse(&raw);
     let message = match current.session.remove::<Undo>(KEY_UNDO).await? {
-        Some(u) if u.mailbox_id == mailbox.id => {
+        Some(mut u) if u.mailbox_id == mailbox.id => {
+            // a folder deleted since sent its messages to the Inbox; so does undo,
+            // rather than into a folder no page lists any more
+            for b in &mut u.before {
+                if store::folder_label(&state.db, mailbox.id, &b.folder)
+                    .await?
+                    .is_none()
+                {
+                    b.folder = "inbox".into();
+                }
+            }
             let _turn = state.db.write_turn().await;
             let mut tx = state.db.pool.begin().await?;
             let n = store::restore(&mut tx, mailbox.id, &u.before).await?;

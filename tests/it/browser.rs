@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, TestApp};
 
 /// chromedriver on a free port, stopped when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
 }
@@ -25,7 +25,7 @@ impl Drop for Driver {
     }
 }
 
-fn start_driver() -> Driver {
+pub(crate) fn start_driver() -> Driver {
     let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
     assert!(
         std::path::Path::new(&binary).exists(),
@@ -50,7 +50,7 @@ fn start_driver() -> Driver {
     Driver { child, port }
 }
 
-async fn chromium(driver: &Driver, profile: &std::path::Path) -> Client {
+pub(crate) async fn chromium(driver: &Driver, profile: &std::path::Path) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -71,7 +71,7 @@ async fn chromium(driver: &Driver, profile: &std::path::Path) -> Client {
         .expect("a Chromium session")
 }
 
-async fn fill(c: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(c: &Client, css: &str, text: &str) {
     let field = c
         .find(Locator::Css(css))
         .await
@@ -80,7 +80,7 @@ async fn fill(c: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
-async fn submit(c: &Client, form_css: &str) {
+pub(crate) async fn submit(c: &Client, form_css: &str) {
     c.find(Locator::Css(&format!("{form_css} button[type=submit]")))
         .await
         .unwrap_or_else(|_| panic!("submit button in {form_css}"))
@@ -89,12 +89,12 @@ async fn submit(c: &Client, form_css: &str) {
         .unwrap();
 }
 
-async fn path(c: &Client) -> String {
+pub(crate) async fn path(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_owned()
 }
 
 /// Waits until the browser has navigated to `want` (a path).
-async fn arrive(c: &Client, want: &str) {
+pub(crate) async fn arrive(c: &Client, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while path(c).await != want {
         assert!(
@@ -106,7 +106,7 @@ async fn arrive(c: &Client, want: &str) {
     }
 }
 
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))

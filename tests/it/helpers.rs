@@ -358,3 +358,92 @@ pub fn serde_urlencode(fields: &[(&str, &str)]) -> String {
     }
     s.finish()
 }
+
+/// A small valid PDF (one page showing `text`) with a correct cross-reference table.
+pub fn pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 18 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+impl Browser {
+    /// Posts a form with the remembered CSRF token in the `X-CSRF-Token` header, as the
+    /// pages' scripts do, with extra request headers (`X-Autosave`, …).
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-csrf-token", &self.csrf)
+            .body(serde_urlencode(fields));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let r = request.send().await.expect("POST");
+        self.page(r).await
+    }
+
+    /// Uploads files as the field `file`. With `script` the request is the page
+    /// script's (token in `X-CSRF-Token`, `X-Upload: 1`); without it, a plain form
+    /// post (token in the `_csrf` field).
+    pub async fn upload(
+        &mut self,
+        path: &str,
+        files: &[(&str, &str, &[u8])],
+        script: bool,
+    ) -> Page {
+        let mut form = reqwest::multipart::Form::new();
+        if !script {
+            form = form.text("_csrf", self.csrf.clone());
+        }
+        for (name, content_type, data) in files {
+            let part = reqwest::multipart::Part::bytes(data.to_vec())
+                .file_name(name.to_string())
+                .mime_str(content_type)
+                .expect("content type");
+            form = form.part("file", part);
+        }
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .multipart(form);
+        if script {
+            request = request
+                .header("x-csrf-token", &self.csrf)
+                .header("x-upload", "1");
+        }
+        let r = request.send().await.expect("POST");
+        self.page(r).await
+    }
+}

@@ -77,7 +77,11 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         .id;
     let page = kim.get(&format!("/mail/messages/{id}")).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("Trusted.") && page.body.contains("signature is valid and trusted"));
+    assert!(
+        page.body.contains("Trusted.")
+            && page.body.contains("Signed by ")
+            && page.body.contains("trusted through your HISP")
+    );
     assert!(page.body.contains("dr.ana@direct.lakeside.test"));
     assert!(
         !page.body.contains("<b>her</b>"),

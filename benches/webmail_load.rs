@@ -1,0 +1,335 @@
+//! Webmail benchmark (not a test): a mailbox seeded with N messages (100 000 by
+//! default), then `wrk` on loopback against the inbox, page 50 of the list, a search
+//! and opening a message, at 1 and 32 connections, next to a static file served by the
+//! same server as the ceiling. Prints requests/s and p50/p99 latency.
+//!
+//! `cargo bench --bench webmail_load` (SQLite in a temporary directory); set
+//! `DIRECTMAIL_BENCH_POSTGRES_URL=postgres://…/postgres` for PostgreSQL (a fresh
+//! database is created on it). `BENCH_MESSAGES` sizes the mailbox, `BENCH_SECONDS`
+//! (default 10) each wrk run. Needs `wrk` (Debian: `apt-get install wrk`);
+//! `scripts/bench-webmail.sh` installs it and runs both databases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::Instant;
+
+use directmail::app::Application;
+use directmail::clock::Clock;
+use directmail::config::{Config, DatabaseUrl};
+use directmail::domain::{DisplayName, DomainName, Email, Role};
+use directmail::store::inbound::{self, NewMessage};
+use directmail::store::mailboxes::{self, MailboxKind};
+use directmail::store::{orgs, users};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn database(dir: &std::path::Path) -> (DatabaseUrl, &'static str) {
+    match std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL") {
+        Ok(admin) => {
+            use sqlx::Connection as _;
+            let name = format!("bench_mail_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("create database {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();
+            (DatabaseUrl(format!("{base}/{name}")), "PostgreSQL")
+        }
+        Err(_) => (
+            DatabaseUrl(format!("sqlite://{}", dir.join("bench.db").display())),
+            "SQLite",
+        ),
+    }
+}
+
+const WORDS: [&str; 24] = [
+    "referral",
+    "cardiology",
+    "discharge",
+    "summary",
+    "potassium",
+    "follow-up",
+    "imaging",
+    "results",
+    "consult",
+    "insurance",
+    "allergy",
+    "medication",
+    "radiology",
+    "pediatrics",
+    "oncology",
+    "appointment",
+    "lab",
+    "report",
+    "x-ray",
+    "biopsy",
+    "prescription",
+    "vaccine",
+    "therapy",
+    "dermatology",
+];
+
+fn message(i: usize) -> Vec<u8> {
+    let w = |k: usize| WORDS[(i * 7 + k * 13) % WORDS.len()];
+    let body: String = (0..12)
+        .map(|l| {
+            format!(
+                "Line {l}: {} {} {} for patient {i}.\r\n",
+                w(l),
+                w(l + 1),
+                w(l + 2)
+            )
+        })
+        .collect();
+    format!(
+        "From: \"Dr. Sender {n}\" <dr.s{n}@direct.other{m}.test>\r\nTo: front@direct.bench.test\r\nSubject: {a} {b} #{i}\r\nMessage-ID: <bench-{i}@direct.other.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\n{body}",
+        n = i % 500,
+        m = i % 40,
+        a = w(0),
+        b = w(5),
+    )
+    .into_bytes()
+}
+
+/// Runs wrk and returns (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, cookie: &str, connections: usize, seconds: usize) -> (f64, f64, f64) {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &connections.min(2).to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-H",
+            &format!("Cookie: {cookie}"),
+            url,
+        ])
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("Non-2xx"),
+        "{url} answered errors under load:\n{text}"
+    );
+    let ms = |label: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} in wrk output:\n{text}"));
+        let v = line.split_whitespace().nth(1).unwrap();
+        let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            (v, 1.0)
+        };
+        num.parse::<f64>().unwrap() * factor
+    };
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (rps, ms("50%"), ms("99%"))
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("BENCH_MESSAGES", 100_000);
+    let seconds = env_usize("BENCH_SECONDS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let (url, backend) = database(dir.path()).await;
+    let mut config = Config::defaults();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.smtp_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    config.database_url = Some(url);
+    config.dev_pki = false;
+    config.dns_resolver = Some("127.0.0.1:9".parse().unwrap());
+    config.log = "warn".into();
+    let app = Application::build_with_clock(config, Clock::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let state = app.state.clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    let now = state.clock.now();
+    let password = "bench password long enough";
+    let mut tx = state.db.pool.begin().await.unwrap();
+    let org = orgs::create(&mut tx, &DisplayName::parse("Bench Clinic").unwrap(), now)
+        .await
+        .unwrap();
+    let domain = orgs::add_domain(
+        &mut tx,
+        Some(org.id),
+        &DomainName::parse("direct.bench.test").unwrap(),
+        now,
+    )
+    .await
+    .unwrap();
+    let mailbox = mailboxes::create(
+        &mut tx,
+        org.id,
+        domain.id,
+        &Email::parse("front@direct.bench.test").unwrap(),
+        MailboxKind::Shared,
+        &DisplayName::parse("Front desk").unwrap(),
+        now,
+    )
+    .await
+    .unwrap();
+    let user = users::create(
+        &mut tx,
+        users::NewUser {
+            org_id: Some(org.id),
+            email: &Email::parse("clerk@direct.bench.test").unwrap(),
+            display_name: &DisplayName::parse("Clerk").unwrap(),
+            role: Role::Member,
+            password_hash: Some(directmail::auth::hash_password(password).unwrap()),
+            must_change_password: false,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    mailboxes::assign(&mut tx, mailbox.id, user.id)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    println!("seeding {n} messages into one Inbox ({backend})…");
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let mut tx = state.db.pool.begin().await.unwrap();
+        for _ in 0..2000.min(n - i) {
+            let raw = message(i);
+            inbound::deliver(
+                &mut tx,
+                NewMessage {
+                    mailbox_id: mailbox.id,
+                    inbound_id: None,
+                    message_id: None,
+                    from_addr: "dr.sender@direct.other.test",
+                    subject: &format!("{} #{i}", WORDS[i % WORDS.len()]),
+                    trust_code: "trusted",
+                    trust_sentence: "Signed by Dr. Sender, Other Clinic.",
+                    signer_subject: None,
+                    signer_issuer: None,
+                    revocation: "checked",
+                    raw: &raw,
+                },
+                now - (n - i) as i64,
+            )
+            .await
+            .unwrap();
+            i += 1;
+        }
+        tx.commit().await.unwrap();
+    }
+    // most of a real inbox has been read
+    sqlx::query("update messages set is_read = 1 where mailbox_id = $1 and id % 50 <> 0")
+        .bind(mailbox.id)
+        .execute(&state.db.pool)
+        .await
+        .unwrap();
+    if backend == "PostgreSQL" {
+        sqlx::query("analyze")
+            .execute(&state.db.pool)
+            .await
+            .unwrap();
+    }
+    println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
+
+    // sign in once; every request carries the session cookie
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = login
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = client
+        .post(format!("{base}/login"))
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("email", "clerk@direct.bench.test"),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(!cookie.is_empty(), "signed in");
+
+    // page 50 of the list: follow the keyset to the 50th page once
+    let newest: i64 = sqlx::query_scalar("select max(id) from messages where mailbox_id = $1")
+        .bind(mailbox.id)
+        .fetch_one(&state.db.pool)
+        .await
+        .unwrap();
+    let page50 = newest - 49 * 50 + 1;
+    let a_message = newest - 1234;
+    let m = mailbox.id;
+    let targets = [
+        ("static file (ceiling)", "/static/app.css".to_owned()),
+        ("inbox", format!("/mail/{m}/inbox")),
+        (
+            "page 50 of the list",
+            format!("/mail/{m}/inbox?before={page50}"),
+        ),
+        (
+            "search \"potassium referral\"",
+            format!("/mail/{m}/search?q=potassium+referral"),
+        ),
+        ("open a message", format!("/mail/messages/{a_message}")),
+    ];
+    println!(
+        "\n{backend}: {n} messages in one Inbox; wrk {seconds} s per row on loopback, this machine ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<30} {:>6} {:>10} {:>9} {:>9}",
+        "what", "users", "req/s", "p50 ms", "p99 ms"
+    );
+    for (label, path) in &targets {
+        for c in [1, 32] {
+            let (rps, p50, p99) = wrk(&format!("{base}{path}"), &cookie, c, seconds);
+            println!("{label:<30} {c:>6} {rps:>10.0} {p50:>9.2} {p99:>9.2}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The webmail in real Chromium: compose with a PDF, send, read as the recipient with
+//! the trust badge, open the PDF inline, reply, see "delivered"; a draft survives an
+//! idle timeout; a renamed program is refused; axe-core finds no serious problem on
+//! the inbox, reading and compose pages.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+
+use crate::browser::{arrive, chromium, fill, path, start_driver, text};
+use crate::helpers::{PASSWORD, TestApp, pdf};
+
+async fn sign_in(c: &Client, app: &TestApp, email: &str) {
+    c.goto(&app.url("/login")).await.unwrap();
+    fill(c, "#email", email).await;
+    fill(c, "#password", PASSWORD).await;
+    c.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(c, "/").await;
+}
+
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css("form.signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(c, "/login").await;
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|_| panic!("element {css}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the element's text contains `want`, reloading the page between looks
+/// when `reload` (for state that changes on the server).
+async fn until_text(c: &Client, css: &str, want: &str, reload: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            let t = e.text().await.unwrap_or_default();
+            if t.contains(want) {
+                return t;
+            }
+        }
+        assert!(Instant::now() < deadline, "{css} never showed {want:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if reload {
+            c.refresh().await.unwrap();
+        }
+    }
+}
+
+/// Runs axe-core (vendored in tests/assets) on the current page and returns the
+/// serious and critical violations, described.
+async fn axe_problems(c: &Client) -> Vec<String> {
+    let axe = include_str!("../assets/axe-4.14.1.min.js");
+    c.execute(axe, vec![]).await.expect("axe loads");
+    let result = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then(r => done(r.violations
+                  .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                  .map(v => v.id + ': ' + v.help + ' @ ' + v.nodes.map(n => n.target.join(' ')).join(', '))))
+               .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .expect("axe runs");
+    serde_json::from_value(result).unwrap_or_default()
+}
+
+async fn upload(c: &Client, file: &std::path::Path) {
+    c.find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
+    let app = TestApp::spawn().await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    let kim_box = app
+        .practice(
+            "Hillside Care",
+            "direct.hillside.test",
+            "kim@direct.hillside.test",
+            "front@direct.hillside.test",
+        )
+        .await;
+    let files = tempfile::tempdir().unwrap();
+    let summary = files.path().join("summary.pdf");
+    std::fs::write(&summary, pdf("Discharge summary")).unwrap();
+    let fake = files.path().join("scan.pdf");
+    std::fs::write(
+        &fake,
+        b"MZ\x90\x00\x03\x00\x00\x00 this is a Windows program",
+    )
+    .unwrap();
+
+    let driver = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    let c = chromium(&driver, profile.path()).await;
+
+    // Ana writes to Kim with a PDF; a renamed program is refused with the reason
+    sign_in(&c, &app, "ana@direct.lakeside.test").await;
+    c.goto(&app.url(&format!("/mail/{}/inbox", ana_box.id)))
+        .await
+        .unwrap();
+    let problems = axe_problems(&c).await;
+    assert!(problems.is_empty(), "inbox: {problems:#?}");
+    click(&c, "#compose").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(&c).await.starts_with("/mail/drafts/") {
+        assert!(Instant::now() < deadline, "no draft page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let draft_path = path(&c).await;
+    fill(&c, "#to", "front@direct.hillside.test").await;
+    fill(&c, "#subject", "Referral for Ms. Diaz").await;
+    fill(&c, "#body", "Please see her this week.").await;
+    // the address is checked as it is entered
+    click(&c, "#subject").await;
+    until_text(&c, "#to-chips", "on this HISP", false).await;
+    upload(&c, &fake).await;
+    let refused = until_text(&c, "#upload-refused", "scan.pdf", false).await;
+    assert!(refused.to_lowercase().contains("windows"), "{refused}");
+    upload(&c, &summary).await;
+    until_text(&c, "#attachment-list", "summary.pdf", false).await;
+    let problems = axe_problems(&c).await;
+    assert!(problems.is_empty(), "compose: {problems:#?}");
+    click(&c, "#send").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(&c).await.starts_with("/mail/messages/") {
+        assert!(Instant::now() < deadline, "not on the Sent item");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent_path = path(&c).await;
+    assert!(
+        text(&c, "#delivery")
+            .await
+            .contains("front@direct.hillside.test")
+    );
+    c.goto(&app.url(&draft_path)).await.unwrap();
+    assert!(
+        text(&c, "main").await.contains("could not find"),
+        "the sent draft is gone"
+    );
+    sign_out(&c).await;
+
+    // Kim sees it unread and trusted, opens the PDF inline, replies
+    sign_in(&c, &app, "kim@direct.hillside.test").await;
+    c.goto(&app.url(&format!("/mail/{}/inbox", kim_box.id)))
+        .await
+        .unwrap();
+    let row = until_text(&c, "#message-list", "Referral for Ms. Diaz", true).await;
+    assert!(row.contains("Trusted"), "{row}");
+    let unread = c
+        .find(Locator::Css("#message-list tr.unread"))
+        .await
+        .expect("an unread row");
+    assert!(unread.text().await.unwrap().contains("Referral"));
+    click(&c, "#message-list tr.unread a").await;
+    let trust = text(&c, "#trust").await;
+    assert!(
+        trust.contains("Trusted.") && trust.contains("Signed by"),
+        "{trust}"
+    );
+    let problems = axe_problems(&c).await;
+    assert!(problems.is_empty(), "message: {problems:#?}");
+    let message_path = path(&c).await;
+    let href = c
+        .find(Locator::Css("a.open-pdf"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("an Open link for the PDF");
+    c.goto(&app.url(&href)).await.unwrap();
+    let shown = c
+        .execute("return document.contentType;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        shown.as_str(),
+        Some("application/pdf"),
+        "opened in the browser"
+    );
+    // Chromium's viewer, not a download or a "blocked" page
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let viewer = c
+            .execute(
+                "return document.querySelector('embed[type=\"application/pdf\"], iframe') !== null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if viewer.as_bool() == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the PDF viewer did not open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.goto(&app.url(&message_path)).await.unwrap();
+    click(&c, "#message-actions button[value=reply]").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(&c).await.starts_with("/mail/drafts/") {
+        assert!(Instant::now() < deadline, "no reply draft");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let to = c
+        .find(Locator::Css("#to"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(to, "dr.ana@direct.lakeside.test");
+    c.find(Locator::Css("#body"))
+        .await
+        .unwrap()
+        .send_keys("Booked for Thursday. ")
+        .await
+        .unwrap();
+    click(&c, "#send").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(&c).await.starts_with("/mail/messages/") {
+        assert!(Instant::now() < deadline, "reply not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sign_out(&c).await;
+
+    // Ana sees "delivered" on her Sent item, and Kim's reply
+    sign_in(&c, &app, "ana@direct.lakeside.test").await;
+    c.goto(&app.url(&sent_path)).await.unwrap();
+    until_text(&c, "#delivery", "delivered", true).await;
+    c.goto(&app.url(&format!("/mail/{}/inbox", ana_box.id)))
+        .await
+        .unwrap();
+    until_text(&c, "#message-list", "Re: Referral for Ms. Diaz", true).await;
+
+    // a draft typed before an idle timeout is intact after signing in again
+    click(&c, "#compose").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(&c).await.starts_with("/mail/drafts/") {
+        assert!(Instant::now() < deadline, "no draft page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let draft_path = path(&c).await;
+    fill(&c, "#subject", "Lab results to follow").await;
+    fill(&c, "#body", "The potassium was 5.9; repeat on Monday.").await;
+    until_text(&c, "#saved", "Saved", false).await;
+    // time passes beyond the idle timeout: the server ends the session
+    app.state.clock.advance(2 * 3600);
+    c.refresh().await.unwrap();
+    arrive(&c, "/login").await;
+    fill(&c, "#email", "ana@direct.lakeside.test").await;
+    fill(&c, "#password", PASSWORD).await;
+    c.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&c, &draft_path).await;
+    let subject = c
+        .find(Locator::Css("#subject"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    let body = c
+        .find(Locator::Css("#body"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(subject, "Lab results to follow");
+    assert_eq!(body, "The potassium was 5.9; repeat on Monday.");
+    c.close().await.unwrap();
+}

