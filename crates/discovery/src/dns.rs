@@ -37,6 +37,10 @@ pub(crate) fn resolver(
     let opts = builder.options_mut();
     opts.timeout = timeout;
     opts.attempts = 2;
+    // Outcomes are cached by `Discovery` with the records' TTLs and the caller's
+    // `now`; a second, wall-clock cache underneath would serve answers that the
+    // outcome cache has already let expire.
+    opts.cache_size = 0;
     builder.build().map_err(|e| e.to_string())
 }
 
@@ -198,27 +202,24 @@ pub(crate) async fn fetch_ipkix(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.timeout)
         .timeout(limits.timeout);
-    let target = match host {
-        // pin the connection to the checked addresses
-        Some(h) => {
-            builder = builder.resolve_to_addrs(&h, &allowed);
-            url.clone()
-        }
-        None => url.clone(),
-    };
+    if let Some(h) = host {
+        // pin the connection to the addresses just checked
+        builder = builder.resolve_to_addrs(&h, &allowed);
+    }
     let client = builder
         .build()
         .map_err(|e| format!("{url}: HTTP client: {e}"))?;
-    let mut response = client.get(target).send().await.map_err(|e| {
+    let failed = |e: reqwest::Error| {
         if e.is_timeout() {
             format!(
-                "{url}: no answer within {}",
+                "{url}: no complete answer within {}",
                 crate::ldap::secs(limits.timeout)
             )
         } else {
             format!("{url}: {e}")
         }
-    })?;
+    };
+    let mut response = client.get(url.clone()).send().await.map_err(failed)?;
     if !response.status().is_success() {
         return Err(format!("{url}: HTTP {}", response.status()));
     }
@@ -231,16 +232,7 @@ pub(crate) async fn fetch_ipkix(
     }
     let mut body = Vec::new();
     loop {
-        let chunk = response.chunk().await.map_err(|e| {
-            if e.is_timeout() {
-                format!(
-                    "{url}: no complete answer within {}",
-                    crate::ldap::secs(limits.timeout)
-                )
-            } else {
-                format!("{url}: {e}")
-            }
-        })?;
+        let chunk = response.chunk().await.map_err(failed)?;
         let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > limits.max_bytes {
             return Err(too_big());

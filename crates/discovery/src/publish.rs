@@ -2,7 +2,6 @@
 //! CERT record, and a check that live DNS answers with a given certificate.
 
 use base64::Engine;
-use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::proto::rr::rdata::cert::CertType;
 
 use crate::address::{AddressError, owner_name, zone_file_name};
@@ -38,7 +37,7 @@ pub struct Publication {
 }
 
 impl Discovery {
-    /// Ask DNS (the configured resolver, bypassing its cache) whether `owner` (an
+    /// Ask DNS (the configured resolver; discovery's resolver keeps no cache) whether `owner` (an
     /// address or a domain, as for [`cert_records`]) has a CERT PKIX record holding
     /// exactly `cert_der`. Use after publishing, to confirm that partners will find it.
     pub async fn check_published(
@@ -48,8 +47,6 @@ impl Discovery {
     ) -> Result<Publication, AddressError> {
         let name = owner_name(owner)?;
         let shown = human_name(&name);
-        self.resolver
-            .clear_lookup_cache(name.clone(), RecordType::CERT);
         let out = match dns::cert_records(&self.resolver, &name).await {
             Answer::None => Publication {
                 published: false,
