@@ -151,3 +151,24 @@ async fn a_published_certificate_is_confirmed_in_live_dns() {
         "bob.example.org has 1 CERT record(s), none with this certificate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_run_in_spawned_tasks_side_by_side() {
+    // tokio::spawn needs a `Send + 'static` future: this is what a web handler needs
+    let pki = pki();
+    let mut r = Records::new();
+    r.add_cert("bob@example.org", &pki.ab, 300).unwrap();
+    let World { dns, discovery } = World::new(r).await;
+    let discovery = std::sync::Arc::new(discovery);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let d = discovery.clone();
+            tokio::spawn(async move { d.lookup("bob@example.org").await })
+        })
+        .collect();
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        assert_eq!(out.status, Status::Found, "{:#?}", out.steps);
+    }
+    drop(dns);
+}
