@@ -21,6 +21,8 @@ ensure_packages() {
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
   pg_bin >/dev/null 2>&1 || missing+=(postgresql-15)
   command -v openssl >/dev/null || missing+=(openssl)
+  # OpenLDAP's server, for the certificate discovery tests (crates/discovery)
+  [ -x /usr/sbin/slapd ] || missing+=(slapd)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} from Debian's packages"
     as_root apt-get update -qq
@@ -69,6 +71,8 @@ start_postgres() {
 }
 
 ensure_packages
+# the discovery tests fail (rather than skip) when slapd is missing
+export DIRECTMAIL_REQUIRE_SLAPD=1
 
 say "formatting and lints"
 cargo fmt --all -- --check

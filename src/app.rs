@@ -201,7 +201,9 @@ impl Application {
         };
         let fetcher =
             crate::pki::fetch::Fetcher::new(Duration::from_secs(config.fetch_timeout_seconds))?;
+        let discovery = crate::recipients::discovery(&db, &fetcher, &config)?;
         let state = AppState {
+            discovery,
             db,
             config: Arc::new(config),
             clock,
@@ -234,6 +236,7 @@ impl Application {
                 retry_deadline: i64::try_from(state.config.retry_deadline).unwrap_or(86_400),
                 dns_resolver: state.config.dns_resolver,
                 mx_port: state.config.smtp_mx_port,
+                discovery: state.discovery.clone(),
                 hostname: state
                     .config
                     .smtp_hostname

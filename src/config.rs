@@ -163,6 +163,18 @@ pub struct Config {
     )]
     pub smtp_max_size: u64,
 
+    /// Let certificate discovery contact loopback and private addresses named in DNS
+    /// (LDAP servers, IPKIX URLs). Off so that a partner's DNS cannot point this
+    /// server at its own network; turn on when partners sit on a private network.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_DISCOVERY_PRIVATE_NETWORKS",
+        default_value_t = false,
+        global = true,
+        action = clap::ArgAction::Set
+    )]
+    pub discovery_private_networks: bool,
+
     /// Largest total size of the attachments of one message written in the webmail,
     /// in megabytes.
     #[arg(

@@ -165,6 +165,8 @@ pub struct Sender {
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// The port mail exchangers listen on.
     pub mx_port: u16,
+    /// Finds certificates of recipients on other HISPs.
+    pub discovery: Arc<directmail_discovery::Discovery>,
 }
 
 impl Sender {
@@ -297,7 +299,7 @@ impl Sender {
             };
             let Some(certificate) = cert else {
                 return Err(SendError::Permanent(format!(
-                    "No certificate was found for {address}, so the message cannot be encrypted for them. Check the address; if it is right, ask your administrator to add the recipient's certificate (automatic discovery is not available yet)."
+                    "No certificate was found for {address} (DNS CERT and LDAP discovery included), so the message cannot be encrypted for them. Check the address; if it is right, ask your administrator to add the recipient's certificate."
                 )));
             };
             recipients.push(Recipient {
@@ -396,7 +398,7 @@ impl Sender {
             return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
         }
         Ok(
-            crate::recipients::foreign(&self.db, address, self.clock.now())
+            crate::recipients::foreign(&self.db, &self.discovery, address, self.clock.now())
                 .await?
                 .certificate,
         )

@@ -415,7 +415,7 @@ async fn send_draft(
     let now = state.clock.now();
     let mut chips = Vec::new();
     for address in to.iter().chain(&cc) {
-        let result = crate::recipients::check(&state.db, address, now).await?;
+        let result = crate::recipients::check(&state.db, &state.discovery, address, now).await?;
         chips.push(Chip {
             address: address.clone(),
             ok: result.is_ok(),
@@ -702,7 +702,7 @@ async fn check_address(
         .into_iter()
         .next()
         .unwrap_or_default();
-    let result = crate::recipients::check(&state.db, &address, state.clock.now()).await?;
+    let result = crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now()).await?;
     Ok(axum::Json(match result {
         Ok(how) => serde_json::json!({ "address": address, "ok": true, "note": how }),
         Err(why) => serde_json::json!({ "address": address, "ok": false, "note": why }),

@@ -52,6 +52,8 @@ pub struct AppState {
     pub wake_processor: Arc<tokio::sync::Notify>,
     /// Wakes the delivery worker after something was queued.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    /// Certificate discovery (DNS CERT, LDAP) for recipients on other HISPs.
+    pub discovery: Arc<directmail_discovery::Discovery>,
 }
 
 impl FromRef<AppState> for Db {

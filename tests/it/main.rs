@@ -8,6 +8,7 @@ mod browser;
 mod browser_mail;
 mod cli;
 mod console;
+mod discovery;
 mod helpers;
 mod inbound;
 mod mail;

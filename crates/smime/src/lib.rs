@@ -31,5 +31,5 @@ pub use outbound::{
 pub use pkcs12::parse_pkcs12;
 pub use pki::{DevCa, PkiError};
 pub use rsa::PrivateKey;
-pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge};
+pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge, validate_certificate};
 pub use x509_cert::Certificate;

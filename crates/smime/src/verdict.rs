@@ -693,3 +693,14 @@ mod tests {
         }
     }
 }
+
+/// Validates a certificate found for a recipient (certificate discovery) the way a
+/// signer's is: a path to one of `trust.anchors` through `trust.intermediates`, at
+/// `now`, with the CRLs given. Returns the anchor's subject, or the reason and detail.
+pub fn validate_certificate(
+    cert: &Certificate,
+    trust: &TrustStore,
+    now: SystemTime,
+) -> Result<String, (ReasonCode, String)> {
+    chain(cert, &[], trust, now)
+}

@@ -1,0 +1,98 @@
+//! Certificate discovery from the portal: a recipient on another HISP whose
+//! certificate is published in DNS (a CERT record served on loopback) is found,
+//! checked against this HISP's anchors, and shown on the compose page's chip; an
+//! untrusted or missing one is refused with the reason.
+
+use std::time::SystemTime;
+
+use der::Encode as _;
+use directmail_discovery::responder::{Records, Responder};
+use directmail_smime::DevCa;
+
+use crate::helpers::TestApp;
+
+async fn check(b: &mut crate::helpers::Browser, address: &str) -> serde_json::Value {
+    let r = b
+        .client
+        .get(format!(
+            "{}/mail/check-address?address={}",
+            b.base,
+            url::form_urlencoded::byte_serialize(address.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip() {
+    // a DNS server on loopback for the other HISPs' names
+    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
+        .await
+        .unwrap();
+    let resolver = dns.local_addr();
+    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
+    app.practice(
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    // the other HISP's certificate comes from a CA this HISP trusts (the development
+    // CA, an anchor of the hosted domain); a stranger's CA is trusted by nobody here
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let trusted = ca
+        .issue_address("dr.who@direct.elsewhere.test", SystemTime::now())
+        .unwrap();
+    let stranger = DevCa::generate("Stranger CA", SystemTime::now()).unwrap();
+    let untrusted = stranger
+        .issue_address("mallory@direct.elsewhere.test", SystemTime::now())
+        .unwrap();
+    let mut records = Records::new();
+    records
+        .add_cert(
+            "dr.who@direct.elsewhere.test",
+            &trusted.certificate().to_der().unwrap(),
+            300,
+        )
+        .unwrap();
+    records
+        .add_cert(
+            "mallory@direct.elsewhere.test",
+            &untrusted.certificate().to_der().unwrap(),
+            300,
+        )
+        .unwrap();
+    dns.set_records(records);
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let found = check(&mut ana, "dr.who@direct.elsewhere.test").await;
+    assert_eq!(found["ok"], true, "{found}");
+    assert_eq!(found["note"], "certificate found via DNS");
+
+    let refused = check(&mut ana, "mallory@direct.elsewhere.test").await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    let note = refused["note"].as_str().unwrap();
+    assert!(note.contains("mallory@direct.elsewhere.test"), "{note}");
+    assert!(
+        note.contains("trust anchor") || note.contains("rejected"),
+        "{note}"
+    );
+
+    let nothing = check(&mut ana, "nobody@direct.elsewhere.test").await;
+    assert_eq!(nothing["ok"], false, "{nothing}");
+    assert!(
+        nothing["note"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be encrypted for nobody@direct.elsewhere.test"),
+        "{nothing}"
+    );
+    assert!(dns.udp_queries() + dns.tcp_queries() > 0);
+    dns.shutdown().await;
+}
