@@ -8,6 +8,7 @@
 //! cross-reference table leaves out), and a walk over every object lopdf loads, which
 //! also sees the objects packed in compressed object streams.
 
+use lopdf::xref::XrefEntry;
 use lopdf::{Dictionary, Document, LoadOptions, Object};
 
 use super::{Rejection, encrypted};
@@ -138,7 +139,17 @@ fn inspect(document: &Document, findings: &mut Findings) {
         findings.note(Problem::Encrypted);
     }
     walk(document, findings);
-    if document.catalog().is_err() {
+    // An object that lopdf could not unpack from its object stream was not walked, but
+    // a reader that decodes damaged streams more leniently may still run it.
+    let unread_packed_object = document
+        .reference_table
+        .entries
+        .iter()
+        .any(|(&number, entry)| {
+            matches!(entry, XrefEntry::Compressed { .. })
+                && !document.objects.contains_key(&(number, 0))
+        });
+    if unread_packed_object || document.catalog().is_err() {
         findings.note(Problem::Damaged);
     }
 }

@@ -314,6 +314,69 @@ fn javascript_inside_a_compressed_object_stream_is_refused() {
     refused("y.pdf", bytes, Rejection::PDF_JAVASCRIPT);
 }
 
+/// A PDF whose open action, object 6, is packed in object stream 5 (with `filter` and
+/// holding `data` after its header), found through a cross-reference stream.
+fn pdf_with_packed_action(filter: &str, action: &[u8]) -> Vec<u8> {
+    let mut out = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R /OpenAction 6 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        "<< /Producer (test) >>",
+    ];
+    for (index, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        write!(out, "{} 0 obj\n{body}\nendobj\n", index + 1).unwrap();
+    }
+    offsets.push(out.len());
+    let mut packed = b"6 0 ".to_vec();
+    packed.extend_from_slice(action);
+    write!(
+        out,
+        "5 0 obj\n<< /Type /ObjStm /N 1 /First 4 {filter} /Length {} >>\nstream\n",
+        packed.len()
+    )
+    .unwrap();
+    out.extend_from_slice(&packed);
+    out.extend_from_slice(b"\nendstream\nendobj\n");
+    let xref = out.len();
+    // ISO 32000-1 §7.5.8: type 1 (offset) and type 2 (object stream, index) entries.
+    let mut entries = vec![0_u8, 0, 0, 0, 0, 0xff, 0xff];
+    for offset in offsets.iter().chain([&xref]) {
+        entries.push(1);
+        entries.extend_from_slice(&u32::try_from(*offset).unwrap().to_be_bytes());
+        entries.extend_from_slice(&[0, 0]);
+    }
+    entries.splice(6 * 7..6 * 7, [2, 0, 0, 0, 5, 0, 0]);
+    write!(
+        out,
+        "7 0 obj\n<< /Type /XRef /Size 8 /W [1 4 2] /Root 1 0 R /Length {} >>\nstream\n",
+        entries.len()
+    )
+    .unwrap();
+    out.extend_from_slice(&entries);
+    write!(out, "\nendstream\nendobj\nstartxref\n{xref}\n%%EOF\n").unwrap();
+    out
+}
+
+#[test]
+fn an_object_packed_in_an_object_stream_is_checked() {
+    let benign = pdf_with_packed_action("", b"<< /S /URI /URI (https://example.org/) >>");
+    assert!(check("a.pdf", &benign).is_ok());
+    // Out of reach of the scan of raw bytes, which skips stream data.
+    let script = pdf_with_packed_action("", b"<< /S /JavaScript /JS (app.alert\\(1\\)) >>");
+    refused("y.pdf", &script, Rejection::PDF_JAVASCRIPT);
+}
+
+#[test]
+fn a_pdf_whose_object_stream_cannot_be_unpacked_is_refused() {
+    // The packed action cannot be read, so it cannot be checked; a more forgiving reader
+    // might still make something of it.
+    let bytes = pdf_with_packed_action("/Filter /FlateDecode", b"\x78\x9c not deflate data");
+    refused("y.pdf", &bytes, Rejection::PDF_DAMAGED);
+}
+
 #[test]
 fn javascript_in_an_object_the_cross_reference_table_leaves_out_is_refused() {
     let mut bytes = good_pdf();
