@@ -249,14 +249,7 @@ pub fn check_attachment(
         ));
     }
     let Some(kind) = format.kind().filter(|kind| policy.allows(*kind)) else {
-        return Err(Rejection::new(
-            Rejection::TYPE_NOT_ALLOWED,
-            format!(
-                "{file}: this type of file ({}) is not allowed; allowed types are {}.",
-                format.description(),
-                allowed_list(policy)
-            ),
-        ));
+        return Err(not_allowed(&file, format.description(), policy));
     };
 
     match format {
@@ -281,6 +274,16 @@ pub fn check_attachment(
         kind,
         content_type: format.content_type(),
     })
+}
+
+fn not_allowed(file: &str, description: &str, policy: &Policy) -> Rejection {
+    Rejection::new(
+        Rejection::TYPE_NOT_ALLOWED,
+        format!(
+            "{file}: this type of file ({description}) is not allowed; allowed types are {}.",
+            allowed_list(policy)
+        ),
+    )
 }
 
 fn encrypted(file: &str) -> Rejection {

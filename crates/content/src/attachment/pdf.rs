@@ -17,10 +17,10 @@ use super::{Rejection, encrypted};
 /// ones are well under a megabyte; lopdf's own default is 256 MiB.
 const MAX_STREAM_BYTES: usize = 4 * 1024 * 1024;
 
-/// The most object streams a file may have, which with [`MAX_STREAM_BYTES`] bounds what
-/// loading inflates to 1 GiB. Producers put about a hundred objects in each, so this
-/// allows well over 20,000 objects in streams.
-const MAX_OBJECT_STREAMS: usize = 256;
+/// The most object and cross-reference streams a file may have, which with
+/// [`MAX_STREAM_BYTES`] bounds what loading inflates to 1 GiB. Producers put about a
+/// hundred objects in each object stream, so this allows well over 20,000 of them.
+const MAX_PACKED_STREAMS: usize = 256;
 
 /// Why a PDF was refused. The order is the order of precedence when a file has several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,22 +102,26 @@ impl Findings {
             self.note(problem);
         }
     }
+
+    fn verdict(&self) -> Result<(), Problem> {
+        self.0.map_or(Ok(()), Err)
+    }
 }
 
 /// Checks a PDF whose bytes start with `%PDF-`.
 pub(super) fn check(bytes: &[u8]) -> Result<(), Problem> {
     let mut findings = Findings::default();
-    let mut object_streams = 0_usize;
+    let mut packed_streams = 0_usize;
     scan_names(bytes, |name| {
         findings.note_name(name);
-        object_streams += usize::from(name == b"ObjStm");
+        packed_streams += usize::from(name == b"ObjStm" || name == b"XRef");
     });
-    if let Some(problem @ Problem::Encrypted) = findings.0 {
-        return Err(problem);
+    if findings.0 == Some(Problem::Encrypted) {
+        return findings.verdict();
     }
-    if object_streams > MAX_OBJECT_STREAMS {
+    if packed_streams > MAX_PACKED_STREAMS {
         findings.note(Problem::TooComplex);
-        return Err(findings.0.unwrap_or(Problem::TooComplex));
+        return findings.verdict();
     }
 
     let options = LoadOptions {
@@ -128,7 +132,7 @@ pub(super) fn check(bytes: &[u8]) -> Result<(), Problem> {
         Ok(document) => inspect(&document, &mut findings),
         Err(_) => findings.note(Problem::Damaged),
     }
-    findings.0.map_or(Ok(()), Err)
+    findings.verdict()
 }
 
 /// Judges a loaded document on its own, whatever the scan of its bytes found.
@@ -203,16 +207,8 @@ fn scan_names(bytes: &[u8], mut on_name: impl FnMut(&[u8])) {
                 i += 1;
                 name.clear();
                 while let Some(&b) = bytes.get(i).filter(|&&b| is_regular(b)) {
-                    let escaped = (b == b'#')
-                        .then(|| {
-                            Some((
-                                hex_digit(*bytes.get(i + 1)?)?,
-                                hex_digit(*bytes.get(i + 2)?)?,
-                            ))
-                        })
-                        .flatten();
-                    if let Some((high, low)) = escaped {
-                        name.push(high << 4 | low);
+                    if let Some(escaped) = hex_escape(bytes, i) {
+                        name.push(escaped);
                         i += 3;
                     } else {
                         name.push(b);
@@ -277,10 +273,13 @@ fn is_regular(b: u8) -> bool {
     !is_white_space(b) && !b"()<>[]{}/%".contains(&b)
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|digit| u8::try_from(digit).ok())
+/// The byte that `#` and two hexadecimal digits at `i` stand for in a name.
+fn hex_escape(bytes: &[u8], i: usize) -> Option<u8> {
+    let digit = |at: usize| char::from(*bytes.get(at)?).to_digit(16);
+    if bytes.get(i) != Some(&b'#') {
+        return None;
+    }
+    u8::try_from(digit(i + 1)? << 4 | digit(i + 2)?).ok()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! XML attachments (C-CDA and others): UTF-8, well-formed, without a DTD, and not a web
 //! page or drawing in disguise.
 
-use super::{Policy, Rejection, not_utf8};
+use super::{Policy, Rejection, not_allowed, not_utf8};
 
 /// Roughly 100 bytes of parser memory each; far more than any real C-CDA holds.
 const MAX_NODES: u32 = 5_000_000;
@@ -40,14 +40,7 @@ impl Problem {
                      {line})."
                 ),
             ),
-            Problem::Disguised(description) => Rejection::new(
-                Rejection::TYPE_NOT_ALLOWED,
-                format!(
-                    "{file}: this type of file ({description}) is not allowed; allowed types are \
-                     {}.",
-                    super::allowed_list(policy)
-                ),
-            ),
+            Problem::Disguised(description) => not_allowed(file, description, policy),
         }
     }
 }

@@ -194,12 +194,12 @@ fn limit_nesting(html: &str) -> Cow<'_, str> {
             break;
         }
         if !closing && RAW_TEXT.contains(&name.as_str()) {
+            // Skip to the end tag; the start tag itself is kept or dropped like any other.
             let close = format!("</{name}");
-            i = html[end..]
-                .to_ascii_lowercase()
-                .find(&close)
+            i = bytes[end..]
+                .windows(close.len())
+                .position(|window| window.eq_ignore_ascii_case(close.as_bytes()))
                 .map_or(bytes.len(), |offset| end + offset);
-            // The start tag itself is kept or dropped like any other.
         }
         if NO_DEPTH.contains(&name.as_str()) {
             continue;
@@ -605,11 +605,23 @@ mod tests {
     #[test]
     fn tags_inside_scripts_and_comments_do_not_count_towards_the_depth() {
         let html = format!(
-            "<script>{}</script><!--{}-->",
+            "<script>{}</SCRIPT><!--{}-->",
             "<div>".repeat(1_000),
             "<div>".repeat(1_000)
         );
         assert!(matches!(limit_nesting(&html), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn many_raw_text_elements_are_scanned_in_linear_time() {
+        let started = std::time::Instant::now();
+        let html = "<title>x</title>".repeat(100_000);
+        assert!(matches!(limit_nesting(&html), Cow::Borrowed(_)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

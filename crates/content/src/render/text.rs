@@ -92,18 +92,25 @@ fn url_at(text: &str, start: usize) -> Option<usize> {
                 c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '`')
             })
             .map_or(tail.len(), |(at, _)| at);
-    while end > start {
-        let url = &text[start..end];
-        let Some(last) = url.chars().next_back() else {
-            break;
-        };
-        let unmatched = |open: char| url.matches(open).count() < url.matches(last).count();
-        let trailing = match last {
-            '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '*' => true,
-            ')' => unmatched('('),
-            ']' => unmatched('['),
-            '}' => unmatched('{'),
-            _ => false,
+    // For each kind of bracket, how many more closing than opening ones the URL has: a
+    // closing bracket at the end is trimmed only while it has no partner inside.
+    let url = &text[start..end];
+    let mut unmatched = [('(', ')'), ('[', ']'), ('{', '}')].map(|(open, close)| {
+        (
+            close,
+            url.matches(close)
+                .count()
+                .saturating_sub(url.matches(open).count()),
+        )
+    });
+    while let Some(last) = text[start..end].chars().next_back() {
+        let trailing = match unmatched.iter_mut().find(|(close, _)| *close == last) {
+            Some((_, excess)) if *excess > 0 => {
+                *excess -= 1;
+                true
+            }
+            Some(_) => false,
+            None => matches!(last, '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '*'),
         };
         if !trailing {
             break;
@@ -281,6 +288,18 @@ mod tests {
         assert_eq!(
             linkify_text("HTTPS://Example.org/?q=1&r=2!"),
             format!("{}!", link("HTTPS://Example.org/?q=1&amp;r=2"))
+        );
+    }
+
+    #[test]
+    fn a_url_followed_by_many_brackets_is_linked_in_linear_time() {
+        let started = std::time::Instant::now();
+        let text = format!("http://x.example/{}", ")".repeat(200_000));
+        assert!(linkify_text(&text).starts_with("<a href=\"http://x.example/\""));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
         );
     }
 
