@@ -376,12 +376,9 @@ pub enum OuterSubject {
 pub struct AttachmentTypes(pub Vec<directmail_content::Kind>);
 
 fn parse_kinds(text: &str) -> Result<AttachmentTypes, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| directmail_content::Kind::from_name(s).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()
+    directmail_content::parse_kinds(text)
         .map(AttachmentTypes)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -72,27 +72,11 @@ impl Indexed {
         Indexed {
             from_name,
             to_addrs: to.join(", "),
-            snippet: snippet(&body_text, 160),
+            snippet: directmail_content::snippet(&body_text, 160),
             body_text,
             has_attachments: !names.is_empty(),
             attachment_names: names.join(", "),
         }
-    }
-}
-
-/// The first meaningful line of a body, for the list: quoted lines and blank lines
-/// skipped, whitespace collapsed, cut at `max` characters.
-fn snippet(text: &str, max: usize) -> String {
-    let words: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('>'))
-        .flat_map(str::split_whitespace)
-        .collect();
-    let joined = words.join(" ");
-    match joined.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
     }
 }
 

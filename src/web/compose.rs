@@ -702,7 +702,8 @@ async fn check_address(
         .into_iter()
         .next()
         .unwrap_or_default();
-    let result = crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now()).await?;
+    let result =
+        crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now()).await?;
     Ok(axum::Json(match result {
         Ok(how) => serde_json::json!({ "address": address, "ok": true, "note": how }),
         Err(why) => serde_json::json!({ "address": address, "ok": false, "note": why }),

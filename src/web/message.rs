@@ -322,7 +322,7 @@ async fn html_body(
         .parse(&message.raw)
         .ok_or(AppError::NotFound)?;
     let html = parsed.body_html(0).ok_or(AppError::NotFound)?;
-    let clean = directmail_content::sanitize_html(&html);
+    let clean = directmail_content::sanitize_html_report(&html);
     let mut note = String::new();
     if clean.blocked_images > 0 || clean.removed_forms > 0 {
         note = format!(
