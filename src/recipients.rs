@@ -182,6 +182,10 @@ pub async fn foreign(
                 Method::Ldap => "LDAP",
             }
         ),
+        _ if outcome.status == directmail_discovery::Status::NotFound => format!(
+            "no certificate was found for {address}, so a message cannot be encrypted for it ({})",
+            outcome.summary.trim_end_matches('.')
+        ),
         _ => format!(
             "{}; a message cannot be encrypted for {address}",
             outcome.summary.trim_end_matches('.')

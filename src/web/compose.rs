@@ -286,7 +286,10 @@ async fn render(
     Ok(ComposePage {
         frame: frame(state, &current, mailbox).await?,
         chrome: current.chrome,
-        saved: format!("Saved {}", format_utc(draft.updated_at)),
+        saved: format!(
+            "Kept on the server; last saved {}",
+            format_utc(draft.updated_at)
+        ),
         draft,
         attachments,
         chips,
@@ -363,7 +366,7 @@ async fn save(
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
     let now = store_form(&state, draft.id, &form).await?;
     if headers.contains_key("x-autosave") || q.beacon.is_some() {
-        return Ok(format!("Saved {}", format_utc(now)).into_response());
+        return Ok(format!("Saved at {}", format_utc(now)).into_response());
     }
     if form.action == "send" {
         return send_draft(&state, current, ip, mailbox, draft.id).await;

@@ -536,7 +536,9 @@ pub fn file_response(name: &str, data: Vec<u8>, show: Show) -> Response {
     if show != Show::Download {
         response.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; object-src 'self'; plugin-types application/pdf"),
+            HeaderValue::from_static(
+                "sandbox; default-src 'none'; img-src 'self'; object-src 'self'",
+            ),
         );
     }
     response

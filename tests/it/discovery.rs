@@ -90,7 +90,7 @@ async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip()
         nothing["note"]
             .as_str()
             .unwrap()
-            .contains("cannot be encrypted for nobody@direct.elsewhere.test"),
+            .contains("no certificate was found for nobody@direct.elsewhere.test"),
         "{nothing}"
     );
     assert!(dns.udp_queries() + dns.tcp_queries() > 0);
