@@ -247,6 +247,9 @@ impl Application {
         );
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
+        if let Some(addr) = state.config.dns_cert_addr {
+            crate::pki::publish::start(state.db.clone(), state.clock.clone(), addr).await?;
+        }
         Ok(Application {
             listener,
             router: router(state.clone()),

@@ -3,6 +3,7 @@
 //! S/MIME engine.
 
 pub mod fetch;
+pub mod publish;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

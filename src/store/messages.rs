@@ -677,10 +677,7 @@ pub async fn suggestions(
     limit: usize,
 ) -> sqlx::Result<Vec<Suggestion>> {
     let needle = q.to_lowercase();
-    let pattern = format!(
-        "%{}%",
-        needle.replace('\\', "").replace('%', "").replace('_', "")
-    );
+    let pattern = format!("%{}%", needle.replace(['\\', '%', '_'], ""));
     let mut out: Vec<Suggestion> = Vec::new();
     let hosted = sqlx::query(
         "select address, display_name from mailboxes
