@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::domains::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
+        .merge(web::lookup::routes())
         .merge(web::api::routes())
         .merge(web::mail::routes())
         .merge(web::audit_log::routes())

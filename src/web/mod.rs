@@ -27,6 +27,7 @@ pub mod auth;
 pub mod compose;
 pub mod domains;
 pub mod health;
+pub mod lookup;
 pub mod mail;
 pub mod message;
 pub mod middleware;

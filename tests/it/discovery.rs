@@ -94,6 +94,30 @@ async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip()
         "{nothing}"
     );
     assert!(dns.udp_queries() + dns.tcp_queries() > 0);
+
+    // the operator sees every step of a lookup; a member may not run one
+    assert_eq!(
+        ana.get("/discovery?address=dr.who%40direct.elsewhere.test")
+            .await
+            .status,
+        reqwest::StatusCode::FORBIDDEN
+    );
+    app.user(
+        None,
+        "hisp.ops@direct.localhost",
+        directmail::domain::Role::Operator,
+    )
+    .await;
+    let mut op = app.signed_in("hisp.ops@direct.localhost").await;
+    let page = op
+        .get("/discovery?address=mallory%40direct.elsewhere.test")
+        .await;
+    assert!(page.body.contains("DNS CERT at"), "{}", page.body);
+    assert!(page.body.contains("id=\"steps\""));
+    let page = op
+        .get("/discovery?address=dr.who%40direct.elsewhere.test")
+        .await;
+    assert!(page.body.contains("SHA-256 fingerprint"), "{}", page.body);
     dns.shutdown().await;
 }
 
