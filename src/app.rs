@@ -302,10 +302,16 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let http = match self.tls {
-            None => axum::serve(self.listener, make)
-                .with_graceful_shutdown(when(stopped.clone()))
-                .await
-                .context("the HTTP server stopped"),
+            // small responses go out at once rather than waiting on delayed ACKs
+            None => axum::serve(
+                axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                make,
+            )
+            .with_graceful_shutdown(when(stopped.clone()))
+            .await
+            .context("the HTTP server stopped"),
             Some(tls) => serve_tls(self.listener, make, tls, when(stopped)).await,
         };
         // SMTP sessions get a bounded time to finish their messages
@@ -413,6 +419,7 @@ async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        let _ = stream.set_nodelay(true);
         let Ok(service) = make.call(peer).await;
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
