@@ -11,6 +11,7 @@
 //! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
+//! - [`directory`]: the provider directory (search, import, export, refresh);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -24,7 +25,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod directory;
 pub mod domain;
+pub mod export;
 pub mod inbound;
 pub mod outbound;
 pub mod pki;
