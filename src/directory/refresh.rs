@@ -61,18 +61,10 @@ impl Refresher {
     }
 }
 
-/// An HTTP client for sources: HTTPS with the web PKI's roots (ring), or plain HTTP.
+/// An HTTP client for sources: HTTPS (rustls on ring, the web PKI's roots) or plain
+/// HTTP.
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS setup")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::limited(3))

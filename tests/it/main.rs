@@ -7,6 +7,7 @@ mod audit_chain;
 mod browser;
 mod cli;
 mod console;
+mod directory;
 mod helpers;
 mod inbound;
 mod mail;
