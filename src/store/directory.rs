@@ -20,6 +20,12 @@ pub struct Viewer {
     pub org_id: Option<i64>,
 }
 
+/// The columns `Entry::from_row` reads, from `directory_entries e` (never `e.*`: the
+/// `Any` driver cannot read PostgreSQL's tsvector column).
+const ENTRY: &str = "e.id, e.kind, e.scope, e.org_id, e.owner_id, e.mailbox_id, e.name, \
+     e.organization, e.npi, e.specialties, e.address_line, e.city, e.state, e.zip, e.phone, \
+     e.source, e.fhir_id, e.confirmed_at, e.updated_at";
+
 /// One Direct address of an entry, with the certificate attached to it, if any.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AddressRow {
@@ -380,10 +386,12 @@ pub async fn delete(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
 /// An entry by id, with its addresses; visibility is the caller's to check.
 pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Entry>> {
     sync_hosted(db).await?;
-    let row = sqlx::query("select * from directory_entries where id = $1")
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "select {ENTRY} from directory_entries e where e.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let mut entries = vec![Entry::from_row(&row)?];
     fill_addresses(&db.pool, &mut entries).await?;
@@ -478,9 +486,10 @@ pub async fn list_scope(
     offset: i64,
 ) -> sqlx::Result<Vec<Entry>> {
     sync_hosted(db).await?;
-    let rows = sqlx::query(
-        "select * from directory_entries where scope_key = $1 order by sort_name, id limit $2 offset $3",
-    )
+    let rows = sqlx::query(&format!(
+        "select {ENTRY} from directory_entries e where e.scope_key = $1
+         order by e.sort_name, e.id limit $2 offset $3"
+    ))
     .bind(scope.key())
     .bind(limit)
     .bind(offset)
@@ -688,7 +697,7 @@ pub async fn search(
     let rows = match compile(db.backend, q) {
         None => {
             sqlx::query(&format!(
-                "select e.* from directory_entries e where {visible}
+                "select {ENTRY} from directory_entries e where {visible}
                  order by e.sort_name, e.id limit $3 offset $4"
             ))
             .bind(viewer.org_id)
@@ -712,7 +721,7 @@ pub async fn search(
             match &c.names {
                 Some(names) => {
                     sqlx::query(&format!(
-                        "select e.* from directory_entries e where {matches} and {visible}
+                        "select {ENTRY} from directory_entries e where {matches} and {visible}
                          order by case when e.name_key = $5 then 0 when {name_rank} then 1 else 2 end,
                              e.sort_name, e.id
                          limit $6 offset $7"
@@ -730,7 +739,7 @@ pub async fn search(
                 // only filters, no text: no name to rank by
                 None => {
                     sqlx::query(&format!(
-                        "select e.* from directory_entries e where {matches} and {visible}
+                        "select {ENTRY} from directory_entries e where {matches} and {visible}
                          order by e.sort_name, e.id limit $4 offset $5"
                     ))
                     .bind(viewer.org_id)

@@ -711,7 +711,10 @@ async fn organization_contacts_are_seen_by_its_users_and_edited_by_its_administr
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.by_id("form-errors").is_some());
-    assert!(bad.body.contains("The NPI 1234567890 fails its check digit"));
+    assert!(
+        bad.body
+            .contains("The NPI 1234567890 fails its check digit")
+    );
 
     let mut ana = app.signed_in("ana@lakeside.test").await;
     assert_eq!(
