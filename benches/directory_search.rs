@@ -136,7 +136,8 @@ fn npi_for(n: usize) -> String {
 fn word(rng: &mut Rng, parts: usize) -> String {
     let mut w = String::new();
     for _ in 0..parts {
-        w.push_str(rng.pick(SYLLABLES));
+        let syllable: &&str = rng.pick(SYLLABLES);
+        w.push_str(syllable);
     }
     let mut c = w.chars();
     c.next()
@@ -171,7 +172,7 @@ fn world(rng: &mut Rng) -> World {
         cities: (0..400)
             .map(|i| {
                 (
-                    word(rng, 2) + rng.pick(&["ville", " City", "ton", " Falls", "burg"]),
+                    word(rng, 2) + *rng.pick(&["ville", " City", "ton", " Falls", "burg"]),
                     STATES[i % STATES.len()],
                     format!("{:05}", 46_000 + i * 37),
                 )
@@ -187,7 +188,7 @@ fn entry(rng: &mut Rng, w: &World, n: usize) -> EntryInput {
     let (city, state, zip) = rng.pick(&w.cities);
     let (code, label) = rng.pick(SPECIALTIES);
     let domain = org.to_ascii_lowercase().replace(' ', "");
-    let is_org = n % 10 == 0;
+    let is_org = n.is_multiple_of(10);
     EntryInput {
         kind: if is_org {
             "organization"

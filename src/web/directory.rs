@@ -134,7 +134,6 @@ pub struct Row {
     pub entry: Entry,
     pub detail: String,
     pub scope_label: &'static str,
-    pub has_certificate: bool,
 }
 
 impl Row {
@@ -146,7 +145,6 @@ impl Row {
                 Scope::Org(_) => "Your organization's contact",
                 Scope::Personal(_) => "Your address book",
             },
-            has_certificate: entry.addresses.iter().any(|a| a.cert_fingerprint.is_some()),
             entry,
         }
     }
