@@ -158,6 +158,10 @@ pub struct Suggestion {
     pub has_certificate: bool,
 }
 
+/// How many matches of each rank a search considers: a broad search ("ma") ranks
+/// and sorts the first ones the index yields rather than every match.
+pub const CANDIDATES: i64 = 1000;
+
 /// What to look for; every part optional.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -560,9 +564,21 @@ fn compile(backend: Backend, q: &Query) -> Option<Compiled> {
     .join(joiner);
     let mut key = text.clone();
     key.sort();
+    // names: the text against names only, with the same filters
+    let names = group(&text, Some(("search_name", "A"))).map(|n| {
+        [
+            Some(n),
+            group(&specialty, Some(("search_specialty", "C"))),
+            group(&place, Some(("search_place", "D"))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(joiner)
+    });
     Some(Compiled {
         all,
-        names: group(&text, Some(("search_name", "A"))),
+        names,
         key: key.join(" "),
     })
 }
@@ -684,7 +700,9 @@ pub async fn is_listed(db: &Db, mailbox_id: i64) -> sqlx::Result<bool> {
 
 /// The entries `viewer` may see that match `q`, best first: names equal to the text
 /// (any word order), then names starting with its words, then matches elsewhere
-/// (organization, specialty, place, NPI, address); by name within each rank.
+/// (organization, specialty, place, NPI, address); by name within each rank. Of a
+/// broad search, the first [`CANDIDATES`] matches of each rank are ranked (and the
+/// viewer's own contacts always): more letters narrow it.
 pub async fn search(
     db: &Db,
     viewer: &Viewer,
@@ -708,49 +726,51 @@ pub async fn search(
             .await?
         }
         Some(c) => {
-            let (matches, name_rank) = match db.backend {
+            // Candidates first, each rank capped, so a broad prefix ("ma") costs no
+            // more than a narrow one: the backend stops after CANDIDATES matches in
+            // its own order, and only those are ranked and sorted by name. The
+            // viewer's own contacts and exact names are always candidates.
+            let (fts, probe) = match db.backend {
                 Backend::Sqlite => (
-                    "e.id in (select rowid from directory_fts where directory_fts match $3)",
-                    "e.id in (select rowid from directory_fts where directory_fts match $4)",
+                    "select rowid as id from directory_fts where directory_fts match ",
+                    "exists (select 1 from directory_fts where directory_fts match $3 and directory_fts.rowid = e.id)",
                 ),
                 Backend::Postgres => (
+                    "select id from directory_entries where search_tsv @@ to_tsquery('simple', ",
                     "e.search_tsv @@ to_tsquery('simple', $3)",
-                    "e.search_tsv @@ to_tsquery('simple', $4)",
                 ),
             };
-            match &c.names {
-                Some(names) => {
-                    sqlx::query(&format!(
-                        "select {ENTRY} from directory_entries e where {matches} and {visible}
-                         order by case when e.name_key = $5 then 0 when {name_rank} then 1 else 2 end,
-                             e.sort_name, e.id
-                         limit $6 offset $7"
-                    ))
-                    .bind(viewer.org_id)
-                    .bind(viewer.user_id)
-                    .bind(&c.all)
-                    .bind(names)
-                    .bind(&c.key)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(&db.pool)
-                    .await?
-                }
-                // only filters, no text: no name to rank by
-                None => {
-                    sqlx::query(&format!(
-                        "select {ENTRY} from directory_entries e where {matches} and {visible}
-                         order by e.sort_name, e.id limit $4 offset $5"
-                    ))
-                    .bind(viewer.org_id)
-                    .bind(viewer.user_id)
-                    .bind(&c.all)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(&db.pool)
-                    .await?
-                }
-            }
+            let close = match db.backend {
+                Backend::Sqlite => "",
+                Backend::Postgres => ")",
+            };
+            sqlx::query(&format!(
+                "with cand (id, tier) as (
+                     select id, 0 from (select e.id from directory_entries e
+                         where e.name_key = $5 and {probe} limit {CANDIDATES}) exact
+                     union all
+                     select id, 1 from ({fts}$4{close} limit {CANDIDATES}) names
+                     union all
+                     select id, 2 from ({fts}$3{close} limit {CANDIDATES}) anywhere
+                     union all
+                     select id, 2 from (select e.id from directory_entries e
+                         where (e.owner_id = $2 or e.org_id = $1) and {probe} limit {CANDIDATES}) own
+                 )
+                 select {ENTRY} from directory_entries e
+                 join (select id, min(tier) as tier from cand group by id) c on c.id = e.id
+                 where {visible}
+                 order by c.tier, e.sort_name, e.id limit $6 offset $7"
+            ))
+            .bind(viewer.org_id)
+            .bind(viewer.user_id)
+            .bind(&c.all)
+            // without text, everything ranks alike
+            .bind(c.names.as_deref().unwrap_or(&c.all))
+            .bind(&c.key)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&db.pool)
+            .await?
         }
     };
     let mut entries = rows
