@@ -515,6 +515,25 @@ struct Compiled {
     names: Option<String>,
     /// The sorted words of the text, for exact names (the first rank).
     key: String,
+    /// The same query as a predicate on one row's search columns (word-prefix
+    /// `like`s), for checking the few exact names and the viewer's own contacts
+    /// without running the full-text query once per row.
+    like: String,
+    /// The text's words against the name alone (true without text).
+    like_names: String,
+}
+
+/// `(' ' || columns) like '% word%'` for each word: a word-prefix match on one row.
+/// Words are `[a-z0-9]` only (see `search::tokens`), so they are safe as literals.
+fn like_words(columns: &str, words: &[String]) -> Vec<String> {
+    words
+        .iter()
+        .filter(|w| {
+            w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        .map(|w| format!("(' ' || {columns}) like '% {w}%'"))
+        .collect()
 }
 
 fn compile(backend: Backend, q: &Query) -> Option<Compiled> {
@@ -576,10 +595,23 @@ fn compile(backend: Backend, q: &Query) -> Option<Compiled> {
         .collect::<Vec<_>>()
         .join(joiner)
     });
+    let mut like = like_words(
+        "e.search_name || ' ' || e.search_org || ' ' || e.search_specialty || ' ' || e.search_place || ' ' || e.search_ident",
+        &text,
+    );
+    like.extend(like_words("e.search_specialty", &specialty));
+    like.extend(like_words("e.search_place", &place));
+    let like_names = like_words("e.search_name", &text);
     Some(Compiled {
         all,
         names,
         key: key.join(" "),
+        like: like.join(" and "),
+        like_names: if like_names.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            like_names.join(" and ")
+        },
     })
 }
 
@@ -700,7 +732,8 @@ pub async fn is_listed(db: &Db, mailbox_id: i64) -> sqlx::Result<bool> {
 
 /// The entries `viewer` may see that match `q`, best first: names equal to the text
 /// (any word order), then names starting with its words, then matches elsewhere
-/// (organization, specialty, place, NPI, address); by name within each rank. Of a
+/// (organization, specialty, place, NPI, address); within a rank the viewer's own
+/// address book, then their organization's contacts, then by name. Of a
 /// broad search, the first [`CANDIDATES`] matches of each rank are ranked (and the
 /// viewer's own contacts always): more letters narrow it.
 pub async fn search(
@@ -730,16 +763,16 @@ pub async fn search(
             // more than a narrow one: the backend stops after CANDIDATES matches in
             // its own order, and only those are ranked and sorted by name. The
             // viewer's own contacts and exact names are always candidates.
-            let (fts, probe) = match db.backend {
-                Backend::Sqlite => (
-                    "select rowid as id from directory_fts where directory_fts match ",
-                    "exists (select 1 from directory_fts where directory_fts match $3 and directory_fts.rowid = e.id)",
-                ),
-                Backend::Postgres => (
-                    "select id from directory_entries where search_tsv @@ to_tsquery('simple', ",
-                    "e.search_tsv @@ to_tsquery('simple', $3)",
-                ),
+            let fts = match db.backend {
+                Backend::Sqlite => {
+                    "select rowid as id from directory_fts where directory_fts match "
+                }
+                Backend::Postgres => {
+                    "select id from directory_entries where search_tsv @@ to_tsquery('simple', "
+                }
             };
+            let probe = &c.like;
+            let name_probe = &c.like_names;
             let close = match db.backend {
                 Backend::Sqlite => "",
                 Backend::Postgres => ")",
@@ -753,13 +786,18 @@ pub async fn search(
                      union all
                      select id, 2 from ({fts}$3{close} limit {CANDIDATES}) anywhere
                      union all
-                     select id, 2 from (select e.id from directory_entries e
+                     select id, tier from (select e.id,
+                             case when {name_probe} then 1 else 2 end as tier
+                         from directory_entries e
                          where (e.owner_id = $2 or e.org_id = $1) and {probe} limit {CANDIDATES}) own
                  )
                  select {ENTRY} from directory_entries e
                  join (select id, min(tier) as tier from cand group by id) c on c.id = e.id
                  where {visible}
-                 order by c.tier, e.sort_name, e.id limit $6 offset $7"
+                 order by c.tier,
+                     case e.scope when 'personal' then 0 when 'org' then 1 else 2 end,
+                     e.sort_name, e.id
+                 limit $6 offset $7"
             ))
             .bind(viewer.org_id)
             .bind(viewer.user_id)
@@ -782,7 +820,8 @@ pub async fn search(
 }
 
 /// Addresses for the compose page's autocomplete: at most `limit`, ranked as
-/// [`search`] ranks entries, each address once (the viewer's own book first).
+/// [`search`] ranks entries (the viewer's own book first among equals), each address
+/// once.
 pub async fn suggest(
     db: &Db,
     viewer: &Viewer,
@@ -798,10 +837,7 @@ pub async fn suggest(
     };
     let entries = search(db, viewer, &q, limit as i64, 0).await?;
     let mut out: Vec<Suggestion> = Vec::new();
-    // personal entries are the viewer's own words for an address: they win
-    let mut ordered: Vec<&Entry> = entries.iter().filter(|e| e.scope == "personal").collect();
-    ordered.extend(entries.iter().filter(|e| e.scope != "personal"));
-    for e in ordered {
+    for e in &entries {
         let hosted_cert = match e.mailbox_id {
             Some(id) => hosted_domain_has_certificate(db, id).await?,
             None => false,
@@ -819,7 +855,6 @@ pub async fn suggest(
             });
         }
     }
-    // keep the ranking of entries, with the viewer's own first among equals
     out.truncate(limit);
     Ok(out)
 }

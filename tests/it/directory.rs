@@ -1107,3 +1107,49 @@ async fn the_directory_refreshes_from_a_url_and_keeps_its_entries_when_a_refresh
     assert!(page.by_id("source-list").is_some());
     assert!(page.body.contains("500"));
 }
+
+#[tokio::test]
+async fn a_broad_search_still_offers_the_users_own_contacts_and_pages_the_rest() {
+    let app = TestApp::spawn().await;
+    let mut csv = format!("{HEADER}\n");
+    let count = directmail::store::directory::CANDIDATES + 50;
+    for n in 0..count {
+        csv.push_str(&format!(
+            "practitioner,Marlow Public {n},,,,,,,,marlow{n}@direct.public.test\n"
+        ));
+    }
+    let options = directory::import::Options {
+        scope: Scope::Public,
+        source: "import:many.csv".into(),
+        dry_run: false,
+        prune: false,
+    };
+    let outcome = directory::import::run(
+        &app.state.db,
+        &Actor::system(),
+        csv.as_bytes(),
+        &options,
+        app.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.added as i64, count);
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@lakeside.test", Role::Member)
+        .await;
+    let mut ana = app.signed_in("ana@lakeside.test").await;
+    ana.get("/directory/address-book").await;
+    ana.post(
+        "/directory/address-book",
+        &[("address", "zed@direct.far.test"), ("name", "Marzipan Zed")],
+    )
+    .await;
+    // her own entry sorts after every Marlow, and was added last of all
+    let found = names(&suggest(&mut ana, "mar").await);
+    assert!(found.contains(&"Marzipan Zed".to_owned()), "{found:?}");
+    let page = ana.get("/directory?q=mar").await;
+    assert!(page.body.contains("rel=\"next\""));
+    let next = ana.get("/directory?q=mar&specialty=&place=&page=2").await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert!(next.body.contains("Marlow Public"));
+}
