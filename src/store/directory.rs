@@ -777,13 +777,22 @@ pub async fn search(
                 Backend::Sqlite => "",
                 Backend::Postgres => ")",
             };
-            sqlx::query(&format!(
+            // exact names and name prefixes only when there is text ($6, $7); with
+            // filters alone every match ranks alike
+            let by_name = if c.names.is_some() {
+                format!(
+                    "select id, 0 from (select e.id from directory_entries e
+                         where e.name_key = $7 and {probe} limit {CANDIDATES}) exact
+                     union all
+                     select id, 1 from ({fts}$6{close} limit {CANDIDATES}) names
+                     union all"
+                )
+            } else {
+                String::new()
+            };
+            let query = format!(
                 "with cand (id, tier) as (
-                     select id, 0 from (select e.id from directory_entries e
-                         where e.name_key = $5 and {probe} limit {CANDIDATES}) exact
-                     union all
-                     select id, 1 from ({fts}$4{close} limit {CANDIDATES}) names
-                     union all
+                     {by_name}
                      select id, 2 from ({fts}$3{close} limit {CANDIDATES}) anywhere
                      union all
                      select id, tier from (select e.id,
@@ -797,18 +806,18 @@ pub async fn search(
                  order by c.tier,
                      case e.scope when 'personal' then 0 when 'org' then 1 else 2 end,
                      e.sort_name, e.id
-                 limit $6 offset $7"
-            ))
-            .bind(viewer.org_id)
-            .bind(viewer.user_id)
-            .bind(&c.all)
-            // without text, everything ranks alike
-            .bind(c.names.as_deref().unwrap_or(&c.all))
-            .bind(&c.key)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&db.pool)
-            .await?
+                 limit $4 offset $5"
+            );
+            let mut q = sqlx::query(&query)
+                .bind(viewer.org_id)
+                .bind(viewer.user_id)
+                .bind(&c.all)
+                .bind(limit)
+                .bind(offset);
+            if let Some(names) = &c.names {
+                q = q.bind(names).bind(&c.key);
+            }
+            q.fetch_all(&db.pool).await?
         }
     };
     let mut entries = rows
