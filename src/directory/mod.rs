@@ -399,7 +399,7 @@ pub async fn create(
         "manual"
     };
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin(db).await?;
     if let Some(problem) = clash(&mut tx, scope, data, None).await? {
         return Err(Refusal::Refused(problem));
     }
@@ -432,7 +432,7 @@ pub async fn change(
     }
     let scope = entry.scope();
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin(db).await?;
     if let Some(problem) = clash(&mut tx, scope, data, Some(entry.id)).await? {
         return Err(Refusal::Refused(problem));
     }
@@ -463,7 +463,7 @@ pub async fn remove(db: &Db, actor: &Actor, entry: &Entry, now: i64) -> Outcome<
         ));
     }
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin(db).await?;
     store::delete(&mut tx, entry.id).await?;
     audit::append(
         &mut tx,
@@ -514,7 +514,7 @@ pub async fn attach_certificate(
         .transpose()
         .map_err(|e| Refusal::Refused(e.0))?;
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin(db).await?;
     store::attach_certificate(&mut tx, entry.id, address, cert.as_ref()).await?;
     audit::append(
         &mut tx,
@@ -549,7 +549,7 @@ pub async fn set_listing(
     now: i64,
 ) -> Outcome<()> {
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = store::begin(db).await?;
     store::set_listed(&mut tx, mailbox.id, listed).await?;
     audit::append(
         &mut tx,

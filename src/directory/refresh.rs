@@ -4,7 +4,8 @@
 //! Each URL is imported like a file (CSV or FHIR, format from the content) into the
 //! shared directory as source `import:<url>`; entries that the source no longer lists
 //! are removed. A failed fetch or a file with any bad row changes nothing: the error
-//! is logged and shown on the import page, and the previous entries stay.
+//! is logged and shown on the import page, the previous entries stay, and the source
+//! is tried again a minute later.
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ impl Refresher {
                 let now = self.clock.now();
                 match store::claim_source(&self.db, url.as_str(), now, every).await {
                     Ok(true) => {
-                        refresh_one(&self.db, &client, url, now).await;
+                        refresh_one(&self.db, &client, url, now, every).await;
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "directory refresh: database unavailable"),
@@ -73,18 +74,22 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .context("the HTTP client for directory sources")
 }
 
+/// A failed refresh is tried again after this many seconds (or the interval, if
+/// shorter).
+const RETRY_SECONDS: i64 = 60;
+
 /// Fetches and imports one source, recording (and logging) what happened.
-pub async fn refresh_one(db: &Db, client: &reqwest::Client, url: &url::Url, now: i64) {
+pub async fn refresh_one(db: &Db, client: &reqwest::Client, url: &url::Url, now: i64, every: i64) {
     let result = fetch_and_import(db, client, url, now).await;
     let recorded = match &result {
         Ok(count) => {
             tracing::info!(source = %url, entries = count, "directory refreshed");
-            store::record_source(db, url.as_str(), Ok(*count), now).await
+            store::record_source(db, url.as_str(), Ok(*count), now, every, RETRY_SECONDS).await
         }
         Err(e) => {
             let message = format!("{e:#}");
             tracing::warn!(source = %url, error = %message, "directory refresh failed; the previous entries are kept");
-            store::record_source(db, url.as_str(), Err(&message), now).await
+            store::record_source(db, url.as_str(), Err(&message), now, every, RETRY_SECONDS).await
         }
     };
     if let Err(e) = recorded {

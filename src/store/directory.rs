@@ -213,6 +213,20 @@ fn search_columns(e: &EntryData) -> SearchColumns {
     }
 }
 
+/// A transaction for changing the directory. On SQLite it writes first (touching the
+/// audit head, which every audited change writes anyway), so that it holds the write
+/// lock before it reads: a read-then-write transaction fails at once
+/// (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between.
+pub async fn begin(db: &Db) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Sqlite {
+        sqlx::query("update audit_head set last_id = last_id where id = 1")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
 /// Stores a new entry and its addresses; returns its id.
 pub async fn insert(
     conn: &mut AnyConnection,
@@ -223,7 +237,7 @@ pub async fn insert(
     now: i64,
 ) -> sqlx::Result<i64> {
     let s = search_columns(e);
-    let id: i64 = sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "insert into directory_entries (kind, scope, scope_key, org_id, owner_id, mailbox_id,
              name, organization, npi, specialties, address_line, city, state, zip, phone,
              source, fhir_id, confirmed_at, created_at, updated_at,
@@ -237,30 +251,45 @@ pub async fn insert(
     .bind(scope.key())
     .bind(scope.org_id())
     .bind(scope.owner_id())
-    .bind(mailbox_id)
-    .bind(&e.name)
-    .bind(&e.organization)
-    .bind(e.npi.as_ref().map(|n| n.as_str().to_owned()))
-    .bind(specialties_json(&e.specialties))
-    .bind(&e.address_line)
-    .bind(&e.city)
-    .bind(&e.state)
-    .bind(&e.zip)
-    .bind(&e.phone)
-    .bind(source)
-    .bind(e.fhir_id.as_deref())
-    .bind(now)
-    .bind(&s.name)
-    .bind(&s.org)
-    .bind(&s.specialty)
-    .bind(&s.place)
-    .bind(&s.ident)
-    .bind(&s.name_key)
-    .bind(&s.sort_name)
-    .fetch_one(&mut *conn)
-    .await?;
+    .bind(mailbox_id);
+    let id: i64 = bind_entry(query, e, &s, source, now)
+        .fetch_one(&mut *conn)
+        .await?;
     set_addresses(conn, id, &scope.key(), e).await?;
     Ok(id)
+}
+
+type ScalarQuery<'q, T> = sqlx::query::QueryScalar<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an entry's fields, source, time and search columns, in the order both
+/// `insert` and `update` name them.
+fn bind_entry<'q, T>(
+    query: ScalarQuery<'q, T>,
+    e: &'q EntryData,
+    s: &'q SearchColumns,
+    source: &'q str,
+    now: i64,
+) -> ScalarQuery<'q, T> {
+    query
+        .bind(&e.name)
+        .bind(&e.organization)
+        .bind(e.npi.as_ref().map(|n| n.as_str().to_owned()))
+        .bind(specialties_json(&e.specialties))
+        .bind(&e.address_line)
+        .bind(&e.city)
+        .bind(&e.state)
+        .bind(&e.zip)
+        .bind(&e.phone)
+        .bind(source)
+        .bind(e.fhir_id.as_deref())
+        .bind(now)
+        .bind(&s.name)
+        .bind(&s.org)
+        .bind(&s.specialty)
+        .bind(&s.place)
+        .bind(&s.ident)
+        .bind(&s.name_key)
+        .bind(&s.sort_name)
 }
 
 fn specialties_json(list: &[Specialty]) -> String {
@@ -277,7 +306,7 @@ pub async fn update(
     now: i64,
 ) -> sqlx::Result<()> {
     let s = search_columns(e);
-    let scope_key: String = sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "update directory_entries set kind = $1, name = $2, organization = $3, npi = $4,
              specialties = $5, address_line = $6, city = $7, state = $8, zip = $9, phone = $10,
              source = $11, fhir_id = coalesce($12, fhir_id), confirmed_at = $13, updated_at = $13,
@@ -285,29 +314,11 @@ pub async fn update(
              search_ident = $18, name_key = $19, sort_name = $20
          where id = $21 returning scope_key",
     )
-    .bind(e.kind.as_str())
-    .bind(&e.name)
-    .bind(&e.organization)
-    .bind(e.npi.as_ref().map(|n| n.as_str().to_owned()))
-    .bind(specialties_json(&e.specialties))
-    .bind(&e.address_line)
-    .bind(&e.city)
-    .bind(&e.state)
-    .bind(&e.zip)
-    .bind(&e.phone)
-    .bind(source)
-    .bind(e.fhir_id.as_deref())
-    .bind(now)
-    .bind(&s.name)
-    .bind(&s.org)
-    .bind(&s.specialty)
-    .bind(&s.place)
-    .bind(&s.ident)
-    .bind(&s.name_key)
-    .bind(&s.sort_name)
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
+    .bind(e.kind.as_str());
+    let scope_key: String = bind_entry(query, e, &s, source, now)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
     set_addresses(conn, id, &scope_key, e).await
 }
 
@@ -629,7 +640,7 @@ pub async fn sync_hosted(db: &Db) -> sqlx::Result<()> {
         }
         let _turn = db.write_turn().await;
         let now = crate::clock::Clock::default().now();
-        let mut tx = db.pool.begin().await?;
+        let mut tx = begin(db).await?;
         for mailbox_id in pending {
             let taken = sqlx::query("delete from directory_hosted_queue where mailbox_id = $1")
                 .bind(mailbox_id)
@@ -928,7 +939,7 @@ pub async fn save_upload(
     now: i64,
 ) -> sqlx::Result<i64> {
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = begin(db).await?;
     sqlx::query("delete from directory_uploads where created_at < $1 or user_id = $2")
         .bind(now - 3600)
         .bind(user_id)
@@ -1010,12 +1021,15 @@ pub async fn claim_source(db: &Db, url: &str, now: i64, every: i64) -> sqlx::Res
     Ok(done.rows_affected() == 1)
 }
 
-/// Records how a refresh of `url` went.
+/// Records how a refresh of `url` went; a failed one is tried again after
+/// `retry_in` seconds rather than a whole interval (`every`) later.
 pub async fn record_source(
     db: &Db,
     url: &str,
     result: Result<i64, &str>,
     now: i64,
+    every: i64,
+    retry_in: i64,
 ) -> sqlx::Result<()> {
     let _turn = db.write_turn().await;
     match result {
@@ -1025,9 +1039,12 @@ pub async fn record_source(
         .bind(now)
         .bind(entries)
         .bind(url),
-        Err(e) => sqlx::query("update directory_sources set last_error = $1 where url = $2")
-            .bind(e.to_owned())
-            .bind(url),
+        Err(e) => sqlx::query(
+            "update directory_sources set last_error = $1, last_attempt_at = $2 where url = $3",
+        )
+        .bind(e.to_owned())
+        .bind(now - every + retry_in.min(every))
+        .bind(url),
     }
     .execute(&db.pool)
     .await?;

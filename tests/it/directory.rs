@@ -74,6 +74,20 @@ async fn import_through_the_page(app: &TestApp, b: &mut Browser, name: &str, csv
     assert!(entry_count(app).await > 0);
 }
 
+/// `directmail admin directory import FILE --json`, which must succeed.
+fn cli_import(app: &TestApp, file: &std::path::Path) -> Value {
+    json(&directmail(
+        app,
+        &[
+            "admin",
+            "directory",
+            "import",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    ))
+}
+
 async fn suggest(b: &mut Browser, q: &str) -> Vec<Value> {
     let r = b
         .client
@@ -363,16 +377,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
     let (cert, _) = foreign_certificate(&app, "maria.ortiz@direct.northshore.test").await;
     let file = app.data_dir.path().join("ndh.json");
     std::fs::write(&file, bundle(Some(&cert))).unwrap();
-    let out = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "import",
-            file.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = cli_import(&app, &file);
     assert_eq!(out["format"], "Fhir");
     assert_eq!(out["added"], 2);
     assert_eq!(
@@ -430,16 +435,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
     );
     let again = app.data_dir.path().join("export.json");
     std::fs::write(&again, &exported.stdout).unwrap();
-    let out = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "import",
-            again.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = cli_import(&app, &again);
     assert_eq!(
         (out["added"].as_i64(), out["updated"].as_i64()),
         (Some(0), Some(2))
@@ -447,16 +443,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
 
     // into another portal, the export gives the same entries
     let other = TestApp::spawn().await;
-    let out = json(&directmail(
-        &other,
-        &[
-            "admin",
-            "directory",
-            "import",
-            again.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = cli_import(&other, &again);
     assert_eq!(out["added"], 2);
     let copy = directory::suggest(&other.state.db, &viewer, "ortiz", 5)
         .await
@@ -844,16 +831,7 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 32 MB"));
 
-    let out = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "import",
-            good.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = cli_import(&app, &good);
     assert_eq!(out["added"], 3);
     assert_eq!(out["applied"], true);
 
@@ -981,16 +959,7 @@ async fn the_csv_export_cannot_run_formulas_and_imports_back() {
     // the export imports back as the same entry
     let file = app.data_dir.path().join("export.csv");
     std::fs::write(&file, &body).unwrap();
-    let out = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "import",
-            file.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = cli_import(&app, &file);
     assert_eq!(
         (out["added"].as_i64(), out["updated"].as_i64()),
         (Some(0), Some(1))
