@@ -3,7 +3,7 @@
 //! running in this process; reports accepted/s (250s) and delivered-to-mailbox/s.
 //!
 //! `cargo bench --bench smtp_load` (SQLite in a temporary directory); set
-//! `DIRECTMAIL_BENCH_POSTGRES_URL=postgres://…/postgres` for PostgreSQL (a fresh
+//! `DIRECTMAIL_BENCH_POSTGRES_URL=postgres://…/postgres` (or `DIRECTMAIL_TEST_POSTGRES_URL`) for PostgreSQL (a fresh
 //! database is created on it). `BENCH_MESSAGES` (default 300) and
 //! `BENCH_CONNECTIONS` (default 8) size the run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,38 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use directmail::app::Application;
 use directmail::audit::Actor;
 use directmail::clock::Clock;
-use directmail::config::{Config, DatabaseUrl};
+use directmail::config::Config;
 use directmail::domain::{DisplayName, DomainName, Email};
 use directmail::store::mailboxes::{self, MailboxKind};
 use directmail::store::orgs;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn database(dir: &std::path::Path) -> (DatabaseUrl, &'static str) {
-    match std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL") {
-        Ok(admin) => {
-            use sqlx::Connection as _;
-            let name = format!("bench_{}", std::process::id());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("create database {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();
-            (DatabaseUrl(format!("{base}/{name}")), "PostgreSQL")
-        }
-        Err(_) => (
-            DatabaseUrl(format!("sqlite://{}", dir.join("bench.db").display())),
-            "SQLite",
-        ),
-    }
-}
+mod common;
+use common::{database, env_usize};
 
 /// One SMTP session that sends `messages` (already dot-stuffed, CRLF) one after another.
 async fn session(addr: std::net::SocketAddr, messages: Vec<Vec<u8>>) -> usize {
@@ -92,7 +68,7 @@ async fn main() {
     let n = env_usize("BENCH_MESSAGES", 300);
     let c = env_usize("BENCH_CONNECTIONS", 8).max(1);
     let dir = tempfile::tempdir().unwrap();
-    let (url, backend) = database(dir.path()).await;
+    let (url, backend) = database(dir.path(), "bench").await;
     let mut config = Config::defaults();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.smtp_addr = "127.0.0.1:0".parse().unwrap();

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::api::routes())
         .merge(web::mail::routes())
         .merge(web::audit_log::routes())
+        .merge(web::directory::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });
     apply_middleware(routes, state)
@@ -246,6 +247,18 @@ impl Application {
             }
             .run(),
         );
+        if !state.config.directory_sources.is_empty() {
+            tokio::spawn(
+                crate::directory::refresh::Refresher {
+                    db: state.db.clone(),
+                    clock: state.clock.clone(),
+                    sources: state.config.directory_sources.clone(),
+                    every_minutes: state.config.directory_refresh_minutes,
+                    timeout: Duration::from_secs(state.config.fetch_timeout_seconds),
+                }
+                .run(),
+            );
+        }
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
         if let Some(addr) = state.config.dns_cert_addr {

@@ -59,6 +59,41 @@ pub enum AdminCommand {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The provider directory.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Import a CSV file or a FHIR R4 Bundle (the format is read from the content)
+    /// into the shared directory, or with --org into an organization's contacts. Every
+    /// row is applied, or none (see docs/directory.md).
+    Import {
+        file: PathBuf,
+        /// Check the file and say what would change, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import into this organization's contacts instead.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Print the shared directory (or --org's contacts) as CSV or a FHIR R4 Bundle.
+    Export {
+        #[arg(long, value_parser = ["csv", "fhir"], default_value = "csv")]
+        format: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Attach a certificate (PEM or DER) by hand to the shared directory's entry with
+    /// this Direct address; it takes precedence over certificate discovery.
+    Cert { address: String, file: PathBuf },
+    /// List or unlist a hosted mailbox in the directory.
+    Listing {
+        address: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        listed: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -437,6 +472,11 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             // the token alone on stdout, for scripts
             (token.clone(), json!({ "token": token, "user": user.email }))
         }
+        AdminCommand::Directory(command) => match directory(&db, command, args.json, now).await? {
+            Some(printed) => printed,
+            // an export was written to stdout as it is
+            None => return Ok(()),
+        },
         AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
             Verification::Intact { entries } => (
                 format!("The audit log is intact: {entries} entries, every link verified."),
@@ -989,6 +1029,148 @@ async fn dev_pki(
                 ),
                 cert_json(&row),
             ))
+        }
+    }
+}
+
+async fn directory_scope(db: &Db, org: Option<&str>) -> anyhow::Result<crate::directory::Scope> {
+    Ok(match org {
+        Some(name) => crate::directory::Scope::Org(find_org(db, name).await?.id),
+        None => crate::directory::Scope::Public,
+    })
+}
+
+/// `directmail admin directory …`; `None` when the output was written already.
+async fn directory(
+    db: &Db,
+    command: DirectoryCommand,
+    json_out: bool,
+    now: i64,
+) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    use crate::directory::import::{self, Format, Options};
+    use crate::directory::{self as dir, Scope};
+    match command {
+        DirectoryCommand::Import { file, dry_run, org } => {
+            let scope = directory_scope(db, org.as_deref()).await?;
+            let bytes = read_file(&file, "directory")?;
+            let options = Options {
+                scope,
+                source: import::source_for(&file.to_string_lossy()),
+                dry_run,
+                prune: false,
+            };
+            let outcome = import::run(db, &Actor::cli(), &bytes, &options, now)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let value = serde_json::to_value(&outcome)?;
+            if !outcome.errors.is_empty() {
+                if json_out {
+                    println!("{value}");
+                } else {
+                    for e in &outcome.errors {
+                        eprintln!("row {}: {}", e.row, e.message);
+                    }
+                }
+                bail!(
+                    "Nothing was imported: {} row(s) of {} are wrong (listed above); correct them and import the file again.",
+                    outcome.errors.len(),
+                    file.display()
+                );
+            }
+            let skipped = if outcome.skipped > 0 {
+                format!(
+                    "; {} resource(s) without a Direct address were skipped",
+                    outcome.skipped
+                )
+            } else {
+                String::new()
+            };
+            let text = if dry_run {
+                format!(
+                    "Dry run of {} ({}): would add {} and update {} entries{skipped}; nothing was changed.",
+                    file.display(),
+                    outcome.format.label(),
+                    outcome.added,
+                    outcome.updated
+                )
+            } else {
+                format!(
+                    "Imported {} ({}): {} added, {} updated{skipped}.",
+                    file.display(),
+                    outcome.format.label(),
+                    outcome.added,
+                    outcome.updated
+                )
+            };
+            Ok(Some((text, value)))
+        }
+        DirectoryCommand::Export { format, org } => {
+            let scope = directory_scope(db, org.as_deref()).await?;
+            let format = if format == "fhir" {
+                Format::Fhir
+            } else {
+                Format::Csv
+            };
+            let bytes = import::export(db, scope, format).await?;
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write the export")?;
+            Ok(None)
+        }
+        DirectoryCommand::Cert { address, file } => {
+            let address = valid("address", Email::parse(&address))?;
+            let bytes = read_file(&file, "certificate")?;
+            let found = {
+                let mut conn = db.pool.acquire().await?;
+                crate::store::directory::find_by_key(
+                    &mut conn,
+                    &Scope::Public.key(),
+                    crate::store::directory::KeyColumn::Address,
+                    address.as_str(),
+                )
+                .await?
+            };
+            let entry = match found {
+                Some((id, _)) => crate::store::directory::get(db, id).await?,
+                None => None,
+            }
+            .ok_or_else(|| {
+                anyhow!("No entry of the shared directory has the address {address}; import or add it first.")
+            })?;
+            let cert =
+                dir::attach_certificate(db, &Actor::cli(), &entry, &address, Some(&bytes), now)
+                    .await
+                    .map_err(refused)?
+                    .ok_or_else(|| anyhow!("the certificate was not attached"))?;
+            Ok(Some((
+                format!(
+                    "Attached {} (valid until {}, SHA-256 {}) to {address}.",
+                    cert.subject,
+                    format_utc(cert.not_after),
+                    cert.fingerprint
+                ),
+                json!({ "address": address.as_str(), "subject": cert.subject,
+                        "fingerprint": cert.fingerprint, "not_after": format_rfc3339(cert.not_after) }),
+            )))
+        }
+        DirectoryCommand::Listing { address, listed } => {
+            let address = valid("mailbox address", Email::parse(&address))?;
+            let mailbox = mailboxes::by_address(db, address.as_str())
+                .await?
+                .ok_or_else(|| anyhow!("There is no mailbox {address} hosted here."))?;
+            dir::set_listing(db, &Actor::cli(), &mailbox, listed, now)
+                .await
+                .map_err(refused)?;
+            Ok(Some((
+                if listed {
+                    format!("{address} is listed in the directory.")
+                } else {
+                    format!("{address} is no longer listed in the directory.")
+                },
+                json!({ "address": address.as_str(), "listed": listed }),
+            )))
         }
     }
 }

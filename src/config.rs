@@ -310,6 +310,26 @@ pub struct Config {
     )]
     pub fetch_timeout_seconds: u64,
 
+    /// URLs (comma-separated) of CSV or FHIR files the shared directory is refreshed
+    /// from on a schedule; entries a source no longer lists are removed.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_DIRECTORY_SOURCES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub directory_sources: Vec<url::Url>,
+
+    /// Minutes between two refreshes of each directory source.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_DIRECTORY_REFRESH_MINUTES",
+        default_value_t = 1440,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub directory_refresh_minutes: u64,
+
     /// On first start, give the HISP domain a certificate from a built-in development
     /// CA (labelled not for production), so a new portal can sign and encrypt at once.
     #[arg(long, env = "DIRECTMAIL_DEV_PKI", default_value_t = true, action = clap::ArgAction::Set, global = true)]

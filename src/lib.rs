@@ -12,6 +12,7 @@
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
+//! - [`directory`]: the provider directory (search, import, export, refresh);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -25,7 +26,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod directory;
 pub mod domain;
+pub mod export;
 pub mod inbound;
 pub mod outbound;
 pub mod pki;

@@ -3,8 +3,10 @@
 
 use std::fmt;
 
+pub mod directory;
 mod password;
 
+pub use directory::{Npi, Specialty};
 pub use password::{NewPassword, PasswordProblem};
 
 /// Why a field was refused, in words for the person who typed it.

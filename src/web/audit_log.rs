@@ -15,6 +15,7 @@ use super::{AppError, AppResult, AppState};
 use crate::audit::{self, Entry, Filter};
 use crate::clock::{format_rfc3339, format_utc, parse_date};
 use crate::domain::Role;
+use crate::export::csv_safe;
 use crate::store::orgs;
 
 const PAGE: i64 = 50;
@@ -250,13 +251,4 @@ async fn csv(
         bytes,
     )
         .into_response())
-}
-
-/// Spreadsheet formula injection: a cell starting with = + - @ is prefixed with '.
-fn csv_safe(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    }
 }

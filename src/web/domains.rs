@@ -176,7 +176,7 @@ async fn domain_page(
 }
 
 /// The parts of an upload form, by name: text fields as text, files as bytes.
-async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(crate) async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut fields = Vec::new();
     loop {
         match multipart.next_field().await {
@@ -197,7 +197,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, S
     }
 }
 
-fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+pub(crate) fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     fields
         .iter()
         .find(|(n, v)| n == name && !v.is_empty())

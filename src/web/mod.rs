@@ -5,6 +5,7 @@
 //! - [`auth`]: sign-in, MFA challenge, invites and resets, sign-out;
 //! - [`account`]: a user's own password, MFA and sessions;
 //! - [`orgs`]: the operator's and office manager's console;
+//! - [`directory`]: the provider directory, address books and autocomplete;
 //! - [`health`]: `/healthz` and `/readyz`.
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub mod api;
 pub mod audit_log;
 pub mod auth;
 pub mod compose;
+pub mod directory;
 pub mod domains;
 pub mod health;
 pub mod lookup;

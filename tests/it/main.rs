@@ -8,6 +8,7 @@ mod browser;
 mod browser_mail;
 mod cli;
 mod console;
+mod directory;
 mod discovery;
 mod helpers;
 mod inbound;

@@ -1,0 +1,38 @@
+//! What the benchmarks share: sizes from the environment and a fresh database.
+
+use directmail::config::DatabaseUrl;
+
+/// A size from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A fresh database: on the PostgreSQL named by `DIRECTMAIL_BENCH_POSTGRES_URL` (or
+/// the test suite's `DIRECTMAIL_TEST_POSTGRES_URL`) a new database named after
+/// `prefix` and this process, else a SQLite file in `dir`; with the backend's name.
+pub async fn database(dir: &std::path::Path, prefix: &str) -> (DatabaseUrl, &'static str) {
+    let admin = std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("DIRECTMAIL_TEST_POSTGRES_URL"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    match admin {
+        Some(admin) => {
+            use sqlx::Connection as _;
+            let name = format!("{prefix}_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("create database {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();
+            (DatabaseUrl(format!("{base}/{name}")), "PostgreSQL")
+        }
+        None => (
+            DatabaseUrl(format!("sqlite://{}", dir.join("bench.db").display())),
+            "SQLite",
+        ),
+    }
+}

@@ -1,0 +1,1095 @@
+//! The provider directory's records: entries and their addresses, search on SQLite
+//! (FTS5) and PostgreSQL (tsvector + GIN), hosted mailboxes kept listed, uploads
+//! waiting for confirmation and the state of scheduled refreshes.
+//!
+//! Search columns hold lowercase ASCII tokens made by `directory::search`, and queries
+//! are made of the same tokens, so both databases see only `[a-z0-9 ]`.
+
+use sqlx::{AnyConnection, Row as _, any::AnyRow};
+
+use crate::db::{Backend, Db};
+use crate::directory::search::{folded, name_key, tokens};
+use crate::directory::{Attached, EntryData, Kind, Scope};
+use crate::domain::{Email, Specialty};
+
+/// Who is looking: members see the shared directory, their organization's contacts
+/// and their own address book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub user_id: i64,
+    pub org_id: Option<i64>,
+}
+
+/// The columns `Entry::from_row` reads, from `directory_entries e` (never `e.*`: the
+/// `Any` driver cannot read PostgreSQL's tsvector column).
+const ENTRY: &str = "e.id, e.kind, e.scope, e.org_id, e.owner_id, e.mailbox_id, e.name, \
+     e.organization, e.npi, e.specialties, e.address_line, e.city, e.state, e.zip, e.phone, \
+     e.source, e.fhir_id, e.confirmed_at, e.updated_at";
+
+/// One Direct address of an entry, with the certificate attached to it, if any.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AddressRow {
+    pub address: String,
+    pub cert_subject: Option<String>,
+    pub cert_fingerprint: Option<String>,
+    pub cert_not_after: Option<i64>,
+}
+
+/// A stored entry with its addresses.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub kind: Kind,
+    /// `public`, `org` or `personal`.
+    pub scope: String,
+    pub org_id: Option<i64>,
+    pub owner_id: Option<i64>,
+    /// Set when the entry lists a mailbox hosted here.
+    pub mailbox_id: Option<i64>,
+    pub name: String,
+    pub organization: String,
+    pub npi: Option<String>,
+    pub specialties: Vec<Specialty>,
+    pub address_line: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+    pub phone: String,
+    pub source: String,
+    pub fhir_id: Option<String>,
+    pub confirmed_at: i64,
+    pub updated_at: i64,
+    pub addresses: Vec<AddressRow>,
+}
+
+impl Entry {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Entry> {
+        let kind: String = row.try_get("kind")?;
+        let specialties: String = row.try_get("specialties")?;
+        Ok(Entry {
+            id: row.try_get("id")?,
+            kind: Kind::parse(&kind).unwrap_or(Kind::Practitioner),
+            scope: row.try_get("scope")?,
+            org_id: row.try_get("org_id")?,
+            owner_id: row.try_get("owner_id")?,
+            mailbox_id: row.try_get("mailbox_id")?,
+            name: row.try_get("name")?,
+            organization: row.try_get("organization")?,
+            npi: row.try_get("npi")?,
+            specialties: serde_json::from_str(&specialties).unwrap_or_default(),
+            address_line: row.try_get("address_line")?,
+            city: row.try_get("city")?,
+            state: row.try_get("state")?,
+            zip: row.try_get("zip")?,
+            phone: row.try_get("phone")?,
+            source: row.try_get("source")?,
+            fhir_id: row.try_get("fhir_id")?,
+            confirmed_at: row.try_get("confirmed_at")?,
+            updated_at: row.try_get("updated_at")?,
+            addresses: Vec::new(),
+        })
+    }
+
+    /// The scope this entry belongs to.
+    pub fn scope(&self) -> Scope {
+        match (self.scope.as_str(), self.org_id, self.owner_id) {
+            ("org", Some(org), _) => Scope::Org(org),
+            ("personal", _, Some(user)) => Scope::Personal(user),
+            _ => Scope::Public,
+        }
+    }
+
+    /// Whether `viewer` may see this entry at all.
+    pub fn visible_to(&self, viewer: &Viewer) -> bool {
+        match self.scope() {
+            Scope::Public => true,
+            Scope::Org(org) => viewer.org_id == Some(org),
+            Scope::Personal(user) => viewer.user_id == user,
+        }
+    }
+
+    /// `org · specialty · city, ST`.
+    pub fn detail(&self) -> String {
+        crate::directory::detail(
+            &self.organization,
+            self.specialties.first().map(Specialty::shown),
+            &self.city,
+            &self.state,
+        )
+    }
+
+    pub fn is_hosted(&self) -> bool {
+        self.mailbox_id.is_some()
+    }
+
+    /// Back into the shape the forms and files use.
+    pub fn to_input(&self) -> crate::directory::EntryInput {
+        crate::directory::EntryInput {
+            kind: self.kind.as_str().to_owned(),
+            name: self.name.clone(),
+            organization: self.organization.clone(),
+            npi: self.npi.clone().unwrap_or_default(),
+            specialties: self
+                .specialties
+                .iter()
+                .map(|s| (s.code.clone(), s.label.clone()))
+                .collect(),
+            address_line: self.address_line.clone(),
+            city: self.city.clone(),
+            state: self.state.clone(),
+            zip: self.zip.clone(),
+            phone: self.phone.clone(),
+            addresses: self.addresses.iter().map(|a| a.address.clone()).collect(),
+            certificate: None,
+            fhir_id: self.fhir_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What the compose page offers for a typed prefix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suggestion {
+    pub name: String,
+    pub address: String,
+    /// `organization · specialty · city, ST`
+    pub detail: String,
+    /// Whether a certificate for the address is on file (attached to the entry, or
+    /// the hosted domain's own), so a message can be encrypted without discovery.
+    pub has_certificate: bool,
+}
+
+/// How many matches of each rank a search considers: a broad search ("ma") ranks
+/// and sorts the first ones the index yields rather than every match.
+pub const CANDIDATES: i64 = 1000;
+
+/// What to look for; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Names, organizations, specialties, places, NPIs, addresses: every word must
+    /// match the start of a word of the entry.
+    pub text: String,
+    /// Only entries with a specialty whose code or name starts with these words.
+    pub specialty: String,
+    /// Only entries whose city, state or ZIP starts with these words.
+    pub place: String,
+}
+
+/// The search columns for an entry.
+struct SearchColumns {
+    name: String,
+    org: String,
+    specialty: String,
+    place: String,
+    ident: String,
+    name_key: String,
+    sort_name: String,
+}
+
+fn search_columns(e: &EntryData) -> SearchColumns {
+    let specialty = e
+        .specialties
+        .iter()
+        .map(|s| format!("{} {}", s.code, s.label))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut ident = e
+        .addresses
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(npi) = &e.npi {
+        ident.push(' ');
+        ident.push_str(npi.as_str());
+    }
+    SearchColumns {
+        name: folded(&e.name),
+        org: folded(&e.organization),
+        specialty: folded(&specialty),
+        place: folded(&format!("{} {} {}", e.city, e.state, e.zip)),
+        ident: folded(&ident),
+        name_key: name_key(&e.name),
+        sort_name: folded(&e.name),
+    }
+}
+
+/// A transaction for changing the directory. On SQLite it writes first (touching the
+/// audit head, which every audited change writes anyway), so that it holds the write
+/// lock before it reads: a read-then-write transaction fails at once
+/// (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between.
+pub async fn begin(db: &Db) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+    let mut tx = db.pool.begin().await?;
+    if db.backend == Backend::Sqlite {
+        sqlx::query("update audit_head set last_id = last_id where id = 1")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
+/// Stores a new entry and its addresses; returns its id.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    scope: Scope,
+    source: &str,
+    e: &EntryData,
+    mailbox_id: Option<i64>,
+    now: i64,
+) -> sqlx::Result<i64> {
+    let s = search_columns(e);
+    let query = sqlx::query_scalar(
+        "insert into directory_entries (kind, scope, scope_key, org_id, owner_id, mailbox_id,
+             name, organization, npi, specialties, address_line, city, state, zip, phone,
+             source, fhir_id, confirmed_at, created_at, updated_at,
+             search_name, search_org, search_specialty, search_place, search_ident, name_key, sort_name)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $18, $18, $19, $20, $21, $22, $23, $24, $25)
+         returning id",
+    )
+    .bind(e.kind.as_str())
+    .bind(scope.name())
+    .bind(scope.key())
+    .bind(scope.org_id())
+    .bind(scope.owner_id())
+    .bind(mailbox_id);
+    let id: i64 = bind_entry(query, e, &s, source, now)
+        .fetch_one(&mut *conn)
+        .await?;
+    set_addresses(conn, id, &scope.key(), e).await?;
+    Ok(id)
+}
+
+type ScalarQuery<'q, T> = sqlx::query::QueryScalar<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an entry's fields, source, time and search columns, in the order both
+/// `insert` and `update` name them.
+fn bind_entry<'q, T>(
+    query: ScalarQuery<'q, T>,
+    e: &'q EntryData,
+    s: &'q SearchColumns,
+    source: &'q str,
+    now: i64,
+) -> ScalarQuery<'q, T> {
+    query
+        .bind(&e.name)
+        .bind(&e.organization)
+        .bind(e.npi.as_ref().map(|n| n.as_str().to_owned()))
+        .bind(specialties_json(&e.specialties))
+        .bind(&e.address_line)
+        .bind(&e.city)
+        .bind(&e.state)
+        .bind(&e.zip)
+        .bind(&e.phone)
+        .bind(source)
+        .bind(e.fhir_id.as_deref())
+        .bind(now)
+        .bind(&s.name)
+        .bind(&s.org)
+        .bind(&s.specialty)
+        .bind(&s.place)
+        .bind(&s.ident)
+        .bind(&s.name_key)
+        .bind(&s.sort_name)
+}
+
+fn specialties_json(list: &[Specialty]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+/// Replaces an entry's fields and addresses (certificates stay with the addresses
+/// that remain); the source and confirmation time are updated too.
+pub async fn update(
+    conn: &mut AnyConnection,
+    id: i64,
+    source: &str,
+    e: &EntryData,
+    now: i64,
+) -> sqlx::Result<()> {
+    let s = search_columns(e);
+    let query = sqlx::query_scalar(
+        "update directory_entries set kind = $1, name = $2, organization = $3, npi = $4,
+             specialties = $5, address_line = $6, city = $7, state = $8, zip = $9, phone = $10,
+             source = $11, fhir_id = coalesce($12, fhir_id), confirmed_at = $13, updated_at = $13,
+             search_name = $14, search_org = $15, search_specialty = $16, search_place = $17,
+             search_ident = $18, name_key = $19, sort_name = $20
+         where id = $21 returning scope_key",
+    )
+    .bind(e.kind.as_str());
+    let scope_key: String = bind_entry(query, e, &s, source, now)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    set_addresses(conn, id, &scope_key, e).await
+}
+
+async fn set_addresses(
+    conn: &mut AnyConnection,
+    id: i64,
+    scope_key: &str,
+    e: &EntryData,
+) -> sqlx::Result<()> {
+    let existing: Vec<String> =
+        sqlx::query_scalar("select address from directory_addresses where entry_id = $1")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for old in &existing {
+        if !e.addresses.iter().any(|a| a.as_str() == old) {
+            sqlx::query("delete from directory_addresses where entry_id = $1 and address = $2")
+                .bind(id)
+                .bind(old)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for a in &e.addresses {
+        if !existing.iter().any(|old| old == a.as_str()) {
+            sqlx::query(
+                "insert into directory_addresses (entry_id, scope_key, address) values ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(scope_key)
+            .bind(a.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if let Some((address, cert)) = &e.certificate {
+        attach_certificate(conn, id, address, Some(cert)).await?;
+    }
+    Ok(())
+}
+
+/// Attaches (or with `None` removes) the certificate of one of an entry's addresses.
+/// False when the entry has no such address.
+pub async fn attach_certificate(
+    conn: &mut AnyConnection,
+    entry_id: i64,
+    address: &Email,
+    cert: Option<&Attached>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update directory_addresses set cert_pem = $1, cert_subject = $2, cert_fingerprint = $3,
+             cert_not_after = $4
+         where entry_id = $5 and address = $6",
+    )
+    .bind(cert.map(|c| c.pem.clone()))
+    .bind(cert.map(|c| c.subject.clone()))
+    .bind(cert.map(|c| c.fingerprint.clone()))
+    .bind(cert.map(|c| c.not_after))
+    .bind(entry_id)
+    .bind(address.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn delete(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
+    // addresses first: SQLite only cascades with foreign keys on, which every
+    // connection of the pool sets, but the order costs nothing
+    sqlx::query("delete from directory_addresses where entry_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("delete from directory_entries where id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// An entry by id, with its addresses; visibility is the caller's to check.
+pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Entry>> {
+    sync_hosted(db).await?;
+    let row = sqlx::query(&format!(
+        "select {ENTRY} from directory_entries e where e.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut entries = vec![Entry::from_row(&row)?];
+    fill_addresses(&db.pool, &mut entries).await?;
+    Ok(entries.pop())
+}
+
+async fn fill_addresses<'e, E>(executor: E, entries: &mut [Entry]) -> sqlx::Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let placeholders = (1..=entries.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "select entry_id, address, cert_subject, cert_fingerprint, cert_not_after
+         from directory_addresses where entry_id in ({placeholders}) order by id"
+    );
+    let mut query = sqlx::query(&sql);
+    for e in entries.iter() {
+        query = query.bind(e.id);
+    }
+    for row in query.fetch_all(executor).await? {
+        let entry_id: i64 = row.try_get("entry_id")?;
+        if let Some(e) = entries.iter_mut().find(|e| e.id == entry_id) {
+            e.addresses.push(AddressRow {
+                address: row.try_get("address")?,
+                cert_subject: row.try_get("cert_subject")?,
+                cert_fingerprint: row.try_get("cert_fingerprint")?,
+                cert_not_after: row.try_get("cert_not_after")?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The entry of `scope_key` with this NPI, FHIR id or address: `(id, mailbox_id)`.
+pub async fn find_by_key(
+    conn: &mut AnyConnection,
+    scope_key: &str,
+    column: KeyColumn,
+    value: &str,
+) -> sqlx::Result<Option<(i64, Option<i64>)>> {
+    let sql = match column {
+        KeyColumn::Npi => "select id, mailbox_id from directory_entries where scope_key = $1 and npi = $2",
+        KeyColumn::FhirId => {
+            "select id, mailbox_id from directory_entries where scope_key = $1 and fhir_id = $2"
+        }
+        KeyColumn::Address => {
+            "select e.id, e.mailbox_id from directory_addresses a join directory_entries e on e.id = a.entry_id
+             where a.scope_key = $1 and a.address = $2"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(scope_key)
+        .bind(value)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("mailbox_id")?)))
+        .transpose()
+}
+
+/// What identifies an entry on re-import, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyColumn {
+    Npi,
+    FhirId,
+    Address,
+}
+
+/// Ids of a scope's entries from one source (for pruning after a refresh).
+pub async fn ids_from_source(
+    conn: &mut AnyConnection,
+    scope_key: &str,
+    source: &str,
+) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("select id from directory_entries where scope_key = $1 and source = $2")
+        .bind(scope_key)
+        .bind(source)
+        .fetch_all(conn)
+        .await
+}
+
+/// Every entry of a scope by name, with addresses (exports; address-book pages).
+pub async fn list_scope(
+    db: &Db,
+    scope: Scope,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<Entry>> {
+    sync_hosted(db).await?;
+    let rows = sqlx::query(&format!(
+        "select {ENTRY} from directory_entries e where e.scope_key = $1
+         order by e.sort_name, e.id limit $2 offset $3"
+    ))
+    .bind(scope.key())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut entries = rows
+        .iter()
+        .map(Entry::from_row)
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    fill_addresses(&db.pool, &mut entries).await?;
+    Ok(entries)
+}
+
+/// A search query in the backend's full-text syntax.
+struct Compiled {
+    /// Everything that must match.
+    all: String,
+    /// The text's words against names only (the second rank), when there is text.
+    names: Option<String>,
+    /// The sorted words of the text, for exact names (the first rank).
+    key: String,
+    /// The same query as a predicate on one row's search columns (word-prefix
+    /// `like`s), for checking the few exact names and the viewer's own contacts
+    /// without running the full-text query once per row.
+    like: String,
+    /// The text's words against the name alone (true without text).
+    like_names: String,
+}
+
+/// `(' ' || columns) like '% word%'` for each word: a word-prefix match on one row.
+/// Words are `[a-z0-9]` only (see `search::tokens`), so they are safe as literals.
+fn like_words(columns: &str, words: &[String]) -> Vec<String> {
+    words
+        .iter()
+        .filter(|w| {
+            w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        .map(|w| format!("(' ' || {columns}) like '% {w}%'"))
+        .collect()
+}
+
+fn compile(backend: Backend, q: &Query) -> Option<Compiled> {
+    let text = tokens(&q.text);
+    let specialty = tokens(&q.specialty);
+    let place = tokens(&q.place);
+    if text.is_empty() && specialty.is_empty() && place.is_empty() {
+        return None;
+    }
+    let group = |words: &[String], column: Option<(&str, &str)>| -> Option<String> {
+        if words.is_empty() {
+            return None;
+        }
+        Some(match backend {
+            // FTS5: "word"* is a prefix query; a {column} filter limits a group
+            Backend::Sqlite => {
+                let terms = words
+                    .iter()
+                    .map(|w| format!("\"{w}\"*"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                match column {
+                    Some((col, _)) => format!("{{{col}}} : ({terms})"),
+                    None => format!("({terms})"),
+                }
+            }
+            // tsquery: word:* is a prefix; word:*A only in weight A (see 0011)
+            Backend::Postgres => words
+                .iter()
+                .map(|w| format!("{w}:*{}", column.map(|(_, weight)| weight).unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(" & "),
+        })
+    };
+    let joiner = match backend {
+        Backend::Sqlite => " AND ",
+        Backend::Postgres => " & ",
+    };
+    let all = [
+        group(&text, None),
+        group(&specialty, Some(("search_specialty", "C"))),
+        group(&place, Some(("search_place", "D"))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(joiner);
+    let mut key = text.clone();
+    key.sort();
+    // names: the text against names only, with the same filters
+    let names = group(&text, Some(("search_name", "A"))).map(|n| {
+        [
+            Some(n),
+            group(&specialty, Some(("search_specialty", "C"))),
+            group(&place, Some(("search_place", "D"))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(joiner)
+    });
+    let mut like = like_words(
+        "e.search_name || ' ' || e.search_org || ' ' || e.search_specialty || ' ' || e.search_place || ' ' || e.search_ident",
+        &text,
+    );
+    like.extend(like_words("e.search_specialty", &specialty));
+    like.extend(like_words("e.search_place", &place));
+    let like_names = like_words("e.search_name", &text);
+    Some(Compiled {
+        all,
+        names,
+        key: key.join(" "),
+        like: like.join(" and "),
+        like_names: if like_names.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            like_names.join(" and ")
+        },
+    })
+}
+
+/// Brings the entries of hosted mailboxes up to date with the mailboxes changed since
+/// the last search (the triggers of migration 0011 note them). Cheap when nothing
+/// changed: one indexed read.
+pub async fn sync_hosted(db: &Db) -> sqlx::Result<()> {
+    loop {
+        let pending: Vec<i64> =
+            sqlx::query_scalar("select mailbox_id from directory_hosted_queue limit 200")
+                .fetch_all(&db.pool)
+                .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let _turn = db.write_turn().await;
+        let now = crate::clock::Clock::default().now();
+        let mut tx = begin(db).await?;
+        for mailbox_id in pending {
+            let taken = sqlx::query("delete from directory_hosted_queue where mailbox_id = $1")
+                .bind(mailbox_id)
+                .execute(&mut *tx)
+                .await?;
+            if taken.rows_affected() == 0 {
+                continue; // another instance did it
+            }
+            sync_mailbox(&mut tx, mailbox_id, now).await?;
+        }
+        tx.commit().await?;
+    }
+}
+
+async fn sync_mailbox(conn: &mut AnyConnection, mailbox_id: i64, now: i64) -> sqlx::Result<()> {
+    let row = sqlx::query(
+        "select m.address, m.kind, m.display_name, m.directory_listed, o.name as org_name
+         from mailboxes m join organizations o on o.id = m.org_id where m.id = $1",
+    )
+    .bind(mailbox_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("select id from directory_entries where mailbox_id = $1")
+            .bind(mailbox_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let listed = match &row {
+        Some(r) => super::flag(r.try_get("directory_listed")?),
+        None => false,
+    };
+    let (Some(row), true) = (row, listed) else {
+        if let Some(id) = existing {
+            delete(conn, id).await?;
+        }
+        return Ok(());
+    };
+    let address: String = row.try_get("address")?;
+    let Ok(address) = Email::parse(&address) else {
+        return Ok(());
+    };
+    let kind: String = row.try_get("kind")?;
+    let data = EntryData {
+        kind: if kind == "shared" {
+            Kind::Service
+        } else {
+            Kind::Practitioner
+        },
+        name: row.try_get("display_name")?,
+        organization: row.try_get("org_name")?,
+        npi: None,
+        specialties: Vec::new(),
+        address_line: String::new(),
+        city: String::new(),
+        state: String::new(),
+        zip: String::new(),
+        phone: String::new(),
+        addresses: vec![address.clone()],
+        certificate: None,
+        fhir_id: None,
+    };
+    // an imported or manual public entry with this address gives way to the mailbox,
+    // which is the authority on its own address
+    if let Some((other, _)) =
+        find_by_key(conn, "public", KeyColumn::Address, address.as_str()).await?
+        && Some(other) != existing
+    {
+        delete(conn, other).await?;
+    }
+    match existing {
+        Some(id) => update(conn, id, "hosted", &data, now).await,
+        None => insert(conn, Scope::Public, "hosted", &data, Some(mailbox_id), now)
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// Lists or unlists a hosted mailbox in the directory.
+pub async fn set_listed(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    listed: bool,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("update mailboxes set directory_listed = $1 where id = $2")
+        .bind(i64::from(listed))
+        .bind(mailbox_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether a hosted mailbox is listed.
+pub async fn is_listed(db: &Db, mailbox_id: i64) -> sqlx::Result<bool> {
+    let v: Option<i64> = sqlx::query_scalar("select directory_listed from mailboxes where id = $1")
+        .bind(mailbox_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(v.is_some_and(super::flag))
+}
+
+/// The entries `viewer` may see that match `q`, best first: names equal to the text
+/// (any word order), then names starting with its words, then matches elsewhere
+/// (organization, specialty, place, NPI, address); within a rank the viewer's own
+/// address book, then their organization's contacts, then by name. Of a
+/// broad search, the first [`CANDIDATES`] matches of each rank are ranked (and the
+/// viewer's own contacts always): more letters narrow it.
+pub async fn search(
+    db: &Db,
+    viewer: &Viewer,
+    q: &Query,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<Entry>> {
+    sync_hosted(db).await?;
+    let visible = "(e.scope = 'public' or e.org_id = $1 or e.owner_id = $2)";
+    let rows = match compile(db.backend, q) {
+        None => {
+            sqlx::query(&format!(
+                "select {ENTRY} from directory_entries e where {visible}
+                 order by e.sort_name, e.id limit $3 offset $4"
+            ))
+            .bind(viewer.org_id)
+            .bind(viewer.user_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&db.pool)
+            .await?
+        }
+        Some(c) => {
+            // Candidates first, each rank capped, so a broad prefix ("ma") costs no
+            // more than a narrow one: the backend stops after CANDIDATES matches in
+            // its own order, and only those are ranked and sorted by name. The
+            // viewer's own contacts and exact names are always candidates.
+            let fts = match db.backend {
+                Backend::Sqlite => {
+                    "select rowid as id from directory_fts where directory_fts match "
+                }
+                Backend::Postgres => {
+                    "select id from directory_entries where search_tsv @@ to_tsquery('simple', "
+                }
+            };
+            let probe = &c.like;
+            let name_probe = &c.like_names;
+            let close = match db.backend {
+                Backend::Sqlite => "",
+                Backend::Postgres => ")",
+            };
+            // exact names and name prefixes only when there is text ($6, $7); with
+            // filters alone every match ranks alike
+            let by_name = if c.names.is_some() {
+                format!(
+                    "select id, 0 from (select e.id from directory_entries e
+                         where e.name_key = $7 and {probe} limit {CANDIDATES}) exact
+                     union all
+                     select id, 1 from ({fts}$6{close} limit {CANDIDATES}) names
+                     union all"
+                )
+            } else {
+                String::new()
+            };
+            let query = format!(
+                "with cand (id, tier) as (
+                     {by_name}
+                     select id, 2 from ({fts}$3{close} limit {CANDIDATES}) anywhere
+                     union all
+                     select id, tier from (select e.id,
+                             case when {name_probe} then 1 else 2 end as tier
+                         from directory_entries e
+                         where (e.owner_id = $2 or e.org_id = $1) and {probe} limit {CANDIDATES}) own
+                 )
+                 select {ENTRY} from directory_entries e
+                 join (select id, min(tier) as tier from cand group by id) c on c.id = e.id
+                 where {visible}
+                 order by c.tier,
+                     case e.scope when 'personal' then 0 when 'org' then 1 else 2 end,
+                     e.sort_name, e.id
+                 limit $4 offset $5"
+            );
+            let mut q = sqlx::query(&query)
+                .bind(viewer.org_id)
+                .bind(viewer.user_id)
+                .bind(&c.all)
+                .bind(limit)
+                .bind(offset);
+            if let Some(names) = &c.names {
+                q = q.bind(names).bind(&c.key);
+            }
+            q.fetch_all(&db.pool).await?
+        }
+    };
+    let mut entries = rows
+        .iter()
+        .map(Entry::from_row)
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    fill_addresses(&db.pool, &mut entries).await?;
+    Ok(entries)
+}
+
+/// Addresses for the compose page's autocomplete: at most `limit`, ranked as
+/// [`search`] ranks entries (the viewer's own book first among equals), each address
+/// once.
+pub async fn suggest(
+    db: &Db,
+    viewer: &Viewer,
+    query: &str,
+    limit: usize,
+) -> sqlx::Result<Vec<Suggestion>> {
+    if tokens(query).is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let q = Query {
+        text: query.to_owned(),
+        ..Query::default()
+    };
+    let entries = search(db, viewer, &q, limit as i64, 0).await?;
+    let mut out: Vec<Suggestion> = Vec::new();
+    for e in &entries {
+        let hosted_cert = match e.mailbox_id {
+            Some(id) => hosted_domain_has_certificate(db, id).await?,
+            None => false,
+        };
+        for a in &e.addresses {
+            if out.iter().any(|s| s.address == a.address) {
+                continue;
+            }
+            out.push(Suggestion {
+                name: e.name.clone(),
+                address: a.address.clone(),
+                detail: e.detail(),
+                has_certificate: hosted_cert
+                    || (a.cert_fingerprint.is_some() && e.scope != "personal"),
+            });
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+async fn hosted_domain_has_certificate(db: &Db, mailbox_id: i64) -> sqlx::Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "select count(*) from domain_certificates c join mailboxes m on m.domain_id = c.domain_id
+         where m.id = $1 and (c.address is null or c.address = m.address)",
+    )
+    .bind(mailbox_id)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// The name the shared directory gives an address (hosted mailboxes included), for
+/// showing senders in message lists. Personal and organization entries are never
+/// used here: their names are private to their owners.
+pub async fn name_for(db: &Db, address: &str) -> sqlx::Result<Option<String>> {
+    sync_hosted(db).await?;
+    sqlx::query_scalar(
+        "select e.name from directory_addresses a join directory_entries e on e.id = a.entry_id
+         where a.scope_key = 'public' and a.address = $1",
+    )
+    .bind(address.trim().to_ascii_lowercase())
+    .fetch_optional(&db.pool)
+    .await
+}
+
+/// The certificate (DER) attached by hand or by an import to this address in the
+/// shared directory or an organization's contacts. It takes precedence over
+/// certificate discovery. Address-book entries never carry certificates.
+pub async fn certificate_for(db: &Db, address: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    let pem: Option<String> = sqlx::query_scalar(
+        "select cert_pem from directory_addresses
+         where address = $1 and cert_pem is not null and scope_key not like 'user:%'
+         order by case when scope_key = 'public' then 0 else 1 end, id desc limit 1",
+    )
+    .bind(address.trim().to_ascii_lowercase())
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(pem.as_deref().and_then(pem_to_der))
+}
+
+/// An uploaded import waiting for its confirmation.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: i64,
+    pub user_id: i64,
+    pub file_name: String,
+    pub content: String,
+    pub org_id: Option<i64>,
+}
+
+/// Keeps an upload for an hour; older ones are removed on the way.
+pub async fn save_upload(
+    db: &Db,
+    user_id: i64,
+    file_name: &str,
+    content: &str,
+    org_id: Option<i64>,
+    now: i64,
+) -> sqlx::Result<i64> {
+    let _turn = db.write_turn().await;
+    let mut tx = begin(db).await?;
+    sqlx::query("delete from directory_uploads where created_at < $1 or user_id = $2")
+        .bind(now - 3600)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let id = sqlx::query_scalar(
+        "insert into directory_uploads (user_id, file_name, content, org_id, created_at)
+         values ($1, $2, $3, $4, $5) returning id",
+    )
+    .bind(user_id)
+    .bind(file_name)
+    .bind(content)
+    .bind(org_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The upload `id` of `user_id`, if still there.
+pub async fn upload(db: &Db, id: i64, user_id: i64, now: i64) -> sqlx::Result<Option<Upload>> {
+    let row = sqlx::query(
+        "select * from directory_uploads where id = $1 and user_id = $2 and created_at >= $3",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(now - 3600)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| {
+        Ok(Upload {
+            id: r.try_get("id")?,
+            user_id: r.try_get("user_id")?,
+            file_name: r.try_get("file_name")?,
+            content: r.try_get("content")?,
+            org_id: r.try_get("org_id")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn delete_upload(conn: &mut AnyConnection, id: i64) -> sqlx::Result<()> {
+    sqlx::query("delete from directory_uploads where id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The state of one scheduled source.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceState {
+    pub url: String,
+    pub last_attempt_at: i64,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub entries: i64,
+}
+
+/// Claims the refresh of `url` when its last attempt is older than `every` seconds;
+/// with several instances, one of them wins.
+pub async fn claim_source(db: &Db, url: &str, now: i64, every: i64) -> sqlx::Result<bool> {
+    let _turn = db.write_turn().await;
+    sqlx::query(
+        "insert into directory_sources (url, last_attempt_at) values ($1, 0) on conflict (url) do nothing",
+    )
+    .bind(url)
+    .execute(&db.pool)
+    .await?;
+    let done = sqlx::query(
+        "update directory_sources set last_attempt_at = $1 where url = $2 and last_attempt_at <= $3",
+    )
+    .bind(now)
+    .bind(url)
+    .bind(now - every)
+    .execute(&db.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records how a refresh of `url` went; a failed one is tried again after
+/// `retry_in` seconds rather than a whole interval (`every`) later.
+pub async fn record_source(
+    db: &Db,
+    url: &str,
+    result: Result<i64, &str>,
+    now: i64,
+    every: i64,
+    retry_in: i64,
+) -> sqlx::Result<()> {
+    let _turn = db.write_turn().await;
+    match result {
+        Ok(entries) => sqlx::query(
+            "update directory_sources set last_success_at = $1, last_error = null, entries = $2 where url = $3",
+        )
+        .bind(now)
+        .bind(entries)
+        .bind(url),
+        Err(e) => sqlx::query(
+            "update directory_sources set last_error = $1, last_attempt_at = $2 where url = $3",
+        )
+        .bind(e.to_owned())
+        .bind(now - every + retry_in.min(every))
+        .bind(url),
+    }
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn sources(db: &Db) -> sqlx::Result<Vec<SourceState>> {
+    let rows = sqlx::query("select * from directory_sources order by url")
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SourceState {
+                url: r.try_get("url")?,
+                last_attempt_at: r.try_get("last_attempt_at")?,
+                last_success_at: r.try_get("last_success_at")?,
+                last_error: r.try_get("last_error")?,
+                entries: r.try_get("entries")?,
+            })
+        })
+        .collect()
+}
+
+/// The certificates (DER) attached to an entry's addresses.
+pub async fn certificates_of(
+    db: &Db,
+    entry_id: i64,
+) -> sqlx::Result<Vec<(String, Option<Vec<u8>>)>> {
+    let rows = sqlx::query(
+        "select address, cert_pem from directory_addresses where entry_id = $1 and cert_pem is not null",
+    )
+    .bind(entry_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let pem: String = r.try_get("cert_pem")?;
+            Ok((r.try_get("address")?, pem_to_der(&pem)))
+        })
+        .collect()
+}
+
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    directmail_smime::parse_certificates(pem.as_bytes())
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|c| der::Encode::to_der(&c).ok())
+}
