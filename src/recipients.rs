@@ -136,6 +136,18 @@ pub async fn foreign(
     address: &str,
     now: i64,
 ) -> anyhow::Result<Lookup> {
+    // a certificate an operator attached to the directory entry comes first
+    if let Some(der) = crate::store::directory::certificate_for(db, address).await?
+        && let Ok(c) = Certificate::from_der(&der)
+    {
+        let facts = pki::info(&c);
+        if facts.not_before <= now && now <= facts.not_after {
+            return Ok(Lookup {
+                certificate: Some(c),
+                sentence: "certificate attached to the directory entry".into(),
+            });
+        }
+    }
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
     for key in [address, domain] {
         if let Some(pem) = outbound::known_certificate(db, key).await? {

@@ -729,7 +729,30 @@ async fn suggest(
     if q.chars().count() < 2 {
         return Ok(axum::Json(Vec::new()));
     }
-    Ok(axum::Json(
-        messages::suggestions(&state.db, current.user.id, q, 8).await?,
-    ))
+    // the provider directory first (this HISP's mailboxes, organization contacts and
+    // the user's address book included), then recent recipients
+    let viewer = crate::store::directory::Viewer {
+        user_id: current.user.id,
+        org_id: current.user.org_id,
+    };
+    let mut out: Vec<messages::Suggestion> =
+        crate::store::directory::suggest(&state.db, &viewer, q, 8)
+            .await?
+            .into_iter()
+            .map(|s| messages::Suggestion {
+                name: s.name,
+                address: s.address,
+                detail: s.detail,
+            })
+            .collect();
+    for s in messages::suggestions(&state.db, current.user.id, q, 8).await? {
+        if out.len() < 8
+            && !out
+                .iter()
+                .any(|o| o.address.eq_ignore_ascii_case(&s.address))
+        {
+            out.push(s);
+        }
+    }
+    Ok(axum::Json(out))
 }
