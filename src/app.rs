@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::account::routes())
         .merge(web::orgs::routes())
         .merge(web::domains::routes())
+        .merge(web::bundles::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
         .merge(web::api::routes())
@@ -247,6 +248,7 @@ impl Application {
         );
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
+        spawn_bundle_refresh(&state);
         Ok(Application {
             listener,
             router: router(state.clone()),
@@ -340,6 +342,37 @@ fn spawn_trash_purge(state: &AppState) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(messages = n, "emptied Trash past its retention"),
                 Err(e) => tracing::warn!(error = %e, "could not empty Trash"),
+            }
+        }
+    });
+}
+
+/// Refreshes trust bundles when their interval has passed, and forgets what
+/// certificate discovery remembered when the anchors for sending change (a refresh,
+/// an assignment, or a change made by the CLI or another instance).
+fn spawn_bundle_refresh(state: &AppState) {
+    let state = state.clone();
+    let reader = crate::pki::bundles::Reader::new(&state.fetcher, &state.config);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut sending: Option<Vec<String>> = None;
+        loop {
+            tick.tick().await;
+            let now = state.clock.now();
+            if let Err(e) = crate::pki::bundles::refresh_due(&state.db, &reader, now).await {
+                tracing::warn!(error = format!("{e:#}"), "could not refresh trust bundles");
+            }
+            match crate::store::bundles::sending_fingerprints(&state.db).await {
+                Ok(now_trusted) => {
+                    if sending
+                        .as_ref()
+                        .is_some_and(|before| *before != now_trusted)
+                    {
+                        state.discovery.clear_cache();
+                    }
+                    sending = Some(now_trusted);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the anchors for sending"),
             }
         }
     });

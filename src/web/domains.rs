@@ -55,7 +55,7 @@ async fn operator_domain(
 }
 
 /// "Valid", "Expires in 12 days" or "Expired" — in words, not colour alone.
-fn status(not_before: i64, not_after: i64, now: i64) -> String {
+pub(super) fn status(not_before: i64, not_after: i64, now: i64) -> String {
     if now > not_after {
         "Expired".into()
     } else if now < not_before {
@@ -94,6 +94,8 @@ struct DomainPage {
     anchors: Vec<AnchorView>,
     /// `soft-fail` or `fail-closed`
     crl_policy: String,
+    /// The trust bundles the domain uses, and for what.
+    bundles: Vec<crate::store::bundles::Assignment>,
     address: String,
     error: String,
 }
@@ -137,6 +139,7 @@ async fn view(
         .await?
         .as_str()
         .to_owned();
+    let bundles = crate::store::bundles::assignments_of_domain(&state.db, domain.id).await?;
     Ok(DomainPage {
         chrome,
         org,
@@ -144,6 +147,7 @@ async fn view(
         certs,
         anchors,
         crl_policy,
+        bundles,
         address,
         error,
     })
@@ -167,7 +171,7 @@ async fn domain_page(
 }
 
 /// The parts of an upload form, by name: text fields as text, files as bytes.
-async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(super) async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut fields = Vec::new();
     loop {
         match multipart.next_field().await {
@@ -188,7 +192,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Vec<(String, Vec<u8>)>, S
     }
 }
 
-fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+pub(super) fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     fields
         .iter()
         .find(|(n, v)| n == name && !v.is_empty())

@@ -24,6 +24,7 @@ pub mod account;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
+pub mod bundles;
 pub mod compose;
 pub mod domains;
 pub mod health;
