@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::bundles::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
+        .merge(web::lookup::routes())
         .merge(web::api::routes())
         .merge(web::mail::routes())
         .merge(web::audit_log::routes())
@@ -249,6 +250,9 @@ impl Application {
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
         spawn_bundle_refresh(&state);
+        if let Some(addr) = state.config.dns_cert_addr {
+            crate::pki::publish::start(state.db.clone(), state.clock.clone(), addr).await?;
+        }
         Ok(Application {
             listener,
             router: router(state.clone()),
@@ -300,10 +304,16 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let http = match self.tls {
-            None => axum::serve(self.listener, make)
-                .with_graceful_shutdown(when(stopped.clone()))
-                .await
-                .context("the HTTP server stopped"),
+            // small responses go out at once rather than waiting on delayed ACKs
+            None => axum::serve(
+                axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                make,
+            )
+            .with_graceful_shutdown(when(stopped.clone()))
+            .await
+            .context("the HTTP server stopped"),
             Some(tls) => serve_tls(self.listener, make, tls, when(stopped)).await,
         };
         // SMTP sessions get a bounded time to finish their messages
@@ -442,6 +452,7 @@ async fn serve_tls(
             },
             () = &mut shutdown => break,
         };
+        let _ = stream.set_nodelay(true);
         let Ok(service) = make.call(peer).await;
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();

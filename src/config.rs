@@ -163,6 +163,11 @@ pub struct Config {
     )]
     pub smtp_max_size: u64,
 
+    /// Answer DNS CERT queries for the hosted certificates on this address (a small
+    /// authoritative responder; delegate the names to it). Off when unset.
+    #[arg(long, env = "DIRECTMAIL_DNS_CERT_ADDR", global = true)]
+    pub dns_cert_addr: Option<SocketAddr>,
+
     /// Let certificate discovery contact loopback and private addresses named in DNS
     /// (LDAP servers, IPKIX URLs). Off so that a partner's DNS cannot point this
     /// server at its own network; turn on when partners sit on a private network.

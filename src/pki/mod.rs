@@ -4,6 +4,7 @@
 
 pub mod bundles;
 pub mod fetch;
+pub mod publish;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -461,9 +461,13 @@ pub async fn search(
     before_id: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    let mut clauses = vec!["mailbox_id = $1".to_owned()];
+    let mut clauses = vec!["m.mailbox_id = $1".to_owned()];
     let mut texts: Vec<String> = Vec::new();
     let mut ints: Vec<i64> = Vec::new();
+    // On SQLite the full-text index drives the query, newest first, so a common word
+    // stops after one page instead of sorting every match.
+    let mut from_clause = "messages m";
+    let mut order = "m.id";
     // text parameters come first ($2…), then integers
     let (q, from, to) = (words(&s.q), words(&s.from), words(&s.to));
     match db.backend {
@@ -480,10 +484,9 @@ pub async fn search(
             }
             if !parts.is_empty() {
                 texts.push(parts.join(" AND "));
-                clauses.push(format!(
-                    "id in (select rowid from messages_fts where messages_fts match ${})",
-                    1 + texts.len()
-                ));
+                from_clause = "messages_fts f join messages m on m.id = f.rowid";
+                order = "f.rowid";
+                clauses.push(format!("messages_fts match ${}", 1 + texts.len()));
             }
         }
         Backend::Postgres => {
@@ -491,11 +494,14 @@ pub async fn search(
             if !all.is_empty() {
                 texts.push(match_expr(db.backend, None, &all));
                 clauses.push(format!(
-                    "search @@ to_tsquery('simple', ${})",
+                    "m.search @@ to_tsquery('simple', ${})",
                     1 + texts.len()
                 ));
             }
-            for (column, ws) in [("from_name || ' ' || from_addr", &from), ("to_addrs", &to)] {
+            for (column, ws) in [
+                ("m.from_name || ' ' || m.from_addr", &from),
+                ("m.to_addrs", &to),
+            ] {
                 for w in ws {
                     texts.push(format!("%{w}%"));
                     clauses.push(format!("lower({column}) like ${}", 1 + texts.len()));
@@ -504,26 +510,31 @@ pub async fn search(
         }
     }
     if s.folder.is_empty() {
-        clauses.push("folder <> 'trash'".into());
+        clauses.push("m.folder <> 'trash'".into());
     } else {
         texts.push(s.folder.clone());
-        clauses.push(format!("folder = ${}", 1 + texts.len()));
+        clauses.push(format!("m.folder = ${}", 1 + texts.len()));
     }
     let mut next = 2 + texts.len();
     for (bound, op, shift) in [(&s.after, ">=", 0), (&s.before, "<", 86_400)] {
         if let Some(t) = crate::clock::parse_date(bound) {
             ints.push(t + shift);
-            clauses.push(format!("received_at {op} ${next}"));
+            clauses.push(format!("m.received_at {op} ${next}"));
             next += 1;
         }
     }
     if let Some(b) = before_id {
         ints.push(b);
-        clauses.push(format!("id < ${next}"));
+        clauses.push(format!("{order} < ${next}"));
         next += 1;
     }
+    let columns: Vec<String> = ROW_COLUMNS
+        .split(',')
+        .map(|c| format!("m.{}", c.trim()))
+        .collect();
     let sql = format!(
-        "select {ROW_COLUMNS} from messages where {} order by id desc limit ${next}",
+        "select {} from {from_clause} where {} order by {order} desc limit ${next}",
+        columns.join(", "),
         clauses.join(" and ")
     );
     let mut query = sqlx::query(&sql).bind(mailbox_id);
@@ -677,10 +688,7 @@ pub async fn suggestions(
     limit: usize,
 ) -> sqlx::Result<Vec<Suggestion>> {
     let needle = q.to_lowercase();
-    let pattern = format!(
-        "%{}%",
-        needle.replace('\\', "").replace('%', "").replace('_', "")
-    );
+    let pattern = format!("%{}%", needle.replace(['\\', '%', '_'], ""));
     let mut out: Vec<Suggestion> = Vec::new();
     let hosted = sqlx::query(
         "select address, display_name from mailboxes

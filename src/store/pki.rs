@@ -81,6 +81,33 @@ pub async fn certs_of_domain(db: &Db, domain_id: i64) -> sqlx::Result<Vec<CertRo
     rows.iter().map(CertRow::from_row).collect()
 }
 
+/// The hosted certificates to publish in DNS, valid at `now`: `(address or None for
+/// domain-bound, domain name, certificate chain PEM)`, of one domain or of all.
+pub async fn publishable(
+    db: &Db,
+    domain_id: Option<i64>,
+    now: i64,
+) -> sqlx::Result<Vec<(Option<String>, String, String)>> {
+    let rows = sqlx::query(
+        "select c.address, d.name, c.chain_pem from domain_certificates c join domains d on d.id = c.domain_id
+         where ($1 is null or c.domain_id = $1) and c.not_before <= $2 and c.not_after >= $2
+         order by d.name, c.address",
+    )
+    .bind(domain_id)
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("address")?,
+                r.try_get("name")?,
+                r.try_get("chain_pem")?,
+            ))
+        })
+        .collect()
+}
+
 pub async fn cert_by_fingerprint(db: &Db, fingerprint: &str) -> sqlx::Result<Option<CertRow>> {
     let row = sqlx::query(
         "select id, domain_id, address, subject, issuer, serial, fingerprint, not_before, not_after

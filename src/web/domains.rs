@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/orgs/{org}/domains/{domain}/anchors", post(add_anchors))
         .route("/orgs/{org}/domains/{domain}/policy", post(set_policy))
+        .route("/orgs/{org}/domains/{domain}/dns-check", post(check_dns))
         .route(
             "/orgs/{org}/domains/{domain}/anchors/{anchor}/remove",
             post(remove_anchor),
@@ -96,6 +97,8 @@ struct DomainPage {
     crl_policy: String,
     /// The trust bundles the domain uses, and for what.
     bundles: Vec<crate::store::bundles::Assignment>,
+    /// DNS CERT records to publish: (owner, zone-file line).
+    dns_records: Vec<(String, String)>,
     address: String,
     error: String,
 }
@@ -140,6 +143,11 @@ async fn view(
         .as_str()
         .to_owned();
     let bundles = crate::store::bundles::assignments_of_domain(&state.db, domain.id).await?;
+    let dns_records = crate::pki::publish::records(&state.db, Some(domain.id), now)
+        .await?
+        .into_iter()
+        .map(|p| (p.owner, p.zone_line))
+        .collect();
     Ok(DomainPage {
         chrome,
         org,
@@ -148,6 +156,7 @@ async fn view(
         anchors,
         crl_policy,
         bundles,
+        dns_records,
         address,
         error,
     })
@@ -410,4 +419,31 @@ async fn set_policy(
     tx.commit().await?;
     session::flash(&current.session, "Trust policy saved.").await?;
     Ok(Redirect::to(&format!("/orgs/{}/domains/{}", org.id, domain.id)).into_response())
+}
+
+/// Asks the live DNS whether each certificate of the domain is published as its CERT
+/// record, and says so per owner name.
+async fn check_dns(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path((org_id, domain_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (org, domain) = operator_domain(&state, &current, org_id, domain_id).await?;
+    let records =
+        crate::pki::publish::records(&state.db, Some(domain.id), state.clock.now()).await?;
+    let mut lines = Vec::new();
+    for p in &records {
+        lines.push(
+            match state.discovery.check_published(&p.owner, &p.der).await {
+                Ok(r) if r.published => format!("{}: published ({}).", p.owner, r.detail),
+                Ok(r) => format!("{}: not published yet ({}).", p.owner, r.detail),
+                Err(e) => format!("{}: {e}.", p.owner),
+            },
+        );
+    }
+    if lines.is_empty() {
+        lines.push("This domain has no valid certificate to publish.".into());
+    }
+    session::flash(&current.session, lines.join(" ")).await?;
+    Ok(Redirect::to(&format!("/orgs/{}/domains/{}#dns-title", org.id, domain.id)).into_response())
 }

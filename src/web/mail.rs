@@ -104,20 +104,27 @@ pub struct Frame {
 }
 
 pub async fn frame(state: &AppState, current: &CurrentUser, mailbox: Mailbox) -> AppResult<Frame> {
-    let mut mailboxes_out = Vec::new();
-    for m in mailboxes::of_user(&state.db, current.user.id).await? {
-        let unread = inbound::unread_counts(&state.db, m.id)
-            .await?
-            .into_iter()
-            .find(|(f, _)| f == "inbox")
-            .map(|(_, n)| n)
-            .unwrap_or(0);
-        mailboxes_out.push(MailboxLink { mailbox: m, unread });
-    }
     let unread: HashMap<String, i64> = inbound::unread_counts(&state.db, mailbox.id)
         .await?
         .into_iter()
         .collect();
+    let mut mailboxes_out = Vec::new();
+    for m in mailboxes::of_user(&state.db, current.user.id).await? {
+        let inbox = if m.id == mailbox.id {
+            unread.get("inbox").copied().unwrap_or(0)
+        } else {
+            inbound::unread_counts(&state.db, m.id)
+                .await?
+                .into_iter()
+                .find(|(f, _)| f == "inbox")
+                .map(|(_, n)| n)
+                .unwrap_or(0)
+        };
+        mailboxes_out.push(MailboxLink {
+            mailbox: m,
+            unread: inbox,
+        });
+    }
     let drafts = drafts::count(&state.db, mailbox.id, current.user.id).await?;
     let mut folders: Vec<FolderLink> = SYSTEM_FOLDERS
         .iter()

@@ -28,6 +28,7 @@ pub mod bundles;
 pub mod compose;
 pub mod domains;
 pub mod health;
+pub mod lookup;
 pub mod mail;
 pub mod message;
 pub mod middleware;

@@ -94,5 +94,102 @@ async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip()
         "{nothing}"
     );
     assert!(dns.udp_queries() + dns.tcp_queries() > 0);
+
+    // the operator sees every step of a lookup; a member may not run one
+    assert_eq!(
+        ana.get("/discovery?address=dr.who%40direct.elsewhere.test")
+            .await
+            .status,
+        reqwest::StatusCode::FORBIDDEN
+    );
+    app.user(
+        None,
+        "hisp.ops@direct.localhost",
+        directmail::domain::Role::Operator,
+    )
+    .await;
+    let mut op = app.signed_in("hisp.ops@direct.localhost").await;
+    let page = op
+        .get("/discovery?address=mallory%40direct.elsewhere.test")
+        .await;
+    assert!(page.body.contains("DNS CERT at"), "{}", page.body);
+    assert!(page.body.contains("id=\"steps\""));
+    let page = op
+        .get("/discovery?address=dr.who%40direct.elsewhere.test")
+        .await;
+    assert!(page.body.contains("SHA-256 fingerprint"), "{}", page.body);
     dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_operator_sees_the_cert_records_to_publish_and_the_responder_answers_them() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = TestApp::spawn_with(|c| {
+        c.dns_cert_addr = Some(port);
+        // discovery (and the "check the live DNS" button) asks the same server
+        c.dns_resolver = Some(port);
+    })
+    .await;
+    let mailbox = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    app.user(
+        None,
+        "hisp.ops@direct.localhost",
+        directmail::domain::Role::Operator,
+    )
+    .await;
+    let mut op = app.signed_in("hisp.ops@direct.localhost").await;
+    let page = op
+        .get(&format!(
+            "/orgs/{}/domains/{}",
+            mailbox.org_id, mailbox.domain_id
+        ))
+        .await;
+    assert!(
+        page.body
+            .contains("direct.lakeside.test. 3600 IN CERT PKIX 0 0 "),
+        "{}",
+        page.body
+    );
+    // the responder reloads every 10 seconds; the development certificate was issued
+    // after start-up, so wait for it to be served
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        op.post(
+            &format!(
+                "/orgs/{}/domains/{}/dns-check",
+                mailbox.org_id, mailbox.domain_id
+            ),
+            &[],
+        )
+        .await;
+        let page = op
+            .get(&format!(
+                "/orgs/{}/domains/{}",
+                mailbox.org_id, mailbox.domain_id
+            ))
+            .await;
+        if page.body.contains("direct.lakeside.test: published") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never published: {}",
+            page.body
+        );
+        app.state.discovery.clear_cache();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    // and another HISP's discovery finds it there
+    let found = check(&mut op, "dr.ana@direct.lakeside.test").await;
+    assert_eq!(found["ok"], true, "{found}");
 }

@@ -681,6 +681,17 @@ fn details(cert: &Certificate, anchor: Option<String>) -> SignerDetails {
     }
 }
 
+/// Validates a certificate found for a recipient (certificate discovery) the way a
+/// signer's is: a path to one of `trust.anchors` through `trust.intermediates`, at
+/// `now`, with the CRLs given. Returns the anchor's subject, or the reason and detail.
+pub fn validate_certificate(
+    cert: &Certificate,
+    trust: &TrustStore,
+    now: SystemTime,
+) -> Result<String, (ReasonCode, String)> {
+    chain(cert, &[], trust, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,15 +703,4 @@ mod tests {
             assert!(c.sentence().ends_with('.'));
         }
     }
-}
-
-/// Validates a certificate found for a recipient (certificate discovery) the way a
-/// signer's is: a path to one of `trust.anchors` through `trust.intermediates`, at
-/// `now`, with the CRLs given. Returns the anchor's subject, or the reason and detail.
-pub fn validate_certificate(
-    cert: &Certificate,
-    trust: &TrustStore,
-    now: SystemTime,
-) -> Result<String, (ReasonCode, String)> {
-    chain(cert, &[], trust, now)
 }
