@@ -344,12 +344,35 @@ fn refresh_message(name: &str, r: &store::Refresh) -> String {
     }
 }
 
-async fn after_refresh(
+/// The bundle's page again with a sentence saying what was refused (400).
+async fn refused(
     state: &AppState,
     current: &CurrentUser,
-    bundle: &BundleRow,
-    result: Result<store::Refresh, ImportProblem>,
+    bundle: BundleRow,
+    message: String,
 ) -> AppResult<Response> {
+    let page = bundle_view(state, current.chrome.clone(), bundle, message).await?;
+    Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+/// Refreshes (from the URL, or from `file`) and says what changed, or why not.
+async fn run_refresh(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    bundle: BundleRow,
+    file: Option<Vec<u8>>,
+) -> AppResult<Response> {
+    let now = state.clock.now();
+    let result = bundles::refresh(
+        &state.db,
+        &reader(state),
+        &bundle,
+        file,
+        now,
+        &current.actor(ip),
+    )
+    .await;
     match result {
         Ok(r) => {
             if r.error.is_none() {
@@ -358,10 +381,7 @@ async fn after_refresh(
             session::flash(&current.session, refresh_message(&bundle.name, &r)).await?;
             Ok(Redirect::to(&format!("/bundles/{}", bundle.id)).into_response())
         }
-        Err(ImportProblem::Refused(message)) => {
-            let page = bundle_view(state, current.chrome.clone(), bundle.clone(), message).await?;
-            Ok((StatusCode::BAD_REQUEST, page).into_response())
-        }
+        Err(ImportProblem::Refused(message)) => refused(state, current, bundle, message).await,
         Err(ImportProblem::Internal(e)) => Err(AppError::Internal(e)),
     }
 }
@@ -373,17 +393,7 @@ async fn refresh_now(
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
     let bundle = operator_bundle(&state, &current, id).await?;
-    let now = state.clock.now();
-    let result = bundles::refresh(
-        &state.db,
-        &reader(&state),
-        &bundle,
-        None,
-        now,
-        &current.actor(ip),
-    )
-    .await;
-    after_refresh(&state, &current, &bundle, result).await
+    run_refresh(&state, &current, ip, bundle, None).await
 }
 
 async fn replace_file(
@@ -396,32 +406,13 @@ async fn replace_file(
     let bundle = operator_bundle(&state, &current, id).await?;
     let file = match read_form(multipart).await {
         Ok(fields) => field(&fields, "file").map(<[u8]>::to_vec),
-        Err(message) => {
-            let page = bundle_view(&state, current.chrome.clone(), bundle, message).await?;
-            return Ok((StatusCode::BAD_REQUEST, page).into_response());
-        }
+        Err(message) => return refused(&state, &current, bundle, message).await,
     };
     if file.is_none() && bundle.url.is_none() {
-        let page = bundle_view(
-            &state,
-            current.chrome.clone(),
-            bundle,
-            "Choose the new bundle file (.p7b).".into(),
-        )
-        .await?;
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        let message = "Choose the new bundle file (.p7b).".to_owned();
+        return refused(&state, &current, bundle, message).await;
     }
-    let now = state.clock.now();
-    let result = bundles::refresh(
-        &state.db,
-        &reader(&state),
-        &bundle,
-        file,
-        now,
-        &current.actor(ip),
-    )
-    .await;
-    after_refresh(&state, &current, &bundle, result).await
+    run_refresh(&state, &current, ip, bundle, file).await
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -440,18 +431,9 @@ async fn assign(
 ) -> AppResult<Response> {
     let form = super::form_or_400(form)?;
     let bundle = operator_bundle(&state, &current, id).await?;
-    let refuse = |message: &'static str| async {
-        let page = bundle_view(
-            &state,
-            current.chrome.clone(),
-            bundle.clone(),
-            message.into(),
-        )
-        .await?;
-        Ok::<_, AppError>((StatusCode::BAD_REQUEST, page).into_response())
-    };
     let Some(uses) = Uses::parse(&form.uses) else {
-        return refuse("Choose what the domain uses the bundle for.").await;
+        let message = "Choose what the domain uses the bundle for.".to_owned();
+        return refused(&state, &current, bundle, message).await;
     };
     let domain_id = form.domain.trim().parse::<i64>().unwrap_or(0);
     let Some(domain) = store::hosted_domains(&state.db)
@@ -459,7 +441,8 @@ async fn assign(
         .into_iter()
         .find(|d| d.id == domain_id)
     else {
-        return refuse("Choose one of the hosted domains.").await;
+        let message = "Choose one of the hosted domains.".to_owned();
+        return refused(&state, &current, bundle, message).await;
     };
     let now = state.clock.now();
     let before =

@@ -4,14 +4,11 @@
 //! and assignments that change the inbound verdict (receiving) and the discovery
 //! check (sending). Bundles are made by the real `openssl` command line.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode as AxumStatus;
 use der::Encode as _;
 use directmail::audit::Actor;
 use directmail::domain::Role;
@@ -24,7 +21,10 @@ use directmail_discovery::responder::{Records, Responder};
 use directmail_smime::{DevCa, ReasonCode};
 use reqwest::StatusCode;
 
+use crate::cli::json;
+use crate::discovery::check;
 use crate::helpers::{Browser, Page, TestApp};
+use crate::revocation::Files;
 
 /// The test PKI and its bundles, made once per test process.
 fn pki() -> &'static Path {
@@ -58,6 +58,7 @@ p7b a.p7b roota rootb
 p7b b.p7b rootb expiring
 p7b big.p7b roota rootb expiring publisher impostor ourca sender ours
 openssl crl2pkcs7 -nocrl -outform DER -out empty.p7b
+printf 'this is not a bundle' > garbage.bin
 sign() { openssl cms -sign -nodetach -binary -outform DER -in $1 -signer $2.pem -inkey $2.key -out $3; }
 sign a.p7b publisher signed-a.p7b
 sign b.p7b publisher signed-b.p7b
@@ -87,39 +88,10 @@ fn path(name: &str) -> PathBuf {
     pki().join(name)
 }
 
-/// A loopback HTTP server for bundle URLs; a name not `put` answers 404.
-#[derive(Clone, Default)]
-struct Files(Arc<Mutex<HashMap<String, Vec<u8>>>>);
-
-impl Files {
-    async fn serve() -> (Files, String) {
-        let files = Files::default();
-        let app = axum::Router::new()
-            .route("/{name}", axum::routing::get(get_file))
-            .with_state(files.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (files, base)
-    }
-
-    fn put(&self, name: &str, bytes: Vec<u8>) {
-        self.0.lock().unwrap().insert(name.to_owned(), bytes);
-    }
-
-    fn gone(&self, name: &str) {
-        self.0.lock().unwrap().remove(name);
-    }
-}
-
-async fn get_file(
-    State(files): State<Files>,
-    UrlPath(name): UrlPath<String>,
-) -> (AxumStatus, Vec<u8>) {
-    match files.0.lock().unwrap().get(&name) {
-        Some(bytes) => (AxumStatus::OK, bytes.clone()),
-        None => (AxumStatus::NOT_FOUND, Vec::new()),
-    }
+/// The loopback file server of the revocation tests, at `http://127.0.0.1:<port>`.
+async fn serve() -> (Files, String) {
+    let (files, port) = Files::serve().await;
+    (files, format!("http://127.0.0.1:{port}"))
 }
 
 /// Posts a multipart form (CSRF field first) with text fields and files.
@@ -197,7 +169,7 @@ fn bundle_id(location: &str) -> i64 {
 #[tokio::test]
 async fn a_bundle_is_imported_from_a_file_and_from_a_url_and_shown_to_the_operator() {
     let app = TestApp::spawn().await;
-    let (files, base) = Files::serve().await;
+    let (files, base) = serve().await;
     files.put("a.p7b", file("a.p7b"));
     let mut ops = operator(&app).await;
     ops.get("/bundles").await;
@@ -368,82 +340,48 @@ async fn a_signed_bundle_is_accepted_only_from_its_configured_signer() {
 
 #[tokio::test]
 async fn garbage_empty_and_oversized_bundles_are_refused_and_change_nothing() {
-    // between the two-anchor bundles (about 2 KB) and the six-anchor one
+    // between the two-anchor bundles (about 2 KB) and the eight-anchor one
     let app = TestApp::spawn_with(|c| c.bundle_max_bytes = 3000).await;
     assert!(file("a.p7b").len() < 3000 && file("big.p7b").len() > 3000);
-    let (files, base) = Files::serve().await;
+    let (files, base) = serve().await;
     files.put("big.p7b", file("big.p7b"));
     let reader = reader(&app);
     let db = &app.state.db;
     let actor = Actor::system();
     let now = app.now();
-    let refused = |e: directmail::pki::ImportProblem| e.to_string();
-
-    let garbage = NewImport {
-        name: "Garbage".into(),
-        url: None,
-        file: Some(b"this is not a bundle".to_vec()),
-        signer: None,
-        refresh_hours: 24,
-    };
-    let why = refused(
-        directmail::pki::bundles::import(db, &reader, garbage, now, &actor)
-            .await
-            .unwrap_err(),
-    );
-    assert!(why.contains("this is not a trust bundle"), "{why}");
-
-    let why = refused(
-        directmail::pki::bundles::import(
-            db,
-            &reader,
+    let cases = [
+        (
+            import("Garbage", None, Some("garbage.bin"), None),
+            "this is not a trust bundle",
+        ),
+        (
             import("Empty", None, Some("empty.p7b"), None),
-            now,
-            &actor,
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert!(why.contains("the bundle holds no certificate"), "{why}");
-
-    let why = refused(
-        directmail::pki::bundles::import(
-            db,
-            &reader,
+            "the bundle holds no certificate",
+        ),
+        (
             import("Big", None, Some("big.p7b"), None),
-            now,
-            &actor,
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert!(why.contains("more than the 3000 bytes allowed"), "{why}");
-
-    let why = refused(
-        directmail::pki::bundles::import(
-            db,
-            &reader,
+            "more than the 3000 bytes allowed",
+        ),
+        (
             import("Big URL", Some(format!("{base}/big.p7b")), None, None),
-            now,
-            &actor,
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert!(why.contains("sent more than 3000 bytes"), "{why}");
-
-    let why = refused(
-        directmail::pki::bundles::import(
-            db,
-            &reader,
+            "sent more than 3000 bytes",
+        ),
+        (
             import("Missing", Some(format!("{base}/missing.p7b")), None, None),
-            now,
-            &actor,
-        )
-        .await
-        .unwrap_err(),
-    );
-    assert!(why.contains("answered 404"), "{why}");
+            "answered 404",
+        ),
+    ];
+    for (new, expected) in cases {
+        let name = new.name.clone();
+        let why = directmail::pki::bundles::import(db, &reader, new, now, &actor)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.starts_with("The bundle was not imported: ") && why.contains(expected),
+            "{name}: {why}"
+        );
+    }
 
     // the console says the same in a sentence
     let mut ops = operator(&app).await;
@@ -470,7 +408,7 @@ async fn garbage_empty_and_oversized_bundles_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn a_refresh_shows_what_changed_and_a_failed_refresh_keeps_the_anchors() {
     let app = TestApp::spawn().await;
-    let (files, base) = Files::serve().await;
+    let (files, base) = serve().await;
     files.put("bundle.p7b", file("a.p7b"));
     let mut ops = operator(&app).await;
     ops.get("/bundles").await;
@@ -552,7 +490,7 @@ async fn a_refresh_shows_what_changed_and_a_failed_refresh_keeps_the_anchors() {
             .unwrap(),
         0
     );
-    files.gone("bundle.p7b");
+    files.remove("bundle.p7b");
     let later = app.now() + 25 * 3600;
     let (one, two) = tokio::join!(
         directmail::pki::bundles::refresh_due(db, &reader, later),
@@ -726,17 +664,6 @@ async fn a_bundle_assigned_for_receiving_makes_its_senders_trusted() {
     );
 }
 
-async fn check(b: &mut Browser, address: &str) -> serde_json::Value {
-    let r = b
-        .client
-        .get(format!("{}/mail/check-address?address={address}", b.base))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    r.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_bundle_assigned_for_sending_lets_discovery_accept_its_recipients() {
     let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
@@ -905,26 +832,11 @@ async fn only_operators_reach_the_bundle_pages() {
     assert_eq!(ops.get("/bundles/9999").await.status, StatusCode::NOT_FOUND);
 }
 
+/// The CLI on the test's database, with a 5000-byte bundle limit.
 fn directmail(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(args)
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .env("DIRECTMAIL_BUNDLE_MAX_BYTES", "5000")
-        .output()
-        .expect("run directmail")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+    let mut args = args.to_vec();
+    args.extend(["--bundle-max-bytes", "5000"]);
+    crate::cli::directmail(app, &args)
 }
 
 fn failure(out: &Output) -> String {
@@ -944,7 +856,7 @@ fn failure(out: &Output) -> String {
 async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
     let app = TestApp::spawn().await;
     app.org("Lakeside Clinic", "direct.lakeside.test").await;
-    let (files, base) = Files::serve().await;
+    let (files, base) = serve().await;
     files.put("signed.p7b", file("signed-a.p7b"));
     let url = format!("{base}/signed.p7b");
     let p = |name: &str| path(name).to_str().unwrap().to_owned();
@@ -981,7 +893,7 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
             &p("b.p7b"),
         ],
     );
-    let text = String::from_utf8_lossy(&json_ok(&text)).into_owned();
+    let text = String::from_utf8_lossy(&stdout_ok(&text)).into_owned();
     assert!(
         text.starts_with("Imported the bundle \u{201c}Local\u{201d}: +2 \u{2212}0, 1 expiring within 30 days (2 anchors)."),
         "{text}"
@@ -1069,7 +981,7 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
 
     // a refresh from the URL: the publisher now serves another set, signed
     files.put("signed.p7b", file("signed-b.p7b"));
-    let refreshed = String::from_utf8_lossy(&json_ok(&directmail(
+    let refreshed = String::from_utf8_lossy(&stdout_ok(&directmail(
         &app,
         &["admin", "bundle", "refresh", "Community"],
     )))
@@ -1110,7 +1022,7 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
             .contains("not signed")
     );
     assert_eq!(community["domains"][0]["domain"], "direct.lakeside.test");
-    let text = String::from_utf8_lossy(&json_ok(&directmail(&app, &["admin", "bundle", "list"])))
+    let text = String::from_utf8_lossy(&stdout_ok(&directmail(&app, &["admin", "bundle", "list"])))
         .into_owned();
     assert!(
         text.contains("used by direct.lakeside.test (both)"),
@@ -1153,7 +1065,7 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
 }
 
 /// stdout of a command that succeeded.
-fn json_ok(out: &Output) -> Vec<u8> {
+fn stdout_ok(out: &Output) -> Vec<u8> {
     assert!(
         out.status.success(),
         "{}",

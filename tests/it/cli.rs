@@ -10,7 +10,7 @@ use directmail::domain::Role;
 
 use crate::helpers::{PASSWORD, TestApp, test_config};
 
-fn directmail(app: &TestApp, args: &[&str]) -> Output {
+pub(crate) fn directmail(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_directmail"))
         .args(args)
         .env(
@@ -22,7 +22,7 @@ fn directmail(app: &TestApp, args: &[&str]) -> Output {
         .expect("run directmail")
 }
 
-fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "{}",

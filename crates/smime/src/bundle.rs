@@ -5,14 +5,11 @@
 //!
 //! Pure like the rest of the crate: bytes in, certificates or a refusal out.
 
-use cms::content_info::ContentInfo;
-use cms::signed_data::SignedData;
-use der::{Decode as _, Encode as _};
+use der::Encode as _;
 use thiserror::Error;
 use x509_cert::Certificate;
 
-use crate::alg;
-use crate::inbound;
+use crate::{inbound, keys};
 
 /// What a bundle holds once read (and, for a signed one, verified).
 #[derive(Debug, Clone)]
@@ -123,30 +120,11 @@ fn unpem(input: &[u8]) -> Result<Vec<u8>, BundleError> {
 
 /// The certificates of a SignedData without signers, `None` when it has signers.
 fn certs_only(der_bytes: &[u8]) -> Result<Option<Vec<Certificate>>, BundleError> {
-    let ci = ContentInfo::from_ber(der_bytes).map_err(|_| BundleError::NotABundle)?;
-    if ci.content_type != alg::ID_SIGNED_DATA {
-        return Err(BundleError::NotABundle);
-    }
-    let sd: SignedData = ci
-        .content
-        .decode_as_encoding(der::EncodingRules::Ber)
-        .map_err(|_| BundleError::NotABundle)?;
+    let sd = keys::read_signed_data(der_bytes).ok_or(BundleError::NotABundle)?;
     if !sd.signer_infos.0.is_empty() {
         return Ok(None);
     }
-    Ok(Some(
-        sd.certificates
-            .map(|set| {
-                set.0
-                    .iter()
-                    .filter_map(|c| match c {
-                        cms::cert::CertificateChoices::Certificate(c) => Some(c.clone()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    ))
+    Ok(Some(keys::signed_data_certificates(&sd)))
 }
 
 /// Each certificate once (by its DER); refuses an empty set.
