@@ -365,23 +365,16 @@ fn spawn_bundle_refresh(state: &AppState) {
     let reader = crate::pki::bundles::Reader::new(&state.fetcher, &state.config);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
-        let mut sending: Option<Vec<String>> = None;
+        let mut sending = crate::pki::bundles::SendingAnchorsWatch::default();
         loop {
             tick.tick().await;
             let now = state.clock.now();
             if let Err(e) = crate::pki::bundles::refresh_due(&state.db, &reader, now).await {
                 tracing::warn!(error = format!("{e:#}"), "could not refresh trust bundles");
             }
-            match crate::store::bundles::sending_fingerprints(&state.db).await {
-                Ok(now_trusted) => {
-                    if sending
-                        .as_ref()
-                        .is_some_and(|before| *before != now_trusted)
-                    {
-                        state.discovery.clear_cache();
-                    }
-                    sending = Some(now_trusted);
-                }
+            match sending.changed(&state.db).await {
+                Ok(true) => state.discovery.clear_cache(),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not read the anchors for sending"),
             }
         }

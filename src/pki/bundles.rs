@@ -421,6 +421,24 @@ pub async fn refresh_due(db: &Db, reader: &Reader, now: i64) -> anyhow::Result<u
     Ok(done)
 }
 
+/// Notices when the anchors for sending change, wherever the change was made (the
+/// console, the CLI, another instance), so that what certificate discovery
+/// remembered about recipients can be forgotten.
+#[derive(Debug, Default)]
+pub struct SendingAnchorsWatch {
+    seen: Option<Vec<String>>,
+}
+
+impl SendingAnchorsWatch {
+    /// Whether the anchors for sending differ from the last look (false at the first).
+    pub async fn changed(&mut self, db: &Db) -> sqlx::Result<bool> {
+        let now = store::sending_fingerprints(db).await?;
+        let changed = self.seen.as_ref().is_some_and(|before| *before != now);
+        self.seen = Some(now);
+        Ok(changed)
+    }
+}
+
 /// Sets what `domain` uses the bundle for ([`Uses::NONE`] stops using it), audited.
 /// Returns what it used it for before.
 pub async fn assign(

@@ -13,7 +13,7 @@ use der::Encode as _;
 use directmail::audit::Actor;
 use directmail::domain::Role;
 use directmail::pki::KeyFile;
-use directmail::pki::bundles::{NewImport, Reader};
+use directmail::pki::bundles::{NewImport, Reader, SendingAnchorsWatch};
 use directmail::pki::fetch::Fetcher;
 use directmail::store::bundles as store;
 use directmail::store::orgs;
@@ -832,13 +832,16 @@ async fn only_operators_reach_the_bundle_pages() {
     assert_eq!(ops.get("/bundles/9999").await.status, StatusCode::NOT_FOUND);
 }
 
-/// The CLI on the test's database, with a 5000-byte bundle limit.
-fn directmail(app: &TestApp, args: &[&str]) -> Output {
-    let mut args = args.to_vec();
+/// `directmail admin bundle <line>` on the test's database with a 5000-byte bundle
+/// limit (`line` split at spaces: names and paths here have none).
+fn bundle_cli(app: &TestApp, line: &str) -> Output {
+    let mut args = vec!["admin", "bundle"];
+    args.extend(line.split_whitespace());
     args.extend(["--bundle-max-bytes", "5000"]);
     crate::cli::directmail(app, &args)
 }
 
+/// The one sentence on stderr of a command that failed.
 fn failure(out: &Output) -> String {
     assert!(
         !out.status.success(),
@@ -850,6 +853,16 @@ fn failure(out: &Output) -> String {
     err
 }
 
+/// The stdout of a command that succeeded.
+fn success(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 // the CLI runs as a blocking child process: the loopback bundle server needs a thread
 // of its own meanwhile
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -858,134 +871,78 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
     app.org("Lakeside Clinic", "direct.lakeside.test").await;
     let (files, base) = serve().await;
     files.put("signed.p7b", file("signed-a.p7b"));
-    let url = format!("{base}/signed.p7b");
     let p = |name: &str| path(name).to_str().unwrap().to_owned();
     assert!(file("signed-a.p7b").len() < 5000 && file("big.p7b").len() > 5000);
+    let (publisher, impostor) = (p("publisher.pem"), p("impostor-a.p7b"));
 
-    let added = json(&directmail(
+    let added = json(&bundle_cli(
         &app,
-        &[
-            "admin",
-            "bundle",
-            "add",
-            "--name",
-            "Community",
-            "--url",
-            &url,
-            "--signer",
-            &p("publisher.pem"),
-            "--refresh-hours",
-            "12",
-            "--json",
-        ],
+        &format!(
+            "add --name Community --url {base}/signed.p7b --signer {publisher} --refresh-hours 12 --json"
+        ),
     ));
     assert_eq!(added["name"], "Community");
     assert_eq!(added["refresh"]["anchor_count"], 2);
-    let text = directmail(
+    let text = success(&bundle_cli(
         &app,
-        &[
-            "admin",
-            "bundle",
-            "add",
-            "--name",
-            "Local",
-            "--file",
-            &p("b.p7b"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&stdout_ok(&text)).into_owned();
+        &format!("add --name Local --file {}", p("b.p7b")),
+    ));
     assert!(
-        text.starts_with("Imported the bundle \u{201c}Local\u{201d}: +2 \u{2212}0, 1 expiring within 30 days (2 anchors)."),
+        text.starts_with(
+            "Imported the bundle \u{201c}Local\u{201d}: +2 \u{2212}0, 1 expiring within 30 days (2 anchors)."
+        ),
         "{text}"
     );
 
     // refused, with one sentence each, and nothing stored
-    let err = failure(&directmail(
-        &app,
-        &[
-            "admin",
-            "bundle",
-            "add",
-            "--name",
-            "Wrong",
-            "--file",
-            &p("impostor-a.p7b"),
-            "--signer",
-            &p("publisher.pem"),
-        ],
-    ));
-    assert!(
-        err.contains("signed by CN=Impostor, not by the configured signer"),
-        "{err}"
-    );
-    let err = failure(&directmail(
-        &app,
-        &[
-            "admin",
-            "bundle",
-            "add",
-            "--name",
-            "Big",
-            "--file",
-            &p("big.p7b"),
-        ],
-    ));
-    assert!(err.contains("more than the 5000 bytes allowed"), "{err}");
-    let err = failure(&directmail(
-        &app,
-        &[
-            "admin",
-            "bundle",
-            "add",
-            "--name",
-            "Empty",
-            "--file",
-            &p("empty.p7b"),
-        ],
-    ));
-    assert!(err.contains("holds no certificate"), "{err}");
+    for (line, expected) in [
+        (
+            format!("add --name Wrong --file {impostor} --signer {publisher}"),
+            "signed by CN=Impostor, not by the configured signer",
+        ),
+        (
+            format!("add --name Big --file {}", p("big.p7b")),
+            "more than the 5000 bytes allowed",
+        ),
+        (
+            format!("add --name Empty --file {}", p("empty.p7b")),
+            "holds no certificate",
+        ),
+        (
+            "assign Nope --domain direct.lakeside.test --for both".to_owned(),
+            "There is no trust bundle named \u{201c}Nope\u{201d}",
+        ),
+        (
+            "refresh Local".to_owned(),
+            "was imported from a file: give the new file",
+        ),
+    ] {
+        let err = failure(&bundle_cli(&app, &line));
+        assert!(err.contains(expected), "{line}: {err}");
+    }
 
-    let assigned = json(&directmail(
+    // a running server notices the CLI's changes to the anchors for sending
+    let mut watch = SendingAnchorsWatch::default();
+    assert!(!watch.changed(&app.state.db).await.unwrap());
+    let assigned = json(&bundle_cli(
         &app,
-        &[
-            "admin",
-            "bundle",
-            "assign",
-            "Community",
-            "--domain",
-            "direct.lakeside.test",
-            "--for",
-            "both",
-            "--json",
-        ],
+        "assign Community --domain direct.lakeside.test --for receiving --json",
+    ));
+    assert_eq!(assigned["receiving"], true);
+    assert_eq!(assigned["sending"], false);
+    assert!(!watch.changed(&app.state.db).await.unwrap());
+    let assigned = json(&bundle_cli(
+        &app,
+        "assign Community --domain direct.lakeside.test --for both --json",
     ));
     assert_eq!(assigned["receiving"], true);
     assert_eq!(assigned["sending"], true);
-    let err = failure(&directmail(
-        &app,
-        &[
-            "admin",
-            "bundle",
-            "assign",
-            "Nope",
-            "--domain",
-            "direct.lakeside.test",
-            "--for",
-            "both",
-        ],
-    ));
-    assert!(
-        err.contains("There is no trust bundle named \u{201c}Nope\u{201d}"),
-        "{err}"
-    );
+    assert!(watch.changed(&app.state.db).await.unwrap());
+    assert!(!watch.changed(&app.state.db).await.unwrap());
 
     // a refresh from the URL: the publisher now serves another set, signed
     files.put("signed.p7b", file("signed-b.p7b"));
-    let refreshed = String::from_utf8_lossy(&stdout_ok(&directmail(
-        &app,
-        &["admin", "bundle", "refresh", "Community"],
-    )))
-    .into_owned();
+    let refreshed = success(&bundle_cli(&app, "refresh Community"));
     assert!(
         refreshed.contains("+1 \u{2212}1, 1 expiring"),
         "{refreshed}"
@@ -997,55 +954,39 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
     );
     // the publisher's file replaced by an unsigned one: refused, the set kept
     files.put("signed.p7b", file("a.p7b"));
-    let err = failure(&directmail(
-        &app,
-        &["admin", "bundle", "refresh", "Community"],
-    ));
+    let err = failure(&bundle_cli(&app, "refresh Community"));
     assert!(
         err.contains("failed, so its 2 anchor(s) were kept: the bundle is not signed"),
         "{err}"
     );
-    let err = failure(&directmail(&app, &["admin", "bundle", "refresh", "Local"]));
-    assert!(err.contains("was imported from a file"), "{err}");
 
-    let list = json(&directmail(&app, &["admin", "bundle", "list", "--json"]));
+    let list = json(&bundle_cli(&app, "list --json"));
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     let community = list.iter().find(|b| b["name"] == "Community").unwrap();
     assert_eq!(community["anchors"], 2);
     assert_eq!(community["signed"], true);
     assert_eq!(community["refresh_hours"], 12);
-    assert!(
-        community["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("not signed")
-    );
+    let last_error = community["last_error"].as_str().unwrap();
+    assert!(last_error.contains("not signed"), "{last_error}");
     assert_eq!(community["domains"][0]["domain"], "direct.lakeside.test");
-    let text = String::from_utf8_lossy(&stdout_ok(&directmail(&app, &["admin", "bundle", "list"])))
-        .into_owned();
+    let text = success(&bundle_cli(&app, "list"));
     assert!(
         text.contains("used by direct.lakeside.test (both)"),
         "{text}"
     );
     assert!(text.contains("refresh FAILED"), "{text}");
 
-    let removed = json(&directmail(
-        &app,
-        &["admin", "bundle", "remove", "Community", "--json"],
-    ));
+    let removed = json(&bundle_cli(&app, "remove Community --json"));
     assert_eq!(removed["removed"], true);
+    assert!(watch.changed(&app.state.db).await.unwrap());
     assert_eq!(store::list(&app.state.db).await.unwrap().len(), 1);
     let domain = orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        store::assignments_of_domain(&app.state.db, domain.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let assigned = store::assignments_of_domain(&app.state.db, domain.id).await;
+    assert!(assigned.unwrap().is_empty());
     let actions: Vec<String> = bundle_actions(&app)
         .await
         .into_iter()
@@ -1057,19 +998,10 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
             "bundle.import Community",
             "bundle.import Local",
             "bundle.assign Community",
+            "bundle.assign Community",
             "bundle.refresh Community",
             "bundle.refresh Community",
             "bundle.remove Community",
         ]
     );
-}
-
-/// stdout of a command that succeeded.
-fn stdout_ok(out: &Output) -> Vec<u8> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.clone()
 }
