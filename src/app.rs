@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::account::routes())
         .merge(web::orgs::routes())
         .merge(web::domains::routes())
+        .merge(web::bundles::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
         .merge(web::lookup::routes())
@@ -261,6 +262,7 @@ impl Application {
         }
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
+        spawn_bundle_refresh(&state);
         if let Some(addr) = state.config.dns_cert_addr {
             crate::pki::publish::start(state.db.clone(), state.clock.clone(), addr).await?;
         }
@@ -363,6 +365,30 @@ fn spawn_trash_purge(state: &AppState) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(messages = n, "emptied Trash past its retention"),
                 Err(e) => tracing::warn!(error = %e, "could not empty Trash"),
+            }
+        }
+    });
+}
+
+/// Refreshes trust bundles when their interval has passed, and forgets what
+/// certificate discovery remembered when the anchors for sending change (a refresh,
+/// an assignment, or a change made by the CLI or another instance).
+fn spawn_bundle_refresh(state: &AppState) {
+    let state = state.clone();
+    let reader = crate::pki::bundles::Reader::new(&state.fetcher, &state.config);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut sending = crate::pki::bundles::SendingAnchorsWatch::default();
+        loop {
+            tick.tick().await;
+            let now = state.clock.now();
+            if let Err(e) = crate::pki::bundles::refresh_due(&state.db, &reader, now).await {
+                tracing::warn!(error = format!("{e:#}"), "could not refresh trust bundles");
+            }
+            match sending.changed(&state.db).await {
+                Ok(true) => state.discovery.clear_cache(),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the anchors for sending"),
             }
         }
     });

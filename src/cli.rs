@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+mod bundle;
+
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -53,6 +55,9 @@ pub enum AdminCommand {
     /// Trust anchors of hosted domains.
     #[command(subcommand)]
     Anchor(AnchorCommand),
+    /// Trust bundles: sets of anchors from a file or a URL, assigned to domains.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
     /// The built-in development CA (for evaluation and tests, never production).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -447,6 +452,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         }) => mailbox_add(&db, &address, &org, &user, shared, name.as_deref(), now).await?,
         AdminCommand::Cert(command) => cert(config, &db, command, now).await?,
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
+        AdminCommand::Bundle(command) => bundle::run(config, &db, command, args.json, now).await?,
         AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
         AdminCommand::Token(TokenCommand::Create { user, name }) => {
             let user = find_user(&db, &user).await?;

@@ -330,6 +330,17 @@ pub struct Config {
     )]
     pub directory_refresh_minutes: u64,
 
+    /// Largest trust bundle accepted, in bytes, from a URL or a file (the console's
+    /// uploads are also held to 1 MB).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_BUNDLE_MAX_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1024..=100 * 1024 * 1024)
+    )]
+    pub bundle_max_bytes: u64,
+
     /// On first start, give the HISP domain a certificate from a built-in development
     /// CA (labelled not for production), so a new portal can sign and encrypt at once.
     #[arg(long, env = "DIRECTMAIL_DEV_PKI", default_value_t = true, action = clap::ArgAction::Set, global = true)]

@@ -2,8 +2,8 @@
 //! tells the sender (on the compose page) and the operator (in the queue) what was
 //! found. Recipients on domains hosted here use the domain's own identities; others
 //! a certificate learned from their signed mail, else certificate discovery (DNS CERT,
-//! then LDAP), each candidate checked against this HISP's trust anchors with AIA and
-//! CRLs like a signer's.
+//! then LDAP), each candidate checked against this HISP's sending anchors with AIA
+//! and CRLs like a signer's.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,8 +36,9 @@ pub fn discovery(
 }
 
 /// Checks a discovered certificate as a signer's would be: a path to one of the
-/// anchors of a domain hosted here (missing intermediates fetched through AIA), not
-/// revoked by the CRLs its chain names (an unreachable CRL does not refuse it).
+/// sending anchors (every hosted domain's own anchors and the trust bundles assigned
+/// for sending; missing intermediates fetched through AIA), not revoked by the CRLs
+/// its chain names (an unreachable CRL does not refuse it).
 struct HispValidator {
     db: Db,
     fetcher: fetch::Fetcher,
@@ -58,7 +59,7 @@ impl Validator for HispValidator {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
             let mut anchors = Vec::new();
-            for pem in crate::store::pki::all_anchor_pems(&self.db)
+            for pem in crate::store::bundles::sending_anchor_pems(&self.db)
                 .await
                 .map_err(|e| Rejection::other(format!("trust anchors unavailable: {e}")))?
             {

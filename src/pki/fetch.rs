@@ -2,7 +2,7 @@
 //! missing issuers from their Authority Information Access (caIssuers). Plain HTTP
 //! with a timeout and a size limit; answers are cached (CRLs until their nextUpdate,
 //! issuers for a day) and failures briefly, so one slow server does not slow every
-//! message.
+//! message. Trust bundles come through the same client (HTTP or HTTPS, uncached).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -130,6 +130,21 @@ impl Fetcher {
             // RFC 5280 §4.2.1.13: distribution points and issuers are served over HTTP
             return Err(FetchError(format!("{url} is not an http:// address")));
         }
+        self.download(url, MAX_BYTES).await
+    }
+
+    /// A trust bundle at `url` (`http://` or `https://`), at most `max_bytes`, never
+    /// cached: a refresh always asks the publisher.
+    pub async fn bundle(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(FetchError(format!(
+                "{url} is not an http:// or https:// address"
+            )));
+        }
+        self.download(url, max_bytes).await
+    }
+
+    async fn download(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
         let mut response = self
             .client
             .get(url)
@@ -145,9 +160,9 @@ impl Fetcher {
             .await
             .map_err(|e| FetchError(format!("{url} broke off ({})", short(&e))))?
         {
-            if body.len() + chunk.len() > MAX_BYTES {
+            if body.len() + chunk.len() > max_bytes {
                 return Err(FetchError(format!(
-                    "{url} sent more than {MAX_BYTES} bytes"
+                    "{url} sent more than {max_bytes} bytes"
                 )));
             }
             body.extend_from_slice(&chunk);

@@ -2,6 +2,7 @@
 //! console or `directmail admin`), sealing keys at rest, and loading them back for the
 //! S/MIME engine.
 
+pub mod bundles;
 pub mod fetch;
 pub mod publish;
 
@@ -270,10 +271,15 @@ pub async fn identities(db: &Db, kek: &SecretKey, domain_id: i64) -> anyhow::Res
     Ok(out)
 }
 
-/// The anchors a domain trusts, as certificates for the engine's trust store.
+/// The anchors a domain trusts for senders, as certificates for the engine's trust
+/// store: its own, and those of the bundles it uses for receiving.
 pub async fn anchors(db: &Db, domain_id: i64) -> anyhow::Result<Vec<Certificate>> {
+    let mut pems = store::anchor_pems(db, domain_id).await?;
+    pems.extend(crate::store::bundles::receiving_anchor_pems(db, domain_id).await?);
+    pems.sort();
+    pems.dedup();
     let mut out = Vec::new();
-    for pem in store::anchor_pems(db, domain_id).await? {
+    for pem in pems {
         out.extend(smime::parse_certificates(pem.as_bytes())?);
     }
     Ok(out)

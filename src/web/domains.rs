@@ -56,7 +56,7 @@ async fn operator_domain(
 }
 
 /// "Valid", "Expires in 12 days" or "Expired" — in words, not colour alone.
-fn status(not_before: i64, not_after: i64, now: i64) -> String {
+pub(super) fn status(not_before: i64, not_after: i64, now: i64) -> String {
     if now > not_after {
         "Expired".into()
     } else if now < not_before {
@@ -95,6 +95,8 @@ struct DomainPage {
     anchors: Vec<AnchorView>,
     /// `soft-fail` or `fail-closed`
     crl_policy: String,
+    /// The trust bundles the domain uses, and for what.
+    bundles: Vec<crate::store::bundles::Assignment>,
     /// DNS CERT records to publish: (owner, zone-file line).
     dns_records: Vec<(String, String)>,
     address: String,
@@ -140,6 +142,7 @@ async fn view(
         .await?
         .as_str()
         .to_owned();
+    let bundles = crate::store::bundles::assignments_of_domain(&state.db, domain.id).await?;
     let dns_records = crate::pki::publish::records(&state.db, Some(domain.id), now)
         .await?
         .into_iter()
@@ -152,6 +155,7 @@ async fn view(
         certs,
         anchors,
         crl_policy,
+        bundles,
         dns_records,
         address,
         error,

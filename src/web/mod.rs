@@ -25,6 +25,7 @@ pub mod account;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
+pub mod bundles;
 pub mod compose;
 pub mod directory;
 pub mod domains;

@@ -11,7 +11,7 @@ use directmail_smime::DevCa;
 
 use crate::helpers::TestApp;
 
-async fn check(b: &mut crate::helpers::Browser, address: &str) -> serde_json::Value {
+pub(crate) async fn check(b: &mut crate::helpers::Browser, address: &str) -> serde_json::Value {
     let r = b
         .client
         .get(format!(

@@ -6,6 +6,7 @@ mod api;
 mod audit_chain;
 mod browser;
 mod browser_mail;
+mod bundles;
 mod cli;
 mod console;
 mod directory;

@@ -18,15 +18,15 @@ use directmail_smime::ReasonCode;
 
 use crate::helpers::TestApp;
 
-/// A file server on loopback that counts requests per path.
+/// A file server on loopback that counts requests per path (also serves trust bundles).
 #[derive(Clone, Default)]
-struct Files {
+pub(crate) struct Files {
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Files {
-    async fn serve() -> (Files, u16) {
+    pub(crate) async fn serve() -> (Files, u16) {
         let files = Files::default();
         let app = axum::Router::new()
             .route("/{name}", axum::routing::get(get_file))
@@ -37,8 +37,13 @@ impl Files {
         (files, port)
     }
 
-    fn put(&self, name: &str, bytes: Vec<u8>) {
+    pub(crate) fn put(&self, name: &str, bytes: Vec<u8>) {
         self.files.lock().unwrap().insert(name.to_owned(), bytes);
+    }
+
+    /// From now on `name` answers 404.
+    pub(crate) fn remove(&self, name: &str) {
+        self.files.lock().unwrap().remove(name);
     }
 
     fn hits(&self, name: &str) -> usize {

@@ -541,6 +541,16 @@ pub(crate) struct SignerResult {
 /// CRLF-canonical form are tried (RFC 8551 §3.1.1), and the one matching the
 /// messageDigest is kept.
 pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<Verified, Failure> {
+    verify_signed_data_with(p7, detached, &[])
+}
+
+/// [`verify_signed_data`], also finding signers among `known` certificates that the
+/// SignedData does not carry (a trust bundle's configured signer).
+pub(crate) fn verify_signed_data_with(
+    p7: &[u8],
+    detached: Option<&[u8]>,
+    known: &[Certificate],
+) -> Result<Verified, Failure> {
     let ci = ber::read(p7, 0)?;
     let ci_fields = ber::children(p7, &ci)?;
     let (Some(oid_tlv), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
@@ -620,10 +630,11 @@ pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<V
         }
     };
 
+    let lookup: Vec<Certificate> = certificates.iter().chain(known).cloned().collect();
     let mut signers = Vec::new();
     let mut matched_content: Option<usize> = None;
     for s in &signer_tlvs {
-        let (result, which) = verify_signer(p7, s, &certificates, &econtent_type, &candidates);
+        let (result, which) = verify_signer(p7, s, &lookup, &econtent_type, &candidates);
         if let (Ok(()), Some(i)) = (&result.outcome, which) {
             matched_content.get_or_insert(i);
         }

@@ -147,17 +147,29 @@ fn pem_rfc7468_decode(input: &[u8]) -> Result<(String, Vec<u8>), ImportError> {
 }
 
 fn certs_from_p7b(der_bytes: &[u8]) -> Result<Vec<Certificate>, ImportError> {
-    let ci = cms::content_info::ContentInfo::from_ber(der_bytes)
-        .map_err(|_| ImportError::NoCertificate)?;
-    if ci.content_type != alg::ID_SIGNED_DATA {
-        return Err(ImportError::NoCertificate);
+    let certs = read_signed_data(der_bytes)
+        .map(|sd| signed_data_certificates(&sd))
+        .unwrap_or_default();
+    if certs.is_empty() {
+        Err(ImportError::NoCertificate)
+    } else {
+        Ok(certs)
     }
-    let sd: cms::signed_data::SignedData = ci
-        .content
-        .decode_as_encoding(der::EncodingRules::Ber)
-        .map_err(|_| ImportError::NoCertificate)?;
-    let certs: Vec<Certificate> = sd
-        .certificates
+}
+
+/// A CMS ContentInfo holding a SignedData (DER or BER), decoded; `None` otherwise.
+pub(crate) fn read_signed_data(der_bytes: &[u8]) -> Option<cms::signed_data::SignedData> {
+    let ci = cms::content_info::ContentInfo::from_ber(der_bytes).ok()?;
+    if ci.content_type != alg::ID_SIGNED_DATA {
+        return None;
+    }
+    ci.content.decode_as_encoding(der::EncodingRules::Ber).ok()
+}
+
+/// The X.509 certificates a SignedData carries (attribute certificates are skipped).
+pub(crate) fn signed_data_certificates(sd: &cms::signed_data::SignedData) -> Vec<Certificate> {
+    sd.certificates
+        .as_ref()
         .map(|set| {
             set.0
                 .iter()
@@ -167,12 +179,7 @@ fn certs_from_p7b(der_bytes: &[u8]) -> Result<Vec<Certificate>, ImportError> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    if certs.is_empty() {
-        Err(ImportError::NoCertificate)
-    } else {
-        Ok(certs)
-    }
+        .unwrap_or_default()
 }
 
 /// Read an unencrypted RSA private key: PKCS#8 (`PRIVATE KEY`) or PKCS#1

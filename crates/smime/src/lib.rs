@@ -11,6 +11,7 @@
 
 mod alg;
 mod ber;
+mod bundle;
 mod error;
 mod inbound;
 mod keys;
@@ -20,6 +21,7 @@ mod pkcs12;
 pub mod pki;
 mod verdict;
 
+pub use bundle::{Bundle, BundleError, read_bundle};
 pub use error::{ImportError, SealError};
 pub use keys::{
     Binding, Identity, MIN_RSA_BITS, binds_address, check_import, check_key_matches,

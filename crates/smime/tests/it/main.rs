@@ -1,6 +1,7 @@
 //! Integration tests: interop with the real `openssl` command line, both ways,
 //! and one test per verdict code. One binary, one module per area.
 
+mod bundle;
 mod devpki;
 mod inbound;
 mod keys;
