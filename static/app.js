@@ -239,31 +239,74 @@
         .then(function (res) { if (res) { checked[a] = res; done(res); } });
     });
   }
-  var suggestions = document.getElementById("suggestions");
+  // suggestions: a listbox under the field (directory entries, then recent
+  // recipients); arrows move, Enter or a click chooses, Escape closes
   var suggestTimer = null;
-  function suggest(input) {
+  function choose(input, list, address) {
+    var head = input.value.split(/[,;]/).slice(0, -1).map(function (s) { return s.trim(); }).filter(Boolean);
+    input.value = head.concat([address]).join(", ") + ", ";
+    close(input, list);
+    changed();
+    renderChips(input);
+    input.focus();
+  }
+  function close(input, list) {
+    list.hidden = true;
+    list.innerHTML = "";
+    input.setAttribute("aria-expanded", "false");
+    input.removeAttribute("aria-activedescendant");
+  }
+  function suggest(input, list) {
     var last = input.value.split(/[,;]/).pop().trim();
-    if (last.length < 2) return;
+    if (last.length < 2) { close(input, list); return; }
     clearTimeout(suggestTimer);
     suggestTimer = setTimeout(function () {
       fetch("/mail/suggest?q=" + encodeURIComponent(last), { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : []; })
         .then(function (items) {
-          suggestions.innerHTML = "";
-          var head = input.value.split(/[,;]/).slice(0, -1).map(function (s) { return s.trim(); }).filter(Boolean);
-          items.forEach(function (s) {
-            var o = document.createElement("option");
-            o.value = head.concat([s.address]).join(", ");
-            o.label = (s.name ? s.name + " · " : "") + s.address + (s.detail ? " (" + s.detail + ")" : "");
-            suggestions.appendChild(o);
+          list.innerHTML = "";
+          items.forEach(function (s, n) {
+            var li = document.createElement("li");
+            li.id = list.id + "-" + n;
+            li.setAttribute("role", "option");
+            li.setAttribute("data-address", s.address);
+            var name = document.createElement("strong");
+            name.textContent = s.name || s.address;
+            li.appendChild(name);
+            var more = document.createElement("span");
+            more.className = "muted";
+            more.textContent = " " + (s.name ? s.address : "") + (s.detail ? " · " + s.detail : "");
+            li.appendChild(more);
+            li.addEventListener("mousedown", function (e) { e.preventDefault(); });
+            li.addEventListener("click", function () { choose(input, list, s.address); });
+            list.appendChild(li);
           });
+          list.hidden = items.length === 0;
+          input.setAttribute("aria-expanded", items.length ? "true" : "false");
         });
     }, 200);
   }
   Array.prototype.forEach.call(form.querySelectorAll("[data-recipients]"), function (input) {
-    input.addEventListener("input", function () { suggest(input); });
+    var list = document.getElementById(input.id + "-suggest");
+    input.addEventListener("input", function () { suggest(input, list); });
+    input.addEventListener("keydown", function (e) {
+      if (list.hidden) return;
+      var options = Array.prototype.slice.call(list.querySelectorAll("[role=option]"));
+      var at = options.findIndex(function (o) { return o.getAttribute("aria-selected") === "true"; });
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        at = e.key === "ArrowDown" ? Math.min(options.length - 1, at + 1) : Math.max(0, at - 1);
+        options.forEach(function (o, n) { o.setAttribute("aria-selected", n === at ? "true" : "false"); });
+        input.setAttribute("aria-activedescendant", options[at].id);
+      } else if (e.key === "Enter" && at >= 0) {
+        e.preventDefault();
+        choose(input, list, options[at].getAttribute("data-address"));
+      } else if (e.key === "Escape") {
+        close(input, list);
+      }
+    });
     input.addEventListener("change", function () { renderChips(input); });
-    input.addEventListener("blur", function () { renderChips(input); });
+    input.addEventListener("blur", function () { close(input, list); renderChips(input); });
     if (input.value.trim() && !document.querySelector("#" + input.id + "-chips li")) renderChips(input);
   });
 

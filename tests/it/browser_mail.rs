@@ -3,7 +3,7 @@
 //! idle timeout; a renamed program is refused; axe-core finds no serious problem on
 //! the inbox, reading and compose pages.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fantoccini::{Client, Locator};
 
@@ -84,6 +84,15 @@ async fn axe_problems(c: &Client) -> Vec<String> {
     serde_json::from_value(result).unwrap_or_default()
 }
 
+/// Waits until the browser is on a path starting with `prefix`.
+async fn until_path(c: &Client, prefix: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path(c).await.starts_with(prefix) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn upload(c: &Client, file: &std::path::Path) {
     c.find(Locator::Css("#file"))
         .await
@@ -134,11 +143,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     let problems = axe_problems(&c).await;
     assert!(problems.is_empty(), "inbox: {problems:#?}");
     click(&c, "#compose").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path(&c).await.starts_with("/mail/drafts/") {
-        assert!(Instant::now() < deadline, "no draft page");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_path(&c, "/mail/drafts/", "no draft page").await;
     let draft_path = path(&c).await;
     fill(&c, "#to", "front@direct.hillside.test").await;
     fill(&c, "#subject", "Referral for Ms. Diaz").await;
@@ -154,11 +159,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     let problems = axe_problems(&c).await;
     assert!(problems.is_empty(), "compose: {problems:#?}");
     click(&c, "#send").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path(&c).await.starts_with("/mail/messages/") {
-        assert!(Instant::now() < deadline, "not on the Sent item");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_path(&c, "/mail/messages/", "not on the Sent item").await;
     let sent_path = path(&c).await;
     assert!(
         text(&c, "#delivery")
@@ -218,11 +219,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     );
     c.goto(&app.url(&message_path)).await.unwrap();
     click(&c, "#message-actions button[value=reply]").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path(&c).await.starts_with("/mail/drafts/") {
-        assert!(Instant::now() < deadline, "no reply draft");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_path(&c, "/mail/drafts/", "no reply draft").await;
     let to = c
         .find(Locator::Css("#to"))
         .await
@@ -239,11 +236,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
         .await
         .unwrap();
     click(&c, "#send").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path(&c).await.starts_with("/mail/messages/") {
-        assert!(Instant::now() < deadline, "reply not sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_path(&c, "/mail/messages/", "reply not sent").await;
     sign_out(&c, &app).await;
 
     // Ana sees "delivered" on her Sent item, and Kim's reply
@@ -257,11 +250,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
 
     // a draft typed before an idle timeout is intact after signing in again
     click(&c, "#compose").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !path(&c).await.starts_with("/mail/drafts/") {
-        assert!(Instant::now() < deadline, "no draft page");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_path(&c, "/mail/drafts/", "no draft page").await;
     let draft_path = path(&c).await;
     fill(&c, "#subject", "Lab results to follow").await;
     fill(&c, "#body", "The potassium was 5.9; repeat on Monday.").await;
@@ -298,4 +287,84 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     assert_eq!(subject, "Lab results to follow");
     assert_eq!(body, "The potassium was 5.9; repeat on Monday.");
     c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn compose_offers_a_directory_entry_and_says_its_certificate_was_found_via_dns() {
+    use der::Encode as _;
+    use directmail_discovery::responder::{Records, Responder};
+
+    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
+        .await
+        .unwrap();
+    let resolver = dns.local_addr();
+    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    // a cardiologist on another HISP: in the directory, certificate published in DNS
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let cert = ca
+        .issue_address("jose.muller@direct.elsewhere.test", SystemTime::now())
+        .unwrap();
+    let mut records = Records::new();
+    records
+        .add_cert(
+            "jose.muller@direct.elsewhere.test",
+            &cert.certificate().to_der().unwrap(),
+            300,
+        )
+        .unwrap();
+    dns.set_records(records);
+    let files = tempfile::tempdir().unwrap();
+    let csv = files.path().join("directory.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{}\npractitioner,José Müller-Smith,Elsewhere Cardiology,1234567893,207RC0000X Cardiovascular Disease,Springfield,IL,62701,,jose.muller@direct.elsewhere.test\n",
+            crate::directory::HEADER
+        ),
+    )
+    .unwrap();
+    crate::directory::cli_import(&app, &csv);
+
+    let driver = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    let c = chromium(&driver, profile.path()).await;
+    sign_in(&c, &app, "ana@direct.lakeside.test").await;
+    c.goto(&app.url(&format!("/mail/{}/inbox", ana_box.id)))
+        .await
+        .unwrap();
+    click(&c, "#compose").await;
+    until_path(&c, "/mail/drafts/", "no draft page").await;
+    // part of the name, without its accent, offers the entry
+    c.find(Locator::Css("#to"))
+        .await
+        .unwrap()
+        .send_keys("mull")
+        .await
+        .unwrap();
+    let offered = until_text(&c, "#to-suggest", "José Müller-Smith", false).await;
+    assert!(offered.contains("Elsewhere Cardiology"), "{offered}");
+    click(&c, "#to-suggest li").await;
+    let to = c
+        .find(Locator::Css("#to"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(to, "jose.muller@direct.elsewhere.test, ");
+    let chip = until_text(&c, "#to-chips", "found via DNS", false).await;
+    assert!(chip.contains("jose.muller@direct.elsewhere.test"), "{chip}");
+    c.close().await.unwrap();
+    dns.shutdown().await;
 }

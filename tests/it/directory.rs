@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::cli::{directmail, json};
 use crate::helpers::{Browser, Page, TestApp};
 
-const HEADER: &str = "kind,name,organization,npi,specialties,city,state,zip,phone,direct_addresses";
+pub(crate) const HEADER: &str =
+    "kind,name,organization,npi,specialties,city,state,zip,phone,direct_addresses";
 
 /// A CSV with three good rows.
 fn good_csv() -> String {
@@ -75,7 +76,7 @@ async fn import_through_the_page(app: &TestApp, b: &mut Browser, name: &str, csv
 }
 
 /// `directmail admin directory import FILE --json`, which must succeed.
-fn cli_import(app: &TestApp, file: &std::path::Path) -> Value {
+pub(crate) fn cli_import(app: &TestApp, file: &std::path::Path) -> Value {
     json(&directmail(
         app,
         &[
