@@ -15,38 +15,14 @@ use std::time::Instant;
 
 use directmail::app::Application;
 use directmail::clock::Clock;
-use directmail::config::{Config, DatabaseUrl};
+use directmail::config::Config;
 use directmail::domain::{DisplayName, DomainName, Email, Role};
 use directmail::store::inbound::{self, NewMessage};
 use directmail::store::mailboxes::{self, MailboxKind};
 use directmail::store::{orgs, users};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn database(dir: &std::path::Path) -> (DatabaseUrl, &'static str) {
-    match std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL") {
-        Ok(admin) => {
-            use sqlx::Connection as _;
-            let name = format!("bench_mail_{}", std::process::id());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("create database {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap().to_owned();
-            (DatabaseUrl(format!("{base}/{name}")), "PostgreSQL")
-        }
-        Err(_) => (
-            DatabaseUrl(format!("sqlite://{}", dir.join("bench.db").display())),
-            "SQLite",
-        ),
-    }
-}
+mod common;
+use common::{database, env_usize};
 
 const WORDS: [&str; 24] = [
     "referral",
@@ -150,7 +126,7 @@ async fn main() {
     let n = env_usize("BENCH_MESSAGES", 100_000);
     let seconds = env_usize("BENCH_SECONDS", 10);
     let dir = tempfile::tempdir().unwrap();
-    let (url, backend) = database(dir.path()).await;
+    let (url, backend) = database(dir.path(), "bench_mail").await;
     let mut config = Config::defaults();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.smtp_addr = "127.0.0.1:0".parse().unwrap();

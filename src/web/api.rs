@@ -367,10 +367,7 @@ async fn detail(
                     json!({
                         "index": n,
                         "name": a.attachment_name().unwrap_or("attachment"),
-                        "content_type": a.content_type().map(|c| match c.subtype() {
-                            Some(sub) => format!("{}/{}", c.ctype(), sub),
-                            None => c.ctype().to_owned(),
-                        }),
+                        "content_type": super::message::content_type_of(a),
                         "size": a.contents().len(),
                     })
                 })
@@ -424,19 +421,8 @@ async fn attachment(
             format!("Message {id} has no attachment {n}."),
         )
     })?;
-    let name: String = part
-        .attachment_name()
-        .unwrap_or("attachment")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' '))
-        .collect();
-    let content_type = part
-        .content_type()
-        .map(|c| match c.subtype() {
-            Some(sub) => format!("{}/{}", c.ctype(), sub),
-            None => c.ctype().to_owned(),
-        })
-        .unwrap_or_else(|| "application/octet-stream".into());
+    let name = super::message::header_filename(part.attachment_name().unwrap_or("attachment"));
+    let content_type = super::message::content_type_of(part);
     audit::record(
         &state.db,
         state.clock.now(),

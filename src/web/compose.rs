@@ -169,6 +169,8 @@ pub async fn draft_from(
             start.refs = refs;
         }
         "forward" => {
+            // References (without In-Reply-To) marks the draft as a forward of it
+            start.refs = parent.clone().map(|p| format!("<{p}>"));
             start.subject = prefixed("Fwd", &subject);
             start.body = format!(
                 "\n\n---------- Forwarded message ----------\nFrom: {}\nDate: {when}\nSubject: {subject}\n\n{text}",
@@ -470,14 +472,15 @@ async fn send_draft(
     let sent_id = messages::sent_copy(&state.db, outbound_id).await?;
     let mut tx = state.db.pool.begin().await?;
     drafts::delete(&mut tx, id).await?;
-    if let Some(parent) = draft.in_reply_to.as_deref() {
+    // a reply names its parent in In-Reply-To; a forward only in References
+    let parent = match (&draft.in_reply_to, &draft.refs) {
+        (Some(p), _) => Some((p.as_str(), "reply")),
+        (None, Some(r)) => r.split_whitespace().last().map(|p| (p, "forward")),
+        _ => None,
+    };
+    if let Some((parent, action)) = parent {
         let parent = parent.trim_matches(['<', '>']);
         if let Some(original) = messages::by_message_id(&mut tx, mailbox.id, parent).await? {
-            let action = if draft.subject.to_ascii_lowercase().starts_with("fwd:") {
-                "forward"
-            } else {
-                "reply"
-            };
             messages::record_activity(
                 &mut tx,
                 original,

@@ -2431,6 +2431,22 @@ async fn reply_all_and_forward_open_drafts_with_the_right_people_subject_and_fil
     let page = ana.get(&format!("/mail/{}/drafts", mb.id)).await;
     assert_eq!(count(&page.body, "drafts"), 3);
     assert!(audited(&app, "draft.create", "ana@direct.lakeside.test").await);
+
+    // sending the forward shows on the original who forwarded it
+    let sent = ana
+        .post(
+            &format!("/mail/drafts/{d}/send"),
+            &[
+                ("to", "dr.ana@direct.lakeside.test"),
+                ("cc", ""),
+                ("subject", "Fwd: Re: Care plan"),
+                ("body", &body),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let original = ana.get(&format!("/mail/messages/{id}")).await;
+    assert!(original.body.contains("Forwarded by"), "{}", original.body);
 }
 
 #[tokio::test]
