@@ -6,7 +6,7 @@
 //! `cargo bench --bench webmail_load` (SQLite in a temporary directory); set
 //! `DIRECTMAIL_BENCH_POSTGRES_URL=postgres://…/postgres` for PostgreSQL (a fresh
 //! database is created on it). `BENCH_MESSAGES` sizes the mailbox, `BENCH_SECONDS`
-//! (default 10) each wrk run. Needs `wrk` (Debian: `apt-get install wrk`);
+//! (default 10) each wrk run, `BENCH_ONLY` (part of a row's name) picks rows. Needs `wrk` (Debian: `apt-get install wrk`);
 //! `scripts/bench-webmail.sh` installs it and runs both databases.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -73,8 +73,8 @@ fn message(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Runs wrk and returns (requests/s, p50 ms, p99 ms).
-fn wrk(url: &str, cookie: &str, connections: usize, seconds: usize) -> (f64, f64, f64) {
+/// Runs wrk and returns (requests/s, p50 ms, p90 ms, p99 ms).
+fn wrk(url: &str, cookie: &str, connections: usize, seconds: usize) -> (f64, f64, f64, f64) {
     let out = Command::new("wrk")
         .args([
             "-t",
@@ -118,7 +118,7 @@ fn wrk(url: &str, cookie: &str, connections: usize, seconds: usize) -> (f64, f64
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    (rps, ms("50%"), ms("99%"))
+    (rps, ms("50%"), ms("90%"), ms("99%"))
 }
 
 #[tokio::main]
@@ -299,13 +299,14 @@ async fn main() {
             .unwrap_or(1)
     );
     println!(
-        "{:<30} {:>6} {:>10} {:>9} {:>9}",
-        "what", "users", "req/s", "p50 ms", "p99 ms"
+        "{:<30} {:>6} {:>10} {:>9} {:>9} {:>9}",
+        "what", "users", "req/s", "p50 ms", "p90 ms", "p99 ms"
     );
-    for (label, path) in &targets {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    for (label, path) in targets.iter().filter(|(l, _)| l.contains(&only)) {
         for c in [1, 32] {
-            let (rps, p50, p99) = wrk(&format!("{base}{path}"), &cookie, c, seconds);
-            println!("{label:<30} {c:>6} {rps:>10.0} {p50:>9.2} {p99:>9.2}");
+            let (rps, p50, p90, p99) = wrk(&format!("{base}{path}"), &cookie, c, seconds);
+            println!("{label:<30} {c:>6} {rps:>10.0} {p50:>9.2} {p90:>9.2} {p99:>9.2}");
         }
     }
 }

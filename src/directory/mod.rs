@@ -8,7 +8,7 @@
 //! - [`import`]: CSV and FHIR R4 files in (dry run, all or nothing) and out;
 //! - [`refresh`]: the scheduled refresh from `DIRECTMAIL_DIRECTORY_SOURCES`;
 //! - storage and queries are in [`crate::store::directory`], re-exported here for the
-//!   webmail: [`suggest`], [`name_for`], [`certificate_for`].
+//!   webmail: [`suggest`], [`names_for`], [`certificate_for`].
 
 pub mod csv;
 pub mod fhir;
@@ -27,7 +27,7 @@ use crate::domain::{Email, Invalid, Npi, Specialty};
 use crate::store::directory::{self as store, KeyColumn};
 
 pub use crate::store::directory::{
-    Entry, Suggestion, Viewer, certificate_for, name_for, search as find, suggest,
+    Entry, Suggestion, Viewer, certificate_for, names_for, search as find, suggest,
 };
 
 /// Largest file accepted by an import or a refresh (the browser's upload form is

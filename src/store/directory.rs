@@ -5,6 +5,8 @@
 //! Search columns hold lowercase ASCII tokens made by `directory::search`, and queries
 //! are made of the same tokens, so both databases see only `[a-z0-9 ]`.
 
+use std::collections::HashMap;
+
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use crate::db::{Backend, Db};
@@ -890,18 +892,35 @@ async fn hosted_domain_has_certificate(db: &Db, mailbox_id: i64) -> sqlx::Result
     Ok(n > 0)
 }
 
-/// The name the shared directory gives an address (hosted mailboxes included), for
-/// showing senders in message lists. Personal and organization entries are never
-/// used here: their names are private to their owners.
-pub async fn name_for(db: &Db, address: &str) -> sqlx::Result<Option<String>> {
+/// The names the shared directory gives these addresses (hosted mailboxes included),
+/// for showing senders in message lists: lower-cased address → name, for those it
+/// knows. Personal and organization entries are never used here: their names are
+/// private to their owners.
+pub async fn names_for(db: &Db, addresses: &[&str]) -> sqlx::Result<HashMap<String, String>> {
+    let mut wanted: Vec<String> = addresses
+        .iter()
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
     sync_hosted(db).await?;
-    sqlx::query_scalar(
-        "select e.name from directory_addresses a join directory_entries e on e.id = a.entry_id
-         where a.scope_key = 'public' and a.address = $1",
-    )
-    .bind(address.trim().to_ascii_lowercase())
-    .fetch_optional(&db.pool)
-    .await
+    let sql = format!(
+        "select a.address, e.name from directory_addresses a
+           join directory_entries e on e.id = a.entry_id
+         where a.scope_key = 'public' and a.address in ({})",
+        crate::store::messages::placeholders(1, wanted.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for a in &wanted {
+        query = query.bind(a.clone());
+    }
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("address")?, r.try_get("name")?)))
+        .collect()
 }
 
 /// The certificate (DER) attached by hand or by an import to this address in the

@@ -423,16 +423,3 @@ pub async fn set_read(conn: &mut AnyConnection, id: i64, read: bool) -> sqlx::Re
         .await?;
     Ok(())
 }
-
-/// Unread messages in each folder of a mailbox: `(folder, count)`.
-pub async fn unread_counts(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query(
-        "select folder, count(*) as n from messages where mailbox_id = $1 and is_read = 0 group by folder",
-    )
-    .bind(mailbox_id)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("folder")?, r.try_get("n")?)))
-        .collect()
-}

@@ -145,6 +145,51 @@ pub async fn folder_label(db: &Db, mailbox_id: i64, key: &str) -> sqlx::Result<O
         .await
 }
 
+/// The numbers around a mailbox page, read in one round trip.
+#[derive(Debug, Default)]
+pub struct Sidebar {
+    /// Unread messages by (mailbox, folder key), over all of the user's mailboxes.
+    pub unread: HashMap<(i64, String), i64>,
+    /// The user's own drafts in the open mailbox.
+    pub drafts: i64,
+    /// The folders users created in the open mailbox: `(key, name)`, by name.
+    pub folders: Vec<(String, String)>,
+}
+
+/// Unread counts over every mailbox assigned to `user_id`, with the drafts and
+/// custom folders of `mailbox_id`.
+pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sidebar> {
+    let rows = sqlx::query(
+        "select 'u' as kind, mailbox_id, folder as k, count(*) as n, '' as name from messages
+           where mailbox_id in (select mailbox_id from mailbox_members where user_id = $1)
+             and is_read = 0
+           group by mailbox_id, folder
+         union all
+         select 'd', $2, 'drafts', count(*), '' from drafts where mailbox_id = $2 and user_id = $1
+         union all
+         select 'f', mailbox_id, 'f' || id, 0, name from folders where mailbox_id = $2",
+    )
+    .bind(user_id)
+    .bind(mailbox_id)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut out = Sidebar::default();
+    for r in &rows {
+        let kind: String = r.try_get("kind")?;
+        let mailbox: i64 = r.try_get("mailbox_id")?;
+        let key: String = r.try_get("k")?;
+        match kind.as_str() {
+            "u" => {
+                out.unread.insert((mailbox, key), r.try_get("n")?);
+            }
+            "d" => out.drafts = r.try_get("n")?,
+            _ => out.folders.push((key, r.try_get("name")?)),
+        }
+    }
+    out.folders.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
 /// The folders users created in a mailbox: `(key, name)`, by name.
 pub async fn custom_folders(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<(String, String)>> {
     let rows = sqlx::query("select id, name from folders where mailbox_id = $1 order by name")

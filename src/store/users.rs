@@ -3,6 +3,7 @@
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use super::flag;
+use super::orgs::Org;
 use crate::db::Db;
 use crate::domain::{DisplayName, Email, Role};
 
@@ -103,6 +104,34 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<User>> {
         .fetch_optional(&db.pool)
         .await?;
     row.as_ref().map(User::from_row).transpose()
+}
+
+/// A user with their organization in one round trip (read on every signed-in
+/// request).
+pub async fn get_with_org(db: &Db, id: i64) -> sqlx::Result<Option<(User, Option<Org>)>> {
+    let row = sqlx::query(
+        "select u.*, o.name as org_name, o.idle_timeout_minutes as org_idle_timeout_minutes,
+                o.require_mfa as org_require_mfa, o.created_at as org_created_at
+         from users u left join organizations o on o.id = u.org_id where u.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let user = User::from_row(&row)?;
+    let org = match (user.org_id, row.try_get::<Option<String>, _>("org_name")?) {
+        (Some(id), Some(name)) => Some(Org {
+            id,
+            name,
+            idle_timeout_minutes: row.try_get("org_idle_timeout_minutes")?,
+            require_mfa: flag(row.try_get("org_require_mfa")?),
+            created_at: row.try_get("org_created_at")?,
+        }),
+        _ => None,
+    };
+    Ok(Some((user, org)))
 }
 
 pub async fn by_email(db: &Db, email: &str) -> sqlx::Result<Option<User>> {

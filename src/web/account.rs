@@ -433,9 +433,7 @@ struct TokensPage {
 }
 
 async fn tokens_page(State(state): State<AppState>, current: CurrentUser) -> AppResult<TokensPage> {
-    let new_token = current
-        .session
-        .remove::<String>(KEY_NEW_TOKEN)
+    let new_token = session::take::<String>(&current.session, KEY_NEW_TOKEN)
         .await?
         .unwrap_or_default();
     tokens_view(&state, current, new_token, String::new()).await

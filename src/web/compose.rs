@@ -286,7 +286,7 @@ async fn render(
             .map(|k| k.label().to_owned()),
     );
     Ok(ComposePage {
-        frame: frame(state, &current, mailbox).await?,
+        frame: frame(state, &current, mailbox.id).await?,
         chrome: current.chrome,
         saved: format!(
             "Kept on the server; last saved {}",

@@ -17,6 +17,7 @@ use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
 use crate::audit::{self, Event};
 use crate::clock::format_utc;
+use crate::directory;
 use crate::store::drafts;
 use crate::store::inbound::{self, MessageRow};
 use crate::store::mailboxes::{self, Mailbox, MailboxKind};
@@ -75,6 +76,8 @@ pub struct Row {
     pub row: MessageRow,
     /// The sender's name, or their address.
     pub who: String,
+    /// The sender as the From header gives them: "Name <address>" (a tooltip).
+    pub who_detail: String,
     pub when: String,
     pub badge: String,
     /// On Sent: "2 delivered, 1 failed".
@@ -103,69 +106,89 @@ pub struct Frame {
     pub shared: bool,
 }
 
-pub async fn frame(state: &AppState, current: &CurrentUser, mailbox: Mailbox) -> AppResult<Frame> {
-    let unread: HashMap<String, i64> = inbound::unread_counts(&state.db, mailbox.id)
-        .await?
-        .into_iter()
-        .collect();
-    let mut mailboxes_out = Vec::new();
-    for m in mailboxes::of_user(&state.db, current.user.id).await? {
-        let inbox = if m.id == mailbox.id {
-            unread.get("inbox").copied().unwrap_or(0)
-        } else {
-            inbound::unread_counts(&state.db, m.id)
-                .await?
-                .into_iter()
-                .find(|(f, _)| f == "inbox")
-                .map(|(_, n)| n)
-                .unwrap_or(0)
-        };
-        mailboxes_out.push(MailboxLink {
-            mailbox: m,
-            unread: inbox,
-        });
+impl Frame {
+    /// The label of one of this mailbox's folders, or 404.
+    pub fn folder_label(&self, key: &str) -> AppResult<String> {
+        self.folders
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| f.label.clone())
+            .ok_or(AppError::NotFound)
     }
-    let drafts = drafts::count(&state.db, mailbox.id, current.user.id).await?;
+}
+
+/// The sidebar around one of the user's mailboxes, or 404 when it is not theirs.
+pub async fn frame(state: &AppState, current: &CurrentUser, mailbox_id: i64) -> AppResult<Frame> {
+    let boxes = mailboxes::of_user(&state.db, current.user.id).await?;
+    let mailbox = boxes
+        .iter()
+        .find(|m| m.id == mailbox_id)
+        .cloned()
+        .ok_or(AppError::NotFound)?;
+    let counts = store::sidebar(&state.db, current.user.id, mailbox.id).await?;
+    let unread = |m: i64, folder: &str| {
+        counts
+            .unread
+            .get(&(m, folder.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let mailboxes = boxes
+        .into_iter()
+        .map(|m| MailboxLink {
+            unread: unread(m.id, "inbox"),
+            mailbox: m,
+        })
+        .collect();
     let mut folders: Vec<FolderLink> = SYSTEM_FOLDERS
         .iter()
         .map(|(k, l)| FolderLink {
             key: (*k).to_owned(),
             label: (*l).to_owned(),
             unread: if *k == "drafts" {
-                drafts
+                counts.drafts
             } else {
-                unread.get(*k).copied().unwrap_or(0)
+                unread(mailbox.id, k)
             },
             custom: false,
         })
         .collect();
-    for (key, label) in store::custom_folders(&state.db, mailbox.id).await? {
+    for (key, label) in &counts.folders {
         folders.push(FolderLink {
-            unread: unread.get(&key).copied().unwrap_or(0),
-            key,
-            label,
+            unread: unread(mailbox.id, key),
+            key: key.clone(),
+            label: label.clone(),
             custom: true,
         });
     }
     Ok(Frame {
         shared: mailbox.kind == MailboxKind::Shared,
         mailbox,
-        mailboxes: mailboxes_out,
+        mailboxes,
         folders,
     })
 }
 
-/// List rows with names, dates, badges and (for Sent) delivery summaries.
+/// List rows with names, dates, badges and (for Sent) delivery summaries. The
+/// sender's name is the shared directory's when it knows the address, else the one
+/// in the From header, else the address.
 pub async fn rows(state: &AppState, list: Vec<MessageRow>) -> AppResult<Vec<Row>> {
     let outbound: Vec<i64> = list.iter().filter_map(|r| r.outbound_id).collect();
     let summaries = store::delivery_summaries(&state.db, &outbound).await?;
+    let senders: Vec<&str> = list.iter().map(|r| r.from_addr.as_str()).collect();
+    let names = directory::names_for(&state.db, &senders).await?;
     Ok(list
         .into_iter()
         .map(|row| Row {
-            who: if row.from_name.is_empty() {
+            who: match names.get(&row.from_addr.to_ascii_lowercase()) {
+                Some(name) => name.clone(),
+                None if row.from_name.is_empty() => row.from_addr.clone(),
+                None => row.from_name.clone(),
+            },
+            who_detail: if row.from_name.is_empty() {
                 row.from_addr.clone()
             } else {
-                row.from_name.clone()
+                format!("{} <{}>", row.from_name, row.from_addr)
             },
             when: format_utc(row.received_at),
             badge: badge(&row),
@@ -229,10 +252,9 @@ async fn folder(
     Path((mailbox_id, folder)): Path<(i64, String)>,
     Query(q): Query<PageQuery>,
 ) -> AppResult<FolderPage> {
-    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    let label = store::folder_label(&state.db, mailbox.id, &folder)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let frame = frame(&state, &current, mailbox_id).await?;
+    let label = frame.folder_label(&folder)?;
+    let mailbox = &frame.mailbox;
     let (rows, drafts_out, next_before, newest) = if folder == "drafts" {
         let before = q
             .before
@@ -263,8 +285,8 @@ async fn folder(
         (rows(&state, list).await?, Vec::new(), next, newest)
     };
     Ok(FolderPage {
-        undo: undo_label(&current, mailbox.id).await?,
-        frame: frame(&state, &current, mailbox).await?,
+        undo: undo_label(&current, mailbox_id).await?,
+        frame,
         chrome: current.chrome,
         folder,
         folder_label: label,
@@ -301,13 +323,10 @@ async fn new_rows(
     Path((mailbox_id, folder)): Path<(i64, String)>,
     Query(q): Query<After>,
 ) -> AppResult<NewRows> {
-    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    store::folder_label(&state.db, mailbox.id, &folder)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let list = store::newer(&state.db, mailbox.id, &folder, q.after, PAGE).await?;
+    let frame = frame(&state, &current, mailbox_id).await?;
+    frame.folder_label(&folder)?;
+    let list = store::newer(&state.db, mailbox_id, &folder, q.after, PAGE).await?;
     let newest = list.first().map(|r| r.id).unwrap_or(q.after);
-    let frame = frame(&state, &current, mailbox).await?;
     Ok(NewRows {
         mailbox_id,
         folder,
@@ -335,13 +354,9 @@ async fn search(
     Path(mailbox_id): Path<i64>,
     Query(q): Query<SearchQuery>,
 ) -> AppResult<FolderPage> {
-    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let frame = frame(&state, &current, mailbox_id).await?;
     let mut s = q.search;
-    if !s.folder.is_empty()
-        && store::folder_label(&state.db, mailbox.id, &s.folder)
-            .await?
-            .is_none()
-    {
+    if !s.folder.is_empty() && frame.folder_label(&s.folder).is_err() {
         s.folder.clear();
     }
     let (list, next) = if s.is_empty() {
@@ -349,7 +364,7 @@ async fn search(
     } else {
         let list = store::search(
             &state.db,
-            mailbox.id,
+            mailbox_id,
             &s,
             q.page.trim().parse().ok(),
             PAGE + 1,
@@ -358,8 +373,8 @@ async fn search(
         paginate(list, |r| r.id.to_string())
     };
     Ok(FolderPage {
-        undo: undo_label(&current, mailbox.id).await?,
-        frame: frame(&state, &current, mailbox).await?,
+        undo: undo_label(&current, mailbox_id).await?,
+        frame,
         chrome: current.chrome,
         folder: "search".into(),
         folder_label: "Search".into(),

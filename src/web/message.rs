@@ -194,7 +194,10 @@ async fn message(
     current: CurrentUser,
     Path(id): Path<i64>,
 ) -> AppResult<MessagePage> {
-    let (mailbox, message) = own_message(&state, &current, id).await?;
+    let message = inbound::message(&state.db, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let frame = frame(&state, &current, message.row.mailbox_id).await?;
     let parsed = MessageParser::default().parse(&message.raw);
     let (to, cc, html, text, attachment_list) = match &parsed {
         Some(p) => (
@@ -262,7 +265,6 @@ async fn message(
             format!("{} by {name}, {}", activity_label(&action), format_utc(at))
         })
         .collect();
-    let frame = frame(&state, &current, mailbox).await?;
     let targets = frame
         .folders
         .iter()

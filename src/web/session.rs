@@ -10,7 +10,7 @@ use tower_sessions::Session;
 use super::{AppError, AppState};
 use crate::auth;
 use crate::domain::Role;
-use crate::store::orgs::{self, Org};
+use crate::store::orgs::Org;
 use crate::store::users::{self, User};
 
 pub const KEY_CSRF: &str = "csrf";
@@ -84,8 +84,7 @@ async fn chrome_for(parts: &Parts, session: &Session) -> Result<Chrome, AppError
     Ok(Chrome {
         csrf: csrf_token(session).await?,
         user: None,
-        flash: session
-            .remove::<String>(KEY_FLASH)
+        flash: take::<String>(session, KEY_FLASH)
             .await?
             .unwrap_or_default(),
         banner: parts
@@ -95,6 +94,19 @@ async fn chrome_for(parts: &Parts, session: &Session) -> Result<Chrome, AppError
             .unwrap_or_default(),
         idle_seconds: 0,
     })
+}
+
+/// Takes a value shown once. `Session::remove` marks the session changed even when
+/// the key is absent, which made every page view save its session: a database write
+/// per request, serialized on SQLite. This writes only when there was a value.
+pub async fn take<T: serde::de::DeserializeOwned>(
+    session: &Session,
+    key: &str,
+) -> Result<Option<T>, AppError> {
+    if session.get_value(key).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(session.remove::<T>(key).await?)
 }
 
 /// Sets the message shown once on the next page.
@@ -210,20 +222,20 @@ async fn load(
     if stage.as_deref() != Some("full") {
         return Err(redirect(parts, "/login/mfa"));
     }
-    let user = users::get(&state.db, uid)
+    let found = users::get_with_org(&state.db, uid)
         .await
         .map_err(|e| fail(e.into()))?;
     let epoch: Option<i64> = session.get(KEY_EPOCH).await.map_err(|e| fail(e.into()))?;
-    let user = match user {
-        Some(u) if !u.disabled && Some(u.session_epoch) == epoch && u.password_hash.is_some() => u,
+    let (user, org) = match found {
+        Some((u, org))
+            if !u.disabled && Some(u.session_epoch) == epoch && u.password_hash.is_some() =>
+        {
+            (u, org)
+        }
         _ => {
             session.flush().await.map_err(|e| fail(e.into()))?;
             return Err(to_sign_in(parts, "ended"));
         }
-    };
-    let org = match user.org_id {
-        Some(id) => orgs::get(&state.db, id).await.map_err(|e| fail(e.into()))?,
-        None => None,
     };
     let now = state.clock.now();
     let idle_minutes = org

@@ -489,9 +489,11 @@ async fn hosted_mailboxes_are_listed_until_their_administrator_unlists_them() {
         "the domain's own certificate"
     );
     assert_eq!(
-        directory::name_for(&app.state.db, "Dr.Ruiz@direct.lakeside.test")
+        directory::names_for(&app.state.db, &["Dr.Ruiz@direct.lakeside.test"])
             .await
-            .unwrap(),
+            .unwrap()
+            .get("dr.ruiz@direct.lakeside.test")
+            .cloned(),
         Some("Desk".to_owned())
     );
 
@@ -515,9 +517,11 @@ async fn hosted_mailboxes_are_listed_until_their_administrator_unlists_them() {
     assert_eq!(done.status, StatusCode::SEE_OTHER);
     assert!(suggest(&mut far, "desk").await.is_empty());
     assert_eq!(
-        directory::name_for(&app.state.db, "dr.ruiz@direct.lakeside.test")
+        directory::names_for(&app.state.db, &["dr.ruiz@direct.lakeside.test"])
             .await
-            .unwrap(),
+            .unwrap()
+            .get("dr.ruiz@direct.lakeside.test")
+            .cloned(),
         None
     );
     // listed again from the command line
@@ -648,9 +652,11 @@ async fn an_address_book_is_private_to_its_owner_even_by_url() {
     );
     // and private names never leak into the message list
     assert_eq!(
-        directory::name_for(&app.state.db, "cousin.vinny@direct.far.test")
+        directory::names_for(&app.state.db, &["cousin.vinny@direct.far.test"])
             .await
-            .unwrap(),
+            .unwrap()
+            .get("cousin.vinny@direct.far.test")
+            .cloned(),
         None
     );
 }

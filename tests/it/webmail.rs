@@ -553,8 +553,9 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
         "{r}"
     );
     assert!(
-        r.contains("Dr. Ana Ruiz") && r.contains("dr.ana@direct.lakeside.test"),
-        "{r}"
+        r.contains(">Desk</span>")
+            && r.contains("title=\"Dr. Ana Ruiz &#60;dr.ana@direct.lakeside.test&#62;\""),
+        "the directory's name for the hosted mailbox, the From header on hover: {r}"
     );
     assert!(r.contains("Referral for Ms. Diaz"), "{r}");
     assert!(
@@ -2498,4 +2499,87 @@ async fn undoing_a_delete_after_its_folder_was_removed_brings_the_messages_to_th
         "not in a folder that is gone"
     );
     assert_eq!(row_ids(&page.body), vec![id]);
+}
+
+/// Every stored session, as text, to tell whether a request rewrote one.
+async fn sessions(app: &TestApp) -> Vec<String> {
+    let sql = match app.state.db.backend {
+        directmail::db::Backend::Sqlite => {
+            "select id || ' ' || cast(expiry_date as text) || ' ' || hex(data) as s
+             from tower_sessions order by id"
+        }
+        directmail::db::Backend::Postgres => {
+            "select id || ' ' || expiry_date::text || ' ' || encode(data, 'hex') as s
+             from tower_sessions.session order by id"
+        }
+    };
+    sqlx::query_scalar(sql)
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_rewrite_the_session()
+{
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let to = "dr.ana@direct.lakeside.test";
+    let known = deliver(
+        &app,
+        mb.id,
+        &Mail::new("Lab@Partner.Example", to, "Potassium", "4.1"),
+    )
+    .await;
+    let mut headed = Mail::new("nurse@else.example", to, "Visit", "Tuesday.");
+    headed.from_name = "Nurse Joy".into();
+    let headed = deliver(&app, mb.id, &headed).await;
+    let bare = deliver(
+        &app,
+        mb.id,
+        &Mail::new("someone@else.example", to, "Hello", "Hi."),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partners.csv");
+    std::fs::write(
+        &file,
+        "kind,name,organization,npi,specialties,city,state,zip,phone,direct_addresses\n\
+         service,Partner Laboratory,Partner Health,,,Peoria,IL,61602,,lab@partner.example\n",
+    )
+    .unwrap();
+    crate::directory::cli_import(&app, &file);
+
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let inbox = format!("/mail/{}/inbox", mb.id);
+    let page = ana.get(&inbox).await;
+    assert!(
+        row(&page.body, known).contains("Partner Laboratory"),
+        "the directory's name, whatever the address's case"
+    );
+    assert!(
+        row(&page.body, headed).contains("Nurse Joy"),
+        "the From name"
+    );
+    assert!(row(&page.body, bare).contains("someone@else.example"));
+
+    // looking at pages saves nothing: the session is written when it changes
+    let before = sessions(&app).await;
+    assert!(!before.is_empty());
+    for path in [
+        inbox.clone(),
+        format!("/mail/{}/archive", mb.id),
+        format!("/mail/{}/search?q=potassium", mb.id),
+        format!("/mail/messages/{known}"),
+    ] {
+        assert_eq!(ana.get(&path).await.status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(sessions(&app).await, before);
 }
