@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use mail_parser::{MessageParser, MimeHeaders as _};
 use sqlx::{AnyConnection, Row as _};
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_normalization::char::is_combining_mark;
 
 use super::inbound::MessageRow;
 use crate::db::{Backend, Db};
@@ -459,13 +461,43 @@ pub struct Search {
     pub folder: String,
 }
 
-/// Words of a query as the index splits them (letters and digits), at most 8.
+/// Words of a query as the index splits them (letters and digits), at most 8,
+/// lower case and without accents.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(8)
-        .map(|w| w.to_lowercase())
+        .map(|w| {
+            w.chars()
+                .map(fold_letter)
+                .collect::<String>()
+                .to_lowercase()
+        })
         .collect()
+}
+
+/// An accented Latin letter's base letter, as PostgreSQL's `directmail_fold`
+/// (migration 0013) folds the search column: what NFD splits into an ASCII letter
+/// and combining marks in U+00C0–U+024F, and ø ł đ ı. Other characters are kept.
+/// (SQLite's tokenizer folds accents itself.)
+pub fn fold_letter(c: char) -> char {
+    match c {
+        'ø' => 'o',
+        'Ø' => 'O',
+        'ł' => 'l',
+        'Ł' => 'L',
+        'đ' => 'd',
+        'Đ' => 'D',
+        'ı' => 'i',
+        '\u{C0}'..='\u{24F}' => {
+            let mut parts = std::iter::once(c).nfd();
+            match parts.next() {
+                Some(base) if base.is_ascii_alphabetic() && parts.all(is_combining_mark) => base,
+                _ => c,
+            }
+        }
+        _ => c,
+    }
 }
 
 /// An FTS5 / tsquery expression: every word as a prefix, all required; per column
@@ -549,7 +581,10 @@ pub async fn search(
             ] {
                 for w in ws {
                     texts.push(format!("%{w}%"));
-                    clauses.push(format!("lower({column}) like ${}", 1 + texts.len()));
+                    clauses.push(format!(
+                        "lower(directmail_fold({column})) like ${}",
+                        1 + texts.len()
+                    ));
                 }
             }
         }
@@ -777,4 +812,44 @@ pub async fn suggestions(
     }
     out.truncate(limit);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two strings of `translate(t, 'from', 'to')` in the PostgreSQL migration.
+    fn migration_map() -> Vec<(char, char)> {
+        let sql = include_str!("../../migrations/postgres/0013_search_accents.sql");
+        let body = sql.split("translate(t,").nth(1).unwrap();
+        let quoted: Vec<&str> = body.split('\'').skip(1).step_by(2).take(2).collect();
+        let (from, to): (Vec<char>, Vec<char>) =
+            (quoted[0].chars().collect(), quoted[1].chars().collect());
+        assert_eq!(from.len(), to.len());
+        from.into_iter().zip(to).collect()
+    }
+
+    #[test]
+    fn query_words_fold_accents_exactly_as_the_postgres_search_column() {
+        let map = migration_map();
+        assert!(map.len() > 200);
+        for &(accented, base) in &map {
+            assert_eq!(fold_letter(accented), base, "{accented}");
+        }
+        // and nothing folds in Rust that the column keeps
+        for c in ('\u{80}'..='\u{24F}').chain("øØłŁđĐı".chars()) {
+            if fold_letter(c) != c {
+                assert!(map.iter().any(|&(a, _)| a == c), "{c} folds only in Rust");
+            }
+        }
+        assert_eq!(
+            words("Café  Müller-Łukasz ZOË"),
+            ["cafe", "muller", "lukasz", "zoe"]
+        );
+        assert_eq!(
+            words("Ωμέγα 東京"),
+            ["ωμέγα", "東京"],
+            "other scripts are kept"
+        );
+    }
 }

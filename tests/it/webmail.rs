@@ -1098,6 +1098,10 @@ async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_qu
         // accented words match as written
         (&[("q", "café")], vec![labs]),
         (&[("q", "Zoë")], vec![cardio]),
+        // and without their accents, or with accents the message does not have
+        (&[("q", "cafe")], vec![labs]),
+        (&[("from", "Zoe Whitfield")], vec![cardio]),
+        (&[("from", "Dubóis")], vec![labs]),
         // dates, inclusive, in UTC
         (
             &[("after", "2024-04-01"), ("before", "2024-04-10")],
