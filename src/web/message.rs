@@ -68,28 +68,12 @@ pub enum Show {
     Download,
 }
 
-/// What kind an attachment really is, from its bytes (never its declared type).
+/// How an attachment is shown, from its bytes (never its declared type).
 fn show_as(data: &[u8]) -> Show {
-    if data.starts_with(b"%PDF-") {
-        Show::Pdf
-    } else if data.starts_with(b"\x89PNG\r\n\x1a\n")
-        || data.starts_with(b"\xff\xd8\xff")
-        || data.starts_with(b"GIF87a")
-        || data.starts_with(b"GIF89a")
-    {
-        Show::Image
-    } else {
-        Show::Download
-    }
-}
-
-fn image_type(data: &[u8]) -> &'static str {
-    if data.starts_with(b"\x89PNG") {
-        "image/png"
-    } else if data.starts_with(b"GIF") {
-        "image/gif"
-    } else {
-        "image/jpeg"
+    match directmail_content::media_type(data) {
+        "application/pdf" => Show::Pdf,
+        t if t.starts_with("image/") => Show::Image,
+        _ => Show::Download,
     }
 }
 
@@ -521,7 +505,7 @@ async fn attachment(
 pub fn file_response(name: &str, data: Vec<u8>, show: Show) -> Response {
     let (ctype, disposition) = match show {
         Show::Pdf => ("application/pdf", "inline"),
-        Show::Image => (image_type(&data), "inline"),
+        Show::Image => (directmail_content::media_type(&data), "inline"),
         Show::Download => ("application/octet-stream", "attachment"),
     };
     let mut response = (

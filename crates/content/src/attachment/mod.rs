@@ -13,6 +13,16 @@ use std::str::FromStr;
 
 use sniff::Format;
 
+/// The media type of a file from its bytes (never its name or declared type):
+/// `application/pdf`, `image/png`, … or `application/octet-stream` for anything
+/// that is not one of the allowed kinds.
+pub fn media_type(bytes: &[u8]) -> &'static str {
+    if bytes.is_empty() {
+        return "application/octet-stream";
+    }
+    sniff::sniff(bytes).content_type()
+}
+
 /// A family of attachments the operator can allow. PDF is always allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
