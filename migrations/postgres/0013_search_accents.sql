@@ -18,3 +18,8 @@ alter table messages add column search tsvector generated always as (
                   '@._-/:', '      '))
 ) stored;
 create index messages_search on messages using gin (search);
+
+-- A broad search ("referral") matches most of a mailbox; the GIN index cannot give
+-- matches newest first, so `store::messages::search` first looks through the
+-- mailbox's newest messages in id order, which this index serves.
+create index messages_newest on messages (mailbox_id, id);

@@ -547,6 +547,7 @@ pub async fn search(
     let mut order = "m.id";
     // text parameters come first ($2…), then integers
     let (q, from, to) = (words(&s.q), words(&s.from), words(&s.to));
+    let mut full_text = false;
     match db.backend {
         Backend::Sqlite => {
             let mut parts = Vec::new();
@@ -569,6 +570,7 @@ pub async fn search(
         Backend::Postgres => {
             let all: Vec<String> = q.iter().chain(&from).chain(&to).cloned().collect();
             if !all.is_empty() {
+                full_text = true;
                 texts.push(match_expr(db.backend, None, &all));
                 clauses.push(format!(
                     "m.search @@ to_tsquery('simple', ${})",
@@ -612,21 +614,50 @@ pub async fn search(
         .split(',')
         .map(|c| format!("m.{}", c.trim()))
         .collect();
-    let sql = format!(
-        "select {} from {from_clause} where {} order by {order} desc limit ${next}",
-        columns.join(", "),
-        clauses.join(" and ")
-    );
-    let mut query = sqlx::query(&sql).bind(mailbox_id);
-    for t in &texts {
-        query = query.bind(t.clone());
+    let run = |from_clause: String| {
+        let sql = format!(
+            "select {} from {from_clause} where {} order by {order} desc limit ${next}",
+            columns.join(", "),
+            clauses.join(" and ")
+        );
+        let (texts, ints) = (&texts, &ints);
+        async move {
+            let mut query = sqlx::query(&sql).bind(mailbox_id);
+            for t in texts {
+                query = query.bind(t.clone());
+            }
+            for i in ints {
+                query = query.bind(*i);
+            }
+            let rows = query.bind(limit).fetch_all(&db.pool).await?;
+            rows.iter()
+                .map(MessageRow::from_row)
+                .collect::<sqlx::Result<Vec<_>>>()
+        }
+    };
+    // On PostgreSQL the GIN index finds every match before any can be sorted, which
+    // for a word in most messages means reading most of the mailbox. The newest
+    // messages are tried first, in id order; a page found there is the answer.
+    if full_text {
+        let before = match before_id {
+            Some(_) => format!(" and id < ${}", next - 1),
+            None => String::new(),
+        };
+        let found = run(format!(
+            "(select * from messages where mailbox_id = $1{before}
+              order by id desc limit {PG_NEWEST_FIRST}) m"
+        ))
+        .await?;
+        if found.len() as i64 >= limit {
+            return Ok(found);
+        }
     }
-    for i in &ints {
-        query = query.bind(*i);
-    }
-    let rows = query.bind(limit).fetch_all(&db.pool).await?;
-    rows.iter().map(MessageRow::from_row).collect()
+    run(from_clause.to_owned()).await
 }
+
+/// How many of a mailbox's newest messages a PostgreSQL search looks through before
+/// it asks the full-text index for every match.
+const PG_NEWEST_FIRST: i64 = 2000;
 
 /// For Sent items: each message's delivery in a few words ("3 delivered, 1 failed").
 pub async fn delivery_summaries(

@@ -163,6 +163,23 @@ where
     }
 }
 
+/// Ends an action on one row: records `event` in the action's transaction, commits,
+/// and sends the user back to `to` with `message` shown once.
+pub async fn finish_action(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    state: &AppState,
+    current: &session::CurrentUser,
+    ip: String,
+    event: crate::audit::Event<'_>,
+    message: String,
+    to: &str,
+) -> AppResult<Response> {
+    crate::audit::append(&mut tx, state.clock.now(), &current.actor(ip), event).await?;
+    tx.commit().await?;
+    session::flash(&current.session, message).await?;
+    Ok(axum::response::Redirect::to(to).into_response())
+}
+
 /// The peer address, or, when the peer is a trusted proxy, the right-most address in
 /// `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_ip(parts: &Parts, trusted: &[IpAddr]) -> IpAddr {

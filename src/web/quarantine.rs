@@ -5,13 +5,13 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::{self, Chrome, CurrentUser};
-use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Event};
+use super::session::{Chrome, CurrentUser};
+use super::{AppError, AppResult, AppState, ClientIp, finish_action};
+use crate::audit::Event;
 use crate::clock::format_utc;
 use crate::store::inbound::{self, InboundRow};
 
@@ -125,21 +125,18 @@ async fn retry(
     if !inbound::requeue(&mut tx, id).await? {
         return Err(AppError::NotFound);
     }
-    audit::append(
-        &mut tx,
-        state.clock.now(),
-        &current.actor(ip),
+    let done = finish_action(
+        tx,
+        &state,
+        &current,
+        ip,
         Event::new("quarantine.retry", format!("inbound:{id}")),
-    )
-    .await?;
-    tx.commit().await?;
-    state.wake_processor.notify_one();
-    session::flash(
-        &current.session,
         format!("Message {id} will be processed again now."),
+        "/quarantine",
     )
     .await?;
-    Ok(Redirect::to("/quarantine").into_response())
+    state.wake_processor.notify_one();
+    Ok(done)
 }
 
 async fn discard(
@@ -153,18 +150,14 @@ async fn discard(
     if !inbound::discard(&mut tx, id).await? {
         return Err(AppError::NotFound);
     }
-    audit::append(
-        &mut tx,
-        state.clock.now(),
-        &current.actor(ip),
+    finish_action(
+        tx,
+        &state,
+        &current,
+        ip,
         Event::new("quarantine.discard", format!("inbound:{id}")),
-    )
-    .await?;
-    tx.commit().await?;
-    session::flash(
-        &current.session,
         format!("Message {id} was discarded; its content is erased."),
+        "/quarantine",
     )
-    .await?;
-    Ok(Redirect::to("/quarantine").into_response())
+    .await
 }

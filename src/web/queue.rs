@@ -6,13 +6,13 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::session::{self, Chrome, CurrentUser};
-use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Event};
+use super::session::{Chrome, CurrentUser};
+use super::{AppError, AppResult, AppState, ClientIp, finish_action};
+use crate::audit::Event;
 use crate::clock::format_utc;
 use crate::store::outbound::{self, QueueRow};
 
@@ -97,21 +97,18 @@ async fn retry(
     if !outbound::retry_now(&mut tx, id, now).await? {
         return Err(AppError::NotFound);
     }
-    audit::append(
-        &mut tx,
-        now,
-        &current.actor(ip),
+    let done = finish_action(
+        tx,
+        &state,
+        &current,
+        ip,
         Event::new("queue.retry", format!("queue:{id}")),
-    )
-    .await?;
-    tx.commit().await?;
-    state.wake_sender.notify_one();
-    session::flash(
-        &current.session,
         format!("Queue entry {id} will be tried again now."),
+        "/queue",
     )
     .await?;
-    Ok(Redirect::to("/queue").into_response())
+    state.wake_sender.notify_one();
+    Ok(done)
 }
 
 async fn discard(
@@ -126,18 +123,14 @@ async fn discard(
     if !outbound::discard(&mut tx, id, now).await? {
         return Err(AppError::NotFound);
     }
-    audit::append(
-        &mut tx,
-        now,
-        &current.actor(ip),
+    finish_action(
+        tx,
+        &state,
+        &current,
+        ip,
         Event::new("queue.discard", format!("queue:{id}")),
-    )
-    .await?;
-    tx.commit().await?;
-    session::flash(
-        &current.session,
         format!("Queue entry {id} was discarded; its senders were told."),
+        "/queue",
     )
-    .await?;
-    Ok(Redirect::to("/queue").into_response())
+    .await
 }

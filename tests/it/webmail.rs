@@ -2587,3 +2587,47 @@ async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_re
     }
     assert_eq!(sessions(&app).await, before);
 }
+
+#[tokio::test]
+async fn a_search_finds_old_matches_beyond_the_newest_two_thousand_messages() {
+    let app = TestApp::spawn().await;
+    let mb = desk(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    // 2 100 messages: the 40 oldest and the 40 newest mention "echogram"; PostgreSQL
+    // looks through the newest 2 000 first and must then go on to the rest
+    let now = app.now();
+    let seed: Vec<(Mail, i64)> = (0..2100)
+        .map(|i| {
+            let word = if !(40..2060).contains(&i) {
+                "echogram"
+            } else {
+                "census"
+            };
+            let mail = Mail::new(
+                "lab@partner.example",
+                "dr.ana@direct.lakeside.test",
+                &format!("Report {i}"),
+                &format!("Weekly {word} figures."),
+            );
+            (mail, now - 2100 + i)
+        })
+        .collect();
+    let ids = deliver_many(&app, mb.id, &seed).await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let first = search(&mut ana, mb.id, &[("q", "echogram")]).await;
+    let mut expected: Vec<i64> = ids[2060..].iter().chain(&ids[..40]).copied().collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(
+        row_ids(&first.body),
+        expected[..50],
+        "the 40 newest, then the oldest"
+    );
+    let second = ana.get(&older(&first.body).expect("an Older link")).await;
+    assert_eq!(row_ids(&second.body), expected[50..]);
+}
