@@ -17,12 +17,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-/// mimalloc instead of glibc's malloc for every binary built on this crate: with the
-/// runtime's threads and one per SQLite connection, glibc's arenas took about a
-/// tenth of the CPU of the inbox benchmark (`benches/webmail_load.rs`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod accounts;
 pub mod app;
 pub mod audit;

