@@ -114,15 +114,6 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
-/// A user's drafts in a mailbox (drafts are the writer's own, also in shared ones).
-pub async fn count(db: &Db, mailbox_id: i64, user_id: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from drafts where mailbox_id = $1 and user_id = $2")
-        .bind(mailbox_id)
-        .bind(user_id)
-        .fetch_one(&db.pool)
-        .await
-}
-
 /// Saves what the user typed.
 pub async fn save(
     conn: &mut AnyConnection,

@@ -192,22 +192,6 @@ pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sid
     Ok(out)
 }
 
-/// The folders users created in a mailbox: `(key, name)`, by name.
-pub async fn custom_folders(db: &Db, mailbox_id: i64) -> sqlx::Result<Vec<(String, String)>> {
-    let rows = sqlx::query("select id, name from folders where mailbox_id = $1 order by name")
-        .bind(mailbox_id)
-        .fetch_all(&db.pool)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                format!("f{}", r.try_get::<i64, _>("id")?),
-                r.try_get("name")?,
-            ))
-        })
-        .collect()
-}
-
 /// Creates a folder; `None` when the mailbox already has one by that name.
 pub async fn create_folder(
     conn: &mut AnyConnection,

@@ -1897,9 +1897,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
             .is_some()
     );
     assert_eq!(
-        messages::custom_folders(&app.state.db, kb)
+        messages::sidebar(&app.state.db, 0, kb)
             .await
             .unwrap()
+            .folders
             .len(),
         1
     );
@@ -1916,9 +1917,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         1
     );
     assert_eq!(
-        drafts::count(&app.state.db, kb, draft.user_id)
+        messages::sidebar(&app.state.db, draft.user_id, kb)
             .await
-            .unwrap(),
+            .unwrap()
+            .drafts,
         1
     );
     let by_ana: Vec<_> = directmail::audit::list(&app.state.db, &Default::default(), 1000)
@@ -1971,9 +1973,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
     assert_eq!(place(&app, km).await, at("inbox", false));
     assert_eq!(place(&app, binned).await, at("trash", false));
     assert_eq!(
-        messages::custom_folders(&app.state.db, kb)
+        messages::sidebar(&app.state.db, 0, kb)
             .await
             .unwrap()
+            .folders
             .len(),
         1
     );
@@ -1986,9 +1989,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         ("Private draft", "Kim's words")
     );
     assert_eq!(
-        drafts::count(&app.state.db, kb, draft.user_id)
+        messages::sidebar(&app.state.db, draft.user_id, kb)
             .await
-            .unwrap(),
+            .unwrap()
+            .drafts,
         1
     );
     let queued: i64 = sqlx::query_scalar("select count(*) from outbound_messages")
