@@ -292,21 +292,9 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
 #[tokio::test]
 async fn compose_offers_a_directory_entry_and_says_its_certificate_was_found_via_dns() {
     use der::Encode as _;
-    use directmail_discovery::responder::{Records, Responder};
+    use directmail_discovery::responder::Records;
 
-    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
-        .await
-        .unwrap();
-    let resolver = dns.local_addr();
-    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
-    let ana_box = app
-        .practice(
-            "Lakeside Clinic",
-            "direct.lakeside.test",
-            "ana@direct.lakeside.test",
-            "dr.ana@direct.lakeside.test",
-        )
-        .await;
+    let (app, dns, ana_box) = TestApp::spawn_with_dns().await;
     // a cardiologist on another HISP: in the directory, certificate published in DNS
     let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
         .await

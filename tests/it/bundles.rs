@@ -17,7 +17,7 @@ use directmail::pki::bundles::{NewImport, Reader, SendingAnchorsWatch};
 use directmail::pki::fetch::Fetcher;
 use directmail::store::bundles as store;
 use directmail::store::orgs;
-use directmail_discovery::responder::{Records, Responder};
+use directmail_discovery::responder::Records;
 use directmail_smime::{DevCa, ReasonCode};
 use reqwest::StatusCode;
 
@@ -666,18 +666,7 @@ async fn a_bundle_assigned_for_receiving_makes_its_senders_trusted() {
 
 #[tokio::test]
 async fn a_bundle_assigned_for_sending_lets_discovery_accept_its_recipients() {
-    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
-        .await
-        .unwrap();
-    let resolver = dns.local_addr();
-    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
-    app.practice(
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let (app, dns, _) = TestApp::spawn_with_dns().await;
     // another HISP's CA, trusted by nobody here until its bundle is used for sending
     let other = DevCa::generate("Elsewhere CA", SystemTime::now()).unwrap();
     let who = other

@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use der::Encode as _;
-use directmail_discovery::responder::{Records, Responder};
+use directmail_discovery::responder::Records;
 use directmail_smime::DevCa;
 
 use crate::helpers::TestApp;
@@ -29,18 +29,7 @@ pub(crate) async fn check(b: &mut crate::helpers::Browser, address: &str) -> ser
 #[tokio::test]
 async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip() {
     // a DNS server on loopback for the other HISPs' names
-    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
-        .await
-        .unwrap();
-    let resolver = dns.local_addr();
-    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
-    app.practice(
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "ana@direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
+    let (app, dns, _) = TestApp::spawn_with_dns().await;
     // the other HISP's certificate comes from a CA this HISP trusts (the development
     // CA, an anchor of the hosted domain); a stranger's CA is trusted by nobody here
     let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())

@@ -13,6 +13,7 @@ use directmail::domain::{DisplayName, DomainName, Email, Role};
 use directmail::store::orgs::{self, Org};
 use directmail::store::users::{self, User};
 use directmail::web::AppState;
+use directmail_discovery::responder::{Records, Responder};
 use regex::Regex;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -84,6 +85,26 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// A portal whose DNS resolver is an authoritative server on loopback (for the
+    /// other HISPs' certificates), with Lakeside Clinic and Ana's mailbox
+    /// dr.ana@direct.lakeside.test. Records are set later with `set_records`.
+    pub async fn spawn_with_dns() -> (TestApp, Responder, directmail::store::mailboxes::Mailbox) {
+        let dns = Responder::start("127.0.0.1:0".parse().expect("addr"), Records::new())
+            .await
+            .expect("DNS responder");
+        let resolver = dns.local_addr();
+        let app = Self::spawn_with(|c| c.dns_resolver = Some(resolver)).await;
+        let mailbox = app
+            .practice(
+                "Lakeside Clinic",
+                "direct.lakeside.test",
+                "ana@direct.lakeside.test",
+                "dr.ana@direct.lakeside.test",
+            )
+            .await;
+        (app, dns, mailbox)
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
