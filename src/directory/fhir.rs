@@ -115,24 +115,34 @@ fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 /// Resources by `Type/id` and by full URL, for resolving references.
 struct Index<'a> {
     by_ref: HashMap<String, &'a Value>,
-    roles: Vec<&'a Value>,
+    /// PractitionerRoles by the `Type/id` of the practitioner they name, in bundle
+    /// order (looked up once here, not per practitioner).
+    roles_of: HashMap<String, Vec<&'a Value>>,
 }
 
 impl<'a> Index<'a> {
     fn new(entries: &[(usize, &'a Value, String)]) -> Self {
-        let mut by_ref = HashMap::new();
-        let mut roles = Vec::new();
+        let mut index = Index {
+            by_ref: HashMap::new(),
+            roles_of: HashMap::new(),
+        };
         for (_, r, full_url) in entries {
             let key = format!("{}/{}", rtype(r), str_at(r, "id"));
-            by_ref.insert(key, *r);
+            index.by_ref.insert(key, *r);
             if !full_url.is_empty() {
-                by_ref.insert(full_url.clone(), *r);
-            }
-            if rtype(r) == "PractitionerRole" {
-                roles.push(*r);
+                index.by_ref.insert(full_url.clone(), *r);
             }
         }
-        Index { by_ref, roles }
+        for (_, r, _) in entries {
+            if rtype(r) != "PractitionerRole" {
+                continue;
+            }
+            if let Some(p) = r.get("practitioner").and_then(|p| index.resolve(p)) {
+                let label = format!("{}/{}", rtype(p), str_at(p, "id"));
+                index.roles_of.entry(label).or_default().push(*r);
+            }
+        }
+        index
     }
 
     /// The resource a `Reference` points to: by full URL, else by its `Type/id` tail.
@@ -293,14 +303,7 @@ fn practitioner(r: &Value, index: &Index<'_>, label: &str) -> Option<EntryInput>
         .filter_map(|q| q.get("code").cloned())
         .collect();
     specialties(&qualifications, &mut input);
-    for role in &index.roles {
-        let points_here = role
-            .get("practitioner")
-            .and_then(|p| index.resolve(p))
-            .is_some_and(|p| format!("{}/{}", rtype(p), str_at(p, "id")) == label);
-        if !points_here {
-            continue;
-        }
+    for role in index.roles_of.get(label).into_iter().flatten() {
         index.direct(array(role, "endpoint"), &mut input);
         specialties(array(role, "specialty"), &mut input);
         if input.organization.is_empty() {

@@ -26,9 +26,7 @@ use crate::domain::{Email, Invalid, Npi, Specialty};
 
 use crate::store::directory::{self as store, KeyColumn};
 
-pub use crate::store::directory::{
-    Entry, Suggestion, Viewer, certificate_for, names_for, search as find, suggest,
-};
+pub use crate::store::directory::{Entry, Suggestion, Viewer, certificate_for, names_for, suggest};
 
 /// Largest file accepted by an import or a refresh (the browser's upload form is
 /// further held to 1 MB by the CSRF layer).
@@ -294,18 +292,6 @@ impl EntryInput {
             }),
             _ => Err(problems),
         }
-    }
-}
-
-impl EntryData {
-    /// "Cardiology · Springfield, IL" style detail: organization, first specialty, city.
-    pub fn detail(&self) -> String {
-        detail(
-            &self.organization,
-            self.specialties.first().map(Specialty::shown),
-            &self.city,
-            &self.state,
-        )
     }
 }
 

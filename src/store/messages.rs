@@ -463,8 +463,10 @@ fn words(text: &str) -> Vec<String> {
 /// An accented Latin letter's base letter, as PostgreSQL's `directmail_fold`
 /// (migration 0013) folds the search column: what NFD splits into an ASCII letter
 /// and combining marks in U+00C0–U+024F, and ø ł đ ı. Other characters are kept.
-/// (SQLite's tokenizer folds accents itself.)
-pub fn fold_letter(c: char) -> char {
+/// (SQLite's tokenizer folds accents itself.) One character for one, as SQL's
+/// `translate` maps them, so unlike the directory's `directory::search::tokens`
+/// (which spells ß as "ss") mail search finds "Straße" only with the ß.
+fn fold_letter(c: char) -> char {
     match c {
         'ø' => 'o',
         'Ø' => 'O',
@@ -767,39 +769,16 @@ pub async fn by_message_id(
 }
 
 /// An address offered while typing a recipient.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Suggestion {
-    pub name: String,
-    pub address: String,
-    /// Where it comes from: "recent", "this HISP", or a directory detail.
-    pub detail: String,
-}
-
-/// Addresses matching `q`: this HISP's mailboxes and the user's recent recipients.
-pub async fn suggestions(
+/// The user's recent recipients containing `q` (the To/Cc of their latest Sent
+/// items), newest first, at most `limit`.
+pub async fn recent_recipients(
     db: &Db,
     user_id: i64,
     q: &str,
     limit: usize,
-) -> sqlx::Result<Vec<Suggestion>> {
+) -> sqlx::Result<Vec<String>> {
     let needle = q.to_lowercase();
-    let pattern = format!("%{}%", needle.replace(['\\', '%', '_'], ""));
-    let mut out: Vec<Suggestion> = Vec::new();
-    let hosted = sqlx::query(
-        "select address, display_name from mailboxes
-         where lower(address) like $1 or lower(display_name) like $1 order by address limit $2",
-    )
-    .bind(&pattern)
-    .bind(limit as i64)
-    .fetch_all(&db.pool)
-    .await?;
-    for r in &hosted {
-        out.push(Suggestion {
-            name: r.try_get("display_name")?,
-            address: r.try_get("address")?,
-            detail: "this HISP".into(),
-        });
-    }
+    let mut out: Vec<String> = Vec::new();
     // recent recipients: the To/Cc of the user's latest Sent items
     let recent = sqlx::query(
         "select m.to_addrs from messages m join mailbox_members mm on mm.mailbox_id = m.mailbox_id
@@ -815,17 +794,12 @@ pub async fn suggestions(
                 return Ok(out);
             }
             if address.to_lowercase().contains(&needle)
-                && !out.iter().any(|s| s.address.eq_ignore_ascii_case(address))
+                && !out.iter().any(|s| s.eq_ignore_ascii_case(address))
             {
-                out.push(Suggestion {
-                    name: String::new(),
-                    address: address.to_owned(),
-                    detail: "recent".into(),
-                });
+                out.push(address.to_owned());
             }
         }
     }
-    out.truncate(limit);
     Ok(out)
 }
 

@@ -216,13 +216,6 @@ pub async fn anchors_of_domain(db: &Db, domain_id: i64) -> sqlx::Result<Vec<Anch
 }
 
 /// The PEM of every anchor of a domain, for building a trust store.
-/// Every trust anchor of every hosted domain (for checking discovered certificates).
-pub async fn all_anchor_pems(db: &Db) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("select distinct cert_pem from trust_anchors")
-        .fetch_all(&db.pool)
-        .await
-}
-
 pub async fn anchor_pems(db: &Db, domain_id: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar("select cert_pem from trust_anchors where domain_id = $1")
         .bind(domain_id)

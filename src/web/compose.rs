@@ -21,6 +21,7 @@ use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::config::OuterSubject;
 use crate::outbound::Attachment;
+use crate::store::directory::Suggestion;
 use crate::store::drafts::{self, AttachmentMeta, Draft, Start};
 use crate::store::inbound::StoredMessage;
 use crate::store::mailboxes::Mailbox;
@@ -721,40 +722,29 @@ struct SuggestQuery {
     q: String,
 }
 
-/// Addresses for the To/Cc autocomplete: the user's recent recipients and this
-/// HISP's mailboxes.
+/// Addresses for the To/Cc autocomplete: the provider directory first (this HISP's
+/// listed mailboxes, organization contacts and the user's address book included),
+/// then the user's recent recipients.
 async fn suggest(
     State(state): State<AppState>,
     current: CurrentUser,
     Query(q): Query<SuggestQuery>,
-) -> AppResult<axum::Json<Vec<messages::Suggestion>>> {
+) -> AppResult<axum::Json<Vec<Suggestion>>> {
+    const MOST: usize = 8;
     let q = q.q.trim();
     if q.chars().count() < 2 {
         return Ok(axum::Json(Vec::new()));
     }
-    // the provider directory first (this HISP's mailboxes, organization contacts and
-    // the user's address book included), then recent recipients
-    let viewer = crate::store::directory::Viewer {
-        user_id: current.user.id,
-        org_id: current.user.org_id,
-    };
-    let mut out: Vec<messages::Suggestion> =
-        crate::store::directory::suggest(&state.db, &viewer, q, 8)
-            .await?
-            .into_iter()
-            .map(|s| messages::Suggestion {
-                name: s.name,
-                address: s.address,
-                detail: s.detail,
-            })
-            .collect();
-    for s in messages::suggestions(&state.db, current.user.id, q, 8).await? {
-        if out.len() < 8
-            && !out
-                .iter()
-                .any(|o| o.address.eq_ignore_ascii_case(&s.address))
-        {
-            out.push(s);
+    let viewer = super::directory::viewer(&current);
+    let mut out = crate::store::directory::suggest(&state.db, &viewer, q, MOST).await?;
+    for address in messages::recent_recipients(&state.db, current.user.id, q, MOST).await? {
+        if out.len() < MOST && !out.iter().any(|o| o.address.eq_ignore_ascii_case(&address)) {
+            out.push(Suggestion {
+                name: String::new(),
+                address,
+                detail: "recent".into(),
+                has_certificate: false,
+            });
         }
     }
     Ok(axum::Json(out))

@@ -69,7 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/directory/orgs/{org}", get(org_contacts))
 }
 
-fn viewer(current: &CurrentUser) -> Viewer {
+pub fn viewer(current: &CurrentUser) -> Viewer {
     Viewer {
         user_id: current.user.id,
         org_id: current.user.org_id,

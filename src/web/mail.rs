@@ -107,6 +107,23 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Counts one message of `folder` as read: the page that has just opened it was
+    /// framed before it was marked.
+    pub fn count_read(&mut self, folder: &str) {
+        let open = self.mailbox.id;
+        let folders = self.folders.iter_mut().filter(|f| f.key == folder);
+        let inbox = self
+            .mailboxes
+            .iter_mut()
+            .filter(|m| folder == "inbox" && m.mailbox.id == open);
+        for n in folders
+            .map(|f| &mut f.unread)
+            .chain(inbox.map(|m| &mut m.unread))
+        {
+            *n = (*n - 1).max(0);
+        }
+    }
+
     /// The label of one of this mailbox's folders, or 404.
     pub fn folder_label(&self, key: &str) -> AppResult<String> {
         self.folders

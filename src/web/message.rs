@@ -70,10 +70,10 @@ pub enum Show {
 
 /// How an attachment is shown, from its bytes (never its declared type).
 fn show_as(data: &[u8]) -> Show {
-    match directmail_content::media_type(data) {
-        "application/pdf" => Show::Pdf,
-        t if t.starts_with("image/") => Show::Image,
-        _ => Show::Download,
+    match directmail_content::inline_type(data) {
+        Some("application/pdf") => Show::Pdf,
+        Some(_) => Show::Image,
+        None => Show::Download,
     }
 }
 
@@ -181,7 +181,8 @@ async fn message(
     let message = inbound::message(&state.db, id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let frame = frame(&state, &current, message.row.mailbox_id).await?;
+    // the frame also checks that the mailbox is the user's, so it comes first
+    let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
     let parsed = MessageParser::default().parse(&message.raw);
     let (to, cc, html, text, attachment_list) = match &parsed {
         Some(p) => (
@@ -241,6 +242,9 @@ async fn message(
         )
         .await?;
         tx.commit().await?;
+    }
+    if !message.row.is_read {
+        frame.count_read(&message.folder);
     }
     let activity = store::activity(&state.db, id)
         .await?
@@ -505,7 +509,10 @@ async fn attachment(
 pub fn file_response(name: &str, data: Vec<u8>, show: Show) -> Response {
     let (ctype, disposition) = match show {
         Show::Pdf => ("application/pdf", "inline"),
-        Show::Image => (directmail_content::media_type(&data), "inline"),
+        Show::Image => (
+            directmail_content::inline_type(&data).unwrap_or("application/octet-stream"),
+            "inline",
+        ),
         Show::Download => ("application/octet-stream", "attachment"),
     };
     let mut response = (

@@ -2506,6 +2506,11 @@ async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_re
     );
     assert!(row(&page.body, bare).contains("someone@else.example"));
 
+    // opening an unread message counts it as read in the sidebar at once
+    assert_eq!(count(&page.body, "inbox"), 3);
+    let opened = ana.get(&format!("/mail/messages/{bare}")).await;
+    assert_eq!(count(&opened.body, "inbox"), 2, "the open message is read");
+
     // looking at pages saves nothing: the session is written when it changes
     let before = sessions(&app).await;
     assert!(!before.is_empty());

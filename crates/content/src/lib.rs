@@ -19,7 +19,7 @@ mod attachment;
 mod render;
 
 pub use attachment::{
-    Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, kind_from_str, media_type,
+    Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_type, kind_from_str,
     parse_kinds,
 };
 pub use render::{

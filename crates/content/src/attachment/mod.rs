@@ -13,14 +13,11 @@ use std::str::FromStr;
 
 use sniff::Format;
 
-/// The media type of a file from its bytes (never its name or declared type):
-/// `application/pdf`, `image/png`, … or `application/octet-stream` for anything
-/// that is not one of the allowed kinds.
-pub fn media_type(bytes: &[u8]) -> &'static str {
-    if bytes.is_empty() {
-        return "application/octet-stream";
-    }
-    sniff::sniff(bytes).content_type()
+/// The media type of a file a browser can show by itself (`application/pdf`,
+/// `image/png`, `image/jpeg`, `image/gif`), from its first bytes (never its name or
+/// declared type); `None` for anything else, which is offered as a download.
+pub fn inline_type(bytes: &[u8]) -> Option<&'static str> {
+    sniff::viewable(bytes).map(Format::content_type)
 }
 
 /// A family of attachments the operator can allow. PDF is always allowed.

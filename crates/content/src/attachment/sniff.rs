@@ -104,19 +104,25 @@ const REFUSED_MAGIC: &[(&[u8], &str)] = &[
     (b"%!PS", "a PostScript file"),
 ];
 
+/// The formats a browser shows by itself (PDF and images), from the first bytes only.
+pub(super) fn viewable(bytes: &[u8]) -> Option<Format> {
+    if bytes.starts_with(b"%PDF-") {
+        Some(Format::Pdf)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if bytes.starts_with(b"\xff\xd8\xff") {
+        Some(Format::Jpeg)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(Format::Gif)
+    } else {
+        None
+    }
+}
+
 /// Decides the format of `bytes` (which are not empty).
 pub(super) fn sniff(bytes: &[u8]) -> Format {
-    if bytes.starts_with(b"%PDF-") {
-        return Format::Pdf;
-    }
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Format::Png;
-    }
-    if bytes.starts_with(b"\xff\xd8\xff") {
-        return Format::Jpeg;
-    }
-    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        return Format::Gif;
+    if let Some(format) = viewable(bytes) {
+        return format;
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return office::zip_format(bytes);

@@ -771,15 +771,21 @@ fn an_unknown_name_in_an_allow_list_says_which_names_are_known() {
 }
 
 #[test]
-fn the_media_type_comes_from_the_bytes_whatever_the_file_claims() {
-    assert_eq!(media_type(b"%PDF-1.7\n"), "application/pdf");
-    assert_eq!(media_type(b"\x89PNG\r\n\x1a\n...."), "image/png");
-    assert_eq!(media_type(b"\xff\xd8\xff\xe0"), "image/jpeg");
-    assert_eq!(media_type(b"GIF89a"), "image/gif");
+fn what_a_browser_may_show_comes_from_the_bytes_whatever_the_file_claims() {
+    assert_eq!(inline_type(b"%PDF-1.7\n"), Some("application/pdf"));
+    assert_eq!(inline_type(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+    assert_eq!(inline_type(b"\xff\xd8\xff\xe0"), Some("image/jpeg"));
+    assert_eq!(inline_type(b"GIF89a"), Some("image/gif"));
     assert_eq!(
-        media_type(b"MZ\x90\x00\x03\x00\x00\x00"),
-        "application/octet-stream"
+        inline_type(b"MZ\x90\x00\x03\x00\x00\x00"),
+        None,
+        "a program"
     );
-    assert_eq!(media_type(b"II*\x00"), "application/octet-stream", "TIFF");
-    assert_eq!(media_type(b""), "application/octet-stream");
+    assert_eq!(
+        inline_type(b"<svg onload=alert(1)>"),
+        None,
+        "SVG is never inline"
+    );
+    assert_eq!(inline_type(b"II*\x00"), None, "TIFF");
+    assert_eq!(inline_type(b""), None);
 }
