@@ -207,6 +207,7 @@ async fn main() {
                     signer_issuer: None,
                     revocation: "checked",
                     raw: &raw,
+                    attachment_checks: "",
                 },
                 now - (n - i) as i64,
             )

@@ -37,8 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
         .merge(web::lookup::routes())
-        .merge(web::api::routes())
-        .merge(web::mail::routes())
+        .merge(web::api::routes(&state.config))
+        .merge(web::mail::routes(&state.config))
         .merge(web::audit_log::routes())
         .merge(web::directory::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
@@ -202,8 +202,10 @@ impl Application {
             None if tls.is_some() => format!("https://{bound}"),
             None => format!("http://{bound}"),
         };
-        let fetcher =
-            crate::pki::fetch::Fetcher::new(Duration::from_secs(config.fetch_timeout_seconds))?;
+        let fetcher = crate::pki::fetch::Fetcher::new(
+            Duration::from_secs(config.fetch_timeout_seconds),
+            config.network_policy(),
+        )?;
         let discovery = crate::recipients::discovery(&db, &fetcher, &config)?;
         let state = AppState {
             discovery,
@@ -216,17 +218,21 @@ impl Application {
             wake_processor: Arc::default(),
             wake_sender: Arc::default(),
         };
-        tokio::spawn(
-            crate::inbound::Processor {
-                db: state.db.clone(),
-                secret: state.secret.clone(),
-                fetcher: state.fetcher.clone(),
-                clock: state.clock.clone(),
-                wake: state.wake_processor.clone(),
-                wake_sender: state.wake_sender.clone(),
-            }
-            .run(),
-        );
+        // several workers, so that a message whose certificates point at slow servers
+        // does not hold up the others (each message is claimed by one worker)
+        for _ in 0..crate::inbound::WORKERS {
+            tokio::spawn(
+                crate::inbound::Processor {
+                    db: state.db.clone(),
+                    secret: state.secret.clone(),
+                    fetcher: state.fetcher.clone(),
+                    clock: state.clock.clone(),
+                    wake: state.wake_processor.clone(),
+                    wake_sender: state.wake_sender.clone(),
+                }
+                .run(),
+            );
+        }
         tokio::spawn(
             crate::outbound::Sender {
                 db: state.db.clone(),
@@ -239,6 +245,7 @@ impl Application {
                 retry_deadline: i64::try_from(state.config.retry_deadline).unwrap_or(86_400),
                 dns_resolver: state.config.dns_resolver,
                 mx_port: state.config.smtp_mx_port,
+                network: state.config.network_policy(),
                 discovery: state.discovery.clone(),
                 hostname: state
                     .config
@@ -256,6 +263,7 @@ impl Application {
                     sources: state.config.directory_sources.clone(),
                     every_minutes: state.config.directory_refresh_minutes,
                     timeout: Duration::from_secs(state.config.fetch_timeout_seconds),
+                    network: state.config.network_policy(),
                 }
                 .run(),
             );

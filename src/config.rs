@@ -168,17 +168,29 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_DNS_CERT_ADDR", global = true)]
     pub dns_cert_addr: Option<SocketAddr>,
 
-    /// Let certificate discovery contact loopback and private addresses named in DNS
-    /// (LDAP servers, IPKIX URLs). Off so that a partner's DNS cannot point this
-    /// server at its own network; turn on when partners sit on a private network.
+    /// The outbound-connection policy for everything fetched or contacted on someone
+    /// else's word (AIA issuers and CRLs, trust bundles, directory sources, discovery's
+    /// LDAP servers and IPKIX URLs, MX hosts): `false` for public addresses only,
+    /// `true` for any address, or a comma-separated list of addresses and networks
+    /// (`10.20.0.0/16,fd00::/8`) allowed besides the public ones.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ALLOW_PRIVATE_NETWORKS",
+        global = true,
+        value_parser = directmail_net::Policy::parse
+    )]
+    pub allow_private_networks: Option<directmail_net::Policy>,
+
+    /// The earlier name of `DIRECTMAIL_ALLOW_PRIVATE_NETWORKS` (true or false), read
+    /// when the new one is not set.
     #[arg(
         long,
         env = "DIRECTMAIL_DISCOVERY_PRIVATE_NETWORKS",
-        default_value_t = false,
         global = true,
+        hide = true,
         action = clap::ArgAction::Set
     )]
-    pub discovery_private_networks: bool,
+    pub discovery_private_networks: Option<bool>,
 
     /// Largest total size of the attachments of one message written in the webmail,
     /// in megabytes.
@@ -378,6 +390,19 @@ impl Config {
                 .public_url
                 .as_ref()
                 .is_some_and(|u| u.scheme() == "https")
+    }
+
+    /// The outbound-connection policy: `DIRECTMAIL_ALLOW_PRIVATE_NETWORKS`, else its
+    /// earlier name, else public addresses only.
+    pub fn network_policy(&self) -> directmail_net::Policy {
+        match (
+            &self.allow_private_networks,
+            self.discovery_private_networks,
+        ) {
+            (Some(p), _) => p.clone(),
+            (None, Some(true)) => directmail_net::Policy::everything(),
+            _ => directmail_net::Policy::public_only(),
+        }
     }
 
     /// The configuration with every default, as if started with no flags and no

@@ -21,6 +21,10 @@ use crate::store::{mailboxes, orgs};
 /// After this many failed attempts (errors, not verdicts) a message is quarantined.
 const MAX_ATTEMPTS: i64 = 5;
 
+/// Processing workers per instance: a message waiting on a slow CRL or AIA server
+/// holds up only its own worker.
+pub const WORKERS: usize = 4;
+
 /// What processing needs; cheap to clone.
 #[derive(Clone)]
 pub struct Processor {
@@ -245,7 +249,7 @@ impl Processor {
                 failure = Some(("malformed".into(), "no message inside".into()));
                 break;
             };
-            let facts = match MessageFacts::read(&inner) {
+            let facts = match MessageFacts::read(&inner, verdict.originator.as_ref()) {
                 Some(f) => f,
                 None => {
                     failure = Some((
@@ -276,12 +280,39 @@ impl Processor {
             }
             // A notification about one of our messages updates its delivery status and
             // is never answered with another notification.
+            // A notification moves only the status of recipients its signer is bound to:
+            // a certificate of one HISP cannot report on another's recipients.
+            let signer = signer_certificate(&verdict);
+            let bound = |n: &outbound::Notification| {
+                signer.is_some_and(|c| directmail_smime::binds_address(c, &n.final_recipient))
+            };
             if let Some(n) = outbound::read_mdn(&inner) {
-                notifications.push(n);
+                if bound(&n) {
+                    notifications.push(n);
+                } else {
+                    steps.push(format!(
+                        "notification about {} ignored: its signer is not bound to that address",
+                        n.final_recipient
+                    ));
+                    notifications.push(outbound::Notification {
+                        original_message_id: String::new(),
+                        final_recipient: String::new(),
+                        disposition: "ignored".into(),
+                    });
+                }
                 continue;
             }
             if let Some(failed) = outbound::read_dsn(&inner) {
-                notifications.extend(failed);
+                for n in failed {
+                    if bound(&n) {
+                        notifications.push(n);
+                    } else {
+                        steps.push(format!(
+                            "notification about {} ignored: its signer is not bound to that address",
+                            n.final_recipient
+                        ));
+                    }
+                }
                 // an empty list (only delays reported) is still a report, not mail
                 if notifications.is_empty() {
                     notifications.push(outbound::Notification {
@@ -293,15 +324,18 @@ impl Processor {
                 continue;
             }
             // the signer's certificate, to encrypt notifications back to the sender
-            if let Some(signer) = &verdict.signer
-                && let Some(cert) = verdict
-                    .certificates
-                    .iter()
-                    .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)
+            if let Some(cert) = signer_certificate(&verdict)
                 && let Ok(pem) = der::EncodePem::to_pem(cert, der::pem::LineEnding::LF)
             {
                 learned = Some((facts.from.clone(), pem));
             }
+            // a received PDF or image is shown only if it passes the checks an upload
+            // gets; what fails them is offered as a download, with the reason
+            let attachment_checks = tokio::task::spawn_blocking({
+                let inner = inner.clone();
+                move || crate::store::messages::attachment_checks(&inner)
+            })
+            .await?;
             let revocation = match &judgement.revocation {
                 Revocation::Checked => "checked".to_owned(),
                 Revocation::NoDistributionPoint => "no-distribution-point".to_owned(),
@@ -339,6 +373,7 @@ impl Processor {
                         signer_issuer: verdict.signer.as_ref().map(|s| s.issuer.clone()),
                         revocation: revocation.clone(),
                         raw: inner.clone(),
+                        attachment_checks: attachment_checks.clone(),
                     },
                 ));
             }
@@ -461,6 +496,7 @@ impl Processor {
                             signer_issuer: m.signer_issuer.as_deref(),
                             revocation: &m.revocation,
                             raw: &m.raw,
+                            attachment_checks: &m.attachment_checks,
                         },
                         now,
                     )
@@ -494,6 +530,17 @@ impl Processor {
     }
 }
 
+/// The certificate of the signer the verdict names, among those the message carried.
+fn signer_certificate(
+    verdict: &directmail_smime::Verdict,
+) -> Option<&directmail_smime::Certificate> {
+    let signer = verdict.signer.as_ref()?;
+    verdict
+        .certificates
+        .iter()
+        .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)
+}
+
 /// An owned delivery, gathered before the transaction.
 struct NewOwned {
     message_id: Option<String>,
@@ -505,6 +552,7 @@ struct NewOwned {
     signer_issuer: Option<String>,
     revocation: String,
     raw: Vec<u8>,
+    attachment_checks: String,
 }
 
 /// The header facts processing needs from the inner message.
@@ -523,7 +571,10 @@ struct MessageFacts {
 }
 
 impl MessageFacts {
-    fn read(raw: &[u8]) -> Option<MessageFacts> {
+    /// The facts of the signed message `raw`; who sent it comes from the verdict's one
+    /// reading of the signed header block ([`directmail_smime::read_originator`]).
+    fn read(raw: &[u8], originator: Option<&directmail_smime::Originator>) -> Option<MessageFacts> {
+        let originator = originator?;
         let parsed = MessageParser::default().parse(raw)?;
         let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
             a.map(|a| {
@@ -534,14 +585,11 @@ impl MessageFacts {
             })
             .unwrap_or_default()
         };
-        let from = addresses(parsed.from());
-        let mut senders = from.clone();
-        senders.extend(addresses(parsed.sender()));
         let mut recipients = addresses(parsed.to());
         recipients.extend(addresses(parsed.cc()));
         Some(MessageFacts {
-            from: from.first().cloned().unwrap_or_default(),
-            senders,
+            from: originator.from.address.clone(),
+            senders: originator.envelope_addresses(),
             recipients,
             subject: parsed.subject().unwrap_or("(no subject)").to_owned(),
             message_id: parsed.message_id().map(str::to_owned),
@@ -595,12 +643,11 @@ impl FailureNotice {
         if outbound::read_mdn(inner).is_some() || outbound::read_dsn(inner).is_some() {
             return None;
         }
-        let facts = MessageFacts::read(inner)?;
-        let signer = verdict.signer.as_ref()?;
-        let cert = verdict
-            .certificates
-            .iter()
-            .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)?;
+        let facts = MessageFacts::read(inner, verdict.originator.as_ref())?;
+        // only a signer that chains to one of our anchors gets a notice signed by us:
+        // otherwise anyone could have our signature carry their text to anyone
+        verdict.signer.as_ref()?.anchor.as_ref()?;
+        let cert = signer_certificate(verdict)?;
         let to = facts
             .notify_to
             .clone()

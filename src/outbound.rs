@@ -165,6 +165,8 @@ pub struct Sender {
     pub dns_resolver: Option<std::net::SocketAddr>,
     /// The port mail exchangers listen on.
     pub mx_port: u16,
+    /// The outbound-connection policy: MX answers are someone else's word.
+    pub network: directmail_net::Policy,
     /// Finds certificates of recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
 }
@@ -357,7 +359,7 @@ impl Sender {
                     .await
                 }
                 None => {
-                    let hosts = mx_hosts(self.dns_resolver, &job.domain).await?;
+                    let hosts = mx_hosts(self.dns_resolver, &self.network, &job.domain).await?;
                     let mut last = SendError::Temporary(format!(
                         "no mail exchanger of {} answered",
                         job.domain
@@ -409,6 +411,7 @@ impl Sender {
 /// when it publishes no MX. A domain that does not exist fails at once.
 async fn mx_hosts(
     resolver: Option<std::net::SocketAddr>,
+    network: &directmail_net::Policy,
     domain: &str,
 ) -> Result<Vec<(String, std::net::IpAddr)>, SendError> {
     use hickory_resolver::config::{NameServerConfig, ResolverConfig};
@@ -433,15 +436,26 @@ async fn mx_hosts(
     let names = exchanges(&resolver, domain).await?;
     // the exchangers' addresses come from the same resolver as the MX records
     let mut out = Vec::new();
+    let mut refused = None;
     for name in names {
         if let Ok(ips) = resolver.lookup_ip(format!("{name}.")).await {
-            out.extend(ips.iter().map(|ip| (name.clone(), ip)));
+            let ips: Vec<std::net::IpAddr> = ips.iter().collect();
+            // the outbound-connection policy: a hostile domain's MX cannot point this
+            // server at its own network
+            match network.filter(&ips) {
+                Ok(allowed) => out.extend(allowed.into_iter().map(|ip| (name.clone(), ip))),
+                Err(e) => refused = Some(format!("mail exchanger {name}: {e}")),
+            }
         }
     }
     if out.is_empty() {
-        return Err(SendError::Temporary(format!(
-            "no address was found for the mail exchangers of {domain}"
-        )));
+        // a refusal by policy does not change by waiting
+        return Err(match refused {
+            Some(why) => SendError::Permanent(why),
+            None => SendError::Temporary(format!(
+                "no address was found for the mail exchangers of {domain}"
+            )),
+        });
     }
     Ok(out)
 }

@@ -25,7 +25,7 @@ pub fn discovery(
 ) -> anyhow::Result<Arc<Discovery>> {
     let settings = directmail_discovery::Config {
         dns_resolver: config.dns_resolver,
-        allow_private_addresses: config.discovery_private_networks,
+        network: config.network_policy(),
         ..Default::default()
     };
     let validator = Arc::new(HispValidator {

@@ -101,7 +101,10 @@ pub async fn run(
     now: i64,
 ) -> anyhow::Result<(String, serde_json::Value)> {
     let reader = Reader::new(
-        &Fetcher::new(Duration::from_secs(config.fetch_timeout_seconds))?,
+        &Fetcher::new(
+            Duration::from_secs(config.fetch_timeout_seconds),
+            config.network_policy(),
+        )?,
         config,
     );
     match command {

@@ -30,11 +30,13 @@ pub struct Refresher {
     pub sources: Vec<url::Url>,
     pub every_minutes: u64,
     pub timeout: Duration,
+    /// The outbound-connection policy (public addresses only by default).
+    pub network: directmail_net::Policy,
 }
 
 impl Refresher {
     pub async fn run(self) {
-        let client = match client(self.timeout) {
+        let client = match client(self.timeout, &self.network) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(
@@ -52,7 +54,7 @@ impl Refresher {
                 let now = self.clock.now();
                 match store::claim_source(&self.db, url.as_str(), now, every).await {
                     Ok(true) => {
-                        refresh_one(&self.db, &client, url, now, every).await;
+                        refresh_one(&self.db, &client, &self.network, url, now, every).await;
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "directory refresh: database unavailable"),
@@ -62,13 +64,17 @@ impl Refresher {
     }
 }
 
-/// An HTTP client for sources: HTTPS (rustls on ring, the web PKI's roots) or plain
-/// HTTP.
-pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// An HTTP client for sources: HTTPS (rustls on ring, the web PKI's roots), held to
+/// the outbound-connection policy on every resolved address and redirect hop.
+pub fn client(
+    timeout: Duration,
+    network: &directmail_net::Policy,
+) -> anyhow::Result<reqwest::Client> {
+    network
+        .http_client()
+        .https_only(true)
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
         .user_agent("directmail")
         .build()
         .context("the HTTP client for directory sources")
@@ -79,8 +85,15 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
 const RETRY_SECONDS: i64 = 60;
 
 /// Fetches and imports one source, recording (and logging) what happened.
-pub async fn refresh_one(db: &Db, client: &reqwest::Client, url: &url::Url, now: i64, every: i64) {
-    let result = fetch_and_import(db, client, url, now).await;
+pub async fn refresh_one(
+    db: &Db,
+    client: &reqwest::Client,
+    network: &directmail_net::Policy,
+    url: &url::Url,
+    now: i64,
+    every: i64,
+) {
+    let result = fetch_and_import(db, client, network, url, now).await;
     let recorded = match &result {
         Ok(count) => {
             tracing::info!(source = %url, entries = count, "directory refreshed");
@@ -100,9 +113,20 @@ pub async fn refresh_one(db: &Db, client: &reqwest::Client, url: &url::Url, now:
 async fn fetch_and_import(
     db: &Db,
     client: &reqwest::Client,
+    network: &directmail_net::Policy,
     url: &url::Url,
     now: i64,
 ) -> anyhow::Result<i64> {
+    // a source is someone else's file: only over HTTPS, so that what is imported is
+    // what its publisher serves
+    if url.scheme() != "https" {
+        anyhow::bail!(
+            "{url} is not an https:// address; directory sources are fetched over HTTPS only"
+        );
+    }
+    network
+        .check_url(url)
+        .map_err(|e| anyhow::anyhow!("{url} was not fetched ({e})"))?;
     let mut response = client
         .get(url.clone())
         .send()

@@ -70,6 +70,17 @@ impl Reader {
         file: Option<Vec<u8>>,
         signer: Option<Certificate>,
     ) -> Result<Vec<BundleAnchor>, ImportProblem> {
+        // plain HTTP can be changed on the way: only a signature makes it safe
+        if signer.is_none()
+            && url.is_some_and(|u| {
+                u.get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+            })
+        {
+            return Err(ImportProblem::Refused(
+                "a trust bundle over plain http:// could be altered on the way; use an https:// address or give the certificate that signs the bundle".into(),
+            ));
+        }
         let bytes = self
             .bytes(url, file)
             .await

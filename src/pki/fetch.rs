@@ -1,8 +1,11 @@
 //! Fetching what certificates point to: CRLs from their distribution points and
 //! missing issuers from their Authority Information Access (caIssuers). Plain HTTP
-//! with a timeout and a size limit; answers are cached (CRLs until their nextUpdate,
-//! issuers for a day) and failures briefly, so one slow server does not slow every
-//! message. Trust bundles come through the same client (HTTP or HTTPS, uncached).
+//! with a timeout and a size limit, held to the outbound-connection policy
+//! (`directmail_net`: public addresses only unless the operator allows more, checked on
+//! every resolved address and every redirect hop); answers are cached (CRLs until their
+//! nextUpdate, issuers for a day) and failures briefly, in a cache bounded in bytes, so
+//! one slow server does not slow every message. Trust bundles come through the same
+//! client (HTTP or HTTPS, uncached).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,10 @@ const FAILURE_TTL: i64 = 60;
 const ISSUER_TTL: i64 = 24 * 3600;
 /// A CRL without nextUpdate is kept this long.
 const CRL_DEFAULT_TTL: i64 = 3600;
+/// Most bytes the cache holds (CRLs and issuer certificates together).
+pub const CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Most entries the cache holds (remembered failures included).
+const CACHE_MAX_ENTRIES: usize = 4096;
 
 /// Why a fetch failed, in words for the operator's log.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,25 +45,110 @@ enum Cached {
     Failed(String),
 }
 
+impl Cached {
+    fn size(&self, url: &str) -> usize {
+        url.len()
+            + match self {
+                Cached::Ok(b) => b.len(),
+                Cached::Failed(why) => why.len(),
+            }
+    }
+}
+
+/// The cache: entries with their expiry and the order they were stored in, held
+/// under [`CACHE_MAX_BYTES`] and [`CACHE_MAX_ENTRIES`] by dropping expired entries
+/// first, then the oldest.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, (Cached, i64, u64)>,
+    bytes: usize,
+    stored: u64,
+}
+
+impl Cache {
+    fn get(&self, url: &str, now: i64) -> Option<Cached> {
+        self.entries
+            .get(url)
+            .filter(|(_, until, _)| *until > now)
+            .map(|(c, _, _)| c.clone())
+    }
+
+    fn insert(&mut self, url: &str, entry: Cached, until: i64, now: i64) {
+        self.remove(url);
+        let size = entry.size(url);
+        if size > CACHE_MAX_BYTES {
+            return;
+        }
+        if self.bytes + size > CACHE_MAX_BYTES || self.entries.len() >= CACHE_MAX_ENTRIES {
+            let expired: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(_, (_, until, _))| *until <= now)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for u in expired {
+                self.remove(&u);
+            }
+        }
+        while self.bytes + size > CACHE_MAX_BYTES || self.entries.len() >= CACHE_MAX_ENTRIES {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, _, n))| *n)
+                .map(|(u, _)| u.clone())
+            else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        self.stored += 1;
+        self.bytes += size;
+        self.entries
+            .insert(url.to_owned(), (entry, until, self.stored));
+    }
+
+    fn remove(&mut self, url: &str) {
+        if let Some((c, _, _)) = self.entries.remove(url) {
+            self.bytes -= c.size(url);
+        }
+    }
+}
+
 /// A shared fetcher with its cache; cheap to clone.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
-    cache: Arc<Mutex<HashMap<String, (Cached, i64)>>>,
+    timeout: Duration,
+    policy: directmail_net::Policy,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl Fetcher {
-    pub fn new(timeout: Duration) -> anyhow::Result<Fetcher> {
-        let client = reqwest::Client::builder()
+    /// A fetcher that waits at most `timeout` for an answer and connects only where
+    /// `policy` allows.
+    pub fn new(timeout: Duration, policy: directmail_net::Policy) -> anyhow::Result<Fetcher> {
+        let client = policy
+            .http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent("directmail")
             .build()?;
         Ok(Fetcher {
             client,
+            timeout,
+            policy,
             cache: Arc::default(),
         })
+    }
+
+    /// How long one fetch may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The cache's size in bytes (for tests and the operator).
+    pub async fn cached_bytes(&self) -> usize {
+        self.cache.lock().await.bytes
     }
 
     /// The CRL at `url` (DER), from the cache while it is current.
@@ -93,9 +185,7 @@ impl Fetcher {
         now: i64,
         accept: impl FnOnce(&[u8]) -> Result<(Vec<u8>, i64), FetchError>,
     ) -> Result<Arc<Vec<u8>>, FetchError> {
-        if let Some((entry, until)) = self.cache.lock().await.get(url).cloned()
-            && until > now
-        {
+        if let Some(entry) = self.cache.lock().await.get(url, now) {
             return match entry {
                 Cached::Ok(bytes) => Ok(bytes),
                 Cached::Failed(why) => Err(FetchError(why)),
@@ -109,17 +199,11 @@ impl Fetcher {
         match result {
             Ok((bytes, until)) => {
                 let bytes = Arc::new(bytes);
-                cache.insert(
-                    url.to_owned(),
-                    (Cached::Ok(bytes.clone()), until.max(now + 1)),
-                );
+                cache.insert(url, Cached::Ok(bytes.clone()), until.max(now + 1), now);
                 Ok(bytes)
             }
             Err(e) => {
-                cache.insert(
-                    url.to_owned(),
-                    (Cached::Failed(e.0.clone()), now + FAILURE_TTL),
-                );
+                cache.insert(url, Cached::Failed(e.0.clone()), now + FAILURE_TTL, now);
                 Err(e)
             }
         }
@@ -145,12 +229,25 @@ impl Fetcher {
     }
 
     async fn download(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| FetchError(format!("{url} is not a URL ({e})")))?;
+        self.policy
+            .check_url(&parsed)
+            .map_err(|e| FetchError(format!("{url} was not fetched ({e})")))?;
         let mut response = self
             .client
-            .get(url)
+            .get(parsed)
             .send()
             .await
             .map_err(|e| FetchError(format!("{url} could not be reached ({})", short(&e))))?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > max_bytes as u64)
+        {
+            return Err(FetchError(format!(
+                "{url} sent more than {max_bytes} bytes"
+            )));
+        }
         if !response.status().is_success() {
             return Err(FetchError(format!("{url} answered {}", response.status())));
         }
@@ -171,13 +268,17 @@ impl Fetcher {
     }
 }
 
-fn short(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
+fn short(e: &reqwest::Error) -> String {
+    if let Some(refused) = directmail_net::refusal(e) {
+        refused.to_string()
+    } else if e.is_timeout() {
+        "timed out".into()
     } else if e.is_connect() {
-        "connection refused or unreachable"
+        "connection refused or unreachable".into()
+    } else if e.is_redirect() {
+        "too many redirects".into()
     } else {
-        "transfer error"
+        "transfer error".into()
     }
 }
 

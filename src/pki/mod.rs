@@ -416,6 +416,80 @@ pub struct Judgement {
     pub steps: Vec<String>,
 }
 
+/// What one message may make the server fetch (AIA issuers and CRLs): a few
+/// certificates looked at, a few URLs, and a deadline for all of them together.
+struct FetchBudget {
+    certificates: usize,
+    urls: usize,
+    deadline: tokio::time::Instant,
+    noted: bool,
+}
+
+impl FetchBudget {
+    /// Certificates of one message whose AIA is followed.
+    const CERTIFICATES: usize = 8;
+    /// URLs (AIA and CRL together) fetched for one message.
+    const URLS: usize = 8;
+
+    fn new(fetch_timeout: std::time::Duration) -> FetchBudget {
+        FetchBudget {
+            certificates: Self::CERTIFICATES,
+            urls: Self::URLS,
+            // room for one round of AIA and one of CRLs at the fetch timeout
+            deadline: tokio::time::Instant::now()
+                + fetch_timeout * 2
+                + std::time::Duration::from_secs(1),
+            noted: false,
+        }
+    }
+
+    fn look_at_certificate(&mut self, steps: &mut Vec<String>) -> bool {
+        if self.certificates == 0 {
+            if !self.noted {
+                steps.push(format!(
+                    "AIA: only {} certificates of one message are followed",
+                    Self::CERTIFICATES
+                ));
+                self.noted = true;
+            }
+            return false;
+        }
+        self.certificates -= 1;
+        true
+    }
+
+    fn take_urls(&mut self, mut urls: Vec<String>, steps: &mut Vec<String>) -> Vec<String> {
+        if urls.len() > self.urls {
+            steps.push(format!(
+                "{} URL(s) not fetched: one message may make this server fetch {} at most",
+                urls.len() - self.urls,
+                Self::URLS
+            ));
+            urls.truncate(self.urls);
+        }
+        self.urls -= urls.len();
+        urls
+    }
+
+    /// Runs the fetches side by side, each cut off at the message's deadline.
+    async fn run<T>(
+        &self,
+        fetches: impl Iterator<Item = impl std::future::Future<Output = Result<T, fetch::FetchError>>>,
+    ) -> Vec<Result<T, fetch::FetchError>> {
+        let deadline = self.deadline;
+        futures_util::future::join_all(fetches.map(|f| async move {
+            tokio::time::timeout_at(deadline, f)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(fetch::FetchError(
+                        "not fetched: the time this message may spend fetching ran out".into(),
+                    ))
+                })
+        }))
+        .await
+    }
+}
+
 /// Whether the signer's certificates were checked against their CRLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -456,31 +530,54 @@ pub async fn judge_inbound(
     };
     let mut verdict = judge(trust.clone()).await?;
 
-    // A chain that stops short of an anchor may lack an intermediate: follow AIA.
+    // What one message may make this server fetch, however many certificates it
+    // carries and however slowly their servers answer.
+    let mut budget = FetchBudget::new(fetcher.timeout());
+
+    // A chain that stops short of an anchor may lack an intermediate: follow AIA, for
+    // the signer's certificate first and a few others at most.
     if verdict.code == smime::ReasonCode::UntrustedAnchor {
         let mut known: Vec<String> = verdict
             .certificates
             .iter()
             .map(smime::fingerprint_sha256)
             .collect();
+        let signer_fp = verdict
+            .signer
+            .as_ref()
+            .map(|s| s.fingerprint_sha256.clone());
         let mut frontier = verdict.certificates.clone();
+        frontier.sort_by_key(|c| Some(smime::fingerprint_sha256(c)) != signer_fp);
         for _round in 0..4 {
-            let mut found = Vec::new();
+            let mut urls = Vec::new();
             for cert in &frontier {
+                if !budget.look_at_certificate(&mut steps) {
+                    break;
+                }
                 for url in fetch::issuer_urls(cert) {
-                    match fetcher.issuers(&url, now).await {
-                        Ok(certs) => {
-                            steps.push(format!("AIA {url}: {} certificate(s)", certs.len()));
-                            for c in certs {
-                                let fp = smime::fingerprint_sha256(&c);
-                                if !known.contains(&fp) {
-                                    known.push(fp);
-                                    found.push(c);
-                                }
+                    if !urls.contains(&url) {
+                        urls.push(url);
+                    }
+                }
+            }
+            let urls = budget.take_urls(urls, &mut steps);
+            let fetched = budget
+                .run(urls.iter().map(|url| fetcher.issuers(url, now)))
+                .await;
+            let mut found = Vec::new();
+            for (url, result) in urls.iter().zip(fetched) {
+                match result {
+                    Ok(certs) => {
+                        steps.push(format!("AIA {url}: {} certificate(s)", certs.len()));
+                        for c in certs {
+                            let fp = smime::fingerprint_sha256(&c);
+                            if !known.contains(&fp) {
+                                known.push(fp);
+                                found.push(c);
                             }
                         }
-                        Err(e) => steps.push(format!("AIA {e}")),
                     }
+                    Err(e) => steps.push(format!("AIA {e}")),
                 }
             }
             if found.is_empty() {
@@ -523,8 +620,19 @@ pub async fn judge_inbound(
         });
     }
     let mut unavailable = Vec::new();
-    for url in &urls {
-        match fetcher.crl(url, now).await {
+    let wanted = urls.len();
+    let urls = budget.take_urls(urls, &mut steps);
+    if urls.len() < wanted {
+        unavailable.push(format!(
+            "{} distribution point(s) beyond this message's limit were not fetched",
+            wanted - urls.len()
+        ));
+    }
+    let fetched = budget
+        .run(urls.iter().map(|url| fetcher.crl(url, now)))
+        .await;
+    for (url, result) in urls.iter().zip(fetched) {
+        match result {
             Ok(crl) => {
                 steps.push(format!("CRL {url}: fetched"));
                 trust.crls.push(crl.to_vec());

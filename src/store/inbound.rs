@@ -227,6 +227,8 @@ pub struct NewMessage<'a> {
     pub signer_issuer: Option<&'a str>,
     pub revocation: &'a str,
     pub raw: &'a [u8],
+    /// [`super::messages::attachment_checks`] of `raw`, made before the transaction.
+    pub attachment_checks: &'a str,
 }
 
 /// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
@@ -236,8 +238,9 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     let done = sqlx::query(
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
                                trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw,
-                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments)
-         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
+                               attachment_checks)
+         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          on conflict (mailbox_id, inbound_id) do nothing",
     )
     .bind(m.mailbox_id)
@@ -258,6 +261,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(ix.body_text)
     .bind(ix.attachment_names)
     .bind(i64::from(ix.has_attachments))
+    .bind(m.attachment_checks)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -369,11 +373,13 @@ pub struct StoredMessage {
     pub outbound_id: Option<i64>,
     pub message_id: Option<String>,
     pub raw: Vec<u8>,
+    /// `None` for a message filed before attachments were checked on arrival.
+    pub attachment_checks: Option<String>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
-        "select {}, signer_issuer, message_id, raw from messages where id = $1",
+        "select {}, signer_issuer, message_id, raw, attachment_checks from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
     let row = sqlx::query(&sql).bind(id).fetch_optional(&db.pool).await?;
@@ -386,6 +392,7 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             signer_issuer: r.try_get("signer_issuer")?,
             message_id: r.try_get("message_id")?,
             raw: r.try_get("raw")?,
+            attachment_checks: r.try_get("attachment_checks")?,
         })
     })
     .transpose()

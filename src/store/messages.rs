@@ -82,6 +82,42 @@ impl Indexed {
     }
 }
 
+/// Which attachments of `raw` must only be downloaded, and why: the stored form of
+/// the `attachment_checks` column ("<index>\t<reason>" lines, attachments numbered
+/// as mail-parser lists them). CPU work (a PDF is parsed): call it off the async threads.
+pub fn attachment_checks(raw: &[u8]) -> String {
+    let Some(m) = MessageParser::default().parse(raw) else {
+        return String::new();
+    };
+    m.attachments()
+        .enumerate()
+        .filter_map(|(n, a)| {
+            let name = a.attachment_name().unwrap_or("attachment");
+            directmail_content::inline_refusal(name, a.contents())
+                .map(|why| format!("{n}\t{}", why.replace(['\t', '\n', '\r'], " ")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The reason attachment `n` is download-only, from a stored `attachment_checks`.
+pub fn attachment_refusal(checks: &str, n: usize) -> Option<String> {
+    checks.lines().find_map(|l| {
+        let (i, why) = l.split_once('\t')?;
+        (i.parse::<usize>().ok()? == n).then(|| why.to_owned())
+    })
+}
+
+/// Stores the checks of a message filed before they were made.
+pub async fn set_attachment_checks(db: &Db, id: i64, checks: &str) -> sqlx::Result<()> {
+    sqlx::query("update messages set attachment_checks = $1 where id = $2")
+        .bind(checks)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
 /// Writes the list and search fields of a filed message.
 pub async fn set_indexed(conn: &mut AnyConnection, id: i64, ix: &Indexed) -> sqlx::Result<()> {
     sqlx::query(

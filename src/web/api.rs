@@ -24,10 +24,6 @@ use crate::store::outbound as outbound_store;
 use crate::store::tokens;
 use crate::store::users::{self, User};
 
-/// Largest API request (a message with its attachments).
-pub const API_LIMIT: usize = 35 * 1024 * 1024;
-/// Largest total of attachments in one message.
-pub const ATTACHMENTS_LIMIT: usize = 30 * 1024 * 1024;
 const PAGE: i64 = 50;
 
 /// Every route, for the router and for the OpenAPI document's test.
@@ -39,13 +35,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
 ];
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(config: &crate::config::Config) -> Router<AppState> {
+    // a message's worth of attachments (DIRECTMAIL_MAX_MESSAGE_MB), as on the page
+    let limit = super::compose::message_limit(config) + super::compose::MULTIPART_OVERHEAD;
     Router::new()
         .route("/api/v1/messages", get(list).post(send))
         .route("/api/v1/messages/{id}", get(detail))
         .route("/api/v1/messages/{id}/attachments/{n}", get(attachment))
         .route("/api/v1/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(API_LIMIT))
+        .layer(DefaultBodyLimit::max(limit))
 }
 
 /// A JSON error: `{"code": "...", "message": "..."}` with its status.
@@ -181,9 +179,11 @@ async fn send(
     let bad = |code: &'static str, m: String| ApiError::new(StatusCode::BAD_REQUEST, code, m);
     let mut draft = Draft::default();
     let mut from_mailbox: Option<String> = None;
+    let limit = super::compose::message_limit(&state.config);
     let mut total = 0usize;
+    let mut refused: Vec<String> = Vec::new();
     loop {
-        let field = match form.next_field().await {
+        let mut field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -201,16 +201,30 @@ async fn send(
         };
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
-        let content_type = field
-            .content_type()
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let bytes = field.bytes().await.map_err(|e| {
+        let declared = field.content_type().map(str::to_owned);
+        let unreadable = |e: axum::extract::multipart::MultipartError| {
             bad(
                 "unreadable_request",
                 format!("The field {name} could not be read: {}", e.body_text()),
             )
-        })?;
+        };
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "Attachments may add up to {} MB per message.",
+                    state.config.max_message_mb
+                ),
+            )
+        };
+        let room = limit.saturating_sub(total);
+        let Some(bytes) = super::compose::read_capped(&mut field, room)
+            .await
+            .map_err(unreadable)?
+        else {
+            return Err(too_large());
+        };
         let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
         match name.as_str() {
             "to" | "cc" => {
@@ -226,23 +240,29 @@ async fn send(
             "text" => draft.text = String::from_utf8_lossy(&bytes).into_owned(),
             "mailbox" => from_mailbox = Some(text()),
             "attachment" => {
-                total += bytes.len();
-                if total > ATTACHMENTS_LIMIT {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        "Attachments may add up to 30 MB per message.",
-                    ));
+                let name: String = file_name
+                    .unwrap_or_else(|| "attachment".into())
+                    .chars()
+                    .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
+                    .collect();
+                // the same checks and policy as the page: the type comes from the
+                // content, never from what the client declared
+                let policy = super::compose::policy(&state, room);
+                match super::compose::check_file(&name, declared.as_deref(), bytes.clone(), &policy)
+                    .await
+                    .map_err(|_| {
+                        ApiError::from(anyhow::anyhow!("the attachment check did not finish"))
+                    })? {
+                    Ok(content_type) => {
+                        total += bytes.len();
+                        draft.attachments.push(Attachment {
+                            name,
+                            content_type: content_type.to_owned(),
+                            data: bytes.to_vec(),
+                        });
+                    }
+                    Err(why) => refused.push(why),
                 }
-                let name = file_name.unwrap_or_else(|| "attachment".into());
-                draft.attachments.push(Attachment {
-                    name: name
-                        .chars()
-                        .filter(|c| !c.is_control() && *c != '/' && *c != '\\')
-                        .collect(),
-                    content_type,
-                    data: bytes.to_vec(),
-                });
             }
             other => {
                 return Err(bad(
@@ -251,6 +271,13 @@ async fn send(
                 ));
             }
         }
+    }
+    if !refused.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "attachment_refused",
+            format!("Nothing was sent. {}", refused.join(" ")),
+        ));
     }
     if draft.to.is_empty() {
         return Err(bad(

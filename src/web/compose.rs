@@ -27,11 +27,74 @@ use crate::store::inbound::StoredMessage;
 use crate::store::mailboxes::Mailbox;
 use crate::store::messages;
 
-/// The most a single upload request may carry; the configured per-message limit
-/// (at most 200 MB) is checked against the draft's attachments in the handler.
-const UPLOAD_REQUEST_LIMIT: usize = 201 * 1024 * 1024;
+/// What a multipart request may carry beyond its files (boundaries, part headers,
+/// the other fields).
+pub const MULTIPART_OVERHEAD: usize = 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
+/// Attachment checks running at once: each parses a whole file (a PDF's objects, an
+/// office file's zip), so they run off the async threads and at most two at a time,
+/// whatever the number of uploads in flight.
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Checks one file against `policy` (the operator's types, `max_total_bytes` being
+/// what the message still has room for) on a blocking thread, at most [`CHECKS`] at
+/// once. The media type to store, or the sentence saying why not.
+pub async fn check_file(
+    name: &str,
+    declared: Option<&str>,
+    data: axum::body::Bytes,
+    policy: &directmail_content::Policy,
+) -> AppResult<Result<&'static str, String>> {
+    let _permit = CHECKS
+        .acquire()
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
+    let (name, declared, policy) = (name.to_owned(), declared.map(str::to_owned), policy.clone());
+    tokio::task::spawn_blocking(move || {
+        directmail_content::check_attachment(&name, declared.as_deref(), &data, &policy)
+            .map(|accepted| accepted.content_type)
+            .map_err(|rejection| rejection.to_string())
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))
+}
+
+/// The operator's attachment policy with room for `max_total_bytes`.
+pub fn policy(state: &AppState, max_total_bytes: usize) -> directmail_content::Policy {
+    directmail_content::Policy {
+        max_total_bytes,
+        allowed: state.config.attachment_types.0.clone(),
+    }
+}
+
+/// The largest total of attachments in one message (`DIRECTMAIL_MAX_MESSAGE_MB`).
+pub fn message_limit(config: &crate::config::Config) -> usize {
+    config.max_message_mb as usize * 1024 * 1024
+}
+
+/// A multipart field's bytes, read chunk by chunk up to `cap`; `Ok(None)` when it
+/// holds more (the rest is read and dropped, so the answer still reaches the
+/// browser), never more than `cap` bytes kept.
+pub async fn read_capped(
+    field: &mut axum::extract::multipart::Field<'_>,
+    cap: usize,
+) -> Result<Option<axum::body::Bytes>, axum::extract::multipart::MultipartError> {
+    let mut kept = Vec::new();
+    let mut over = false;
+    while let Some(chunk) = field.chunk().await? {
+        if over || kept.len() + chunk.len() > cap {
+            over = true;
+            kept = Vec::new();
+            continue;
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    Ok((!over).then(|| kept.into()))
+}
+
+pub fn routes(config: &crate::config::Config) -> Router<AppState> {
+    // the request may carry a message's worth of files, and no more
+    let upload_limit = message_limit(config) + MULTIPART_OVERHEAD;
     Router::new()
         .route("/mail/{mailbox}/compose", post(compose))
         .route("/mail/drafts/{id}", get(page).post(save))
@@ -39,7 +102,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/drafts/{id}/delete", post(discard))
         .route(
             "/mail/drafts/{id}/attachments",
-            post(upload).layer(DefaultBodyLimit::max(UPLOAD_REQUEST_LIMIT)),
+            post(upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/mail/drafts/{id}/attachments/{aid}", get(download))
         .route("/mail/drafts/{id}/attachments/{aid}/delete", post(remove))
@@ -191,18 +254,23 @@ pub async fn draft_from(
     }
     // files carried over are checked like uploads: what arrived is not always
     // something this HISP lets its users send
-    let mut policy = directmail_content::Policy {
-        max_total_bytes: state.config.max_message_mb as usize * 1024 * 1024,
-        allowed: state.config.attachment_types.0.clone(),
-    };
+    let mut room = message_limit(&state.config);
     let mut kept = Vec::new();
     let mut refused = Vec::new();
     for mut f in files {
-        match directmail_content::check_attachment(&f.name, Some(&f.content_type), &f.data, &policy)
+        let data = axum::body::Bytes::from(std::mem::take(&mut f.data));
+        match check_file(
+            &f.name,
+            Some(&f.content_type),
+            data.clone(),
+            &policy(state, room),
+        )
+        .await?
         {
-            Ok(accepted) => {
-                policy.max_total_bytes = policy.max_total_bytes.saturating_sub(f.data.len());
-                f.content_type = accepted.content_type.to_owned();
+            Ok(content_type) => {
+                room = room.saturating_sub(data.len());
+                f.content_type = content_type.to_owned();
+                f.data = data.to_vec();
                 kept.push(f);
             }
             Err(why) => refused.push(format!("Not attached: {why}")),
@@ -552,15 +620,17 @@ async fn upload(
     mut multipart: Multipart,
 ) -> AppResult<Response> {
     let (_, draft) = own_draft(&state, &current, id).await?;
-    let limit = state.config.max_message_mb as usize * 1024 * 1024;
-    let mut policy = directmail_content::Policy {
-        max_total_bytes: limit,
-        allowed: state.config.attachment_types.0.clone(),
+    let limit = message_limit(&state.config);
+    let too_large = |name: &str| {
+        format!(
+            "“{name}” is larger than the {} MB a message may carry; nothing was attached.",
+            state.config.max_message_mb
+        )
     };
     let mut refused = Vec::new();
     let mut added = Vec::new();
     loop {
-        let field = match multipart.next_field().await {
+        let mut field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -576,8 +646,17 @@ async fn upload(
         }
         let name = field.file_name().unwrap_or("attachment").to_owned();
         let declared = field.content_type().map(str::to_owned);
-        let data = match field.bytes().await {
-            Ok(d) => d,
+        let used = {
+            let mut conn = state.db.pool.acquire().await?;
+            drafts::attached_bytes(&mut conn, draft.id).await? as usize
+        };
+        let room = limit.saturating_sub(used);
+        let data = match read_capped(&mut field, room).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                refused.push(too_large(name.trim()));
+                continue;
+            }
             Err(e) => {
                 refused.push(format!(
                     "“{name}” did not arrive whole ({e}); nothing was attached."
@@ -588,40 +667,45 @@ async fn upload(
         if name.trim().is_empty() && data.is_empty() {
             continue;
         }
+        // the check runs before the write lock is taken: a large PDF holds up no one
+        let content_type = match check_file(
+            &name,
+            declared.as_deref(),
+            data.clone(),
+            &policy(&state, room),
+        )
+        .await?
+        {
+            Ok(t) => t,
+            Err(why) => {
+                refused.push(why);
+                continue;
+            }
+        };
         let _turn = state.db.write_turn().await;
         let mut tx = state.db.pool.begin().await?;
+        // another upload to the same draft may have landed meanwhile
         let used = drafts::attached_bytes(&mut tx, draft.id).await? as usize;
-        policy.max_total_bytes = limit.saturating_sub(used);
-        match directmail_content::check_attachment(&name, declared.as_deref(), &data, &policy) {
-            Ok(accepted) => {
-                let stored_name = name.trim().to_owned();
-                drafts::add_attachment(
-                    &mut tx,
-                    draft.id,
-                    &stored_name,
-                    accepted.content_type,
-                    &data,
-                )
-                .await?;
-                audit::append(
-                    &mut tx,
-                    state.clock.now(),
-                    &current.actor(ip.clone()),
-                    Event::new("draft.attach", format!("draft:{}", draft.id)).detail(format!(
-                        "{} bytes, {}",
-                        data.len(),
-                        accepted.content_type
-                    )),
-                )
-                .await?;
-                tx.commit().await?;
-                added.push(stored_name);
-            }
-            Err(rejection) => {
-                tx.rollback().await?;
-                refused.push(rejection.to_string());
-            }
+        if used + data.len() > limit {
+            tx.rollback().await?;
+            refused.push(too_large(name.trim()));
+            continue;
         }
+        let stored_name = name.trim().to_owned();
+        drafts::add_attachment(&mut tx, draft.id, &stored_name, content_type, &data).await?;
+        audit::append(
+            &mut tx,
+            state.clock.now(),
+            &current.actor(ip.clone()),
+            Event::new("draft.attach", format!("draft:{}", draft.id)).detail(format!(
+                "{} bytes, {}",
+                data.len(),
+                content_type
+            )),
+        )
+        .await?;
+        tx.commit().await?;
+        added.push(stored_name);
     }
     if headers.contains_key("x-upload") {
         let status = if refused.is_empty() {

@@ -26,7 +26,7 @@ use crate::store::messages::{self as store, Before, SYSTEM_FOLDERS, Search};
 pub const PAGE: i64 = 50;
 const KEY_UNDO: &str = "mail.undo";
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     Router::new()
         .route("/mail", get(first_mailbox))
         .route("/mail/{mailbox}/search", get(search))
@@ -41,7 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/{mailbox}/{folder}", get(folder))
         .route("/mail/{mailbox}/{folder}/new", get(new_rows))
         .merge(super::message::routes())
-        .merge(super::compose::routes())
+        .merge(super::compose::routes(config))
 }
 
 /// One of the user's mailboxes, or 404.

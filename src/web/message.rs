@@ -68,13 +68,31 @@ pub enum Show {
     Download,
 }
 
-/// How an attachment is shown, from its bytes (never its declared type).
-fn show_as(data: &[u8]) -> Show {
-    match directmail_content::inline_type(data) {
-        Some("application/pdf") => Show::Pdf,
-        Some(_) => Show::Image,
-        None => Show::Download,
+/// How an attachment is shown, from its bytes (never its declared type) and the
+/// checks made on arrival: what fails them is download-only.
+fn show_as(data: &[u8], refusal: Option<&str>) -> Show {
+    match (directmail_content::inline_type(data), refusal) {
+        (_, Some(_)) | (None, _) => Show::Download,
+        (Some("application/pdf"), None) => Show::Pdf,
+        (Some(_), None) => Show::Image,
     }
+}
+
+/// The message's attachment checks ([`store::attachment_checks`]): stored on
+/// arrival, or made now (off the async threads) for a message filed before.
+async fn attachment_checks(
+    state: &AppState,
+    message: &inbound::StoredMessage,
+) -> AppResult<String> {
+    if let Some(checks) = &message.attachment_checks {
+        return Ok(checks.clone());
+    }
+    let raw = message.raw.clone();
+    let checks = tokio::task::spawn_blocking(move || store::attachment_checks(&raw))
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
+    store::set_attachment_checks(&state.db, message.row.id, &checks).await?;
+    Ok(checks)
 }
 
 pub struct AttachmentView {
@@ -83,6 +101,8 @@ pub struct AttachmentView {
     pub content_type: String,
     pub size: String,
     pub show: Show,
+    /// Why a file a browser could show is download-only.
+    pub refusal: Option<String>,
 }
 
 /// "12 KB", "3.4 MB".
@@ -96,16 +116,20 @@ pub fn human_size(bytes: usize) -> String {
     }
 }
 
-fn attachments(parsed: &Message<'_>) -> Vec<AttachmentView> {
+fn attachments(parsed: &Message<'_>, checks: &str) -> Vec<AttachmentView> {
     parsed
         .attachments()
         .enumerate()
-        .map(|(n, a)| AttachmentView {
-            n,
-            name: a.attachment_name().unwrap_or("attachment").to_owned(),
-            content_type: content_type_of(a),
-            size: human_size(a.contents().len()),
-            show: show_as(a.contents()),
+        .map(|(n, a)| {
+            let refusal = store::attachment_refusal(checks, n);
+            AttachmentView {
+                n,
+                name: a.attachment_name().unwrap_or("attachment").to_owned(),
+                content_type: content_type_of(a),
+                size: human_size(a.contents().len()),
+                show: show_as(a.contents(), refusal.as_deref()),
+                refusal,
+            }
         })
         .collect()
 }
@@ -124,6 +148,16 @@ fn addresses(a: Option<&mail_parser::Address<'_>>) -> String {
             .join(", ")
     })
     .unwrap_or_default()
+}
+
+/// The sender as stored at delivery: the one reading of the signed From
+/// (`directmail_smime::read_originator`), never a second parse of the raw message.
+fn sender_line(row: &inbound::MessageRow) -> String {
+    if row.from_name.is_empty() {
+        row.from_addr.clone()
+    } else {
+        format!("{} <{}>", row.from_name, row.from_addr)
+    }
 }
 
 /// Whether the message's main body is HTML (shown sanitized in a frame).
@@ -183,6 +217,7 @@ async fn message(
         .ok_or(AppError::NotFound)?;
     // the frame also checks that the mailbox is the user's, so it comes first
     let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
+    let checks = attachment_checks(&state, &message).await?;
     let parsed = MessageParser::default().parse(&message.raw);
     let (to, cc, html, text, attachment_list) = match &parsed {
         Some(p) => (
@@ -190,7 +225,7 @@ async fn message(
             addresses(p.cc()),
             has_html(p),
             p.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-            attachments(p),
+            attachments(p, &checks),
         ),
         None => (
             String::new(),
@@ -200,11 +235,7 @@ async fn message(
             Vec::new(),
         ),
     };
-    let from = parsed
-        .as_ref()
-        .map(|p| addresses(p.from()))
-        .filter(|f| !f.is_empty())
-        .unwrap_or_else(|| message.row.from_addr.clone());
+    let from = sender_line(&message.row);
     let delivery: Vec<DeliveryLine> = match message.outbound_id {
         Some(oid) => outbound::statuses(&state.db, oid)
             .await?
@@ -359,6 +390,7 @@ async fn print(
     Path(id): Path<i64>,
 ) -> AppResult<PrintPage> {
     let (_, message) = own_message(&state, &current, id).await?;
+    let checks = attachment_checks(&state, &message).await?;
     let parsed = MessageParser::default().parse(&message.raw);
     audit::record(
         &state.db,
@@ -370,10 +402,7 @@ async fn print(
     let r = &message.row;
     Ok(PrintPage {
         subject: r.subject.clone(),
-        from: parsed
-            .as_ref()
-            .map(|p| addresses(p.from()))
-            .unwrap_or_else(|| r.from_addr.clone()),
+        from: sender_line(r),
         to: parsed
             .as_ref()
             .map(|p| addresses(p.to()))
@@ -388,7 +417,10 @@ async fn print(
             .as_ref()
             .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
             .unwrap_or_default(),
-        attachments: parsed.as_ref().map(attachments).unwrap_or_default(),
+        attachments: parsed
+            .as_ref()
+            .map(|p| attachments(p, &checks))
+            .unwrap_or_default(),
     })
 }
 
@@ -484,7 +516,8 @@ async fn attachment(
     let data = part.contents().to_vec();
     let inline = !q.inline.is_empty();
     let show = if inline {
-        show_as(&data)
+        let checks = attachment_checks(&state, &message).await?;
+        show_as(&data, store::attachment_refusal(&checks, n).as_deref())
     } else {
         Show::Download
     };

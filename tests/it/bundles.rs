@@ -133,7 +133,8 @@ async fn operator(app: &TestApp) -> Browser {
 
 fn reader(app: &TestApp) -> Reader {
     Reader {
-        fetcher: Fetcher::new(Duration::from_secs(2)).unwrap(),
+        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
+            .unwrap(),
         max_bytes: usize::try_from(app.config.bundle_max_bytes).unwrap(),
     }
 }
@@ -569,7 +570,8 @@ async fn a_bundle_assigned_for_receiving_makes_its_senders_trusted() {
     let app = TestApp::spawn().await;
     let domain = receiving_domain(&app).await;
     let message = crate::revocation::message(pki(), "sender", "dr.smith@direct.sender.test", false);
-    let fetcher = Fetcher::new(Duration::from_secs(2)).unwrap();
+    let fetcher =
+        Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything()).unwrap();
     let judge = || async {
         directmail::pki::judge_inbound(
             &app.state.db,

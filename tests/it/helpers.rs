@@ -78,7 +78,7 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     // RSA key generation is slow in debug builds; the tests that need the development
     // PKI turn it back on
     config.dev_pki = false;
-    config.discovery_private_networks = true;
+    config.allow_private_networks = Some(directmail_net::Policy::everything());
     config
 }
 

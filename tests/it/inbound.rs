@@ -6,7 +6,7 @@ use directmail::store::{mailboxes, orgs};
 
 use crate::revocation::{Setup, message, setup};
 
-async fn with_mailbox(s: &Setup) -> i64 {
+pub(crate) async fn with_mailbox(s: &Setup) -> i64 {
     let org = orgs::get(&s.app.state.db, s.domain.org_id.unwrap())
         .await
         .unwrap()
@@ -47,7 +47,7 @@ async fn receive(s: &Setup, mail_from: &str, rcpt: &[&str], raw: &[u8]) -> i64 {
 
 /// Stores a received message, wakes the portal's own processor, and waits for the
 /// outcome: `delivered`, or the quarantine reason.
-async fn outcome(s: &Setup, id: i64) -> String {
+pub(crate) async fn outcome(s: &Setup, id: i64) -> String {
     s.app.state.wake_processor.notify_one();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -347,19 +347,16 @@ async fn smtp_session(addr: std::net::SocketAddr, lines: &[String]) -> Vec<Strin
     replies
 }
 
-#[tokio::test]
-async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() {
-    let s = setup().await;
-    let mailbox = with_mailbox(&s).await;
-    let raw = message(
-        s.app.data_dir.path(),
-        "sender",
-        "dr.smith@direct.sender.test",
-        true,
-    );
-    // dot-stuffing per RFC 5321 §4.5.2, CRLF line ends
-    let text = String::from_utf8(raw)
-        .unwrap()
+/// One SMTP transaction to `addr` as another HISP would make it: EHLO, MAIL FROM,
+/// each RCPT TO, DATA with `raw` dot-stuffed (RFC 5321 §4.5.2) and CRLF line ends,
+/// QUIT. Returns every reply, the greeting first.
+pub(crate) async fn send_over_smtp(
+    addr: std::net::SocketAddr,
+    mail_from: &str,
+    rcpt_to: &[&str],
+    raw: &[u8],
+) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw)
         .replace("\r\n", "\n")
         .replace('\n', "\r\n");
     let stuffed: String = text
@@ -373,17 +370,32 @@ async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() 
         })
         .collect::<Vec<_>>()
         .join("\r\n");
-    let replies = smtp_session(
+    let mut lines = vec![
+        "EHLO hisp-b.test\r\n".to_owned(),
+        format!("MAIL FROM:<{mail_from}>\r\n"),
+    ];
+    lines.extend(rcpt_to.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+    lines.push("DATA\r\n".into());
+    lines.push(format!("{stuffed}\r\n.\r\n"));
+    lines.push("QUIT\r\n".into());
+    smtp_session(addr, &lines).await
+}
+
+#[tokio::test]
+async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() {
+    let s = setup().await;
+    let mailbox = with_mailbox(&s).await;
+    let raw = message(
+        s.app.data_dir.path(),
+        "sender",
+        "dr.smith@direct.sender.test",
+        true,
+    );
+    let replies = send_over_smtp(
         s.app.smtp_addr,
-        &[
-            "EHLO hisp-b.test\r\n".into(),
-            "MAIL FROM:<dr.smith@direct.sender.test>\r\n".into(),
-            "RCPT TO:<nobody@direct.lakeside.test>\r\n".into(),
-            "RCPT TO:<front@direct.lakeside.test>\r\n".into(),
-            "DATA\r\n".into(),
-            format!("{stuffed}\r\n.\r\n"),
-            "QUIT\r\n".into(),
-        ],
+        "dr.smith@direct.sender.test",
+        &["nobody@direct.lakeside.test", "front@direct.lakeside.test"],
+        &raw,
     )
     .await;
     assert!(replies[0].starts_with("220"), "{replies:?}");

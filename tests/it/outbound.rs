@@ -977,3 +977,187 @@ async fn a_peer_that_is_down_gets_the_message_when_it_comes_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_recipient_domain_whose_mx_points_inside_our_network_is_not_contacted() {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mx_port = listener.local_addr().unwrap().port();
+    tokio::spawn(directmail_smtp::serve(
+        listener,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
+    let dns = dns_server().await;
+    // the default policy: public addresses only (the MX answer says 127.0.0.1)
+    let app = TestApp::spawn_with(|c| {
+        c.dns_resolver = Some(dns);
+        c.smtp_mx_port = mx_port;
+        c.allow_private_networks = None;
+    })
+    .await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    knows_foreign(&app, "kim@direct.far.test").await;
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@direct.far.test".into()],
+        &[],
+        "Via MX",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("failure", async || {
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "failed"
+    })
+    .await;
+    let detail = outbound::statuses(&app.state.db, id).await.unwrap()[0]
+        .2
+        .clone();
+    assert!(
+        detail.contains("127.0.0.1 is not a public address"),
+        "{detail}"
+    );
+    assert!(sink.received.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_notification_moves_only_the_status_of_recipients_its_signer_is_bound_to() {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(directmail_smtp::serve(
+        listener,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(sink_addr.to_string())).await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    knows_foreign(&app, "lee@direct.other.test").await;
+    // kim holds a certificate Ana's domain trusts (from its CA), bound to kim only
+    let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
+        .await
+        .unwrap();
+    let kim = ca
+        .issue_address("kim@direct.far.test", std::time::SystemTime::now())
+        .unwrap();
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let kim_pem = der::EncodePem::to_pem(kim.certificate(), der::pem::LineEnding::LF).unwrap();
+    outbound::learn_certificate(&mut tx, "kim@direct.far.test", &kim_pem, app.now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let id = directmail::outbound::submit(
+        &app.state.db,
+        &ana,
+        "Ana",
+        &["kim@direct.far.test".into(), "lee@direct.other.test".into()],
+        &[],
+        "Two recipients",
+        "Text",
+        app.now(),
+    )
+    .await
+    .unwrap();
+    app.state.wake_sender.notify_one();
+    wait_for("both sent", async || {
+        outbound::statuses(&app.state.db, id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.1 == "sent")
+    })
+    .await;
+    let message_id: String =
+        sqlx::query_scalar("select message_id from outbound_messages where id = $1")
+            .bind(id)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    let domain = orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let ours = directmail::pki::identities(&app.state.db, &app.state.secret, domain.id)
+        .await
+        .unwrap();
+    // kim's system reports on a recipient it has no say over, then on kim
+    let reports = [
+        ("lee@direct.other.test", "failed"),
+        ("lee@direct.other.test", "processed"),
+        ("kim@direct.far.test", "processed"),
+    ];
+    for (n, (about, disposition)) in reports.iter().enumerate() {
+        let mdn = format!(
+            "From: kim@direct.far.test\r\nTo: dr.ana@direct.lakeside.test\r\nSubject: Processed\r\nMessage-ID: <mdn-{n}@direct.far.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nReport.\r\n--b\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: far.test; directmail\r\nFinal-Recipient: rfc822;{about}\r\nOriginal-Message-ID: <{message_id}>\r\nDisposition: automatic-action/MDN-sent-automatically;{disposition}\r\n--b--\r\n"
+        );
+        let sealed = directmail_smime::seal(
+            mdn.as_bytes(),
+            &kim,
+            &[directmail_smime::Recipient::new(
+                ours[0].certificate().clone(),
+            )],
+            &directmail_smime::SealOptions {
+                no_notification_request: true,
+                ..Default::default()
+            },
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let rcpt = vec!["dr.ana@direct.lakeside.test".to_owned()];
+        let inbound_id = inbound::insert(
+            &app.state.db,
+            inbound::NewInbound {
+                mail_from: "kim@direct.far.test",
+                rcpt_to: &rcpt,
+                remote_ip: "127.0.0.1",
+                helo: "far",
+                tls: true,
+                raw: &sealed,
+            },
+            app.now(),
+        )
+        .await
+        .unwrap();
+        app.state.wake_processor.notify_one();
+        wait_for("the report to be processed", async || {
+            inbound::get(&app.state.db, inbound_id)
+                .await
+                .unwrap()
+                .is_some_and(|r| r.state == "delivered")
+        })
+        .await;
+    }
+    let statuses = outbound::statuses(&app.state.db, id).await.unwrap();
+    let of = |who: &str| {
+        statuses
+            .iter()
+            .find(|s| s.0 == who)
+            .map(|s| s.1.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        of("lee@direct.other.test"),
+        "sent",
+        "kim cannot report on lee"
+    );
+    assert_eq!(of("kim@direct.far.test"), "processed");
+}

@@ -46,7 +46,7 @@ impl Files {
         self.files.lock().unwrap().remove(name);
     }
 
-    fn hits(&self, name: &str) -> usize {
+    pub(crate) fn hits(&self, name: &str) -> usize {
         self.hits.lock().unwrap().get(name).copied().unwrap_or(0)
     }
 }
@@ -134,40 +134,89 @@ pub(crate) fn message(dir: &Path, signer: &str, from: &str, with_intermediate: b
     let inner = format!(
         "From: {from}\r\nTo: front@direct.lakeside.test\r\nSubject: Referral\r\nMessage-ID: <{n}@direct.sender.test>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\nPlease see the patient.\r\n"
     );
-    std::fs::write(dir.join(format!("m{n}.eml")), inner).unwrap();
-    let certfile = if with_intermediate {
-        "-certfile int.pem"
+    let certfile: &[&str] = if with_intermediate {
+        &["-certfile", "int.pem"]
     } else {
-        ""
+        &[]
     };
-    let script = format!(
-        "set -e
-openssl cms -sign -in m{n}.eml -signer {signer}.pem -inkey {signer}.key -md sha256 {certfile} -out m{n}.signed
-openssl cms -encrypt -in m{n}.signed -aes256 -from {from} -to front@direct.lakeside.test -subject 'Direct secure message' -out m{n}.p7m ours.pem"
+    sealed_by_openssl(dir, signer, &inner, certfile, from, "Direct secure message")
+}
+
+/// `entity` (a whole RFC 5322 message, or any MIME entity) signed by `signer` with
+/// `openssl cms -sign` (`sign_extra`: more options, such as `-certfile`), then
+/// encrypted to our domain with `openssl cms -encrypt`, whose outer headers carry
+/// `outer_from` and `outer_subject` (unprotected, as on the wire).
+pub(crate) fn sealed_by_openssl(
+    dir: &Path,
+    signer: &str,
+    entity: &str,
+    sign_extra: &[&str],
+    outer_from: &str,
+    outer_subject: &str,
+) -> Vec<u8> {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let (input, signed, sealed) = (
+        format!("e{n}.eml"),
+        format!("e{n}.signed"),
+        format!("e{n}.p7m"),
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(dir.join(format!("m{n}.p7m"))).unwrap()
+    std::fs::write(dir.join(&input), entity).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (cert, key) = (format!("{signer}.pem"), format!("{signer}.key"));
+    let mut sign = vec![
+        "cms", "-sign", "-in", &input, "-signer", &cert, "-inkey", &key, "-md", "sha256",
+    ];
+    sign.extend_from_slice(sign_extra);
+    sign.extend_from_slice(&["-out", &signed]);
+    run(&sign);
+    run(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        &signed,
+        "-aes256",
+        "-from",
+        outer_from,
+        "-to",
+        "front@direct.lakeside.test",
+        "-subject",
+        outer_subject,
+        "-out",
+        &sealed,
+        "ours.pem",
+    ]);
+    std::fs::read(dir.join(sealed)).unwrap()
 }
 
 pub(crate) struct Setup {
     pub(crate) app: TestApp,
-    files: Files,
+    pub(crate) files: Files,
     fetcher: Fetcher,
     pub(crate) domain: orgs::Domain,
 }
 
 pub(crate) async fn setup() -> Setup {
-    let app = TestApp::spawn().await;
+    setup_with(|_| {}, None).await
+}
+
+/// [`setup`] with the portal's configuration adjusted, and the "lonely" leaf's CRL
+/// and AIA pointing at `dead` (a base URL) instead of a closed port.
+pub(crate) async fn setup_with(
+    adjust: impl FnOnce(&mut directmail::config::Config),
+    dead: Option<String>,
+) -> Setup {
+    let app = TestApp::spawn_with(adjust).await;
     app.org("Lakeside Clinic", "direct.lakeside.test").await;
     let (files, port) = Files::serve().await;
     let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -179,7 +228,7 @@ pub(crate) async fn setup() -> Setup {
     make_pki(
         &dir,
         &format!("http://127.0.0.1:{port}"),
-        &format!("http://127.0.0.1:{dead_port}"),
+        &dead.unwrap_or_else(|| format!("http://127.0.0.1:{dead_port}")),
     );
     files.put("int.crl", std::fs::read(dir.join("int.crl")).unwrap());
     files.put("int.cer", std::fs::read(dir.join("int.cer")).unwrap());
@@ -212,7 +261,8 @@ pub(crate) async fn setup() -> Setup {
     .await
     .unwrap();
     Setup {
-        fetcher: Fetcher::new(Duration::from_secs(2)).unwrap(),
+        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
+            .unwrap(),
         app,
         files,
         domain,
@@ -305,7 +355,8 @@ async fn a_missing_intermediate_is_fetched_through_aia() {
     // without AIA answering, the chain stops short of the anchor
     s.files.files.lock().unwrap().remove("int.cer");
     let fresh = Setup {
-        fetcher: Fetcher::new(Duration::from_secs(2)).unwrap(),
+        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
+            .unwrap(),
         ..s
     };
     let j = fresh

@@ -251,6 +251,7 @@ async fn deliver_many(app: &TestApp, mailbox_id: i64, mails: &[(Mail, i64)]) -> 
                     signer_issuer: Some("CN=Partner CA"),
                     revocation: "checked",
                     raw: &raw,
+                    attachment_checks: &directmail::store::messages::attachment_checks(&raw),
                 },
                 *at,
             )

@@ -19,8 +19,8 @@ mod attachment;
 mod render;
 
 pub use attachment::{
-    Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_type, kind_from_str,
-    parse_kinds,
+    Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_refusal, inline_type,
+    kind_from_str, parse_kinds,
 };
 pub use render::{
     Sanitized, html_to_text, linkify_text, sanitize_html, sanitize_html_report, snippet,

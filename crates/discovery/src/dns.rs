@@ -117,48 +117,16 @@ pub(crate) async fn addresses(resolver: &DnsResolver, host: &Name) -> Result<Vec
     }
 }
 
-/// Whether `ip` may be contacted on the say-so of someone else's DNS. Loopback,
-/// private, link-local, shared (CGNAT) and unspecified addresses are refused unless
-/// the operator allowed them, so a hostile domain cannot point discovery at the
-/// HISP's own network (server-side request forgery).
-pub(crate) fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// Limits for fetching the certificate an IPKIX record names.
 pub(crate) struct FetchLimits {
     pub(crate) timeout: Duration,
     pub(crate) max_bytes: usize,
-    pub(crate) allow_private: bool,
+    pub(crate) network: directmail_net::Policy,
 }
 
 /// Fetch the certificate an IPKIX CERT record points to (RFC 4398 §2.1: the data is
 /// a URL). Plain `http://` only, no redirects, no proxy, the host resolved through
-/// discovery's own resolver and checked with [`is_public`]; the body is limited in
+/// discovery's own resolver and checked with the outbound-connection policy; the body is limited in
 /// size and time. DER, or a PEM `CERTIFICATE` block.
 pub(crate) async fn fetch_ipkix(
     resolver: &DnsResolver,
@@ -188,7 +156,7 @@ pub(crate) async fn fetch_ipkix(
     };
     let allowed: Vec<SocketAddr> = ips
         .iter()
-        .filter(|ip| limits.allow_private || is_public(**ip))
+        .filter(|ip| limits.network.permits(**ip))
         .map(|ip| SocketAddr::new(*ip, port))
         .collect();
     if allowed.is_empty() {
@@ -258,28 +226,6 @@ fn pem_to_der(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn internal_addresses_are_not_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fc00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn a_pem_body_yields_its_der() {

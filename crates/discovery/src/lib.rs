@@ -71,11 +71,12 @@ pub struct Config {
     pub cache_capacity: usize,
     /// Order of LDAP servers with equal SRV priority.
     pub srv_order: SrvOrder,
-    /// Allow contacting loopback, private and link-local addresses named by DNS
-    /// (LDAP servers, IPKIX URLs). Off by default so that someone else's DNS cannot
-    /// point discovery at the HISP's own network; tests on loopback and deployments
-    /// whose partners sit on a private network turn it on.
-    pub allow_private_addresses: bool,
+    /// Which addresses named by DNS (LDAP servers, IPKIX URLs) may be contacted: the
+    /// server's one outbound-connection policy. Public addresses only by default so
+    /// that someone else's DNS cannot point discovery at the HISP's own network;
+    /// tests on loopback and deployments whose partners sit on a private network
+    /// allow more.
+    pub network: directmail_net::Policy,
 }
 
 impl Default for Config {
@@ -92,7 +93,7 @@ impl Default for Config {
             max_dns_cache_ttl: Duration::from_secs(86_400),
             cache_capacity: 10_000,
             srv_order: SrvOrder::WeightedRandom,
-            allow_private_addresses: false,
+            network: directmail_net::Policy::public_only(),
         }
     }
 }

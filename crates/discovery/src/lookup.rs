@@ -126,7 +126,7 @@ impl Run<'_> {
         let limits = FetchLimits {
             timeout: self.d.config.http_timeout,
             max_bytes: self.d.config.max_fetch_bytes,
-            allow_private: self.d.config.allow_private_addresses,
+            network: self.d.config.network.clone(),
         };
         let mut candidates = Vec::new();
         for record in records {
@@ -311,7 +311,7 @@ impl Run<'_> {
         let allowed: Vec<IpAddr> = ips
             .iter()
             .copied()
-            .filter(|ip| self.d.config.allow_private_addresses || dns::is_public(*ip))
+            .filter(|ip| self.d.config.network.permits(*ip))
             .collect();
         if allowed.is_empty() {
             let first = ips.first().map(|i| i.to_string()).unwrap_or_default();

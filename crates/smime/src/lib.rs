@@ -19,6 +19,7 @@ mod mime;
 mod outbound;
 mod pkcs12;
 pub mod pki;
+mod sender;
 mod verdict;
 
 pub use bundle::{Bundle, BundleError, read_bundle};
@@ -33,5 +34,6 @@ pub use outbound::{
 pub use pkcs12::parse_pkcs12;
 pub use pki::{DevCa, PkiError};
 pub use rsa::PrivateKey;
+pub use sender::{Mailbox, Originator, SenderError, is_addr_spec, read_originator};
 pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge, validate_certificate};
 pub use x509_cert::Certificate;

@@ -17,6 +17,7 @@ use crate::alg;
 use crate::inbound::{self, Failure};
 use crate::keys::{self, Identity};
 use crate::mime;
+use crate::sender::{Originator, SenderError, read_originator};
 
 /// Why a message was or was not trusted. Every code maps to one plain sentence
 /// ([`ReasonCode::sentence`]).
@@ -25,6 +26,9 @@ use crate::mime;
 pub enum ReasonCode {
     /// Decrypted, signed, bound, valid and chaining to an anchor.
     Trusted,
+    /// The signed header block names its sender ambiguously: several From or Sender
+    /// fields, several mailboxes, or an address in a comment, group or encoded word.
+    AmbiguousSender,
     /// No signer chains to an anchor configured for the receiving domain.
     UntrustedAnchor,
     /// The signer certificate (or one in its chain) has expired.
@@ -65,8 +69,9 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for exhaustive listings (admin filters, tests).
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 19] = [
         ReasonCode::Trusted,
+        ReasonCode::AmbiguousSender,
         ReasonCode::UntrustedAnchor,
         ReasonCode::SignerExpired,
         ReasonCode::SignerNotYetValid,
@@ -90,6 +95,7 @@ impl ReasonCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ReasonCode::Trusted => "trusted",
+            ReasonCode::AmbiguousSender => "ambiguous_sender",
             ReasonCode::UntrustedAnchor => "untrusted_anchor",
             ReasonCode::SignerExpired => "signer_expired",
             ReasonCode::SignerNotYetValid => "signer_not_yet_valid",
@@ -120,6 +126,9 @@ impl ReasonCode {
         match self {
             ReasonCode::Trusted => {
                 "The message was decrypted and its sender's signature is valid and trusted."
+            }
+            ReasonCode::AmbiguousSender => {
+                "The message names its sender in a way that can be read more than one way (several From or Sender lines, several addresses, or an address hidden in a comment or encoded text), so who sent it cannot be confirmed and it was not accepted."
             }
             ReasonCode::UntrustedAnchor => {
                 "The sender's certificate does not chain to a trust anchor configured for your domain; ask your administrator to add their trust bundle."
@@ -214,6 +223,9 @@ pub struct Verdict {
     pub signer: Option<SignerDetails>,
     /// The From address the binding was checked against.
     pub from: Option<String>,
+    /// The originator read from the signed header block ([`read_originator`]): the
+    /// one reading of who sent the message, for routing, storage and display.
+    pub originator: Option<Originator>,
     /// The decrypted, unwrapped RFC 5322 message, whenever decryption worked
     /// (also for untrusted messages, for quarantine and the admin view).
     pub message: Option<Vec<u8>>,
@@ -239,6 +251,7 @@ impl Verdict {
             detail: f.detail,
             signer: None,
             from: None,
+            originator: None,
             message: None,
             certificates: Vec::new(),
         }
@@ -385,37 +398,57 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
         Err(f) => return Verdict::fail(f),
     };
 
-    // The message the user sees: the message/rfc822 wrapped inside (AS 1.3), or
-    // for unwrapped senders the outer headers around the signed entity.
+    // The message the user sees is what the signature covers, never the unprotected
+    // outer headers: the message/rfc822 wrapped inside (AS 1.3 requires wrapping), or
+    // a signed entity that carries its own RFC 5322 header (as `openssl cms -sign` of
+    // a whole message gives).
     let (signed_h, signed_body) = mime::split(&verified.content);
     let signed_fields = mime::fields(signed_h);
     let inner = if mime::content_type(&signed_fields).mime == "message/rfc822" {
         signed_body.to_vec()
+    } else if mime::find(&signed_fields, "From").is_some() {
+        verified.content.clone()
     } else {
-        let mut m = Vec::new();
-        for f in &outer_fields {
-            let n = f.name.to_ascii_lowercase();
-            if !n.starts_with("content-") && n != "mime-version" {
-                m.extend_from_slice(&f.raw);
-            }
-        }
-        m.extend_from_slice(&verified.content);
-        m
+        return Verdict {
+            from: outer_from,
+            message: Some(plain.clone()),
+            ..Verdict::fail(Failure::new(
+                ReasonCode::SenderNotBound,
+                "the signed content carries no header (the message is not wrapped as AS 1.3 requires), so its sender and subject are not covered by the signature",
+            ))
+        };
     };
-    let (ih, _) = mime::split(&inner);
-    let inner_fields = mime::fields(ih);
-    let inner_from = mime::find(&inner_fields, "From").and_then(|f| mime::first_address(&f.value));
-    let from = inner_from.clone().or(outer_from.clone());
+    // One reading of the sender, strict, checked against mail-parser's.
+    let originator = match read_originator(&inner) {
+        Ok(o) => o,
+        Err(SenderError::NoFrom) => {
+            return Verdict {
+                message: Some(inner),
+                ..Verdict::fail(Failure::new(
+                    ReasonCode::SenderNotBound,
+                    "the message has no From address",
+                ))
+            };
+        }
+        Err(e) => {
+            return Verdict {
+                message: Some(inner),
+                ..Verdict::fail(Failure::new(ReasonCode::AmbiguousSender, e.to_string()))
+            };
+        }
+    };
+    let from = originator.from.address.clone();
 
-    let mut verdict = judge_signers(&verified, from.as_deref(), trust, now);
+    let mut verdict = judge_signers(&verified, Some(&from), trust, now);
     if verdict.code == ReasonCode::Trusted
-        && let (Some(o), Some(i)) = (&outer_from, &inner_from)
-        && !keys::address_eq(o, i)
+        && let Some(o) = &outer_from
+        && !keys::address_eq(o, &from)
     {
         verdict.code = ReasonCode::SenderNotBound;
-        verdict.detail = format!("the outer From {o} differs from the signed From {i}");
+        verdict.detail = format!("the outer From {o} differs from the signed From {from}");
     }
-    verdict.from = from;
+    verdict.from = Some(from);
+    verdict.originator = Some(originator);
     verdict.message = Some(inner);
     verdict.certificates = verified.certificates.clone();
     verdict
@@ -451,6 +484,7 @@ fn judge_signers(
                     detail: f.detail.clone(),
                     signer: cert.as_ref().map(|c| details(c, None)),
                     from: None,
+                    originator: None,
                     message: None,
                     certificates: Vec::new(),
                 },
@@ -495,6 +529,7 @@ fn judge_certificate(
                 detail,
                 signer: Some(details(cert, anchor)),
                 from: None,
+                originator: None,
                 message: None,
                 certificates: Vec::new(),
             },
@@ -579,6 +614,7 @@ fn judge_certificate(
             detail: format!("signed by a certificate bound to {from}"),
             signer: Some(details(cert, Some(anchor))),
             from: None,
+            originator: None,
             message: None,
             certificates: Vec::new(),
         },

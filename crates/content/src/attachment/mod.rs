@@ -20,6 +20,21 @@ pub fn inline_type(bytes: &[u8]) -> Option<&'static str> {
     sniff::viewable(bytes).map(Format::content_type)
 }
 
+/// Why a received file that a browser could show (see [`inline_type`]) must only be
+/// downloaded: it fails the checks an upload gets (a PDF with scripts, launch actions
+/// or embedded files, encrypted or damaged; an image that is not what it says).
+/// `None` for a file that may be shown, and for one that is download-only anyway.
+pub fn inline_refusal(name: &str, bytes: &[u8]) -> Option<String> {
+    inline_type(bytes)?;
+    let any = Policy {
+        max_total_bytes: usize::MAX,
+        allowed: Kind::ALL.to_vec(),
+    };
+    check_attachment(name, None, bytes, &any)
+        .err()
+        .map(|r| r.to_string())
+}
+
 /// A family of attachments the operator can allow. PDF is always allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -18,9 +18,11 @@ use super::{Rejection, encrypted};
 const MAX_STREAM_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most object and cross-reference streams a file may have, which with
-/// [`MAX_STREAM_BYTES`] bounds what loading inflates to 1 GiB. Producers put about a
-/// hundred objects in each object stream, so this allows well over 20,000 of them.
-const MAX_PACKED_STREAMS: usize = 256;
+/// [`MAX_STREAM_BYTES`] bounds what loading inflates to 96 MiB: about three times the
+/// largest message (30 MB by default), so a file crafted to expand cannot make one
+/// check hold more memory than a few messages do. Producers put about a hundred
+/// objects in each object stream, so this still allows over 2,000 of them.
+const MAX_PACKED_STREAMS: usize = 24;
 
 /// Why a PDF was refused. The order is the order of precedence when a file has several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -498,6 +498,22 @@ fn a_deeply_nested_pdf_is_checked_without_exhausting_the_stack() {
 }
 
 #[test]
+fn a_pdf_with_a_few_object_streams_more_than_the_budget_is_refused() {
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [] /Count 0 >>".to_owned(),
+    ];
+    // 25 object streams of up to 4 MiB each could inflate to 100 MiB: more than a
+    // 30 MB message needs
+    objects.extend((0..25).map(|_| stream("/Type /ObjStm /N 1 /First 4", "9 0 null")));
+    refused(
+        "many.pdf",
+        &pdf_from_objects(&objects),
+        Rejection::PDF_TOO_COMPLEX,
+    );
+}
+
+#[test]
 fn a_pdf_with_too_many_object_streams_is_refused_before_it_is_inflated() {
     let mut objects = vec![
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),

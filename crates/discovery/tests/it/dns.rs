@@ -279,7 +279,7 @@ async fn an_ipkix_url_pointing_inside_the_network_is_refused_by_default() {
         600,
     )
     .unwrap();
-    let w = World::with_config(r, |c| c.allow_private_addresses = false).await;
+    let w = World::with_config(r, |c| c.network = directmail_net::Policy::public_only()).await;
 
     let out = w.discovery.lookup("bob@example.org").await.unwrap();
 

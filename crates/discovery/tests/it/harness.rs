@@ -182,7 +182,7 @@ pub fn config(dns: SocketAddr) -> Config {
         ldap_timeout: Duration::from_secs(2),
         http_timeout: Duration::from_secs(2),
         srv_order: SrvOrder::HeaviestFirst,
-        allow_private_addresses: true,
+        network: directmail_net::Policy::everything(),
         ..Config::default()
     }
 }

@@ -410,7 +410,7 @@ async fn ldap_servers_on_internal_addresses_are_not_contacted_by_default() {
     let pki = pki();
     let ldap = Slapd::start(&[bob(vec![&pki.ab])]);
     let w = World::with_config(with_ldap(Records::new(), &[(0, 0, ldap.port)]), |c| {
-        c.allow_private_addresses = false
+        c.network = directmail_net::Policy::public_only()
     })
     .await;
 
