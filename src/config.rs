@@ -280,6 +280,12 @@ pub struct Config {
     )]
     pub ip_lockout_threshold: u32,
 
+    /// HISP operators must use two-step sign-in (TOTP): an operator without it is sent
+    /// to enrolment before any other page, and cannot use API tokens. Turn off only
+    /// where operators sign in some other protected way (tests turn it off).
+    #[arg(long, env = "DIRECTMAIL_OPERATOR_MFA", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub operator_mfa: bool,
+
     /// Key-encryption key for private keys at rest: 64 hex digits or base64 of 32
     /// bytes. Without it (or the `_FILE` variant) a development key is generated into
     /// the data directory.

@@ -288,7 +288,13 @@ async fn the_api_refuses_missing_revoked_and_forged_tokens_and_bad_input_with_js
     // a token made in the browser is shown once, after the redirect
     browser.get("/account/tokens").await;
     let r = browser
-        .post("/account/tokens", &[("name", "Billing system")])
+        .post(
+            "/account/tokens",
+            &[
+                ("name", "Billing system"),
+                ("current", crate::helpers::PASSWORD),
+            ],
+        )
         .await;
     let page = browser.get(&r.location()).await;
     let new = page.by_id("new-token").expect("shown once");
