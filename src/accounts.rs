@@ -271,3 +271,102 @@ pub async fn update_settings(
     tx.commit().await?;
     Ok(())
 }
+
+/// Why `user` must use two-step sign-in, as a sentence, or `None` when they may
+/// choose: their organization requires it, or they are a HISP operator and
+/// `DIRECTMAIL_OPERATOR_MFA` is on. The one rule behind the enrolment gate, the MFA
+/// page, and the refusal of API tokens to users who lack it.
+pub fn two_step_requirement(
+    user: &User,
+    org: Option<&Org>,
+    operator_mfa: bool,
+) -> Option<&'static str> {
+    if org.is_some_and(|o| o.require_mfa) {
+        Some("Your organization requires two-step sign-in.")
+    } else if user.role == Role::Operator && operator_mfa {
+        Some("HISP operators must use two-step sign-in.")
+    } else {
+        None
+    }
+}
+
+/// Whether `user` is required to use two-step sign-in and has not set it up.
+pub fn lacks_required_two_step(user: &User, org: Option<&Org>, operator_mfa: bool) -> bool {
+    !user.totp_enabled && two_step_requirement(user, org, operator_mfa).is_some()
+}
+
+/// Audits a refused sign-in (address paused, account locked) without letting one
+/// address flood the log: the first refusal from `actor.ip` in a lockout window is
+/// appended as `event`; later ones in the window are only counted, and the count is
+/// appended as one `signin.refusals` entry when the window has closed (at the next
+/// refusal from that address, or by the periodic [`summarise_refusals`]).
+pub async fn record_refusal(
+    db: &Db,
+    actor: &Actor,
+    event: Event<'_>,
+    now: i64,
+    window_seconds: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    let closed = crate::store::throttle::take_closed_refusal_windows(
+        &mut tx,
+        Some(&actor.ip),
+        now,
+        window_seconds,
+    )
+    .await?;
+    for w in &closed {
+        append_refusal_summary(&mut tx, w, now, window_seconds).await?;
+    }
+    if crate::store::throttle::count_refusal(&mut tx, &actor.ip, now).await? {
+        audit::append(&mut tx, now, actor, event).await?;
+    }
+    tx.commit().await
+}
+
+/// Appends the summary entries of every refusal window that has closed.
+pub async fn summarise_refusals(
+    db: &Db,
+    now: i64,
+    window_seconds: i64,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    let closed =
+        crate::store::throttle::take_closed_refusal_windows(&mut tx, None, now, window_seconds)
+            .await?;
+    let mut written = 0;
+    for w in &closed {
+        written += usize::from(append_refusal_summary(&mut tx, w, now, window_seconds).await?);
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+async fn append_refusal_summary(
+    conn: &mut sqlx::AnyConnection,
+    window: &crate::store::throttle::ClosedWindow,
+    now: i64,
+    window_seconds: i64,
+) -> Result<bool, sqlx::Error> {
+    if window.suppressed == 0 {
+        return Ok(false);
+    }
+    let actor = Actor {
+        ip: window.ip.clone(),
+        ..Actor::system()
+    };
+    let end = (window.window_start + window_seconds).min(now);
+    audit::append(
+        conn,
+        now,
+        &actor,
+        Event::new("signin.refusals", &window.ip).detail(format!(
+            "{} more refused sign-ins from this address between {} and {}, after the one recorded",
+            window.suppressed,
+            crate::clock::format_utc(window.window_start),
+            crate::clock::format_utc(end),
+        )),
+    )
+    .await?;
+    Ok(true)
+}

@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{Db, SessionPool};
 use crate::secrets;
+use crate::store::sessions::EndingStore;
 use crate::web::{self, AppState, middleware as mw};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -68,13 +69,16 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
     // The extractors' limit; the CSRF layer already held url-encoded forms to
     // FORM_LIMIT and uploads to UPLOAD_LIMIT.
     let guarded = guarded.layer(DefaultBodyLimit::max(mw::UPLOAD_LIMIT));
-    // CSRF needs the session, so the session layer sits outside it.
+    // CSRF needs the session, so the session layer sits outside it. The store
+    // remembers ended sessions, so a request in flight at sign-out cannot save its
+    // copy back (`store::sessions`).
     let with_sessions = match &state.db.sessions {
-        SessionPool::Sqlite(pool) => {
-            guarded.layer(session_layer(SqliteStore::new(pool.clone()), &state.config))
-        }
+        SessionPool::Sqlite(pool) => guarded.layer(session_layer(
+            ending(SqliteStore::new(pool.clone()), &state),
+            &state.config,
+        )),
         SessionPool::Postgres(pool) => guarded.layer(session_layer(
-            PostgresStore::new(pool.clone()),
+            ending(PostgresStore::new(pool.clone()), &state),
             &state.config,
         )),
     };
@@ -95,6 +99,13 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The session store that keeps ended sessions ended.
+fn ending<S>(store: S, state: &AppState) -> EndingStore<S> {
+    // the longest a session record lives, and an hour to spare
+    let remember = i64::from(state.config.session_lifetime_minutes) * 60 + 3600;
+    EndingStore::new(store, state.db.clone(), state.clock.clone(), remember)
 }
 
 fn session_layer<S: SessionStore + Clone>(store: S, config: &Config) -> SessionManagerLayer<S> {
@@ -139,6 +150,15 @@ impl Application {
         .context("cannot create the session table")?;
         let (secret, source) = secrets::load(&config)?;
         secrets::check_against_database(&db, &secret).await?;
+        let sealed = secrets::seal_plaintext_totp(&db, &secret)
+            .await
+            .context("cannot seal the TOTP secrets stored in clear")?;
+        if sealed > 0 {
+            tracing::info!(
+                users = sealed,
+                "sealed TOTP secrets stored in clear by an older version"
+            );
+        }
         if source == secrets::KeySource::Development {
             tracing::warn!(
                 path = %config.data_dir.join("secret.key").display(),
@@ -205,6 +225,7 @@ impl Application {
         let fetcher = crate::pki::fetch::Fetcher::new(
             Duration::from_secs(config.fetch_timeout_seconds),
             config.network_policy(),
+            &config.extra_https_roots()?,
         )?;
         let discovery = crate::recipients::discovery(&db, &fetcher, &config)?;
         let state = AppState {
@@ -264,6 +285,7 @@ impl Application {
                     every_minutes: state.config.directory_refresh_minutes,
                     timeout: Duration::from_secs(state.config.fetch_timeout_seconds),
                     network: state.config.network_policy(),
+                    https_roots: state.config.extra_https_roots().unwrap_or_default(),
                 }
                 .run(),
             );
@@ -345,17 +367,29 @@ impl Application {
 
 fn spawn_session_cleanup(state: &AppState) {
     use tower_sessions::ExpiredDeletion as _;
-    let sessions = state.db.sessions.clone();
+    let state = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let result = match &sessions {
+            let result = match &state.db.sessions {
                 SessionPool::Sqlite(p) => SqliteStore::new(p.clone()).delete_expired().await,
                 SessionPool::Postgres(p) => PostgresStore::new(p.clone()).delete_expired().await,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "could not delete expired sessions");
+            }
+            let now = state.clock.now();
+            if let Err(e) = crate::store::sessions::forget_ended(&state.db, now).await {
+                tracing::warn!(error = %e, "could not forget ended sessions");
+            }
+            // refusals counted in windows that have closed get their summary entry
+            let window = i64::from(state.config.lockout_minutes) * 60;
+            if let Err(e) = crate::accounts::summarise_refusals(&state.db, now, window).await {
+                tracing::warn!(error = %e, "could not summarise refused sign-ins");
+            }
+            if let Err(e) = crate::store::throttle::forget_unknown_failures(&state.db, now).await {
+                tracing::warn!(error = %e, "could not forget old failed sign-ins");
             }
         }
     });

@@ -110,6 +110,9 @@ pub enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "created with the CLI")]
         name: String,
+        /// Days until the token stops working (1–365).
+        #[arg(long, default_value_t = crate::store::tokens::DEFAULT_DAYS, value_parser = clap::value_parser!(i64).range(1..=crate::store::tokens::MAX_DAYS))]
+        expires_in_days: i64,
     },
 }
 
@@ -454,7 +457,11 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
         AdminCommand::Bundle(command) => bundle::run(config, &db, command, args.json, now).await?,
         AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
-        AdminCommand::Token(TokenCommand::Create { user, name }) => {
+        AdminCommand::Token(TokenCommand::Create {
+            user,
+            name,
+            expires_in_days,
+        }) => {
             let user = find_user(&db, &user).await?;
             if !user.is_active() {
                 bail!(
@@ -462,21 +469,44 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
                     user.email
                 );
             }
+            let org = match user.org_id {
+                Some(id) => crate::store::orgs::get(&db, id).await?,
+                None => None,
+            };
+            if crate::accounts::lacks_required_two_step(&user, org.as_ref(), config.operator_mfa) {
+                bail!(
+                    "{} must use two-step sign-in and has not set it up, so a token would be refused; they set it up under My account first.",
+                    user.email
+                );
+            }
+            let expires_at = now + expires_in_days * 86_400;
             let (token, hash) = auth::new_token();
             let mut tx = db.pool.begin().await?;
-            crate::store::tokens::create(&mut tx, user.id, name.trim(), &hash, now).await?;
+            crate::store::tokens::create(&mut tx, user.id, name.trim(), &hash, now, expires_at)
+                .await?;
             audit::append(
                 &mut tx,
                 now,
                 &Actor::cli(),
                 Event::new("token.create", &user.email)
-                    .detail(name.trim())
+                    .detail(format!(
+                        "{}, expires {}",
+                        name.trim(),
+                        crate::clock::format_utc(expires_at)
+                    ))
                     .org(user.org_id),
             )
             .await?;
             tx.commit().await?;
             // the token alone on stdout, for scripts
-            (token.clone(), json!({ "token": token, "user": user.email }))
+            (
+                token.clone(),
+                json!({
+                    "token": token,
+                    "user": user.email,
+                    "expires_at": crate::clock::format_rfc3339(expires_at),
+                }),
+            )
         }
         AdminCommand::Directory(command) => match directory(&db, command, args.json, now).await? {
             Some(printed) => printed,

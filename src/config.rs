@@ -292,6 +292,12 @@ pub struct Config {
     )]
     pub ip_lockout_threshold: u32,
 
+    /// HISP operators must use two-step sign-in (TOTP): an operator without it is sent
+    /// to enrolment before any other page, and cannot use API tokens. Turn off only
+    /// where operators sign in some other protected way (tests turn it off).
+    #[arg(long, env = "DIRECTMAIL_OPERATOR_MFA", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub operator_mfa: bool,
+
     /// Key-encryption key for private keys at rest: 64 hex digits or base64 of 32
     /// bytes. Without it (or the `_FILE` variant) a development key is generated into
     /// the data directory.
@@ -311,6 +317,11 @@ pub struct Config {
         conflicts_with = "secret_key"
     )]
     pub secret_key_file: Option<PathBuf>,
+
+    /// A PEM file of certificate authorities trusted for HTTPS fetches (trust bundles,
+    /// directory sources) besides the web PKI's roots: for publishers on a private PKI.
+    #[arg(long, env = "DIRECTMAIL_HTTPS_ROOTS", global = true)]
+    pub https_roots: Option<PathBuf>,
 
     /// Seconds to wait for a CRL or an AIA issuer certificate over HTTP.
     #[arg(
@@ -390,6 +401,29 @@ impl Config {
                 .public_url
                 .as_ref()
                 .is_some_and(|u| u.scheme() == "https")
+    }
+
+    /// The extra HTTPS roots of `DIRECTMAIL_HTTPS_ROOTS` (none when unset).
+    pub fn extra_https_roots(&self) -> anyhow::Result<Vec<reqwest::Certificate>> {
+        use anyhow::Context as _;
+        let Some(path) = &self.https_roots else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).with_context(|| {
+            format!("DIRECTMAIL_HTTPS_ROOTS: {} cannot be read", path.display())
+        })?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "DIRECTMAIL_HTTPS_ROOTS: {} is not a PEM file of certificates",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "DIRECTMAIL_HTTPS_ROOTS: {} holds no certificate",
+            path.display()
+        );
+        Ok(roots)
     }
 
     /// The outbound-connection policy: `DIRECTMAIL_ALLOW_PRIVATE_NETWORKS`, else its

@@ -1,4 +1,5 @@
-//! The key-encryption key: seals private keys and TOTP secrets at rest with AES-256-GCM.
+//! The key-encryption key: seals private keys, TOTP secrets, and secrets waiting in a
+//! session (new API tokens, invitation links) at rest with AES-256-GCM.
 //!
 //! It comes from `DIRECTMAIL_SECRET_KEY` (64 hex digits or base64 of 32 bytes), or the
 //! file named by `DIRECTMAIL_SECRET_KEY_FILE`; failing both, a development key is
@@ -120,7 +121,7 @@ impl SecretKey {
     }
 }
 
-/// Whether a stored value is sealed (older rows may hold plaintext).
+/// Whether a stored value is sealed.
 pub fn is_sealed(value: &str) -> bool {
     value.starts_with(PREFIX)
 }
@@ -130,15 +131,48 @@ pub fn seal_totp(key: &SecretKey, user_id: i64, secret_b32: &str) -> anyhow::Res
     key.seal(secret_b32.as_bytes(), format!("totp:{user_id}").as_bytes())
 }
 
-/// The user's TOTP secret from its stored form (sealed; plaintext from before sealing).
+/// The user's TOTP secret from its sealed form. An unsealed value is refused, never
+/// read as the secret: [`seal_plaintext_totp`] seals rows from before sealing at
+/// start-up, so one seen here was written around the portal.
 pub fn open_totp(key: &SecretKey, user_id: i64, stored: &str) -> Option<String> {
     if !is_sealed(stored) {
-        return Some(stored.to_owned());
+        tracing::warn!(
+            user_id,
+            "a TOTP secret is stored unsealed; it is refused (reset the user's two-step sign-in)"
+        );
+        return None;
     }
     let bytes = key
         .open(stored, format!("totp:{user_id}").as_bytes())
         .ok()?;
     String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// Seals the TOTP secrets that versions before sealing stored in clear (SQL cannot
+/// seal, so this runs at start-up rather than in a migration). Returns how many.
+pub async fn seal_plaintext_totp(db: &Db, key: &SecretKey) -> anyhow::Result<u64> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "select id, totp_secret from users where totp_secret is not null and totp_secret not like 'v1:%'",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let mut sealed = 0;
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let plain: String = row.try_get("totp_secret")?;
+        let value = seal_totp(key, id, &plain)?;
+        // only if unchanged meanwhile (another instance starting, a new enrolment)
+        let done =
+            sqlx::query("update users set totp_secret = $1 where id = $2 and totp_secret = $3")
+                .bind(value)
+                .bind(id)
+                .bind(&plain)
+                .execute(&db.pool)
+                .await?;
+        sealed += done.rows_affected();
+    }
+    Ok(sealed)
 }
 
 /// Loads the key from the configuration, or makes the development key.

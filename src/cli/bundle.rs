@@ -104,6 +104,7 @@ pub async fn run(
         &Fetcher::new(
             Duration::from_secs(config.fetch_timeout_seconds),
             config.network_policy(),
+            &config.extra_https_roots()?,
         )?,
         config,
     );

@@ -32,11 +32,13 @@ pub struct Refresher {
     pub timeout: Duration,
     /// The outbound-connection policy (public addresses only by default).
     pub network: directmail_net::Policy,
+    /// Extra HTTPS roots (`DIRECTMAIL_HTTPS_ROOTS`).
+    pub https_roots: Vec<reqwest::Certificate>,
 }
 
 impl Refresher {
     pub async fn run(self) {
-        let client = match client(self.timeout, &self.network) {
+        let client = match client(self.timeout, &self.network, &self.https_roots) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(
@@ -69,9 +71,13 @@ impl Refresher {
 pub fn client(
     timeout: Duration,
     network: &directmail_net::Policy,
+    https_roots: &[reqwest::Certificate],
 ) -> anyhow::Result<reqwest::Client> {
-    network
-        .http_client()
+    let mut builder = network.http_client();
+    for root in https_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
         .https_only(true)
         .timeout(timeout)
         .connect_timeout(timeout)

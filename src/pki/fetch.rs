@@ -125,10 +125,18 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher that waits at most `timeout` for an answer and connects only where
-    /// `policy` allows.
-    pub fn new(timeout: Duration, policy: directmail_net::Policy) -> anyhow::Result<Fetcher> {
-        let client = policy
-            .http_client()
+    /// `policy` allows; HTTPS answers are trusted through the web PKI's roots and
+    /// `https_roots` (`DIRECTMAIL_HTTPS_ROOTS`).
+    pub fn new(
+        timeout: Duration,
+        policy: directmail_net::Policy,
+        https_roots: &[reqwest::Certificate],
+    ) -> anyhow::Result<Fetcher> {
+        let mut builder = policy.http_client();
+        for root in https_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent("directmail")

@@ -1,5 +1,5 @@
 //! Reading and writing the portal's records: organizations, domains, users,
-//! mailboxes, single-use links and sign-in throttling.
+//! mailboxes, single-use links, sessions and sign-in throttling.
 //!
 //! Functions that change something take a connection (usually a transaction), so the
 //! caller commits the change together with its audit entry.
@@ -14,6 +14,7 @@ pub mod messages;
 pub mod orgs;
 pub mod outbound;
 pub mod pki;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 pub mod users;

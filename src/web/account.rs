@@ -20,7 +20,7 @@ use crate::domain::NewPassword;
 use crate::store::mailboxes::{self, Mailbox};
 use crate::store::users;
 
-/// The TOTP secret shown during enrolment, kept in the session until confirmed.
+/// The TOTP secret shown during enrolment, kept (sealed) in the session until confirmed.
 const KEY_PENDING_TOTP: &str = "totp_pending";
 
 pub fn routes() -> Router<AppState> {
@@ -63,7 +63,8 @@ struct AccountPage {
     role: String,
     org: String,
     mfa_enabled: bool,
-    mfa_required: bool,
+    /// Why two-step sign-in is required of this user; empty when it is their choice.
+    mfa_required: String,
     codes_left: i64,
     last_login: String,
 }
@@ -83,7 +84,13 @@ async fn account_page(
             .map(|o| o.name.clone())
             .unwrap_or_default(),
         mfa_enabled: u.totp_enabled,
-        mfa_required: current.org.as_ref().is_some_and(|o| o.require_mfa),
+        mfa_required: crate::accounts::two_step_requirement(
+            u,
+            current.org.as_ref(),
+            state.config.operator_mfa,
+        )
+        .unwrap_or_default()
+        .to_owned(),
         codes_left: users::unused_recovery_codes(&state.db, u.id).await?,
         last_login: u
             .last_login_at
@@ -187,10 +194,21 @@ async fn change_password(
     current.session.insert(KEY_EPOCH, epoch).await?;
     session::flash(
         &current.session,
-        "Your password was changed. Other devices signed in as you have been signed out.",
+        "Your password was changed. Other devices signed in as you have been signed out, and your API tokens were revoked.",
     )
     .await?;
-    Ok(Redirect::to("/account").into_response())
+    // the first operator (and anyone else who must use two-step sign-in) goes on to
+    // enrolment straight away
+    let target = if crate::accounts::lacks_required_two_step(
+        &current.user,
+        current.org.as_ref(),
+        state.config.operator_mfa,
+    ) {
+        "/account/mfa"
+    } else {
+        "/account"
+    };
+    Ok(Redirect::to(target).into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -198,7 +216,8 @@ async fn change_password(
 struct MfaPage {
     chrome: Chrome,
     enabled: bool,
-    required: bool,
+    /// Why two-step sign-in is required of this user; empty when it is their choice.
+    required: String,
     /// Shown while enrolling: the secret as text and as a QR code (SVG).
     secret: String,
     qr_svg: String,
@@ -215,7 +234,13 @@ async fn mfa_page(
 }
 
 async fn mfa_view(state: &AppState, current: CurrentUser, error: String) -> AppResult<MfaPage> {
-    let required = current.org.as_ref().is_some_and(|o| o.require_mfa);
+    let required = crate::accounts::two_step_requirement(
+        &current.user,
+        current.org.as_ref(),
+        state.config.operator_mfa,
+    )
+    .unwrap_or_default()
+    .to_owned();
     let mut page = MfaPage {
         enabled: current.user.totp_enabled,
         required,
@@ -226,14 +251,25 @@ async fn mfa_view(state: &AppState, current: CurrentUser, error: String) -> AppR
         chrome: current.chrome.clone(),
     };
     if !page.enabled {
-        let secret = match current.session.get::<String>(KEY_PENDING_TOTP).await? {
-            Some(s) => s,
-            None => {
-                let s = auth::new_totp_secret();
-                current.session.insert(KEY_PENDING_TOTP, &s).await?;
-                s
-            }
-        };
+        let uid = current.user.id;
+        let secret =
+            match session::get_sealed(&current.session, &state.secret, KEY_PENDING_TOTP, uid)
+                .await?
+            {
+                Some(s) => s,
+                None => {
+                    let s = auth::new_totp_secret();
+                    session::insert_sealed(
+                        &current.session,
+                        &state.secret,
+                        KEY_PENDING_TOTP,
+                        uid,
+                        &s,
+                    )
+                    .await?;
+                    s
+                }
+            };
         let issuer = format!("directmail {}", state.config.hisp_domain);
         let url = auth::totp_url(&secret, &issuer, &current.user.email)
             .ok_or_else(|| anyhow::anyhow!("cannot build the otpauth URL"))?;
@@ -266,7 +302,14 @@ async fn confirm_mfa(
             return Ok((status, mfa_view(&state, current, message).await?).into_response());
         }
     };
-    let Some(secret) = current.session.get::<String>(KEY_PENDING_TOTP).await? else {
+    let Some(secret) = session::get_sealed(
+        &current.session,
+        &state.secret,
+        KEY_PENDING_TOTP,
+        current.user.id,
+    )
+    .await?
+    else {
         return Ok(Redirect::to("/account/mfa").into_response());
     };
     let now = state.clock.now();
@@ -293,7 +336,7 @@ async fn confirm_mfa(
     )
     .await?;
     tx.commit().await?;
-    current.session.remove::<String>(KEY_PENDING_TOTP).await?;
+    session::take::<String>(&current.session, KEY_PENDING_TOTP).await?;
     let mut page = mfa_view(&state, current, String::new()).await?;
     page.enabled = true;
     page.codes = codes.into_iter().map(|(c, _)| c).collect();
@@ -312,10 +355,14 @@ async fn disable_mfa(
     current: CurrentUser,
     form: Result<Form<ConfirmPasswordForm>, FormRejection>,
 ) -> AppResult<Response> {
-    if current.org.as_ref().is_some_and(|o| o.require_mfa) {
-        return Err(AppError::Forbidden(
-            "Your organization requires two-step sign-in, so it cannot be turned off.".into(),
-        ));
+    if let Some(why) = crate::accounts::two_step_requirement(
+        &current.user,
+        current.org.as_ref(),
+        state.config.operator_mfa,
+    ) {
+        return Err(AppError::Forbidden(format!(
+            "{why} It cannot be turned off."
+        )));
     }
     let typed = form.map(|Form(f)| f.current).unwrap_or_default();
     let ok = super::verify_password(current.user.password_hash.clone(), typed).await?;
@@ -412,15 +459,21 @@ async fn keepalive(
         .into_response())
 }
 
-/// The session key of a token waiting to be shown once (after the redirect).
+/// The session key of a token waiting to be shown once (after the redirect), sealed.
 const KEY_NEW_TOKEN: &str = "new_token";
+
+/// The lives a token can be given on the page, in days; or a date.
+const EXPIRY_CHOICES: [i64; 4] = [30, 90, 180, 365];
 
 pub struct TokenView {
     pub id: i64,
     pub name: String,
     pub created: String,
     pub last_used: String,
-    pub revoked: bool,
+    pub expires: String,
+    /// "Active", "Expired", "Revoked" or "Ended …".
+    pub state: String,
+    pub active: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -430,13 +483,25 @@ struct TokensPage {
     tokens: Vec<TokenView>,
     new_token: String,
     error: String,
+    /// The code field is asked for when two-step sign-in is on.
+    mfa_enabled: bool,
+    choices: Vec<i64>,
+    default_days: i64,
+    max_days: i64,
+    /// What was typed, kept when the form is shown again.
+    name: String,
 }
 
 async fn tokens_page(State(state): State<AppState>, current: CurrentUser) -> AppResult<TokensPage> {
-    let new_token = session::take::<String>(&current.session, KEY_NEW_TOKEN)
-        .await?
-        .unwrap_or_default();
-    tokens_view(&state, current, new_token, String::new()).await
+    let new_token = session::take_sealed(
+        &current.session,
+        &state.secret,
+        KEY_NEW_TOKEN,
+        current.user.id,
+    )
+    .await?
+    .unwrap_or_default();
+    tokens_view(&state, current, new_token, String::new(), String::new()).await
 }
 
 async fn tokens_view(
@@ -444,26 +509,48 @@ async fn tokens_view(
     current: CurrentUser,
     new_token: String,
     error: String,
+    name: String,
 ) -> AppResult<TokensPage> {
-    let tokens = crate::store::tokens::of_user(&state.db, current.user.id)
+    use crate::store::tokens::{self, TokenState};
+    let now = state.clock.now();
+    let epoch = current.user.session_epoch;
+    let tokens = tokens::of_user(&state.db, current.user.id)
         .await?
         .into_iter()
-        .map(|t| TokenView {
-            id: t.id,
-            name: t.name,
-            created: format_utc(t.created_at),
-            last_used: t
-                .last_used_at
-                .map(format_utc)
-                .unwrap_or_else(|| "never".into()),
-            revoked: t.revoked,
+        .map(|t| {
+            let token_state = t.state(epoch, now);
+            TokenView {
+                id: t.id,
+                created: format_utc(t.created_at),
+                last_used: t
+                    .last_used_at
+                    .map(format_utc)
+                    .unwrap_or_else(|| "never".into()),
+                expires: t.expires_at.map(format_utc).unwrap_or_else(|| "—".into()),
+                state: match token_state {
+                    TokenState::Active => "Active",
+                    TokenState::Expired => "Expired",
+                    TokenState::Revoked => "Revoked",
+                    TokenState::Ended => {
+                        "Ended (password changed, signed out everywhere, or account reset)"
+                    }
+                }
+                .to_owned(),
+                active: token_state == TokenState::Active,
+                name: t.name,
+            }
         })
         .collect();
     Ok(TokensPage {
+        mfa_enabled: current.user.totp_enabled,
         chrome: current.chrome,
         tokens,
         new_token,
         error,
+        choices: EXPIRY_CHOICES.to_vec(),
+        default_days: tokens::DEFAULT_DAYS,
+        max_days: tokens::MAX_DAYS,
+        name,
     })
 }
 
@@ -471,6 +558,41 @@ async fn tokens_view(
 #[serde(default)]
 pub struct TokenForm {
     name: String,
+    /// A number of days from `EXPIRY_CHOICES`, or `date` for `expires_on`.
+    expires: String,
+    /// `YYYY-MM-DD`: the token stops at 00:00 UTC that day.
+    expires_on: String,
+    /// The account password, typed again.
+    current: String,
+    /// The current TOTP code, when two-step sign-in is on.
+    code: String,
+}
+
+/// When a token asked for with this form ends, or the sentence saying why not.
+fn token_expiry(form: &TokenForm, now: i64) -> Result<i64, &'static str> {
+    use crate::store::tokens::{DEFAULT_DAYS, MAX_DAYS};
+    let choice = form.expires.trim();
+    if choice == "date" {
+        let at = crate::clock::parse_date(&form.expires_on)
+            .ok_or("Give the expiry date as year-month-day, such as 2026-03-31.")?;
+        if at <= now {
+            return Err("Choose an expiry date in the future.");
+        }
+        if at > now + MAX_DAYS * 86_400 {
+            return Err("A token can live at most 365 days; choose an earlier date.");
+        }
+        return Ok(at);
+    }
+    let days = if choice.is_empty() {
+        DEFAULT_DAYS
+    } else {
+        choice
+            .parse::<i64>()
+            .ok()
+            .filter(|d| EXPIRY_CHOICES.contains(d))
+            .ok_or("Choose how long the token lives from the list.")?
+    };
+    Ok(now + days * 86_400)
 }
 
 async fn create_token(
@@ -479,32 +601,117 @@ async fn create_token(
     current: CurrentUser,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> AppResult<Response> {
-    let name = form.map(|Form(f)| f.name).unwrap_or_default();
-    let name = name.trim();
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            let page = tokens_view(&state, current, String::new(), message, String::new()).await?;
+            return Ok((status, page).into_response());
+        }
+    };
+    let name = form.name.trim().to_owned();
+    let refuse = |current: CurrentUser, status: StatusCode, message: String, name: String| {
+        let state = state.clone();
+        async move {
+            let page = tokens_view(&state, current, String::new(), message, name).await?;
+            Ok::<_, AppError>((status, page).into_response())
+        }
+    };
+    // (the enrolment gate in `CurrentUser` already sends such users to enrolment;
+    // this holds should a route ever admit them)
+    if crate::accounts::lacks_required_two_step(
+        &current.user,
+        current.org.as_ref(),
+        state.config.operator_mfa,
+    ) {
+        let message = "You must use two-step sign-in before you can create API tokens. Set it up under My account → Two-step sign-in.".to_owned();
+        return refuse(current, StatusCode::FORBIDDEN, message, name).await;
+    }
     if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
-        let page = tokens_view(
-            &state,
-            current,
-            String::new(),
+        let message =
             "Give the token a name of up to 80 characters, such as the system that will use it."
-                .into(),
-        )
-        .await?;
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+                .to_owned();
+        return refuse(current, StatusCode::BAD_REQUEST, message, String::new()).await;
     }
     let now = state.clock.now();
+    let expires_at = match token_expiry(&form, now) {
+        Ok(at) => at,
+        Err(message) => {
+            return refuse(current, StatusCode::BAD_REQUEST, message.to_owned(), name).await;
+        }
+    };
+    // A token outlives the session that makes it, so making one asks for the
+    // password (and the code) again: an unattended signed-in browser is not enough.
+    let password_ok =
+        super::verify_password(current.user.password_hash.clone(), form.current.clone()).await?;
+    if !password_ok {
+        let message = super::auth::record_failed_sign_in(
+            &state,
+            Some(&current.user),
+            &current.actor(ip.clone()),
+            "wrong password to create an API token",
+        )
+        .await?;
+        let message = if message.contains("locked") {
+            message
+        } else {
+            "Your password is not right, so no token was made.".to_owned()
+        };
+        return refuse(current, StatusCode::BAD_REQUEST, message, name).await;
+    }
+    if current.user.totp_enabled {
+        let code = form.code.trim();
+        let accepted = match current
+            .user
+            .totp_secret
+            .as_deref()
+            .and_then(|s| crate::secrets::open_totp(&state.secret, current.user.id, s))
+            .and_then(|s| auth::check_totp(&s, code, now))
+        {
+            Some(step) => {
+                let mut tx = state.db.pool.begin().await?;
+                let fresh = users::accept_totp_step(&mut tx, current.user.id, step).await?;
+                tx.commit().await?;
+                fresh
+            }
+            None => false,
+        };
+        if !accepted {
+            let message = super::auth::record_failed_sign_in(
+                &state,
+                Some(&current.user),
+                &current.actor(ip.clone()),
+                "wrong code to create an API token",
+            )
+            .await?;
+            let message = if message.contains("locked") {
+                message
+            } else {
+                "That code is not right or was already used, so no token was made. Enter the current 6-digit code from your authenticator app.".to_owned()
+            };
+            return refuse(current, StatusCode::BAD_REQUEST, message, name).await;
+        }
+    }
     let (token, hash) = auth::new_token();
     let mut tx = state.db.pool.begin().await?;
-    crate::store::tokens::create(&mut tx, current.user.id, name, &hash, now).await?;
+    crate::store::tokens::create(&mut tx, current.user.id, &name, &hash, now, expires_at).await?;
     audit::append(
         &mut tx,
         now,
         &current.actor(ip),
-        Event::new("token.create", &current.user.email).detail(name),
+        Event::new("token.create", &current.user.email)
+            .detail(format!("{name}, expires {}", format_utc(expires_at))),
     )
     .await?;
     tx.commit().await?;
-    current.session.insert(KEY_NEW_TOKEN, token).await?;
+    session::insert_sealed(
+        &current.session,
+        &state.secret,
+        KEY_NEW_TOKEN,
+        current.user.id,
+        &token,
+    )
+    .await?;
     Ok(Redirect::to("/account/tokens").into_response())
 }
 

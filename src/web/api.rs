@@ -124,10 +124,18 @@ where
             .filter(|t| !t.is_empty() && t.len() < 200)
             .ok_or_else(unauthorized)?;
         let now = state.clock.now();
-        let user_id = tokens::authenticate(&state.db, &auth::token_hash(token), now)
-            .await?
-            .ok_or_else(unauthorized)?;
-        let user = users::get(&state.db, user_id)
+        let user_id = match tokens::authenticate(&state.db, &auth::token_hash(token), now).await? {
+            tokens::Check::Valid { user_id } => user_id,
+            tokens::Check::Expired => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "This API token has expired. Create a new one under My account → API tokens and give it to the system that uses it.",
+                ));
+            }
+            tokens::Check::Refused => return Err(unauthorized()),
+        };
+        let (user, org) = users::get_with_org(&state.db, user_id)
             .await?
             .ok_or_else(unauthorized)?;
         if !user.is_active() {
@@ -135,6 +143,14 @@ where
                 StatusCode::FORBIDDEN,
                 "account_disabled",
                 "This account is disabled.",
+            ));
+        }
+        if crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "two_step_required",
+                "The owner of this token must use two-step sign-in and has not set it up. Sign in to the portal and set it up; the token then works again.",
             ));
         }
         let ip = super::client_ip(parts, &state.config.trusted_proxies).to_string();
@@ -479,7 +495,7 @@ pub fn openapi_document() -> Value {
     let error = json!({ "$ref": "#/components/schemas/Error" });
     let errors = json!({
         "400": { "description": "Bad input", "content": { "application/json": { "schema": error } } },
-        "401": { "description": "No valid token", "content": { "application/json": { "schema": error } } },
+        "401": { "description": "No valid token (`unauthorized`), or an expired one (`token_expired`)", "content": { "application/json": { "schema": error } } },
         "404": { "description": "Not in your mailboxes", "content": { "application/json": { "schema": error } } },
     });
     json!({

@@ -14,6 +14,7 @@ use tower_sessions::Session;
 
 use super::session::{self, Chrome, GatedUser, KEY_STAGE, KEY_USER};
 use super::{AppResult, AppState, ClientIp};
+use crate::accounts;
 use crate::audit::{self, Actor, Event};
 use crate::auth;
 use crate::clock::format_utc;
@@ -162,6 +163,7 @@ async fn login(
     } else {
         "(not an address)".to_owned()
     };
+    let window = i64::from(state.config.lockout_minutes) * 60;
     if let Some(until) = throttle::blocked_until(db, &ip, now).await? {
         let actor = Actor {
             user_id: None,
@@ -169,11 +171,12 @@ async fn login(
             org_id: None,
             ip: ip.clone(),
         };
-        audit::record(
+        accounts::record_refusal(
             db,
-            now,
             &actor,
             Event::new("signin.fail", &label).detail("address paused"),
+            now,
+            window,
         )
         .await?;
         return Ok(page(
@@ -187,33 +190,36 @@ async fn login(
         ));
     }
     let user = users::by_email(db, &email).await?;
-    if let Some(u) = &user
-        && u.locked_until > now
-    {
-        // as long as a password check, so a lock does not reveal the account
+    // An address without an account locks after as many failures as one with, and
+    // is refused the same way, so a lock does not tell whether the account exists.
+    let locked_until = match &user {
+        Some(u) => Some(u.locked_until).filter(|t| *t > now),
+        None if label == email => throttle::unknown_locked_until(db, &email, now).await?,
+        None => None,
+    };
+    if let Some(until) = locked_until {
+        // as long as a password check, like a wrong password
         let password = form.password.clone();
         tokio::task::spawn_blocking(move || auth::verify_password(None, &password)).await?;
         let actor = Actor {
-            user_id: Some(u.id),
-            label: u.email.clone(),
-            org_id: u.org_id,
+            user_id: user.as_ref().map(|u| u.id),
+            label: label.clone(),
+            org_id: user.as_ref().and_then(|u| u.org_id),
             ip: ip.clone(),
         };
-        audit::record(
+        accounts::record_refusal(
             db,
-            now,
             &actor,
-            Event::new("signin.fail", &u.email).detail("account locked"),
+            Event::new("signin.fail", &label).detail("account locked"),
+            now,
+            window,
         )
         .await?;
         return Ok(page(
             StatusCode::TOO_MANY_REQUESTS,
             &email,
             &form.next,
-            format!(
-                "This account is locked after repeated failed sign-ins until {}. Wait until then, or ask your administrator to reset your password.",
-                format_utc(u.locked_until)
-            ),
+            locked_message(until),
         ));
     }
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -274,6 +280,14 @@ async fn login(
     Ok(Redirect::to(&next).into_response())
 }
 
+/// What a locked sign-in is told, the same whether or not the account exists.
+fn locked_message(until: i64) -> String {
+    format!(
+        "Too many failed sign-ins: signing in with this e-mail address is locked until {}. Wait until then, or ask your administrator to reset your password.",
+        format_utc(until)
+    )
+}
+
 /// Counts a failed attempt against the account and the source address, locks when a
 /// threshold is reached, audits, and says what happened.
 pub(crate) async fn record_failed_sign_in(
@@ -312,9 +326,10 @@ pub(crate) async fn record_failed_sign_in(
         .await?;
     }
     let mut locked = false;
+    let threshold = i64::from(config.lockout_threshold);
     if let Some(u) = user {
         let failures = users::record_failure(&mut tx, u.id).await?;
-        if failures >= i64::from(config.lockout_threshold) {
+        if failures >= threshold {
             users::lock_until(&mut tx, u.id, now + block).await?;
             audit::append(
                 &mut tx,
@@ -325,13 +340,14 @@ pub(crate) async fn record_failed_sign_in(
             .await?;
             locked = true;
         }
+    } else if Email::parse(&actor.label).is_ok() {
+        // counted like an account's failures (see `login`)
+        locked =
+            throttle::record_unknown_failure(&mut tx, &actor.label, now, threshold, block).await?;
     }
     tx.commit().await?;
     Ok(if locked {
-        format!(
-            "Too many failed sign-ins: this account is locked until {}. Wait until then, or ask your administrator to reset your password.",
-            format_utc(now + block)
-        )
+        locked_message(now + block)
     } else if ip_blocked {
         format!(
             "Too many failed sign-ins came from your network. Sign-in from it is paused until {}.",
@@ -646,13 +662,12 @@ async fn accept_invite(
         return Ok(Redirect::to("/login/mfa").into_response());
     }
     complete_sign_in(&state, &session, &user, &actor, "signin").await?;
-    let org_requires = match user.org_id {
-        Some(id) => orgs::get(&state.db, id)
-            .await?
-            .is_some_and(|o| o.require_mfa),
-        None => false,
+    let org = match user.org_id {
+        Some(id) => orgs::get(&state.db, id).await?,
+        None => None,
     };
-    let target = if !page.reset || org_requires {
+    let required = accounts::two_step_requirement(&user, org.as_ref(), state.config.operator_mfa);
+    let target = if !page.reset || required.is_some() {
         "/account/mfa"
     } else {
         "/"

@@ -623,7 +623,7 @@ async fn upload(
     let limit = message_limit(&state.config);
     let too_large = |name: &str| {
         format!(
-            "“{name}” is larger than the {} MB a message may carry; nothing was attached.",
+            "“{name}” is too large: the attachments of one message may add up to {} MB; nothing was attached.",
             state.config.max_message_mb
         )
     };

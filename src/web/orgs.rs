@@ -508,7 +508,7 @@ async fn invite_form(
     Query(q): Query<RoleQuery>,
 ) -> AppResult<InvitePage> {
     let org = admin_org(&state, &current, org_id).await?;
-    let (invited, link) = take_link(&current, None).await?.unwrap_or_default();
+    let (invited, link) = take_link(&state, &current, None).await?.unwrap_or_default();
     Ok(InvitePage {
         chrome: current.chrome,
         org,
@@ -598,7 +598,7 @@ async fn invite_user(
     {
         Ok((user, token)) => {
             // shown on the next page, once: a reload does not repeat the invitation
-            show_link_once(&current, &user.email, &link_for(&state, &token)).await?;
+            show_link_once(&state, &current, &user.email, &link_for(&state, &token)).await?;
             Ok(Redirect::to(&format!("/orgs/{}/users/invite", org.id)).into_response())
         }
         Err(Refusal::Refused(message)) => {
@@ -609,30 +609,46 @@ async fn invite_user(
     }
 }
 
-/// Session key of a single-use link waiting to be shown: `(for whom, link)`.
+/// Session keys of a single-use link waiting to be shown: for whom (in clear), and
+/// the link itself (sealed: the sessions table never holds a usable link).
+const KEY_SHOWN_LINK_FOR: &str = "shown_link_for";
 const KEY_SHOWN_LINK: &str = "shown_link";
 
-async fn show_link_once(current: &CurrentUser, email: &str, link: &str) -> AppResult<()> {
-    current
-        .session
-        .insert(KEY_SHOWN_LINK, (email.to_owned(), link.to_owned()))
-        .await?;
-    Ok(())
+async fn show_link_once(
+    state: &AppState,
+    current: &CurrentUser,
+    email: &str,
+    link: &str,
+) -> AppResult<()> {
+    current.session.insert(KEY_SHOWN_LINK_FOR, email).await?;
+    session::insert_sealed(
+        &current.session,
+        &state.secret,
+        KEY_SHOWN_LINK,
+        current.user.id,
+        link,
+    )
+    .await
 }
 
 /// The link waiting for `email` (any, when `None`), removed as it is shown.
 async fn take_link(
+    state: &AppState,
     current: &CurrentUser,
     email: Option<&str>,
 ) -> AppResult<Option<(String, String)>> {
-    let waiting: Option<(String, String)> = current.session.get(KEY_SHOWN_LINK).await?;
+    let waiting: Option<String> = current.session.get(KEY_SHOWN_LINK_FOR).await?;
     match waiting {
-        Some((who, link)) if email.is_none_or(|e| e == who) => {
-            current
-                .session
-                .remove::<(String, String)>(KEY_SHOWN_LINK)
-                .await?;
-            Ok(Some((who, link)))
+        Some(who) if email.is_none_or(|e| e == who) => {
+            session::take::<String>(&current.session, KEY_SHOWN_LINK_FOR).await?;
+            let link = session::take_sealed(
+                &current.session,
+                &state.secret,
+                KEY_SHOWN_LINK,
+                current.user.id,
+            )
+            .await?;
+            Ok(link.map(|link| (who, link)))
         }
         _ => Ok(None),
     }
@@ -660,7 +676,7 @@ async fn user_detail(
 ) -> AppResult<UserPage> {
     let org = admin_org(&state, &current, org_id).await?;
     let user = org_user(&state, &org, user_id).await?;
-    let link = take_link(&current, Some(&user.email))
+    let link = take_link(&state, &current, Some(&user.email))
         .await?
         .map(|(_, link)| link)
         .unwrap_or_default();
@@ -799,7 +815,7 @@ async fn reset_password(
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
     let token = done(accounts::reset_password(&state.db, &current.actor(ip), &user, now).await)?;
-    show_link_once(&current, &user.email, &link_for(&state, &token)).await?;
+    show_link_once(&state, &current, &user.email, &link_for(&state, &token)).await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
 

@@ -10,6 +10,7 @@ use tower_sessions::Session;
 use super::{AppError, AppState};
 use crate::auth;
 use crate::domain::Role;
+use crate::secrets::SecretKey;
 use crate::store::orgs::Org;
 use crate::store::users::{self, User};
 
@@ -107,6 +108,55 @@ pub async fn take<T: serde::de::DeserializeOwned>(
         return Ok(None);
     }
     Ok(session.remove::<T>(key).await?)
+}
+
+/// Keeps a secret shown to the user across a redirect (a new API token, an
+/// invitation link, a TOTP secret being enrolled) sealed with the key-encryption key:
+/// the sessions table never holds it in clear. Bound to the key and to `user_id`, so a
+/// sealed value copied into another session or under another key does not open.
+pub async fn insert_sealed(
+    session: &Session,
+    key: &SecretKey,
+    name: &str,
+    user_id: i64,
+    value: &str,
+) -> Result<(), AppError> {
+    let sealed = key.seal(value.as_bytes(), sealed_aad(name, user_id).as_bytes())?;
+    session.insert(name, sealed).await?;
+    Ok(())
+}
+
+/// A value kept by [`insert_sealed`], opened; `None` when absent or when it does not
+/// open (another user's, or from before a key change: the caller makes a new one).
+pub async fn get_sealed(
+    session: &Session,
+    key: &SecretKey,
+    name: &str,
+    user_id: i64,
+) -> Result<Option<String>, AppError> {
+    let Some(sealed) = session.get::<String>(name).await? else {
+        return Ok(None);
+    };
+    Ok(key
+        .open(&sealed, sealed_aad(name, user_id).as_bytes())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok()))
+}
+
+/// Like [`get_sealed`], and removes it (values shown once).
+pub async fn take_sealed(
+    session: &Session,
+    key: &SecretKey,
+    name: &str,
+    user_id: i64,
+) -> Result<Option<String>, AppError> {
+    let value = get_sealed(session, key, name, user_id).await?;
+    take::<String>(session, name).await?;
+    Ok(value)
+}
+
+fn sealed_aad(name: &str, user_id: i64) -> String {
+    format!("session:{name}:{user_id}")
 }
 
 /// Sets the message shown once on the next page.
@@ -272,7 +322,8 @@ async fn load(
         if user.must_change_password {
             return Err(redirect(parts, "/account/password"));
         }
-        if org.as_ref().is_some_and(|o| o.require_mfa) && !user.totp_enabled {
+        if crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa)
+        {
             return Err(redirect(parts, "/account/mfa"));
         }
     }

@@ -109,14 +109,18 @@ async fn repeated_failures_lock_the_account_for_a_while_and_say_until_when() {
         .sign_in("ana@direct.lakeside.test", "wrong wrong wrong")
         .await;
     assert!(
-        r.body.contains("this account is locked until"),
+        r.body
+            .contains("signing in with this e-mail address is locked until"),
         "{}",
         r.body
     );
     // even the right password is refused while locked
     let r = b.sign_in("ana@direct.lakeside.test", PASSWORD).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(r.body.contains("locked after repeated failed sign-ins"));
+    assert!(
+        r.body
+            .contains("signing in with this e-mail address is locked until")
+    );
     let entries = directmail::audit::list(&app.state.db, &Default::default(), 50)
         .await
         .unwrap();
@@ -482,13 +486,7 @@ async fn a_half_finished_sign_in_ends_with_the_users_other_sessions_and_with_tim
     let ana = app
         .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
         .await;
-    let secret = auth::new_totp_secret();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    users::set_pending_totp(&mut tx, ana.id, &secret)
-        .await
-        .unwrap();
-    users::enable_totp(&mut tx, ana.id, 0).await.unwrap();
-    tx.commit().await.unwrap();
+    let secret = app.enable_totp(&ana).await;
 
     // someone with the password stops at the code
     let mut thief = app.browser();

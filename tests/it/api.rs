@@ -56,7 +56,7 @@ async fn an_ehr_sends_with_an_attachment_and_the_recipient_reads_it_through_the_
     )
     .await;
     let http = reqwest::Client::new();
-    let pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n".to_vec();
+    let pdf = crate::helpers::pdf("Discharge summary");
     let form = Form::new()
         .text("to", "front@direct.hillside.test")
         .text("subject", "Referral")
@@ -288,7 +288,13 @@ async fn the_api_refuses_missing_revoked_and_forged_tokens_and_bad_input_with_js
     // a token made in the browser is shown once, after the redirect
     browser.get("/account/tokens").await;
     let r = browser
-        .post("/account/tokens", &[("name", "Billing system")])
+        .post(
+            "/account/tokens",
+            &[
+                ("name", "Billing system"),
+                ("current", crate::helpers::PASSWORD),
+            ],
+        )
         .await;
     let page = browser.get(&r.location()).await;
     let new = page.by_id("new-token").expect("shown once");
@@ -338,4 +344,88 @@ async fn the_openapi_document_is_served_and_describes_every_route() {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_api_checks_attachments_like_the_page_and_holds_them_to_the_configured_size() {
+    let app = TestApp::spawn_with(|c| c.max_message_mb = 1).await;
+    let ana = practice(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let send = async |name: &str, declared: &str, bytes: Vec<u8>| {
+        let form = Form::new()
+            .text("to", "front@direct.hillside.test")
+            .text("subject", "Files")
+            .part(
+                "attachment",
+                Part::bytes(bytes)
+                    .file_name(name.to_owned())
+                    .mime_str(declared)
+                    .unwrap(),
+            );
+        json(
+            http.post(app.url("/api/v1/messages"))
+                .bearer_auth(&ana)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let queued = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from outbound_messages")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap()
+    };
+    // a Windows program declared as a PDF: refused by its content, nothing sent
+    let (status, body) = send(
+        "setup.pdf",
+        "application/pdf",
+        crate::webmail::windows_program(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "attachment_refused");
+    assert!(
+        body["message"].as_str().unwrap().contains("“setup.pdf”"),
+        "{body}"
+    );
+    // a PDF that runs JavaScript when opened
+    let mut scripted = crate::helpers::pdf("Open me");
+    let at = scripted.len() - 6;
+    scripted.splice(at..at, b"/JavaScript ".iter().copied());
+    let (status, _) = send("x.pdf", "application/pdf", scripted).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // over DIRECTMAIL_MAX_MESSAGE_MB (1 MB here)
+    let mut big = crate::helpers::pdf("Big scan");
+    big.resize(1024 * 1024 + 10, b' ');
+    let (status, body) = send("scan.pdf", "application/pdf", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("1 MB"), "{body}");
+    assert_eq!(queued().await, 0, "nothing was queued");
+    // a real PDF declared as something else is sent with the type its content shows
+    let (status, body) = send(
+        "summary.pdf",
+        "application/x-msdownload",
+        crate::helpers::pdf("Summary"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where outbound_id is not null")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("application/pdf") && !text.contains("x-msdownload"),
+        "{text}"
+    );
 }

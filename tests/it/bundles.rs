@@ -88,10 +88,11 @@ fn path(name: &str) -> PathBuf {
     pki().join(name)
 }
 
-/// The loopback file server of the revocation tests, at `http://127.0.0.1:<port>`.
+/// The loopback file server of the revocation tests over HTTPS, at
+/// `https://127.0.0.1:<port>` (every test portal trusts its certificate).
 async fn serve() -> (Files, String) {
-    let (files, port) = Files::serve().await;
-    (files, format!("http://127.0.0.1:{port}"))
+    let (files, port) = Files::serve_https().await;
+    (files, format!("https://127.0.0.1:{port}"))
 }
 
 /// Posts a multipart form (CSRF field first) with text fields and files.
@@ -133,8 +134,12 @@ async fn operator(app: &TestApp) -> Browser {
 
 fn reader(app: &TestApp) -> Reader {
     Reader {
-        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
-            .unwrap(),
+        fetcher: Fetcher::new(
+            Duration::from_secs(2),
+            directmail_net::Policy::everything(),
+            &crate::helpers::test_https_roots(),
+        )
+        .unwrap(),
         max_bytes: usize::try_from(app.config.bundle_max_bytes).unwrap(),
     }
 }
@@ -346,6 +351,9 @@ async fn garbage_empty_and_oversized_bundles_are_refused_and_change_nothing() {
     assert!(file("a.p7b").len() < 3000 && file("big.p7b").len() > 3000);
     let (files, base) = serve().await;
     files.put("big.p7b", file("big.p7b"));
+    // the same bundle over plain HTTP, unsigned: refused before anything is fetched
+    let (plain, plain_port) = Files::serve().await;
+    plain.put("a.p7b", file("a.p7b"));
     let reader = reader(&app);
     let db = &app.state.db;
     let actor = Actor::system();
@@ -370,6 +378,15 @@ async fn garbage_empty_and_oversized_bundles_are_refused_and_change_nothing() {
         (
             import("Missing", Some(format!("{base}/missing.p7b")), None, None),
             "answered 404",
+        ),
+        (
+            import(
+                "Plain HTTP",
+                Some(format!("http://127.0.0.1:{plain_port}/a.p7b")),
+                None,
+                None,
+            ),
+            "over plain http:// could be altered",
         ),
     ];
     for (new, expected) in cases {
@@ -404,6 +421,7 @@ async fn garbage_empty_and_oversized_bundles_are_refused_and_change_nothing() {
 
     assert!(store::list(db).await.unwrap().is_empty());
     assert!(bundle_actions(&app).await.is_empty());
+    assert_eq!(plain.hits("a.p7b"), 0);
 }
 
 #[tokio::test]
@@ -570,8 +588,12 @@ async fn a_bundle_assigned_for_receiving_makes_its_senders_trusted() {
     let app = TestApp::spawn().await;
     let domain = receiving_domain(&app).await;
     let message = crate::revocation::message(pki(), "sender", "dr.smith@direct.sender.test", false);
-    let fetcher =
-        Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything()).unwrap();
+    let fetcher = Fetcher::new(
+        Duration::from_secs(2),
+        directmail_net::Policy::everything(),
+        &[],
+    )
+    .unwrap();
     let judge = || async {
         directmail::pki::judge_inbound(
             &app.state.db,
@@ -828,7 +850,15 @@ async fn only_operators_reach_the_bundle_pages() {
 fn bundle_cli(app: &TestApp, line: &str) -> Output {
     let mut args = vec!["admin", "bundle"];
     args.extend(line.split_whitespace());
-    args.extend(["--bundle-max-bytes", "5000"]);
+    let roots = crate::helpers::test_https()
+        .ca_pem
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // the loopback bundle server: an address the operator allows explicitly
+    args.extend(["--allow-private-networks", "127.0.0.1"]);
+    args.extend(["--bundle-max-bytes", "5000", "--https-roots"]);
+    args.push(&roots);
     crate::cli::directmail(app, &args)
 }
 

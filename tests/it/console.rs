@@ -267,18 +267,7 @@ async fn an_office_manager_resets_a_users_mfa() {
     let ana = app
         .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
         .await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
-    directmail::store::users::set_pending_totp(
-        &mut tx,
-        ana.id,
-        &directmail::auth::new_totp_secret(),
-    )
-    .await
-    .unwrap();
-    directmail::store::users::enable_totp(&mut tx, ana.id, 0)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    app.enable_totp(&ana).await;
     let mut boss = app.signed_in("boss@direct.lakeside.test").await;
     let path = format!("/orgs/{}/users/{}", org.id, ana.id);
     assert!(

@@ -11,7 +11,6 @@ use directmail::domain::Role;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cli::{directmail, json};
 use crate::helpers::{Browser, Page, TestApp};
@@ -978,36 +977,22 @@ async fn the_csv_export_cannot_run_formulas_and_imports_back() {
     assert_eq!(name, "=HYPERLINK(\"http://evil.test\",\"Click\")");
 }
 
-/// A loopback HTTP server answering every request with the current (status, body).
+/// A loopback HTTPS server answering every request with the current (status, body)
+/// (directory sources are fetched over HTTPS only; every test portal trusts it).
 async fn serve(content: Arc<Mutex<(u16, String)>>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let content = content.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let (status, body) = content.lock().unwrap().clone();
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: text/csv\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
-            });
+    let app = axum::Router::new().fallback(move || {
+        let content = content.clone();
+        async move {
+            let (status, body) = content.lock().unwrap().clone();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::CONTENT_TYPE, "text/csv")],
+                body,
+            )
         }
     });
-    format!("http://{addr}/directory.csv")
+    let port = crate::helpers::serve_https(app).await;
+    format!("https://127.0.0.1:{port}/directory.csv")
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -1128,4 +1113,34 @@ async fn a_broad_search_still_offers_the_users_own_contacts_and_pages_the_rest()
     let next = ana.get("/directory?q=mar&specialty=&place=&page=2").await;
     assert_eq!(next.status, StatusCode::OK);
     assert!(next.body.contains("Marlow Public"));
+}
+
+#[tokio::test]
+async fn a_directory_source_over_plain_http_is_refused_and_never_asked() {
+    let hits = Arc::new(Mutex::new(0usize));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        *counted.lock().unwrap() += 1;
+        async { good_csv() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://127.0.0.1:{port}/directory.csv");
+    let app = TestApp::spawn_with(|c| c.directory_sources = vec![url.parse().unwrap()]).await;
+    let last_error = async || -> Option<String> {
+        sqlx::query_scalar("select last_error from directory_sources")
+            .fetch_optional(&app.state.db.pool)
+            .await
+            .unwrap()
+            .flatten()
+    };
+    wait_for("the refused refresh", async || last_error().await.is_some()).await;
+    assert!(
+        last_error().await.unwrap().contains("HTTPS only"),
+        "{:?}",
+        last_error().await
+    );
+    assert_eq!(*hits.lock().unwrap(), 0);
+    assert_eq!(entry_count(&app).await, 0);
 }

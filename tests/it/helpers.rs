@@ -79,6 +79,10 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
     // PKI turn it back on
     config.dev_pki = false;
     config.allow_private_networks = Some(directmail_net::Policy::everything());
+    config.https_roots = Some(test_https().ca_pem.clone());
+    // Most tests sign in as operators made in the store, without TOTP; the tests of
+    // the operators' two-step requirement turn it back on (the default is on)
+    config.operator_mfa = false;
     config
 }
 
@@ -207,6 +211,23 @@ impl TestApp {
         user
     }
 
+    /// Turns two-step sign-in on for `user` (sealed as the portal stores it); returns
+    /// the TOTP secret an authenticator app would hold.
+    pub async fn enable_totp(&self, user: &User) -> String {
+        let secret = auth::new_totp_secret();
+        let sealed =
+            directmail::secrets::seal_totp(&self.state.secret, user.id, &secret).expect("seal");
+        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        users::set_pending_totp(&mut tx, user.id, &sealed)
+            .await
+            .expect("totp");
+        users::enable_totp(&mut tx, user.id, 0)
+            .await
+            .expect("enable");
+        tx.commit().await.expect("commit");
+        secret
+    }
+
     /// An organization on `domain` with a development certificate, a member `user`
     /// and a personal mailbox `address` assigned to them.
     pub async fn practice(
@@ -274,6 +295,7 @@ pub struct Browser {
     pub csrf: String,
 }
 
+#[derive(Debug)]
 pub struct Page {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,
@@ -468,4 +490,82 @@ impl Browser {
         let r = request.send().await.expect("POST");
         self.page(r).await
     }
+}
+
+/// A certificate authority made once per test run (by `openssl`), which every test
+/// portal trusts for HTTPS fetches (`DIRECTMAIL_HTTPS_ROOTS`), and a server
+/// certificate it issued for 127.0.0.1: for trust bundles and directory sources served
+/// over HTTPS on loopback.
+pub struct TestHttps {
+    pub ca_pem: std::path::PathBuf,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+pub fn test_https() -> &'static TestHttps {
+    static ONCE: std::sync::OnceLock<TestHttps> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("directmail-test-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj '/CN=directmail test HTTPS CA' -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null
+printf 'basicConstraints=CA:FALSE\\nsubjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -sha256 -extfile server.ext -out server.pem 2>/dev/null")
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cert = std::fs::read(dir.join("server.pem")).expect("server.pem");
+        let key = std::fs::read(dir.join("server.key")).expect("server.key");
+        let certs = rustls_pemfile::certs(&mut cert.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key = rustls_pemfile::private_key(&mut key.as_slice())
+            .expect("key")
+            .expect("a key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("certificate and key");
+        TestHttps {
+            ca_pem: dir.join("ca.pem"),
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        }
+    })
+}
+
+/// The roots of [`test_https`], for a fetcher made in a test.
+pub fn test_https_roots() -> Vec<reqwest::Certificate> {
+    reqwest::Certificate::from_pem_bundle(&std::fs::read(&test_https().ca_pem).expect("ca.pem"))
+        .expect("PEM")
+}
+
+/// Serves `app` over HTTPS (the [`test_https`] certificate) on 127.0.0.1; its port.
+pub async fn serve_https(app: axum::Router) -> u16 {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = test_https().acceptor.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
 }

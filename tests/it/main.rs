@@ -9,6 +9,7 @@ mod browser_mail;
 mod bundles;
 mod cli;
 mod console;
+mod credentials;
 mod directory;
 mod discovery;
 mod helpers;

@@ -85,7 +85,7 @@ async fn server(ip: &str, to: Option<String>) -> (u16, Arc<AtomicUsize>) {
 async fn every_redirect_hop_and_every_resolved_address_is_checked() {
     // the operator allows one address of their own network, 127.0.0.1
     let policy = Policy::parse("127.0.0.1").unwrap();
-    let fetcher = Fetcher::new(Duration::from_secs(5), policy).unwrap();
+    let fetcher = Fetcher::new(Duration::from_secs(5), policy, &[]).unwrap();
     let (inside_port, inside_hits) = server("127.0.0.2", None).await;
     let (port, hits) = server(
         "127.0.0.1",
@@ -125,8 +125,12 @@ async fn every_redirect_hop_and_every_resolved_address_is_checked() {
     assert_eq!(inside_hits.load(Ordering::SeqCst), 0);
 
     // a name is checked on what it resolves to: localhost is 127.0.0.1 (and ::1)
-    let only_two =
-        Fetcher::new(Duration::from_secs(5), Policy::parse("127.0.0.2").unwrap()).unwrap();
+    let only_two = Fetcher::new(
+        Duration::from_secs(5),
+        Policy::parse("127.0.0.2").unwrap(),
+        &[],
+    )
+    .unwrap();
     let e = only_two
         .issuers(&format!("http://localhost:{port}/int.cer"), now)
         .await

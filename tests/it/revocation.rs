@@ -27,14 +27,25 @@ pub(crate) struct Files {
 
 impl Files {
     pub(crate) async fn serve() -> (Files, u16) {
-        let files = Files::default();
-        let app = axum::Router::new()
-            .route("/{name}", axum::routing::get(get_file))
-            .with_state(files.clone());
+        let (files, app) = Files::router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
         (files, port)
+    }
+
+    /// The same over HTTPS, with the certificate every test portal trusts.
+    pub(crate) async fn serve_https() -> (Files, u16) {
+        let (files, app) = Files::router();
+        (files, crate::helpers::serve_https(app).await)
+    }
+
+    fn router() -> (Files, axum::Router) {
+        let files = Files::default();
+        let app = axum::Router::new()
+            .route("/{name}", axum::routing::get(get_file))
+            .with_state(files.clone());
+        (files, app)
     }
 
     pub(crate) fn put(&self, name: &str, bytes: Vec<u8>) {
@@ -261,8 +272,12 @@ pub(crate) async fn setup_with(
     .await
     .unwrap();
     Setup {
-        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
-            .unwrap(),
+        fetcher: Fetcher::new(
+            Duration::from_secs(2),
+            directmail_net::Policy::everything(),
+            &[],
+        )
+        .unwrap(),
         app,
         files,
         domain,
@@ -355,8 +370,12 @@ async fn a_missing_intermediate_is_fetched_through_aia() {
     // without AIA answering, the chain stops short of the anchor
     s.files.files.lock().unwrap().remove("int.cer");
     let fresh = Setup {
-        fetcher: Fetcher::new(Duration::from_secs(2), directmail_net::Policy::everything())
-            .unwrap(),
+        fetcher: Fetcher::new(
+            Duration::from_secs(2),
+            directmail_net::Policy::everything(),
+            &[],
+        )
+        .unwrap(),
         ..s
     };
     let j = fresh

@@ -26,7 +26,7 @@ use crate::helpers::{Browser, Page, TestApp, pdf};
 // fixtures
 
 /// A Windows program's first bytes (the "MZ" header and DOS stub).
-fn windows_program() -> Vec<u8> {
+pub(crate) fn windows_program() -> Vec<u8> {
     let mut b = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
     b.extend_from_slice(b"This program cannot be run in DOS mode.\r\r\n$");
     b.resize(2048, 0);
