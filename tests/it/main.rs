@@ -13,6 +13,7 @@ mod directory;
 mod discovery;
 mod helpers;
 mod inbound;
+mod limits;
 mod mail;
 mod outbound;
 mod pki;
