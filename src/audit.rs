@@ -604,3 +604,54 @@ fn check(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_key_is_derived_from_the_kek_and_never_printed() {
+        let kek = SecretKey::from_bytes([7; 32]);
+        let key = AuditKey::derive(&kek);
+        assert_eq!(
+            key.id(),
+            AuditKey::derive(&kek).id(),
+            "the same KEK, the same key"
+        );
+        assert_ne!(
+            key.id(),
+            AuditKey::derive(&SecretKey::from_bytes([8; 32])).id()
+        );
+        assert_ne!(key.key.as_slice(), &[7; 32], "not the KEK itself");
+        let shown = format!("{key:?}");
+        assert!(!shown.contains(&hex::encode(key.key.as_slice())), "{shown}");
+        assert_eq!(shown, format!("AuditKey({})", key.id()));
+    }
+
+    #[test]
+    fn a_keyed_hash_differs_from_the_plain_one_and_covers_every_field() {
+        let key = AuditKey::derive(&SecretKey::from_bytes([1; 32]));
+        let entry = Entry {
+            id: 1,
+            at: 2,
+            org_id: Some(3),
+            actor_id: None,
+            actor: "cli".into(),
+            action: "org.create".into(),
+            object: "Lakeside".into(),
+            ip: "-".into(),
+            detail: String::new(),
+            prev_hash: "0".repeat(64),
+            hash: String::new(),
+            keyed: true,
+        };
+        let keyed = entry.expected_hash(Some(&key));
+        assert_ne!(keyed, entry.expected_hash(None));
+        let mut changed = entry.clone();
+        changed.detail = "x".into();
+        assert_ne!(keyed, changed.expected_hash(Some(&key)));
+        let heads: Head = format!("12:{keyed}").parse().unwrap();
+        assert_eq!(heads.to_string(), format!("12:{keyed}"));
+        assert!("12".parse::<Head>().is_err() && "x:00".parse::<Head>().is_err());
+    }
+}
