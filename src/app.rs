@@ -24,6 +24,8 @@ use crate::secrets;
 use crate::store::sessions::EndingStore;
 use crate::web::{self, AppState, middleware as mw};
 
+mod serve;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The HTTP application with every route and layer, ready to serve.
@@ -60,6 +62,7 @@ fn static_dir() -> std::path::PathBuf {
 fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
     // CSRF wraps the whole router as one service (not each route, as `Router::layer`
     // does), so that a refused form can be answered by routing its page's GET.
+    let body_timeout = Duration::from_secs(state.config.http_idle_timeout_seconds);
     let routed = routes.with_state(state.clone());
     let guarded = Router::new().fallback_service(
         tower::ServiceBuilder::new()
@@ -99,6 +102,15 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost, so it covers whatever reads the body (CSRF, extractors): a body
+        // that stops arriving for the idle timeout fails the request, so a stalled
+        // upload cannot hold a connection (a silent connection without a request is
+        // closed by the serving loop, `serve`).
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: axum::extract::Request| {
+                req.map(|body| serve::stall_limited(body, body_timeout))
+            },
+        ))
 }
 
 /// The session store that keeps ended sessions ended.
@@ -150,6 +162,10 @@ impl Application {
         .context("cannot create the session table")?;
         let (secret, source) = secrets::load(&config)?;
         secrets::check_against_database(&db, &secret).await?;
+        // before anything is audited: from here on every entry is keyed
+        crate::audit::key_chain(&db, &crate::audit::AuditKey::derive(&secret), clock.now())
+            .await
+            .context("cannot key the audit log")?;
         let sealed = secrets::seal_plaintext_totp(&db, &secret)
             .await
             .context("cannot seal the TOTP secrets stored in clear")?;
@@ -346,19 +362,10 @@ impl Application {
         let make = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let http = match self.tls {
-            // small responses go out at once rather than waiting on delayed ACKs
-            None => axum::serve(
-                axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                make,
-            )
-            .with_graceful_shutdown(when(stopped.clone()))
+        let limits = serve::Limits::from_config(&self.state.config);
+        let http = serve::serve(self.listener, make, self.tls, limits, when(stopped))
             .await
-            .context("the HTTP server stopped"),
-            Some(tls) => serve_tls(self.listener, make, tls, when(stopped)).await,
-        };
+            .context("the HTTP server stopped");
         // SMTP sessions get a bounded time to finish their messages
         let _ = tokio::time::timeout(Duration::from_secs(30), smtp).await;
         http
@@ -472,57 +479,6 @@ fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rus
         .context("the TLS certificate and key do not belong together")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// HTTPS: accept, handshake, then serve each connection with hyper, tracking them so
-/// shutdown waits for requests in flight.
-async fn serve_tls(
-    listener: TcpListener,
-    mut make: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use tower::Service as _;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(service) = make.call(peer).await;
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let _ = watcher.watch(conn.into_owned()).await;
-        });
-    }
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("connections still open after 30 s; stopping anyway");
-        }
-    }
-    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called

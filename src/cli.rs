@@ -293,7 +293,15 @@ pub enum MailboxCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and report the first broken link.
-    Verify,
+    Verify {
+        /// A head printed earlier by `audit head` (`ID:HASH`): the chain must still
+        /// hold that entry unchanged, so a log truncated or rewritten since is found.
+        #[arg(long)]
+        head: Option<audit::Head>,
+    },
+    /// Print the chain's head (`ID:HASH`: the newest entry and its hash), to keep
+    /// outside the database and check later with `audit verify --head`.
+    Head,
 }
 
 /// Runs one admin command; the returned value is what was printed.
@@ -301,6 +309,17 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     let db = Db::connect(&config.database_url()).await?;
     db.migrate().await?;
     let now = Clock::default().now();
+    // Once a server start-up has keyed the audit log, every entry this command
+    // writes (and `audit verify`) needs the audit key, derived from the KEK.
+    let audit_key = if audit::is_keyed(&db).await? {
+        let (kek, _) = secrets::load(config)?;
+        secrets::check_against_database(&db, &kek).await?;
+        let key = audit::AuditKey::derive(&kek);
+        audit::install_key(&key);
+        Some(key)
+    } else {
+        None
+    };
     let (text, value) = match args.command {
         AdminCommand::Org(OrgCommand::Create { name }) => org_create(&db, &name, now).await?,
         AdminCommand::Org(OrgCommand::Settings {
@@ -513,10 +532,44 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             // an export was written to stdout as it is
             None => return Ok(()),
         },
-        AdminCommand::Audit(AuditCommand::Verify) => match audit::verify(&db).await? {
-            Verification::Intact { entries } => (
-                format!("The audit log is intact: {entries} entries, every link verified."),
-                json!({ "intact": true, "entries": entries }),
+        AdminCommand::Audit(AuditCommand::Head) => {
+            let head = audit::head(&db).await?;
+            // the head alone on stdout, for scripts to keep
+            (
+                head.to_string(),
+                json!({ "head": head.to_string(), "entry": head.id, "hash": head.hash }),
+            )
+        }
+        AdminCommand::Audit(AuditCommand::Verify { head }) => match audit::verify(
+            &db,
+            audit_key.as_ref(),
+            head.as_ref(),
+        )
+        .await?
+        {
+            Verification::Intact {
+                entries,
+                keyed_from,
+            } => (
+                format!(
+                    "The audit log is intact: {entries} entries, every link verified{}{}.",
+                    match keyed_from {
+                        Some(1) => "; every entry is keyed (HMAC-SHA-256)".to_owned(),
+                        Some(k) => format!(
+                            "; entries from {k} on are keyed (HMAC-SHA-256), the {} before were written before keying (plain SHA-256)",
+                            k - 1
+                        ),
+                        None =>
+                            "; no entry is keyed yet (plain SHA-256 until the server next starts)"
+                                .to_owned(),
+                    },
+                    match &head {
+                        Some(h) => format!("; the exported head (entry {}) is unchanged", h.id),
+                        None => String::new(),
+                    }
+                ),
+                json!({ "intact": true, "entries": entries, "keyed_from": keyed_from,
+                        "exported_head": head.as_ref().map(|h| h.to_string()) }),
             ),
             Verification::Broken { entry_id, problem } => {
                 if args.json {

@@ -381,6 +381,43 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// Seconds a client of the web portal has to finish the TLS handshake, and then to
+    /// send a request's headers once the connection is ready for one (hyper starts
+    /// that clock as soon as the previous response is sent, so it also bounds how long
+    /// a kept-alive connection waits for its next request).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_HTTP_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub http_header_timeout_seconds: u64,
+
+    /// Seconds a web connection may stay silent (nothing received or sent) before it
+    /// is closed (after the request in progress, if any); a request body that stops
+    /// arriving for this long fails, and a client that stops reading its response for
+    /// this long is cut off.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_HTTP_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 60,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub http_idle_timeout_seconds: u64,
+
+    /// Most web connections served at once; more wait to be accepted until one
+    /// closes. Keep it below the process's open-file limit.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_HTTP_MAX_CONNECTIONS",
+        default_value_t = 512,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub http_max_connections: u32,
 }
 
 impl Config {

@@ -276,6 +276,29 @@ impl std::str::FromStr for SecretString {
     }
 }
 
+// Added for the keyed audit chain (src/audit.rs); kept at the end of the file (before
+// its tests) so it stays apart from the sealing code above.
+impl SecretKey {
+    /// A key for another purpose, derived as HMAC-SHA-256(key-encryption key, `label`)
+    /// (the HKDF-Expand step of RFC 5869 for one block, with the key already uniform),
+    /// so that the key-encryption key itself only ever seals. The label names the use
+    /// and its version, e.g. `directmail audit chain v1`.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::digest::generic_array::GenericArray;
+        use hmac::{Hmac, Mac as _};
+        // RFC 2104 pads a key shorter than the hash's block (64 bytes) with zeros;
+        // padding here gives the same MAC without a fallible constructor
+        let mut block = Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(self.0.as_slice());
+        let mut mac = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(GenericArray::from_slice(
+            &block[..],
+        ));
+        mac.update(label.as_bytes());
+        mac.update(&[1]);
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

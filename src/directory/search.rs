@@ -5,6 +5,20 @@
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_normalization::char::is_combining_mark;
 
+/// Longest free text a search or a suggestion takes, in characters; the rest is cut
+/// off. A query is a few words; the cut keeps every query small for the database
+/// (an FTS5 or tsquery expression and LIKE patterns per word) whatever is sent.
+pub const QUERY_MAX_CHARS: usize = 200;
+
+/// `text` cut to [`QUERY_MAX_CHARS`] characters, for every search box and
+/// autocomplete (the directory's search page and suggestions, the compose page's).
+pub fn cut_query(text: &str) -> &str {
+    match text.char_indices().nth(QUERY_MAX_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 /// Lowercase ASCII tokens of `text`: accents dropped (NFD, combining marks removed),
 /// a few letters without a decomposition spelled out, anything else a separator.
 pub fn tokens(text: &str) -> Vec<String> {

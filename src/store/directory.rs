@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use crate::db::{Backend, Db};
-use crate::directory::search::{folded, name_key, tokens};
+use crate::directory::search::{cut_query, folded, name_key, tokens};
 use crate::directory::{Attached, EntryData, Kind, Scope};
 use crate::domain::{Email, Specialty};
 
@@ -850,6 +850,9 @@ pub async fn suggest(
     query: &str,
     limit: usize,
 ) -> sqlx::Result<Vec<Suggestion>> {
+    // every caller's text (the directory's and the compose page's autocomplete) is
+    // cut here, like the search page's
+    let query = cut_query(query);
     if tokens(query).is_empty() || limit == 0 {
         return Ok(Vec::new());
     }

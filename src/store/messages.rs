@@ -813,7 +813,7 @@ pub async fn recent_recipients(
     q: &str,
     limit: usize,
 ) -> sqlx::Result<Vec<String>> {
-    let needle = q.to_lowercase();
+    let needle = crate::directory::search::cut_query(q).to_lowercase();
     let mut out: Vec<String> = Vec::new();
     // recent recipients: the To/Cc of the user's latest Sent items
     let recent = sqlx::query(

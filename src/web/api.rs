@@ -12,6 +12,7 @@ use mail_parser::{MessageParser, MimeHeaders as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::message::{Reading, Via, record_reading};
 use super::{AppState, ClientIp};
 use crate::audit::{self, Actor, Event};
 use crate::auth;
@@ -426,13 +427,7 @@ async fn detail(
             .collect(),
         None => Vec::new(),
     };
-    audit::record(
-        &state.db,
-        state.clock.now(),
-        &api.actor,
-        Event::new("message.read", format!("message:{id}")).detail("api"),
-    )
-    .await?;
+    record_reading(&state, &api.actor, id, Reading::Message, Via::Api).await?;
     let r = &message.row;
     Ok(Json(json!({
         "id": r.id, "folder": message.folder, "from": r.from_addr, "to": to, "cc": cc,
@@ -466,11 +461,12 @@ async fn attachment(
     })?;
     let name = super::message::header_filename(part.attachment_name().unwrap_or("attachment"));
     let content_type = super::message::content_type_of(part);
-    audit::record(
-        &state.db,
-        state.clock.now(),
+    record_reading(
+        &state,
         &api.actor,
-        Event::new("attachment.download", format!("message:{id}/{n}")).detail("api"),
+        id,
+        Reading::AttachmentDownload(n),
+        Via::Api,
     )
     .await?;
     Ok((

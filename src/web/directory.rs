@@ -25,6 +25,7 @@ use super::{AppError, AppResult, AppState, ClientIp, form_or_400, page_number};
 use crate::accounts::Refusal;
 use crate::clock::format_utc;
 use crate::directory::import::{self, Format, Options, Outcome};
+use crate::directory::search::cut_query;
 use crate::directory::{self, EntryInput, Scope, Viewer};
 use crate::domain::{Email, Role, Specialty};
 use crate::store::directory::{self as store, Entry, Query as SearchQuery};
@@ -202,7 +203,7 @@ async fn search_page(
 ) -> AppResult<Response> {
     let page = page_number(Some(&p.page));
     let q = SearchQuery {
-        text: p.q.chars().take(200).collect(),
+        text: cut_query(&p.q).to_owned(),
         specialty: p.specialty.chars().take(100).collect(),
         place: p.place.chars().take(100).collect(),
     };
@@ -261,9 +262,9 @@ async fn suggest(
     Query(p): Query<SuggestParams>,
 ) -> AppResult<Json<Vec<store::Suggestion>>> {
     let limit = p.limit.unwrap_or(8).clamp(1, SUGGEST_MAX);
-    let text: String = p.q.chars().take(200).collect();
+    // `suggest` cuts the text to the same length as the search page
     Ok(Json(
-        directory::suggest(&state.db, &viewer(&current), &text, limit).await?,
+        directory::suggest(&state.db, &viewer(&current), &p.q, limit).await?,
     ))
 }
 

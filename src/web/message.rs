@@ -2,7 +2,7 @@
 //! delivery per recipient when sent from here, the body (text with links, or HTML
 //! sanitized in a sandboxed frame), attachments (PDFs and images inline, the rest as
 //! downloads), a print view, and the actions: reply, reply all, forward, mark unread,
-//! move. Every read and download is audited.
+//! move. Every read and download is audited, through [`audit_reading`].
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::mail::{Frame, apply_action, frame, own_mailbox};
 use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
-use crate::audit::{self, Event};
+use crate::audit::{self, Actor, Event};
 use crate::clock::format_utc;
 use crate::store::inbound::{self, StoredMessage};
 use crate::store::mailboxes::Mailbox;
@@ -31,6 +31,71 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/messages/{id}/print", get(print))
         .route("/mail/messages/{id}/act", post(act))
         .route("/mail/messages/{id}/attachments/{n}", get(attachment))
+}
+
+/// What of a message a reader was given. Each is one kind of audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// The message: its headers and text, and the list of attachments.
+    Message,
+    /// The HTML body (the message page's frame, or opened on its own).
+    HtmlBody,
+    /// The print view.
+    Print,
+    /// Attachment `n`, shown in the browser.
+    AttachmentView(usize),
+    /// Attachment `n`, downloaded.
+    AttachmentDownload(usize),
+}
+
+/// Where a reading was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Webmail,
+    Api,
+}
+
+/// The audit entry for one read of message content, inside the caller's transaction.
+/// Every route that returns a message's content or an attachment (these pages and
+/// the API) writes it through here, once it knows what it will return.
+pub async fn audit_reading(
+    conn: &mut sqlx::AnyConnection,
+    now: i64,
+    actor: &Actor,
+    id: i64,
+    reading: Reading,
+    via: Via,
+) -> sqlx::Result<()> {
+    let (action, object, what) = match reading {
+        Reading::Message => ("message.read", format!("message:{id}"), None),
+        Reading::HtmlBody => ("message.read", format!("message:{id}"), Some("html body")),
+        Reading::Print => ("message.print", format!("message:{id}"), None),
+        Reading::AttachmentView(n) => ("attachment.view", format!("message:{id}/{n}"), None),
+        Reading::AttachmentDownload(n) => {
+            ("attachment.download", format!("message:{id}/{n}"), None)
+        }
+    };
+    let detail = match (via, what) {
+        (Via::Webmail, None) => String::new(),
+        (Via::Webmail, Some(what)) => what.to_owned(),
+        (Via::Api, None) => "api".to_owned(),
+        (Via::Api, Some(what)) => format!("api, {what}"),
+    };
+    audit::append(conn, now, actor, Event::new(action, object).detail(detail)).await?;
+    Ok(())
+}
+
+/// [`audit_reading`] in a transaction of its own.
+pub async fn record_reading(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    reading: Reading,
+    via: Via,
+) -> sqlx::Result<()> {
+    let mut tx = state.db.pool.begin().await?;
+    audit_reading(&mut tx, state.clock.now(), actor, id, reading, via).await?;
+    tx.commit().await
 }
 
 /// The message, if it is in one of the user's mailboxes.
@@ -265,11 +330,13 @@ async fn message(
             )
             .await?;
         }
-        audit::append(
+        audit_reading(
             &mut tx,
             now,
             &current.actor(ip),
-            Event::new("message.read", format!("message:{id}")),
+            id,
+            Reading::Message,
+            Via::Webmail,
         )
         .await?;
         tx.commit().await?;
@@ -335,6 +402,7 @@ async fn message(
 /// scripts, forms or remote images, and a CSP that forbids them again.
 async fn html_body(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
@@ -343,6 +411,14 @@ async fn html_body(
         .parse(&message.raw)
         .ok_or(AppError::NotFound)?;
     let html = parsed.body_html(0).ok_or(AppError::NotFound)?;
+    record_reading(
+        &state,
+        &current.actor(ip),
+        id,
+        Reading::HtmlBody,
+        Via::Webmail,
+    )
+    .await?;
     let clean = directmail_content::sanitize_html_report(&html);
     let mut note = String::new();
     if clean.blocked_images > 0 || clean.removed_forms > 0 {
@@ -392,13 +468,7 @@ async fn print(
     let (_, message) = own_message(&state, &current, id).await?;
     let checks = attachment_checks(&state, &message).await?;
     let parsed = MessageParser::default().parse(&message.raw);
-    audit::record(
-        &state.db,
-        state.clock.now(),
-        &current.actor(ip),
-        Event::new("message.print", format!("message:{id}")),
-    )
-    .await?;
+    record_reading(&state, &current.actor(ip), id, Reading::Print, Via::Webmail).await?;
     let r = &message.row;
     Ok(PrintPage {
         subject: r.subject.clone(),
@@ -521,20 +591,12 @@ async fn attachment(
     } else {
         Show::Download
     };
-    audit::record(
-        &state.db,
-        state.clock.now(),
-        &current.actor(ip),
-        Event::new(
-            if show == Show::Download {
-                "attachment.download"
-            } else {
-                "attachment.view"
-            },
-            format!("message:{id}/{n}"),
-        ),
-    )
-    .await?;
+    let reading = if show == Show::Download {
+        Reading::AttachmentDownload(n)
+    } else {
+        Reading::AttachmentView(n)
+    };
+    record_reading(&state, &current.actor(ip), id, reading, Via::Webmail).await?;
     Ok(file_response(&name, data, show))
 }
 

@@ -1,10 +1,278 @@
-//! The audit log: hash chain verification, scoping per organization, filters, CSV.
+//! The audit log: the keyed hash chain and its verification (also against an
+//! exported head), scoping per organization, filters, CSV.
 
-use directmail::audit::{self, Verification};
+use directmail::app::Application;
+use directmail::audit::{self, Actor, AuditKey, Entry, Event, Verification};
+use directmail::clock::Clock;
+use directmail::db::Db;
 use directmail::domain::Role;
 use reqwest::StatusCode;
+use sha2::{Digest as _, Sha256};
 
-use crate::helpers::{PASSWORD, TestApp};
+use crate::cli::directmail;
+use crate::helpers::{PASSWORD, TestApp, test_config};
+
+fn key(app: &TestApp) -> AuditKey {
+    AuditKey::derive(&app.state.secret)
+}
+
+async fn verify(app: &TestApp) -> Verification {
+    audit::verify(&app.state.db, Some(&key(app)), None)
+        .await
+        .unwrap()
+}
+
+/// The plain SHA-256 an entry carried before the chain was keyed (the encoding of
+/// `src/audit.rs`, written out again as an attacker reading the source would).
+fn plain_hash(e: &Entry) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(e.prev_hash.as_bytes());
+    field(&e.id.to_be_bytes());
+    field(&e.at.to_be_bytes());
+    field(
+        e.org_id
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    field(
+        e.actor_id
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    field(e.actor.as_bytes());
+    field(e.action.as_bytes());
+    field(e.object.as_bytes());
+    field(e.ip.as_bytes());
+    field(e.detail.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// What someone who can write the database but lacks the key would do: change
+/// entry `edit`'s detail, then recompute every plain SHA-256 link after it, through
+/// entry `through` (the newest, and then the head too, when `None`). With
+/// `mark_plain` the rewritten entries are also marked as not keyed.
+async fn rewrite_with_plain_hashes(db: &Db, edit: i64, through: Option<i64>, mark_plain: bool) {
+    let mut entries = audit::list(db, &Default::default(), 100_000).await.unwrap();
+    entries.reverse();
+    let mut prev = "0".repeat(64);
+    for mut e in entries {
+        if e.id >= edit && through.is_none_or(|t| e.id <= t) {
+            if e.id == edit {
+                e.detail = "nothing to see".into();
+            }
+            e.prev_hash = prev.clone();
+            e.hash = plain_hash(&e);
+            sqlx::query(
+                "update audit_log set detail = $1, prev_hash = $2, hash = $3,
+                 keyed = case when $4 = 1 then 0 else keyed end where id = $5",
+            )
+            .bind(&e.detail)
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .bind(i64::from(mark_plain))
+            .bind(e.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        prev = e.hash;
+    }
+    if through.is_none() {
+        sqlx::query("update audit_head set hash = $1 where id = 1")
+            .bind(&prev)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Some sign-ins and sign-outs, so the log has a few entries of its own.
+async fn activity(app: &TestApp) {
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    b.post("/logout", &[]).await;
+    b.sign_in("ana@direct.lakeside.test", "wrong wrong wrong")
+        .await;
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn rewriting_an_entry_and_recomputing_the_plain_sha256_chain_is_found_without_the_key() {
+    let app = TestApp::spawn().await;
+    activity(&app).await;
+    let Verification::Intact { keyed_from, .. } = verify(&app).await else {
+        panic!("a fresh chain verifies");
+    };
+    assert_eq!(
+        keyed_from,
+        Some(1),
+        "a new log is keyed from its first entry"
+    );
+    let out = directmail(&app, &["admin", "audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("every entry is keyed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // every link after the edit recomputed as the unkeyed chain computed them: the
+    // log still links up, but the edited entry's hash is no HMAC under the key
+    rewrite_with_plain_hashes(&app.state.db, 3, None, false).await;
+    let out = directmail(&app, &["admin", "audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("entry 3 was changed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // marking the rewritten entries as written before keying does not help either
+    rewrite_with_plain_hashes(&app.state.db, 3, None, true).await;
+    match verify(&app).await {
+        Verification::Broken { entry_id, problem } => {
+            assert_eq!(entry_id, 3);
+            assert!(
+                problem.contains("plain hash after keyed entries"),
+                "{problem}"
+            );
+        }
+        other => panic!("rewrite not found: {other:?}"),
+    }
+    let out = directmail(&app, &["admin", "audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("entry 3 carries a plain hash"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_log_truncated_after_its_head_was_exported_is_found_by_verify_with_that_head() {
+    let app = TestApp::spawn().await;
+    activity(&app).await;
+    let out = directmail(&app, &["admin", "audit", "head"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (id, hash) = exported.split_once(':').expect("ID:HASH");
+    let exported_id: i64 = id.parse().unwrap();
+    assert_eq!(hash.len(), 64, "{exported}");
+    assert!(exported_id >= 5, "{exported}");
+
+    // more happens; the exported head is still in the chain, unchanged
+    app.signed_in("ana@direct.lakeside.test").await;
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exported head"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // someone deletes the newest entries, the exported one among them, and points the
+    // head at what is left: the chain alone still links up
+    let keep = exported_id - 2;
+    let kept_hash: String = sqlx::query_scalar("select hash from audit_log where id = $1")
+        .bind(keep)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from audit_log where id > $1")
+        .bind(keep)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update audit_head set last_id = $1, hash = $2 where id = 1")
+        .bind(keep)
+        .bind(&kept_hash)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(verify(&app).await, Verification::Intact { .. }));
+    let out = directmail(&app, &["admin", "audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // but not the head that was exported
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("before the exported head (entry {exported_id})")),
+        "{}",
+        stderr(&out)
+    );
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", "12:nonsense"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("1234:<64 hex digits>"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_log_written_before_keying_still_verifies_and_its_first_keyed_entry_pins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path()).await;
+    // a database as the earlier version left it: entries with plain hashes, no key
+    let db = Db::connect(&config.database_url()).await.unwrap();
+    db.migrate().await.unwrap();
+    for n in 0..3 {
+        audit::record(
+            &db,
+            1,
+            &Actor::system(),
+            Event::new("old.entry", format!("n{n}")),
+        )
+        .await
+        .unwrap();
+    }
+    // the first start-up of this version keys the chain from the next entry on
+    let application = Application::build_with_clock(config.clone(), Clock::default())
+        .await
+        .unwrap();
+    let key = AuditKey::derive(&application.state.secret);
+    match audit::verify(&db, Some(&key), None).await.unwrap() {
+        Verification::Intact {
+            entries,
+            keyed_from,
+        } => {
+            assert_eq!(keyed_from, Some(4));
+            assert!(entries >= 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    let marker = audit::list(&db, &Default::default(), 1000).await.unwrap();
+    let marker = marker.iter().find(|e| e.id == 4).unwrap();
+    assert_eq!(marker.action, "audit.keyed");
+    assert!(
+        marker.detail.contains("entries 1 to 3"),
+        "{}",
+        marker.detail
+    );
+
+    // the plain part rewritten with its plain hashes recomputed no longer links to
+    // the first keyed entry, whose HMAC covers the last plain hash
+    rewrite_with_plain_hashes(&db, 2, Some(3), false).await;
+    match audit::verify(&db, Some(&key), None).await.unwrap() {
+        Verification::Broken { entry_id, problem } => {
+            assert_eq!(entry_id, 4);
+            assert!(problem.contains("does not link"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn the_chain_verifies_and_an_edited_or_deleted_row_is_found() {
@@ -16,7 +284,7 @@ async fn the_chain_verifies_and_an_edited_or_deleted_row_is_found() {
     b.post("/logout", &[]).await;
     b.sign_in("ana@direct.lakeside.test", "wrong wrong wrong")
         .await;
-    let Verification::Intact { entries } = audit::verify(&app.state.db).await.unwrap() else {
+    let Verification::Intact { entries, .. } = verify(&app).await else {
         panic!("a fresh chain verifies");
     };
     assert!(entries >= 5);
@@ -26,7 +294,7 @@ async fn the_chain_verifies_and_an_edited_or_deleted_row_is_found() {
         .execute(&app.state.db.pool)
         .await
         .unwrap();
-    match audit::verify(&app.state.db).await.unwrap() {
+    match verify(&app).await {
         Verification::Broken { entry_id, problem } => {
             assert_eq!(entry_id, 3);
             assert!(
@@ -37,14 +305,8 @@ async fn the_chain_verifies_and_an_edited_or_deleted_row_is_found() {
         other => panic!("edit not found: {other:?}"),
     }
     // the command line says the same and fails
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(["admin", "audit", "verify"])
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .output()
-        .unwrap();
+    // (with the data directory: checking a keyed chain needs the key it holds)
+    let out = directmail(&app, &["admin", "audit", "verify"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("entry 3 was changed"), "{stderr}");
@@ -67,7 +329,7 @@ async fn deleting_a_row_or_the_newest_rows_breaks_the_chain() {
         .execute(&app.state.db.pool)
         .await
         .unwrap();
-    match audit::verify(&app.state.db).await.unwrap() {
+    match verify(&app).await {
         Verification::Broken { problem, .. } => {
             assert!(problem.contains("newest entries were deleted"), "{problem}")
         }
@@ -77,7 +339,7 @@ async fn deleting_a_row_or_the_newest_rows_breaks_the_chain() {
         .execute(&app.state.db.pool)
         .await
         .unwrap();
-    match audit::verify(&app.state.db).await.unwrap() {
+    match verify(&app).await {
         Verification::Broken { entry_id, problem } => {
             assert_eq!(entry_id, 2);
             assert!(problem.contains("missing"), "{problem}");
@@ -105,10 +367,7 @@ async fn concurrent_writers_keep_one_linear_chain() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert!(matches!(
-        audit::verify(&app.state.db).await.unwrap(),
-        Verification::Intact { .. }
-    ));
+    assert!(matches!(verify(&app).await, Verification::Intact { .. }));
 }
 
 #[tokio::test]

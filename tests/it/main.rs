@@ -14,6 +14,7 @@ mod directory;
 mod discovery;
 mod helpers;
 mod inbound;
+mod limits;
 mod mail;
 mod network;
 mod outbound;

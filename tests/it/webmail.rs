@@ -2082,6 +2082,87 @@ async fn an_html_message_is_shown_sanitized_in_a_sandboxed_frame_without_remote_
 }
 
 #[tokio::test]
+async fn opening_a_message_body_or_attachment_on_its_own_is_audited_as_a_read() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Results",
+            "",
+        )
+        .html("<p>Your patient's results are ready.</p>"),
+    )
+    .await;
+    let ana = app.signed_in("ana@direct.lakeside.test").await;
+    let reads = |action: &'static str, object: String| {
+        let db = app.state.db.clone();
+        async move {
+            directmail::audit::list(&db, &Default::default(), 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    e.action == action
+                        && e.object == object
+                        && e.actor == "ana@direct.lakeside.test"
+                })
+                .map(|e| e.detail)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(
+        reads("message.read", format!("message:{id}"))
+            .await
+            .is_empty()
+    );
+
+    // the frame's address, fetched without the message page around it
+    let (status, _, body) = get_bytes(&ana, &format!("/mail/messages/{id}/body")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).contains("results are ready"));
+    assert_eq!(
+        reads("message.read", format!("message:{id}")).await,
+        ["html body"],
+        "the body fetched alone is a read"
+    );
+
+    // an attachment fetched directly is one too, and so is a missing one not
+    let with_file = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Letter",
+            "See the letter.",
+        )
+        .file("letter.pdf", pdf("letter")),
+    )
+    .await;
+    let (status, _, _) =
+        get_bytes(&ana, &format!("/mail/messages/{with_file}/attachments/0")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reads("attachment.download", format!("message:{with_file}/0"))
+            .await
+            .len(),
+        1
+    );
+    let (status, _, _) =
+        get_bytes(&ana, &format!("/mail/messages/{with_file}/attachments/7")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        reads("attachment.download", format!("message:{with_file}/7"))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn a_text_message_links_web_addresses_and_shows_markup_as_text() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
