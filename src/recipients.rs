@@ -138,16 +138,32 @@ pub async fn foreign(
     now: i64,
 ) -> anyhow::Result<Lookup> {
     // a certificate an operator attached to the directory entry comes first
-    if let Some(der) = crate::store::directory::certificate_for(db, address).await?
-        && let Ok(c) = Certificate::from_der(&der)
-    {
-        let facts = pki::info(&c);
-        if facts.not_before <= now && now <= facts.not_after {
-            return Ok(Lookup {
+    // and is checked like a discovered one: bound to the address, a path to an anchor
+    // for sending, dates, revocation
+    if let Some(der) = crate::store::directory::certificate_for(db, address).await? {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(now.max(0) as u64);
+        let checked = match Certificate::from_der(&der) {
+            Err(e) => Err(format!("it is not a readable certificate ({e})")),
+            Ok(c) if !smime::binds_address(&c, address) => {
+                Err(format!("it is not issued to {address} or its domain"))
+            }
+            Ok(c) => match discovery.validate(&der, address, at).await {
+                Ok(()) => Ok(c),
+                Err(r) => Err(r.reason),
+            },
+        };
+        return Ok(match checked {
+            Ok(c) => Lookup {
                 certificate: Some(c),
                 sentence: "certificate attached to the directory entry".into(),
-            });
-        }
+            },
+            Err(why) => Lookup {
+                certificate: None,
+                sentence: format!(
+                    "the certificate attached to the directory entry of {address} cannot be used: {why}; ask your administrator to replace it"
+                ),
+            },
+        });
     }
     let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
     for key in [address, domain] {

@@ -346,3 +346,36 @@ fn uri(name: &GeneralName) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_stays_under_its_byte_bound_dropping_expired_then_oldest_entries() {
+        let mut cache = Cache::default();
+        let big = || Cached::Ok(Arc::new(vec![0u8; CACHE_MAX_BYTES / 4]));
+        cache.insert("http://a/1", big(), 10, 0);
+        cache.insert("http://a/2", big(), 1000, 0);
+        cache.insert("http://a/3", big(), 1000, 0);
+        // a fourth and fifth at t=20: the expired first entry goes, then the oldest
+        cache.insert("http://a/4", big(), 1000, 20);
+        cache.insert("http://a/5", big(), 1000, 20);
+        assert!(cache.bytes <= CACHE_MAX_BYTES, "{}", cache.bytes);
+        assert!(cache.get("http://a/1", 20).is_none());
+        assert!(
+            cache.get("http://a/2", 20).is_none(),
+            "the oldest made room"
+        );
+        assert!(cache.get("http://a/5", 20).is_some());
+        // an answer larger than the whole cache is not kept
+        cache.insert(
+            "http://a/huge",
+            Cached::Ok(Arc::new(vec![0u8; CACHE_MAX_BYTES + 1])),
+            1000,
+            20,
+        );
+        assert!(cache.get("http://a/huge", 20).is_none());
+        assert!(cache.bytes <= CACHE_MAX_BYTES);
+    }
+}

@@ -1144,3 +1144,83 @@ async fn a_directory_source_over_plain_http_is_refused_and_never_asked() {
     assert_eq!(*hits.lock().unwrap(), 0);
     assert_eq!(entry_count(&app).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_attached_to_an_entry_is_used_only_when_it_chains_to_an_anchor() {
+    let app = TestApp::spawn().await;
+    // a hosted domain whose development CA is this HISP's anchor
+    app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let domain = directmail::store::orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    directmail::pki::issue_dev_certificate(
+        &app.state.db,
+        &app.state.secret,
+        &domain,
+        None,
+        app.now(),
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
+    let dir = app.data_dir.path().to_path_buf();
+    let good = dir.join("good.csv");
+    std::fs::write(&good, good_csv()).unwrap();
+    cli_import(&app, &good);
+    let anna = "anna.lee@direct.hillside.test";
+    let attach = |pem: &str| {
+        let file = dir.join("attached.pem");
+        std::fs::write(&file, pem).unwrap();
+        let out = directmail(
+            &app,
+            &["admin", "directory", "cert", anna, file.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let lookup = || async {
+        directmail::recipients::foreign(&app.state.db, &app.state.discovery, anna, app.now())
+            .await
+            .unwrap()
+    };
+
+    // bound to the address and within its dates, but from a CA nobody here trusts
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=Stranger-CA -keyout sca.key -out sca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=anna -keyout anna.key -out anna.csr 2>/dev/null
+printf 'basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:{anna}\\n' > anna.ext
+openssl x509 -req -in anna.csr -CA sca.pem -CAkey sca.key -CAcreateserial -days 20 -sha256 -extfile anna.ext -out stranger-anna.pem 2>/dev/null"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    attach(&std::fs::read_to_string(dir.join("stranger-anna.pem")).unwrap());
+    let found = lookup().await;
+    assert!(found.certificate.is_none(), "not used: {}", found.sentence);
+    assert!(
+        found.sentence.contains("attached to the directory entry")
+            && found.sentence.contains("trust anchor"),
+        "{}",
+        found.sentence
+    );
+
+    // one from the anchored CA is used
+    let (_, pem) = foreign_certificate(&app, anna).await;
+    attach(&pem);
+    let found = lookup().await;
+    assert!(found.certificate.is_some(), "{}", found.sentence);
+    assert_eq!(
+        found.sentence,
+        "certificate attached to the directory entry"
+    );
+}

@@ -191,3 +191,57 @@ async fn the_envelope_must_match_the_one_signed_from() {
     assert_eq!(verdict, "delivered");
     assert_eq!(inbox(&s, mailbox).await[0].from_addr, SIGNER);
 }
+
+#[tokio::test]
+async fn a_signer_that_does_not_chain_to_our_anchors_gets_no_failure_notice() {
+    let s = setup().await;
+    with_mailbox(&s).await;
+    let dir = s.app.data_dir.path();
+    // a certificate for the same address from a CA this portal does not trust
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=Stranger-CA -keyout sca.key -out sca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=stranger -keyout stranger.key -out stranger.csr 2>/dev/null
+printf 'basicConstraints=CA:FALSE\\nkeyUsage=critical,digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:{SIGNER}\\n' > stranger.ext
+openssl x509 -req -in stranger.csr -CA sca.pem -CAkey sca.key -CAcreateserial -days 20 -sha256 -extfile stranger.ext -out stranger.pem 2>/dev/null"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the text the sender chose, which a notice signed by us would carry back
+    let entity = wrapped(
+        &format!("From: {SIGNER}\r\nDisposition-Notification-To: {SIGNER}"),
+        "Click http://evil.example now",
+    );
+    let raw = sealed_by_openssl(
+        dir,
+        "stranger",
+        &entity,
+        &[],
+        SIGNER,
+        "Direct secure message",
+    );
+    let replies = send_over_smtp(
+        s.app.smtp_addr,
+        SIGNER,
+        &["front@direct.lakeside.test"],
+        &raw,
+    )
+    .await;
+    assert!(replies[5].starts_with("250"), "{replies:?}");
+    let id: i64 = sqlx::query_scalar("select max(id) from inbound_messages")
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&s, id).await, "untrusted_anchor");
+    let notices: i64 = sqlx::query_scalar("select count(*) from outbound_messages")
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(notices, 0, "nothing is sent back under our signature");
+}

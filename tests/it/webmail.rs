@@ -2643,3 +2643,54 @@ async fn a_search_finds_old_matches_beyond_the_newest_two_thousand_messages() {
     let second = ana.get(&older(&first.body).expect("an Older link")).await;
     assert_eq!(row_ids(&second.body), expected[50..]);
 }
+
+#[tokio::test]
+async fn a_received_pdf_that_fails_the_upload_checks_is_download_only_with_the_reason() {
+    let app = TestApp::spawn().await;
+    let ana = ana_desk(&app).await;
+    // a PDF that runs JavaScript when opened, beside a clean one
+    let mut scripted = pdf("Open me");
+    let at = scripted.len() - 6;
+    scripted.splice(
+        at..at,
+        b"/OpenAction << /S /JavaScript /JS (app.alert(1)) >> "
+            .iter()
+            .copied(),
+    );
+    let mail = Mail::new(
+        "dr.kim@direct.hillside.test",
+        "dr.ana@direct.lakeside.test",
+        "Two files",
+        "See attached.",
+    )
+    .file("clean.pdf", pdf("Clean"))
+    .file("scripted.pdf", scripted.clone());
+    let ids = deliver_many(&app, ana.id, &[(mail, app.now())]).await;
+    let id = ids[0];
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    let page = b.get(&format!("/mail/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains(&format!("/mail/messages/{id}/attachments/0?inline=1")),
+        "the clean PDF opens in the browser"
+    );
+    assert!(
+        !page
+            .body
+            .contains(&format!("/mail/messages/{id}/attachments/1?inline=1")),
+        "the scripted one does not"
+    );
+    assert!(
+        page.body.contains("Download only:") && page.body.contains("JavaScript"),
+        "the reason is shown: {}",
+        page.body
+    );
+    // asked for inline anyway, it comes as a download
+    let (status, headers, bytes) =
+        get_bytes(&b, &format!("/mail/messages/{id}/attachments/1?inline=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-disposition").starts_with("attachment"));
+    assert_eq!(header(&headers, "content-type"), "application/octet-stream");
+    assert_eq!(bytes, scripted);
+}

@@ -196,6 +196,17 @@ impl Discovery {
         })
     }
 
+    /// The trust check discovery gives every candidate, for a certificate that came
+    /// from elsewhere (one an operator attached to a directory entry).
+    pub async fn validate(
+        &self,
+        cert_der: &[u8],
+        address: &str,
+        now: SystemTime,
+    ) -> Result<(), certs::Rejection> {
+        self.validator.check(cert_der, address, now).await
+    }
+
     /// Find the certificate for `address` now (from the cache when fresh).
     pub async fn lookup(&self, address: &str) -> Result<Outcome, AddressError> {
         self.lookup_at(address, SystemTime::now()).await
