@@ -235,7 +235,7 @@ async fn main() {
     let mut done = 0;
     while done < entries {
         let batch = (entries - done).min(5_000);
-        let mut tx = db.pool.begin().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
         for n in done..done + batch {
             let data = entry(&mut rng, &w, n).validate(now).unwrap();
             store::insert(&mut tx, Scope::Public, "import:bench", &data, None, now)

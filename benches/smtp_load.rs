@@ -88,7 +88,7 @@ async fn main() {
     // a hosted domain with a mailbox; the sender's certificate comes from the same
     // development CA, which the domain trusts
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await.unwrap();
+    let mut tx = state.db.begin().await.unwrap();
     let org = orgs::create(&mut tx, &DisplayName::parse("Bench Clinic").unwrap(), now)
         .await
         .unwrap();

@@ -144,7 +144,7 @@ async fn main() {
 
     let now = state.clock.now();
     let password = "bench password long enough";
-    let mut tx = state.db.pool.begin().await.unwrap();
+    let mut tx = state.db.begin().await.unwrap();
     let org = orgs::create(&mut tx, &DisplayName::parse("Bench Clinic").unwrap(), now)
         .await
         .unwrap();
@@ -190,7 +190,7 @@ async fn main() {
     let started = Instant::now();
     let mut i = 0;
     while i < n {
-        let mut tx = state.db.pool.begin().await.unwrap();
+        let mut tx = state.db.begin().await.unwrap();
         for _ in 0..2000.min(n - i) {
             let raw = message(i);
             inbound::deliver(

@@ -45,7 +45,7 @@ pub async fn invite(
         return Err(taken());
     }
     let (token, token_hash) = auth::new_token();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let created = users::create(
         &mut tx,
         users::NewUser {
@@ -92,7 +92,7 @@ pub async fn set_role(db: &Db, actor: &Actor, user: &User, role: Role, now: i64)
             "An organization's users are members or organization administrators.".into(),
         ));
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     users::set_role(&mut tx, user.id, role).await?;
     audit::append(
         &mut tx,
@@ -115,7 +115,7 @@ pub async fn set_disabled(
     disabled: bool,
     now: i64,
 ) -> Outcome<()> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     users::set_disabled(&mut tx, user.id, disabled).await?;
     let action = if disabled {
         "user.disable"
@@ -143,7 +143,7 @@ pub async fn reset_password(db: &Db, actor: &Actor, user: &User, now: i64) -> Ou
     } else {
         Purpose::Invite
     };
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     if purpose == Purpose::Reset {
         users::clear_password(&mut tx, user.id).await?;
     }
@@ -166,7 +166,7 @@ pub async fn reset_password(db: &Db, actor: &Actor, user: &User, now: i64) -> Ou
 
 /// Removes two-step sign-in and the recovery codes, and signs the user out.
 pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome<()> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     users::clear_totp(&mut tx, user.id).await?;
     users::bump_epoch(&mut tx, user.id).await?;
     audit::append(
@@ -204,7 +204,7 @@ pub async fn assign(
             )));
         }
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let added = mailboxes::assign(&mut tx, mailbox.id, user.id).await?;
     if added {
         audit::append(
@@ -229,7 +229,7 @@ pub async fn unassign(
     user: &User,
     now: i64,
 ) -> Outcome<bool> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let removed = mailboxes::unassign(&mut tx, mailbox.id, user.id).await?;
     if removed {
         audit::append(
@@ -255,7 +255,7 @@ pub async fn update_settings(
     require_mfa: bool,
     now: i64,
 ) -> Outcome<()> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     orgs::update_settings(&mut tx, org.id, idle_minutes, require_mfa).await?;
     audit::append(
         &mut tx,
@@ -307,7 +307,7 @@ pub async fn record_refusal(
     now: i64,
     window_seconds: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let closed = crate::store::throttle::take_closed_refusal_windows(
         &mut tx,
         Some(&actor.ip),
@@ -330,7 +330,7 @@ pub async fn summarise_refusals(
     now: i64,
     window_seconds: i64,
 ) -> Result<usize, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let closed =
         crate::store::throttle::take_closed_refusal_windows(&mut tx, None, now, window_seconds)
             .await?;

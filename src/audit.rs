@@ -103,7 +103,7 @@ pub async fn is_keyed(db: &Db) -> sqlx::Result<bool> {
 /// chain keyed with another key. Run at every server start-up.
 pub async fn key_chain(db: &Db, key: &AuditKey, now: i64) -> anyhow::Result<()> {
     install_key(key);
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // the update takes the head row's lock, so two instances starting together key
     // the chain once
     let keyed_now: Option<i64> = sqlx::query_scalar(
@@ -351,7 +351,7 @@ pub async fn append(
 
 /// Appends an entry in a transaction of its own.
 pub async fn record(db: &Db, now: i64, actor: &Actor, event: Event<'_>) -> sqlx::Result<i64> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let id = append(&mut tx, now, actor, event).await?;
     tx.commit().await?;
     Ok(id)

@@ -38,7 +38,7 @@ pub async fn run(
     let email = Email::parse(&config.operator_email)
         .map_err(|e| anyhow::anyhow!("DIRECTMAIL_OPERATOR_EMAIL is not usable: {e}"))?;
 
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // Several instances may start at once on one PostgreSQL: the head row's lock
     // lets one of them create the first records and the others see them.
     sqlx::query("update audit_head set last_id = last_id where id = 1")

@@ -406,7 +406,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             let domain = find_domain(&db, &domain).await?;
             let policy = orgs::CrlUnreachable::parse(&unreachable_crl)
                 .ok_or_else(|| anyhow!("--unreachable-crl is soft-fail or fail-closed"))?;
-            let mut tx = db.pool.begin().await?;
+            let mut tx = db.begin().await?;
             orgs::set_crl_policy(&mut tx, domain.id, policy).await?;
             audit::append(
                 &mut tx,
@@ -432,7 +432,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             key_transport,
         }) => {
             let domain = valid("domain", DomainName::parse(&domain))?;
-            let mut tx = db.pool.begin().await?;
+            let mut tx = db.begin().await?;
             orgs::set_remote_key_transport(&mut tx, &domain, &key_transport, now).await?;
             audit::append(
                 &mut tx,
@@ -500,7 +500,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             }
             let expires_at = now + expires_in_days * 86_400;
             let (token, hash) = auth::new_token();
-            let mut tx = db.pool.begin().await?;
+            let mut tx = db.begin().await?;
             crate::store::tokens::create(&mut tx, user.id, name.trim(), &hash, now, expires_at)
                 .await?;
             audit::append(
@@ -608,7 +608,7 @@ async fn org_create(db: &Db, name: &str, now: i64) -> anyhow::Result<(String, se
             name.as_str()
         );
     }
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let org = orgs::create(&mut tx, &name, now).await?;
     audit::append(
         &mut tx,
@@ -638,7 +638,7 @@ async fn domain_add(
     let domain = valid("domain", DomainName::parse(domain))?;
     let org = find_org(db, org).await?;
     let existing = orgs::domain_by_name(db, domain.as_str()).await?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let id = match existing {
         Some(d) if d.org_id == Some(org.id) => {
             bail!("The domain {domain} already belongs to {}.", org.name)
@@ -704,7 +704,7 @@ async fn user_add(
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
         .await?
         .map_err(|e| anyhow!("cannot hash the password: {e}"))?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let user = users::create(
         &mut tx,
         users::NewUser {
@@ -777,7 +777,7 @@ async fn mailbox_add(
     } else {
         MailboxKind::Personal
     };
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let mailbox = mailboxes::create(&mut tx, org.id, domain.id, &address, kind, &name, now).await?;
     audit::append(
         &mut tx,

@@ -163,7 +163,7 @@ impl Processor {
             Ok(outcome) => Ok(Some((id, outcome))),
             Err(e) if message.attempts >= MAX_ATTEMPTS => {
                 let detail = format!("processing failed {} times: {e:#}", message.attempts);
-                let mut tx = self.db.pool.begin().await?;
+                let mut tx = self.db.begin().await?;
                 inbound::finish(
                     &mut tx,
                     id,
@@ -386,7 +386,7 @@ impl Processor {
         }
         let steps_text = steps.join("\n");
         let _turn = self.db.write_turn().await;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let outcome = match failure {
             Some((code, detail)) => {
                 let sentence = directmail_smime::ReasonCode::parse(&code)

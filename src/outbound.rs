@@ -112,7 +112,7 @@ pub async fn submit_draft(
     let raw = builder.write_to_vec()?;
     let mut all: Vec<String> = draft.to.clone();
     all.extend(draft.cc.iter().cloned());
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let id = store::insert(
         &mut tx,
         NewOutbound {
@@ -225,7 +225,7 @@ impl Sender {
         result: &Result<(), SendError>,
         now: i64,
     ) -> sqlx::Result<()> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         match result {
             Ok(()) => store::mark_sent(&mut tx, job, now).await?,
             Err(SendError::Permanent(reason)) => {

@@ -121,6 +121,19 @@ impl Db {
         }
     }
 
+    /// A transaction that writes. On SQLite it takes the write lock as it begins
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout like any write): a deferred
+    /// transaction that reads and then writes fails at once with SQLITE_BUSY
+    /// ("database is locked", no waiting) when any other connection wrote in between,
+    /// be it the session store, another task, or `directmail admin` run beside the
+    /// server. Every transaction of the product begins here.
+    pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// A turn at writing, on SQLite; PostgreSQL needs none.
     pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.backend {

@@ -165,7 +165,7 @@ pub async fn run(
     };
     let scope_key = options.scope.key();
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     // entry id -> the row that wrote it, to refuse two rows about one entry
     let mut touched: HashMap<i64, usize> = HashMap::new();
     for (number, label, data) in &valid {

@@ -385,7 +385,7 @@ pub async fn create(
         "manual"
     };
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     if let Some(problem) = clash(&mut tx, scope, data, None).await? {
         return Err(Refusal::Refused(problem));
     }
@@ -418,7 +418,7 @@ pub async fn change(
     }
     let scope = entry.scope();
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     if let Some(problem) = clash(&mut tx, scope, data, Some(entry.id)).await? {
         return Err(Refusal::Refused(problem));
     }
@@ -449,7 +449,7 @@ pub async fn remove(db: &Db, actor: &Actor, entry: &Entry, now: i64) -> Outcome<
         ));
     }
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     store::delete(&mut tx, entry.id).await?;
     audit::append(
         &mut tx,
@@ -500,7 +500,7 @@ pub async fn attach_certificate(
         .transpose()
         .map_err(|e| Refusal::Refused(e.0))?;
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     store::attach_certificate(&mut tx, entry.id, address, cert.as_ref()).await?;
     audit::append(
         &mut tx,
@@ -535,7 +535,7 @@ pub async fn set_listing(
     now: i64,
 ) -> Outcome<()> {
     let _turn = db.write_turn().await;
-    let mut tx = store::begin(db).await?;
+    let mut tx = db.begin().await?;
     store::set_listed(&mut tx, mailbox.id, listed).await?;
     audit::append(
         &mut tx,

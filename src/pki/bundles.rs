@@ -271,7 +271,7 @@ pub async fn import(
             other => other,
         })?;
     let refresh = changes(&[], &anchors, now);
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let id = match store::insert(
         &mut tx,
         store::NewBundle {
@@ -361,7 +361,7 @@ pub async fn refresh(
             Err(_) => now + interval.min(RETRY_AFTER_FAILURE),
         }
     });
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // one refresh of a bundle at a time (the console's and the schedule's): the row
     // lock is held until commit, and the anchors are read after it
     sqlx::query("update trust_bundles set refresh_hours = refresh_hours where id = $1")
@@ -460,7 +460,7 @@ pub async fn assign(
     now: i64,
     actor: &Actor,
 ) -> anyhow::Result<Uses> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let before = store::assign(&mut tx, domain.id, bundle.id, uses).await?;
     audit::append(
         &mut tx,
@@ -478,7 +478,7 @@ pub async fn assign(
 /// Removes a bundle with its anchors, history and assignments, audited.
 pub async fn remove(db: &Db, bundle: &BundleRow, now: i64, actor: &Actor) -> anyhow::Result<bool> {
     let assigned = store::assignments_of_bundle(db, bundle.id).await?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let removed = store::delete(&mut tx, bundle.id).await?;
     if removed {
         audit::append(

@@ -158,7 +158,7 @@ pub async fn import_certificate(
     let chain_pem = to_pem(&chain)?;
     let key_der = identity.private_key_pkcs8_der().map_err(refused)?;
     let key_sealed = kek.seal(&key_der, facts.fingerprint.as_bytes())?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     let id = store::insert_cert(
         &mut tx,
         NewCert {
@@ -222,7 +222,7 @@ pub async fn add_anchors(
 ) -> Result<AnchorImport, ImportProblem> {
     let certs = smime::parse_certificates(bytes).map_err(refused)?;
     let mut result = AnchorImport::default();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     for cert in &certs {
         let facts = info(cert);
         let pem = to_pem(&[cert])?;
@@ -330,7 +330,7 @@ pub async fn dev_ca(db: &Db, kek: &SecretKey, now: i64) -> anyhow::Result<smime:
     .await??;
     let (cert_pem, key_pem) = ca.to_pem()?;
     let sealed = kek.seal(key_pem.as_bytes(), DEV_CA_AAD)?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     // a concurrent first use may have won: keep whichever CA was stored first
     let inserted = sqlx::query(
         "insert into settings (key, value) values ($1, $2) on conflict (key) do nothing",
@@ -669,4 +669,70 @@ pub async fn judge_inbound(
         revocation,
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_makes_the_server_follow_at_most_eight_certificates_and_fetch_eight_urls() {
+        let mut budget = FetchBudget::new(std::time::Duration::from_secs(5));
+        let mut steps = Vec::new();
+        let followed = (0..12)
+            .filter(|_| budget.look_at_certificate(&mut steps))
+            .count();
+        assert_eq!(followed, FetchBudget::CERTIFICATES);
+        assert_eq!(
+            steps,
+            ["AIA: only 8 certificates of one message are followed"],
+            "said once"
+        );
+
+        let urls = |n: usize| (0..n).map(|i| format!("http://ca.example/{i}")).collect();
+        steps.clear();
+        assert_eq!(budget.take_urls(urls(5), &mut steps).len(), 5);
+        assert!(steps.is_empty());
+        let rest = budget.take_urls(urls(6), &mut steps);
+        assert_eq!(
+            rest,
+            [
+                "http://ca.example/0",
+                "http://ca.example/1",
+                "http://ca.example/2"
+            ]
+        );
+        assert_eq!(
+            steps,
+            ["3 URL(s) not fetched: one message may make this server fetch 8 at most"]
+        );
+        assert!(budget.take_urls(urls(1), &mut steps).is_empty(), "spent");
+    }
+
+    #[tokio::test]
+    async fn fetches_still_running_at_the_messages_deadline_are_cut_off_with_a_reason() {
+        // a zero fetch timeout leaves the one second of slack: the stuck fetch ends then
+        let budget = FetchBudget::new(std::time::Duration::ZERO);
+        let quick = async { Ok::<_, fetch::FetchError>("crl") };
+        let stuck = async {
+            std::future::pending::<()>().await;
+            Ok("never")
+        };
+        let results = budget
+            .run(
+                [
+                    Box::pin(quick) as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
+                    Box::pin(stuck),
+                ]
+                .into_iter(),
+            )
+            .await;
+        assert_eq!(results[0].as_ref().ok(), Some(&"crl"));
+        let why = results[1]
+            .as_ref()
+            .err()
+            .map(|e| e.0.clone())
+            .unwrap_or_default();
+        assert!(why.contains("ran out"), "{why}");
+    }
 }

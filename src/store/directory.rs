@@ -215,20 +215,6 @@ fn search_columns(e: &EntryData) -> SearchColumns {
     }
 }
 
-/// A transaction for changing the directory. On SQLite it writes first (touching the
-/// audit head, which every audited change writes anyway), so that it holds the write
-/// lock before it reads: a read-then-write transaction fails at once
-/// (SQLITE_BUSY_SNAPSHOT) when another connection wrote in between.
-pub async fn begin(db: &Db) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
-    let mut tx = db.pool.begin().await?;
-    if db.backend == Backend::Sqlite {
-        sqlx::query("update audit_head set last_id = last_id where id = 1")
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(tx)
-}
-
 /// Stores a new entry and its addresses; returns its id.
 pub async fn insert(
     conn: &mut AnyConnection,
@@ -642,7 +628,7 @@ pub async fn sync_hosted(db: &Db) -> sqlx::Result<()> {
         }
         let _turn = db.write_turn().await;
         let now = crate::clock::Clock::default().now();
-        let mut tx = begin(db).await?;
+        let mut tx = db.begin().await?;
         for mailbox_id in pending {
             let taken = sqlx::query("delete from directory_hosted_queue where mailbox_id = $1")
                 .bind(mailbox_id)
@@ -961,7 +947,7 @@ pub async fn save_upload(
     now: i64,
 ) -> sqlx::Result<i64> {
     let _turn = db.write_turn().await;
-    let mut tx = begin(db).await?;
+    let mut tx = db.begin().await?;
     sqlx::query("delete from directory_uploads where created_at < $1 or user_id = $2")
         .bind(now - 3600)
         .bind(user_id)

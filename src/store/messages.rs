@@ -146,7 +146,7 @@ pub async fn backfill(db: &Db) -> sqlx::Result<usize> {
         if rows.is_empty() {
             return Ok(done);
         }
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         for r in &rows {
             let raw: Vec<u8> = r.try_get("raw")?;
             set_indexed(&mut tx, r.try_get("id")?, &Indexed::of(&raw)).await?;

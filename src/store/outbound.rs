@@ -325,7 +325,7 @@ pub async fn expire_waiting(db: &Db, timeout: i64, now: i64) -> sqlx::Result<usi
     for row in rows {
         let outbound_id: i64 = row.try_get("outbound_id")?;
         let recipient: String = row.try_get("recipient")?;
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         let reason = format!(
             "no delivery notification arrived within {} minutes, so the recipient's system may not have accepted it. Ask the recipient, or send it again.",
             timeout / 60

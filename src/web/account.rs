@@ -179,7 +179,7 @@ async fn change_password(
     };
     let hash = super::hash_password(new.expose().to_owned()).await?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     // the epoch moves: every other session of this user ends
     let epoch = users::set_password(&mut tx, current.user.id, &hash, false).await?;
     audit::append(
@@ -323,7 +323,7 @@ async fn confirm_mfa(
     };
     let codes = auth::new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let sealed = crate::secrets::seal_totp(&state.secret, current.user.id, &secret)?;
     users::set_pending_totp(&mut tx, current.user.id, &sealed).await?;
     users::enable_totp(&mut tx, current.user.id, step).await?;
@@ -382,7 +382,7 @@ async fn disable_mfa(
             .into_response());
     }
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     users::clear_totp(&mut tx, current.user.id).await?;
     audit::append(
         &mut tx,
@@ -407,7 +407,7 @@ async fn regenerate_codes(
     let codes = auth::new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     users::replace_recovery_codes(&mut tx, current.user.id, &hashes).await?;
     audit::append(
         &mut tx,
@@ -428,7 +428,7 @@ async fn sign_out_everywhere(
     GatedUser(current): GatedUser,
 ) -> AppResult<Response> {
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     users::bump_epoch(&mut tx, current.user.id).await?;
     audit::append(
         &mut tx,
@@ -669,7 +669,7 @@ async fn create_token(
             .and_then(|s| auth::check_totp(&s, code, now))
         {
             Some(step) => {
-                let mut tx = state.db.pool.begin().await?;
+                let mut tx = state.db.begin().await?;
                 let fresh = users::accept_totp_step(&mut tx, current.user.id, step).await?;
                 tx.commit().await?;
                 fresh
@@ -693,7 +693,7 @@ async fn create_token(
         }
     }
     let (token, hash) = auth::new_token();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     crate::store::tokens::create(&mut tx, current.user.id, &name, &hash, now, expires_at).await?;
     audit::append(
         &mut tx,
@@ -722,7 +722,7 @@ async fn revoke_token(
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> AppResult<Response> {
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !crate::store::tokens::revoke(&mut tx, current.user.id, id, now).await? {
         return Err(AppError::NotFound);
     }

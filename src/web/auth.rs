@@ -299,7 +299,7 @@ pub(crate) async fn record_failed_sign_in(
     let now = state.clock.now();
     let config = &state.config;
     let block = i64::from(config.lockout_minutes) * 60;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let ip_blocked = throttle::record_failure(
         &mut tx,
         &actor.ip,
@@ -366,7 +366,7 @@ async fn complete_sign_in(
     action: &str,
 ) -> AppResult<()> {
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     users::record_sign_in(&mut tx, user.id, now).await?;
     audit::append(&mut tx, now, actor, Event::new(action, &user.email)).await?;
     tx.commit().await?;
@@ -459,7 +459,7 @@ async fn mfa(
         .into_response());
     }
     let code = form.code.trim();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let accepted = if code.len() <= 7 {
         match user
             .totp_secret
@@ -638,7 +638,7 @@ async fn accept_invite(
         org_id: user.org_id,
         ip,
     };
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !invites::consume(&mut tx, &auth::token_hash(&token), now).await? {
         page.problem =
             "This link was used or expired a moment ago. Ask your administrator for a new one."

@@ -130,7 +130,7 @@ async fn compose(
     Path(mailbox_id): Path<i64>,
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let id = drafts::create(
         &mut tx,
         mailbox.id,
@@ -280,7 +280,7 @@ pub async fn draft_from(
         flash(&current.session, refused.join(" ")).await?;
     }
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let id = drafts::create(&mut tx, mailbox.id, current.user.id, &start, now).await?;
     drafts::copy_attachments(&mut tx, id, &kept).await?;
     audit::append(
@@ -408,7 +408,7 @@ async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i6
         ));
     }
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     drafts::save(
         &mut tx,
         id,
@@ -539,7 +539,7 @@ async fn send_draft(
     )
     .await?;
     let sent_id = messages::sent_copy(&state.db, outbound_id).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     drafts::delete(&mut tx, id).await?;
     // a reply names its parent in In-Reply-To; a forward only in References
     let parent = match (&draft.in_reply_to, &draft.refs) {
@@ -592,7 +592,7 @@ async fn discard(
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     drafts::delete(&mut tx, draft.id).await?;
     tx.commit().await?;
     flash(&current.session, "Draft discarded.").await?;
@@ -683,7 +683,7 @@ async fn upload(
             }
         };
         let _turn = state.db.write_turn().await;
-        let mut tx = state.db.pool.begin().await?;
+        let mut tx = state.db.begin().await?;
         // another upload to the same draft may have landed meanwhile
         let used = drafts::attached_bytes(&mut tx, draft.id).await? as usize;
         if used + data.len() > limit {
@@ -763,7 +763,7 @@ async fn remove(
     Path((id, aid)): Path<(i64, i64)>,
 ) -> AppResult<Response> {
     let (_, draft) = own_draft(&state, &current, id).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let gone = drafts::remove_attachment(&mut tx, draft.id, aid).await?;
     tx.commit().await?;
     if !gone {

@@ -368,7 +368,7 @@ async fn remove_anchor(
 ) -> AppResult<Response> {
     let (org, domain) = operator_domain(&state, &current, org_id, domain_id).await?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let Some(fingerprint) = store::delete_anchor(&mut tx, domain.id, anchor_id).await? else {
         return Err(AppError::NotFound);
     };
@@ -405,7 +405,7 @@ async fn set_policy(
         AppError::BadRequest("Choose what to do when a revocation list cannot be fetched.".into())
     })?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     orgs::set_crl_policy(&mut tx, domain.id, policy).await?;
     audit::append(
         &mut tx,

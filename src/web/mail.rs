@@ -485,7 +485,7 @@ pub async fn apply_action(
     };
     let now = state.clock.now();
     let _turn = state.db.write_turn().await;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let before = store::places(&mut tx, mailbox.id, ids).await?;
     let ids: Vec<i64> = before.iter().map(|b| b.id).collect();
     let (n, label, undoable) = match action {
@@ -607,7 +607,7 @@ async fn undo(
                 }
             }
             let _turn = state.db.write_turn().await;
-            let mut tx = state.db.pool.begin().await?;
+            let mut tx = state.db.begin().await?;
             let n = store::restore(&mut tx, mailbox.id, &u.before).await?;
             audit::append(
                 &mut tx,
@@ -647,7 +647,7 @@ async fn create_folder(
         return Ok(Redirect::to(&format!("/mail/{}/inbox", mailbox.id)).into_response());
     }
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let made = if taken {
         None
     } else {
@@ -683,7 +683,7 @@ async fn delete_folder(
     let name = store::folder_label(&state.db, mailbox.id, &folder)
         .await?
         .ok_or(AppError::NotFound)?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let moved = store::delete_folder(&mut tx, mailbox.id, &folder)
         .await?
         .ok_or(AppError::NotFound)?;
@@ -715,7 +715,7 @@ async fn empty_trash(
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
     let _turn = state.db.write_turn().await;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let n = store::empty_trash(&mut tx, mailbox.id).await?;
     audit::append(
         &mut tx,

@@ -93,7 +93,7 @@ pub async fn record_reading(
     reading: Reading,
     via: Via,
 ) -> sqlx::Result<()> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     audit_reading(&mut tx, state.clock.now(), actor, id, reading, via).await?;
     tx.commit().await
 }
@@ -317,7 +317,7 @@ async fn message(
     let now = state.clock.now();
     {
         let _turn = state.db.write_turn().await;
-        let mut tx = state.db.pool.begin().await?;
+        let mut tx = state.db.begin().await?;
         if !message.row.is_read {
             inbound::set_read(&mut tx, id, true).await?;
             store::record_activity(
@@ -523,7 +523,7 @@ async fn act(
             )
             .await?;
             if form.action == "unread" {
-                let mut tx = state.db.pool.begin().await?;
+                let mut tx = state.db.begin().await?;
                 store::record_activity(
                     &mut tx,
                     id,

@@ -243,7 +243,7 @@ async fn create_org(
     let now = state.clock.now();
     let actor = current.actor(ip);
     let created = async {
-        let mut tx = state.db.pool.begin().await?;
+        let mut tx = state.db.begin().await?;
         let org = orgs::create(&mut tx, &name, now).await?;
         audit::append(
             &mut tx,
@@ -380,7 +380,7 @@ async fn add_domain(
     };
     let now = state.clock.now();
     let existing = orgs::domain_by_name(&state.db, name.as_str()).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     match existing {
         // the HISP's own domain, or one released earlier, is given to this organization
         Some(d) if d.org_id.is_none() => {
@@ -1063,7 +1063,7 @@ async fn create_mailbox(
     };
     let now = state.clock.now();
     let actor = current.actor(ip);
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     let mailbox =
         match mailboxes::create(&mut tx, org.id, domain.id, &address, kind, &name, now).await {
             Ok(m) => m,

@@ -121,7 +121,7 @@ async fn retry(
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
     current.require_operator()?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !inbound::requeue(&mut tx, id).await? {
         return Err(AppError::NotFound);
     }
@@ -146,7 +146,7 @@ async fn discard(
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
     current.require_operator()?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !inbound::discard(&mut tx, id).await? {
         return Err(AppError::NotFound);
     }

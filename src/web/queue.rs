@@ -93,7 +93,7 @@ async fn retry(
 ) -> AppResult<Response> {
     current.require_operator()?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !outbound::retry_now(&mut tx, id, now).await? {
         return Err(AppError::NotFound);
     }
@@ -119,7 +119,7 @@ async fn discard(
 ) -> AppResult<Response> {
     current.require_operator()?;
     let now = state.clock.now();
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.begin().await?;
     if !outbound::discard(&mut tx, id, now).await? {
         return Err(AppError::NotFound);
     }

@@ -295,7 +295,7 @@ async fn an_idle_session_ends_after_the_organizations_timeout_and_comes_back_to_
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
     app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
         .await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     directmail::store::orgs::update_settings(&mut tx, org.id, 5, false)
         .await
         .unwrap();
@@ -458,7 +458,7 @@ async fn an_organization_that_requires_mfa_sends_its_users_to_enrolment_first() 
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
     app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
         .await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     directmail::store::orgs::update_settings(&mut tx, org.id, 15, true)
         .await
         .unwrap();

@@ -12,15 +12,9 @@ use crate::helpers::TestApp;
 /// An organization on this HISP with a dev certificate, a user, a mailbox, a token.
 async fn practice(app: &TestApp, org: &str, domain: &str, user: &str, mailbox: &str) -> String {
     app.practice(org, domain, user, mailbox).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(["admin", "token", "create", "--user", user, "--name", "EHR"])
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .output()
-        .unwrap();
+    let out = app
+        .cli(&["admin", "token", "create", "--user", user, "--name", "EHR"])
+        .await;
     assert!(
         out.status.success(),
         "{}",

@@ -119,7 +119,7 @@ async fn rewriting_an_entry_and_recomputing_the_plain_sha256_chain_is_found_with
         Some(1),
         "a new log is keyed from its first entry"
     );
-    let out = directmail(&app, &["admin", "audit", "verify"]);
+    let out = directmail(&app, &["admin", "audit", "verify"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("every entry is keyed"),
@@ -130,7 +130,7 @@ async fn rewriting_an_entry_and_recomputing_the_plain_sha256_chain_is_found_with
     // every link after the edit recomputed as the unkeyed chain computed them: the
     // log still links up, but the edited entry's hash is no HMAC under the key
     rewrite_with_plain_hashes(&app.state.db, 3, None, false).await;
-    let out = directmail(&app, &["admin", "audit", "verify"]);
+    let out = directmail(&app, &["admin", "audit", "verify"]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("entry 3 was changed"),
@@ -150,7 +150,7 @@ async fn rewriting_an_entry_and_recomputing_the_plain_sha256_chain_is_found_with
         }
         other => panic!("rewrite not found: {other:?}"),
     }
-    let out = directmail(&app, &["admin", "audit", "verify"]);
+    let out = directmail(&app, &["admin", "audit", "verify"]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("entry 3 carries a plain hash"),
@@ -163,7 +163,7 @@ async fn rewriting_an_entry_and_recomputing_the_plain_sha256_chain_is_found_with
 async fn a_log_truncated_after_its_head_was_exported_is_found_by_verify_with_that_head() {
     let app = TestApp::spawn().await;
     activity(&app).await;
-    let out = directmail(&app, &["admin", "audit", "head"]);
+    let out = directmail(&app, &["admin", "audit", "head"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let exported = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let (id, hash) = exported.split_once(':').expect("ID:HASH");
@@ -173,7 +173,7 @@ async fn a_log_truncated_after_its_head_was_exported_is_found_by_verify_with_tha
 
     // more happens; the exported head is still in the chain, unchanged
     app.signed_in("ana@direct.lakeside.test").await;
-    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]);
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("exported head"),
@@ -201,18 +201,18 @@ async fn a_log_truncated_after_its_head_was_exported_is_found_by_verify_with_tha
         .await
         .unwrap();
     assert!(matches!(verify(&app).await, Verification::Intact { .. }));
-    let out = directmail(&app, &["admin", "audit", "verify"]);
+    let out = directmail(&app, &["admin", "audit", "verify"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     // but not the head that was exported
-    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]);
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", &exported]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains(&format!("before the exported head (entry {exported_id})")),
         "{}",
         stderr(&out)
     );
-    let out = directmail(&app, &["admin", "audit", "verify", "--head", "12:nonsense"]);
+    let out = directmail(&app, &["admin", "audit", "verify", "--head", "12:nonsense"]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("1234:<64 hex digits>"),
@@ -306,7 +306,7 @@ async fn the_chain_verifies_and_an_edited_or_deleted_row_is_found() {
     }
     // the command line says the same and fails
     // (with the data directory: checking a keyed chain needs the key it holds)
-    let out = directmail(&app, &["admin", "audit", "verify"]);
+    let out = directmail(&app, &["admin", "audit", "verify"]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("entry 3 was changed"), "{stderr}");

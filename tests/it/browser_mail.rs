@@ -321,7 +321,7 @@ async fn compose_offers_a_directory_entry_and_says_its_certificate_was_found_via
         ),
     )
     .unwrap();
-    crate::directory::cli_import(&app, &csv);
+    crate::directory::cli_import(&app, &csv).await;
 
     let driver = start_driver();
     let profile = tempfile::tempdir().unwrap();

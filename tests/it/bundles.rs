@@ -847,7 +847,7 @@ async fn only_operators_reach_the_bundle_pages() {
 
 /// `directmail admin bundle <line>` on the test's database with a 5000-byte bundle
 /// limit (`line` split at spaces: names and paths here have none).
-fn bundle_cli(app: &TestApp, line: &str) -> Output {
+async fn bundle_cli(app: &TestApp, line: &str) -> Output {
     let mut args = vec!["admin", "bundle"];
     args.extend(line.split_whitespace());
     let roots = crate::helpers::test_https()
@@ -859,7 +859,7 @@ fn bundle_cli(app: &TestApp, line: &str) -> Output {
     args.extend(["--allow-private-networks", "127.0.0.1"]);
     args.extend(["--bundle-max-bytes", "5000", "--https-roots"]);
     args.push(&roots);
-    crate::cli::directmail(app, &args)
+    crate::cli::directmail(app, &args).await
 }
 
 /// The one sentence on stderr of a command that failed.
@@ -901,13 +901,10 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
         &format!(
             "add --name Community --url {base}/signed.p7b --signer {publisher} --refresh-hours 12 --json"
         ),
-    ));
+    ).await);
     assert_eq!(added["name"], "Community");
     assert_eq!(added["refresh"]["anchor_count"], 2);
-    let text = success(&bundle_cli(
-        &app,
-        &format!("add --name Local --file {}", p("b.p7b")),
-    ));
+    let text = success(&bundle_cli(&app, &format!("add --name Local --file {}", p("b.p7b"))).await);
     assert!(
         text.starts_with(
             "Imported the bundle \u{201c}Local\u{201d}: +2 \u{2212}0, 1 expiring within 30 days (2 anchors)."
@@ -938,24 +935,30 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
             "was imported from a file: give the new file",
         ),
     ] {
-        let err = failure(&bundle_cli(&app, &line));
+        let err = failure(&bundle_cli(&app, &line).await);
         assert!(err.contains(expected), "{line}: {err}");
     }
 
     // a running server notices the CLI's changes to the anchors for sending
     let mut watch = SendingAnchorsWatch::default();
     assert!(!watch.changed(&app.state.db).await.unwrap());
-    let assigned = json(&bundle_cli(
-        &app,
-        "assign Community --domain direct.lakeside.test --for receiving --json",
-    ));
+    let assigned = json(
+        &bundle_cli(
+            &app,
+            "assign Community --domain direct.lakeside.test --for receiving --json",
+        )
+        .await,
+    );
     assert_eq!(assigned["receiving"], true);
     assert_eq!(assigned["sending"], false);
     assert!(!watch.changed(&app.state.db).await.unwrap());
-    let assigned = json(&bundle_cli(
-        &app,
-        "assign Community --domain direct.lakeside.test --for both --json",
-    ));
+    let assigned = json(
+        &bundle_cli(
+            &app,
+            "assign Community --domain direct.lakeside.test --for both --json",
+        )
+        .await,
+    );
     assert_eq!(assigned["receiving"], true);
     assert_eq!(assigned["sending"], true);
     assert!(watch.changed(&app.state.db).await.unwrap());
@@ -963,7 +966,7 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
 
     // a refresh from the URL: the publisher now serves another set, signed
     files.put("signed.p7b", file("signed-b.p7b"));
-    let refreshed = success(&bundle_cli(&app, "refresh Community"));
+    let refreshed = success(&bundle_cli(&app, "refresh Community").await);
     assert!(
         refreshed.contains("+1 \u{2212}1, 1 expiring"),
         "{refreshed}"
@@ -975,13 +978,13 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
     );
     // the publisher's file replaced by an unsigned one: refused, the set kept
     files.put("signed.p7b", file("a.p7b"));
-    let err = failure(&bundle_cli(&app, "refresh Community"));
+    let err = failure(&bundle_cli(&app, "refresh Community").await);
     assert!(
         err.contains("failed, so its 2 anchor(s) were kept: the bundle is not signed"),
         "{err}"
     );
 
-    let list = json(&bundle_cli(&app, "list --json"));
+    let list = json(&bundle_cli(&app, "list --json").await);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     let community = list.iter().find(|b| b["name"] == "Community").unwrap();
@@ -991,14 +994,14 @@ async fn the_cli_adds_lists_refreshes_assigns_and_removes_bundles() {
     let last_error = community["last_error"].as_str().unwrap();
     assert!(last_error.contains("not signed"), "{last_error}");
     assert_eq!(community["domains"][0]["domain"], "direct.lakeside.test");
-    let text = success(&bundle_cli(&app, "list"));
+    let text = success(&bundle_cli(&app, "list").await);
     assert!(
         text.contains("used by direct.lakeside.test (both)"),
         "{text}"
     );
     assert!(text.contains("refresh FAILED"), "{text}");
 
-    let removed = json(&bundle_cli(&app, "remove Community --json"));
+    let removed = json(&bundle_cli(&app, "remove Community --json").await);
     assert_eq!(removed["removed"], true);
     assert!(watch.changed(&app.state.db).await.unwrap());
     assert_eq!(store::list(&app.state.db).await.unwrap().len(), 1);

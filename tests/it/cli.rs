@@ -10,16 +10,8 @@ use directmail::domain::Role;
 
 use crate::helpers::{PASSWORD, TestApp, test_config};
 
-pub(crate) fn directmail(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(args)
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .output()
-        .expect("run directmail")
+pub(crate) async fn directmail(app: &TestApp, args: &[&str]) -> Output {
+    app.cli(args).await
 }
 
 pub(crate) fn json(out: &Output) -> Value {
@@ -38,74 +30,89 @@ async fn scripts_provision_an_organization_that_can_sign_in_while_the_server_run
     std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
     let pw = pw.to_str().unwrap();
 
-    let org = json(&directmail(
-        &app,
-        &["admin", "org", "create", "Lakeside Clinic", "--json"],
-    ));
+    let org = json(
+        &directmail(
+            &app,
+            &["admin", "org", "create", "Lakeside Clinic", "--json"],
+        )
+        .await,
+    );
     assert_eq!(org["name"], "Lakeside Clinic");
-    let domain = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "domain",
-            "add",
-            "direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--json",
-        ],
-    ));
+    let domain = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "domain",
+                "add",
+                "direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(domain["domain"], "direct.lakeside.test");
-    let user = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "add",
-            "Ana@Direct.Lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--role",
-            "org-admin",
-            "--password-file",
-            pw,
-            "--json",
-        ],
-    ));
+    let user = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "add",
+                "Ana@Direct.Lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--role",
+                "org-admin",
+                "--password-file",
+                pw,
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(user["email"], "ana@direct.lakeside.test");
     assert_eq!(user["role"], "org-admin");
-    let mailbox = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "mailbox",
-            "add",
-            "dr.ruiz@direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--user",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    let mailbox = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "mailbox",
+                "add",
+                "dr.ruiz@direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--user",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(mailbox["users"][0], "ana@direct.lakeside.test");
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "add",
-            "op2@hisp.test",
-            "--role",
-            "operator",
-            "--password-file",
-            pw,
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "add",
+                "op2@hisp.test",
+                "--role",
+                "operator",
+                "--password-file",
+                pw,
+                "--json",
+            ],
+        )
+        .await,
+    );
 
     // plain output is a sentence
-    let out = directmail(&app, &["admin", "org", "create", "Hillside Care"]);
+    let out = directmail(&app, &["admin", "org", "create", "Hillside Care"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Created organization"));
 
     // the running server sees it all at once
@@ -209,7 +216,7 @@ async fn bad_provisioning_input_gets_one_sentence_and_a_failing_exit_code() {
         ),
     ];
     for (args, expect) in cases {
-        let out = directmail(&app, &args);
+        let out = directmail(&app, &args).await;
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
@@ -219,7 +226,7 @@ async fn bad_provisioning_input_gets_one_sentence_and_a_failing_exit_code() {
             "{args:?}: one sentence: {stderr}"
         );
     }
-    let out = directmail(&app, &["admin", "audit", "verify", "--json"]);
+    let out = directmail(&app, &["admin", "audit", "verify", "--json"]).await;
     assert_eq!(json(&out)["intact"], true);
 }
 
@@ -227,15 +234,9 @@ async fn bad_provisioning_input_gets_one_sentence_and_a_failing_exit_code() {
 async fn start_up_errors_say_what_to_fix_and_exit_non_zero() {
     let app = TestApp::spawn().await;
     // the port is in use (our test server holds it)
-    let out = Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .env("DIRECTMAIL_HTTP_ADDR", app.addr.to_string())
-        .output()
-        .unwrap();
+    let mut command = app.command();
+    command.env("DIRECTMAIL_HTTP_ADDR", app.addr.to_string());
+    let out = crate::helpers::run(command).await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("port is in use"),
@@ -412,54 +413,66 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
     let pw = app.data_dir.path().join("pw.txt");
     std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
     let pw = pw.to_str().unwrap();
-    json(&directmail(
-        &app,
-        &["admin", "org", "create", "Lakeside Clinic", "--json"],
-    ));
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "domain",
-            "add",
-            "direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--json",
-        ],
-    ));
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "add",
-            "ana@direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--role",
-            "member",
-            "--password-file",
-            pw,
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &["admin", "org", "create", "Lakeside Clinic", "--json"],
+        )
+        .await,
+    );
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "domain",
+                "add",
+                "direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "add",
+                "ana@direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--role",
+                "member",
+                "--password-file",
+                pw,
+                "--json",
+            ],
+        )
+        .await,
+    );
 
     // invite: the link works in the browser
-    let invite = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "invite",
-            "ben@direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--role",
-            "org-admin",
-            "--json",
-        ],
-    ));
+    let invite = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "invite",
+                "ben@direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--role",
+                "org-admin",
+                "--json",
+            ],
+        )
+        .await,
+    );
     let link = invite["link"].as_str().unwrap().to_owned();
     let path = &link[link.find("/invite/").unwrap()..];
     let mut ben = app.browser();
@@ -471,33 +484,39 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
     );
 
     // role, disable, enable
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "role",
-            "ana@direct.lakeside.test",
-            "--role",
-            "org-admin",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "role",
+                "ana@direct.lakeside.test",
+                "--role",
+                "org-admin",
+                "--json",
+            ],
+        )
+        .await,
+    );
     let ana = directmail::store::users::by_email(&app.state.db, "ana@direct.lakeside.test")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(ana.role, Role::OrgAdmin);
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "disable",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "disable",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert!(
         app.browser()
             .sign_in("ana@direct.lakeside.test", PASSWORD)
@@ -505,16 +524,19 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
             .body
             .contains("disabled")
     );
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "enable",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "enable",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(
         app.browser()
             .sign_in("ana@direct.lakeside.test", PASSWORD)
@@ -524,16 +546,19 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
     );
 
     // reset password: the old one stops working, the link is printed
-    let reset = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "reset-password",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    let reset = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "reset-password",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert!(reset["link"].as_str().unwrap().contains("/invite/"));
     assert_eq!(
         app.browser()
@@ -542,42 +567,51 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
             .status,
         StatusCode::UNAUTHORIZED
     );
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "user",
-            "reset-mfa",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "user",
+                "reset-mfa",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
 
     // mailboxes: assign, unassign; a personal one stays personal
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "mailbox",
-            "add",
-            "dr.ana@direct.lakeside.test",
-            "--org",
-            "Lakeside Clinic",
-            "--json",
-        ],
-    ));
-    let a = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "mailbox",
-            "assign",
-            "dr.ana@direct.lakeside.test",
-            "--user",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "mailbox",
+                "add",
+                "dr.ana@direct.lakeside.test",
+                "--org",
+                "Lakeside Clinic",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let a = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "mailbox",
+                "assign",
+                "dr.ana@direct.lakeside.test",
+                "--user",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(a["changed"], true);
     let out = directmail(
         &app,
@@ -589,37 +623,44 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
             "--user",
             "ben@direct.lakeside.test",
         ],
-    );
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("personal mailbox"));
-    let u = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "mailbox",
-            "unassign",
-            "dr.ana@direct.lakeside.test",
-            "--user",
-            "ana@direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    let u = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "mailbox",
+                "unassign",
+                "dr.ana@direct.lakeside.test",
+                "--user",
+                "ana@direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(u["changed"], true);
 
     // settings
-    let s = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "org",
-            "settings",
-            "Lakeside Clinic",
-            "--idle-timeout",
-            "30",
-            "--require-mfa",
-            "true",
-            "--json",
-        ],
-    ));
+    let s = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "org",
+                "settings",
+                "Lakeside Clinic",
+                "--idle-timeout",
+                "30",
+                "--require-mfa",
+                "true",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(s["idle_timeout_minutes"], 30);
     let out = directmail(
         &app,
@@ -631,12 +672,14 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
             "--idle-timeout",
             "0",
         ],
-    );
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("from 1 to 60"));
     let out = directmail(
         &app,
         &["admin", "user", "disable", "nobody@direct.lakeside.test"],
-    );
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("There is no user"));
     let entries = directmail::audit::list(&app.state.db, &Default::default(), 100)
         .await

@@ -397,7 +397,7 @@ async fn lists_are_paged() {
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
     app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
         .await;
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     for i in 0..30 {
         let email =
             directmail::domain::Email::parse(&format!("user{i:02}@direct.lakeside.test")).unwrap();
@@ -552,7 +552,7 @@ async fn members_are_added_to_and_removed_from_mailboxes_and_personal_ones_stay_
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let mut theirs_tx = app.state.db.pool.begin().await.unwrap();
+    let mut theirs_tx = app.state.db.begin().await.unwrap();
     let their_domain =
         directmail::store::orgs::domain_by_name(&app.state.db, "direct.hillside.test")
             .await

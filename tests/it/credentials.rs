@@ -340,7 +340,7 @@ async fn tokens_are_refused_to_users_who_must_use_two_step_sign_in_and_have_not(
         .unwrap();
     assert_eq!(api(&app, &token).await.0, StatusCode::OK);
     // the organization starts requiring two-step sign-in
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     directmail::store::orgs::update_settings(&mut tx, ana.org_id.unwrap(), 15, true)
         .await
         .unwrap();
@@ -357,7 +357,7 @@ async fn tokens_are_refused_to_users_who_must_use_two_step_sign_in_and_have_not(
         )
         .await;
     assert_eq!(r.location(), "/account/mfa");
-    let out = cli_token(&app, &["--user", "ana@direct.lakeside.test"]);
+    let out = cli_token(&app, &["--user", "ana@direct.lakeside.test"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("two-step sign-in"));
     assert_eq!(token_count(&app).await, 1);
@@ -369,24 +369,19 @@ async fn tokens_are_refused_to_users_who_must_use_two_step_sign_in_and_have_not(
     assert_eq!(api(&app, &token).await.0, StatusCode::OK);
 }
 
-fn cli_token(app: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_directmail"))
+async fn cli_token(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut command = app.command();
+    command
         .args(["admin", "--json", "token", "create"])
-        .args(args)
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .output()
-        .unwrap()
+        .args(args);
+    crate::helpers::run(command).await
 }
 
 #[tokio::test]
 async fn the_cli_gives_tokens_an_expiry_of_90_days_or_the_days_asked_for() {
     let app = TestApp::spawn().await;
     clinic(&app).await;
-    let out = cli_token(&app, &["--user", "ana@direct.lakeside.test"]);
+    let out = cli_token(&app, &["--user", "ana@direct.lakeside.test"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -402,7 +397,8 @@ async fn the_cli_gives_tokens_an_expiry_of_90_days_or_the_days_asked_for() {
             "--expires-in-days",
             "7",
         ],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -433,7 +429,8 @@ async fn the_cli_gives_tokens_an_expiry_of_90_days_or_the_days_asked_for() {
                 "--expires-in-days",
                 bad,
             ],
-        );
+        )
+        .await;
         assert!(!out.status.success(), "{bad}");
     }
     assert_eq!(token_count(&app).await, 2);
@@ -756,15 +753,7 @@ async fn refused_sign_ins_from_one_address_make_one_audit_entry_per_window_and_a
             .count(),
         1
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(["admin", "audit", "verify"])
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .output()
-        .unwrap();
+    let out = app.cli(&["admin", "audit", "verify"]).await;
     assert!(
         out.status.success(),
         "{}",

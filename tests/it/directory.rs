@@ -75,17 +75,20 @@ async fn import_through_the_page(app: &TestApp, b: &mut Browser, name: &str, csv
 }
 
 /// `directmail admin directory import FILE --json`, which must succeed.
-pub(crate) fn cli_import(app: &TestApp, file: &std::path::Path) -> Value {
-    json(&directmail(
-        app,
-        &[
-            "admin",
-            "directory",
-            "import",
-            file.to_str().unwrap(),
-            "--json",
-        ],
-    ))
+pub(crate) async fn cli_import(app: &TestApp, file: &std::path::Path) -> Value {
+    json(
+        &directmail(
+            app,
+            &[
+                "admin",
+                "directory",
+                "import",
+                file.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .await,
+    )
 }
 
 async fn suggest(b: &mut Browser, q: &str) -> Vec<Value> {
@@ -377,7 +380,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
     let (cert, _) = foreign_certificate(&app, "maria.ortiz@direct.northshore.test").await;
     let file = app.data_dir.path().join("ndh.json");
     std::fs::write(&file, bundle(Some(&cert))).unwrap();
-    let out = cli_import(&app, &file);
+    let out = cli_import(&app, &file).await;
     assert_eq!(out["format"], "Fhir");
     assert_eq!(out["added"], 2);
     assert_eq!(
@@ -405,7 +408,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
     assert_eq!(base64::engine::general_purpose::STANDARD.encode(der), cert);
 
     // export, then import the export: nothing new, both updated
-    let exported = directmail(&app, &["admin", "directory", "export", "--format", "fhir"]);
+    let exported = directmail(&app, &["admin", "directory", "export", "--format", "fhir"]).await;
     assert!(exported.status.success());
     let bundle: Value = serde_json::from_slice(&exported.stdout).unwrap();
     assert_eq!(bundle["resourceType"], "Bundle");
@@ -435,7 +438,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
     );
     let again = app.data_dir.path().join("export.json");
     std::fs::write(&again, &exported.stdout).unwrap();
-    let out = cli_import(&app, &again);
+    let out = cli_import(&app, &again).await;
     assert_eq!(
         (out["added"].as_i64(), out["updated"].as_i64()),
         (Some(0), Some(2))
@@ -443,7 +446,7 @@ async fn a_fhir_bundle_imports_exports_and_imports_again_unchanged() {
 
     // into another portal, the export gives the same entries
     let other = TestApp::spawn().await;
-    let out = cli_import(&other, &again);
+    let out = cli_import(&other, &again).await;
     assert_eq!(out["added"], 2);
     let copy = directory::suggest(&other.state.db, &viewer, "ortiz", 5)
         .await
@@ -524,18 +527,21 @@ async fn hosted_mailboxes_are_listed_until_their_administrator_unlists_them() {
         None
     );
     // listed again from the command line
-    json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "listing",
-            "dr.ruiz@direct.lakeside.test",
-            "--listed",
-            "true",
-            "--json",
-        ],
-    ));
+    json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "directory",
+                "listing",
+                "dr.ruiz@direct.lakeside.test",
+                "--listed",
+                "true",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(suggest(&mut far, "desk").await.len(), 1);
     // an import cannot take over a hosted address
     let csv = format!("{HEADER}\npractitioner,Impostor,,,,,,,,dr.ruiz@direct.lakeside.test\n");
@@ -544,7 +550,8 @@ async fn hosted_mailboxes_are_listed_until_their_administrator_unlists_them() {
     let out = directmail(
         &app,
         &["admin", "directory", "import", file.to_str().unwrap()],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a mailbox hosted here"));
 }
@@ -797,7 +804,8 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
             good.to_str().unwrap(),
             "--dry-run",
         ],
-    );
+    )
+    .await;
     assert!(dry.status.success());
     assert!(String::from_utf8_lossy(&dry.stdout).contains("would add 3"));
     assert_eq!(entry_count(&app).await, 0);
@@ -814,7 +822,8 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
     let out = directmail(
         &app,
         &["admin", "directory", "import", bad.to_str().unwrap()],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -833,11 +842,12 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
     let out = directmail(
         &app,
         &["admin", "directory", "import", huge.to_str().unwrap()],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 32 MB"));
 
-    let out = cli_import(&app, &good);
+    let out = cli_import(&app, &good).await;
     assert_eq!(out["added"], 3);
     assert_eq!(out["applied"], true);
 
@@ -854,7 +864,8 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
             "lab@direct.hillside.test",
             cert.to_str().unwrap(),
         ],
-    );
+    )
+    .await;
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not for lab@direct.hillside.test"));
     let missing = directmail(
@@ -866,22 +877,26 @@ async fn the_cli_imports_with_a_dry_run_refuses_wrong_files_whole_and_attaches_c
             "nobody@direct.hillside.test",
             cert.to_str().unwrap(),
         ],
-    );
+    )
+    .await;
     assert!(
         String::from_utf8_lossy(&missing.stderr)
             .contains("No entry of the shared directory has the address")
     );
-    let out = json(&directmail(
-        &app,
-        &[
-            "admin",
-            "directory",
-            "cert",
-            "anna.lee@direct.hillside.test",
-            cert.to_str().unwrap(),
-            "--json",
-        ],
-    ));
+    let out = json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "directory",
+                "cert",
+                "anna.lee@direct.hillside.test",
+                cert.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(out["address"], "anna.lee@direct.hillside.test");
     let der = directory::certificate_for(&app.state.db, "anna.lee@direct.hillside.test")
         .await
@@ -965,7 +980,7 @@ async fn the_csv_export_cannot_run_formulas_and_imports_back() {
     // the export imports back as the same entry
     let file = app.data_dir.path().join("export.csv");
     std::fs::write(&file, &body).unwrap();
-    let out = cli_import(&app, &file);
+    let out = cli_import(&app, &file).await;
     assert_eq!(
         (out["added"].as_i64(), out["updated"].as_i64()),
         (Some(0), Some(1))
@@ -1167,15 +1182,16 @@ async fn a_certificate_attached_to_an_entry_is_used_only_when_it_chains_to_an_an
     let dir = app.data_dir.path().to_path_buf();
     let good = dir.join("good.csv");
     std::fs::write(&good, good_csv()).unwrap();
-    cli_import(&app, &good);
+    cli_import(&app, &good).await;
     let anna = "anna.lee@direct.hillside.test";
-    let attach = |pem: &str| {
+    let attach = async |pem: &str| {
         let file = dir.join("attached.pem");
         std::fs::write(&file, pem).unwrap();
         let out = directmail(
             &app,
             &["admin", "directory", "cert", anna, file.to_str().unwrap()],
-        );
+        )
+        .await;
         assert!(
             out.status.success(),
             "{}",
@@ -1204,7 +1220,7 @@ openssl x509 -req -in anna.csr -CA sca.pem -CAkey sca.key -CAcreateserial -days 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    attach(&std::fs::read_to_string(dir.join("stranger-anna.pem")).unwrap());
+    attach(&std::fs::read_to_string(dir.join("stranger-anna.pem")).unwrap()).await;
     let found = lookup().await;
     assert!(found.certificate.is_none(), "not used: {}", found.sentence);
     assert!(
@@ -1216,7 +1232,7 @@ openssl x509 -req -in anna.csr -CA sca.pem -CAkey sca.key -CAcreateserial -days 
 
     // one from the anchored CA is used
     let (_, pem) = foreign_certificate(&app, anna).await;
-    attach(&pem);
+    attach(&pem).await;
     let found = lookup().await;
     assert!(found.certificate.is_some(), "{}", found.sentence);
     assert_eq!(

@@ -87,6 +87,26 @@ pub async fn test_config(dir: &std::path::Path) -> Config {
 }
 
 impl TestApp {
+    /// `directmail` with this portal's database and data directory, to be run with
+    /// [`run`].
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_directmail"));
+        command
+            .env(
+                "DIRECTMAIL_DATABASE_URL",
+                self.config.database_url().as_str(),
+            )
+            .env("DIRECTMAIL_DATA_DIR", self.data_dir.path());
+        command
+    }
+
+    /// Runs `directmail ARGS` (an admin command) against this portal; see [`run`].
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.command();
+        command.args(args);
+        run(command).await
+    }
+
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
@@ -160,7 +180,7 @@ impl TestApp {
     /// An organization with one domain, made directly in the store.
     pub async fn org(&self, name: &str, domain: &str) -> Org {
         let db = &self.state.db;
-        let mut tx = db.pool.begin().await.expect("tx");
+        let mut tx = db.begin().await.expect("tx");
         let org = orgs::create(
             &mut tx,
             &DisplayName::parse(name).expect("name"),
@@ -183,7 +203,7 @@ impl TestApp {
     /// A user with [`PASSWORD`], made directly in the store.
     pub async fn user(&self, org: Option<&Org>, email: &str, role: Role) -> User {
         let hash = auth::hash_password(PASSWORD).expect("hash");
-        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        let mut tx = self.state.db.begin().await.expect("tx");
         let user = users::create(
             &mut tx,
             users::NewUser {
@@ -217,7 +237,7 @@ impl TestApp {
         let secret = auth::new_totp_secret();
         let sealed =
             directmail::secrets::seal_totp(&self.state.secret, user.id, &secret).expect("seal");
-        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        let mut tx = self.state.db.begin().await.expect("tx");
         users::set_pending_totp(&mut tx, user.id, &sealed)
             .await
             .expect("totp");
@@ -254,7 +274,7 @@ impl TestApp {
         .await
         .expect("dev certificate");
         let u = self.user(Some(&org), user, Role::Member).await;
-        let mut tx = self.state.db.pool.begin().await.expect("tx");
+        let mut tx = self.state.db.begin().await.expect("tx");
         let m = mailboxes::create(
             &mut tx,
             org.id,
@@ -393,6 +413,16 @@ impl Browser {
         self.post("/login", &[("email", email), ("password", password)])
             .await
     }
+}
+
+/// Runs a command to its end on a blocking thread. The portal under test runs on the
+/// test's own runtime: waiting for a child process on that thread would stop the
+/// portal, perhaps in the middle of a write, holding the SQLite lock that the child
+/// (`directmail admin …`) then waits for until it gives up.
+pub async fn run(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run the command"))
+        .await
+        .expect("the command's thread")
 }
 
 pub fn serde_urlencode(fields: &[(&str, &str)]) -> String {

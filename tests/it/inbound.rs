@@ -11,7 +11,7 @@ pub(crate) async fn with_mailbox(s: &Setup) -> i64 {
         .await
         .unwrap()
         .unwrap();
-    let mut tx = s.app.state.db.pool.begin().await.unwrap();
+    let mut tx = s.app.state.db.begin().await.unwrap();
     let mailbox = mailboxes::create(
         &mut tx,
         org.id,
@@ -139,7 +139,7 @@ async fn messages_breaking_the_routing_rules_are_quarantined_with_the_reason() {
     .await;
     assert_eq!(outcome(&s, a).await, "envelope_sender_mismatch");
     // a recipient not named in To or Cc
-    let mut tx = s.app.state.db.pool.begin().await.unwrap();
+    let mut tx = s.app.state.db.begin().await.unwrap();
     mailboxes::create(
         &mut tx,
         s.domain.org_id.unwrap(),

@@ -26,7 +26,7 @@ async fn hosted_mailbox(app: &TestApp, org: &str, domain: &str, address: &str) -
     )
     .await
     .unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     let mailbox = mailboxes::create(
         &mut tx,
         org.id,
@@ -198,7 +198,7 @@ async fn knows_foreign(app: &TestApp, address: &str) -> String {
         .issue_address(address, std::time::SystemTime::now())
         .unwrap();
     let pem = der::EncodePem::to_pem(id.certificate(), der::pem::LineEnding::LF).unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     outbound::learn_certificate(&mut tx, address, &pem, app.now())
         .await
         .unwrap();
@@ -283,7 +283,7 @@ async fn two_hisps(b_answers: bool) -> TwoHisps {
         .fetch_one(&b.state.db.pool)
         .await
         .unwrap();
-    let mut tx = a.state.db.pool.begin().await.unwrap();
+    let mut tx = a.state.db.begin().await.unwrap();
     outbound::learn_certificate(&mut tx, "direct.hillside.test", &b_cert, a.now())
         .await
         .unwrap();
@@ -428,7 +428,7 @@ async fn a_relay_that_refuses_fails_the_recipient_and_an_unreachable_one_is_retr
         "dr.cara@direct.lakeside.test",
     )
     .await;
-    let mut tx = c.state.db.pool.begin().await.unwrap();
+    let mut tx = c.state.db.begin().await.unwrap();
     outbound::learn_certificate(&mut tx, "nobody@direct.hillside.test", &pem, c.now())
         .await
         .unwrap();
@@ -647,7 +647,7 @@ openssl x509 -req -in kim.csr -CA fca.pem -CAkey fca.key -CAcreateserial -days 2
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     let kim = std::fs::read_to_string(dir.join("kim.pem")).unwrap();
     outbound::learn_certificate(&mut tx, "kim@direct.far.test", &kim, app.now())
         .await
@@ -861,7 +861,7 @@ async fn without_a_relay_messages_go_to_the_recipient_domains_mx() {
     let ca = directmail::pki::dev_ca(&app.state.db, &app.state.secret, app.now())
         .await
         .unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     for address in ["kim@direct.far.test", "kim@nowhere.test"] {
         let id = ca
             .issue_address(address, std::time::SystemTime::now())
@@ -1059,7 +1059,7 @@ async fn a_notification_moves_only_the_status_of_recipients_its_signer_is_bound_
     let kim = ca
         .issue_address("kim@direct.far.test", std::time::SystemTime::now())
         .unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     let kim_pem = der::EncodePem::to_pem(kim.certificate(), der::pem::LineEnding::LF).unwrap();
     outbound::learn_certificate(&mut tx, "kim@direct.far.test", &kim_pem, app.now())
         .await

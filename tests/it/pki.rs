@@ -9,6 +9,7 @@ use directmail::domain::Role;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 
+use crate::cli::directmail;
 use crate::helpers::TestApp;
 
 /// A throwaway CA with end-entity certificates, made by `openssl` in `dir`.
@@ -61,18 +62,6 @@ openssl crl2pkcs7 -nocrl -certfile ca.pem -certfile other-ca.pem -outform DER -o
     }
 }
 
-fn directmail(app: &TestApp, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_directmail"))
-        .args(args)
-        .env(
-            "DIRECTMAIL_DATABASE_URL",
-            app.config.database_url().as_str(),
-        )
-        .env("DIRECTMAIL_DATA_DIR", app.data_dir.path())
-        .output()
-        .expect("run directmail")
-}
-
 fn ok_json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -87,40 +76,46 @@ async fn scripts_import_a_domain_key_and_anchors_and_the_key_is_sealed_at_rest()
     let app = TestApp::spawn().await;
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
     let pki = Pki::new(app.data_dir.path());
-    let cert = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "cert",
-            "import",
-            "--domain",
-            "direct.lakeside.test",
-            "--cert",
-            &pki.path("domain.pem"),
-            "--key",
-            &pki.path("domain.key"),
-            "--json",
-        ],
-    ));
+    let cert = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "cert",
+                "import",
+                "--domain",
+                "direct.lakeside.test",
+                "--cert",
+                &pki.path("domain.pem"),
+                "--key",
+                &pki.path("domain.key"),
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(cert["subject"], "CN=domain");
     let fingerprint = cert["fingerprint"].as_str().unwrap().to_owned();
-    let address = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "cert",
-            "import",
-            "--domain",
-            "direct.lakeside.test",
-            "--address",
-            "dr.lee@direct.lakeside.test",
-            "--cert",
-            &pki.path("address.pem"),
-            "--key",
-            &pki.path("address.key"),
-            "--json",
-        ],
-    ));
+    let address = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "cert",
+                "import",
+                "--domain",
+                "direct.lakeside.test",
+                "--address",
+                "dr.lee@direct.lakeside.test",
+                "--cert",
+                &pki.path("address.pem"),
+                "--key",
+                &pki.path("address.key"),
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(address["address"], "dr.lee@direct.lakeside.test");
 
     // the private key is stored sealed, never as PEM
@@ -149,60 +144,72 @@ async fn scripts_import_a_domain_key_and_anchors_and_the_key_is_sealed_at_rest()
     );
 
     // anchors: PEM, then a .p7b bundle holding it and another
-    let added = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "anchor",
-            "add",
-            "--domain",
-            "direct.lakeside.test",
-            &pki.path("ca.pem"),
-            "--json",
-        ],
-    ));
+    let added = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "anchor",
+                "add",
+                "--domain",
+                "direct.lakeside.test",
+                &pki.path("ca.pem"),
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(added["added"].as_array().unwrap().len(), 1);
-    let bundle = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "anchor",
-            "add",
-            "--domain",
-            "direct.lakeside.test",
-            &pki.path("bundle.p7b"),
-            "--json",
-        ],
-    ));
+    let bundle = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "anchor",
+                "add",
+                "--domain",
+                "direct.lakeside.test",
+                &pki.path("bundle.p7b"),
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(bundle["added"].as_array().unwrap().len(), 1, "{bundle}");
     assert_eq!(bundle["already"].as_array().unwrap().len(), 1);
     let anchors = directmail::pki::anchors(&app.state.db, domain.id)
         .await
         .unwrap();
     assert_eq!(anchors.len(), 2);
-    let list = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "anchor",
-            "list",
-            "--domain",
-            "direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    let list = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "anchor",
+                "list",
+                "--domain",
+                "direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let certs = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "cert",
-            "list",
-            "--domain",
-            "direct.lakeside.test",
-            "--json",
-        ],
-    ));
+    let certs = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "cert",
+                "list",
+                "--domain",
+                "direct.lakeside.test",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(certs.as_array().unwrap().len(), 2);
     assert!(!certs.to_string().contains("PRIVATE"));
 
@@ -299,7 +306,7 @@ async fn imports_that_do_not_hold_together_are_refused_with_the_reason() {
             "direct.lakeside.test",
         ];
         args.extend(extra.iter().map(String::as_str));
-        let out = directmail(&app, &args);
+        let out = directmail(&app, &args).await;
         assert!(!out.status.success(), "{extra:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{extra:?}: {stderr}");
@@ -320,7 +327,8 @@ async fn imports_that_do_not_hold_together_are_refused_with_the_reason() {
             "--key",
             &pki.path("address.key"),
         ],
-    );
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not on the domain"));
     let out = directmail(
         &app,
@@ -332,7 +340,8 @@ async fn imports_that_do_not_hold_together_are_refused_with_the_reason() {
             "nowhere.test",
             &pki.path("ca.pem"),
         ],
-    );
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("no domain"));
     let out = directmail(
         &app,
@@ -344,7 +353,8 @@ async fn imports_that_do_not_hold_together_are_refused_with_the_reason() {
             "direct.lakeside.test",
             &pki.path("domain.key"),
         ],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     // PKCS#12 with the right password works
     let ok = directmail(
@@ -360,7 +370,8 @@ async fn imports_that_do_not_hold_together_are_refused_with_the_reason() {
             "--password-file",
             &pki.path("p12.pw"),
         ],
-    );
+    )
+    .await;
     assert!(
         ok.status.success(),
         "{}",
@@ -594,21 +605,24 @@ async fn a_new_portal_signs_and_encrypts_at_once_with_a_development_certificate(
             .len(),
         1
     );
-    let issued = ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "pki",
-            "issue",
-            "--domain",
-            "direct.localhost",
-            "--address",
-            "dr.lee@direct.localhost",
-            "--json",
-        ],
-    ));
+    let issued = ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "pki",
+                "issue",
+                "--domain",
+                "direct.localhost",
+                "--address",
+                "dr.lee@direct.localhost",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(issued["address"], "dr.lee@direct.localhost");
-    let ca = ok_json(&directmail(&app, &["admin", "pki", "ca", "--json"]));
+    let ca = ok_json(&directmail(&app, &["admin", "pki", "ca", "--json"]).await);
     let dir = app.data_dir.path();
     std::fs::write(dir.join("dev-ca.pem"), ca["pem"].as_str().unwrap()).unwrap();
     let chain: String = sqlx::query_scalar(
@@ -680,18 +694,21 @@ async fn trust_policies_are_set_in_the_console_and_from_scripts() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "domain",
-            "policy",
-            "direct.lakeside.test",
-            "--unreachable-crl",
-            "soft-fail",
-            "--json",
-        ],
-    ));
+    ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "domain",
+                "policy",
+                "direct.lakeside.test",
+                "--unreachable-crl",
+                "soft-fail",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(
         policy().await.unwrap(),
         directmail::store::orgs::CrlUnreachable::SoftFail
@@ -703,18 +720,21 @@ async fn trust_policies_are_set_in_the_console_and_from_scripts() {
         kt("old-hisp.test").await.unwrap(),
         directmail_smime::KeyTransport::RsaOaepSha256
     );
-    ok_json(&directmail(
-        &app,
-        &[
-            "admin",
-            "domain",
-            "remote",
-            "Old-HISP.test",
-            "--key-transport",
-            "rsa-pkcs1v15",
-            "--json",
-        ],
-    ));
+    ok_json(
+        &directmail(
+            &app,
+            &[
+                "admin",
+                "domain",
+                "remote",
+                "Old-HISP.test",
+                "--key-transport",
+                "rsa-pkcs1v15",
+                "--json",
+            ],
+        )
+        .await,
+    );
     assert_eq!(
         kt("old-hisp.test").await.unwrap(),
         directmail_smime::KeyTransport::RsaPkcs1v15
@@ -729,6 +749,7 @@ async fn trust_policies_are_set_in_the_console_and_from_scripts() {
             "--key-transport",
             "des",
         ],
-    );
+    )
+    .await;
     assert!(!out.status.success());
 }

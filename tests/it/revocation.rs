@@ -403,7 +403,7 @@ async fn an_unreachable_crl_soft_fails_by_default_and_fails_closed_when_the_doma
         "{:?}",
         j.revocation
     );
-    let mut tx = s.app.state.db.pool.begin().await.unwrap();
+    let mut tx = s.app.state.db.begin().await.unwrap();
     orgs::set_crl_policy(&mut tx, s.domain.id, CrlUnreachable::FailClosed)
         .await
         .unwrap();

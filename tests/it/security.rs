@@ -688,7 +688,7 @@ async fn no_change_route_reaches_another_organization() {
             .await
             .unwrap()
             .unwrap();
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     let their_box = directmail::store::mailboxes::create(
         &mut tx,
         theirs.id,

@@ -57,7 +57,7 @@ async fn a_second_from_naming_someone_else_is_quarantined_and_learns_no_certific
     let s = setup().await;
     let mailbox = with_mailbox(&s).await;
     // the certificate the portal knows for dr.lee (their real one, say)
-    let mut tx = s.app.state.db.pool.begin().await.unwrap();
+    let mut tx = s.app.state.db.begin().await.unwrap();
     outbound::learn_certificate(&mut tx, VICTIM, "their real certificate", s.app.now())
         .await
         .unwrap();

@@ -66,7 +66,7 @@ async fn mailbox(
         .await
         .unwrap()
         .expect("domain");
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     let m = mailboxes::create(
         &mut tx,
         org_id,
@@ -83,7 +83,7 @@ async fn mailbox(
 }
 
 async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
-    let mut tx = app.state.db.pool.begin().await.unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
     mailboxes::assign(&mut tx, mailbox_id, user_id)
         .await
         .unwrap();
@@ -232,7 +232,7 @@ const TRUSTED: &str =
 async fn deliver_many(app: &TestApp, mailbox_id: i64, mails: &[(Mail, i64)]) -> Vec<i64> {
     let db = &app.state.db;
     let _turn = db.write_turn().await;
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     let mut ids = Vec::new();
     for (mail, at) in mails {
         let raw = mail.bytes();
@@ -2573,7 +2573,7 @@ async fn the_list_names_senders_from_the_directory_and_viewing_pages_does_not_re
          service,Partner Laboratory,Partner Health,,,Peoria,IL,61602,,lab@partner.example\n",
     )
     .unwrap();
-    crate::directory::cli_import(&app, &file);
+    crate::directory::cli_import(&app, &file).await;
 
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
     let inbox = format!("/mail/{}/inbox", mb.id);
