@@ -64,9 +64,15 @@ impl Record {
     }
 }
 
+/// The central directory: its records in order, and where it starts in the file.
+pub(super) struct Directory {
+    pub records: Vec<Record>,
+    start: usize,
+}
+
 /// Reads every central-directory record, refusing what the limits or the format forbid
 /// along the way. Linear in the length of `bytes`.
-pub(super) fn central_directory(bytes: &[u8], limits: &XdmLimits) -> Result<Vec<Record>, XdmError> {
+pub(super) fn central_directory(bytes: &[u8], limits: &XdmLimits) -> Result<Directory, XdmError> {
     let not_found = || {
         if bytes.starts_with(LOCAL_HEADER_SIG) {
             XdmError::Truncated
@@ -87,6 +93,7 @@ pub(super) fn central_directory(bytes: &[u8], limits: &XdmLimits) -> Result<Vec<
     }
     let disk = u16_at(bytes, eocd + 4).ok_or(XdmError::Damaged)?;
     let cd_disk = u16_at(bytes, eocd + 6).ok_or(XdmError::Damaged)?;
+    let mut on_disk = u64::from(u16_at(bytes, eocd + 8).ok_or(XdmError::Damaged)?);
     let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or(XdmError::Damaged)?);
     let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or(XdmError::Damaged)?);
     let cd_offset = u32_at(bytes, eocd + 16).ok_or(XdmError::Damaged)?;
@@ -106,9 +113,15 @@ pub(super) fn central_directory(bytes: &[u8], limits: &XdmLimits) -> Result<Vec<
         if record >= locator || bytes.get(record..record + 4) != Some(EOCD64_SIG) {
             return Err(XdmError::Damaged);
         }
+        on_disk = u64_at(bytes, record + 24).ok_or(XdmError::Damaged)?;
         count = u64_at(bytes, record + 32).ok_or(XdmError::Damaged)?;
         cd_size = u64_at(bytes, record + 40).ok_or(XdmError::Damaged)?;
         cd_end = record;
+    }
+    // The zip crate counts the entries "on this disk", APPNOTE the total; in a
+    // single-volume archive they are the same.
+    if on_disk != count {
+        return Err(XdmError::Damaged);
     }
     if count > u64::try_from(limits.max_entries).unwrap_or(u64::MAX) {
         return Err(XdmError::TooManyEntries {
@@ -128,7 +141,10 @@ pub(super) fn central_directory(bytes: &[u8], limits: &XdmLimits) -> Result<Vec<
     if at != cd_end {
         return Err(XdmError::Damaged);
     }
-    Ok(records)
+    Ok(Directory {
+        records,
+        start: cd_start,
+    })
 }
 
 /// The record at `at`, and where the next one starts.
@@ -260,7 +276,8 @@ pub(super) struct Archive<'a> {
 
 impl<'a> Archive<'a> {
     pub(super) fn open(bytes: &'a [u8], limits: &XdmLimits) -> Result<Self, XdmError> {
-        let records = central_directory(bytes, limits)?;
+        let directory = central_directory(bytes, limits)?;
+        let records = directory.records;
         check_records(&records, limits)?;
         let zip = ZipArchive::new(Cursor::new(bytes)).map_err(|error| match error {
             ZipError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -268,7 +285,11 @@ impl<'a> Archive<'a> {
             }
             _ => XdmError::Damaged,
         })?;
-        if zip.len() != records.len() {
+        // The crate finds the central directory its own way; it must be the one judged
+        // above, or the two readings of the file could differ.
+        let same_start = u64::try_from(directory.start)
+            .is_ok_and(|start| start == zip.central_directory_start());
+        if !same_start || zip.len() != records.len() {
             return Err(XdmError::Damaged);
         }
         let mut entries = Vec::with_capacity(records.len());

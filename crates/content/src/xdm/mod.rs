@@ -262,8 +262,9 @@ pub fn is_xdm(bytes: &[u8]) -> bool {
         max_entries: usize::from(u16::MAX),
         ..XdmLimits::default()
     };
-    archive::central_directory(bytes, &limits).is_ok_and(|records| {
-        records
+    archive::central_directory(bytes, &limits).is_ok_and(|directory| {
+        directory
+            .records
             .iter()
             .any(|record| subset_of_metadata(&String::from_utf8_lossy(&record.name_raw)).is_some())
     })

@@ -148,6 +148,8 @@ struct Raw {
     deflate: bool,
     /// Deflated data to store as is, whatever `content` says (whose CRC is then wrong).
     precompressed: Option<Vec<u8>>,
+    /// A compression method to declare instead of stored or deflate.
+    method: Option<u16>,
     /// The uncompressed size to declare, when it should lie.
     declared_size: Option<u32>,
     flags: u16,
@@ -162,6 +164,7 @@ impl Raw {
             content: content.to_vec(),
             deflate: false,
             precompressed: None,
+            method: None,
             declared_size: None,
             flags: 0,
             unix_mode: None,
@@ -199,10 +202,10 @@ fn raw_zip(entries: &[Raw]) -> Vec<u8> {
             (None, true) => deflate(&entry.content),
             (None, false) => entry.content.clone(),
         };
-        let method: u16 = if entry.deflate || entry.precompressed.is_some() {
-            8
-        } else {
-            0
+        let method: u16 = match entry.method {
+            Some(method) => method,
+            None if entry.deflate || entry.precompressed.is_some() => 8,
+            None => 0,
         };
         let crc = crc32(&entry.content);
         let size = entry
@@ -1055,6 +1058,112 @@ fn a_damaged_entry_is_refused() {
     let error = refused(&bytes);
     assert_eq!(error, XdmError::Damaged);
     one_sentence(&error.to_string());
+}
+
+#[test]
+fn a_compression_method_other_than_deflate_is_refused_when_needed() {
+    let metadata = || {
+        Raw::stored(
+            b"IHE_XDM/SUBSET01/METADATA.XML",
+            &minimal_metadata("X", b"x", "A^^^&1.2.3&ISO"),
+        )
+    };
+    let bzip2 = |name: &[u8]| {
+        let mut entry = Raw::stored(name, b"x");
+        entry.method = Some(12);
+        entry
+    };
+    let error = refused(&raw_zip(&[
+        metadata(),
+        bzip2(b"IHE_XDM/SUBSET01/DOC0001.TXT"),
+    ]));
+    assert_eq!(
+        error,
+        XdmError::UnsupportedCompression {
+            name: "IHE_XDM/SUBSET01/DOC0001.TXT".to_owned()
+        }
+    );
+    one_sentence(&error.to_string());
+    // A file that is never opened does not matter.
+    let package = read(&raw_zip(&[
+        metadata(),
+        Raw::stored(b"IHE_XDM/SUBSET01/DOC0001.TXT", b"x"),
+        bzip2(b"README.TXT"),
+    ]))
+    .unwrap();
+    assert_eq!(package.documents().count(), 1);
+}
+
+#[test]
+fn zip64_records_and_data_before_the_archive_are_read() {
+    let files = unpack(&written());
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .large_file(true);
+    for (name, content) in &files {
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(content).unwrap();
+    }
+    let zip64 = zip.finish().unwrap().into_inner();
+    let has = |needle: &[u8]| zip64.windows(needle.len()).any(|w| w == needle);
+    // The sizes are in ZIP64 extra fields (header 0x0001, APPNOTE §4.5.3).
+    assert!(has(b"\xff\xff\xff\xff\xff\xff\xff\xff"), "no ZIP64 sizes");
+    let package = read(&zip64).unwrap();
+    assert_eq!(package.problems, vec![]);
+    assert_eq!(package.documents().count(), 2);
+
+    // A ZIP64 end record, found through its locator (APPNOTE §4.3.14–4.3.15).
+    let package = read(&with_zip64_end(&written())).unwrap();
+    assert_eq!(package.documents().count(), 2);
+    let limits = XdmLimits {
+        max_entries: 3,
+        ..XdmLimits::default()
+    };
+    assert_eq!(
+        read_xdm(&with_zip64_end(&written()), &limits).unwrap_err(),
+        XdmError::TooManyEntries { limit: 3 }
+    );
+
+    // A self-extracting stub in front, as some archivers write.
+    let mut prefixed = vec![b'#'; 300];
+    prefixed.extend_from_slice(&written());
+    assert!(is_xdm(&prefixed));
+    assert_eq!(read(&prefixed).unwrap().documents().count(), 2);
+}
+
+/// `zip` (with a plain 22-byte end record) given a ZIP64 end record and locator, its
+/// plain end record saying "see ZIP64".
+fn with_zip64_end(zip: &[u8]) -> Vec<u8> {
+    let eocd = zip.len() - 22;
+    let count = u64::from(u16::from_le_bytes([zip[eocd + 10], zip[eocd + 11]]));
+    let cd_size = u64::from(u32::from_le_bytes(
+        zip[eocd + 12..eocd + 16].try_into().unwrap(),
+    ));
+    let cd_offset = u64::from(u32::from_le_bytes(
+        zip[eocd + 16..eocd + 20].try_into().unwrap(),
+    ));
+    let mut out = zip[..eocd].to_vec();
+    let record = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&45u16.to_le_bytes());
+    out.extend_from_slice(&45u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&record.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0xff; 4]);
+    out.extend_from_slice(&[0xff; 8]);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
 }
 
 #[test]
