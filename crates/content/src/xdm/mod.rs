@@ -286,7 +286,7 @@ fn subset_of_metadata(name: &str) -> Option<String> {
 /// Reads an XDM package: see the [module documentation](self) for what is read, what is
 /// reported as a [`Problem`] and what is refused. Work is bounded by `limits`.
 pub fn read_xdm(bytes: &[u8], limits: &XdmLimits) -> Result<Package, XdmError> {
-    let mut archive = Archive::open(bytes, limits)?;
+    let archive = Archive::open(bytes, limits)?;
 
     // (folder key, index of METADATA.XML), in folder-name order.
     let mut subsets: Vec<(String, usize)> = archive
@@ -301,30 +301,31 @@ pub fn read_xdm(bytes: &[u8], limits: &XdmLimits) -> Result<Package, XdmError> {
     }
     subsets.sort();
 
-    let mut problems = Vec::new();
-    let mut used: BTreeSet<usize> = subsets.iter().map(|(_, index)| *index).collect();
-    let mut cache: HashMap<usize, Vec<u8>> = HashMap::new();
+    let mut reading = Reading {
+        used: subsets.iter().map(|(_, index)| *index).collect(),
+        archive,
+        cache: HashMap::new(),
+        ignored: Vec::new(),
+        problems: Vec::new(),
+    };
     let mut submission_sets = Vec::new();
     for (folder_key, metadata_index) in &subsets {
-        let metadata_path = archive.entries[*metadata_index].name.clone();
-        let xml = archive.read(*metadata_index)?;
+        let metadata_path = reading.archive.entries[*metadata_index].name.clone();
+        let xml = reading.archive.read(*metadata_index)?;
         let metadata = metadata::parse(&xml, &metadata_path)?;
         let folder = metadata_path
             .rsplit_once('/')
             .map_or_else(String::new, |(folder, _)| folder.to_owned());
-        let set = read_subset(
-            &mut archive,
-            folder,
-            folder_key,
-            metadata,
-            &mut used,
-            &mut cache,
-            &mut problems,
-        )?;
-        submission_sets.push(set);
+        submission_sets.push(reading.subset(folder, folder_key, metadata)?);
     }
 
-    let mut ignored = Vec::new();
+    let Reading {
+        archive,
+        used,
+        mut ignored,
+        mut problems,
+        ..
+    } = reading;
     for (index, entry) in archive.entries.iter().enumerate() {
         if entry.is_dir || used.contains(&index) {
             continue;
@@ -332,8 +333,16 @@ pub fn read_xdm(bytes: &[u8], limits: &XdmLimits) -> Result<Package, XdmError> {
         let in_subset = subsets
             .iter()
             .any(|(folder, _)| entry.key.starts_with(&format!("{folder}/")));
-        let kind = ignored_kind(&entry.key, in_subset);
-        if kind == IgnoredKind::Unlisted {
+        let kind = auxiliary_kind(&entry.key, None).unwrap_or(match entry.key.as_str() {
+            _ if in_subset => IgnoredKind::Unlisted,
+            "readme.txt" => IgnoredKind::Readme,
+            "index.htm" | "index.html" => IgnoredKind::Index,
+            "autorun.inf" => IgnoredKind::Script,
+            _ => IgnoredKind::Other,
+        });
+        // Stylesheets beside the documents are expected (they render CDA); anything
+        // else the metadata does not list, scripts included, is worth a word.
+        if in_subset && kind != IgnoredKind::Stylesheet {
             problems.push(Problem::UnlistedFile {
                 path: entry.name.clone(),
             });
@@ -354,96 +363,131 @@ pub fn read_xdm(bytes: &[u8], limits: &XdmLimits) -> Result<Package, XdmError> {
     })
 }
 
-/// What a file that is not a listed document is. Stylesheets beside the documents are
-/// expected (they render CDA); any other unlisted file in a subset folder is not.
-fn ignored_kind(key: &str, in_subset: bool) -> IgnoredKind {
+/// A stylesheet or a script, by the file's extension or the MIME type its metadata
+/// declares: never returned as a document, even when the metadata lists it.
+fn auxiliary_kind(key: &str, mime_type: Option<&str>) -> Option<IgnoredKind> {
     let extension = key
         .rsplit_once('.')
         .map(|(_, extension)| extension)
         .unwrap_or_default();
-    match extension {
-        "xsl" | "xslt" | "css" => return IgnoredKind::Stylesheet,
-        _ if in_subset => return IgnoredKind::Unlisted,
-        "js" | "vbs" | "vbe" | "jse" | "wsf" | "hta" | "bat" | "cmd" | "ps1" => {
-            return IgnoredKind::Script;
-        }
-        _ => {}
-    }
-    match key {
-        "readme.txt" => IgnoredKind::Readme,
-        "index.htm" | "index.html" => IgnoredKind::Index,
-        "autorun.inf" => IgnoredKind::Script,
-        _ => IgnoredKind::Other,
+    let mime_type = mime_type
+        .map(|mime| {
+            mime.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let stylesheet = matches!(extension, "xsl" | "xslt" | "css")
+        || matches!(
+            mime_type.as_str(),
+            "text/css" | "text/xsl" | "application/xslt+xml"
+        );
+    let script = matches!(
+        extension,
+        "js" | "mjs" | "vbs" | "vbe" | "jse" | "wsf" | "wsh" | "hta" | "bat" | "cmd" | "ps1"
+    ) || matches!(
+        mime_type.as_str(),
+        "text/javascript"
+            | "application/javascript"
+            | "application/x-javascript"
+            | "application/ecmascript"
+            | "text/vbscript"
+    );
+    if stylesheet {
+        Some(IgnoredKind::Stylesheet)
+    } else if script {
+        Some(IgnoredKind::Script)
+    } else {
+        None
     }
 }
 
-/// Builds one submission set from its metadata, reading the documents it lists.
-fn read_subset(
-    archive: &mut Archive,
-    folder: String,
-    folder_key: &str,
-    metadata: Metadata,
-    used: &mut BTreeSet<usize>,
-    cache: &mut HashMap<usize, Vec<u8>>,
-    problems: &mut Vec<Problem>,
-) -> Result<SubmissionSet, XdmError> {
-    let mut documents = Vec::new();
-    for entry in metadata.documents {
-        let label = entry
-            .title
-            .clone()
-            .or_else(|| entry.uri.clone())
-            .or_else(|| entry.entry_uuid.clone())
-            .unwrap_or_else(|| "without a title".to_owned());
-        let Some(uri) = entry.uri.clone() else {
-            problems.push(Problem::MissingDocument { document: label });
-            continue;
-        };
-        let Some(relative) = relative_path(&uri) else {
-            problems.push(Problem::ReferenceOutsideFolder {
-                document: label,
-                uri,
-            });
-            continue;
-        };
-        let Some(index) = archive.find(&format!("{folder_key}/{}", relative.to_ascii_lowercase()))
-        else {
-            problems.push(Problem::MissingDocument { document: label });
-            continue;
-        };
-        if archive.entries[index].is_dir {
-            problems.push(Problem::MissingDocument { document: label });
-            continue;
-        }
-        let bytes = match cache.get(&index) {
-            Some(bytes) => bytes.clone(),
-            None => {
-                let bytes = archive.read(index)?;
-                cache.insert(index, bytes.clone());
-                bytes
-            }
-        };
-        used.insert(index);
-        let path = archive.entries[index].name.clone();
-        problems.extend(integrity_problems(&entry, &label, &bytes));
-        documents.push(document(entry, path, uri, bytes));
-    }
+/// The state of one [`read_xdm`] call across its submission sets.
+struct Reading<'a> {
+    archive: Archive<'a>,
+    /// Entries that are metadata, documents, or listed stylesheets and scripts.
+    used: BTreeSet<usize>,
+    /// Documents already inflated, in case two entries name the same file.
+    cache: HashMap<usize, Vec<u8>>,
+    ignored: Vec<IgnoredFile>,
+    problems: Vec<Problem>,
+}
 
-    let set = metadata.submission_set.unwrap_or_default();
-    let patient = subset_patient(set.patient_id.clone(), &documents);
-    Ok(SubmissionSet {
-        folder,
-        entry_uuid: set.entry_uuid,
-        unique_id: set.unique_id,
-        source_id: set.source_id,
-        title: set.title,
-        patient,
-        authors: set.authors,
-        intended_recipients: set.intended_recipients,
-        submission_time: set.submission_time,
-        content_type: set.content_type,
-        documents,
-    })
+impl Reading<'_> {
+    /// Builds one submission set from its metadata, reading the documents it lists.
+    fn subset(
+        &mut self,
+        folder: String,
+        folder_key: &str,
+        metadata: Metadata,
+    ) -> Result<SubmissionSet, XdmError> {
+        let mut documents = Vec::new();
+        for entry in metadata.documents {
+            let label = entry
+                .title
+                .clone()
+                .or_else(|| entry.uri.clone())
+                .or_else(|| entry.entry_uuid.clone())
+                .unwrap_or_else(|| "untitled".to_owned());
+            let Some(uri) = entry.uri.clone() else {
+                self.problems
+                    .push(Problem::MissingDocument { document: label });
+                continue;
+            };
+            let Some(relative) = relative_path(&uri) else {
+                self.problems.push(Problem::ReferenceOutsideFolder {
+                    document: label,
+                    uri,
+                });
+                continue;
+            };
+            let key = format!("{folder_key}/{}", relative.to_ascii_lowercase());
+            let Some(index) = self
+                .archive
+                .find(&key)
+                .filter(|index| !self.archive.entries[*index].is_dir)
+            else {
+                self.problems
+                    .push(Problem::MissingDocument { document: label });
+                continue;
+            };
+            let path = self.archive.entries[index].name.clone();
+            self.used.insert(index);
+            if let Some(kind) = auxiliary_kind(&key, entry.mime_type.as_deref()) {
+                self.ignored.push(IgnoredFile { path, kind });
+                continue;
+            }
+            let bytes = match self.cache.get(&index) {
+                Some(bytes) => bytes.clone(),
+                None => {
+                    let bytes = self.archive.read(index)?;
+                    self.cache.insert(index, bytes.clone());
+                    bytes
+                }
+            };
+            self.problems
+                .extend(integrity_problems(&entry, &label, &bytes));
+            documents.push(document(entry, path, uri, bytes));
+        }
+
+        let set = metadata.submission_set.unwrap_or_default();
+        let patient = subset_patient(set.patient_id.clone(), &documents);
+        Ok(SubmissionSet {
+            folder,
+            entry_uuid: set.entry_uuid,
+            unique_id: set.unique_id,
+            source_id: set.source_id,
+            title: set.title,
+            patient,
+            authors: set.authors,
+            intended_recipients: set.intended_recipients,
+            submission_time: set.submission_time,
+            content_type: set.content_type,
+            documents,
+        })
+    }
 }
 
 /// The `URI` slot as a path inside the subset folder, or `None` when it leaves the

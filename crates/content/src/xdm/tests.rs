@@ -884,10 +884,47 @@ fn a_file_the_metadata_does_not_list_is_reported_and_never_returned() {
             ("README.TXT", IgnoredKind::Readme),
             ("INDEX.HTM", IgnoredKind::Index),
             ("IHE_XDM/SUBSET01/EXTRA.EXE", IgnoredKind::Unlisted),
-            ("IHE_XDM/SUBSET01/VIEW.JS", IgnoredKind::Unlisted),
+            ("IHE_XDM/SUBSET01/VIEW.JS", IgnoredKind::Script),
             ("AUTORUN.INF", IgnoredKind::Script),
             ("STYLE/CDA.XSL", IgnoredKind::Stylesheet),
         ]
+    );
+}
+
+#[test]
+fn stylesheets_and_scripts_are_never_documents_even_when_listed() {
+    let bytes = edited(|files| {
+        let xml = file_mut(files, "IHE_XDM/SUBSET01/METADATA.XML");
+        let text = String::from_utf8(xml.clone())
+            .unwrap()
+            .replace(">DOC0002.PDF<", ">VIEW.JS<")
+            .replace("mimeType=\"text/xml\"", "mimeType=\"text/xsl\"");
+        *xml = text.into_bytes();
+        files.push(("IHE_XDM/SUBSET01/VIEW.JS".to_owned(), b"alert(1)".to_vec()));
+    });
+    let package = read(&bytes).unwrap();
+    assert_eq!(package.documents().count(), 0);
+    let kinds: Vec<(&str, IgnoredKind)> = package
+        .ignored
+        .iter()
+        .map(|file| (file.path.as_str(), file.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("IHE_XDM/SUBSET01/DOC0001.XML", IgnoredKind::Stylesheet),
+            ("IHE_XDM/SUBSET01/VIEW.JS", IgnoredKind::Script),
+            ("README.TXT", IgnoredKind::Readme),
+            ("INDEX.HTM", IgnoredKind::Index),
+            ("IHE_XDM/SUBSET01/DOC0002.PDF", IgnoredKind::Unlisted),
+        ]
+    );
+    // The PDF is no longer listed.
+    assert_eq!(
+        package.problems,
+        vec![Problem::UnlistedFile {
+            path: "IHE_XDM/SUBSET01/DOC0002.PDF".to_owned()
+        }]
     );
 }
 
