@@ -664,7 +664,7 @@ fn writing_refuses_input_that_would_make_bad_metadata() {
         WriteError::InvalidAddress { .. }
     ));
     assert!(matches!(
-        attempt(|i| i.sender.address = "a|b@x.example".to_owned()),
+        attempt(|i| i.sender.address = "<a@x.example>".to_owned()),
         WriteError::InvalidAddress { .. }
     ));
     assert_eq!(
@@ -680,6 +680,20 @@ fn writing_refuses_input_that_would_make_bad_metadata() {
         WriteError::InvalidMimeType { .. }
     ));
     assert_eq!(attempt(|i| i.now = 0), WriteError::InvalidTime);
+}
+
+#[test]
+fn hl7_delimiters_in_names_and_addresses_survive_the_round_trip() {
+    let mut input = input();
+    input.sender.person = Some("Jane ^Smith| & Co~".to_owned());
+    input.recipients = vec!["a&b|c^d@direct.example.org".to_owned()];
+    let package = read(&write_xdm(&input).unwrap()).unwrap();
+    let set = &package.submission_sets[0];
+    assert_eq!(set.authors[0].person.as_deref(), Some("Jane ^Smith| & Co~"));
+    assert_eq!(
+        set.intended_recipients[0].address.as_deref(),
+        Some("a&b|c^d@direct.example.org")
+    );
 }
 
 #[test]

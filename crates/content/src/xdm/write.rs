@@ -194,15 +194,16 @@ fn check(input: &XdmInput) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// An address that can stand in an XTN and a header: `local@domain`, printable ASCII
-/// without spaces. The caller has already parsed it as a Direct address; this only
-/// keeps nonsense out of the metadata.
+/// An address that can stand in an XTN and in README.TXT: `local@domain`, printable
+/// ASCII without spaces, quotes or angle brackets. The caller has already parsed it as a
+/// Direct address; this only keeps nonsense out of the metadata. HL7 delimiters, which
+/// RFC 5322 allows in a local part, are escaped where the address is written.
 fn is_address(address: &str) -> bool {
     let printable = address.bytes().all(|b| b.is_ascii_graphic());
     let shape = address
         .rsplit_once('@')
         .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-    printable && shape && !address.contains(['<', '>', '"', '|', '^', '~', '\\', '&'])
+    printable && shape && !address.contains(['<', '>', '"'])
 }
 
 /// `type/subtype`, each an RFC 2045 token.
