@@ -8,6 +8,8 @@
 //! - [`sanitize_html`] / [`sanitize_html_report`] make an HTML body safe to show;
 //!   [`linkify_text`] renders a plain-text body; [`snippet`] and [`html_to_text`] give
 //!   text for the message list and the search index.
+//! - [`xdm`] reads and writes XDM packages (IHE ITI-32 as profiled for Direct): bounded,
+//!   with each document checked against the fingerprint its sender recorded.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(
@@ -17,6 +19,7 @@
 
 mod attachment;
 mod render;
+pub mod xdm;
 
 pub use attachment::{
     Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_refusal, inline_type,
