@@ -8,6 +8,8 @@
 //! - [`sanitize_html`] / [`sanitize_html_report`] make an HTML body safe to show;
 //!   [`linkify_text`] renders a plain-text body; [`snippet`] and [`html_to_text`] give
 //!   text for the message list and the search index.
+//! - [`cda`]: clinical documents (CDA R2, C-CDA) parsed with [`parse_cda`] and rendered
+//!   as our own HTML with [`render_document`].
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(
@@ -16,12 +18,14 @@
 )]
 
 mod attachment;
+pub mod cda;
 mod render;
 
 pub use attachment::{
     Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_refusal, inline_type,
     kind_from_str, parse_kinds,
 };
+pub use cda::{CdaError, CdaLimits, parse_cda, render_document, render_narrative};
 pub use render::{
     Sanitized, html_to_text, linkify_text, sanitize_html, sanitize_html_report, snippet,
 };
