@@ -7,7 +7,7 @@ use roxmltree::Node;
 use super::decode::{Base64Problem, base64_decode};
 use super::header::{Code, code};
 use super::narrative::{Media, Narrative, Stats, convert};
-use super::tree::{attr, child, children, text_of};
+use super::tree::{attr, child, children, is, text_of};
 
 /// The body of a CDA document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,8 @@ pub struct Section {
     pub template_ids: Vec<String>,
     /// The human-readable narrative (`text`), ready for [`super::render_narrative`].
     pub narrative: Narrative,
-    /// Sections inside this one (`component/section`), in document order.
+    /// Sections inside this one (`component/section`), in document order. At
+    /// [`MAX_SECTION_NESTING`], all sections below, flat.
     pub sections: Vec<Section>,
 }
 
@@ -134,7 +135,7 @@ pub(super) fn read_body(root: Node, max_body_bytes: usize, media: &mut Media) ->
     };
     if let Some(structured) = child(component, "structuredBody") {
         let mut counter = 0;
-        return Body::Structured(read_sections(structured, media, &mut counter));
+        return Body::Structured(read_sections(structured, 1, media, &mut counter));
     }
     match child(component, "nonXMLBody").and_then(|body| child(body, "text")) {
         Some(text) => Body::NonXml(read_non_xml(text, max_body_bytes)),
@@ -142,19 +143,52 @@ pub(super) fn read_body(root: Node, max_body_bytes: usize, media: &mut Media) ->
     }
 }
 
-/// The sections in `parent`'s `component`s. Recursion here is bounded by the document's
-/// depth limit ([`super::CdaLimits::max_depth`]): each level of sections is two levels of
-/// XML.
-fn read_sections(parent: Node, media: &mut Media, counter: &mut usize) -> Vec<Section> {
+/// How deeply sections nest before deeper ones are listed flat, in document order,
+/// inside the section at this level. Real documents nest three or four deep; the bound
+/// keeps reading, rendering and dropping sections to a fixed recursion depth, whatever
+/// the document.
+pub const MAX_SECTION_NESTING: usize = 16;
+
+/// The sections in `parent`'s `component`s, at nesting level `level` (1 for the top).
+fn read_sections(
+    parent: Node,
+    level: usize,
+    media: &mut Media,
+    counter: &mut usize,
+) -> Vec<Section> {
     children(parent, "component")
         .filter_map(|component| child(component, "section"))
-        .map(|section| read_section(section, media, counter))
+        .map(|section| read_section(section, Some(level), media, counter))
         .collect()
 }
 
-fn read_section(node: Node, media: &mut Media, counter: &mut usize) -> Section {
+/// Reads one section at `level`; with `None`, one listed flat, without its subsections.
+fn read_section(
+    node: Node,
+    level: Option<usize>,
+    media: &mut Media,
+    counter: &mut usize,
+) -> Section {
     *counter += 1;
     let scope = format!("cda-s{counter}");
+    let narrative = child(node, "text")
+        .map(|text| convert(text, &scope, media))
+        .unwrap_or_default();
+    let sections = match level {
+        Some(level) if level < MAX_SECTION_NESTING => {
+            read_sections(node, level + 1, media, counter)
+        }
+        // At the deepest level, every section below, flat: a loop, not a recursion.
+        Some(_) => node
+            .descendants()
+            .skip(1)
+            .filter(|below| {
+                is(*below, "section") && below.parent().is_some_and(|p| is(p, "component"))
+            })
+            .map(|below| read_section(below, None, media, counter))
+            .collect(),
+        None => Vec::new(),
+    };
     Section {
         code: child(node, "code").and_then(code),
         title: child(node, "title").and_then(text_of),
@@ -166,10 +200,8 @@ fn read_section(node: Node, media: &mut Media, counter: &mut usize) -> Section {
             .filter_map(|id| attr(id, "root"))
             .map(str::to_owned)
             .collect(),
-        narrative: child(node, "text")
-            .map(|text| convert(text, &scope, media))
-            .unwrap_or_default(),
-        sections: read_sections(node, media, counter),
+        narrative,
+        sections,
     }
 }
 

@@ -24,8 +24,8 @@
 //!
 //! Everything is pure and synchronous: bytes in, values and strings out. Parsing a
 //! document of several megabytes takes milliseconds to a few hundred; callers on async
-//! code use `spawn_blocking`. No walk over the tree recurses except over sections, and
-//! those are bounded by [`CdaLimits::max_depth`].
+//! code use `spawn_blocking`. No walk over the tree recurses except over nested
+//! sections, and those stop at [`MAX_SECTION_NESTING`] levels.
 
 mod body;
 mod decode;
@@ -36,8 +36,8 @@ mod rr;
 mod tree;
 
 pub use body::{
-    Body, NonXmlBody, NonXmlContent, PREFERRED_SECTIONS, Section, Viewer, default_section_order,
-    saved_section_order,
+    Body, MAX_SECTION_NESTING, NonXmlBody, NonXmlContent, PREFERRED_SECTIONS, Section, Viewer,
+    default_section_order, saved_section_order,
 };
 pub use header::{
     Address, Author, Code, Encounter, InstanceId, Patient, PersonName, Time, confidentiality_words,
@@ -111,7 +111,7 @@ impl std::fmt::Display for CdaError {
             CdaError::TooLarge { limit } => write!(
                 f,
                 "This document is larger than the {} this viewer opens; it was not opened.",
-                megabytes(*limit)
+                size(*limit)
             ),
             CdaError::UnsupportedEncoding { name } => write!(
                 f,
@@ -151,8 +151,13 @@ impl std::fmt::Display for CdaError {
 
 impl std::error::Error for CdaError {}
 
-fn megabytes(bytes: usize) -> String {
-    format!("{} MB", bytes.div_ceil(1_000_000))
+/// A byte count for people: "812 bytes", "14 KB", "2.3 MB".
+pub(crate) fn size(bytes: usize) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{} KB", bytes / 1_000),
+        _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
+    }
 }
 
 /// A parsed clinical document.

@@ -1,11 +1,11 @@
 //! A whole document as HTML: a header summary for the clinician, the Reportability
 //! Response card when there is one, then each section as a collapsible `<details>`.
 
-use super::Document;
 use super::body::{Body, NonXmlContent, Section, saved_section_order};
 use super::header::{Author, confidentiality_words};
 use super::narrative::{RenderOptions, Stats, outside_link, render_narrative, write_link};
 use super::rr::{Determination, ReportabilityResponse, priority_words};
+use super::{Document, size};
 use crate::render::escape_into;
 
 /// Writes a parsed document as an HTML fragment (an `<article class="cda-document">`).
@@ -235,22 +235,17 @@ fn write_reportability(out: &mut String, rr: &ReportabilityResponse, opts: &Rend
                         escape_into(out, priority_words(priority));
                         out.push_str(": ");
                     }
+                    // A URL that is not a web address is not shown at all.
+                    let url = action.url.as_deref().and_then(outside_link);
                     let text = action
                         .description
                         .as_deref()
                         .or(action.kind.as_ref().map(|kind| kind.label()))
-                        .or(action.url.as_deref())
+                        .or(url.as_deref())
                         .unwrap_or("See the agency's instructions");
-                    match action.url.as_deref().and_then(outside_link) {
-                        Some(url) => write_link(out, &url, text, opts),
-                        None => {
-                            escape_into(out, text);
-                            if let Some(url) = action.url.as_deref().filter(|url| *url != text) {
-                                out.push_str(" (");
-                                escape_into(out, url);
-                                out.push(')');
-                            }
-                        }
+                    match &url {
+                        Some(url) => write_link(out, url, text, opts),
+                        None => escape_into(out, text),
                     }
                     out.push_str("</li>");
                 }
@@ -366,7 +361,7 @@ fn write_section(out: &mut String, section: &Section, opts: &RenderOptions) {
         out.push_str(&render_narrative(&section.narrative, opts).0);
         out.push_str("</div>");
     }
-    // Bounded by the document's depth limit (two XML levels per section level).
+    // At most MAX_SECTION_NESTING levels deep: deeper sections were read flat.
     for nested in &section.sections {
         write_section(out, nested, opts);
     }
@@ -389,13 +384,4 @@ fn attribute(out: &mut String, name: &str, value: &str) {
     out.push_str("=\"");
     escape_into(out, value);
     out.push('"');
-}
-
-/// A byte count for people: "812 bytes", "14 KB", "2.3 MB".
-fn size(bytes: usize) -> String {
-    match bytes {
-        0..1_000 => format!("{bytes} bytes"),
-        1_000..1_000_000 => format!("{} KB", bytes / 1_000),
-        _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
-    }
 }

@@ -175,8 +175,9 @@ pub struct RequestedAction {
     pub priority: Option<Code>,
     /// The kind of resource (the act's `code`), such as a form or patient education.
     pub kind: Option<Code>,
-    /// Where it is, as the document gives it. Shown through the leaving-the-site page
-    /// when it is an `http:` or `https:` URL, as text otherwise.
+    /// Where it is, as the document gives it. [`super::render_document`] links it through
+    /// the leaving-the-site page when it is an `http:` or `https:` URL, and leaves it out
+    /// otherwise.
     pub url: Option<String>,
 }
 
