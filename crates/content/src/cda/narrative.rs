@@ -14,6 +14,13 @@
 //! where HTML would move or drop them (a `td` outside a row, an `item` outside a list, a
 //! link inside a link) are unwrapped, their text kept, so the browser builds the tree we
 //! wrote and every element we open is closed inside the section.
+//!
+//! Images: `renderMultiMedia` shows only an `observationMedia` of the same document whose
+//! value is base64 PNG, JPEG or GIF beginning with that format's signature, decoded and
+//! re-encoded here into a `data:` URL, within a per-image and a per-document budget.
+//! That is simpler and no less safe than handing the caller references to serve: no
+//! route to authorise, nothing fetched, and the page's CSP already allows `img-src
+//! data:`. SVG and references outside the document are never shown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -269,9 +276,9 @@ struct Frame {
     id: NodeId,
     /// Inside an element left out with its content.
     skipped: bool,
-    /// The place the element's children are in; `None` for an unwrapped or void
-    /// element, whose children are in its parent's place.
-    place: Option<Place>,
+    /// The place of the element's children: for an unwrapped or void element, its
+    /// parent's.
+    place: Place,
     close: Option<&'static str>,
 }
 
@@ -384,12 +391,9 @@ pub(super) fn convert(text: Node, scope: &str, media: &mut Media) -> Narrative {
                 narrative.events.push(Event::Close(close));
             }
         }
-        let skipped = stack.last().is_some_and(|frame| frame.skipped);
-        let place = stack
-            .iter()
-            .rev()
-            .find_map(|frame| frame.place)
-            .unwrap_or(Place::Flow);
+        let (skipped, place) = stack
+            .last()
+            .map_or((false, Place::Flow), |frame| (frame.skipped, frame.place));
         if node.is_text() {
             let content = node.text().unwrap_or_default();
             let structural = matches!(
@@ -409,7 +413,7 @@ pub(super) fn convert(text: Node, scope: &str, media: &mut Media) -> Narrative {
         }
         let mut frame = Frame {
             id: node.id(),
-            place: None,
+            place,
             close: None,
             skipped,
         };
@@ -431,7 +435,7 @@ pub(super) fn convert(text: Node, scope: &str, media: &mut Media) -> Narrative {
                     if let Some(text) = first_text {
                         narrative.events.push(Event::Text(text));
                     }
-                    frame.place = place;
+                    frame.place = place.unwrap_or(frame.place);
                     frame.close = close;
                 }
             }

@@ -220,9 +220,7 @@ pub(super) fn read_reportability(root: Node) -> ReportabilityResponse {
             .filter(with_template("observation", CONDITION))
             .map(|observation| ReportableCondition {
                 condition: child(observation, "value").and_then(code),
-                jurisdictions: observation
-                    .descendants()
-                    .filter(with_template("organizer", INFORMATION))
+                jurisdictions: related(observation, "organizer", INFORMATION)
                     .map(jurisdiction)
                     .collect(),
             })
@@ -230,14 +228,27 @@ pub(super) fn read_reportability(root: Node) -> ReportabilityResponse {
     }
 }
 
+/// The `name` elements with `template` one relationship below `node`
+/// (`entryRelationship/…` or `component/…`). Looking only there, not through all
+/// descendants, keeps reading linear however a document nests these templates.
+fn related<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    name: &'static str,
+    template: &'static str,
+) -> impl Iterator<Item = Node<'a, 'input>> {
+    node.children()
+        .filter(|relationship| {
+            is(*relationship, "entryRelationship") || is(*relationship, "component")
+        })
+        .flat_map(move |relationship| children(relationship, name))
+        .filter(move |target| has_template(*target, template))
+}
+
 fn jurisdiction(organizer: Node) -> Jurisdiction {
-    let observation = |template: &'static str| {
-        organizer
-            .descendants()
-            .find(|node| is(*node, "observation") && has_template(*node, template))
-    };
+    let determination = related(organizer, "observation", DETERMINATION).next();
     let value_text = |template| {
-        observation(template)
+        determination
+            .and_then(|d| related(d, "observation", template).next())
             .and_then(|o| child(o, "value"))
             .and_then(text_of)
     };
@@ -266,7 +277,7 @@ fn jurisdiction(organizer: Node) -> Jurisdiction {
             })
     };
     Jurisdiction {
-        determination: observation(DETERMINATION)
+        determination: determination
             .and_then(|o| child(o, "value"))
             .and_then(code)
             .map(Determination::from_code),
@@ -275,12 +286,11 @@ fn jurisdiction(organizer: Node) -> Jurisdiction {
         rule: value_text(RULE),
         responsible_agency: agency(RESPONSIBLE_AGENCY, "RR8"),
         routing_entity: agency(ROUTING_ENTITY, "RR7"),
-        timeframe: observation(TIMEFRAME)
+        timeframe: related(organizer, "observation", TIMEFRAME)
+            .next()
             .and_then(|o| child(o, "value"))
             .and_then(timeframe),
-        actions: organizer
-            .descendants()
-            .filter(|node| is(*node, "act") && has_template(*node, EXTERNAL_RESOURCE))
+        actions: related(organizer, "act", EXTERNAL_RESOURCE)
             .map(action)
             .collect(),
     }
