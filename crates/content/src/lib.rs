@@ -10,6 +10,8 @@
 //!   text for the message list and the search index.
 //! - [`xdm`] reads and writes XDM packages (IHE ITI-32 as profiled for Direct): bounded,
 //!   with each document checked against the fingerprint its sender recorded.
+//! - [`cda`]: clinical documents (CDA R2, C-CDA) parsed with [`parse_cda`] and rendered
+//!   as our own HTML with [`render_document`].
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(
@@ -18,6 +20,7 @@
 )]
 
 mod attachment;
+pub mod cda;
 mod render;
 pub mod xdm;
 
@@ -25,6 +28,7 @@ pub use attachment::{
     Accepted, Kind, Policy, Rejection, UnknownKind, check_attachment, inline_refusal, inline_type,
     kind_from_str, parse_kinds,
 };
+pub use cda::{CdaError, CdaLimits, parse_cda, render_document, render_narrative};
 pub use render::{
     Sanitized, html_to_text, linkify_text, sanitize_html, sanitize_html_report, snippet,
 };

@@ -5,4 +5,5 @@ mod html;
 mod text;
 
 pub use html::{Sanitized, html_to_text, sanitize_html, sanitize_html_report};
+pub(crate) use text::escape_into;
 pub use text::{linkify_text, snippet};

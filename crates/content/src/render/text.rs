@@ -153,7 +153,9 @@ fn email_around(text: &str, at: usize, earliest: usize) -> Option<Range<usize>> 
     valid.then_some(start..end)
 }
 
-fn escape_into(out: &mut String, text: &str) {
+/// Appends `text` to `out` escaped for HTML text and double- or single-quoted attribute
+/// values.
+pub(crate) fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
