@@ -40,6 +40,36 @@ pub(super) fn decode_text(bytes: &[u8]) -> Result<String, CdaError> {
     })
 }
 
+/// The first `max` bytes of `bytes` as text, for a look at the start of a document
+/// ([`super::is_cda`]): decoded as [`decode_text`] would, except that a character cut at
+/// the end, or bytes invalid in the encoding, become U+FFFD instead of an error. An
+/// encoding this module does not read is looked at as if it were UTF-8, which is right
+/// for the ASCII of the markup in every encoding a document might declare but UTF-16/32.
+pub(super) fn decode_head(bytes: &[u8], max: usize) -> String {
+    let (encoding, body) = detect(bytes).unwrap_or((Encoding::Utf8, bytes));
+    let head = &body[..body.len().min(max)];
+    let text = match encoding {
+        Encoding::Utf8 => String::from_utf8_lossy(head).into_owned(),
+        Encoding::Utf16Le | Encoding::Utf16Be => {
+            let units = head.chunks_exact(2).map(|pair| {
+                if encoding == Encoding::Utf16Le {
+                    u16::from_le_bytes([pair[0], pair[1]])
+                } else {
+                    u16::from_be_bytes([pair[0], pair[1]])
+                }
+            });
+            char::decode_utf16(units)
+                .map(|unit| unit.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect()
+        }
+        Encoding::Windows1252 => head.iter().map(|&b| windows_1252(b)).collect(),
+    };
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
 /// The encoding of `bytes` and the bytes after any byte-order mark.
 fn detect(bytes: &[u8]) -> Result<(Encoding, &[u8]), CdaError> {
     // UTF-32 first: its little-endian mark begins like UTF-16's.

@@ -1,6 +1,8 @@
 //! Clinical documents (HL7 CDA R2, C-CDA R2.1) read in Rust and shown as our own HTML:
 //! no XSLT, no vendor stylesheet.
 //!
+//! - [`is_cda`] recognises a CDA document from its first bytes (the root element and
+//!   its namespace), so that callers pick the viewer by content, never by file name.
 //! - [`parse_cda`] reads a document's bytes within [`CdaLimits`] (size, node count,
 //!   nesting depth; no DTD, so no entity expansion) in UTF-8, UTF-16 or ISO-8859-1 /
 //!   windows-1252, and returns a [`Document`]: the header (patient, authors, custodian,
@@ -29,6 +31,7 @@
 
 mod body;
 mod decode;
+mod detect;
 mod header;
 mod narrative;
 mod render;
@@ -39,6 +42,7 @@ pub use body::{
     Body, MAX_SECTION_NESTING, NonXmlBody, NonXmlContent, PREFERRED_SECTIONS, Section, Viewer,
     default_section_order, saved_section_order,
 };
+pub use detect::is_cda;
 pub use header::{
     Address, Author, Code, Encounter, InstanceId, Patient, PersonName, Time, confidentiality_words,
 };

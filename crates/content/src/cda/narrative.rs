@@ -128,14 +128,23 @@ pub struct RenderOptions<'a> {
     /// The user's saved order of top-level sections, as LOINC section codes; sections
     /// not named follow in the default order ([`super::default_section_order`]).
     pub section_order: &'a [String],
+    /// Sections to show collapsed (their `<details>` without `open`), as LOINC section
+    /// codes, at any level; all others are open.
+    pub collapsed: &'a [String],
+    /// Whether links to other sites open in a new window (`target="_blank"`): for a
+    /// document shown in a frame, where the leaving-the-site page cannot be shown.
+    pub new_window: bool,
 }
 
 impl<'a> RenderOptions<'a> {
-    /// Options with this leaving-the-site prefix and the default section order.
+    /// Options with this leaving-the-site prefix, the default section order, every
+    /// section open, and links opening in the same window.
     pub fn new(leave_prefix: &'a str) -> Self {
         RenderOptions {
             leave_prefix,
             section_order: &[],
+            collapsed: &[],
+            new_window: false,
         }
     }
 }
@@ -895,6 +904,9 @@ fn link_attributes(out: &mut String, url: &str, opts: &RenderOptions) {
         &format!("{}{}", opts.leave_prefix, percent_encode(url)),
     );
     attribute(out, "rel", "noopener noreferrer");
+    if opts.new_window {
+        attribute(out, "target", "_blank");
+    }
     attribute(out, "title", url);
 }
 

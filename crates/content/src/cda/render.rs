@@ -17,8 +17,8 @@ use crate::render::escape_into;
 /// of the document were left out ([`Stats`]). Then each top-level section, in the order
 /// [`saved_section_order`] gives for `opts.section_order`, as
 /// `<section class="cda-section" data-loinc="…"><details open><summary>…`, with nested
-/// sections inside their parent; the caller's script can remember which codes a user
-/// collapses or moves.
+/// sections inside their parent (`open` left out for the codes in `opts.collapsed`); the
+/// caller can remember which codes a user collapses or moves.
 ///
 /// A `nonXMLBody` is not rendered: the page says what kind of file it is, and the caller
 /// shows [`Document::body`] with the viewer [`super::NonXmlBody::viewer`] names.
@@ -340,7 +340,14 @@ fn write_section(out: &mut String, section: &Section, opts: &RenderOptions) {
     {
         attribute(out, "lang", lang);
     }
-    out.push_str("><details open><summary><span class=\"cda-section-title\">");
+    let collapsed = section
+        .loinc()
+        .is_some_and(|code| opts.collapsed.iter().any(|c| c == code));
+    out.push_str(if collapsed {
+        "><details><summary><span class=\"cda-section-title\">"
+    } else {
+        "><details open><summary><span class=\"cda-section-title\">"
+    });
     escape_into(out, section.display_title());
     out.push_str("</span>");
     if let Some(code) = restricted.filter(|code| code.code != "N") {

@@ -206,14 +206,36 @@ fn a_saved_order_puts_the_users_sections_first() {
     let html = render_document(
         &doc,
         &RenderOptions {
-            leave_prefix: LEAVE,
             section_order: &saved,
+            ..RenderOptions::new(LEAVE)
         },
     );
     assert_eq!(
         titles(&html)[..3],
         ["Results", "Social History", "Reason for Referral"]
     );
+}
+
+#[test]
+fn collapsed_sections_render_closed_and_links_can_open_in_a_new_window() {
+    let doc = parse(&fixture("referral-note.xml"));
+    let collapsed = vec!["11450-4".to_owned(), "10160-0".to_owned()];
+    let html = render_document(
+        &doc,
+        &RenderOptions {
+            collapsed: &collapsed,
+            new_window: true,
+            ..RenderOptions::new(LEAVE)
+        },
+    );
+    assert!(html.contains("data-loinc=\"11450-4\"><details><summary>"), "{html}");
+    assert!(html.contains("data-loinc=\"10160-0\"><details><summary>"), "{html}");
+    assert!(html.contains("data-loinc=\"42349-1\"><details open><summary>"), "{html}");
+    assert!(
+        html.contains("rel=\"noopener noreferrer\" target=\"_blank\" title=\"https://www.example.org/"),
+        "{html}"
+    );
+    assert!(!render(&doc).contains("target="), "same window by default");
 }
 
 #[test]
