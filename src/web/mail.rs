@@ -41,6 +41,7 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
         .route("/mail/{mailbox}/{folder}", get(folder))
         .route("/mail/{mailbox}/{folder}/new", get(new_rows))
         .merge(super::message::routes())
+        .merge(super::clinical::routes())
         .merge(super::compose::routes(config))
 }
 

@@ -1,8 +1,9 @@
 //! Reading a message: headers, the trust verdict in plain words with its details,
 //! delivery per recipient when sent from here, the body (text with links, or HTML
 //! sanitized in a sandboxed frame), attachments (PDFs and images inline, the rest as
-//! downloads), a print view, and the actions: reply, reply all, forward, mark unread,
-//! move. Every read and download is audited, through [`audit_reading`].
+//! downloads; XDM packages as cards and clinical documents with a link to the viewer,
+//! see [`super::clinical`]), a print view, and the actions: reply, reply all, forward,
+//! mark unread, move. Every read and download is audited, through [`audit_reading`].
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use mail_parser::{Message, MessageParser, MimeHeaders as _};
 use serde::Deserialize;
 
+use super::clinical::{Clinical, Open};
 use super::mail::{Frame, apply_action, frame, own_mailbox};
 use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
@@ -46,6 +48,18 @@ pub enum Reading {
     AttachmentView(usize),
     /// Attachment `n`, downloaded.
     AttachmentDownload(usize),
+    /// Document `k` of the XDM package that attachment `n` is, shown in the browser
+    /// (a PDF or an image, or text in a page).
+    PackageView(usize, usize),
+    /// Document `k` of the XDM package that attachment `n` is, downloaded.
+    PackageDownload(usize, usize),
+    /// A clinical document in the viewer (attachment `n`, or document `k` of the
+    /// package in it): the page, with its header summary.
+    ClinicalDocument(usize, Option<usize>),
+    /// The same document rendered, in the viewer's sandboxed frame.
+    ClinicalFrame(usize, Option<usize>),
+    /// The file of its `nonXMLBody`: shown in the browser (`true`) or downloaded.
+    ClinicalFile(usize, Option<usize>, bool),
 }
 
 /// Where a reading was asked for.
@@ -74,6 +88,29 @@ pub async fn audit_reading(
         Reading::AttachmentDownload(n) => {
             ("attachment.download", format!("message:{id}/{n}"), None)
         }
+        Reading::PackageView(n, k) => ("attachment.view", format!("message:{id}/{n}/{k}"), None),
+        Reading::PackageDownload(n, k) => {
+            ("attachment.download", format!("message:{id}/{n}/{k}"), None)
+        }
+        Reading::ClinicalDocument(n, k) => (
+            "attachment.view",
+            place_object(id, n, k),
+            Some("clinical document"),
+        ),
+        Reading::ClinicalFrame(n, k) => (
+            "attachment.view",
+            place_object(id, n, k),
+            Some("clinical document, rendered"),
+        ),
+        Reading::ClinicalFile(n, k, shown) => (
+            if shown {
+                "attachment.view"
+            } else {
+                "attachment.download"
+            },
+            place_object(id, n, k),
+            Some("clinical document, its file"),
+        ),
     };
     let detail = match (via, what) {
         (Via::Webmail, None) => String::new(),
@@ -83,6 +120,14 @@ pub async fn audit_reading(
     };
     audit::append(conn, now, actor, Event::new(action, object).detail(detail)).await?;
     Ok(())
+}
+
+/// `message:{id}/{n}`, or `message:{id}/{n}/{k}` for document `k` of a package.
+fn place_object(id: i64, n: usize, k: Option<usize>) -> String {
+    match k {
+        None => format!("message:{id}/{n}"),
+        Some(k) => format!("message:{id}/{n}/{k}"),
+    }
 }
 
 /// [`audit_reading`] in a transaction of its own.
@@ -123,7 +168,7 @@ pub fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
 }
 
 /// How an attachment is offered.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Show {
     /// Opens in the browser's PDF viewer.
     Pdf,
@@ -168,6 +213,9 @@ pub struct AttachmentView {
     pub show: Show,
     /// Why a file a browser could show is download-only.
     pub refusal: Option<String>,
+    /// A clinical document (a link to the viewer) or an XDM package (its card); filled
+    /// in on the message page only.
+    pub clinical: Option<Clinical>,
 }
 
 /// "12 KB", "3.4 MB".
@@ -194,6 +242,7 @@ fn attachments(parsed: &Message<'_>, checks: &str) -> Vec<AttachmentView> {
                 size: human_size(a.contents().len()),
                 show: show_as(a.contents(), refusal.as_deref()),
                 refusal,
+                clinical: None,
             }
         })
         .collect()
@@ -284,7 +333,7 @@ async fn message(
     let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
     let checks = attachment_checks(&state, &message).await?;
     let parsed = MessageParser::default().parse(&message.raw);
-    let (to, cc, html, text, attachment_list) = match &parsed {
+    let (to, cc, html, text, mut attachment_list) = match &parsed {
         Some(p) => (
             addresses(p.to()),
             addresses(p.cc()),
@@ -300,6 +349,12 @@ async fn message(
             Vec::new(),
         ),
     };
+    // XDM packages are read (inflated, hashed, their PDFs checked) for their cards
+    let raw = message.raw.clone();
+    let clinical = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
+    for (view, clinical) in attachment_list.iter_mut().zip(clinical) {
+        view.clinical = clinical;
+    }
     let from = sender_line(&message.row);
     let delivery: Vec<DeliveryLine> = match message.outbound_id {
         Some(oid) => outbound::statuses(&state.db, oid)

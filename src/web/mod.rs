@@ -6,6 +6,8 @@
 //! - [`account`]: a user's own password, MFA and sessions;
 //! - [`orgs`]: the operator's and office manager's console;
 //! - [`directory`]: the provider directory, address books and autocomplete;
+//! - [`message`] and [`clinical`]: reading a message, its XDM packages and clinical
+//!   documents; [`leave`]: the page before a link out of a document;
 //! - [`health`]: `/healthz` and `/readyz`.
 
 use std::collections::HashMap;
@@ -26,10 +28,12 @@ pub mod api;
 pub mod audit_log;
 pub mod auth;
 pub mod bundles;
+pub mod clinical;
 pub mod compose;
 pub mod directory;
 pub mod domains;
 pub mod health;
+pub mod leave;
 pub mod lookup;
 pub mod mail;
 pub mod message;

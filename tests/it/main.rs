@@ -8,6 +8,7 @@ mod browser;
 mod browser_mail;
 mod bundles;
 mod cli;
+mod clinical;
 mod console;
 mod credentials;
 mod directory;

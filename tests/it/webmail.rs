@@ -35,7 +35,13 @@ pub(crate) fn windows_program() -> Vec<u8> {
 
 /// An organization on `domain` with a member `user` and their personal mailbox
 /// `address`, without a certificate (enough for everything but sending).
-async fn desk(app: &TestApp, org: &str, domain: &str, user: &str, address: &str) -> Mailbox {
+pub(crate) async fn desk(
+    app: &TestApp,
+    org: &str,
+    domain: &str,
+    user: &str,
+    address: &str,
+) -> Mailbox {
     let org = app.org(org, domain).await;
     let u = app.user(Some(&org), user, Role::Member).await;
     let m = mailbox(app, org.id, domain, address, MailboxKind::Personal).await;
@@ -44,7 +50,7 @@ async fn desk(app: &TestApp, org: &str, domain: &str, user: &str, address: &str)
 }
 
 /// Ana's personal mailbox dr.ana@direct.lakeside.test, at Lakeside Clinic.
-async fn ana_desk(app: &TestApp) -> Mailbox {
+pub(crate) async fn ana_desk(app: &TestApp) -> Mailbox {
     desk(
         app,
         "Lakeside Clinic",
@@ -101,7 +107,7 @@ async fn rename(app: &TestApp, email: &str, name: &str) {
 
 /// A message as another HISP would deliver it (after decryption), built by hand.
 #[derive(Clone, Default)]
-struct Mail {
+pub(crate) struct Mail {
     from_name: String,
     from: String,
     to: String,
@@ -116,7 +122,7 @@ struct Mail {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Mail {
-    fn new(from: &str, to: &str, subject: &str, text: &str) -> Mail {
+    pub(crate) fn new(from: &str, to: &str, subject: &str, text: &str) -> Mail {
         Mail {
             from: from.into(),
             to: to.into(),
@@ -146,7 +152,7 @@ impl Mail {
         self
     }
 
-    fn file(mut self, name: &str, data: Vec<u8>) -> Mail {
+    pub(crate) fn file(mut self, name: &str, data: Vec<u8>) -> Mail {
         self.files.push((name.into(), data));
         self
     }
@@ -229,7 +235,11 @@ const TRUSTED: &str =
 
 /// Files messages in a mailbox's Inbox as if they had arrived at `at`, in one
 /// transaction; returns their ids in order.
-async fn deliver_many(app: &TestApp, mailbox_id: i64, mails: &[(Mail, i64)]) -> Vec<i64> {
+pub(crate) async fn deliver_many(
+    app: &TestApp,
+    mailbox_id: i64,
+    mails: &[(Mail, i64)],
+) -> Vec<i64> {
     let db = &app.state.db;
     let _turn = db.write_turn().await;
     let mut tx = db.begin().await.unwrap();
@@ -271,7 +281,7 @@ async fn deliver_many(app: &TestApp, mailbox_id: i64, mails: &[(Mail, i64)]) -> 
     ids
 }
 
-async fn deliver(app: &TestApp, mailbox_id: i64, mail: &Mail) -> i64 {
+pub(crate) async fn deliver(app: &TestApp, mailbox_id: i64, mail: &Mail) -> i64 {
     deliver_many(app, mailbox_id, &[(mail.clone(), app.now())]).await[0]
 }
 
@@ -310,7 +320,7 @@ async fn pause() {
 // reading pages
 
 /// Page text with the HTML escapes undone.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&#60;", "<")
         .replace("&#62;", ">")
         .replace("&#34;", "\"")
@@ -434,7 +444,10 @@ async fn follow(b: &mut Browser, response: Page) -> Page {
     b.get(&response.location()).await
 }
 
-async fn get_bytes(b: &Browser, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+pub(crate) async fn get_bytes(
+    b: &Browser,
+    path: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
     let r = b
         .client
         .get(format!("{}{path}", b.base))
@@ -446,7 +459,7 @@ async fn get_bytes(b: &Browser, path: &str) -> (StatusCode, reqwest::header::Hea
     (status, headers, r.bytes().await.unwrap().to_vec())
 }
 
-fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+pub(crate) fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,954 @@
+//! Clinical content as a reader meets it: an XDM package shown as a card (patient,
+//! sender, documents) with its problems or its refusal, documents opened in the
+//! portal's own viewers, C-CDA in the viewer with its sections in a sandboxed frame,
+//! hostile documents rendered harmless, the raw XML only as a download, the page
+//! before a link leaves the portal, 404 for everyone else, and an audit entry per read.
+//!
+//! Packages are made here with `write_xdm`; documents come from the content crate's
+//! fixtures (`crates/content/tests/fixtures/cda/`).
+
+use std::io::{Cursor, Read as _, Write as _};
+
+use base64::Engine as _;
+use directmail_content::xdm::{
+    self, Code, Confidentiality, DocumentInput, Sender, XdmInput, write_xdm,
+};
+use regex::Regex;
+use reqwest::StatusCode;
+
+use crate::helpers::{Browser, TestApp, pdf};
+use crate::webmail::{Mail, ana_desk, deliver, desk, get_bytes, header, unescape};
+
+// ---------------------------------------------------------------------------------
+// fixtures
+
+fn cda_fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/crates/content/tests/fixtures/cda/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A package from Dr Kim Lee at Hillside Care to Dr Ana, about Maria Elena Lopez.
+fn package(documents: Vec<DocumentInput<'_>>) -> Vec<u8> {
+    write_xdm(&XdmInput {
+        now: 1_710_253_800, // 2024-03-12 14:30 UTC
+        seed: [7; 16],
+        sender: Sender {
+            person: Some("Dr Kim Lee".into()),
+            institution: Some("Hillside Care".into()),
+            address: "dr.kim@direct.hillside.test".into(),
+        },
+        recipients: vec!["dr.ana@direct.lakeside.test".into()],
+        source_id: None,
+        patient: Some(xdm::Patient {
+            id: Some("998991^^^&2.16.840.1.113883.19.5&ISO".into()),
+            family_name: Some("Lopez".into()),
+            given_names: Some("Maria Elena".into()),
+            birth_date: Some("19580304".into()),
+            sex: Some("F".into()),
+        }),
+        content_type: None,
+        documents,
+    })
+    .unwrap()
+}
+
+fn document<'a>(title: &str, mime_type: &str, bytes: &'a [u8]) -> DocumentInput<'a> {
+    DocumentInput {
+        title: title.into(),
+        mime_type: mime_type.into(),
+        bytes,
+        confidentiality: Confidentiality::Normal,
+        creation_time: Some(1_710_253_800),
+        type_code: None,
+        class_code: None,
+    }
+}
+
+/// The referral note and a letter as a PDF, as a sending EHR would package them.
+fn referral_package() -> Vec<u8> {
+    let referral = cda_fixture("referral-note.xml");
+    let letter = pdf("Dear colleague");
+    package(vec![
+        DocumentInput {
+            type_code: Some(Code {
+                code: "57133-1".into(),
+                scheme: "2.16.840.1.113883.6.1".into(),
+                display: "Referral note".into(),
+            }),
+            confidentiality: Confidentiality::Restricted,
+            ..document("Referral to Cardiology", "text/xml", &referral)
+        },
+        document("Cover letter", "application/pdf", &letter),
+    ])
+}
+
+/// `zip` with the file `name` changed by `edit` (the ZIP's own checksums made anew,
+/// so only the fingerprint in the metadata can tell).
+fn tampered(zip: &[u8], name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).unwrap();
+    let mut files = Vec::new();
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).unwrap();
+        let mut content = Vec::new();
+        file.read_to_end(&mut content).unwrap();
+        files.push((file.name().to_owned(), content));
+    }
+    let (_, content) = files.iter_mut().find(|(n, _)| n == name).unwrap();
+    edit(content);
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in &files {
+        out.start_file(name.as_str(), options).unwrap();
+        out.write_all(content).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+/// A message to Dr Ana with these attachments, delivered to her Inbox.
+async fn received(app: &TestApp, mailbox_id: i64, files: &[(&str, Vec<u8>)]) -> i64 {
+    let mut mail = Mail::new(
+        "dr.kim@direct.hillside.test",
+        "dr.ana@direct.lakeside.test",
+        "Referral: Maria Elena Lopez",
+        "Please see the attached documents.",
+    );
+    for (name, data) in files {
+        mail = mail.file(name, data.clone());
+    }
+    deliver(app, mailbox_id, &mail).await
+}
+
+/// Audit entries by `actor` for `object`, oldest first, as (action, detail).
+async fn reads(app: &TestApp, actor: &str, object: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> =
+        directmail::audit::list(&app.state.db, &Default::default(), 5000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.actor == actor && e.object == object)
+            .map(|e| (e.action, e.detail))
+            .collect();
+    // the log lists the newest first
+    entries.reverse();
+    entries
+}
+
+const ANA: &str = "ana@direct.lakeside.test";
+
+/// The text of the page, markup and escapes removed, white space collapsed.
+fn text(body: &str) -> String {
+    let tags = Regex::new(r"(?s)<[^>]*>").unwrap();
+    let plain = unescape(&tags.replace_all(body, " "));
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The `<iframe …>` start tag of a page.
+fn iframe(body: &str) -> String {
+    Regex::new(r#"<iframe[^>]*>"#)
+        .unwrap()
+        .find(body)
+        .expect("an iframe")
+        .as_str()
+        .to_owned()
+}
+
+fn assert_sandboxed_frame_policy(headers: &reqwest::header::HeaderMap) {
+    let csp = header(headers, "content-security-policy");
+    assert!(csp.starts_with("sandbox "), "{csp}");
+    assert!(
+        !csp.contains("allow-scripts") && !csp.contains("allow-same-origin"),
+        "{csp}"
+    );
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("img-src data:"), "{csp}");
+    assert!(
+        csp.contains("style-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(header(headers, "x-frame-options"), "SAMEORIGIN");
+}
+
+// ---------------------------------------------------------------------------------
+// XDM
+
+#[tokio::test]
+async fn a_received_xdm_package_shows_its_card_with_the_patient_and_its_documents() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(&app, mb.id, &[("records.zip", referral_package())]).await;
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let card = Regex::new(r#"(?s)<section class="xdm-card" id="xdm-0".*?</section>"#)
+        .unwrap()
+        .find(&page.body)
+        .unwrap_or_else(|| panic!("no card: {}", page.body))
+        .as_str()
+        .to_owned();
+    let words = text(&card);
+    for shown in [
+        "Patient Maria Elena Lopez",
+        "Patient ID 998991 (2.16.840.1.113883.19.5)",
+        "Birth date March 4, 1958",
+        "Sex Female",
+        "From Dr Kim Lee, Hillside Care (dr.kim@direct.hillside.test)",
+        "For dr.ana@direct.lakeside.test",
+        "Sent March 12, 2024, 14:30 UTC",
+        "Referral to Cardiology Referral note · Clinical document (CDA)",
+        "made March 12, 2024, 14:30 UTC · confidentiality: Restricted",
+        "Cover letter PDF document",
+        "confidentiality: Normal",
+    ] {
+        assert!(words.contains(shown), "{shown:?} not in {words}");
+    }
+    assert!(
+        card.contains(&format!(
+            r#"href="/mail/messages/{id}/attachments/0/xdm/0/cda""#
+        )),
+        "the CDA opens in the viewer: {card}"
+    );
+    assert!(
+        card.contains(&format!(
+            r#"href="/mail/messages/{id}/attachments/0/xdm/1""#
+        )),
+        "the PDF opens in the browser: {card}"
+    );
+    // the package's own index page is neither linked nor shown
+    assert!(!page.body.contains("INDEX.HTM") && !page.body.to_lowercase().contains("readme"));
+    assert!(words.contains("other file(s) of the package"), "{words}");
+    // the package itself stays a download
+    assert!(page.body.contains(&format!(
+        r#"href="/mail/messages/{id}/attachments/0" download"#
+    )));
+
+    // the CDA: the document route sends it to the viewer
+    let r = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/xdm/0"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.location(),
+        format!("/mail/messages/{id}/attachments/0/xdm/0/cda")
+    );
+    let viewer = ana.get(&r.location()).await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    let words = text(&viewer.body);
+    assert!(words.contains("Referral to Cardiology"), "{words}");
+    assert!(words.contains("Patient Maria Elena Lopez"), "{words}");
+    assert!(
+        iframe(&viewer.body).contains(&format!(
+            r#"src="/mail/messages/{id}/attachments/0/xdm/0/cda/frame""#
+        )),
+        "{}",
+        viewer.body
+    );
+    let frame = ana
+        .get(&format!(
+            "/mail/messages/{id}/attachments/0/xdm/0/cda/frame"
+        ))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert_sandboxed_frame_policy(&frame.headers);
+    assert!(frame.body.contains("Reason for Referral"));
+
+    // the PDF: shown by the browser from a sandboxed response, or downloaded
+    let (status, headers, bytes) =
+        get_bytes(&ana, &format!("/mail/messages/{id}/attachments/0/xdm/1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "content-type"), "application/pdf");
+    assert!(header(&headers, "content-disposition").starts_with("inline"));
+    assert!(header(&headers, "content-security-policy").starts_with("sandbox"));
+    assert_eq!(bytes, pdf("Dear colleague"));
+    let (status, headers, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/messages/{id}/attachments/0/xdm/1?download=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-disposition").starts_with("attachment"));
+    assert_eq!(header(&headers, "content-type"), "application/octet-stream");
+    assert_eq!(bytes, pdf("Dear colleague"));
+
+    // each of those reads is in the audit log, under the document's place
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/0/0")).await,
+        [
+            ("attachment.view".to_owned(), "clinical document".to_owned()),
+            (
+                "attachment.view".to_owned(),
+                "clinical document, rendered".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/0/1")).await,
+        [
+            ("attachment.view".to_owned(), String::new()),
+            ("attachment.download".to_owned(), String::new()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_document_in_a_package_says_it_does_not_match_its_fingerprint() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let zip = tampered(&referral_package(), "IHE_XDM/SUBSET01/DOC0001.XML", |xml| {
+        let at = xml.windows(10).position(|w| w == b"Cardiology").unwrap();
+        xml[at..at + 10].copy_from_slice(b"Dermatolog");
+    });
+    let id = received(&app, mb.id, &[("records.zip", zip)]).await;
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    let words = text(&page.body);
+    let sentence = "The document “Referral to Cardiology” does not match the fingerprint its sender recorded; it may have been changed.";
+    assert!(words.contains(sentence), "{words}");
+    // the document still opens, with the warning above it
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/xdm/0/cda"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert!(
+        viewer.by_id("package-problems").is_some() && text(&viewer.body).contains(sentence),
+        "{}",
+        viewer.body
+    );
+    // the untouched letter carries no warning of its own
+    let words = text(&page.body);
+    assert_eq!(words.matches("does not match the fingerprint").count(), 1);
+}
+
+#[tokio::test]
+async fn a_zip_bomb_package_shows_why_it_was_refused_and_stays_downloadable() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    // 8 MB of zeros deflate to a few kilobytes: a thousand times their stored size
+    let zeros = vec![0u8; 8 << 20];
+    let bomb = package(vec![document("Notes", "text/plain", &zeros)]);
+    assert!(bomb.len() < 100_000, "{}", bomb.len());
+    let id = received(&app, mb.id, &[("records.zip", bomb.clone())]).await;
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let words = text(&page.body);
+    assert!(
+        words.contains(
+            "The XDM package was not opened: the file “IHE_XDM/SUBSET01/DOC0001.TXT” in it expands to far more than its stored size, a pattern used to overwhelm computer systems."
+        ),
+        "{words}"
+    );
+    assert!(words.contains("The package can still be downloaded as it is."));
+    assert!(!page.body.contains("/xdm/0"), "no document is offered");
+    let (status, headers, bytes) =
+        get_bytes(&ana, &format!("/mail/messages/{id}/attachments/0")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-disposition").starts_with("attachment"));
+    assert_eq!(bytes, bomb);
+    let (status, _, _) = get_bytes(&ana, &format!("/mail/messages/{id}/attachments/0/xdm/0")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------
+// the C-CDA viewer
+
+#[tokio::test]
+async fn the_cda_viewer_shows_the_patient_and_the_sections_and_remembers_collapsed_ones() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(
+        &app,
+        mb.id,
+        &[("referral.xml", cda_fixture("referral-note.xml"))],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    let viewer_path = format!("/mail/messages/{id}/attachments/0/cda");
+    assert!(
+        page.body.contains(&format!(r#"href="{viewer_path}""#)),
+        "recognised by its content, whatever its name or type: {}",
+        page.body
+    );
+
+    let viewer = ana.get(&viewer_path).await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    let words = text(&viewer.body);
+    for shown in [
+        "Referral to Cardiology",
+        "Patient Maria Elena Lopez",
+        "Birth date March 4, 1958",
+        "Sex Female",
+        "Document type Referral note",
+        "Confidentiality Normal",
+    ] {
+        assert!(words.contains(shown), "{shown:?} not in {words}");
+    }
+    // the sections, in the preferred order, each with a box to collapse it
+    let boxes: Vec<String> = Regex::new(r#"name="collapsed" value="([^"]+)"> ([^<]+)</label>"#)
+        .unwrap()
+        .captures_iter(&viewer.body)
+        .map(|c| format!("{} {}", &c[1], unescape(&c[2])))
+        .collect();
+    assert_eq!(
+        boxes[..5],
+        [
+            "42349-1 Reason for Referral",
+            "11450-4 Problems",
+            "10160-0 Medications",
+            "48765-2 Allergies",
+            "30954-2 Results"
+        ]
+    );
+    assert!(
+        viewer
+            .body
+            .contains(r#"<script src="/static/cda.js" defer></script>"#)
+    );
+    let frame_tag = iframe(&viewer.body);
+    assert!(
+        frame_tag.contains(r#"sandbox="allow-popups allow-popups-to-escape-sandbox""#),
+        "{frame_tag}"
+    );
+    assert!(
+        frame_tag.contains(&format!(r#"src="{viewer_path}/frame""#)),
+        "{frame_tag}"
+    );
+    assert!(
+        viewer.body.contains(&format!(
+            r#"href="/mail/messages/{id}/attachments/0" download id="raw-xml""#
+        )),
+        "{}",
+        viewer.body
+    );
+
+    // the frame: our rendering, our stylesheet, the sandbox policy
+    let frame = ana.get(&format!("{viewer_path}/frame")).await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert_sandboxed_frame_policy(&frame.headers);
+    assert!(
+        frame
+            .body
+            .contains(r#"<link rel="stylesheet" href="/static/cda.css">"#)
+    );
+    for title in [
+        "Reason for Referral",
+        "Problems",
+        "Medications",
+        "Plan of Treatment",
+    ] {
+        assert!(
+            frame
+                .body
+                .contains(&format!("<span class=\"cda-section-title\">{title}</span>")),
+            "{title}"
+        );
+    }
+    assert!(
+        frame
+            .body
+            .contains(r#"data-loinc="11450-4"><details open>"#)
+    );
+    // links out go through the leaving page, in a new window
+    assert!(frame.body.contains(
+        r#"href="/leave?to=https%3A%2F%2Fwww.example.org%2Fguidelines%2Fchest-pain%3Fref%3Dcda%26v%3D2" rel="noopener noreferrer" target="_blank""#
+    ), "{}", frame.body);
+    // sections the user collapsed (the page's script asks for them by code)
+    let frame = ana
+        .get(&format!(
+            "{viewer_path}/frame?collapsed=11450-4&collapsed=%22%3E%3Cscript%3E&collapsed=10160-0"
+        ))
+        .await;
+    assert!(
+        frame
+            .body
+            .contains(r#"data-loinc="11450-4"><details><summary>"#)
+    );
+    assert!(
+        frame
+            .body
+            .contains(r#"data-loinc="10160-0"><details><summary>"#)
+    );
+    assert!(
+        frame
+            .body
+            .contains(r#"data-loinc="42349-1"><details open>"#)
+    );
+    assert!(!frame.body.contains("<script"));
+
+    // the stylesheet and the script are files of ours
+    let (status, headers, _) = get_bytes(&ana, "/static/cda.css").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-type").starts_with("text/css"));
+    let (status, _, script) = get_bytes(&ana, "/static/cda.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&script).contains("localStorage"));
+}
+
+#[tokio::test]
+async fn a_hostile_cda_renders_no_script_handler_javascript_link_or_outside_image() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(&app, mb.id, &[("consult.xml", cda_fixture("hostile.xml"))]).await;
+    let mut ana = app.signed_in(ANA).await;
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/cda"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    let frame = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/cda/frame"))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert_sandboxed_frame_policy(&frame.headers);
+    // What the document wrote may show as text (escaped); none of it may be markup.
+    let handler = Regex::new(r#"\son[a-z]+\s*="#).unwrap();
+    for (what, body) in [("page", &viewer.body), ("frame", &frame.body)] {
+        let tags: Vec<String> = Regex::new(r"<[a-zA-Z!/][^>]*>")
+            .unwrap()
+            .find_iter(body)
+            .map(|tag| tag.as_str().to_ascii_lowercase())
+            .collect();
+        for tag in &tags {
+            assert!(!handler.is_match(tag), "{what}: {tag}");
+            for forbidden in [
+                "javascript:",
+                "vbscript:",
+                "data:text",
+                "tracker.example",
+                "attacker.example",
+                " style=",
+                "<object",
+                "<embed",
+                "<style",
+            ] {
+                assert!(!tag.contains(forbidden), "{what}: {tag}");
+            }
+            // the page's own script and frame are ours; none come from the document
+            if tag.starts_with("<script") {
+                assert!(tag.starts_with(r#"<script src="/static/"#), "{what}: {tag}");
+            }
+            if tag.starts_with("<img") {
+                assert!(tag.contains(r#"src="data:image/"#), "{what}: {tag}");
+            }
+        }
+        if what == "frame" {
+            assert!(!tags.iter().any(|t| t.starts_with("<iframe")), "{body}");
+            assert!(!tags.iter().any(|t| t.starts_with("<script")), "{body}");
+        }
+        // and the document's script text is escaped where it shows
+        assert!(!body.contains("<script>alert"), "{what}: {body}");
+    }
+    let words = text(&frame.body);
+    assert!(words.contains("Patient seen for follow-up."), "{words}");
+    assert!(words.contains("click me"), "the link's text stays: {words}");
+    assert!(
+        words.contains("Parts of this document were left out or shown as plain text for safety"),
+        "{words}"
+    );
+}
+
+#[tokio::test]
+async fn the_raw_xml_is_a_download_and_a_cda_that_cannot_be_read_says_why() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let referral = cda_fixture("referral-note.xml");
+    let dtd = cda_fixture("dtd.xml");
+    let id = received(
+        &app,
+        mb.id,
+        &[
+            ("referral.xml", referral.clone()),
+            ("entities.xml", dtd.clone()),
+            ("records.zip", referral_package()),
+        ],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    for path in [
+        format!("/mail/messages/{id}/attachments/0"),
+        format!("/mail/messages/{id}/attachments/0?inline=1"),
+    ] {
+        let (status, headers, bytes) = get_bytes(&ana, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            header(&headers, "content-disposition").starts_with("attachment;"),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "content-type"), "application/octet-stream");
+        assert_eq!(bytes, referral);
+    }
+    let (status, headers, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/messages/{id}/attachments/2/xdm/0?download=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-disposition").starts_with("attachment;"));
+    assert_eq!(bytes, referral);
+
+    // a document with a DTD is recognised, not opened, and offered as a file
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert!(
+        page.body
+            .contains(&format!(r#"href="/mail/messages/{id}/attachments/1/cda""#))
+    );
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/1/cda"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert!(viewer.body.contains(r#"id="cda-refused""#));
+    let words = text(&viewer.body);
+    assert!(
+        words.contains(
+            "This document declares a DTD, which is not allowed in a clinical document; it was not opened."
+        ),
+        "{words}"
+    );
+    assert!(!viewer.body.contains("<iframe"), "nothing is rendered");
+    assert!(!words.contains("/etc/passwd"));
+    assert!(viewer.body.contains(&format!(
+        r#"href="/mail/messages/{id}/attachments/1" download id="raw-xml""#
+    )));
+}
+
+#[tokio::test]
+async fn a_non_xml_body_is_shown_by_the_file_viewers_and_never_as_html() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    // a scanned letter as the body of a CDA
+    let letter = pdf("Scanned letter");
+    let with_pdf = String::from_utf8(cda_fixture("hostile-nonxml-html.xml"))
+        .unwrap()
+        .replace("text/html", "application/pdf");
+    let start = with_pdf.find("PGh0").unwrap();
+    let end = with_pdf.find("</text>").unwrap();
+    let with_pdf = format!(
+        "{}{}{}",
+        &with_pdf[..start],
+        base64::engine::general_purpose::STANDARD.encode(&letter),
+        &with_pdf[end..]
+    );
+    let id = received(
+        &app,
+        mb.id,
+        &[
+            ("summary.xml", cda_fixture("hostile-nonxml-html.xml")),
+            ("scan.xml", with_pdf.into_bytes()),
+        ],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+
+    // the HTML body: a download, whatever is asked
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/cda"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert!(text(&viewer.body).contains("The content of this document is a file (text/html)"));
+    assert!(!viewer.body.contains("alert("));
+    let frame = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/cda/frame"))
+        .await;
+    assert!(!frame.body.contains("alert(") && !frame.body.contains("tracker.example"));
+    let (status, headers, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/messages/{id}/attachments/0/cda/file?inline=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(header(&headers, "content-disposition").starts_with("attachment;"));
+    assert_eq!(header(&headers, "content-type"), "application/octet-stream");
+    assert!(String::from_utf8_lossy(&bytes).contains("<script>"));
+
+    // the PDF body: through the PDF viewer, after the checks
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/1/cda"))
+        .await;
+    let open = format!("/mail/messages/{id}/attachments/1/cda/file?inline=1");
+    assert!(
+        viewer.body.contains(&format!(r#"href="{open}""#)),
+        "{}",
+        viewer.body
+    );
+    let (status, headers, bytes) = get_bytes(&ana, &open).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "content-type"), "application/pdf");
+    assert!(header(&headers, "content-disposition").starts_with("inline"));
+    assert!(header(&headers, "content-security-policy").starts_with("sandbox"));
+    assert_eq!(bytes, letter);
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/1")).await,
+        [
+            ("attachment.view".to_owned(), "clinical document".to_owned()),
+            (
+                "attachment.view".to_owned(),
+                "clinical document, its file".to_owned()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_reportability_response_shows_as_a_card_with_what_is_asked_of_the_provider() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(
+        &app,
+        mb.id,
+        &[("rr.xml", cda_fixture("reportability-response.xml"))],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    let viewer = ana
+        .get(&format!("/mail/messages/{id}/attachments/0/cda"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    let card = Regex::new(r#"(?s)<section class="rr-card".*?</section>"#)
+        .unwrap()
+        .find(&viewer.body)
+        .unwrap_or_else(|| panic!("no card: {}", viewer.body))
+        .as_str()
+        .to_owned();
+    let words = text(&card);
+    for shown in [
+        "Reportability response: Reportable",
+        "Priority: Action requested",
+        "Disease caused by severe acute respiratory syndrome coronavirus 2 (disorder)",
+        "Reportable — Utah Department of Health and Human Services (tel:+1-801-555-0199, mailto:epi@health.utah.example)",
+        "Report within 24 hours.",
+        "May be reportable — Salt Lake County Health Department",
+        "Asked of you: Action requested: Complete the COVID-19 case investigation form",
+    ] {
+        assert!(words.contains(shown), "{shown:?} not in {words}");
+    }
+    assert!(
+        card.contains(
+            r#"href="/leave?to=https%3A%2F%2Fhealth.utah.example%2Fforms%2Fcovid-19%3Fcase%3D1" rel="noopener noreferrer""#
+        ),
+        "{card}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// leaving the portal
+
+#[tokio::test]
+async fn the_leaving_page_shows_a_web_address_and_refuses_anything_else() {
+    let app = TestApp::spawn().await;
+    ana_desk(&app).await;
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana
+        .get(
+            "/leave?to=https%3A%2F%2Fwww.example.org%2Fguidelines%2Fchest-pain%3Fref%3Dcda%26v%3D2",
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.by_id("leave-url").map(|url| unescape(&url)).as_deref(),
+        Some("https://www.example.org/guidelines/chest-pain?ref=cda&v=2")
+    );
+    assert_eq!(page.by_id("leave-host").as_deref(), Some("www.example.org"));
+    let link = Regex::new(r#"<a [^>]*id="leave-continue"[^>]*>"#)
+        .unwrap()
+        .find(&page.body)
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(link.contains(r#"rel="noopener noreferrer""#), "{link}");
+    assert!(
+        link.contains(r#"href="https://www.example.org/guidelines/chest-pain?ref=cda&#38;v=2""#)
+            || link.contains(
+                r#"href="https://www.example.org/guidelines/chest-pain?ref=cda&amp;v=2""#
+            ),
+        "{link}"
+    );
+
+    for refused in [
+        "javascript%3Aalert(document.cookie)",
+        "%20JaVaScRiPt%3Aalert(1)",
+        "data%3Atext%2Fhtml%2C%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "https%3A%2F%2Fbank.example%40evil.example%2F",
+        "%2Fmail",
+    ] {
+        let page = ana.get(&format!("/leave?to={refused}")).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(
+            text(&page.body).contains("This link was not followed: only web addresses"),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("alert("), "{}", page.body);
+    }
+
+    // without the session cookie (a link from the sandboxed frame does not carry it),
+    // the page asks for itself again from our origin, and touches no cookie
+    let stranger = app.browser();
+    let (status, headers, body) =
+        get_bytes(&stranger, "/leave?to=https%3A%2F%2Fa.example%2F").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("set-cookie").is_none());
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.contains(r#"<meta http-equiv="refresh" content="0; url=/leave?to=https%3A%2F%2Fa.example%2F&#38;again=1">"#)
+            || body.contains(r#"<meta http-equiv="refresh" content="0; url=/leave?to=https%3A%2F%2Fa.example%2F&amp;again=1">"#),
+        "{body}"
+    );
+    assert!(
+        !body.contains("a.example/\""),
+        "the address is not shown: {body}"
+    );
+    let (status, headers, _) =
+        get_bytes(&stranger, "/leave?to=https%3A%2F%2Fa.example%2F&again=1").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(header(&headers, "location").starts_with("/login"));
+}
+
+// ---------------------------------------------------------------------------------
+// everyone else
+
+#[tokio::test]
+async fn another_organizations_member_gets_404_on_every_clinical_route_and_nothing_is_audited() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let id = received(
+        &app,
+        mb.id,
+        &[
+            ("referral.xml", cda_fixture("referral-note.xml")),
+            ("records.zip", referral_package()),
+        ],
+    )
+    .await;
+    let mut kim: Browser = app.signed_in("kim@direct.hillside.test").await;
+    let routes = [
+        format!("/mail/messages/{id}/attachments/0/cda"),
+        format!("/mail/messages/{id}/attachments/0/cda/frame"),
+        format!("/mail/messages/{id}/attachments/0/cda/frame?collapsed=11450-4"),
+        format!("/mail/messages/{id}/attachments/0/cda/file"),
+        format!("/mail/messages/{id}/attachments/0/cda/file?inline=1"),
+        format!("/mail/messages/{id}/attachments/1/xdm/0"),
+        format!("/mail/messages/{id}/attachments/1/xdm/1"),
+        format!("/mail/messages/{id}/attachments/1/xdm/1?download=1"),
+        format!("/mail/messages/{id}/attachments/1/xdm/0/cda"),
+        format!("/mail/messages/{id}/attachments/1/xdm/0/cda/frame"),
+        format!("/mail/messages/{id}/attachments/1/xdm/0/cda/file"),
+    ];
+    for route in &routes {
+        let page = kim.get(route).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{route}");
+        assert!(!page.body.contains("Lopez"), "{route}: {}", page.body);
+    }
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 5000)
+        .await
+        .unwrap();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.actor == "kim@direct.hillside.test" && e.object.starts_with("message:")),
+        "{entries:?}"
+    );
+    // Dr Ana, whose message it is, can open every one of them
+    let mut ana = app.signed_in(ANA).await;
+    for route in &routes {
+        let page = ana.get(route).await;
+        assert!(
+            page.status == StatusCode::OK
+                || page.status == StatusCode::SEE_OTHER
+                || (page.status == StatusCode::NOT_FOUND && route.contains("/cda/file")),
+            "{route}: {}",
+            page.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_read_of_clinical_content_writes_an_audit_entry() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let notes = b"Follow up in two weeks.\n".to_vec();
+    let zip = package(vec![
+        document("Referral", "text/xml", &cda_fixture("referral-note.xml")),
+        document("Notes", "text/plain", &notes),
+    ]);
+    let id = received(
+        &app,
+        mb.id,
+        &[
+            ("referral.xml", cda_fixture("referral-note.xml")),
+            ("records.zip", zip),
+        ],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    let view = |detail: &str| ("attachment.view".to_owned(), detail.to_owned());
+
+    ana.get(&format!("/mail/messages/{id}/attachments/0/cda"))
+        .await;
+    ana.get(&format!("/mail/messages/{id}/attachments/0/cda/frame"))
+        .await;
+    ana.get(&format!(
+        "/mail/messages/{id}/attachments/0/cda/frame?collapsed=11450-4"
+    ))
+    .await;
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/0")).await,
+        [
+            view("clinical document"),
+            view("clinical document, rendered"),
+            view("clinical document, rendered"),
+        ]
+    );
+
+    // plain text from a package: shown escaped in a page of ours
+    let page = ana
+        .get(&format!("/mail/messages/{id}/attachments/1/xdm/1"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.by_id("text-document").as_deref(),
+        Some("Follow up in two weeks.\n")
+    );
+    ana.get(&format!("/mail/messages/{id}/attachments/1/xdm/0/cda"))
+        .await;
+    ana.get(&format!(
+        "/mail/messages/{id}/attachments/1/xdm/0/cda/frame"
+    ))
+    .await;
+    let (status, _, _) = get_bytes(
+        &ana,
+        &format!("/mail/messages/{id}/attachments/1/xdm/0?download=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/1/1")).await,
+        [view("")]
+    );
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/1/0")).await,
+        [
+            view("clinical document"),
+            view("clinical document, rendered"),
+            ("attachment.download".to_owned(), String::new()),
+        ]
+    );
+    // a document that is not there is no read
+    let (status, _, _) = get_bytes(&ana, &format!("/mail/messages/{id}/attachments/1/xdm/9")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        reads(&app, ANA, &format!("message:{id}/1/9"))
+            .await
+            .is_empty()
+    );
+}
