@@ -122,7 +122,9 @@ mod tests {
         assert!(is_cda(include_bytes!(
             "../../tests/fixtures/cda/referral-note.xml"
         )));
-        assert!(is_cda(include_bytes!("../../tests/fixtures/cda/hostile.xml")));
+        assert!(is_cda(include_bytes!(
+            "../../tests/fixtures/cda/hostile.xml"
+        )));
         assert!(is_cda(
             b"<v3:ClinicalDocument xmlns:v3 = 'urn:hl7-org:v3'><v3:title/></v3:ClinicalDocument>"
         ));
@@ -138,7 +140,9 @@ mod tests {
             "../../tests/fixtures/cda/billion-laughs.xml"
         )));
         // cut short after the start tag
-        assert!(is_cda(b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>Ref"));
+        assert!(is_cda(
+            b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>Ref"
+        ));
     }
 
     #[test]

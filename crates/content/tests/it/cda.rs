@@ -228,11 +228,22 @@ fn collapsed_sections_render_closed_and_links_can_open_in_a_new_window() {
             ..RenderOptions::new(LEAVE)
         },
     );
-    assert!(html.contains("data-loinc=\"11450-4\"><details><summary>"), "{html}");
-    assert!(html.contains("data-loinc=\"10160-0\"><details><summary>"), "{html}");
-    assert!(html.contains("data-loinc=\"42349-1\"><details open><summary>"), "{html}");
     assert!(
-        html.contains("rel=\"noopener noreferrer\" target=\"_blank\" title=\"https://www.example.org/"),
+        html.contains("data-loinc=\"11450-4\"><details><summary>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-loinc=\"10160-0\"><details><summary>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-loinc=\"42349-1\"><details open><summary>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "rel=\"noopener noreferrer\" target=\"_blank\" title=\"https://www.example.org/"
+        ),
         "{html}"
     );
     assert!(!render(&doc).contains("target="), "same window by default");
