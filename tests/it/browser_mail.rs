@@ -66,7 +66,7 @@ async fn until_text(c: &Client, css: &str, want: &str, reload: bool) -> String {
 
 /// Runs axe-core (vendored in tests/assets) on the current page and returns the
 /// serious and critical violations, described.
-async fn axe_problems(c: &Client) -> Vec<String> {
+pub(crate) async fn axe_problems(c: &Client) -> Vec<String> {
     let axe = include_str!("../assets/axe-4.14.1.min.js");
     c.execute(axe, vec![]).await.expect("axe loads");
     let result = c

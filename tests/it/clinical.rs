@@ -505,9 +505,9 @@ async fn a_hostile_cda_renders_no_script_handler_javascript_link_or_outside_imag
     assert_sandboxed_frame_policy(&frame.headers);
     // What the document wrote may show as text (escaped); none of it may be markup.
     let handler = Regex::new(r#"\son[a-z]+\s*="#).unwrap();
+    let markup = Regex::new(r"<[a-zA-Z!/][^>]*>").unwrap();
     for (what, body) in [("page", &viewer.body), ("frame", &frame.body)] {
-        let tags: Vec<String> = Regex::new(r"<[a-zA-Z!/][^>]*>")
-            .unwrap()
+        let tags: Vec<String> = markup
             .find_iter(body)
             .map(|tag| tag.as_str().to_ascii_lowercase())
             .collect();
@@ -951,4 +951,196 @@ async fn each_read_of_clinical_content_writes_an_audit_entry() {
             .await
             .is_empty()
     );
+}
+
+// ---------------------------------------------------------------------------------
+// in a real browser
+
+mod chromium {
+    use std::time::{Duration, Instant};
+
+    use fantoccini::{Client, Locator};
+
+    use super::{ANA, cda_fixture, received, referral_package};
+    use crate::browser::{arrive, chromium, fill, path, start_driver};
+    use crate::browser_mail::axe_problems;
+    use crate::helpers::{PASSWORD, TestApp};
+    use crate::webmail::ana_desk;
+
+    async fn sign_in(c: &Client, app: &TestApp) {
+        c.goto(&app.url("/login")).await.unwrap();
+        fill(c, "#email", ANA).await;
+        fill(c, "#password", PASSWORD).await;
+        c.find(Locator::Css("main form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        arrive(c, "/").await;
+    }
+
+    async fn script(c: &Client, js: &str) -> serde_json::Value {
+        c.execute(js, vec![]).await.unwrap()
+    }
+
+    /// Waits until `js` (run in the page) returns true.
+    async fn until(c: &Client, js: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while script(c, js).await.as_bool() != Some(true) {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_viewer_styles_its_frame_remembers_collapsed_sections_and_leaves_through_the_signed_in_page()
+     {
+        let app = TestApp::spawn().await;
+        let mb = ana_desk(&app).await;
+        let id = received(
+            &app,
+            mb.id,
+            &[
+                ("referral.xml", cda_fixture("referral-note.xml")),
+                ("records.zip", referral_package()),
+            ],
+        )
+        .await;
+        let driver = start_driver();
+        let profile = tempfile::tempdir().unwrap();
+        let c = chromium(&driver, profile.path()).await;
+        sign_in(&c, &app).await;
+        // the message page with the package's card passes axe-core
+        c.goto(&app.url(&format!("/mail/messages/{id}")))
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#xdm-1"))
+            .await
+            .unwrap();
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "message page");
+
+        c.goto(&app.url(&format!("/mail/messages/{id}/attachments/0/cda")))
+            .await
+            .unwrap();
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "viewer page");
+
+        // the frame is styled by our stylesheet, which its CSP allows as 'self'
+        c.enter_frame(0).await.unwrap();
+        let section = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("section[data-loinc='11450-4'] > details"))
+            .await
+            .unwrap();
+        assert_eq!(
+            section.css_value("border-top-style").await.unwrap(),
+            "solid",
+            "static/cda.css applies inside the sandboxed frame"
+        );
+        assert!(section.attr("open").await.unwrap().is_some());
+        c.enter_parent_frame().await.unwrap();
+
+        // collapse "Problems": remembered, and the frame comes back with it closed
+        c.find(Locator::Css("input[name=collapsed][value='11450-4']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "return document.getElementById('cda-frame').src.indexOf('collapsed=11450-4') > 0;",
+            "the frame is asked for with Problems collapsed",
+        )
+        .await;
+        assert_eq!(
+            script(
+                &c,
+                "return localStorage.getItem('directmail.cda.collapsed');"
+            )
+            .await,
+            r#"["11450-4"]"#
+        );
+        assert!(
+            script(&c, "return document.getElementById('cda-apply').hidden;")
+                .await
+                .as_bool()
+                .unwrap(),
+            "with the script, boxes apply at once"
+        );
+
+        // another document: the same section starts collapsed
+        c.goto(&app.url(&format!("/mail/messages/{id}/attachments/1/xdm/0/cda")))
+            .await
+            .unwrap();
+        until(
+            &c,
+            "return document.querySelector(\"input[name=collapsed][value='11450-4']\").checked \
+             && document.getElementById('cda-frame').src.indexOf('collapsed=11450-4') > 0;",
+            "the other document opens with Problems collapsed",
+        )
+        .await;
+
+        c.enter_frame(0).await.unwrap();
+        let closed = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(
+                "section[data-loinc='11450-4'] > details:not([open])",
+            ))
+            .await;
+        assert!(closed.is_ok(), "Problems is rendered closed in the frame");
+        c.enter_parent_frame().await.unwrap();
+
+        // A link in the frame opens the leaving page in a new window. The sandboxed
+        // frame's navigation carries no SameSite=Strict cookie; the page asks again
+        // from our origin, and the second request is signed in.
+        let first = c.window().await.unwrap();
+        c.enter_frame(0).await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("a.cda-link"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let other = loop {
+            let windows = c.windows().await.unwrap();
+            if let Some(w) = windows.into_iter().find(|w| *w != first) {
+                break w;
+            }
+            assert!(Instant::now() < deadline, "no new window");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        c.switch_to_window(other).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while c.find(Locator::Css("#leave-url")).await.is_err() {
+            let url = c.current_url().await.unwrap();
+            assert!(
+                Instant::now() < deadline && path(&c).await == "/leave",
+                "the leaving page did not show, at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            c.find(Locator::Css("#leave-url"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "https://www.example.org/guidelines/chest-pain?ref=cda&v=2"
+        );
+        // and the first window is still signed in: no cookie was replaced
+        c.close_window().await.unwrap();
+        c.switch_to_window(first).await.unwrap();
+        c.goto(&app.url("/mail")).await.unwrap();
+        assert!(path(&c).await.starts_with("/mail/"), "{}", path(&c).await);
+        c.close().await.unwrap();
+    }
 }
