@@ -227,15 +227,38 @@ impl CurrentUser {
 /// the gates: forced password change, MFA enrolment, sign-out).
 pub struct GatedUser(pub CurrentUser);
 
-/// Why the visitor is sent to the sign-in page.
+/// Why the visitor is sent to the sign-in page, with the page to come back to.
+///
+/// Only a page the user was looking at is a return address: for an htmx request
+/// that is the page it was made from (`HX-Current-URL`), never the fragment it asked
+/// for (the 15-second poll of a folder would otherwise become the page shown after
+/// signing in); a script's background request (`fetch`, an upload) has none.
 fn to_sign_in(parts: &Parts, reason: &str) -> Response {
-    let next = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map(|u| u.0.to_string())
-        .unwrap_or_else(|| parts.uri.to_string());
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let next = if header("hx-request").is_some() {
+        header("hx-current-url")
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_owned(),
+            })
+    } else if header("x-background").is_some()
+        || header("x-upload").is_some()
+        || header("sec-fetch-mode").is_some_and(|m| m != "navigate")
+        || parts.method != axum::http::Method::GET
+    {
+        None
+    } else {
+        Some(
+            parts
+                .extensions
+                .get::<OriginalUri>()
+                .map(|u| u.0.to_string())
+                .unwrap_or_else(|| parts.uri.to_string()),
+        )
+    };
     let mut target = format!("/login?reason={reason}");
-    if parts.method == axum::http::Method::GET && super::auth::safe_next(&next) == next {
+    if let Some(next) = next.filter(|n| super::auth::safe_next(n) == *n && n != "/") {
         target.push_str("&next=");
         target.push_str(&url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
     }

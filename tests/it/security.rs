@@ -440,6 +440,45 @@ async fn signed_out_visitors_are_sent_to_sign_in_and_only_to_local_pages_after()
             .unwrap()
             .starts_with("/login")
     );
+    // the folder's poll comes back to the folder, never to the fragment it asked for
+    let r = app
+        .browser()
+        .client
+        .get(app.url("/mail/5/inbox/new?after=3"))
+        .header("hx-request", "true")
+        .header("x-background", "1")
+        .header("hx-current-url", app.url("/mail/5/inbox?page=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["hx-redirect"].to_str().unwrap(),
+        "/login?reason=signin&next=%2Fmail%2F5%2Finbox%3Fpage%3D2"
+    );
+    // a page elsewhere named by the header is not followed
+    let r = app
+        .browser()
+        .client
+        .get(app.url("/mail/5/inbox/new?after=3"))
+        .header("hx-request", "true")
+        .header("hx-current-url", "//evil.example/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["hx-redirect"].to_str().unwrap(),
+        "/login?reason=signin"
+    );
+    // a script's own request (suggestions while typing) is no return address either
+    let r = app
+        .browser()
+        .client
+        .get(app.url("/mail/suggest?q=ana"))
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/login?reason=signin");
 }
 
 #[tokio::test]
