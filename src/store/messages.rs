@@ -396,6 +396,17 @@ pub async fn purge_trash(db: &Db, cutoff: i64) -> sqlx::Result<u64> {
     Ok(done.rows_affected())
 }
 
+/// How many messages a mailbox holds in `folder`.
+pub async fn count_in(db: &Db, mailbox_id: i64, folder: &str) -> sqlx::Result<u64> {
+    let n: i64 =
+        sqlx::query_scalar("select count(*) from messages where mailbox_id = $1 and folder = $2")
+            .bind(mailbox_id)
+            .bind(folder)
+            .fetch_one(&db.pool)
+            .await?;
+    Ok(n.max(0) as u64)
+}
+
 /// Empties a mailbox's Trash now; returns how many messages were deleted.
 pub async fn empty_trash(conn: &mut AnyConnection, mailbox_id: i64) -> sqlx::Result<u64> {
     let done = sqlx::query("delete from messages where mailbox_id = $1 and folder = 'trash'")

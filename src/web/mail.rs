@@ -567,11 +567,40 @@ async fn act(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     current: CurrentUser,
+    chrome: Chrome,
     Path(mailbox_id): Path<i64>,
     RawForm(raw): RawForm,
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
     let form = ListForm::parse(&raw);
+    if form.get("action") == "delete" && form.get("confirmed") != "yes" {
+        let in_trash = {
+            let mut conn = state.db.pool.acquire().await?;
+            store::places(&mut conn, mailbox.id, &form.ids)
+                .await?
+                .into_iter()
+                .filter(|p| p.folder == "trash")
+                .count()
+        };
+        if in_trash > 0 {
+            let mut fields: Vec<(String, String)> = form
+                .ids
+                .iter()
+                .map(|id| ("id".to_owned(), id.to_string()))
+                .collect();
+            fields.push(("action".into(), "delete".into()));
+            fields.push(("back".into(), form.back(mailbox.id)));
+            return Ok(ConfirmPage::deletion(
+                chrome,
+                &mailbox,
+                in_trash as u64,
+                format!("/mail/{}/act", mailbox.id),
+                fields,
+                form.back(mailbox.id),
+            )
+            .into_response());
+        }
+    }
     let message = apply_action(
         &state,
         &current,
@@ -708,13 +737,83 @@ async fn delete_folder(
     Ok(Redirect::to(&format!("/mail/{}/inbox", mailbox.id)).into_response())
 }
 
+/// "Delete for good" and "Empty Trash now" cannot be undone: before either acts, this
+/// page says how many messages of which mailbox go (and, for a shared mailbox, that
+/// its other members lose them too) and posts the same form again, confirmed.
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/confirm.html")]
+struct ConfirmPage {
+    chrome: Chrome,
+    title: String,
+    question: String,
+    action: String,
+    fields: Vec<(String, String)>,
+    button: String,
+    back: String,
+}
+
+impl ConfirmPage {
+    fn deletion(
+        chrome: Chrome,
+        mailbox: &Mailbox,
+        n: u64,
+        action: String,
+        fields: Vec<(String, String)>,
+        back: String,
+    ) -> ConfirmPage {
+        let shared = if mailbox.kind == MailboxKind::Shared {
+            " Everyone who shares this mailbox loses them too."
+        } else {
+            ""
+        };
+        ConfirmPage {
+            chrome,
+            title: format!("Delete {} for good?", messages_word(n)),
+            question: format!(
+                "{} in the Trash of {} will be deleted for good. They cannot be brought back.{shared}",
+                messages_word(n),
+                mailbox.address
+            ),
+            action,
+            fields,
+            button: format!("Delete {} for good", messages_word(n)),
+            back,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EmptyTrashForm {
+    #[serde(default)]
+    confirmed: String,
+}
+
 async fn empty_trash(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     current: CurrentUser,
+    chrome: Chrome,
     Path(mailbox_id): Path<i64>,
+    axum::Form(form): axum::Form<EmptyTrashForm>,
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    if form.confirmed != "yes" {
+        let n = store::count_in(&state.db, mailbox.id, "trash").await?;
+        let back = format!("/mail/{}/trash", mailbox.id);
+        if n == 0 {
+            flash(&current.session, "Trash is already empty.".to_owned()).await?;
+            return Ok(Redirect::to(&back).into_response());
+        }
+        return Ok(ConfirmPage::deletion(
+            chrome,
+            &mailbox,
+            n,
+            format!("/mail/{}/trash/empty", mailbox.id),
+            Vec::new(),
+            back,
+        )
+        .into_response());
+    }
     let _turn = state.db.write_turn().await;
     let mut tx = state.db.begin().await?;
     let n = store::empty_trash(&mut tx, mailbox.id).await?;

@@ -900,12 +900,35 @@ async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() 
     assert_eq!(flash(&page.body), "0 messages deleted for good.");
     assert_eq!(place(&app, m4).await, at("inbox", false));
     act(&mut ana, mb.id, &[("action", "trash")], &[m4]).await;
+    let back = format!("/mail/{}/trash", mb.id);
+    // it asks first, saying how many and from which mailbox, and nothing is gone yet
+    let ask = act(
+        &mut ana,
+        mb.id,
+        &[("action", "delete"), ("back", back.as_str())],
+        &[m4],
+    )
+    .await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(
+        ask.body.contains(
+            "1 message in the Trash of dr.ana@direct.lakeside.test will be deleted for good."
+        ),
+        "{}",
+        ask.body
+    );
+    assert!(
+        ask.body
+            .contains(&format!(r#"href="{back}" id="confirm-cancel""#))
+    );
+    assert_eq!(place(&app, m4).await, at("trash", false));
     let r = act(
         &mut ana,
         mb.id,
         &[
             ("action", "delete"),
-            ("back", format!("/mail/{}/trash", mb.id).as_str()),
+            ("back", back.as_str()),
+            ("confirmed", "yes"),
         ],
         &[m4],
     )
@@ -920,7 +943,20 @@ async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() 
 
     // "Empty Trash now"
     act(&mut ana, mb.id, &[("action", "trash")], &[m2, m3]).await;
-    let r = ana.post(&format!("/mail/{}/trash/empty", mb.id), &[]).await;
+    let ask = ana.post(&format!("/mail/{}/trash/empty", mb.id), &[]).await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(
+        ask.body.contains("Delete 2 messages for good?"),
+        "{}",
+        ask.body
+    );
+    assert_eq!(place(&app, m2).await, at("trash", true));
+    let r = ana
+        .post(
+            &format!("/mail/{}/trash/empty", mb.id),
+            &[("confirmed", "yes")],
+        )
+        .await;
     assert_eq!(r.location(), format!("/mail/{}/trash", mb.id));
     let page = follow(&mut ana, r).await;
     assert_eq!(
@@ -2273,6 +2309,20 @@ async fn in_a_shared_mailbox_each_member_sees_who_read_a_message() {
     let page = ana.get(&inbox).await;
     assert!(row(&page.body, id).contains("Marked unread by Ben Okafor"));
     assert_eq!(count(&page.body, "inbox"), 1);
+
+    // emptying a shared Trash says who else loses the messages, and asks first
+    act(&mut ben, shared.id, &[("action", "trash")], &[id]).await;
+    let ask = ben
+        .post(&format!("/mail/{}/trash/empty", shared.id), &[])
+        .await;
+    assert!(
+        ask.body.contains(
+            "1 message in the Trash of referrals@direct.lakeside.test will be deleted for good. They cannot be brought back. Everyone who shares this mailbox loses them too."
+        ),
+        "{}",
+        ask.body
+    );
+    assert_eq!(place(&app, id).await.map(|p| p.0), Some("trash".into()));
 }
 
 // ---------------------------------------------------------------------------------
