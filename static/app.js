@@ -31,12 +31,25 @@
     dialog.hidden = true;
     warnTimer = setTimeout(warn, (idle - warnBefore) * 1000);
   }
+  // the time left as it is: "1 minute 30 seconds", never rounded up to "2 minutes"
+  function words(s) {
+    var m = Math.floor(s / 60), r = s % 60;
+    var parts = [];
+    if (m) parts.push(m + (m === 1 ? " minute" : " minutes"));
+    if (r || !m) parts.push(r + (r === 1 ? " second" : " seconds"));
+    return parts.join(" ");
+  }
   function warn() {
     dialog.hidden = false;
     stay.focus();
-    tick = setInterval(function () {
+    var show = function () {
       var s = Math.max(0, Math.round((deadline - Date.now()) / 1000));
-      left.textContent = s >= 60 ? Math.ceil(s / 60) + " minute" + (s > 60 ? "s" : "") : s + " seconds";
+      left.textContent = words(s);
+      return s;
+    };
+    show();
+    tick = setInterval(function () {
+      var s = show();
       if (s === 0) {
         clearInterval(tick);
         var go = function () {
@@ -57,8 +70,13 @@
   });
   // requests from page scripts (draft autosave) are activity too
   window.directmailActivity = function () { if (dialog.hidden) schedule(); };
-  // htmx requests are activity too (the server moved its timer)
-  document.addEventListener("htmx:afterRequest", function () { if (dialog.hidden) schedule(); });
+  // htmx requests are activity too (the server moved its timer), except background
+  // ones (the folder's new-mail poll, X-Background), which the server does not count
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var config = e.detail && e.detail.requestConfig;
+    if (config && config.headers && config.headers["X-Background"]) return;
+    if (dialog.hidden) schedule();
+  });
   schedule();
 })();
 

@@ -356,3 +356,50 @@ async fn compose_offers_a_directory_entry_and_says_its_certificate_was_found_via
     c.close().await.unwrap();
     dns.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_idle_warning_appears_on_an_inbox_that_polls_for_new_mail_with_the_real_time_left() {
+    let app = TestApp::spawn().await;
+    let mailbox = crate::webmail::ana_desk(&app).await;
+    sqlx::query("update organizations set idle_timeout_minutes = 1")
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    // a message in the Inbox, so that the page polls for newer ones every 15 s
+    crate::webmail::deliver(
+        &app,
+        mailbox.id,
+        &crate::webmail::Mail::new(
+            "lab@partner.example",
+            "dr.ana@direct.lakeside.test",
+            "Results",
+            "Attached.",
+        ),
+    )
+    .await;
+    let driver = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    let c = chromium(&driver, profile.path()).await;
+    sign_in(&c, &app, "ana@direct.lakeside.test").await;
+    c.goto(&app.url(&format!("/mail/{}/inbox", mailbox.id)))
+        .await
+        .unwrap();
+    assert!(
+        c.find(Locator::Css("#poller")).await.is_ok(),
+        "the Inbox polls"
+    );
+    // one minute of idleness warns 30 s before the end, although the poll ran twice
+    let warning = c
+        .wait()
+        .at_most(Duration::from_secs(55))
+        .for_element(Locator::Css("#timeout-warning:not([hidden])"))
+        .await
+        .expect("the idle warning appears while the Inbox polls");
+    let left = text(&c, "#timeout-left").await;
+    assert!(
+        left.ends_with("seconds") && !left.contains("minute"),
+        "less than a minute is left and it says so: {left}"
+    );
+    assert!(warning.text().await.unwrap().contains("signed out in"));
+    c.close().await.unwrap();
+}
