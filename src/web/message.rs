@@ -414,19 +414,26 @@ async fn message(
         .collect();
     let r = message.row;
     let trusted = r.trust_code == "trusted";
+    let trust_title: String = match r.trust_code.as_str() {
+        "trusted" => "Trusted.".into(),
+        "sent" => "Sent from this mailbox.".into(),
+        "notice" => "Notice from this system.".into(),
+        _ => "Not trusted.".into(),
+    };
+    // a Sent copy's stored sentence is its title: say it once
+    let trust_sentence = if r.trust_sentence == trust_title {
+        String::new()
+    } else {
+        r.trust_sentence
+    };
     Ok(MessagePage {
         chrome: current.chrome,
         frame,
         id,
         folder: message.folder,
-        trust_title: match r.trust_code.as_str() {
-            "trusted" => "Trusted.".into(),
-            "sent" => "Sent from this mailbox.".into(),
-            "notice" => "Notice from this system.".into(),
-            _ => "Not trusted.".into(),
-        },
+        trust_title,
         trusted: trusted || r.trust_code == "sent",
-        trust_sentence: r.trust_sentence,
+        trust_sentence,
         signer: r.signer_subject.unwrap_or_default(),
         issuer: message.signer_issuer.unwrap_or_default(),
         revocation: match r.revocation.as_str() {

@@ -706,6 +706,12 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
         assert!(Instant::now() < end, "{}", page.body);
         pause().await;
     }
+    let page = ana.get(&format!("/mail/messages/{sent_id}")).await;
+    assert_eq!(
+        page.body.matches("Sent from this mailbox.").count(),
+        1,
+        "said once"
+    );
     let list = ana.get(&format!("/mail/{}/sent", ana_box.id)).await;
     assert!(row(&list.body, sent_id).contains("1 delivered"));
 }
