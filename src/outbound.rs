@@ -110,6 +110,12 @@ pub async fn submit_draft(
         builder = builder.attachment(a.content_type.clone(), a.name.clone(), a.data.clone());
     }
     let raw = builder.write_to_vec()?;
+    // the Sent copy names its patient as a received copy would
+    let patient = tokio::task::spawn_blocking({
+        let raw = raw.clone();
+        move || crate::patient::of_message(&raw)
+    })
+    .await?;
     let mut all: Vec<String> = draft.to.clone();
     all.extend(draft.cc.iter().cloned());
     let mut tx = db.begin().await?;
@@ -136,6 +142,7 @@ pub async fn submit_draft(
         &mailbox.address,
         &draft.subject,
         &raw,
+        patient.as_ref(),
         now,
     )
     .await?;

@@ -246,6 +246,7 @@ pub(crate) async fn deliver_many(
     let mut ids = Vec::new();
     for (mail, at) in mails {
         let raw = mail.bytes();
+        let patient = directmail::patient::of_message(&raw);
         assert!(
             inbound::deliver(
                 &mut tx,
@@ -262,6 +263,7 @@ pub(crate) async fn deliver_many(
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: &directmail::store::messages::attachment_checks(&raw),
+                    patient: patient.as_ref(),
                 },
                 *at,
             )
