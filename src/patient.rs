@@ -50,6 +50,10 @@ impl Source {
 pub struct MessagePatient {
     /// In reading order ("Anna Jones"); may be empty when only an identifier is known.
     pub name: String,
+    /// The given (and middle) names and the family name, when the source tells them
+    /// apart; to start a reply's patient block with.
+    pub given: String,
+    pub family: String,
     /// As shown: "12345 (1.2.840.114350)", or the identifier alone.
     pub id: String,
     /// `YYYY-MM-DD`, `YYYY-MM`, `YYYY`, or empty.
@@ -63,8 +67,11 @@ pub struct MessagePatient {
 const MAX_FIELD: usize = 200;
 
 impl MessagePatient {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         name: Option<String>,
+        given: Option<String>,
+        family: Option<String>,
         id: Option<String>,
         birth: Option<&str>,
         sex: Option<&str>,
@@ -84,6 +91,8 @@ impl MessagePatient {
         };
         let patient = MessagePatient {
             name: clip(name),
+            given: clip(given),
+            family: clip(family),
             id: clip(id),
             birth_date: birth.map(normal_birth_date).unwrap_or_default(),
             sex: clip(sex.and_then(sex_words)),
@@ -170,8 +179,15 @@ fn from_context(message: &Message<'_>) -> Option<MessagePatient> {
         Some(oid) => format!("{id} ({oid})"),
         None => id.to_owned(),
     });
+    let given: Vec<&str> = [&patient.given_name, &patient.middle_name]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     MessagePatient::new(
         patient.name(),
+        (!given.is_empty()).then(|| given.join(" ")),
+        patient.surname.clone(),
         id,
         patient.date_of_birth.as_deref(),
         patient.gender.as_deref(),
@@ -189,6 +205,8 @@ fn from_xdm(message: &Message<'_>) -> Option<MessagePatient> {
             let p = set.patient?;
             MessagePatient::new(
                 p.name(),
+                p.given_names.clone(),
+                p.family_name.clone(),
                 p.id.as_deref().and_then(cx_display),
                 p.birth_date.as_deref(),
                 p.sex.as_deref(),
@@ -201,11 +219,14 @@ fn from_cda(message: &Message<'_>) -> Option<MessagePatient> {
     let first = message.attachments().find(|a| cda::is_cda(a.contents()))?;
     let document = directmail_content::parse_cda(first.contents(), &CdaLimits::default()).ok()?;
     let p = document.patient?;
+    let joined = |words: Option<&Vec<String>>| words.map(|w| w.join(" "));
     MessagePatient::new(
         p.name
             .as_ref()
             .map(|n| n.display())
             .filter(|n| !n.is_empty()),
+        joined(p.name.as_ref().map(|n| &n.given)),
+        joined(p.name.as_ref().map(|n| &n.family)),
         p.ids
             .first()
             .map(ToString::to_string)
@@ -274,6 +295,184 @@ pub fn normal_birth_date(raw: &str) -> String {
         6 if matches!(n(4..6), Some(1..=12)) => format!("{}-{}", &digits[..4], &digits[4..6]),
         4 => digits,
         _ => String::new(),
+    }
+}
+
+/// The purposes of use a Direct Context may give (guide §3.5), with their labels.
+pub const PURPOSES: [(&str, &str); 5] = [
+    ("treatment", "Treatment"),
+    ("payment", "Payment"),
+    ("operations", "Operations"),
+    ("emergency", "Emergency"),
+    ("research", "Research"),
+];
+
+/// The sexes the compose form offers: the code written, and its label.
+pub const SEXES: [(&str, &str); 4] = [
+    ("F", "Female"),
+    ("M", "Male"),
+    ("O", "Other"),
+    ("U", "Unknown"),
+];
+
+/// Longest name part or identifier the compose form accepts, in characters.
+pub const MAX_TYPED: usize = 100;
+
+/// The patient block of a draft, as typed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DraftPatient {
+    pub given: String,
+    pub family: String,
+    /// `YYYY-MM-DD`, as the date input sends it.
+    pub birth_date: String,
+    /// One of [`SEXES`]' codes, or empty.
+    pub sex: String,
+    /// `oid:id`, or the identifier alone.
+    pub id: String,
+    /// One of [`PURPOSES`]' keys.
+    pub purpose: String,
+}
+
+impl Default for DraftPatient {
+    fn default() -> DraftPatient {
+        DraftPatient {
+            given: String::new(),
+            family: String::new(),
+            birth_date: String::new(),
+            sex: String::new(),
+            id: String::new(),
+            purpose: "treatment".into(),
+        }
+    }
+}
+
+/// A field of the patient block and why it was refused.
+pub type FieldError = (&'static str, String);
+
+impl DraftPatient {
+    /// Whether the user wrote anything about a patient (the purpose alone is not).
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.given,
+            &self.family,
+            &self.birth_date,
+            &self.sex,
+            &self.id,
+        ]
+        .iter()
+        .all(|f| f.trim().is_empty())
+    }
+
+    /// The block to send (its `id` is the message's, set when it is built), `None`
+    /// when there is no patient; or each field's problem (field name, sentence). `now` is the current time, in Unix seconds.
+    pub fn to_context(&self, now: i64) -> Result<Option<Context>, Vec<FieldError>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let mut errors: Vec<FieldError> = Vec::new();
+        for (field, value, label) in [
+            ("patient_given", &self.given, "The given name"),
+            ("patient_family", &self.family, "The family name"),
+            ("patient_id", &self.id, "The identifier"),
+        ] {
+            let value = value.trim();
+            if value.chars().count() > MAX_TYPED {
+                errors.push((
+                    field,
+                    format!("{label} is longer than {MAX_TYPED} characters."),
+                ));
+            } else if value.contains([';', '=']) || value.chars().any(char::is_control) {
+                errors.push((
+                    field,
+                    format!("{label} cannot hold a semicolon, an equals sign or a line break."),
+                ));
+            }
+        }
+        if self.family.trim().is_empty() && self.id.trim().is_empty() {
+            errors.push((
+                "patient_family",
+                "Give the patient's family name or identifier, or clear the patient fields.".into(),
+            ));
+        }
+        let birth = self.birth_date.trim();
+        if !birth.is_empty() {
+            match crate::clock::parse_date(birth) {
+                None => errors.push((
+                    "patient_birth_date",
+                    "The birth date is not a real date; write it as YYYY-MM-DD.".into(),
+                )),
+                Some(t) if t > now => errors.push((
+                    "patient_birth_date",
+                    "The birth date is in the future.".into(),
+                )),
+                Some(_) => {}
+            }
+        }
+        if !self.sex.is_empty() && !SEXES.iter().any(|(code, _)| *code == self.sex) {
+            errors.push(("patient_sex", "Choose the sex from the list.".into()));
+        }
+        if !PURPOSES.iter().any(|(key, _)| *key == self.purpose) {
+            errors.push((
+                "patient_purpose",
+                "Choose the purpose from the list.".into(),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let patient = context::ContextPatient {
+            given_name: some(&self.given),
+            surname: some(&self.family),
+            date_of_birth: some(birth),
+            gender: some(&self.sex),
+            ..context::ContextPatient::default()
+        };
+        Ok(Some(Context {
+            version: Some("1.1".into()),
+            patient_id: some(&self.id),
+            purpose: Some(self.purpose.clone()),
+            patient: Some(patient),
+            ..Context::default()
+        }))
+    }
+
+    /// A reply's patient block: the patient of the message replied to.
+    pub fn of(patient: &MessagePatient) -> DraftPatient {
+        let (given, family) = if patient.given.is_empty() && patient.family.is_empty() {
+            match patient.name.rsplit_once(' ') {
+                Some((given, family)) => (given.to_owned(), family.to_owned()),
+                None => (String::new(), patient.name.clone()),
+            }
+        } else {
+            (patient.given.clone(), patient.family.clone())
+        };
+        // "12345 (1.2.840.114350)" is written "1.2.840.114350:12345" in a context
+        let id = match patient
+            .id
+            .strip_suffix(')')
+            .and_then(|s| s.rsplit_once(" ("))
+        {
+            Some((id, oid)) => format!("{oid}:{id}"),
+            None => patient.id.clone(),
+        };
+        DraftPatient {
+            given,
+            family,
+            birth_date: if patient.birth_date.len() == 10 {
+                patient.birth_date.clone()
+            } else {
+                String::new()
+            },
+            sex: SEXES
+                .iter()
+                .find(|(_, label)| *label == patient.sex)
+                .map(|(code, _)| (*code).to_owned())
+                .unwrap_or_default(),
+            id,
+            purpose: "treatment".into(),
+        }
     }
 }
 

@@ -11,6 +11,19 @@ alter table messages add column patient_birth_date text not null default '';
 alter table messages add column patient_sex text not null default '';
 -- where it came from: 'context', 'xdm' or 'cda'
 alter table messages add column patient_source text not null default '';
+-- the name's parts, to start a reply's patient block with
+alter table messages add column patient_given text not null default '';
+alter table messages add column patient_family text not null default '';
+
+-- The patient block of a draft, as typed (checked only when it is sent), sent as a
+-- Direct Context part.
+alter table drafts add column patient_given text not null default '';
+alter table drafts add column patient_family text not null default '';
+alter table drafts add column patient_birth_date text not null default '';
+alter table drafts add column patient_sex text not null default '';
+alter table drafts add column patient_id text not null default '';
+-- treatment, payment, operations, emergency or research
+alter table drafts add column patient_purpose text not null default 'treatment';
 
 -- Search finds a message by its patient's name or identifier: the generated column
 -- (0013) is made again with them, which fills it for every row.

@@ -236,7 +236,7 @@ pub struct NewMessage<'a> {
 
 /// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
 /// same mailbox twice changes nothing (exactly once, even after a retried run).
-/// Binds the five patient columns (empty when there is none).
+/// Binds the seven patient columns (empty when there is none).
 fn bind_patient<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     patient: Option<&MessagePatient>,
@@ -247,6 +247,8 @@ fn bind_patient<'q>(
         .bind(field(|p| p.birth_date.clone()))
         .bind(field(|p| p.sex.clone()))
         .bind(field(|p| p.source.as_str().to_owned()))
+        .bind(field(|p| p.given.clone()))
+        .bind(field(|p| p.family.clone()))
 }
 
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
@@ -256,9 +258,9 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
                                trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
                                attachment_checks, patient_name, patient_id, patient_birth_date, patient_sex,
-                               patient_source)
+                               patient_source, patient_given, patient_family)
          values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                 $20, $21, $22, $23, $24)
+                 $20, $21, $22, $23, $24, $25, $26)
          on conflict (mailbox_id, inbound_id) do nothing",
     )
     .bind(m.mailbox_id)
@@ -372,9 +374,10 @@ pub async fn file_sent(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
                                trust_code, trust_sentence, revocation, raw, outbound_id,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
-                               patient_name, patient_id, patient_birth_date, patient_sex, patient_source)
+                               patient_name, patient_id, patient_birth_date, patient_sex, patient_source,
+                               patient_given, patient_family)
          values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7,
-                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
          returning id",
     )
     .bind(mailbox_id)
@@ -412,7 +415,7 @@ pub struct StoredMessage {
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
         "select {}, signer_issuer, message_id, raw, attachment_checks, patient_birth_date, patient_sex,
-                patient_source from messages where id = $1",
+                patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
     let row = sqlx::query(&sql).bind(id).fetch_optional(&db.pool).await?;
@@ -434,6 +437,8 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
                         id: r.try_get("patient_id")?,
                         birth_date: r.try_get("patient_birth_date")?,
                         sex: r.try_get("patient_sex")?,
+                        given: r.try_get("patient_given")?,
+                        family: r.try_get("patient_family")?,
                         source,
                     }),
                     None => None,

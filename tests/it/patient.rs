@@ -284,3 +284,227 @@ async fn a_hostile_context_block_is_ignored_and_leaves_the_message_without_a_pat
     assert_eq!(list.status, StatusCode::OK);
     assert!(!list.body.contains("patient-tag"), "{}", list.body);
 }
+
+// ---------------------------------------------------------------------------------
+// composing
+
+/// The patient block as the compose form posts it, with the message's fields.
+fn with_patient<'a>(
+    fields: &[(&'a str, &'a str)],
+    patient: [&'a str; 6],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = fields.to_vec();
+    for (name, value) in [
+        "patient_given",
+        "patient_family",
+        "patient_birth_date",
+        "patient_sex",
+        "patient_id",
+        "patient_purpose",
+    ]
+    .into_iter()
+    .zip(patient)
+    {
+        all.push((name, value));
+    }
+    all
+}
+
+/// The option selected in the `<select id=…>` of a page.
+fn selected(body: &str, id: &str) -> String {
+    let select = Regex::new(&format!(
+        r#"(?s)<select[^>]*\bid="{id}"[^>]*>(.*?)</select>"#
+    ))
+    .unwrap()
+    .captures(body)
+    .unwrap_or_else(|| panic!("no select {id}"))[1]
+        .to_owned();
+    Regex::new(r#"<option value="([^"]*)" selected>"#)
+        .unwrap()
+        .captures(&select)
+        .map(|c| c[1].to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_the_reply() {
+    use crate::webmail::{compose, deadline, draft_id, field, message_id_of, pause};
+    let app = TestApp::spawn().await;
+    let ana_box = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    let kim_box = app
+        .practice(
+            "Hillside Care",
+            "direct.hillside.test",
+            "kim@direct.hillside.test",
+            "front@direct.hillside.test",
+        )
+        .await;
+    let mut ana = app.signed_in(ANA).await;
+    let draft = compose(&mut ana, ana_box.id).await;
+    let fields = with_patient(
+        &[
+            ("to", "front@direct.hillside.test"),
+            ("cc", ""),
+            ("subject", "Echo this week"),
+            ("body", "Please see him this week."),
+        ],
+        [
+            "John",
+            "Hawthorne",
+            "1961-12-31",
+            "M",
+            "2.16.840.1.113883.19.999999:HX-4471",
+            "treatment",
+        ],
+    );
+    let sent = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let sent_id = message_id_of(&sent.location());
+
+    // the outgoing MIME: the header names the metadata.txt part, which reads back
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where id = $1")
+        .bind(sent_id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("X-Direct-Context: <context."), "{text}");
+    assert!(text.contains("metadata.txt"), "{text}");
+    let patient = directmail::patient::of_message(&raw).expect("a patient");
+    assert_eq!(patient.source, directmail::patient::Source::Context);
+    assert_eq!(patient.name, "John Hawthorne");
+    assert_eq!(patient.id, "HX-4471 (2.16.840.1.113883.19.999999)");
+    assert_eq!(patient.birth_date, "1961-12-31");
+    assert_eq!(patient.sex, "Male");
+    assert!(
+        banner(&mut ana, sent_id)
+            .await
+            .contains("Patient: John Hawthorne (from the Direct Context)")
+    );
+
+    // the recipient, through the real S/MIME path, reads the same patient
+    app.state.wake_sender.notify_one();
+    let end = deadline();
+    let received = loop {
+        let list = inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
+            .await
+            .unwrap();
+        if let Some(m) = list.iter().find(|m| m.subject == "Echo this week") {
+            break m.id;
+        }
+        assert!(std::time::Instant::now() < end, "not delivered");
+        pause().await;
+    };
+    let mut kim = app.signed_in("kim@direct.hillside.test").await;
+    let words = banner(&mut kim, received).await;
+    for shown in [
+        "Patient: John Hawthorne (from the Direct Context)",
+        "Birth date December 31, 1961",
+        "Sex Male",
+        "Patient ID HX-4471 (2.16.840.1.113883.19.999999)",
+    ] {
+        assert!(words.contains(shown), "{shown:?} not in {words}");
+    }
+
+    // the reply starts with the same patient
+    let reply = kim
+        .post(
+            &format!("/mail/messages/{received}/act"),
+            &[("action", "reply")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let page = kim
+        .get(&format!("/mail/drafts/{}", draft_id(&reply.location())))
+        .await;
+    assert_eq!(field(&page, "patient_given"), "John");
+    assert_eq!(field(&page, "patient_family"), "Hawthorne");
+    assert_eq!(field(&page, "patient_birth_date"), "1961-12-31");
+    assert_eq!(
+        field(&page, "patient_id"),
+        "2.16.840.1.113883.19.999999:HX-4471"
+    );
+    assert_eq!(selected(&page.body, "patient_sex"), "M");
+    assert_eq!(selected(&page.body, "patient_purpose"), "treatment");
+}
+
+#[tokio::test]
+async fn a_refused_patient_block_shows_each_error_beside_its_field_and_keeps_what_was_typed() {
+    use crate::webmail::{compose, field};
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let mut ana = app.signed_in(ANA).await;
+    let draft = compose(&mut ana, mb.id).await;
+    let message = [
+        ("to", "front@direct.hillside.test"),
+        ("cc", ""),
+        ("subject", "Follow-up"),
+        ("body", "See attached."),
+    ];
+
+    // typed and saved as it goes, kept across a reload
+    let typed = with_patient(&message, ["A;B", "", "2999-01-01", "X", "", "treatment"]);
+    let saved = ana
+        .post_with(
+            &format!("/mail/drafts/{draft}"),
+            &typed,
+            &[("x-autosave", "1")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let page = ana.get(&format!("/mail/drafts/{draft}")).await;
+    assert_eq!(field(&page, "patient_given"), "A;B");
+    assert_eq!(field(&page, "patient_birth_date"), "2999-01-01");
+
+    let refused = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &typed)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = |id: &str| {
+        Regex::new(&format!(
+            r#"<p class="field-error" id="{id}-error">([^<]*)</p>"#
+        ))
+        .unwrap()
+        .captures(&refused.body)
+        .map(|c| crate::webmail::unescape(&c[1]))
+        .unwrap_or_default()
+    };
+    assert!(
+        error("patient_given").contains("semicolon"),
+        "{}",
+        refused.body
+    );
+    assert!(error("patient_family").contains("family name or identifier"));
+    assert!(error("patient_birth_date").contains("in the future"));
+    assert!(error("patient_sex").contains("from the list"));
+    assert_eq!(error("patient_id"), "");
+    assert!(
+        refused
+            .body
+            .contains(r#"aria-describedby="patient_birth_date-error""#)
+    );
+    assert_eq!(field(&refused, "patient_given"), "A;B");
+    assert_eq!(field(&refused, "patient_birth_date"), "2999-01-01");
+    assert_eq!(field(&refused, "subject"), "Follow-up");
+
+    // a date that does not exist, and a name too long
+    let long = "x".repeat(101);
+    let typed = with_patient(&message, ["Ann", &long, "2023-02-30", "F", "", "treatment"]);
+    let refused = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &typed)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("not a real date"), "{}", refused.body);
+    assert!(refused.body.contains("longer than 100 characters"));
+    assert_eq!(field(&refused, "patient_family"), long);
+    assert_eq!(selected(&refused.body, "patient_sex"), "F");
+}
