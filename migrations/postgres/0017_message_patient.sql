@@ -38,3 +38,6 @@ alter table messages add column search tsvector generated always as (
 create index messages_search on messages using gin (search);
 
 
+
+-- "Messages about this patient" (src/web/patient.rs) looks messages up by identifier.
+create index messages_patient on messages (patient_id, id) where patient_id <> '';

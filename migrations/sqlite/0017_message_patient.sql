@@ -54,3 +54,6 @@ insert into messages_fts (rowid, sender, recipients, subject, body, attachments,
     select id, from_name || ' ' || from_addr, to_addrs, subject, body_text, attachment_names,
            patient_name || ' ' || patient_id
     from messages;
+
+-- "Messages about this patient" (src/web/patient.rs) looks messages up by identifier.
+create index messages_patient on messages (patient_id, id) where patient_id <> '';

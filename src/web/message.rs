@@ -330,6 +330,8 @@ pub struct PatientBanner {
     pub id: String,
     /// "from the Direct Context", "from the XDM package", "from the clinical document".
     pub source: &'static str,
+    /// "Messages about this patient".
+    pub link: String,
 }
 
 impl PatientBanner {
@@ -340,6 +342,7 @@ impl PatientBanner {
             sex: p.sex.clone(),
             id: p.id.clone(),
             source: p.source.words(),
+            link: super::patient::link(p),
         }
     }
 }

@@ -508,3 +508,108 @@ async fn a_refused_patient_block_shows_each_error_beside_its_field_and_keeps_wha
     assert_eq!(field(&refused, "patient_family"), long);
     assert_eq!(selected(&refused.body, "patient_sex"), "F");
 }
+
+// ---------------------------------------------------------------------------------
+// messages about one patient
+
+#[tokio::test]
+async fn the_banner_links_to_the_patients_messages_across_the_users_mailboxes_paged() {
+    use crate::webmail::{assign, desk, mailbox};
+    use directmail::store::mailboxes::MailboxKind;
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let shared = mailbox(
+        &app,
+        mb.org_id,
+        "direct.lakeside.test",
+        "front@direct.lakeside.test",
+        MailboxKind::Shared,
+    )
+    .await;
+    let ana_id: i64 = sqlx::query_scalar("select id from users where email = $1")
+        .bind(ANA)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assign(&app, shared.id, ana_id).await;
+    // someone else's mailbox, with a message about the same patient
+    let other = desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "dr.kim@direct.hillside.test",
+    )
+    .await;
+    let about = |subject: &str| raw_message(subject, &context_header(), Some(CONTEXT), &[]);
+    let first = deliver_raw(&app, mb.id, "Referral 0", &about("Referral 0")).await;
+    for n in 1..=50 {
+        let subject = format!("Referral {n}");
+        deliver_raw(&app, mb.id, &subject, &about(&subject)).await;
+    }
+    deliver_raw(
+        &app,
+        shared.id,
+        "At the front desk",
+        &about("At the front desk"),
+    )
+    .await;
+    deliver_raw(&app, other.id, "Not for Ana", &about("Not for Ana")).await;
+    deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "dr.kim@direct.hillside.test",
+            "dr.ana@direct.lakeside.test",
+            "Another patient",
+            "No context.",
+        ),
+    )
+    .await;
+
+    let mut ana = app.signed_in(ANA).await;
+    let page = ana.get(&format!("/mail/messages/{first}")).await;
+    let link = Regex::new(r#"<a href="([^"]+)" id="patient-messages">"#)
+        .unwrap()
+        .captures(&page.body)
+        .unwrap_or_else(|| panic!("no link: {}", page.body))[1]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(link.starts_with("/mail/patient?id="), "{link}");
+    let list = ana.get(&link).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let words = text(&list.body);
+    assert!(
+        words.contains("Messages about HX-4471 (2.16.840.1.113883.19.999999)"),
+        "{words}"
+    );
+    assert!(
+        words.contains("At the front desk") && words.contains("front@direct.lakeside.test"),
+        "{words}"
+    );
+    assert!(!words.contains("Not for Ana") && !words.contains("Another patient"));
+    let rows = |body: &str| {
+        Regex::new(r#"<tr data-id="(\d+)">"#)
+            .unwrap()
+            .captures_iter(body)
+            .map(|c| c[1].parse::<i64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&list.body).len(), 50);
+    let next = Regex::new(r#"<a href="([^"]+)" id="patient-next">"#)
+        .unwrap()
+        .captures(&list.body)
+        .unwrap_or_else(|| panic!("no next page: {}", list.body))[1]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    let older = ana.get(&next).await;
+    assert_eq!(older.status, StatusCode::OK);
+    assert_eq!(rows(&older.body).len(), 2, "{next}");
+    assert_eq!(rows(&older.body).last(), Some(&first), "{next}");
+    assert!(!older.body.contains("patient-next"));
+
+    // a patient no message names lists nothing
+    let none = ana.get("/mail/patient?id=nobody").await;
+    assert!(none.body.contains("No messages about this patient."));
+    assert_eq!(ana.get("/mail/patient").await.status, StatusCode::NOT_FOUND);
+}

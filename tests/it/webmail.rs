@@ -61,7 +61,7 @@ pub(crate) async fn ana_desk(app: &TestApp) -> Mailbox {
     .await
 }
 
-async fn mailbox(
+pub(crate) async fn mailbox(
     app: &TestApp,
     org_id: i64,
     domain: &str,
@@ -88,7 +88,7 @@ async fn mailbox(
     m
 }
 
-async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
+pub(crate) async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
     let mut tx = app.state.db.begin().await.unwrap();
     mailboxes::assign(&mut tx, mailbox_id, user_id)
         .await
