@@ -208,6 +208,7 @@ async fn main() {
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: "",
+                    patient: None,
                 },
                 now - (n - i) as i64,
             )

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::queue::routes())
         .merge(web::lookup::routes())
         .merge(web::leave::routes())
+        .merge(web::patient::routes())
         .merge(web::api::routes(&state.config))
         .merge(web::mail::routes(&state.config))
         .merge(web::audit_log::routes())

@@ -330,10 +330,16 @@ impl Processor {
                 learned = Some((facts.from.clone(), pem));
             }
             // a received PDF or image is shown only if it passes the checks an upload
-            // gets; what fails them is offered as a download, with the reason
-            let attachment_checks = tokio::task::spawn_blocking({
+            // gets; what fails them is offered as a download, with the reason. The
+            // patient the message is about is read here too, once.
+            let (attachment_checks, patient) = tokio::task::spawn_blocking({
                 let inner = inner.clone();
-                move || crate::store::messages::attachment_checks(&inner)
+                move || {
+                    (
+                        crate::store::messages::attachment_checks(&inner),
+                        crate::patient::of_message(&inner),
+                    )
+                }
             })
             .await?;
             let revocation = match &judgement.revocation {
@@ -374,6 +380,7 @@ impl Processor {
                         revocation: revocation.clone(),
                         raw: inner.clone(),
                         attachment_checks: attachment_checks.clone(),
+                        patient: patient.clone(),
                     },
                 ));
             }
@@ -497,6 +504,7 @@ impl Processor {
                             revocation: &m.revocation,
                             raw: &m.raw,
                             attachment_checks: &m.attachment_checks,
+                            patient: m.patient.as_ref(),
                         },
                         now,
                     )
@@ -553,6 +561,7 @@ struct NewOwned {
     revocation: String,
     raw: Vec<u8>,
     attachment_checks: String,
+    patient: Option<crate::patient::MessagePatient>,
 }
 
 /// The header facts processing needs from the inner message.

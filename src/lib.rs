@@ -31,6 +31,7 @@ pub mod domain;
 pub mod export;
 pub mod inbound;
 pub mod outbound;
+pub mod patient;
 pub mod pki;
 pub mod recipients;
 pub mod secrets;

@@ -47,6 +47,9 @@ pub struct Draft {
     /// The Message-ID this replies to, and the thread's References.
     pub in_reply_to: Option<String>,
     pub references: Option<String>,
+    /// The patient block, sent as a Direct Context part; its `id` is replaced by
+    /// the message's own.
+    pub context: Option<directmail_content::context::Context>,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -109,7 +112,32 @@ pub async fn submit_draft(
     for a in &draft.attachments {
         builder = builder.attachment(a.content_type.clone(), a.name.clone(), a.data.clone());
     }
+    if let Some(context) = &draft.context {
+        // Expressing Context in Direct Messaging v1.1: the header on the (signed)
+        // message names, by Content-ID, a text/plain metadata.txt part
+        let context = directmail_content::context::Context {
+            id: Some(message_id.clone()),
+            ..context.clone()
+        };
+        let text = directmail_content::context::build_context(&context)?;
+        let cid = format!("context.{message_id}");
+        builder = builder.header(
+            "X-Direct-Context",
+            mail_builder::headers::message_id::MessageId::new(cid.clone()),
+        );
+        builder.attachments.get_or_insert_with(Vec::new).push(
+            mail_builder::mime::MimePart::new("text/plain", text)
+                .attachment("metadata.txt")
+                .cid(cid),
+        );
+    }
     let raw = builder.write_to_vec()?;
+    // the Sent copy names its patient as a received copy would
+    let patient = tokio::task::spawn_blocking({
+        let raw = raw.clone();
+        move || crate::patient::of_message(&raw)
+    })
+    .await?;
     let mut all: Vec<String> = draft.to.clone();
     all.extend(draft.cc.iter().cloned());
     let mut tx = db.begin().await?;
@@ -136,6 +164,7 @@ pub async fn submit_draft(
         &mailbox.address,
         &draft.subject,
         &raw,
+        patient.as_ref(),
         now,
     )
     .await?;

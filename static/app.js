@@ -185,7 +185,10 @@
 
   function fields() {
     var data = new URLSearchParams();
-    ["to", "cc", "subject", "body"].forEach(function (n) { data.append(n, form.elements[n].value); });
+    ["to", "cc", "subject", "body", "patient_given", "patient_family", "patient_birth_date",
+      "patient_sex", "patient_id", "patient_purpose"].forEach(function (n) {
+      if (form.elements[n]) data.append(n, form.elements[n].value);
+    });
     data.append("_csrf", token);
     return data;
   }

@@ -4,6 +4,7 @@
 use sqlx::{AnyConnection, Row as _};
 
 use crate::db::Db;
+use crate::patient::DraftPatient;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Draft {
@@ -18,6 +19,8 @@ pub struct Draft {
     pub in_reply_to: Option<String>,
     pub refs: Option<String>,
     pub updated_at: i64,
+    /// The patient block, as typed.
+    pub patient: DraftPatient,
 }
 
 /// An attachment's description (its bytes are read only to send or download).
@@ -38,6 +41,8 @@ pub struct Start {
     pub body: String,
     pub in_reply_to: Option<String>,
     pub refs: Option<String>,
+    /// A reply's patient: the one the message replied to is about.
+    pub patient: DraftPatient,
 }
 
 pub async fn create(
@@ -47,7 +52,7 @@ pub async fn create(
     start: &Start,
     now: i64,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar(
         "insert into drafts (mailbox_id, user_id, to_addrs, cc_addrs, subject, body, in_reply_to, refs, created_at, updated_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) returning id",
     )
@@ -60,12 +65,37 @@ pub async fn create(
     .bind(start.in_reply_to.as_deref())
     .bind(start.refs.as_deref())
     .bind(now)
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    save_patient(conn, id, &start.patient).await?;
+    Ok(id)
+}
+
+/// Saves the patient block as typed (it is checked when the draft is sent).
+pub async fn save_patient(
+    conn: &mut AnyConnection,
+    id: i64,
+    patient: &DraftPatient,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update drafts set patient_given = $1, patient_family = $2, patient_birth_date = $3,
+                patient_sex = $4, patient_id = $5, patient_purpose = $6 where id = $7",
+    )
+    .bind(&patient.given)
+    .bind(&patient.family)
+    .bind(&patient.birth_date)
+    .bind(&patient.sex)
+    .bind(&patient.id)
+    .bind(&patient.purpose)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 const COLUMNS: &str =
-    "id, mailbox_id, user_id, to_addrs, cc_addrs, subject, body, in_reply_to, refs, updated_at";
+    "id, mailbox_id, user_id, to_addrs, cc_addrs, subject, body, in_reply_to, refs, updated_at,
+     patient_given, patient_family, patient_birth_date, patient_sex, patient_id, patient_purpose";
 
 fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
     Ok(Draft {
@@ -79,6 +109,14 @@ fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
         in_reply_to: r.try_get("in_reply_to")?,
         refs: r.try_get("refs")?,
         updated_at: r.try_get("updated_at")?,
+        patient: DraftPatient {
+            given: r.try_get("patient_given")?,
+            family: r.try_get("patient_family")?,
+            birth_date: r.try_get("patient_birth_date")?,
+            sex: r.try_get("patient_sex")?,
+            id: r.try_get("patient_id")?,
+            purpose: r.try_get("patient_purpose")?,
+        },
     })
 }
 

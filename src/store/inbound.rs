@@ -4,6 +4,7 @@
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use crate::db::{Backend, Db};
+use crate::patient::{MessagePatient, Source};
 
 /// What arrived over SMTP.
 #[derive(Debug, Clone)]
@@ -229,18 +230,37 @@ pub struct NewMessage<'a> {
     pub raw: &'a [u8],
     /// [`super::messages::attachment_checks`] of `raw`, made before the transaction.
     pub attachment_checks: &'a str,
+    /// [`crate::patient::of_message`] of `raw`, made before the transaction.
+    pub patient: Option<&'a MessagePatient>,
 }
 
 /// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
 /// same mailbox twice changes nothing (exactly once, even after a retried run).
+/// Binds the seven patient columns (empty when there is none).
+fn bind_patient<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    patient: Option<&MessagePatient>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let field = |f: fn(&MessagePatient) -> String| patient.map(f).unwrap_or_default();
+    q.bind(field(|p| p.name.clone()))
+        .bind(field(|p| p.id.clone()))
+        .bind(field(|p| p.birth_date.clone()))
+        .bind(field(|p| p.sex.clone()))
+        .bind(field(|p| p.source.as_str().to_owned()))
+        .bind(field(|p| p.given.clone()))
+        .bind(field(|p| p.family.clone()))
+}
+
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
     let ix = super::messages::Indexed::of(m.raw);
     let done = sqlx::query(
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
                                trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
-                               attachment_checks)
-         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                               attachment_checks, patient_name, patient_id, patient_birth_date, patient_sex,
+                               patient_source, patient_given, patient_family)
+         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                 $20, $21, $22, $23, $24, $25, $26)
          on conflict (mailbox_id, inbound_id) do nothing",
     )
     .bind(m.mailbox_id)
@@ -261,9 +281,8 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(ix.body_text)
     .bind(ix.attachment_names)
     .bind(i64::from(ix.has_attachments))
-    .bind(m.attachment_checks)
-    .execute(conn)
-    .await?;
+    .bind(m.attachment_checks);
+    let done = bind_patient(done, m.patient).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -289,6 +308,9 @@ pub struct MessageRow {
     pub last_activity: String,
     #[serde(skip)]
     pub outbound_id: Option<i64>,
+    /// The patient the message is about, for the list: the name, or the identifier.
+    #[serde(skip)]
+    pub patient: String,
 }
 
 impl MessageRow {
@@ -312,6 +334,14 @@ impl MessageRow {
             has_attachments: super::flag(r.try_get("has_attachments")?),
             last_activity: r.try_get("last_activity")?,
             outbound_id: r.try_get("outbound_id")?,
+            patient: {
+                let name: String = r.try_get("patient_name")?;
+                if name.is_empty() {
+                    r.try_get("patient_id")?
+                } else {
+                    name
+                }
+            },
         })
     }
 }
@@ -336,15 +366,18 @@ pub async fn file_sent(
     from_addr: &str,
     subject: &str,
     raw: &[u8],
+    patient: Option<&MessagePatient>,
     now: i64,
 ) -> sqlx::Result<i64> {
     let ix = super::messages::Indexed::of(raw);
-    sqlx::query_scalar(
+    let q = sqlx::query(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
                                trust_code, trust_sentence, revocation, raw, outbound_id,
-                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments)
+                               from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
+                               patient_name, patient_id, patient_birth_date, patient_sex, patient_source,
+                               patient_given, patient_family)
          values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7,
-                 $8, $9, $10, $11, $12, $13)
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
          returning id",
     )
     .bind(mailbox_id)
@@ -359,9 +392,9 @@ pub async fn file_sent(
     .bind(ix.snippet)
     .bind(ix.body_text)
     .bind(ix.attachment_names)
-    .bind(i64::from(ix.has_attachments))
-    .fetch_one(conn)
-    .await
+    .bind(i64::from(ix.has_attachments));
+    let row = bind_patient(q, patient).fetch_one(conn).await?;
+    row.try_get(0)
 }
 
 /// One stored message with its content.
@@ -375,11 +408,14 @@ pub struct StoredMessage {
     pub raw: Vec<u8>,
     /// `None` for a message filed before attachments were checked on arrival.
     pub attachment_checks: Option<String>,
+    /// The patient it is about, read when it was filed.
+    pub patient: Option<MessagePatient>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
-        "select {}, signer_issuer, message_id, raw, attachment_checks from messages where id = $1",
+        "select {}, signer_issuer, message_id, raw, attachment_checks, patient_birth_date, patient_sex,
+                patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
     let row = sqlx::query(&sql).bind(id).fetch_optional(&db.pool).await?;
@@ -393,6 +429,21 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             message_id: r.try_get("message_id")?,
             raw: r.try_get("raw")?,
             attachment_checks: r.try_get("attachment_checks")?,
+            patient: {
+                let source: String = r.try_get("patient_source")?;
+                match Source::parse(&source) {
+                    Some(source) => Some(MessagePatient {
+                        name: r.try_get("patient_name")?,
+                        id: r.try_get("patient_id")?,
+                        birth_date: r.try_get("patient_birth_date")?,
+                        sex: r.try_get("patient_sex")?,
+                        given: r.try_get("patient_given")?,
+                        family: r.try_get("patient_family")?,
+                        source,
+                    }),
+                    None => None,
+                }
+            },
         })
     })
     .transpose()

@@ -158,7 +158,8 @@ pub async fn backfill(db: &Db) -> sqlx::Result<usize> {
 
 /// The columns of [`MessageRow`], for `select`.
 pub const ROW_COLUMNS: &str = "id, mailbox_id, folder, from_addr, from_name, to_addrs, subject, snippet, received_at, is_read,
-    trust_code, trust_sentence, signer_subject, revocation, has_attachments, last_activity, outbound_id";
+    trust_code, trust_sentence, signer_subject, revocation, has_attachments, last_activity, outbound_id,
+    patient_name, patient_id";
 
 /// `$first, $first+1, …` for `n` values.
 pub fn placeholders(first: usize, n: usize) -> String {
@@ -686,6 +687,45 @@ pub async fn search(
         }
     }
     run(from_clause.to_owned()).await
+}
+
+/// Messages about one patient (by stored identifier, or by name when `id` is empty)
+/// in the mailboxes assigned to `user_id`, Trash left out, newest first, keyset
+/// paged by id; each with its mailbox's address.
+pub async fn about_patient(
+    db: &Db,
+    user_id: i64,
+    id: &str,
+    name: &str,
+    before_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<(MessageRow, String)>> {
+    let columns: Vec<String> = ROW_COLUMNS
+        .split(',')
+        .map(|c| format!("m.{}", c.trim()))
+        .collect();
+    let (column, key) = if id.is_empty() {
+        ("m.patient_name", name)
+    } else {
+        ("m.patient_id", id)
+    };
+    let sql = format!(
+        "select {}, b.address as mailbox_address from messages m join mailboxes b on b.id = m.mailbox_id
+         where m.mailbox_id in (select mailbox_id from mailbox_members where user_id = $1)
+           and {column} = $2 and m.folder <> 'trash' and m.id < $3
+         order by m.id desc limit $4",
+        columns.join(", ")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(key)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((MessageRow::from_row(r)?, r.try_get("mailbox_address")?)))
+        .collect()
 }
 
 /// How many of a mailbox's newest messages a PostgreSQL search looks through before

@@ -21,6 +21,7 @@ use crate::audit::{self, Event};
 use crate::clock::format_utc;
 use crate::config::OuterSubject;
 use crate::outbound::Attachment;
+use crate::patient::{DraftPatient, FieldError, PURPOSES, SEXES};
 use crate::store::directory::Suggestion;
 use crate::store::drafts::{self, AttachmentMeta, Draft, Start};
 use crate::store::inbound::StoredMessage;
@@ -231,6 +232,10 @@ pub async fn draft_from(
             );
             start.in_reply_to = parent.clone().map(|p| format!("<{p}>"));
             start.refs = refs;
+            // a reply is about the same patient
+            if let Some(patient) = &message.patient {
+                start.patient = crate::patient::DraftPatient::of(patient);
+            }
         }
         "forward" => {
             // References (without In-Reply-To) marks the draft as a forward of it
@@ -327,6 +332,33 @@ struct ComposePage {
     subject_visible: bool,
     max_mb: u32,
     allowed: String,
+    /// Each refused patient field and why, shown beside it.
+    patient_errors: Vec<FieldError>,
+    sexes: &'static [(&'static str, &'static str)],
+    purposes: &'static [(&'static str, &'static str)],
+}
+
+impl ComposePage {
+    /// Why the patient field `name` was refused ("" when it was not).
+    fn patient_error(&self, name: &str) -> &str {
+        self.patient_errors
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, why)| why.as_str())
+            .unwrap_or("")
+    }
+
+    /// What was typed in the patient field `name`.
+    fn patient_value(&self, name: &str) -> &str {
+        let p = &self.draft.patient;
+        match name {
+            "patient_given" => &p.given,
+            "patient_family" => &p.family,
+            "patient_birth_date" => &p.birth_date,
+            "patient_id" => &p.id,
+            _ => "",
+        }
+    }
 }
 
 async fn render(
@@ -336,6 +368,7 @@ async fn render(
     draft: Draft,
     chips: Vec<Chip>,
     error: String,
+    patient_errors: Vec<FieldError>,
 ) -> AppResult<ComposePage> {
     let attachments = drafts::attachments(&state.db, draft.id)
         .await?
@@ -368,6 +401,9 @@ async fn render(
         subject_visible: state.config.outer_subject == OuterSubject::Visible,
         max_mb: state.config.max_message_mb,
         allowed: allowed.join(", "),
+        patient_errors,
+        sexes: &SEXES,
+        purposes: &PURPOSES,
     })
 }
 
@@ -377,7 +413,16 @@ async fn page(
     Path(id): Path<i64>,
 ) -> AppResult<ComposePage> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
-    render(&state, current, mailbox, draft, Vec::new(), String::new()).await
+    render(
+        &state,
+        current,
+        mailbox,
+        draft,
+        Vec::new(),
+        String::new(),
+        Vec::new(),
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -389,6 +434,42 @@ struct DraftForm {
     body: String,
     /// "send" when the form's Send button was used without scripts.
     action: String,
+    /// The patient block; absent from a form without one (it is then kept as saved).
+    patient_given: Option<String>,
+    patient_family: Option<String>,
+    patient_birth_date: Option<String>,
+    patient_sex: Option<String>,
+    patient_id: Option<String>,
+    patient_purpose: Option<String>,
+}
+
+impl DraftForm {
+    /// The patient block as typed, when the form has one.
+    fn patient(&self) -> Option<DraftPatient> {
+        let fields = [
+            &self.patient_given,
+            &self.patient_family,
+            &self.patient_birth_date,
+            &self.patient_sex,
+            &self.patient_id,
+            &self.patient_purpose,
+        ];
+        if fields.iter().all(|f| f.is_none()) {
+            return None;
+        }
+        let typed = |f: &Option<String>| f.clone().unwrap_or_default();
+        Some(DraftPatient {
+            given: typed(&self.patient_given),
+            family: typed(&self.patient_family),
+            birth_date: typed(&self.patient_birth_date),
+            sex: typed(&self.patient_sex),
+            id: typed(&self.patient_id),
+            purpose: self
+                .patient_purpose
+                .clone()
+                .unwrap_or_else(|| "treatment".into()),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -419,6 +500,26 @@ async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i6
         now,
     )
     .await?;
+    if let Some(patient) = form.patient() {
+        // kept as typed, within bounds that no real patient block reaches; it is
+        // checked field by field when the draft is sent
+        let too_long = [
+            &patient.given,
+            &patient.family,
+            &patient.birth_date,
+            &patient.sex,
+            &patient.id,
+            &patient.purpose,
+        ]
+        .iter()
+        .any(|f| f.len() > 1000);
+        if too_long {
+            return Err(AppError::BadRequest(
+                "A patient field is longer than it may be here.".into(),
+            ));
+        }
+        drafts::save_patient(&mut tx, id, &patient).await?;
+    }
     tx.commit().await?;
     Ok(now)
 }
@@ -511,8 +612,36 @@ async fn send_draft(
                 .join("; ")
         ));
     }
+    let context = match draft.patient.to_context(now) {
+        Ok(context) => context,
+        Err(errors) => {
+            problems.push(
+                "Nothing was sent: the patient details need correcting (see below).".to_owned(),
+            );
+            let page = render(
+                state,
+                current,
+                mailbox,
+                draft,
+                chips,
+                problems.join(" "),
+                errors,
+            )
+            .await?;
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+        }
+    };
     if !problems.is_empty() {
-        let page = render(state, current, mailbox, draft, chips, problems.join(" ")).await?;
+        let page = render(
+            state,
+            current,
+            mailbox,
+            draft,
+            chips,
+            problems.join(" "),
+            Vec::new(),
+        )
+        .await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
     let normalize = |list: Vec<String>| -> Vec<String> {
@@ -529,6 +658,7 @@ async fn send_draft(
         attachments: drafts::attachment_data(&state.db, id).await?,
         in_reply_to: draft.in_reply_to.clone(),
         references: draft.refs.clone(),
+        context,
     };
     let outbound_id = crate::outbound::submit_draft(
         &state.db,

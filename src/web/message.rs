@@ -318,6 +318,33 @@ struct MessagePage {
     activity: Vec<String>,
     /// Folders to move to: (key, label).
     targets: Vec<(String, String)>,
+    /// The patient the message is about, read when it was filed.
+    patient: Option<PatientBanner>,
+}
+
+/// The patient banner on the message page, in words.
+pub struct PatientBanner {
+    pub name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub id: String,
+    /// "from the Direct Context", "from the XDM package", "from the clinical document".
+    pub source: &'static str,
+    /// "Messages about this patient".
+    pub link: String,
+}
+
+impl PatientBanner {
+    fn of(p: &crate::patient::MessagePatient) -> PatientBanner {
+        PatientBanner {
+            name: p.name.clone(),
+            birth_date: p.birth_date_words(),
+            sex: p.sex.clone(),
+            id: p.id.clone(),
+            source: p.source.words(),
+            link: super::patient::link(p),
+        }
+    }
 }
 
 async fn message(
@@ -412,6 +439,7 @@ async fn message(
         .filter(|f| !matches!(f.key.as_str(), "drafts" | "sent") && f.key != message.folder)
         .map(|f| (f.key.clone(), f.label.clone()))
         .collect();
+    let patient = message.patient.as_ref().map(PatientBanner::of);
     let r = message.row;
     let trusted = r.trust_code == "trusted";
     let trust_title: String = match r.trust_code.as_str() {
@@ -427,6 +455,7 @@ async fn message(
         r.trust_sentence
     };
     Ok(MessagePage {
+        patient,
         chrome: current.chrome,
         frame,
         id,

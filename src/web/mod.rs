@@ -39,6 +39,7 @@ pub mod mail;
 pub mod message;
 pub mod middleware;
 pub mod orgs;
+pub mod patient;
 pub mod quarantine;
 pub mod queue;
 pub mod session;

@@ -22,7 +22,7 @@ use crate::webmail::{Mail, ana_desk, deliver, desk, get_bytes, header, unescape}
 // ---------------------------------------------------------------------------------
 // fixtures
 
-fn cda_fixture(name: &str) -> Vec<u8> {
+pub(crate) fn cda_fixture(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/crates/content/tests/fixtures/cda/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -31,7 +31,7 @@ fn cda_fixture(name: &str) -> Vec<u8> {
 }
 
 /// A package from Dr Kim Lee at Hillside Care to Dr Ana, about Maria Elena Lopez.
-fn package(documents: Vec<DocumentInput<'_>>) -> Vec<u8> {
+pub(crate) fn package(documents: Vec<DocumentInput<'_>>) -> Vec<u8> {
     write_xdm(&XdmInput {
         now: 1_710_253_800, // 2024-03-12 14:30 UTC
         seed: [7; 16],
@@ -55,7 +55,7 @@ fn package(documents: Vec<DocumentInput<'_>>) -> Vec<u8> {
     .unwrap()
 }
 
-fn document<'a>(title: &str, mime_type: &str, bytes: &'a [u8]) -> DocumentInput<'a> {
+pub(crate) fn document<'a>(title: &str, mime_type: &str, bytes: &'a [u8]) -> DocumentInput<'a> {
     DocumentInput {
         title: title.into(),
         mime_type: mime_type.into(),
@@ -140,7 +140,7 @@ async fn reads(app: &TestApp, actor: &str, object: &str) -> Vec<(String, String)
 const ANA: &str = "ana@direct.lakeside.test";
 
 /// The text of the page, markup and escapes removed, white space collapsed.
-fn text(body: &str) -> String {
+pub(crate) fn text(body: &str) -> String {
     let tags = Regex::new(r"(?s)<[^>]*>").unwrap();
     let plain = unescape(&tags.replace_all(body, " "));
     plain.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -61,7 +61,7 @@ pub(crate) async fn ana_desk(app: &TestApp) -> Mailbox {
     .await
 }
 
-async fn mailbox(
+pub(crate) async fn mailbox(
     app: &TestApp,
     org_id: i64,
     domain: &str,
@@ -88,7 +88,7 @@ async fn mailbox(
     m
 }
 
-async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
+pub(crate) async fn assign(app: &TestApp, mailbox_id: i64, user_id: i64) {
     let mut tx = app.state.db.begin().await.unwrap();
     mailboxes::assign(&mut tx, mailbox_id, user_id)
         .await
@@ -246,6 +246,7 @@ pub(crate) async fn deliver_many(
     let mut ids = Vec::new();
     for (mail, at) in mails {
         let raw = mail.bytes();
+        let patient = directmail::patient::of_message(&raw);
         assert!(
             inbound::deliver(
                 &mut tx,
@@ -262,6 +263,7 @@ pub(crate) async fn deliver_many(
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: &directmail::store::messages::attachment_checks(&raw),
+                    patient: patient.as_ref(),
                 },
                 *at,
             )
@@ -308,11 +310,11 @@ async fn audited(app: &TestApp, action: &str, actor: &str) -> bool {
         .any(|e| e.action == action && e.actor == actor)
 }
 
-fn deadline() -> Instant {
+pub(crate) fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(120)
 }
 
-async fn pause() {
+pub(crate) async fn pause() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
@@ -335,7 +337,7 @@ pub(crate) fn unescape(s: &str) -> String {
 }
 
 /// The value of an input, or the text of a textarea, by id.
-fn field(page: &Page, id: &str) -> String {
+pub(crate) fn field(page: &Page, id: &str) -> String {
     let id = regex::escape(id);
     let textarea = Regex::new(&format!(
         r#"(?s)<textarea[^>]*\bid="{id}"[^>]*>(.*?)</textarea>"#
@@ -407,7 +409,7 @@ fn flash(body: &str) -> String {
         .unwrap_or_default()
 }
 
-fn draft_id(location: &str) -> i64 {
+pub(crate) fn draft_id(location: &str) -> i64 {
     Regex::new(r"^/mail/drafts/(\d+)$")
         .unwrap()
         .captures(location)
@@ -416,7 +418,7 @@ fn draft_id(location: &str) -> i64 {
         .unwrap()
 }
 
-fn message_id_of(location: &str) -> i64 {
+pub(crate) fn message_id_of(location: &str) -> i64 {
     Regex::new(r"^/mail/messages/(\d+)$")
         .unwrap()
         .captures(location)
@@ -468,7 +470,7 @@ pub(crate) fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String
 }
 
 /// Starts a draft in a mailbox from the sidebar's "New message" button.
-async fn compose(b: &mut Browser, mailbox_id: i64) -> i64 {
+pub(crate) async fn compose(b: &mut Browser, mailbox_id: i64) -> i64 {
     let r = b.post(&format!("/mail/{mailbox_id}/compose"), &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     draft_id(&r.location())

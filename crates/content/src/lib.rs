@@ -12,6 +12,7 @@
 //!   with each document checked against the fingerprint its sender recorded.
 //! - [`cda`]: clinical documents (CDA R2, C-CDA) parsed with [`parse_cda`] and rendered
 //!   as our own HTML with [`render_document`].
+//! - [`context`]: the Direct Context block (`X-Direct-Context`), read and written.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(
@@ -21,6 +22,7 @@
 
 mod attachment;
 pub mod cda;
+pub mod context;
 mod render;
 pub mod xdm;
 

@@ -212,42 +212,14 @@ fn patient_facts(facts: &mut Vec<(&'static str, String)>, patient: &Patient) {
     }
 }
 
-/// An HL7 CX identifier (`12345^^^&1.2.840.114350&ISO`) as "12345 (1.2.840.114350)":
-/// the identifier and who assigned it.
+/// An HL7 CX identifier as "12345 (1.2.840.114350)" (see [`crate::patient::cx_display`]).
 fn patient_id(cx: &str) -> Option<String> {
-    let mut parts = cx.split('^');
-    let id = parts.next()?.trim();
-    if id.is_empty() {
-        return None;
-    }
-    let authority = parts
-        .nth(2)
-        .and_then(|hd| hd.split('&').find(|s| !s.trim().is_empty() && *s != "ISO"))
-        .map(str::trim);
-    Some(match authority {
-        Some(authority) => format!("{id} ({authority})"),
-        None => id.to_owned(),
-    })
+    crate::patient::cx_display(cx)
 }
 
 /// HL7 v2 administrative sex (table 0001) in words.
 fn sex_words(code: &str) -> Option<String> {
-    let code = code.trim();
-    if code.is_empty() {
-        return None;
-    }
-    Some(
-        match code {
-            "F" => "Female",
-            "M" => "Male",
-            "U" => "Unknown",
-            "O" => "Other",
-            "A" => "Ambiguous",
-            "N" => "Not applicable",
-            other => other,
-        }
-        .to_owned(),
-    )
+    crate::patient::sex_words(code)
 }
 
 /// An XDS time (UTC, `YYYY[MM[DD[hh[mm[ss]]]]]`) in words.

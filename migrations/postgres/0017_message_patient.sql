@@ -1,0 +1,43 @@
+-- The patient a message is about, read once when it is filed (src/patient.rs): from
+-- its Direct Context block, else an XDM package's metadata, else the first clinical
+-- document's recordTarget. Empty strings when there is none (also for every message
+-- filed before this migration).
+alter table messages add column patient_name text not null default '';
+-- the identifier as shown: "12345 (1.2.840.114350)"
+alter table messages add column patient_id text not null default '';
+-- YYYY-MM-DD, YYYY-MM or YYYY
+alter table messages add column patient_birth_date text not null default '';
+-- in words: Female, Male, Unknown, Other, or the sender's own word
+alter table messages add column patient_sex text not null default '';
+-- where it came from: 'context', 'xdm' or 'cda'
+alter table messages add column patient_source text not null default '';
+-- the name's parts, to start a reply's patient block with
+alter table messages add column patient_given text not null default '';
+alter table messages add column patient_family text not null default '';
+
+-- The patient block of a draft, as typed (checked only when it is sent), sent as a
+-- Direct Context part.
+alter table drafts add column patient_given text not null default '';
+alter table drafts add column patient_family text not null default '';
+alter table drafts add column patient_birth_date text not null default '';
+alter table drafts add column patient_sex text not null default '';
+alter table drafts add column patient_id text not null default '';
+-- treatment, payment, operations, emergency or research
+alter table drafts add column patient_purpose text not null default 'treatment';
+
+-- Search finds a message by its patient's name or identifier: the generated column
+-- (0013) is made again with them, which fills it for every row.
+drop index messages_search;
+alter table messages drop column search;
+alter table messages add column search tsvector generated always as (
+    to_tsvector('simple',
+        translate(directmail_fold(from_name || ' ' || from_addr || ' ' || to_addrs || ' ' || subject || ' ' || body_text
+                                  || ' ' || attachment_names || ' ' || patient_name || ' ' || patient_id),
+                  '@._-/:', '      '))
+) stored;
+create index messages_search on messages using gin (search);
+
+
+
+-- "Messages about this patient" (src/web/patient.rs) looks messages up by identifier.
+create index messages_patient on messages (patient_id, id) where patient_id <> '';
