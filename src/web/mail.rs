@@ -83,6 +83,8 @@ pub struct Row {
     pub badge: String,
     /// On Sent: "2 delivered, 1 failed".
     pub delivery: String,
+    /// The folder it is in, in words: shown in search results, which span folders.
+    pub folder: String,
 }
 
 /// A folder in the sidebar.
@@ -214,6 +216,7 @@ pub async fn rows(state: &AppState, list: Vec<MessageRow>) -> AppResult<Vec<Row>
                 .outbound_id
                 .and_then(|id| summaries.get(&id).cloned())
                 .unwrap_or_default(),
+            folder: String::new(),
             row,
         })
         .collect())
@@ -323,6 +326,8 @@ struct NewRows {
     mailbox_id: i64,
     folder: String,
     rows: Vec<Row>,
+    /// Always false: polling brings new rows to a folder, never to search results.
+    searching: bool,
     newest: i64,
     /// (folder key, unread) for every folder, swapped into the sidebar.
     unread: Vec<(String, i64)>,
@@ -349,6 +354,7 @@ async fn new_rows(
         mailbox_id,
         folder,
         rows: rows(&state, list).await?,
+        searching: false,
         newest,
         unread: frame
             .folders
@@ -390,13 +396,22 @@ async fn search(
         .await?;
         paginate(list, |r| r.id.to_string())
     };
+    let mut rows = rows(&state, list).await?;
+    for r in &mut rows {
+        r.folder = frame
+            .folders
+            .iter()
+            .find(|f| f.key == r.row.folder)
+            .map(|f| f.label.clone())
+            .unwrap_or_else(|| r.row.folder.clone());
+    }
     Ok(FolderPage {
         undo: undo_label(&current, mailbox_id).await?,
         frame,
         chrome: current.chrome,
         folder: "search".into(),
         folder_label: "Search".into(),
-        rows: rows(&state, list).await?,
+        rows,
         drafts: Vec::new(),
         next_before: next,
         newest: String::new(),

@@ -1133,6 +1133,17 @@ async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_qu
     act(&mut ana, mb.id, &[("action", "trash")], &[trashed]).await;
     act(&mut ana, mb.id, &[("action", "archive")], &[archived]).await;
 
+    // results span folders: each row says which one it is in
+    let page = search(&mut ana, mb.id, &[("q", "pathology")]).await;
+    assert!(page.body.contains(r#"<th scope="col">Folder</th>"#));
+    assert!(
+        row(&page.body, archived).contains(r#"<td class="folder">Archive</td>"#),
+        "{}",
+        row(&page.body, archived)
+    );
+    let page = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
+    assert!(!page.body.contains(r#"<th scope="col">Folder</th>"#));
+
     let found = |page: &Page| row_ids(&page.body);
     let m = mb.id;
     let none: Vec<i64> = Vec::new();
