@@ -1143,6 +1143,14 @@ async fn search_finds_by_any_field_date_and_folder_pages_and_survives_hostile_qu
     );
     let page = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
     assert!(!page.body.contains(r#"<th scope="col">Folder</th>"#));
+    // the paperclip is drawn, not an emoji a font may lack
+    let page = search(&mut ana, mb.id, &[("q", "holter")]).await;
+    let with_file = row(&page.body, cardio);
+    assert!(
+        with_file.contains(r#"<svg class="clip" role="img" aria-label="Has attachments""#),
+        "{with_file}"
+    );
+    assert!(!page.body.contains('\u{1F4CE}'));
 
     let found = |page: &Page| row_ids(&page.body);
     let m = mb.id;
