@@ -376,11 +376,14 @@ async fn message(
             Vec::new(),
         ),
     };
-    // XDM packages are read (inflated, hashed, their PDFs checked) for their cards
-    let raw = message.raw.clone();
-    let clinical = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
-    for (view, clinical) in attachment_list.iter_mut().zip(clinical) {
-        view.clinical = clinical;
+    // XDM packages are read (inflated, hashed, their PDFs checked) for their cards;
+    // a message without attachments (most of them) is not parsed a second time
+    if !attachment_list.is_empty() {
+        let raw = message.raw.clone();
+        let clinical = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
+        for (view, clinical) in attachment_list.iter_mut().zip(clinical) {
+            view.clinical = clinical;
+        }
     }
     let from = sender_line(&message.row);
     let delivery: Vec<DeliveryLine> = match message.outbound_id {

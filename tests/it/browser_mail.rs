@@ -105,22 +105,7 @@ async fn upload(c: &Client, file: &std::path::Path) {
 #[tokio::test]
 async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     let app = TestApp::spawn().await;
-    let ana_box = app
-        .practice(
-            "Lakeside Clinic",
-            "direct.lakeside.test",
-            "ana@direct.lakeside.test",
-            "dr.ana@direct.lakeside.test",
-        )
-        .await;
-    let kim_box = app
-        .practice(
-            "Hillside Care",
-            "direct.hillside.test",
-            "kim@direct.hillside.test",
-            "front@direct.hillside.test",
-        )
-        .await;
+    let (ana_box, kim_box) = app.lakeside_and_hillside().await;
     let files = tempfile::tempdir().unwrap();
     let summary = files.path().join("summary.pdf");
     std::fs::write(&summary, pdf("Discharge summary")).unwrap();

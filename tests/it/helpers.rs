@@ -107,6 +107,34 @@ impl TestApp {
         run(command).await
     }
 
+    /// Two practices on this portal that write to each other: Ana's mailbox
+    /// dr.ana@direct.lakeside.test at Lakeside Clinic and Kim's front@direct.hillside.test
+    /// at Hillside Care, each with a development certificate.
+    pub async fn lakeside_and_hillside(
+        &self,
+    ) -> (
+        directmail::store::mailboxes::Mailbox,
+        directmail::store::mailboxes::Mailbox,
+    ) {
+        let ana = self
+            .practice(
+                "Lakeside Clinic",
+                "direct.lakeside.test",
+                "ana@direct.lakeside.test",
+                "dr.ana@direct.lakeside.test",
+            )
+            .await;
+        let kim = self
+            .practice(
+                "Hillside Care",
+                "direct.hillside.test",
+                "kim@direct.hillside.test",
+                "front@direct.hillside.test",
+            )
+            .await;
+        (ana, kim)
+    }
+
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }

@@ -12,22 +12,7 @@ use crate::helpers::TestApp;
 #[tokio::test]
 async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
     let app = TestApp::spawn().await;
-    let ana_box = app
-        .practice(
-            "Lakeside Clinic",
-            "direct.lakeside.test",
-            "ana@direct.lakeside.test",
-            "dr.ana@direct.lakeside.test",
-        )
-        .await;
-    let kim_box = app
-        .practice(
-            "Hillside Care",
-            "direct.hillside.test",
-            "kim@direct.hillside.test",
-            "front@direct.hillside.test",
-        )
-        .await;
+    let (ana_box, kim_box) = app.lakeside_and_hillside().await;
     let draft = Draft {
         to: vec!["front@direct.hillside.test".into()],
         subject: "Referral for <Ms. Diaz>".into(),

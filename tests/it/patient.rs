@@ -330,22 +330,7 @@ fn selected(body: &str, id: &str) -> String {
 async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_the_reply() {
     use crate::webmail::{compose, deadline, draft_id, field, message_id_of, pause};
     let app = TestApp::spawn().await;
-    let ana_box = app
-        .practice(
-            "Lakeside Clinic",
-            "direct.lakeside.test",
-            "ana@direct.lakeside.test",
-            "dr.ana@direct.lakeside.test",
-        )
-        .await;
-    let kim_box = app
-        .practice(
-            "Hillside Care",
-            "direct.hillside.test",
-            "kim@direct.hillside.test",
-            "front@direct.hillside.test",
-        )
-        .await;
+    let (ana_box, kim_box) = app.lakeside_and_hillside().await;
     let mut ana = app.signed_in(ANA).await;
     let draft = compose(&mut ana, ana_box.id).await;
     let fields = with_patient(

@@ -482,22 +482,7 @@ pub(crate) async fn compose(b: &mut Browser, mailbox_id: i64) -> i64 {
 #[tokio::test]
 async fn a_message_written_in_the_browser_is_received_read_and_answered_with_delivery_shown() {
     let app = TestApp::spawn().await;
-    let ana_box = app
-        .practice(
-            "Lakeside Clinic",
-            "direct.lakeside.test",
-            "ana@direct.lakeside.test",
-            "dr.ana@direct.lakeside.test",
-        )
-        .await;
-    let kim_box = app
-        .practice(
-            "Hillside Care",
-            "direct.hillside.test",
-            "kim@direct.hillside.test",
-            "front@direct.hillside.test",
-        )
-        .await;
+    let (ana_box, kim_box) = app.lakeside_and_hillside().await;
     rename(&app, "ana@direct.lakeside.test", "Dr. Ana Ruiz").await;
     rename(&app, "kim@direct.hillside.test", "Kim Lee").await;
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
