@@ -234,8 +234,6 @@ pub struct NewMessage<'a> {
     pub patient: Option<&'a MessagePatient>,
 }
 
-/// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
-/// same mailbox twice changes nothing (exactly once, even after a retried run).
 /// Binds the seven patient columns (empty when there is none).
 fn bind_patient<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
@@ -251,6 +249,8 @@ fn bind_patient<'q>(
         .bind(field(|p| p.family.clone()))
 }
 
+/// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
+/// same mailbox twice changes nothing (exactly once, even after a retried run).
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
     let ix = super::messages::Indexed::of(m.raw);
     let done = sqlx::query(
