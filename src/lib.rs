@@ -10,6 +10,7 @@
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
+//! - [`packaging`]: a message's documents as one XDM package;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`directory`]: the provider directory (search, import, export, refresh);
@@ -31,6 +32,7 @@ pub mod domain;
 pub mod export;
 pub mod inbound;
 pub mod outbound;
+pub mod packaging;
 pub mod patient;
 pub mod pki;
 pub mod recipients;

@@ -50,6 +50,9 @@ pub struct Draft {
     /// The patient block, sent as a Direct Context part; its `id` is replaced by
     /// the message's own.
     pub context: Option<directmail_content::context::Context>,
+    /// Whether the attachments go out as one XDM package ([`crate::packaging`]); a
+    /// message without attachments is sent as it is.
+    pub as_xdm: bool,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -109,7 +112,24 @@ pub async fn submit_draft(
     if !draft.cc.is_empty() {
         builder = builder.cc(draft.cc.iter().map(|a| a.as_str()).collect::<Vec<_>>());
     }
-    for a in &draft.attachments {
+    let packaged;
+    let attachments = if draft.as_xdm && !draft.attachments.is_empty() {
+        let sender = directmail_content::xdm::Sender {
+            person: Some(sender_name.trim().to_owned()).filter(|n| !n.is_empty()),
+            institution: orgs::get(db, mailbox.org_id).await?.map(|o| o.name),
+            address: mailbox.address.clone(),
+        };
+        let recipients: Vec<String> = draft.to.iter().chain(&draft.cc).cloned().collect();
+        let (files, context) = (draft.attachments.clone(), draft.context.clone());
+        packaged = [tokio::task::spawn_blocking(move || {
+            crate::packaging::package(&files, context.as_ref(), sender, recipients, now)
+        })
+        .await??];
+        &packaged[..]
+    } else {
+        &draft.attachments[..]
+    };
+    for a in attachments {
         builder = builder.attachment(a.content_type.clone(), a.name.clone(), a.data.clone());
     }
     if let Some(context) = &draft.context {

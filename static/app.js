@@ -189,6 +189,10 @@
       "patient_sex", "patient_id", "patient_purpose"].forEach(function (n) {
       if (form.elements[n]) data.append(n, form.elements[n].value);
     });
+    if (form.elements.xdm_box) {
+      data.append("xdm_box", "1");
+      if (form.elements.as_xdm.checked) data.append("as_xdm", "yes");
+    }
     data.append("_csrf", token);
     return data;
   }

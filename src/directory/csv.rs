@@ -25,6 +25,7 @@ pub const COLUMNS: &[&str] = &[
     "direct_addresses",
     "certificate",
     "fhir_id",
+    "xdm",
     "source",
     "last_confirmed",
 ];
@@ -125,6 +126,17 @@ pub fn parse(text: &str) -> Result<Vec<ParsedRow>, FileProblem> {
                 }
             },
         };
+        let wants_xdm = match cell("xdm").to_ascii_lowercase().as_str() {
+            "" => None,
+            "yes" | "true" | "1" => Some(true),
+            "no" | "false" | "0" => Some(false),
+            other => {
+                problems.push(format!(
+                    "The xdm cell says \u{201c}{other}\u{201d}; it must be yes or no."
+                ));
+                None
+            }
+        };
         let input = EntryInput {
             kind: cell("kind"),
             name: cell("name"),
@@ -143,6 +155,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedRow>, FileProblem> {
                 .collect(),
             certificate,
             fhir_id: cell("fhir_id"),
+            wants_xdm,
         };
         rows.push(ParsedRow {
             number,
@@ -194,6 +207,7 @@ pub fn export(entries: &[(Entry, Vec<Option<Vec<u8>>>)]) -> anyhow::Result<Vec<u
                 .join("; "),
             certificate,
             e.fhir_id.clone().unwrap_or_default(),
+            if e.wants_xdm { "yes" } else { "no" }.to_owned(),
             e.source.clone(),
             format_rfc3339(e.confirmed_at),
         ];

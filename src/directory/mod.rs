@@ -186,6 +186,9 @@ pub struct EntryInput {
     /// A certificate (PEM or DER) for the first address, from an import.
     pub certificate: Option<Vec<u8>>,
     pub fhir_id: String,
+    /// Whether the recipient wants a message's documents as an XDM package; `None`
+    /// (a file without the column) keeps what a stored entry says, or no.
+    pub wants_xdm: Option<bool>,
 }
 
 /// A validated entry, ready to store.
@@ -205,6 +208,8 @@ pub struct EntryData {
     /// With the address it belongs to.
     pub certificate: Option<(Email, Attached)>,
     pub fhir_id: Option<String>,
+    /// See [`EntryInput::wants_xdm`].
+    pub wants_xdm: Option<bool>,
 }
 
 impl EntryInput {
@@ -289,6 +294,7 @@ impl EntryInput {
                 addresses,
                 certificate,
                 fhir_id: Some(fhir_id).filter(|s| !s.is_empty()),
+                wants_xdm: self.wants_xdm,
             }),
             _ => Err(problems),
         }

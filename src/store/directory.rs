@@ -26,7 +26,7 @@ pub struct Viewer {
 /// `Any` driver cannot read PostgreSQL's tsvector column).
 const ENTRY: &str = "e.id, e.kind, e.scope, e.org_id, e.owner_id, e.mailbox_id, e.name, \
      e.organization, e.npi, e.specialties, e.address_line, e.city, e.state, e.zip, e.phone, \
-     e.source, e.fhir_id, e.confirmed_at, e.updated_at";
+     e.source, e.fhir_id, e.wants_xdm, e.confirmed_at, e.updated_at";
 
 /// One Direct address of an entry, with the certificate attached to it, if any.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -59,6 +59,8 @@ pub struct Entry {
     pub phone: String,
     pub source: String,
     pub fhir_id: Option<String>,
+    /// Whether this recipient wants a message's documents as an XDM package.
+    pub wants_xdm: bool,
     pub confirmed_at: i64,
     pub updated_at: i64,
     pub addresses: Vec<AddressRow>,
@@ -86,6 +88,7 @@ impl Entry {
             phone: row.try_get("phone")?,
             source: row.try_get("source")?,
             fhir_id: row.try_get("fhir_id")?,
+            wants_xdm: super::flag(row.try_get("wants_xdm")?),
             confirmed_at: row.try_get("confirmed_at")?,
             updated_at: row.try_get("updated_at")?,
             addresses: Vec::new(),
@@ -144,6 +147,7 @@ impl Entry {
             addresses: self.addresses.iter().map(|a| a.address.clone()).collect(),
             certificate: None,
             fhir_id: self.fhir_id.clone().unwrap_or_default(),
+            wants_xdm: Some(self.wants_xdm),
         }
     }
 }
@@ -229,9 +233,10 @@ pub async fn insert(
         "insert into directory_entries (kind, scope, scope_key, org_id, owner_id, mailbox_id,
              name, organization, npi, specialties, address_line, city, state, zip, phone,
              source, fhir_id, confirmed_at, created_at, updated_at,
-             search_name, search_org, search_specialty, search_place, search_ident, name_key, sort_name)
+             search_name, search_org, search_specialty, search_place, search_ident, name_key, sort_name,
+             wants_xdm)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $18, $18, $19, $20, $21, $22, $23, $24, $25)
+                 $18, $18, $18, $19, $20, $21, $22, $23, $24, $25, coalesce($26, 0))
          returning id",
     )
     .bind(e.kind.as_str())
@@ -241,6 +246,7 @@ pub async fn insert(
     .bind(scope.owner_id())
     .bind(mailbox_id);
     let id: i64 = bind_entry(query, e, &s, source, now)
+        .bind(e.wants_xdm.map(i64::from))
         .fetch_one(&mut *conn)
         .await?;
     set_addresses(conn, id, &scope.key(), e).await?;
@@ -299,11 +305,13 @@ pub async fn update(
              specialties = $5, address_line = $6, city = $7, state = $8, zip = $9, phone = $10,
              source = $11, fhir_id = coalesce($12, fhir_id), confirmed_at = $13, updated_at = $13,
              search_name = $14, search_org = $15, search_specialty = $16, search_place = $17,
-             search_ident = $18, name_key = $19, sort_name = $20
-         where id = $21 returning scope_key",
+             search_ident = $18, name_key = $19, sort_name = $20,
+             wants_xdm = coalesce($21, wants_xdm)
+         where id = $22 returning scope_key",
     )
     .bind(e.kind.as_str());
     let scope_key: String = bind_entry(query, e, &s, source, now)
+        .bind(e.wants_xdm.map(i64::from))
         .bind(id)
         .fetch_one(&mut *conn)
         .await?;
@@ -689,6 +697,7 @@ async fn sync_mailbox(conn: &mut AnyConnection, mailbox_id: i64, now: i64) -> sq
         addresses: vec![address.clone()],
         certificate: None,
         fhir_id: None,
+        wants_xdm: None,
     };
     // an imported or manual public entry with this address gives way to the mailbox,
     // which is the authority on its own address
@@ -910,6 +919,41 @@ pub async fn names_for(db: &Db, addresses: &[&str]) -> sqlx::Result<HashMap<Stri
     rows.iter()
         .map(|r| Ok((r.try_get("address")?, r.try_get("name")?)))
         .collect()
+}
+
+/// Which of `addresses` a directory entry that `viewer` can see (the shared directory,
+/// their organization's contacts, their address book) marks as wanting documents as an
+/// XDM package; lower-cased.
+pub async fn wanting_xdm(
+    db: &Db,
+    viewer: &Viewer,
+    addresses: &[String],
+) -> sqlx::Result<Vec<String>> {
+    let wanted: Vec<String> = addresses
+        .iter()
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "select distinct a.address from directory_addresses a
+           join directory_entries e on e.id = a.entry_id
+         where e.wants_xdm = 1 and a.scope_key in ('public', $1, $2) and a.address in ({})
+         order by a.address",
+        crate::store::messages::placeholders(3, wanted.len())
+    );
+    let org = viewer
+        .org_id
+        .map(|org| Scope::Org(org).key())
+        .unwrap_or_else(|| "public".into());
+    let mut query = sqlx::query_scalar(&sql)
+        .bind(org)
+        .bind(Scope::Personal(viewer.user_id).key());
+    for a in &wanted {
+        query = query.bind(a.clone());
+    }
+    query.fetch_all(&db.pool).await
 }
 
 /// The certificate (DER) attached by hand or by an import to this address in the

@@ -21,6 +21,8 @@ pub struct Draft {
     pub updated_at: i64,
     /// The patient block, as typed.
     pub patient: DraftPatient,
+    /// "Send the attachments as an XDM package", as ticked.
+    pub as_xdm: bool,
 }
 
 /// An attachment's description (its bytes are read only to send or download).
@@ -71,6 +73,16 @@ pub async fn create(
     Ok(id)
 }
 
+/// Saves the "send as an XDM package" box.
+pub async fn save_as_xdm(conn: &mut AnyConnection, id: i64, as_xdm: bool) -> sqlx::Result<()> {
+    sqlx::query("update drafts set as_xdm = $1 where id = $2")
+        .bind(i64::from(as_xdm))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Saves the patient block as typed (it is checked when the draft is sent).
 pub async fn save_patient(
     conn: &mut AnyConnection,
@@ -95,7 +107,8 @@ pub async fn save_patient(
 
 const COLUMNS: &str =
     "id, mailbox_id, user_id, to_addrs, cc_addrs, subject, body, in_reply_to, refs, updated_at,
-     patient_given, patient_family, patient_birth_date, patient_sex, patient_id, patient_purpose";
+     patient_given, patient_family, patient_birth_date, patient_sex, patient_id, patient_purpose,
+     as_xdm";
 
 fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
     Ok(Draft {
@@ -117,6 +130,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
             id: r.try_get("patient_id")?,
             purpose: r.try_get("patient_purpose")?,
         },
+        as_xdm: super::flag(r.try_get("as_xdm")?),
     })
 }
 

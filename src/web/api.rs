@@ -256,6 +256,18 @@ async fn send(
             "subject" => draft.subject = text(),
             "text" => draft.text = String::from_utf8_lossy(&bytes).into_owned(),
             "mailbox" => from_mailbox = Some(text()),
+            "xdm" => {
+                draft.as_xdm = match text().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => {
+                        return Err(bad(
+                            "invalid_field",
+                            "The field xdm is true or false.".into(),
+                        ));
+                    }
+                }
+            }
             "attachment" => {
                 let name: String = file_name
                     .unwrap_or_else(|| "attachment".into())
@@ -309,6 +321,14 @@ async fn send(
         ));
     }
     let mailbox = mailbox_of(&state, &api.user, from_mailbox.as_deref()).await?;
+    let viewer = crate::store::directory::Viewer {
+        user_id: api.user.id,
+        org_id: api.user.org_id,
+    };
+    let recipients: Vec<String> = draft.to.iter().chain(&draft.cc).cloned().collect();
+    draft.as_xdm |= !crate::store::directory::wanting_xdm(&state.db, &viewer, &recipients)
+        .await?
+        .is_empty();
     let now = state.clock.now();
     let id =
         crate::outbound::submit_draft(&state.db, &mailbox, &api.user.display_name, &draft, now)

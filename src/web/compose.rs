@@ -336,6 +336,8 @@ struct ComposePage {
     patient_errors: Vec<FieldError>,
     sexes: &'static [(&'static str, &'static str)],
     purposes: &'static [(&'static str, &'static str)],
+    /// The recipients whose directory entry asks for XDM packages.
+    wanting_xdm: Vec<String>,
 }
 
 impl ComposePage {
@@ -387,7 +389,18 @@ async fn render(
             .iter()
             .map(|k| k.label().to_owned()),
     );
+    let recipients: Vec<String> = split_addresses(&draft.to)
+        .into_iter()
+        .chain(split_addresses(&draft.cc))
+        .collect();
+    let wanting_xdm = crate::store::directory::wanting_xdm(
+        &state.db,
+        &super::directory::viewer(&current),
+        &recipients,
+    )
+    .await?;
     Ok(ComposePage {
+        wanting_xdm,
         frame: frame(state, &current, mailbox.id).await?,
         chrome: current.chrome,
         saved: format!(
@@ -441,6 +454,10 @@ struct DraftForm {
     patient_sex: Option<String>,
     patient_id: Option<String>,
     patient_purpose: Option<String>,
+    /// Present when the form shows the "send as an XDM package" box, whose own field
+    /// (`as_xdm`) is absent when it is not ticked.
+    xdm_box: Option<String>,
+    as_xdm: Option<String>,
 }
 
 impl DraftForm {
@@ -519,6 +536,9 @@ async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i6
             ));
         }
         drafts::save_patient(&mut tx, id, &patient).await?;
+    }
+    if form.xdm_box.is_some() {
+        drafts::save_as_xdm(&mut tx, id, form.as_xdm.is_some()).await?;
     }
     tx.commit().await?;
     Ok(now)
@@ -612,6 +632,19 @@ async fn send_draft(
                 .join("; ")
         ));
     }
+    let attachments = drafts::attachment_data(&state.db, id).await?;
+    if draft.as_xdm && attachments.is_empty() {
+        problems.push(
+            "Nothing was sent: there are no attachments to send as an XDM package; attach the documents, or untick the box."
+                .to_owned(),
+        );
+    }
+    let wanting_xdm = crate::store::directory::wanting_xdm(
+        &state.db,
+        &super::directory::viewer(&current),
+        &to.iter().chain(&cc).cloned().collect::<Vec<_>>(),
+    )
+    .await?;
     let context = match draft.patient.to_context(now) {
         Ok(context) => context,
         Err(errors) => {
@@ -655,10 +688,11 @@ async fn send_draft(
         cc: normalize(cc),
         subject: draft.subject.clone(),
         text: draft.body.clone(),
-        attachments: drafts::attachment_data(&state.db, id).await?,
+        attachments,
         in_reply_to: draft.in_reply_to.clone(),
         references: draft.refs.clone(),
         context,
+        as_xdm: draft.as_xdm || !wanting_xdm.is_empty(),
     };
     let outbound_id = crate::outbound::submit_draft(
         &state.db,
@@ -696,9 +730,14 @@ async fn send_draft(
         now,
         &current.actor(ip),
         Event::new("message.send", format!("outbound:{outbound_id}")).detail(format!(
-            "{} recipient(s), {} attachment(s)",
+            "{} recipient(s), {} attachment(s){}",
             message.to.len() + message.cc.len(),
-            message.attachments.len()
+            message.attachments.len(),
+            if message.as_xdm && !message.attachments.is_empty() {
+                " in an XDM package"
+            } else {
+                ""
+            }
         )),
     )
     .await?;

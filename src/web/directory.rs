@@ -366,6 +366,8 @@ pub struct EntryForm {
     zip: String,
     phone: String,
     addresses: String,
+    /// "1" when "Send documents as an XDM package" is ticked.
+    wants_xdm: String,
 }
 
 impl EntryForm {
@@ -389,6 +391,7 @@ impl EntryForm {
                 .map(|a| a.address.as_str())
                 .collect::<Vec<_>>()
                 .join("\n"),
+            wants_xdm: if e.wants_xdm { "1" } else { "" }.to_owned(),
         }
     }
 
@@ -414,6 +417,8 @@ impl EntryForm {
                 .collect(),
             certificate: None,
             fhir_id: String::new(),
+            // the form always shows the box: unticked means no
+            wants_xdm: Some(!self.wants_xdm.is_empty()),
         })
     }
 }

@@ -10,7 +10,13 @@ use serde_json::Value;
 use crate::helpers::TestApp;
 
 /// An organization on this HISP with a dev certificate, a user, a mailbox, a token.
-async fn practice(app: &TestApp, org: &str, domain: &str, user: &str, mailbox: &str) -> String {
+pub(crate) async fn practice(
+    app: &TestApp,
+    org: &str,
+    domain: &str,
+    user: &str,
+    mailbox: &str,
+) -> String {
     app.practice(org, domain, user, mailbox).await;
     let out = app
         .cli(&["admin", "token", "create", "--user", user, "--name", "EHR"])
@@ -25,7 +31,7 @@ async fn practice(app: &TestApp, org: &str, domain: &str, user: &str, mailbox: &
     token.trim().to_owned()
 }
 
-async fn json(r: reqwest::Response) -> (StatusCode, Value) {
+pub(crate) async fn json(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -225,6 +231,10 @@ async fn the_api_refuses_missing_revoked_and_forged_tokens_and_bad_input_with_js
         (
             vec![("to", "a@direct.x.test"), ("bcc", "b@direct.x.test")],
             "unknown_field",
+        ),
+        (
+            vec![("to", "a@direct.x.test"), ("xdm", "maybe")],
+            "invalid_field",
         ),
     ] {
         let mut form = Form::new();

@@ -19,6 +19,7 @@ mod limits;
 mod mail;
 mod network;
 mod outbound;
+mod packaging;
 mod patient;
 mod pki;
 mod revocation;

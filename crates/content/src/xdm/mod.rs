@@ -124,6 +124,39 @@ impl Patient {
             .collect();
         (!words.is_empty()).then(|| words.join(" "))
     }
+
+    /// The patient of a Direct Context block, as a package's metadata names them: the
+    /// identifier as `id^^^&OID&ISO` when its assigning authority is an OID (an
+    /// identifier without one cannot stand in XDS metadata and is left out), the given
+    /// and middle names, the birth date as `YYYYMMDD` and the sex code. `None` when the
+    /// block names neither an identifier nor a patient.
+    pub fn from_context(context: &crate::context::Context) -> Option<Patient> {
+        let id = context
+            .patient_identifier()
+            .and_then(|(authority, id)| match authority {
+                Some(oid) if hl7::is_oid(oid) && !id.contains(['^', '&', '|', '~', '\\']) => {
+                    Some(format!("{id}^^^&{oid}&ISO"))
+                }
+                _ => None,
+            });
+        let person = context.patient.as_ref();
+        let given: Vec<&str> = person
+            .into_iter()
+            .flat_map(|p| [p.given_name.as_deref(), p.middle_name.as_deref()])
+            .flatten()
+            .collect();
+        let patient = Patient {
+            id,
+            family_name: person.and_then(|p| p.surname.clone()),
+            given_names: (!given.is_empty()).then(|| given.join(" ")),
+            birth_date: person
+                .and_then(|p| p.date_of_birth.as_deref())
+                .map(|date| date.replace('-', ""))
+                .filter(|date| date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())),
+            sex: person.and_then(|p| p.gender.clone()),
+        };
+        (patient != Patient::default()).then_some(patient)
+    }
 }
 
 /// A document from a package: its metadata as the sender recorded it, and its bytes.

@@ -1537,3 +1537,59 @@ fn the_default_limits_are_documented_values() {
     assert_eq!(limits.max_ratio, 100);
     assert_eq!(limits.max_depth, 8);
 }
+
+// ---------------------------------------------------------------------------------
+// The patient of a Direct Context block, for a package the portal writes.
+
+#[test]
+fn a_direct_context_patient_becomes_the_package_patient_and_reads_back() {
+    use crate::context::{Context, ContextPatient};
+    let context = Context {
+        patient_id: Some("1.2.840.114350.1.13:MRN-4471".into()),
+        patient: Some(ContextPatient {
+            given_name: Some("Anna".into()),
+            middle_name: Some("Maria".into()),
+            surname: Some("Jones".into()),
+            date_of_birth: Some("1961-12-31".into()),
+            gender: Some("F".into()),
+            postal_code: None,
+        }),
+        ..Context::default()
+    };
+    let patient = Patient::from_context(&context).expect("a patient");
+    assert_eq!(
+        patient.id.as_deref(),
+        Some("MRN-4471^^^&1.2.840.114350.1.13&ISO")
+    );
+    assert_eq!(patient.name().as_deref(), Some("Anna Maria Jones"));
+    assert_eq!(patient.birth_date.as_deref(), Some("19611231"));
+    let package = write_xdm(&XdmInput {
+        patient: Some(patient.clone()),
+        ..input()
+    })
+    .unwrap();
+    let read = read(&package).unwrap();
+    let set = &read.submission_sets[0];
+    assert_eq!(set.patient.as_ref(), Some(&patient));
+}
+
+#[test]
+fn a_context_identifier_without_an_oid_authority_is_left_out_and_the_name_kept() {
+    use crate::context::{Context, ContextPatient};
+    for patient_id in ["MRN-4471", "hospital:MRN-4471", "1.2.3:MRN^4471"] {
+        let context = Context {
+            patient_id: Some(patient_id.into()),
+            patient: Some(ContextPatient {
+                surname: Some("Jones".into()),
+                date_of_birth: Some("31/12/1961".into()),
+                ..ContextPatient::default()
+            }),
+            ..Context::default()
+        };
+        let patient = Patient::from_context(&context).expect("a patient");
+        assert_eq!(patient.id, None, "{patient_id}");
+        assert_eq!(patient.family_name.as_deref(), Some("Jones"));
+        assert_eq!(patient.birth_date, None, "a date that is not YYYYMMDD");
+    }
+    assert_eq!(Patient::from_context(&Context::default()), None);
+}
