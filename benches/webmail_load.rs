@@ -1,6 +1,8 @@
 //! Webmail benchmark (not a test): a mailbox seeded with N messages (100 000 by
-//! default), then `wrk` on loopback against the inbox, page 50 of the list, a search
-//! and opening a message, at 1 and 32 connections, next to a static file served by the
+//! default), then `wrk` on loopback against the inbox, page 50 of the list, a search,
+//! opening a message, and opening clinical content (a message with a 5 MB C-CDA, its
+//! viewer page and rendered document, a message with a 20 MB XDM package, whose card
+//! is read from the package on every view), at 1 and 32 connections, next to a static file served by the
 //! same server as the ceiling. Prints requests/s and p50/p99 latency.
 //!
 //! `cargo bench --bench webmail_load` (SQLite in a temporary directory); set
@@ -23,6 +25,8 @@ use directmail::store::{orgs, users};
 
 mod common;
 use common::{database, env_usize};
+#[path = "../crates/content/benches/fixtures/mod.rs"]
+mod clinical;
 
 const WORDS: [&str; 24] = [
     "referral",
@@ -218,6 +222,70 @@ async fn main() {
         }
         tx.commit().await.unwrap();
     }
+    // two messages with clinical content of the sizes issue #12 names
+    let clinical_message = |subject: &str, name: &str, content_type: &str, bytes: Vec<u8>| {
+        mail_builder::MessageBuilder::new()
+            .from(("Dr Samuel Okafor", "dr.okafor@direct.riverside.test"))
+            .to("clerk@direct.bench.test")
+            .subject(subject)
+            .text_body("Please see the attached documents.")
+            .attachment(content_type.to_owned(), name.to_owned(), bytes)
+            .write_to_vec()
+            .unwrap()
+    };
+    let cda = clinical::big_cda(5 * 1024 * 1024);
+    let with_cda = clinical_message(
+        "Referral, 5 MB C-CDA",
+        "referral.xml",
+        "text/xml",
+        cda.clone(),
+    );
+    let with_xdm = clinical_message(
+        "Referral, 20 MB XDM",
+        "package.zip",
+        "application/zip",
+        clinical::big_xdm(&cda),
+    );
+    let mut clinical_ids: Vec<i64> = Vec::new();
+    let mut tx = state.db.begin().await.unwrap();
+    for (subject, raw) in [
+        ("Referral, 5 MB C-CDA", &with_cda),
+        ("Referral, 20 MB XDM", &with_xdm),
+    ] {
+        assert!(
+            inbound::deliver(
+                &mut tx,
+                NewMessage {
+                    mailbox_id: mailbox.id,
+                    inbound_id: None,
+                    message_id: None,
+                    from_addr: "dr.okafor@direct.riverside.test",
+                    subject,
+                    trust_code: "trusted",
+                    trust_sentence: "Signed by Dr Samuel Okafor, Riverside Family Medicine.",
+                    signer_subject: None,
+                    signer_issuer: None,
+                    revocation: "checked",
+                    raw,
+                    attachment_checks: "",
+                    patient: None,
+                },
+                now - n as i64 - 10,
+            )
+            .await
+            .unwrap()
+        );
+        clinical_ids.push(
+            sqlx::query_scalar("select id from messages where mailbox_id = $1 and subject = $2")
+                .bind(mailbox.id)
+                .bind(subject)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+
     // most of a real inbox has been read
     sqlx::query("update messages set is_read = 1 where mailbox_id = $1 and id % 50 <> 0")
         .bind(mailbox.id)
@@ -293,6 +361,22 @@ async fn main() {
             format!("/mail/{m}/search?q=potassium+referral"),
         ),
         ("open a message", format!("/mail/messages/{a_message}")),
+        (
+            "message with a 5 MB C-CDA",
+            format!("/mail/messages/{}", clinical_ids[0]),
+        ),
+        (
+            "its C-CDA viewer page",
+            format!("/mail/messages/{}/attachments/0/cda", clinical_ids[0]),
+        ),
+        (
+            "its rendered C-CDA (frame)",
+            format!("/mail/messages/{}/attachments/0/cda/frame", clinical_ids[0]),
+        ),
+        (
+            "message with a 20 MB XDM",
+            format!("/mail/messages/{}", clinical_ids[1]),
+        ),
     ];
     println!(
         "\n{backend}: {n} messages in one Inbox; wrk {seconds} s per row on loopback, this machine ({} cores)",

@@ -8,52 +8,9 @@
 use std::time::Instant;
 
 use directmail_content::cda::{CdaLimits, RenderOptions, parse_cda, render_document};
-use directmail_content::xdm::{
-    Confidentiality, DocumentInput, Sender, XdmInput, XdmLimits, read_xdm, write_xdm,
-};
+use directmail_content::xdm::{XdmLimits, read_xdm};
 
-const REFERRAL: &str = include_str!("../tests/fixtures/cda/referral-note.xml");
-
-/// The referral note with a Results section of `rows` table rows added.
-fn big_cda(target_bytes: usize) -> Vec<u8> {
-    let row = |i: usize| {
-        format!(
-            "<tr><td>2024-03-{:02}</td><td>Potassium</td><td>{}.{} mmol/L</td><td><content styleCode=\"Bold\">normal</content></td></tr>\n",
-            i % 28 + 1,
-            3 + i % 3,
-            i % 10
-        )
-    };
-    let mut rows = String::new();
-    let mut i = 0;
-    while rows.len() < target_bytes.saturating_sub(REFERRAL.len()) {
-        rows.push_str(&row(i));
-        i += 1;
-    }
-    let section = format!(
-        "<component><section><code code=\"30954-2\" codeSystem=\"2.16.840.1.113883.6.1\"/><title>Results</title><text><table><thead><tr><th>Date</th><th>Test</th><th>Value</th><th>Flag</th></tr></thead><tbody>{rows}</tbody></table></text></section></component>"
-    );
-    let at = REFERRAL
-        .rfind("</structuredBody>")
-        .expect("a structured body");
-    let mut doc = REFERRAL[..at].to_owned();
-    doc.push_str(&section);
-    doc.push_str(&REFERRAL[at..]);
-    doc.into_bytes()
-}
-
-/// Bytes that do not compress (a scanned document stands in for them).
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+mod fixtures;
 
 fn time(name: &str, runs: usize, mut f: impl FnMut() -> usize) {
     let mut ms: Vec<f64> = (0..runs)
@@ -77,7 +34,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let cda = big_cda(5 * 1024 * 1024);
+    let cda = fixtures::big_cda(5 * 1024 * 1024);
     let limits = CdaLimits::default();
     time(
         &format!("C-CDA {:.1} MB: parse", cda.len() as f64 / 1048576.0),
@@ -96,40 +53,7 @@ fn main() {
         },
     );
 
-    let scans: Vec<Vec<u8>> = (0..4).map(|i| noise(5 * 1024 * 1024 + i)).collect();
-    let mut documents = vec![DocumentInput {
-        title: "Referral note".into(),
-        mime_type: "text/xml".into(),
-        bytes: &cda,
-        confidentiality: Confidentiality::Normal,
-        creation_time: None,
-        type_code: None,
-        class_code: None,
-    }];
-    documents.extend(scans.iter().map(|s| DocumentInput {
-        title: "Scan".into(),
-        mime_type: "application/pdf".into(),
-        bytes: s,
-        confidentiality: Confidentiality::Normal,
-        creation_time: None,
-        type_code: None,
-        class_code: None,
-    }));
-    let package = write_xdm(&XdmInput {
-        now: 1_733_400_000,
-        seed: [7; 16],
-        sender: Sender {
-            person: Some("Dr Samuel Okafor".into()),
-            institution: Some("Riverside Family Medicine".into()),
-            address: "dr.okafor@direct.riverside.test".into(),
-        },
-        recipients: vec!["referrals@direct.lakeside.test".into()],
-        source_id: None,
-        patient: None,
-        content_type: None,
-        documents,
-    })
-    .expect("a package");
+    let package = fixtures::big_xdm(&cda);
     let xdm_limits = XdmLimits::default();
     time(
         &format!(
