@@ -208,7 +208,7 @@ async fn main() {
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: "",
-                    patient: None,
+                    filing: &Default::default(),
                 },
                 now - (n - i) as i64,
             )

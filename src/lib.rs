@@ -11,6 +11,8 @@
 //! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
+//! - [`filing`]: what is read from a message once when it is filed (its patient, its
+//!   clinical documents);
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`directory`]: the provider directory (search, import, export, refresh);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
@@ -29,6 +31,7 @@ pub mod db;
 pub mod directory;
 pub mod domain;
 pub mod export;
+pub mod filing;
 pub mod inbound;
 pub mod outbound;
 pub mod patient;

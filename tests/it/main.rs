@@ -21,6 +21,7 @@ mod network;
 mod outbound;
 mod patient;
 mod pki;
+mod reportability;
 mod revocation;
 mod security;
 mod sender_binding;
