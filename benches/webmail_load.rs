@@ -212,7 +212,7 @@ async fn main() {
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: "",
-                    patient: None,
+                    filing: &Default::default(),
                 },
                 now - (n - i) as i64,
             )
@@ -268,7 +268,7 @@ async fn main() {
                     revocation: "checked",
                     raw,
                     attachment_checks: "",
-                    patient: None,
+                    filing: &Default::default(),
                 },
                 now - n as i64 - 10,
             )

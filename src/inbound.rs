@@ -331,13 +331,14 @@ impl Processor {
             }
             // a received PDF or image is shown only if it passes the checks an upload
             // gets; what fails them is offered as a download, with the reason. The
-            // patient the message is about is read here too, once.
-            let (attachment_checks, patient) = tokio::task::spawn_blocking({
+            // patient the message is about and its clinical documents are read here
+            // too, once.
+            let (attachment_checks, filing) = tokio::task::spawn_blocking({
                 let inner = inner.clone();
                 move || {
                     (
                         crate::store::messages::attachment_checks(&inner),
-                        crate::patient::of_message(&inner),
+                        crate::filing::read(&inner),
                     )
                 }
             })
@@ -380,7 +381,7 @@ impl Processor {
                         revocation: revocation.clone(),
                         raw: inner.clone(),
                         attachment_checks: attachment_checks.clone(),
-                        patient: patient.clone(),
+                        filing: filing.clone(),
                     },
                 ));
             }
@@ -504,7 +505,7 @@ impl Processor {
                             revocation: &m.revocation,
                             raw: &m.raw,
                             attachment_checks: &m.attachment_checks,
-                            patient: m.patient.as_ref(),
+                            filing: &m.filing,
                         },
                         now,
                     )
@@ -561,7 +562,7 @@ struct NewOwned {
     revocation: String,
     raw: Vec<u8>,
     attachment_checks: String,
-    patient: Option<crate::patient::MessagePatient>,
+    filing: crate::filing::Filing,
 }
 
 /// The header facts processing needs from the inner message.

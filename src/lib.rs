@@ -12,6 +12,8 @@
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`packaging`]: a message's documents as one XDM package;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
+//! - [`filing`]: what is read from a message once when it is filed (its patient, its
+//!   clinical documents);
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`directory`]: the provider directory (search, import, export, refresh);
 //! - [`cli`]: `directmail admin …` provisioning from scripts.
@@ -30,6 +32,7 @@ pub mod db;
 pub mod directory;
 pub mod domain;
 pub mod export;
+pub mod filing;
 pub mod inbound;
 pub mod outbound;
 pub mod packaging;

@@ -152,10 +152,11 @@ pub async fn submit_draft(
         );
     }
     let raw = builder.write_to_vec()?;
-    // the Sent copy names its patient as a received copy would
-    let patient = tokio::task::spawn_blocking({
+    // the Sent copy names its patient, and records its clinical documents, as a
+    // received copy would
+    let filing = tokio::task::spawn_blocking({
         let raw = raw.clone();
-        move || crate::patient::of_message(&raw)
+        move || crate::filing::read(&raw)
     })
     .await?;
     let mut all: Vec<String> = draft.to.clone();
@@ -184,7 +185,7 @@ pub async fn submit_draft(
         &mailbox.address,
         &draft.subject,
         &raw,
-        patient.as_ref(),
+        &filing,
         now,
     )
     .await?;

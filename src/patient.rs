@@ -1,12 +1,13 @@
 //! The patient a message is about, read once when the message is filed and stored
 //! with it (migration 0017): from its Direct Context block when it has one, else from
 //! an XDM package's metadata, else from the first clinical document's recordTarget.
-//! [`of_message`] makes that choice; nothing else reads a patient from a message.
+//! [`choose`] makes that choice, from what [`crate::filing::read`] took out of the
+//! message in its one reading; nothing else reads a patient from a message.
 
-use directmail_content::cda::{self, CdaLimits, Time};
+use directmail_content::cda::{Document, Time};
 use directmail_content::context::{self, Context};
-use directmail_content::xdm::{self, XdmLimits};
-use mail_parser::{Message, MessageParser, MimeHeaders as _, PartType};
+use directmail_content::xdm::Package;
+use mail_parser::{Message, MimeHeaders as _, PartType};
 
 /// Where the patient was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,14 +124,19 @@ impl MessagePatient {
     }
 }
 
-/// The patient the message `raw` is about, if it says. CPU work (an XDM package is
-/// read, a CDA parsed): call it off the async threads. A Direct Context block that
-/// cannot be read is ignored (as if the message had none).
-pub fn of_message(raw: &[u8]) -> Option<MessagePatient> {
-    let message = MessageParser::default().parse(raw)?;
-    from_context(&message)
-        .or_else(|| from_xdm(&message))
-        .or_else(|| from_cda(&message))
+/// The patient a message is about, if it says: its Direct Context block, else
+/// `from_packages` (the first of its XDM packages whose metadata names a patient, see
+/// [`from_package`]), else the recordTarget of `first_cda` (its first CDA attachment,
+/// when that could be read). A Direct Context block that cannot be read is ignored
+/// (as if the message had none). Called by [`crate::filing::read`].
+pub(crate) fn choose(
+    message: &Message<'_>,
+    from_packages: Option<MessagePatient>,
+    first_cda: Option<&Document>,
+) -> Option<MessagePatient> {
+    from_context(message)
+        .or(from_packages)
+        .or_else(|| first_cda.and_then(from_cda))
 }
 
 /// "Expressing Context in Direct Messaging" v1.1: exactly one `X-Direct-Context`
@@ -195,30 +201,24 @@ fn from_context(message: &Message<'_>) -> Option<MessagePatient> {
     )
 }
 
-fn from_xdm(message: &Message<'_>) -> Option<MessagePatient> {
-    message
-        .attachments()
-        .filter(|a| xdm::is_xdm(a.contents()))
-        .filter_map(|a| xdm::read_xdm(a.contents(), &XdmLimits::default()).ok())
-        .flat_map(|package| package.submission_sets)
-        .find_map(|set| {
-            let p = set.patient?;
-            MessagePatient::new(
-                p.name(),
-                p.given_names.clone(),
-                p.family_name.clone(),
-                p.id.as_deref().and_then(cx_display),
-                p.birth_date.as_deref(),
-                p.sex.as_deref(),
-                Source::Xdm,
-            )
-        })
+/// The patient of a package: that of its first submission set that names one.
+pub(crate) fn from_package(package: &Package) -> Option<MessagePatient> {
+    package.submission_sets.iter().find_map(|set| {
+        let p = set.patient.as_ref()?;
+        MessagePatient::new(
+            p.name(),
+            p.given_names.clone(),
+            p.family_name.clone(),
+            p.id.as_deref().and_then(cx_display),
+            p.birth_date.as_deref(),
+            p.sex.as_deref(),
+            Source::Xdm,
+        )
+    })
 }
 
-fn from_cda(message: &Message<'_>) -> Option<MessagePatient> {
-    let first = message.attachments().find(|a| cda::is_cda(a.contents()))?;
-    let document = directmail_content::parse_cda(first.contents(), &CdaLimits::default()).ok()?;
-    let p = document.patient?;
+fn from_cda(document: &Document) -> Option<MessagePatient> {
+    let p = document.patient.as_ref()?;
     let joined = |words: Option<&Vec<String>>| words.map(|w| w.join(" "));
     MessagePatient::new(
         p.name

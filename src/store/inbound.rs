@@ -4,6 +4,7 @@
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use crate::db::{Backend, Db};
+use crate::filing::Filing;
 use crate::patient::{MessagePatient, Source};
 
 /// What arrived over SMTP.
@@ -230,8 +231,9 @@ pub struct NewMessage<'a> {
     pub raw: &'a [u8],
     /// [`super::messages::attachment_checks`] of `raw`, made before the transaction.
     pub attachment_checks: &'a str,
-    /// [`crate::patient::of_message`] of `raw`, made before the transaction.
-    pub patient: Option<&'a MessagePatient>,
+    /// [`crate::filing::read`] of `raw` (its patient and clinical documents), made
+    /// before the transaction.
+    pub filing: &'a Filing,
 }
 
 /// Binds the seven patient columns (empty when there is none).
@@ -249,8 +251,9 @@ fn bind_patient<'q>(
         .bind(field(|p| p.family.clone()))
 }
 
-/// Puts a message in a mailbox's inbox. Delivering the same inbound message to the
-/// same mailbox twice changes nothing (exactly once, even after a retried run).
+/// Puts a message in a mailbox's inbox, with its patient and the record of its
+/// clinical documents. Delivering the same inbound message to the same mailbox twice
+/// changes nothing (exactly once, even after a retried run): false then.
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
     let ix = super::messages::Indexed::of(m.raw);
     let done = sqlx::query(
@@ -261,7 +264,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
                                patient_source, patient_given, patient_family)
          values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                  $20, $21, $22, $23, $24, $25, $26)
-         on conflict (mailbox_id, inbound_id) do nothing",
+         on conflict (mailbox_id, inbound_id) do nothing returning id",
     )
     .bind(m.mailbox_id)
     .bind(m.inbound_id)
@@ -282,8 +285,16 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(ix.attachment_names)
     .bind(i64::from(ix.has_attachments))
     .bind(m.attachment_checks);
-    let done = bind_patient(done, m.patient).execute(conn).await?;
-    Ok(done.rows_affected() == 1)
+    let filed: Option<i64> = bind_patient(done, m.filing.patient.as_ref())
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    let Some(id) = filed else {
+        return Ok(false);
+    };
+    super::documents::record(conn, id, &m.filing.documents).await?;
+    Ok(true)
 }
 
 /// A delivered message as listed.
@@ -356,7 +367,8 @@ pub async fn messages_in(
     page(db, mailbox_id, folder, None, limit).await
 }
 
-/// Files the Sent copy of a message written in `mailbox`.
+/// Files the Sent copy of a message written in `mailbox`, with its patient and the
+/// record of its clinical documents (`filing`, [`crate::filing::read`] of `raw`).
 #[allow(clippy::too_many_arguments)]
 pub async fn file_sent(
     conn: &mut AnyConnection,
@@ -366,7 +378,7 @@ pub async fn file_sent(
     from_addr: &str,
     subject: &str,
     raw: &[u8],
-    patient: Option<&MessagePatient>,
+    filing: &Filing,
     now: i64,
 ) -> sqlx::Result<i64> {
     let ix = super::messages::Indexed::of(raw);
@@ -393,8 +405,12 @@ pub async fn file_sent(
     .bind(ix.body_text)
     .bind(ix.attachment_names)
     .bind(i64::from(ix.has_attachments));
-    let row = bind_patient(q, patient).fetch_one(conn).await?;
-    row.try_get(0)
+    let row = bind_patient(q, filing.patient.as_ref())
+        .fetch_one(&mut *conn)
+        .await?;
+    let id: i64 = row.try_get(0)?;
+    super::documents::record(conn, id, &filing.documents).await?;
+    Ok(id)
 }
 
 /// One stored message with its content.

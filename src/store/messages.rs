@@ -10,6 +10,7 @@ use unicode_normalization::UnicodeNormalization as _;
 use unicode_normalization::char::is_combining_mark;
 
 use super::inbound::MessageRow;
+use super::mailboxes::MAILBOXES_OF_USER;
 use crate::db::{Backend, Db};
 
 /// The folders every mailbox has, by key and label. Drafts are listed from the
@@ -198,16 +199,16 @@ pub struct Sidebar {
 /// Unread counts over every mailbox assigned to `user_id`, with the drafts and
 /// custom folders of `mailbox_id`.
 pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sidebar> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "select 'u' as kind, mailbox_id, folder as k, count(*) as n, '' as name from messages
-           where mailbox_id in (select mailbox_id from mailbox_members where user_id = $1)
+           where mailbox_id in ({MAILBOXES_OF_USER})
              and is_read = 0
            group by mailbox_id, folder
          union all
          select 'd', $2, 'drafts', count(*), '' from drafts where mailbox_id = $2 and user_id = $1
          union all
          select 'f', mailbox_id, 'f' || id, 0, name from folders where mailbox_id = $2",
-    )
+    ))
     .bind(user_id)
     .bind(mailbox_id)
     .fetch_all(&db.pool)
@@ -711,7 +712,7 @@ pub async fn about_patient(
     };
     let sql = format!(
         "select {}, b.address as mailbox_address from messages m join mailboxes b on b.id = m.mailbox_id
-         where m.mailbox_id in (select mailbox_id from mailbox_members where user_id = $1)
+         where m.mailbox_id in ({MAILBOXES_OF_USER})
            and {column} = $2 and m.folder <> 'trash' and m.id < $3
          order by m.id desc limit $4",
         columns.join(", ")

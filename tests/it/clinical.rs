@@ -146,6 +146,16 @@ pub(crate) fn text(body: &str) -> String {
     plain.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The Reportability Response card of a viewer page.
+pub(crate) fn rr_card_of(body: &str) -> String {
+    Regex::new(r#"(?s)<section class="rr-card".*?</section>"#)
+        .unwrap()
+        .find(body)
+        .unwrap_or_else(|| panic!("no card: {body}"))
+        .as_str()
+        .to_owned()
+}
+
 /// The `<iframe …>` start tag of a page.
 fn iframe(body: &str) -> String {
     Regex::new(r#"<iframe[^>]*>"#)
@@ -706,12 +716,7 @@ async fn a_reportability_response_shows_as_a_card_with_what_is_asked_of_the_prov
         .get(&format!("/mail/messages/{id}/attachments/0/cda"))
         .await;
     assert_eq!(viewer.status, StatusCode::OK);
-    let card = Regex::new(r#"(?s)<section class="rr-card".*?</section>"#)
-        .unwrap()
-        .find(&viewer.body)
-        .unwrap_or_else(|| panic!("no card: {}", viewer.body))
-        .as_str()
-        .to_owned();
+    let card = rr_card_of(&viewer.body);
     let words = text(&card);
     for shown in [
         "Reportability response: Reportable",

@@ -62,6 +62,25 @@ pub async fn fresh_database(dir: &std::path::Path) -> DatabaseUrl {
     }
 }
 
+/// An organization with one domain, made directly in the store of `db` (also one no
+/// portal runs on yet).
+pub async fn org_in(db: &directmail::db::Db, name: &str, domain: &str, now: i64) -> Org {
+    let mut tx = db.begin().await.expect("tx");
+    let org = orgs::create(&mut tx, &DisplayName::parse(name).expect("name"), now)
+        .await
+        .expect("org");
+    orgs::add_domain(
+        &mut tx,
+        Some(org.id),
+        &DomainName::parse(domain).expect("domain"),
+        now,
+    )
+    .await
+    .expect("domain");
+    tx.commit().await.expect("commit");
+    org
+}
+
 fn hex_id() -> String {
     auth::token_hash(&auth::new_token().0)[..16].to_owned()
 }
@@ -207,25 +226,7 @@ impl TestApp {
 
     /// An organization with one domain, made directly in the store.
     pub async fn org(&self, name: &str, domain: &str) -> Org {
-        let db = &self.state.db;
-        let mut tx = db.begin().await.expect("tx");
-        let org = orgs::create(
-            &mut tx,
-            &DisplayName::parse(name).expect("name"),
-            self.now(),
-        )
-        .await
-        .expect("org");
-        orgs::add_domain(
-            &mut tx,
-            Some(org.id),
-            &DomainName::parse(domain).expect("domain"),
-            self.now(),
-        )
-        .await
-        .expect("domain");
-        tx.commit().await.expect("commit");
-        org
+        org_in(&self.state.db, name, domain, self.now()).await
     }
 
     /// A user with [`PASSWORD`], made directly in the store.

@@ -22,6 +22,7 @@ mod outbound;
 mod packaging;
 mod patient;
 mod pki;
+mod reportability;
 mod revocation;
 mod security;
 mod sender_binding;

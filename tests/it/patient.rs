@@ -59,7 +59,7 @@ fn context_header() -> Vec<String> {
 
 /// Files `raw` in a mailbox's Inbox as delivery does: its patient read once, first.
 async fn deliver_raw(app: &TestApp, mailbox_id: i64, subject: &str, raw: &[u8]) -> i64 {
-    let patient = directmail::patient::of_message(raw);
+    let filing = directmail::filing::read(raw);
     let db = &app.state.db;
     let _turn = db.write_turn().await;
     let mut tx = db.begin().await.unwrap();
@@ -80,7 +80,7 @@ async fn deliver_raw(app: &TestApp, mailbox_id: i64, subject: &str, raw: &[u8]) 
                 revocation: "checked",
                 raw,
                 attachment_checks: "",
-                patient: patient.as_ref(),
+                filing: &filing,
             },
             app.now(),
         )
@@ -276,7 +276,7 @@ async fn a_hostile_context_block_is_ignored_and_leaves_the_message_without_a_pat
     let mut ana = app.signed_in(ANA).await;
     for (subject, headers, context) in cases {
         let raw = raw_message(subject, &headers, context, &[]);
-        assert_eq!(directmail::patient::of_message(&raw), None, "{subject}");
+        assert_eq!(directmail::filing::read(&raw).patient, None, "{subject}");
         let id = deliver_raw(&app, mb.id, subject, &raw).await;
         assert_eq!(banner(&mut ana, id).await, "", "{subject}");
     }
@@ -328,7 +328,7 @@ fn selected(body: &str, id: &str) -> String {
 
 #[tokio::test]
 async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_the_reply() {
-    use crate::webmail::{compose, deadline, draft_id, field, message_id_of, pause};
+    use crate::webmail::{compose, delivered, draft_id, field, message_id_of};
     let app = TestApp::spawn().await;
     let (ana_box, kim_box) = app.lakeside_and_hillside().await;
     let mut ana = app.signed_in(ANA).await;
@@ -364,7 +364,7 @@ async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_th
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("X-Direct-Context: <context."), "{text}");
     assert!(text.contains("metadata.txt"), "{text}");
-    let patient = directmail::patient::of_message(&raw).expect("a patient");
+    let patient = directmail::filing::read(&raw).patient.expect("a patient");
     assert_eq!(patient.source, directmail::patient::Source::Context);
     assert_eq!(patient.name, "John Hawthorne");
     assert_eq!(patient.id, "HX-4471 (2.16.840.1.113883.19.999999)");
@@ -377,18 +377,7 @@ async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_th
     );
 
     // the recipient, through the real S/MIME path, reads the same patient
-    app.state.wake_sender.notify_one();
-    let end = deadline();
-    let received = loop {
-        let list = inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
-            .await
-            .unwrap();
-        if let Some(m) = list.iter().find(|m| m.subject == "Echo this week") {
-            break m.id;
-        }
-        assert!(std::time::Instant::now() < end, "not delivered");
-        pause().await;
-    };
+    let received = delivered(&app, kim_box.id, "Echo this week").await;
     let mut kim = app.signed_in("kim@direct.hillside.test").await;
     let words = banner(&mut kim, received).await;
     for shown in [

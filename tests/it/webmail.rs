@@ -68,11 +68,23 @@ pub(crate) async fn mailbox(
     address: &str,
     kind: MailboxKind,
 ) -> Mailbox {
-    let d = orgs::domain_by_name(&app.state.db, domain)
+    mailbox_in(&app.state.db, org_id, domain, address, kind, app.now()).await
+}
+
+/// [`mailbox`] in the store of `db` (also one no portal runs on yet).
+pub(crate) async fn mailbox_in(
+    db: &directmail::db::Db,
+    org_id: i64,
+    domain: &str,
+    address: &str,
+    kind: MailboxKind,
+    now: i64,
+) -> Mailbox {
+    let d = orgs::domain_by_name(db, domain)
         .await
         .unwrap()
         .expect("domain");
-    let mut tx = app.state.db.begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     let m = mailboxes::create(
         &mut tx,
         org_id,
@@ -80,7 +92,7 @@ pub(crate) async fn mailbox(
         &Email::parse(address).unwrap(),
         kind,
         &DisplayName::parse("Front desk").unwrap(),
-        app.now(),
+        now,
     )
     .await
     .unwrap();
@@ -157,7 +169,7 @@ impl Mail {
         self
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         fn word(s: &str) -> String {
             if s.is_ascii() {
                 format!("\"{s}\"")
@@ -246,7 +258,7 @@ pub(crate) async fn deliver_many(
     let mut ids = Vec::new();
     for (mail, at) in mails {
         let raw = mail.bytes();
-        let patient = directmail::patient::of_message(&raw);
+        let filing = directmail::filing::read(&raw);
         assert!(
             inbound::deliver(
                 &mut tx,
@@ -263,7 +275,7 @@ pub(crate) async fn deliver_many(
                     revocation: "checked",
                     raw: &raw,
                     attachment_checks: &directmail::store::messages::attachment_checks(&raw),
-                    patient: patient.as_ref(),
+                    filing: &filing,
                 },
                 *at,
             )
@@ -316,6 +328,23 @@ pub(crate) fn deadline() -> Instant {
 
 pub(crate) async fn pause() {
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Wakes the sender and waits (until the [`deadline`]) for a message with `subject`
+/// in the Inbox of `mailbox_id`, delivered through the real S/MIME path; its id.
+pub(crate) async fn delivered(app: &TestApp, mailbox_id: i64, subject: &str) -> i64 {
+    app.state.wake_sender.notify_one();
+    let end = deadline();
+    loop {
+        let list = inbound::messages_in(&app.state.db, mailbox_id, "inbox", 10)
+            .await
+            .unwrap();
+        if let Some(m) = list.iter().find(|m| m.subject == subject) {
+            return m.id;
+        }
+        assert!(Instant::now() < end, "{subject:?} was not delivered");
+        pause().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -544,18 +573,7 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
     assert!(audited(&app, "message.send", "ana@direct.lakeside.test").await);
 
     // the other practice receives it through the real S/MIME path
-    app.state.wake_sender.notify_one();
-    let end = deadline();
-    let received = loop {
-        let list = inbound::messages_in(&app.state.db, kim_box.id, "inbox", 10)
-            .await
-            .unwrap();
-        if let Some(m) = list.iter().find(|m| m.subject == "Referral for Ms. Diaz") {
-            break m.id;
-        }
-        assert!(Instant::now() < end, "not delivered");
-        pause().await;
-    };
+    let received = delivered(&app, kim_box.id, "Referral for Ms. Diaz").await;
 
     let mut kim = app.signed_in("kim@direct.hillside.test").await;
     let list = kim.get(&format!("/mail/{}/inbox", kim_box.id)).await;
@@ -650,21 +668,7 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
     assert!(audited(&app, "message.send", "kim@direct.hillside.test").await);
 
     // the first sender receives the reply
-    app.state.wake_sender.notify_one();
-    let end = deadline();
-    let answer = loop {
-        let list = inbound::messages_in(&app.state.db, ana_box.id, "inbox", 10)
-            .await
-            .unwrap();
-        if let Some(m) = list
-            .iter()
-            .find(|m| m.subject == "Re: Referral for Ms. Diaz")
-        {
-            break m.id;
-        }
-        assert!(Instant::now() < end, "the reply was not delivered");
-        pause().await;
-    };
+    let answer = delivered(&app, ana_box.id, "Re: Referral for Ms. Diaz").await;
     let list = ana.get(&format!("/mail/{}/inbox", ana_box.id)).await;
     let r = row(&list.body, answer);
     assert!(

@@ -1,7 +1,8 @@
 //! The clinical document viewer: a page of ours with the document's header summary,
-//! the Reportability Response card when it is one, the file of a `nonXMLBody` through
-//! the PDF, image and text viewers, and the document itself rendered by
-//! `directmail_content::cda::render_document` in a sandboxed frame.
+//! the Reportability Response card when it is one (with a link to the message that
+//! carried the case report it answers, when the user may read one), the file of a
+//! `nonXMLBody` through the PDF, image and text viewers, and the document itself
+//! rendered by `directmail_content::cda::render_document` in a sandboxed frame.
 //!
 //! Why a frame, when the HTML is our own: the narrative comes from outside, and the
 //! renderer's allowlist is the first line; the frame's sandbox (no scripts, no forms,
@@ -22,12 +23,16 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use directmail_content::cda::{
-    Body, CdaLimits, Determination, Document, NonXmlContent, RenderOptions, ReportabilityResponse,
-    Section, Viewer, default_section_order, parse_cda, priority_words, render_document,
+    Body, CdaLimits, Determination, Document, InstanceId, NonXmlContent, RenderOptions,
+    ReportabilityResponse, Section, Viewer, default_section_order, parse_cda, priority_words,
+    render_document,
 };
 use serde::Deserialize;
 
 use super::{File, Place, load};
+use crate::clock::format_utc;
+use crate::filing::document_key;
+use crate::store::documents;
 use crate::web::message::{Reading, Show, Via, file_response, record_reading};
 use crate::web::session::{Chrome, CurrentUser};
 use crate::web::{AppError, AppResult, AppState, ClientIp};
@@ -179,6 +184,25 @@ struct RrCard {
     headline: String,
     priority: String,
     conditions: Vec<RrCondition>,
+    /// The case report it answers.
+    eicr: CaseReport,
+}
+
+/// What the card says about the case report (eICR) a response answers.
+enum CaseReport {
+    /// The response does not name one (no eICR External Document Reference, or one
+    /// without a usable `id`).
+    Unnamed,
+    /// A message the user may read carries it: a link to that message.
+    Found {
+        href: String,
+        /// Whether it is our Sent copy ("sent on"), or a message received ("received on").
+        sent: bool,
+        when: String,
+        subject: String,
+    },
+    /// No message the user may read carries it; its identifier as the response gives it.
+    NotHere { id: String },
 }
 
 struct RrCondition {
@@ -250,6 +274,16 @@ async fn page(
         Via::Webmail,
     )
     .await?;
+    let eicr = match &parsed {
+        Ok(Parsed { doc, .. }) if doc.reportability.is_some() => {
+            let answered = doc
+                .reportability
+                .as_ref()
+                .and_then(|rr| rr.eicr_id.as_ref());
+            Some(case_report(&state, &current, id, answered).await?)
+        }
+        _ => None,
+    };
     let base = format!("{}/cda", place.path(id));
     let raw = place.download_path(id);
     let page = match parsed {
@@ -273,7 +307,11 @@ async fn page(
             problems,
             error: None,
             facts: summary(&doc),
-            rr: doc.reportability.as_ref().map(rr_card),
+            rr: doc
+                .reportability
+                .as_ref()
+                .zip(eicr)
+                .map(|(rr, eicr)| rr_card(rr, eicr)),
             sections: collapsible(doc.sections()),
             body: body_view(&doc, &base, body_refusal),
             frame: format!("{base}/frame"),
@@ -381,8 +419,48 @@ fn body_view(doc: &Document, base: &str, refusal: Option<String>) -> BodyView {
     }
 }
 
-fn rr_card(rr: &ReportabilityResponse) -> RrCard {
+/// The most characters of a case report's identifier shown.
+const MAX_SHOWN_ID: usize = 200;
+
+/// The case report `answered` (a response's eICR identifier) as the card of message
+/// `id` tells it: the message that carried it among those `current` may read, the
+/// same rule as every mail page (never one of a mailbox they are not assigned to), or
+/// that there is none.
+async fn case_report(
+    state: &AppState,
+    current: &CurrentUser,
+    id: i64,
+    answered: Option<&InstanceId>,
+) -> AppResult<CaseReport> {
+    let Some(answered) = answered.filter(|a| !a.to_string().trim().is_empty()) else {
+        return Ok(CaseReport::Unnamed);
+    };
+    let carrier = match document_key(answered) {
+        Some((root, extension)) => {
+            documents::carrier(&state.db, current.user.id, (&root, &extension), id).await?
+        }
+        None => None,
+    };
+    Ok(match carrier {
+        Some(carrier) => CaseReport::Found {
+            href: format!("/mail/messages/{}", carrier.message_id),
+            sent: carrier.folder == "sent",
+            when: format_utc(carrier.at),
+            subject: if carrier.subject.trim().is_empty() {
+                "(no subject)".to_owned()
+            } else {
+                carrier.subject
+            },
+        },
+        None => CaseReport::NotHere {
+            id: answered.to_string().chars().take(MAX_SHOWN_ID).collect(),
+        },
+    })
+}
+
+fn rr_card(rr: &ReportabilityResponse, eicr: CaseReport) -> RrCard {
     RrCard {
+        eicr,
         headline: rr
             .strongest()
             .map(|d| d.words().to_owned())

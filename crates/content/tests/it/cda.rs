@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use directmail_content::cda::{
-    Body, CdaError, CdaLimits, Determination, Document, MAX_SECTION_NESTING, NonXmlContent,
-    RenderOptions, Viewer, default_section_order, parse_cda, priority_words, render_document,
-    render_narrative, saved_section_order,
+    Body, CdaError, CdaLimits, Determination, Document, EICR_DOCUMENT_CODE, MAX_SECTION_NESTING,
+    NonXmlContent, RenderOptions, Viewer, default_section_order, parse_cda, priority_words,
+    render_document, render_narrative, saved_section_order,
 };
 use html5ever::tendril::TendrilSink;
 use html5ever::{ParseOpts, QualName, local_name, ns, parse_fragment};
@@ -721,6 +721,21 @@ fn a_reportability_response_shows_its_determination_agency_and_actions() {
     }
     // The card comes before the sections.
     assert!(html.find("cda-rr\"").unwrap() < html.find("cda-section\"").unwrap());
+}
+
+#[test]
+fn the_eicr_fixture_is_the_case_report_the_response_answers() {
+    let eicr = parse(&fixture("eicr.xml"));
+    assert!(!eicr.is_reportability_response());
+    assert_eq!(
+        eicr.document_type.as_ref().unwrap().code,
+        EICR_DOCUMENT_CODE
+    );
+    assert!(eicr.reportability.is_none());
+    let rr = parse(&fixture("reportability-response.xml"));
+    let answered = rr.reportability.unwrap().eicr_id.unwrap();
+    assert_eq!(eicr.id.as_ref(), Some(&answered));
+    assert_eq!(answered.extension, None);
 }
 
 #[test]
