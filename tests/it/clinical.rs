@@ -85,6 +85,22 @@ fn referral_package() -> Vec<u8> {
     ])
 }
 
+/// Another document about the same patient: the referral note without its Reason for
+/// Referral section, under its own title.
+fn follow_up_note() -> Vec<u8> {
+    let xml = String::from_utf8(cda_fixture("referral-note.xml")).unwrap();
+    let comment = xml.find("<!-- Reason for Referral Section").unwrap();
+    let start = xml[..comment].rfind("<component>").unwrap();
+    let end = comment + xml[comment..].find("</component>").unwrap() + "</component>".len();
+    format!("{}{}", &xml[..start], &xml[end..])
+        .replacen(
+            "<title>Referral to Cardiology</title>",
+            "<title>Cardiology follow-up</title>",
+            1,
+        )
+        .into_bytes()
+}
+
 /// `zip` with the file `name` changed by `edit` (the ZIP's own checksums made anew,
 /// so only the fingerprint in the metadata can tell).
 fn tampered(zip: &[u8], name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
@@ -498,6 +514,263 @@ async fn the_cda_viewer_shows_the_patient_and_the_sections_and_remembers_collaps
     assert!(String::from_utf8_lossy(&script).contains("localStorage"));
 }
 
+/// The section titles of a rendered frame, in the order shown.
+fn section_titles(frame: &str) -> Vec<String> {
+    Regex::new(r#"<span class="cda-section-title">([^<]+)</span>"#)
+        .unwrap()
+        .captures_iter(frame)
+        .map(|c| unescape(&c[1]))
+        .collect()
+}
+
+/// The codes of the viewer page's boxes (every section that can be collapsed), in
+/// the order listed.
+fn listed(page: &str) -> Vec<String> {
+    Regex::new(r#"name="collapsed" value="([^"]+)""#)
+        .unwrap()
+        .captures_iter(page)
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+/// What a browser without scripts asks for when `button` (its accessible name or id)
+/// of the sections form is pressed: the button's `formaction` with the form's fields
+/// in tree order (the hidden `order` fields, the checked boxes, the button).
+fn press(page: &str, button: &str) -> String {
+    let form = Regex::new(r#"(?s)<form[^>]*id="cda-sections".*?</form>"#)
+        .unwrap()
+        .find(page)
+        .expect("the sections form")
+        .as_str();
+    let attr = |tag: &str, name: &str| {
+        Regex::new(&format!(r#"\s{name}="([^"]*)""#))
+            .unwrap()
+            .captures(tag)
+            .map(|c| unescape(&c[1]))
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let mut action = None;
+    for tag in Regex::new(r#"<(?:input|button)\b[^>]*>"#)
+        .unwrap()
+        .find_iter(form)
+        .map(|m| m.as_str())
+    {
+        let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) else {
+            continue;
+        };
+        if tag.starts_with("<button") {
+            if [attr(tag, "aria-label"), attr(tag, "id")].contains(&Some(button.to_owned())) {
+                action = attr(tag, "formaction");
+                query.append_pair(&name, &value);
+            }
+        } else if !tag.contains(r#"type="checkbox""#) || tag.contains(" checked") {
+            query.append_pair(&name, &value);
+        }
+    }
+    format!(
+        "{}?{}",
+        action.unwrap_or_else(|| panic!("no button {button:?} in {form}")),
+        query.finish()
+    )
+}
+
+#[tokio::test]
+async fn the_cda_viewer_puts_sections_in_the_order_asked_for_and_moves_them_without_javascript() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(
+        &app,
+        mb.id,
+        &[("referral.xml", cda_fixture("referral-note.xml"))],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    let viewer_path = format!("/mail/messages/{id}/attachments/0/cda");
+    let default_titles = [
+        "Reason for Referral",
+        "Problems",
+        "Medications",
+        "Allergies",
+        "Results",
+        "Social History",
+        "Mental Status",
+        "Plan of Treatment",
+        "Patient Instructions",
+    ];
+    let frame = ana.get(&format!("{viewer_path}/frame")).await;
+    assert_eq!(section_titles(&frame.body), default_titles);
+
+    // the frame puts the sections named first, in that order, the rest after as by
+    // default; a code the document lacks and anything that is not a code are ignored
+    let long = "1".repeat(33);
+    let frame = ana
+        .get(&format!(
+            "{viewer_path}/frame?order=10160-0&order=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E\
+             &order=8716-3&order=29762-2&order=11450-4%22&order={long}&order=&collapsed=29762-2"
+        ))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert_sandboxed_frame_policy(&frame.headers);
+    assert_eq!(
+        section_titles(&frame.body),
+        [
+            "Medications",
+            "Social History",
+            "Reason for Referral",
+            "Problems",
+            "Allergies",
+            "Results",
+            "Mental Status",
+            "Plan of Treatment",
+            "Patient Instructions",
+        ]
+    );
+    assert!(
+        frame
+            .body
+            .contains(r#"data-loinc="29762-2"><details><summary>"#),
+        "collapsed as well as moved"
+    );
+    assert!(!frame.body.contains("<script") && !frame.body.contains("alert(1)"));
+    assert!(!frame.body.contains(&long));
+    // only hostile values: the default order
+    let frame = ana
+        .get(&format!(
+            "{viewer_path}/frame?order=%3Cb%3E&order=a%20b&order=javascript%3Aalert(1)"
+        ))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    assert_eq!(section_titles(&frame.body), default_titles);
+
+    // the viewer page lists the sections in the order of its own query, checks the
+    // boxes of its own query, and asks for the frame with both
+    let viewer = ana
+        .get(&format!(
+            "{viewer_path}?order=10160-0&order=29762-2&order=%22%3E&collapsed=11450-4"
+        ))
+        .await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert_eq!(
+        listed(&viewer.body),
+        [
+            "10160-0", "29762-2", "42349-1", "11450-4", "48765-2", "30954-2", "10190-7", "18776-5",
+            "69730-0"
+        ]
+    );
+    assert!(
+        viewer
+            .body
+            .contains(r#"name="collapsed" value="11450-4" checked>"#)
+    );
+    assert!(!viewer.body.contains(r#"value="42349-1" checked"#));
+    let frame_tag = unescape(&iframe(&viewer.body));
+    assert!(
+        frame_tag.contains(&format!(
+            r#"src="{viewer_path}/frame?order=10160-0&order=29762-2&collapsed=11450-4""#
+        )),
+        "{frame_tag}"
+    );
+    // a move button per section, named for it; none past either end
+    for label in [
+        "Move up: Problems",
+        "Move down: Problems",
+        "Move down: Medications",
+        "Move up: Plan of Treatment",
+    ] {
+        assert!(
+            viewer.body.contains(&format!(r#"aria-label="{label}">"#)),
+            "{label}"
+        );
+    }
+    for end in ["Move up: Medications", "Move down: Plan of Treatment"] {
+        assert!(
+            viewer
+                .body
+                .contains(&format!(r#"aria-label="{end}" hidden>"#)),
+            "{end}"
+        );
+    }
+    assert!(
+        !viewer.body.contains("Move up: Patient Instructions"),
+        "a nested section moves with its parent, not on its own"
+    );
+
+    // Without scripts, "Move up: Problems" asks for the page again, which sends the
+    // browser to it in the new order, the boxes kept, at the section moved. Nothing
+    // is read by the redirect itself.
+    let audited = reads(&app, ANA, &format!("message:{id}/0")).await.len();
+    let moved = ana.get(&press(&viewer.body, "Move up: Problems")).await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    let new_order = "order=10160-0&order=29762-2&order=11450-4&order=42349-1&order=48765-2\
+                     &order=30954-2&order=10190-7&order=18776-5";
+    assert_eq!(
+        moved.location(),
+        format!("{viewer_path}?{new_order}&collapsed=11450-4#cda-s-11450-4")
+    );
+    assert_eq!(
+        reads(&app, ANA, &format!("message:{id}/0")).await.len(),
+        audited
+    );
+    let viewer = ana
+        .get(&format!("{viewer_path}?{new_order}&collapsed=11450-4"))
+        .await;
+    assert_eq!(
+        listed(&viewer.body)[..4],
+        ["10160-0", "29762-2", "11450-4", "42349-1"]
+    );
+    let src = unescape(&iframe(&viewer.body));
+    let frame = ana
+        .get(
+            Regex::new(r#"src="([^"]+)""#)
+                .unwrap()
+                .captures(&src)
+                .unwrap()[1]
+                .to_string()
+                .as_str(),
+        )
+        .await;
+    assert_eq!(
+        section_titles(&frame.body)[..4],
+        [
+            "Medications",
+            "Social History",
+            "Problems",
+            "Reason for Referral"
+        ]
+    );
+    // down, and at the end of the list: nothing moves
+    let moved = ana
+        .get(&press(&viewer.body, "Move down: Medications"))
+        .await;
+    assert!(
+        moved.location().starts_with(&format!(
+            "{viewer_path}?order=29762-2&order=10160-0&order=11450-4"
+        )),
+        "{}",
+        moved.location()
+    );
+    let moved = ana
+        .get(&format!("{viewer_path}?{new_order}&move=18776-5%3Adown"))
+        .await;
+    assert_eq!(
+        moved.location(),
+        format!("{viewer_path}?{new_order}#cda-s-18776-5")
+    );
+
+    // "Reset order" goes back to the preferred order, the boxes kept
+    let reset = ana.get(&press(&viewer.body, "cda-reset-order")).await;
+    assert_eq!(reset.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        reset.location(),
+        format!("{viewer_path}?collapsed=11450-4#cda-sections")
+    );
+    let viewer = ana.get(&format!("{viewer_path}?collapsed=11450-4")).await;
+    assert_eq!(
+        listed(&viewer.body)[..5],
+        ["42349-1", "11450-4", "10160-0", "48765-2", "30954-2"]
+    );
+}
+
 #[tokio::test]
 async fn a_hostile_cda_renders_no_script_handler_javascript_link_or_outside_image() {
     let app = TestApp::spawn().await;
@@ -840,6 +1113,9 @@ async fn another_organizations_member_gets_404_on_every_clinical_route_and_nothi
         format!("/mail/messages/{id}/attachments/0/cda"),
         format!("/mail/messages/{id}/attachments/0/cda/frame"),
         format!("/mail/messages/{id}/attachments/0/cda/frame?collapsed=11450-4"),
+        format!("/mail/messages/{id}/attachments/0/cda/frame?order=10160-0"),
+        format!("/mail/messages/{id}/attachments/0/cda?order=10160-0&move=10160-0%3Adown"),
+        format!("/mail/messages/{id}/attachments/0/cda?reset=order"),
         format!("/mail/messages/{id}/attachments/0/cda/file"),
         format!("/mail/messages/{id}/attachments/0/cda/file?inline=1"),
         format!("/mail/messages/{id}/attachments/1/xdm/0"),
@@ -966,8 +1242,8 @@ mod chromium {
 
     use fantoccini::{Client, Locator};
 
-    use super::{ANA, cda_fixture, received, referral_package};
-    use crate::browser::{arrive, chromium, fill, path, start_driver};
+    use super::{ANA, cda_fixture, follow_up_note, received, referral_package};
+    use crate::browser::{Driver, arrive, chromium, fill, path, start_driver};
     use crate::browser_mail::axe_problems;
     use crate::helpers::{PASSWORD, TestApp};
     use crate::webmail::ana_desk;
@@ -983,6 +1259,21 @@ mod chromium {
             .await
             .unwrap();
         arrive(c, "/").await;
+    }
+
+    /// Dr Ana signed in to Chromium, with a message carrying `files` in her Inbox: the
+    /// message, the session, and what must live as long (the driver, the profile).
+    async fn ana_in_chromium(
+        app: &TestApp,
+        files: &[(&str, Vec<u8>)],
+    ) -> (i64, Client, (Driver, tempfile::TempDir)) {
+        let mb = ana_desk(app).await;
+        let id = received(app, mb.id, files).await;
+        let driver = start_driver();
+        let profile = tempfile::tempdir().unwrap();
+        let c = chromium(&driver, profile.path()).await;
+        sign_in(&c, app).await;
+        (id, c, (driver, profile))
     }
 
     async fn script(c: &Client, js: &str) -> serde_json::Value {
@@ -1002,20 +1293,14 @@ mod chromium {
     async fn the_viewer_styles_its_frame_remembers_collapsed_sections_and_leaves_through_the_signed_in_page()
      {
         let app = TestApp::spawn().await;
-        let mb = ana_desk(&app).await;
-        let id = received(
+        let (id, c, _browser) = ana_in_chromium(
             &app,
-            mb.id,
             &[
                 ("referral.xml", cda_fixture("referral-note.xml")),
                 ("records.zip", referral_package()),
             ],
         )
         .await;
-        let driver = start_driver();
-        let profile = tempfile::tempdir().unwrap();
-        let c = chromium(&driver, profile.path()).await;
-        sign_in(&c, &app).await;
         // the message page with the package's card passes axe-core
         c.goto(&app.url(&format!("/mail/messages/{id}")))
             .await
@@ -1104,6 +1389,13 @@ mod chromium {
         // frame's navigation carries no SameSite=Strict cookie; the page asks again
         // from our origin, and the second request is signed in.
         let first = c.window().await.unwrap();
+        // the whole frame in the window (beside the list of sections it reaches below
+        // the fold; chromedriver would aim at the window's edge)
+        script(
+            &c,
+            "document.getElementById('cda-frame').scrollIntoView(); return true;",
+        )
+        .await;
         c.enter_frame(0).await.unwrap();
         c.wait()
             .at_most(Duration::from_secs(10))
@@ -1146,6 +1438,193 @@ mod chromium {
         c.switch_to_window(first).await.unwrap();
         c.goto(&app.url("/mail")).await.unwrap();
         assert!(path(&c).await.starts_with("/mail/"), "{}", path(&c).await);
+        c.close().await.unwrap();
+    }
+
+    /// The codes of the sections that can move, as the viewer page lists them.
+    const LISTED: &str = "return Array.from(document.querySelectorAll('#cda-section-list > li[data-code]'))\
+                          .map(function (li) { return li.getAttribute('data-code'); }).join(' ')";
+
+    /// Runs `js` (which returns true when the frame shows what is expected) inside the
+    /// viewer's frame until it does.
+    async fn until_in_frame(c: &Client, js: &str, what: &str) {
+        c.enter_frame(0).await.unwrap();
+        until(c, js, what).await;
+        c.enter_parent_frame().await.unwrap();
+    }
+
+    /// The first section titles the frame shows, joined by `|`, are `titles`.
+    fn frame_starts_with(titles: &str) -> String {
+        format!(
+            "return Array.from(document.querySelectorAll('.cda-section-title'))\
+             .map(function (t) {{ return t.textContent; }}).join('|').indexOf('{titles}|') === 0;"
+        )
+    }
+
+    async fn press(c: &Client, label: &str) {
+        c.find(Locator::Css(&format!("button[aria-label='{label}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_section_moved_in_one_document_keeps_its_place_in_the_next_until_the_order_is_reset()
+    {
+        let app = TestApp::spawn().await;
+        let (id, c, _browser) = ana_in_chromium(
+            &app,
+            &[
+                ("referral.xml", cda_fixture("referral-note.xml")),
+                ("follow-up.xml", follow_up_note()),
+            ],
+        )
+        .await;
+        let first = format!("/mail/messages/{id}/attachments/0/cda");
+        c.goto(&app.url(&first)).await.unwrap();
+        until(
+            &c,
+            "return document.getElementById('cda-apply').hidden;",
+            "the page's script runs",
+        )
+        .await;
+        assert_eq!(
+            script(&c, LISTED).await,
+            "42349-1 11450-4 10160-0 48765-2 30954-2 29762-2 10190-7 18776-5",
+            "the preferred order, nothing saved"
+        );
+
+        // Medications up, twice: moved in the list at once, the page not reloaded, the
+        // focus kept on the control, the order kept and the frame asked for in it
+        press(&c, "Move up: Medications").await;
+        until(
+            &c,
+            &format!("{LISTED}.indexOf('42349-1 10160-0 11450-4 ') === 0;"),
+            "Medications is second in the list",
+        )
+        .await;
+        assert_eq!(
+            script(
+                &c,
+                "return document.activeElement.getAttribute('aria-label');"
+            )
+            .await,
+            "Move up: Medications"
+        );
+        press(&c, "Move up: Medications").await;
+        let moved = "10160-0 42349-1 11450-4 48765-2 30954-2 29762-2 10190-7 18776-5";
+        until(
+            &c,
+            &format!("{LISTED} === '{moved}';"),
+            "Medications is first in the list",
+        )
+        .await;
+        assert_eq!(
+            script(
+                &c,
+                "var up = document.querySelector(\"button[aria-label='Move up: Medications']\"); \
+                 return [up.hidden, document.activeElement.getAttribute('aria-label'), \
+                 document.getElementById('cda-order-status').textContent, location.search];"
+            )
+            .await,
+            serde_json::json!([
+                true,
+                "Move down: Medications",
+                "Medications moved up: 1 of 8.",
+                ""
+            ]),
+            "at the top: no Move up, the focus on Move down, the move said; no reload"
+        );
+        let saved: Vec<&str> = moved.split(' ').collect();
+        assert_eq!(
+            script(&c, "return localStorage.getItem('directmail.cda.order');").await,
+            serde_json::to_string(&saved).unwrap()
+        );
+        until(
+            &c,
+            "return document.getElementById('cda-frame').src\
+             .indexOf('frame?order=10160-0&order=42349-1&order=11450-4&') > 0;",
+            "the frame is asked for in the new order",
+        )
+        .await;
+        until_in_frame(
+            &c,
+            &frame_starts_with("Medications|Reason for Referral|Problems"),
+            "the frame shows Medications first",
+        )
+        .await;
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "after a move");
+
+        // another document, without a Reason for Referral: Medications comes first
+        let second = format!("/mail/messages/{id}/attachments/1/cda");
+        c.goto(&app.url(&second)).await.unwrap();
+        until(
+            &c,
+            &format!("{LISTED}.indexOf('10160-0 11450-4 48765-2 ') === 0;"),
+            "the other document lists Medications first",
+        )
+        .await;
+        until_in_frame(
+            &c,
+            &frame_starts_with("Medications|Problems|Allergies"),
+            "the other document's frame shows Medications first",
+        )
+        .await;
+        assert_eq!(
+            axe_problems(&c).await,
+            Vec::<String>::new(),
+            "second viewer"
+        );
+
+        // a move here keeps the place of the section this document lacks
+        press(&c, "Move up: Allergies").await;
+        until(
+            &c,
+            &format!("{LISTED}.indexOf('10160-0 48765-2 11450-4 ') === 0;"),
+            "Allergies moves up",
+        )
+        .await;
+        assert_eq!(
+            script(&c, "return localStorage.getItem('directmail.cda.order');").await,
+            r#"["10160-0","42349-1","48765-2","11450-4","30954-2","29762-2","10190-7","18776-5"]"#
+        );
+
+        // "Reset order": forgotten, and the page is back in the preferred order
+        c.find(Locator::Css("#cda-reset-order"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            &format!(
+                "return localStorage.getItem('directmail.cda.order') === null \
+                 && {} === '11450-4 10160-0 48765-2 30954-2 29762-2 10190-7 18776-5';",
+                LISTED.trim_start_matches("return ")
+            ),
+            "the preferred order again",
+        )
+        .await;
+        until_in_frame(
+            &c,
+            &frame_starts_with("Problems|Medications|Allergies"),
+            "the frame in the preferred order",
+        )
+        .await;
+        c.goto(&app.url(&first)).await.unwrap();
+        until(
+            &c,
+            &format!(
+                "return document.getElementById('cda-apply').hidden \
+                 && {} === '42349-1 11450-4 10160-0 48765-2 30954-2 29762-2 10190-7 18776-5';",
+                LISTED.trim_start_matches("return ")
+            ),
+            "the first document in the preferred order",
+        )
+        .await;
         c.close().await.unwrap();
     }
 }

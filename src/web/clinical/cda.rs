@@ -16,16 +16,27 @@
 //! `static/cda.js` remembers the boxes by LOINC code in `localStorage` and asks for the
 //! frame with those sections closed (`?collapsed=…`) in every document opened after.
 //! A section toggled inside the frame is not remembered: the frame has no way to say so.
+//!
+//! Section order works the same way: the frame is rendered with the top-level sections
+//! named in `order=` first, in that order (`saved_section_order`; the preferred
+//! sections lead when nothing is named, and codes a document lacks are ignored), and
+//! the list beside it is in the same order. Each section there has "Move up" and "Move
+//! down" buttons in the same form that, without JavaScript, ask for this page again
+//! (`move=CODE:up`, `reset=order`): the page answers with a redirect to itself with
+//! the new `order=` list (and the `collapsed=` boxes), for the document at hand.
+//! `static/cda.js` instead moves the section in the list, keeps the order in
+//! `localStorage` and asks for the frame with `?order=…&collapsed=…`, in every document
+//! opened after; "Reset order" forgets it.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use directmail_content::cda::{
     Body, CdaLimits, Determination, Document, InstanceId, NonXmlContent, RenderOptions,
-    ReportabilityResponse, Section, Viewer, default_section_order, parse_cda, priority_words,
-    render_document,
+    ReportabilityResponse, Section, Viewer, parse_cda, priority_words, render_document,
+    saved_section_order,
 };
 use serde::Deserialize;
 
@@ -48,8 +59,8 @@ pub const LEAVE_PREFIX: &str = "/leave?to=";
 const FRAME_CSP: &str = "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; \
 img-src data:; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
-/// The most section codes a frame request may name.
-const MAX_COLLAPSED: usize = 200;
+/// The most section codes a request may name in each of `collapsed=` and `order=`.
+const MAX_CODES: usize = 200;
 
 // ---------------------------------------------------------------------------------
 // routes: the same three for an attachment and for a document of a package
@@ -59,8 +70,9 @@ pub async fn attachment_page(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((id, n)): Path<(i64, usize)>,
+    RawQuery(query): RawQuery,
 ) -> AppResult<Response> {
-    page(state, ip, current, id, Place { n, k: None }).await
+    page(state, ip, current, id, Place { n, k: None }, query).await
 }
 
 pub async fn package_page(
@@ -68,8 +80,9 @@ pub async fn package_page(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((id, n, k)): Path<(i64, usize, usize)>,
+    RawQuery(query): RawQuery,
 ) -> AppResult<Response> {
-    page(state, ip, current, id, Place { n, k: Some(k) }).await
+    page(state, ip, current, id, Place { n, k: Some(k) }, query).await
 }
 
 pub async fn attachment_frame(
@@ -150,14 +163,46 @@ struct ViewerPage {
     /// The header summary: (label, value).
     facts: Vec<(&'static str, String)>,
     rr: Option<RrCard>,
-    /// (LOINC code, title) of the sections that can be collapsed, in the order shown.
-    sections: Vec<(String, String)>,
-    /// The frame's route.
+    /// The top-level sections in the order the frame shows them, with the sections
+    /// inside them that can be collapsed.
+    sections: Vec<SideSection>,
+    /// The codes whose boxes are checked (`collapsed=` of this page's query).
+    collapsed: Vec<String>,
+    /// This page's route, where the move buttons send the form.
+    page: String,
+    /// The frame's route, where the form goes otherwise.
     frame: String,
+    /// The frame's first address: the route with this page's `order=` and `collapsed=`.
+    frame_src: String,
     /// The file of a `nonXMLBody`.
     body: BodyView,
     /// Where the raw XML is downloaded.
     raw: String,
+}
+
+impl ViewerPage {
+    /// Whether the box of section `code` is checked.
+    fn is_collapsed(&self, code: &str) -> bool {
+        self.collapsed.iter().any(|listed| listed == code)
+    }
+}
+
+/// A top-level section in the list beside the frame, with the coded sections inside it
+/// (which move with it).
+struct SideSection {
+    /// Its code and title, when it has a code not listed before: it can be collapsed
+    /// and moved. A section without one is listed only for the sections inside it.
+    head: Option<Head>,
+    /// (LOINC code, title) of the sections inside it, at any depth, each code once.
+    nested: Vec<(String, String)>,
+}
+
+struct Head {
+    code: String,
+    title: String,
+    /// The first (last) section that can move: it has no "Move up" ("Move down").
+    first: bool,
+    last: bool,
 }
 
 /// How the page offers the file of a `nonXMLBody`.
@@ -238,19 +283,36 @@ struct Parsed {
     body_refusal: Option<String>,
 }
 
+/// The viewer page, its sections in the order of `order=` and with the boxes of
+/// `collapsed=` checked; with `move=CODE:up` (`:down`) or `reset=order`, from a button
+/// of the form when scripts do not run, a redirect to the page in the new order.
 async fn page(
     state: AppState,
     ip: String,
     current: CurrentUser,
     id: i64,
     place: Place,
+    query: Option<String>,
 ) -> AppResult<Response> {
+    let query = query.as_deref();
+    let mut order = codes(query, "order");
+    let collapsed = codes(query, "collapsed");
+    let change = order_change(query);
     let File {
         label,
         bytes,
         problems,
         ..
     } = load(&state, &current, id, place).await?;
+    let base = format!("{}/cda", place.path(id));
+    if let Some(change) = change {
+        // nothing of the document is shown: the page it redirects to is the read
+        let anchor = change.apply(&mut order);
+        return Ok(
+            Redirect::to(&format!("{base}{}{anchor}", view_query(&order, &collapsed)))
+                .into_response(),
+        );
+    }
     let parsed = tokio::task::spawn_blocking(move || {
         parse_cda(&bytes, &CdaLimits::default()).map(|doc| {
             let body_refusal = match &doc.body {
@@ -284,8 +346,9 @@ async fn page(
         }
         _ => None,
     };
-    let base = format!("{}/cda", place.path(id));
     let raw = place.download_path(id);
+    let frame = format!("{base}/frame");
+    let frame_src = format!("{frame}{}", view_query(&order, &collapsed));
     let page = match parsed {
         Err(error) => ViewerPage {
             chrome: current.chrome,
@@ -296,7 +359,10 @@ async fn page(
             facts: Vec::new(),
             rr: None,
             sections: Vec::new(),
+            collapsed,
+            page: base,
             frame: String::new(),
+            frame_src: String::new(),
             body: BodyView::None,
             raw,
         },
@@ -312,9 +378,12 @@ async fn page(
                 .as_ref()
                 .zip(eicr)
                 .map(|(rr, eicr)| rr_card(rr, eicr)),
-            sections: collapsible(doc.sections()),
+            sections: side_list(doc.sections(), &order),
+            collapsed,
             body: body_view(&doc, &base, body_refusal),
-            frame: format!("{base}/frame"),
+            page: base,
+            frame,
+            frame_src,
             raw,
         },
     };
@@ -370,20 +439,127 @@ fn summary(doc: &Document) -> Vec<(&'static str, String)> {
     facts
 }
 
-/// The sections with a code, top level in the order the frame shows them and nested
-/// ones after their parent, each code once.
-fn collapsible(sections: &[Section]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut stack: Vec<&Section> = default_section_order(sections).into_iter().rev().collect();
-    while let Some(section) = stack.pop() {
-        if let Some(code) = section.loinc().filter(|code| is_code(code))
-            && !out.iter().any(|(seen, _)| seen == code)
-        {
-            out.push((code.to_owned(), section.display_title().to_owned()));
+/// The top-level sections in the order the frame shows them for `order`, each with
+/// the coded sections inside it, each code once. A top-level section with a code
+/// already listed at the top level joins that entry: they move together.
+fn side_list(sections: &[Section], order: &[String]) -> Vec<SideSection> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out: Vec<SideSection> = Vec::new();
+    for top in saved_section_order(sections, order) {
+        let code = top.loinc().filter(|code| is_code(code));
+        let listed = code.and_then(|code| {
+            out.iter()
+                .position(|s| s.head.as_ref().is_some_and(|head| head.code == code))
+        });
+        let at = match (listed, code) {
+            (Some(at), _) => at,
+            (None, Some(code)) if !seen.contains(&code) => {
+                seen.push(code);
+                out.push(SideSection {
+                    head: Some(Head {
+                        code: code.to_owned(),
+                        title: top.display_title().to_owned(),
+                        first: false,
+                        last: false,
+                    }),
+                    nested: Vec::new(),
+                });
+                out.len() - 1
+            }
+            _ => {
+                out.push(SideSection {
+                    head: None,
+                    nested: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let mut stack: Vec<&Section> = top.sections.iter().rev().collect();
+        while let Some(section) = stack.pop() {
+            if let Some(code) = section.loinc().filter(|code| is_code(code))
+                && !seen.contains(&code)
+            {
+                seen.push(code);
+                out[at]
+                    .nested
+                    .push((code.to_owned(), section.display_title().to_owned()));
+            }
+            stack.extend(section.sections.iter().rev());
         }
-        stack.extend(section.sections.iter().rev());
+    }
+    out.retain(|s| s.head.is_some() || !s.nested.is_empty());
+    if let Some(head) = out.iter_mut().find_map(|s| s.head.as_mut()) {
+        head.first = true;
+    }
+    if let Some(head) = out.iter_mut().rev().find_map(|s| s.head.as_mut()) {
+        head.last = true;
     }
     out
+}
+
+/// A button of the form without scripts: move one section, or forget the order.
+#[derive(Debug, PartialEq)]
+enum OrderChange {
+    Move { code: String, up: bool },
+    Reset,
+}
+
+/// What `move=CODE:up` (or `:down`) or `reset=order` in the page's query asks.
+fn order_change(query: Option<&str>) -> Option<OrderChange> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).find_map(
+        |(key, value)| match (&*key, value.rsplit_once(':')) {
+            ("reset", _) if value == "order" => Some(OrderChange::Reset),
+            ("move", Some((code, "up"))) if is_code(code) => Some(OrderChange::Move {
+                code: code.to_owned(),
+                up: true,
+            }),
+            ("move", Some((code, "down"))) if is_code(code) => Some(OrderChange::Move {
+                code: code.to_owned(),
+                up: false,
+            }),
+            _ => None,
+        },
+    )
+}
+
+impl OrderChange {
+    /// Makes this change to `order`; returns the fragment of the page to show: the
+    /// section moved, or the list.
+    fn apply(&self, order: &mut Vec<String>) -> String {
+        match self {
+            OrderChange::Reset => {
+                order.clear();
+                "#cda-sections".to_owned()
+            }
+            OrderChange::Move { code, up } => {
+                if let Some(at) = order.iter().position(|listed| listed == code) {
+                    if *up && at > 0 {
+                        order.swap(at - 1, at);
+                    } else if !*up && at + 1 < order.len() {
+                        order.swap(at, at + 1);
+                    }
+                }
+                format!("#cda-s-{code}")
+            }
+        }
+    }
+}
+
+/// `?order=…&collapsed=…` for these codes, or nothing when there are none.
+fn view_query(order: &[String], collapsed: &[String]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for code in order {
+        query.append_pair("order", code);
+    }
+    for code in collapsed {
+        query.append_pair("collapsed", code);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        query
+    } else {
+        format!("?{query}")
+    }
 }
 
 /// A LOINC-like code as the renderer writes it in `data-loinc`: letters, digits, `.`
@@ -567,19 +743,27 @@ struct FramePage {
     error: Option<String>,
 }
 
-/// The section codes to show collapsed, from `collapsed=` pairs (repeated, as a form
-/// with checkboxes sends them); anything that is not a plain code is ignored.
-fn collapsed_codes(query: Option<&str>) -> Vec<String> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "collapsed")
-        .map(|(_, value)| value.into_owned())
-        .filter(|code| is_code(code))
-        .take(MAX_COLLAPSED)
-        .collect()
+/// The section codes of the `key=` pairs of a query (repeated, as a form with
+/// checkboxes or hidden fields sends them: `collapsed`, `order`), each once, at most
+/// [`MAX_CODES`]; anything that is not a plain code is ignored.
+fn codes(query: Option<&str>, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, code) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(name, code)| name == key && is_code(code))
+    {
+        if out.len() == MAX_CODES {
+            break;
+        }
+        if !out.iter().any(|listed| *listed == code) {
+            out.push(code.into_owned());
+        }
+    }
+    out
 }
 
 /// The document rendered for the sandboxed frame of the viewer page, with the sections
-/// named in `collapsed=` closed. Served with the frame's own CSP (see [`FRAME_CSP`]).
+/// named in `order=` first, in that order, and those in `collapsed=` closed. Served
+/// with the frame's own CSP (see [`FRAME_CSP`]).
 async fn frame(
     state: AppState,
     ip: String,
@@ -588,7 +772,8 @@ async fn frame(
     place: Place,
     query: Option<String>,
 ) -> AppResult<Response> {
-    let collapsed = collapsed_codes(query.as_deref());
+    let collapsed = codes(query.as_deref(), "collapsed");
+    let order = codes(query.as_deref(), "order");
     let file = load(&state, &current, id, place).await?;
     let page =
         tokio::task::spawn_blocking(
@@ -598,6 +783,7 @@ async fn frame(
                     html: render_document(
                         &doc,
                         &RenderOptions {
+                            section_order: &order,
                             collapsed: &collapsed,
                             new_window: true,
                             ..RenderOptions::new(LEAVE_PREFIX)
@@ -704,12 +890,139 @@ mod tests {
     #[test]
     fn only_plain_codes_are_taken_from_the_frame_query() {
         assert_eq!(
-            collapsed_codes(Some(
-                "collapsed=11450-4&x=1&collapsed=%22%3E&collapsed=10160-0"
-            )),
+            codes(
+                Some("collapsed=11450-4&x=1&collapsed=%22%3E&collapsed=10160-0&order=8716-3"),
+                "collapsed"
+            ),
             ["11450-4", "10160-0"]
         );
-        assert!(collapsed_codes(None).is_empty());
+        assert_eq!(
+            codes(
+                Some("order=10160-0&order=&order=11450-4&order=10160-0&order=a%26b"),
+                "order"
+            ),
+            ["10160-0", "11450-4"],
+            "each once, and nothing but codes"
+        );
+        let many: String = (0..MAX_CODES + 5).map(|i| format!("order={i}&")).collect();
+        assert_eq!(codes(Some(&many), "order").len(), MAX_CODES);
+        assert!(codes(None, "collapsed").is_empty());
+    }
+
+    #[test]
+    fn a_move_swaps_a_section_with_its_neighbour_and_reset_forgets_the_order() {
+        let order = |codes: &[&str]| codes.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let moved = |query: &str, codes: &[&str]| {
+            let mut list = order(codes);
+            let anchor = order_change(Some(query)).map(|change| change.apply(&mut list));
+            (list, anchor)
+        };
+        let abc = ["A", "B", "C"];
+        assert_eq!(
+            moved("order=A&move=B%3Aup", &abc),
+            (order(&["B", "A", "C"]), Some("#cda-s-B".to_owned()))
+        );
+        assert_eq!(moved("move=B:down", &abc).0, order(&["A", "C", "B"]));
+        // at the ends, and a code not in the list: as it was
+        assert_eq!(moved("move=A:up", &abc).0, order(&abc));
+        assert_eq!(moved("move=C:down", &abc).0, order(&abc));
+        assert_eq!(moved("move=D:up", &abc).0, order(&abc));
+        assert_eq!(
+            moved("reset=order", &abc),
+            (Vec::new(), Some("#cda-sections".to_owned()))
+        );
+        // anything else is no change at all
+        for query in ["move=B", "move=B:left", "move=%22%3E:up", "reset=1", ""] {
+            assert_eq!(order_change(Some(query)), None, "{query}");
+        }
+        assert_eq!(
+            view_query(&order(&["B", "A"]), &order(&["A"])),
+            "?order=B&order=A&collapsed=A"
+        );
+        assert_eq!(view_query(&[], &[]), "");
+    }
+
+    fn section(code: &str, title: &str, inside: Vec<Section>) -> Section {
+        Section {
+            code: (!code.is_empty()).then(|| directmail_content::cda::Code {
+                code: code.to_owned(),
+                system: None,
+                display_name: None,
+            }),
+            title: Some(title.to_owned()),
+            confidentiality: None,
+            language: None,
+            template_ids: vec![],
+            narrative: Default::default(),
+            sections: inside,
+        }
+    }
+
+    /// The list as `head [nested…]`, `-` for an entry that cannot move, `^` and `$`
+    /// for the first and last that can.
+    fn shown(list: &[SideSection]) -> Vec<String> {
+        list.iter()
+            .map(|s| {
+                let head = s.head.as_ref().map_or("-".to_owned(), |h| {
+                    format!(
+                        "{}{}{}",
+                        if h.first { "^" } else { "" },
+                        h.title,
+                        if h.last { "$" } else { "" }
+                    )
+                });
+                let nested: Vec<&str> = s.nested.iter().map(|(_, title)| title.as_str()).collect();
+                format!("{head} {nested:?}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_list_follows_the_frame_with_nested_sections_under_their_parent() {
+        let sections = vec![
+            section("29762-2", "Social", vec![]),
+            section("", "Untitled", vec![section("8716-3", "Vitals", vec![])]),
+            section("11450-4", "Problems", vec![]),
+            section(
+                "18776-5",
+                "Plan",
+                vec![section(
+                    "69730-0",
+                    "Instructions",
+                    vec![section("bad code", "X", vec![])],
+                )],
+            ),
+            section("", "Nothing coded", vec![]),
+            section(
+                "11450-4",
+                "More problems",
+                vec![section("10190-7", "Mental", vec![])],
+            ),
+        ];
+        assert_eq!(
+            shown(&side_list(&sections, &[])),
+            [
+                "^Problems [\"Mental\"]",
+                "Social []",
+                "- [\"Vitals\"]",
+                "Plan$ [\"Instructions\"]",
+            ],
+            "preferred first; a second Problems moves with the first"
+        );
+        let order = [
+            "18776-5".to_owned(),
+            "29762-2".to_owned(),
+            "42349-1".to_owned(),
+        ];
+        assert_eq!(
+            shown(&side_list(&sections, &order)),
+            [
+                "^Plan [\"Instructions\"]",
+                "Social []",
+                "Problems$ [\"Mental\"]",
+                "- [\"Vitals\"]",
+            ]
+        );
     }
 
     #[test]

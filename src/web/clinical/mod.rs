@@ -14,8 +14,8 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `…/attachments/{n}/cda` | the viewer page of a CDA attachment |
-//! | `…/attachments/{n}/cda/frame` | its rendered document, for the sandboxed frame |
+//! | `…/attachments/{n}/cda` | the viewer page of a CDA attachment (`?order=…&collapsed=…`; with `move=` or `reset=`, a redirect to the page in the new order) |
+//! | `…/attachments/{n}/cda/frame` | its rendered document, for the sandboxed frame (`?order=…&collapsed=…`) |
 //! | `…/attachments/{n}/cda/file` | the file of its `nonXMLBody` |
 //! | `…/attachments/{n}/xdm/{k}` | document `k`, in the viewer that suits it (`?download=1`: the file) |
 //! | `…/attachments/{n}/xdm/{k}/cda`, `/cda/frame`, `/cda/file` | the same three for a CDA in a package |
