@@ -1447,6 +1447,72 @@ mod chromium {
 
     /// Runs `js` (which returns true when the frame shows what is expected) inside the
     /// viewer's frame until it does.
+    /// What a hostile document could have done, as the browser sees it: elements and
+    /// handlers that run code, links that are not ours, and requests to other sites.
+    const NOTHING_RUNS: &str = r#"
+        // our own scripts (/static/…) and our own sandboxed frame are the only ones
+        const scripts = Array.from(document.querySelectorAll('script'))
+            .filter(e => !(e.getAttribute('src') || '').startsWith('/static/'));
+        const frames = Array.from(document.querySelectorAll('iframe, object, embed, frame'))
+            .filter(e => !(e.getAttribute('src') || '').startsWith('/mail/')
+                || (e.getAttribute('sandbox') || 'allow-scripts').includes('allow-scripts'));
+        const handlers = document.querySelectorAll(
+            '[onclick], [onmouseover], [onerror], [onload], [onfocus], [style]');
+        const bad = {length: scripts.length + frames.length + handlers.length};
+        const links = Array.from(document.querySelectorAll('a[href]'))
+            .map(a => a.getAttribute('href'))
+            .filter(h => !(h.startsWith('/') || h.startsWith('#')));
+        const outside = performance.getEntriesByType('resource')
+            .map(e => e.name)
+            .filter(n => !n.startsWith(location.origin) && !n.startsWith('data:'));
+        return JSON.stringify({bad: bad.length, links, outside});
+    "#;
+
+    #[tokio::test]
+    async fn a_hostile_clinical_document_runs_nothing_in_the_browser_and_fetches_nothing_outside() {
+        let app = TestApp::spawn().await;
+        let (id, c, _browser) =
+            ana_in_chromium(&app, &[("consult.xml", cda_fixture("hostile.xml"))]).await;
+        c.goto(&app.url(&format!("/mail/messages/{id}/attachments/0/cda")))
+            .await
+            .unwrap();
+        // the title is shown, as text
+        until(
+            &c,
+            "return document.querySelector('h1') !== null && document.querySelector('h1').textContent.includes(\"<script>alert('title')</script>\");",
+            "the hostile title shown as text",
+        )
+        .await;
+        until_in_frame(
+            &c,
+            "return document.readyState === 'complete' && document.body.textContent.includes('Patient seen for follow-up.');",
+            "the document rendered in the frame",
+        )
+        .await;
+        // no alert opened, in the page or its frame
+        assert!(
+            c.get_alert_text().await.is_err(),
+            "a dialog opened: the document ran code"
+        );
+        let clean = serde_json::json!({"bad": 0, "links": [], "outside": []}).to_string();
+        assert_eq!(
+            script(&c, NOTHING_RUNS).await.as_str(),
+            Some(clean.as_str()),
+            "viewer page"
+        );
+        c.enter_frame(0).await.unwrap();
+        let in_frame: serde_json::Value =
+            serde_json::from_str(script(&c, NOTHING_RUNS).await.as_str().unwrap()).unwrap();
+        c.enter_parent_frame().await.unwrap();
+        assert_eq!(in_frame["bad"], 0, "frame: {in_frame}");
+        assert_eq!(in_frame["outside"], serde_json::json!([]), "frame: {in_frame}");
+        // links out go through the leaving page; javascript: and vbscript: are gone
+        for link in in_frame["links"].as_array().unwrap() {
+            panic!("a link that is not ours in the frame: {link}");
+        }
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "viewer page");
+    }
+
     async fn until_in_frame(c: &Client, js: &str, what: &str) {
         c.enter_frame(0).await.unwrap();
         until(c, js, what).await;
