@@ -424,13 +424,16 @@ pub struct StoredMessage {
     pub raw: Vec<u8>,
     /// `None` for a message filed before attachments were checked on arrival.
     pub attachment_checks: Option<String>,
+    /// What the message page says about its clinical attachments, as JSON, once made
+    /// (`web::message`); `None` before its first view.
+    pub clinical_cards: Option<String>,
     /// The patient it is about, read when it was filed.
     pub patient: Option<MessagePatient>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
-        "select {}, signer_issuer, message_id, raw, attachment_checks, patient_birth_date, patient_sex,
+        "select {}, signer_issuer, message_id, raw, attachment_checks, clinical_cards, patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
@@ -445,6 +448,7 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             message_id: r.try_get("message_id")?,
             raw: r.try_get("raw")?,
             attachment_checks: r.try_get("attachment_checks")?,
+            clinical_cards: r.try_get("clinical_cards")?,
             patient: {
                 let source: String = r.try_get("patient_source")?;
                 match Source::parse(&source) {

@@ -119,6 +119,16 @@ pub async fn set_attachment_checks(db: &Db, id: i64, checks: &str) -> sqlx::Resu
     Ok(())
 }
 
+/// Keeps what the message page says about a message's clinical attachments (JSON).
+pub async fn set_clinical_cards(db: &Db, id: i64, cards: &str) -> sqlx::Result<()> {
+    sqlx::query("update messages set clinical_cards = $1 where id = $2")
+        .bind(cards)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
 /// Writes the list and search fields of a filed message.
 pub async fn set_indexed(conn: &mut AnyConnection, id: i64, ix: &Indexed) -> sqlx::Result<()> {
     sqlx::query(

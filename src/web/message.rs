@@ -168,7 +168,7 @@ pub fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
 }
 
 /// How an attachment is offered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Show {
     /// Opens in the browser's PDF viewer.
     Pdf,
@@ -203,6 +203,28 @@ async fn attachment_checks(
         .map_err(|e| AppError::Internal(e.into()))?;
     store::set_attachment_checks(&state.db, message.row.id, &checks).await?;
     Ok(checks)
+}
+
+/// What the page says about the message's clinical attachments
+/// ([`super::clinical::inspect`]): made on the first view (XDM packages are inflated,
+/// hashed and their PDFs checked, off the async threads) and kept with the message,
+/// whose content never changes; a kept value that no longer reads is made again.
+async fn clinical_cards(
+    state: &AppState,
+    message: &inbound::StoredMessage,
+) -> AppResult<Vec<Option<super::clinical::Clinical>>> {
+    if let Some(cards) = message
+        .clinical_cards
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+    {
+        return Ok(cards);
+    }
+    let raw = message.raw.clone();
+    let cards = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
+    let json = serde_json::to_string(&cards).map_err(|e| AppError::Internal(e.into()))?;
+    store::set_clinical_cards(&state.db, message.row.id, &json).await?;
+    Ok(cards)
 }
 
 pub struct AttachmentView {
@@ -376,12 +398,11 @@ async fn message(
             Vec::new(),
         ),
     };
-    // XDM packages are read (inflated, hashed, their PDFs checked) for their cards;
-    // a message without attachments (most of them) is not parsed a second time
     if !attachment_list.is_empty() {
-        let raw = message.raw.clone();
-        let clinical = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
-        for (view, clinical) in attachment_list.iter_mut().zip(clinical) {
+        for (view, clinical) in attachment_list
+            .iter_mut()
+            .zip(clinical_cards(&state, &message).await?)
+        {
             view.clinical = clinical;
         }
     }

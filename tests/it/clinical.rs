@@ -320,6 +320,47 @@ async fn a_received_xdm_package_shows_its_card_with_the_patient_and_its_document
 }
 
 #[tokio::test]
+async fn a_package_card_is_made_once_kept_with_the_message_and_made_again_when_unreadable() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(&app, mb.id, &[("records.zip", referral_package())]).await;
+    let mut ana = app.signed_in(ANA).await;
+    let kept = || async {
+        sqlx::query_scalar::<_, Option<String>>("select clinical_cards from messages where id = $1")
+            .bind(id)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(kept().await, None, "nothing made before the first view");
+    let first = text(&ana.get(&format!("/mail/messages/{id}")).await.body);
+    assert!(first.contains("Maria Elena Lopez"), "{first}");
+    let json = kept().await.expect("the card kept after the first view");
+    assert!(json.contains("Maria Elena Lopez"));
+
+    // the next view shows what was kept, without reading the package again
+    let marked = json.replace("Maria Elena Lopez", "Kept Card Patient");
+    sqlx::query("update messages set clinical_cards = $1 where id = $2")
+        .bind(&marked)
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let second = text(&ana.get(&format!("/mail/messages/{id}")).await.body);
+    assert!(second.contains("Kept Card Patient"), "{second}");
+
+    // a kept value that does not read (an older shape, damage) is made again
+    sqlx::query("update messages set clinical_cards = '[{\"Xdm\": 7}]' where id = $1")
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let third = text(&ana.get(&format!("/mail/messages/{id}")).await.body);
+    assert!(third.contains("Maria Elena Lopez"), "{third}");
+    assert!(kept().await.unwrap().contains("Maria Elena Lopez"));
+}
+
+#[tokio::test]
 async fn a_tampered_document_in_a_package_says_it_does_not_match_its_fingerprint() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
@@ -1505,7 +1546,11 @@ mod chromium {
             serde_json::from_str(script(&c, NOTHING_RUNS).await.as_str().unwrap()).unwrap();
         c.enter_parent_frame().await.unwrap();
         assert_eq!(in_frame["bad"], 0, "frame: {in_frame}");
-        assert_eq!(in_frame["outside"], serde_json::json!([]), "frame: {in_frame}");
+        assert_eq!(
+            in_frame["outside"],
+            serde_json::json!([]),
+            "frame: {in_frame}"
+        );
         // links out go through the leaving page; javascript: and vbscript: are gone
         for link in in_frame["links"].as_array().unwrap() {
             panic!("a link that is not ours in the frame: {link}");

@@ -183,7 +183,7 @@ fn concerns(problem: &Problem, label: &str) -> bool {
 
 /// How a document from a package (or the file of a `nonXMLBody`) is offered, from its
 /// bytes: the rules of ordinary attachments, plus plain text shown escaped in a page.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Open {
     /// A clinical document: our viewer.
     Viewer,

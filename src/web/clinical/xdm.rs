@@ -9,11 +9,13 @@
 use directmail_content::cda::{Time, confidentiality_words, is_cda};
 use directmail_content::xdm::{self, Package, Party, Patient, XdmLimits};
 use mail_parser::MessageParser;
+use serde::{Deserialize, Serialize};
 
 use super::{Open, open_as};
 use crate::web::message::human_size;
 
 /// What an attachment is, clinically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Clinical {
     /// A CDA document: it opens in the viewer.
     Cda,
@@ -22,6 +24,7 @@ pub enum Clinical {
 }
 
 /// An XDM package as the message page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XdmCard {
     /// Why the package was not opened, in one sentence; it stays downloadable.
     pub refusal: Option<String>,
@@ -34,14 +37,16 @@ pub struct XdmCard {
 }
 
 /// One submission set: who sent what about whom, to whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetView {
     /// (label, value): patient, patient ID, birth date, sex, author, intended
     /// recipient, time sent, reason.
-    pub facts: Vec<(&'static str, String)>,
+    pub facts: Vec<(String, String)>,
     pub documents: Vec<DocumentView>,
 }
 
 /// One document of a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentView {
     /// Its number in the package (all submission sets, in order), for its route.
     pub k: usize,
@@ -115,16 +120,16 @@ fn package_card(package: &Package) -> XdmCard {
                 patient_facts(&mut facts, patient);
             }
             for author in &set.authors {
-                facts.push(("From", party(author)));
+                facts.push(("From".into(), party(author)));
             }
             for recipient in &set.intended_recipients {
-                facts.push(("For", party(recipient)));
+                facts.push(("For".into(), party(recipient)));
             }
             if let Some(sent) = set.submission_time.as_deref().and_then(utc_time) {
-                facts.push(("Sent", sent));
+                facts.push(("Sent".into(), sent));
             }
             if let Some(reason) = &set.content_type {
-                facts.push(("Reason", code_words(reason)));
+                facts.push(("Reason".into(), code_words(reason)));
             }
             let documents = set
                 .documents
@@ -197,18 +202,18 @@ fn document_view(k: usize, document: &xdm::Document) -> DocumentView {
     }
 }
 
-fn patient_facts(facts: &mut Vec<(&'static str, String)>, patient: &Patient) {
+fn patient_facts(facts: &mut Vec<(String, String)>, patient: &Patient) {
     if let Some(name) = patient.name() {
-        facts.push(("Patient", name));
+        facts.push(("Patient".into(), name));
     }
     if let Some(id) = patient.id.as_deref().and_then(patient_id) {
-        facts.push(("Patient ID", id));
+        facts.push(("Patient ID".into(), id));
     }
     if let Some(birth) = patient.birth_date.as_deref().and_then(Time::parse) {
-        facts.push(("Birth date", birth.readable));
+        facts.push(("Birth date".into(), birth.readable));
     }
     if let Some(sex) = patient.sex.as_deref().and_then(sex_words) {
-        facts.push(("Sex", sex));
+        facts.push(("Sex".into(), sex));
     }
 }
 
