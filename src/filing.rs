@@ -9,9 +9,10 @@
 
 use directmail_content::cda::{self, CdaLimits, Document, InstanceId};
 use directmail_content::xdm::{self, XdmLimits};
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, MimeHeaders as _};
 
 use crate::patient::{self, MessagePatient};
+use crate::sensitivity::{Label, Labeller};
 
 /// A clinical document a message carries, by its identifier (`ClinicalDocument/id`),
 /// in the form [`document_key`] gives.
@@ -53,6 +54,8 @@ pub struct Filing {
     /// Its clinical documents that have an identifier, each once: the CDA attachments
     /// in order, then the CDA documents of its XDM packages; at most [`MAX_DOCUMENTS`].
     pub documents: Vec<CarriedDocument>,
+    /// Whether it is a restricted record, and why ([`crate::sensitivity`]).
+    pub label: Option<Label>,
 }
 
 /// The most documents recorded for one message.
@@ -107,8 +110,14 @@ pub fn read(raw: &[u8]) -> Filing {
     // the first CDA attachment (parsed, or not when it cannot be read), for the patient
     let mut first_cda: Option<Option<Document>> = None;
     let mut from_packages: Option<MessagePatient> = None;
-    for part in message.attachments() {
+    let mut labeller = Labeller::default();
+    labeller.text(&message.body_text(0).unwrap_or_default());
+    for (n, part) in message.attachments().enumerate() {
         let bytes = part.contents();
+        let name = part
+            .attachment_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("attachment {}", n + 1));
         if xdm::is_xdm(bytes) {
             let Ok(package) = xdm::read_xdm(bytes, &XdmLimits::default()) else {
                 continue;
@@ -116,14 +125,20 @@ pub fn read(raw: &[u8]) -> Filing {
             if from_packages.is_none() {
                 from_packages = patient::from_package(&package);
             }
-            for document in package.documents().filter(|d| cda::is_cda(&d.bytes)) {
+            for document in package.documents() {
+                labeller.xdm_document(&name, document);
+                if !cda::is_cda(&document.bytes) {
+                    continue;
+                }
                 if let Ok(parsed) = directmail_content::parse_cda(&document.bytes, &limits) {
+                    labeller.cda(&format!("{} in {name}", document.label()), &parsed);
                     keep(&parsed);
                 }
             }
         } else if cda::is_cda(bytes) {
             let parsed = directmail_content::parse_cda(bytes, &limits).ok();
             if let Some(document) = &parsed {
+                labeller.cda(&name, document);
                 keep(document);
             }
             if first_cda.is_none() {
@@ -134,6 +149,7 @@ pub fn read(raw: &[u8]) -> Filing {
     Filing {
         patient: patient::choose(&message, from_packages, first_cda.flatten().as_ref()),
         documents,
+        label: labeller.label(),
     }
 }
 

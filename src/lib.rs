@@ -40,6 +40,7 @@ pub mod patient;
 pub mod pki;
 pub mod recipients;
 pub mod secrets;
+pub mod sensitivity;
 pub mod smtp;
 pub mod store;
 pub mod web;

@@ -251,6 +251,21 @@ fn bind_patient<'q>(
         .bind(field(|p| p.family.clone()))
 }
 
+/// What filing read beyond the patient: the record of its clinical documents, and its
+/// restriction ([`crate::sensitivity`]).
+async fn record_filing(conn: &mut AnyConnection, id: i64, filing: &Filing) -> sqlx::Result<()> {
+    super::documents::record(conn, id, &filing.documents).await?;
+    if let Some(label) = &filing.label {
+        sqlx::query("update messages set restriction = $1, restriction_reasons = $2 where id = $3")
+            .bind(label.law.as_str())
+            .bind(label.reasons.join("\n"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Puts a message in a mailbox's inbox, with its patient and the record of its
 /// clinical documents. Delivering the same inbound message to the same mailbox twice
 /// changes nothing (exactly once, even after a retried run): false then.
@@ -293,7 +308,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     let Some(id) = filed else {
         return Ok(false);
     };
-    super::documents::record(conn, id, &m.filing.documents).await?;
+    record_filing(conn, id, m.filing).await?;
     Ok(true)
 }
 
@@ -322,9 +337,34 @@ pub struct MessageRow {
     /// The patient the message is about, for the list: the name, or the identifier.
     #[serde(skip)]
     pub patient: String,
+    /// Which rules restrict it (a restricted record: lists show "Restricted" and the
+    /// patient, never its subject or snippet); `None` for an ordinary message.
+    #[serde(skip)]
+    pub restriction: Option<crate::sensitivity::Law>,
 }
 
 impl MessageRow {
+    /// The subject as lists and search results show it: "Restricted record" for a
+    /// restricted one (its subject may name what the record is about).
+    pub fn listed_subject(&self) -> &str {
+        if self.restriction.is_some() {
+            "Restricted record"
+        } else if self.subject.is_empty() {
+            "(no subject)"
+        } else {
+            &self.subject
+        }
+    }
+
+    /// The snippet as lists show it: none for a restricted record.
+    pub fn listed_snippet(&self) -> &str {
+        if self.restriction.is_some() {
+            ""
+        } else {
+            &self.snippet
+        }
+    }
+
     /// From a row selected with [`messages::ROW_COLUMNS`](super::messages::ROW_COLUMNS).
     pub fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<MessageRow> {
         Ok(MessageRow {
@@ -353,6 +393,7 @@ impl MessageRow {
                     name
                 }
             },
+            restriction: crate::sensitivity::Law::parse(r.try_get("restriction")?),
         })
     }
 }
@@ -409,7 +450,7 @@ pub async fn file_sent(
         .fetch_one(&mut *conn)
         .await?;
     let id: i64 = row.try_get(0)?;
-    super::documents::record(conn, id, &filing.documents).await?;
+    record_filing(conn, id, filing).await?;
     Ok(id)
 }
 
@@ -429,11 +470,14 @@ pub struct StoredMessage {
     pub clinical_cards: Option<String>,
     /// The patient it is about, read when it was filed.
     pub patient: Option<MessagePatient>,
+    /// Why it is restricted, one sentence each, when it is ([`MessageRow::restriction`]).
+    pub restriction_reasons: Vec<String>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
-        "select {}, signer_issuer, message_id, raw, attachment_checks, clinical_cards, patient_birth_date, patient_sex,
+        "select {}, signer_issuer, message_id, raw, attachment_checks, clinical_cards, restriction_reasons,
+                patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
@@ -449,6 +493,10 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             raw: r.try_get("raw")?,
             attachment_checks: r.try_get("attachment_checks")?,
             clinical_cards: r.try_get("clinical_cards")?,
+            restriction_reasons: {
+                let reasons: String = r.try_get("restriction_reasons")?;
+                reasons.lines().map(str::to_owned).collect()
+            },
             patient: {
                 let source: String = r.try_get("patient_source")?;
                 match Source::parse(&source) {

@@ -315,6 +315,8 @@ pub struct DeliveryLine {
 #[derive(Template, WebTemplate)]
 #[template(path = "mail/message.html")]
 struct MessagePage {
+    /// The restricted-record banner, when it is one.
+    restriction: Option<RestrictionBanner>,
     chrome: Chrome,
     frame: Frame,
     id: i64,
@@ -342,6 +344,26 @@ struct MessagePage {
     targets: Vec<(String, String)>,
     /// The patient the message is about, read when it was filed.
     patient: Option<PatientBanner>,
+}
+
+/// The banner of a restricted record (docs/sensitive-records.md), on the message page
+/// and its print view: which rules apply, what they ask of the reader, and why the
+/// message is restricted.
+pub struct RestrictionBanner {
+    pub heading: &'static str,
+    pub statement: &'static str,
+    pub reasons: Vec<String>,
+}
+
+impl RestrictionBanner {
+    pub fn of(message: &inbound::StoredMessage) -> Option<RestrictionBanner> {
+        let law = message.row.restriction?;
+        Some(RestrictionBanner {
+            heading: law.words(),
+            statement: law.statement(),
+            reasons: message.restriction_reasons.clone(),
+        })
+    }
 }
 
 /// The patient banner on the message page, in words.
@@ -464,6 +486,7 @@ async fn message(
         .map(|f| (f.key.clone(), f.label.clone()))
         .collect();
     let patient = message.patient.as_ref().map(PatientBanner::of);
+    let restriction = RestrictionBanner::of(&message);
     let r = message.row;
     let trusted = r.trust_code == "trusted";
     let trust_title: String = match r.trust_code.as_str() {
@@ -479,6 +502,7 @@ async fn message(
         r.trust_sentence
     };
     Ok(MessagePage {
+        restriction,
         patient,
         chrome: current.chrome,
         frame,
@@ -564,6 +588,7 @@ async fn html_body(
 #[derive(Template, WebTemplate)]
 #[template(path = "mail/print.html")]
 struct PrintPage {
+    restriction: Option<RestrictionBanner>,
     subject: String,
     from: String,
     to: String,
@@ -586,6 +611,7 @@ async fn print(
     record_reading(&state, &current.actor(ip), id, Reading::Print, Via::Webmail).await?;
     let r = &message.row;
     Ok(PrintPage {
+        restriction: RestrictionBanner::of(&message),
         subject: r.subject.clone(),
         from: sender_line(r),
         to: parsed

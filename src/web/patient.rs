@@ -80,6 +80,7 @@ async fn page(
         .into_iter()
         .take(PAGE as usize)
         .map(|(row, mailbox)| Line {
+            subject: row.listed_subject().to_owned(),
             id: row.id,
             mailbox,
             folder: row.folder,
@@ -87,11 +88,6 @@ async fn page(
                 row.from_addr
             } else {
                 row.from_name
-            },
-            subject: if row.subject.is_empty() {
-                "(no subject)".into()
-            } else {
-                row.subject
             },
             when: format_utc(row.received_at),
         })

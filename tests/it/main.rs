@@ -26,4 +26,5 @@ mod reportability;
 mod revocation;
 mod security;
 mod sender_binding;
+mod sensitive;
 mod webmail;

@@ -176,7 +176,13 @@ async fn a_message_with_only_an_xdm_package_takes_the_patient_from_its_metadata(
     ] {
         assert!(words.contains(shown), "{shown:?} not in {words}");
     }
-    assert!(found(&mut ana, mb.id, "Lopez").await.contains("Package"));
+    // the referral note has a section marked restricted: the result shows the
+    // patient, and "Restricted record" for its subject
+    let result = found(&mut ana, mb.id, "Lopez").await;
+    assert!(
+        result.contains("Restricted record") && result.contains("Maria Elena Lopez"),
+        "{result}"
+    );
 }
 
 #[tokio::test]
@@ -201,10 +207,10 @@ async fn a_message_with_only_a_clinical_document_takes_the_patient_from_its_reco
     ] {
         assert!(words.contains(shown), "{shown:?} not in {words}");
     }
+    let result = found(&mut ana, mb.id, "998991").await;
     assert!(
-        found(&mut ana, mb.id, "998991")
-            .await
-            .contains("Referral note")
+        result.contains("Restricted record") && result.contains("Lopez"),
+        "{result}"
     );
 }
 

@@ -192,6 +192,11 @@ pub struct Document {
     /// For a Reportability Response ([`Document::is_reportability_response`]), what it
     /// says.
     pub reportability: Option<ReportabilityResponse>,
+    /// The values of the DS4P security observations anywhere in the document (Security
+    /// Observation 2.16.840.1.113883.3.445.21, Refrain Policy 2.16.840.1.113883.3.445.23):
+    /// policies such as `42CFRPart2`, sensitivities such as `ETH` or `PSY`, obligations
+    /// and refrain policies such as `NORDSCLCD`. Each code once, in document order.
+    pub security_labels: Vec<Code>,
 }
 
 impl Document {
@@ -284,6 +289,7 @@ pub fn parse_cda(bytes: &[u8], limits: &CdaLimits) -> Result<Document, CdaError>
     let reportability =
         is_reportability_response(header.document_type.as_ref(), &header.template_ids)
             .then(|| rr::read_reportability(root));
+    let security_labels = security_labels(root);
     let header::Header {
         id,
         template_ids,
@@ -311,7 +317,33 @@ pub fn parse_cda(bytes: &[u8], limits: &CdaLimits) -> Result<Document, CdaError>
         encounter,
         body,
         reportability,
+        security_labels,
     })
+}
+
+/// DS4P: the Security Observation and Refrain Policy templates.
+const SECURITY_OBSERVATION: &str = "2.16.840.1.113883.3.445.21";
+const REFRAIN_POLICY: &str = "2.16.840.1.113883.3.445.23";
+
+/// See [`Document::security_labels`]. One pass over the elements (the parser's node
+/// limit bounds it).
+fn security_labels(root: roxmltree::Node) -> Vec<Code> {
+    let mut labels: Vec<Code> = Vec::new();
+    for observation in root.descendants().filter(|n| tree::is(*n, "observation")) {
+        if !(tree::has_template(observation, SECURITY_OBSERVATION)
+            || tree::has_template(observation, REFRAIN_POLICY))
+        {
+            continue;
+        }
+        for value in tree::children(observation, "value") {
+            if let Some(code) = header::code(value)
+                && !labels.iter().any(|known| known.code == code.code)
+            {
+                labels.push(code);
+            }
+        }
+    }
+    labels
 }
 
 /// Refuses documents whose elements nest deeper than `limit`, in one pass over the

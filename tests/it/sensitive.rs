@@ -1,0 +1,194 @@
+//! Sensitive records (issue #13), as received: a message is labelled restricted, with
+//! the law that applies and why, from a C-CDA's confidentiality (document or section
+//! level), its DS4P security observations, an XDM package's confidentiality codes, or
+//! the sender's Part 2 notice; lists and searches show "Restricted record" and never
+//! its subject or snippet; the message page and its print view carry a banner.
+
+use directmail_content::xdm::Confidentiality;
+use reqwest::StatusCode;
+
+use crate::clinical::{cda_fixture, document, package, text};
+use crate::helpers::{Browser, TestApp};
+use crate::webmail::{Mail, ana_desk, deliver};
+
+const ANA: &str = "ana@direct.lakeside.test";
+
+/// The referral note with `insert` placed just after the first `after` (the whole
+/// document when `after` is not found fails the test).
+fn referral_with(after: &str, insert: &str) -> Vec<u8> {
+    let text = String::from_utf8(cda_fixture("referral-note.xml")).unwrap();
+    let at = text.find(after).expect("the place to insert") + after.len();
+    format!("{}{insert}{}", &text[..at], &text[at..]).into_bytes()
+}
+
+/// A DS4P security observation with this value, as an entry of a section.
+fn security_entry(code: &str) -> String {
+    format!(
+        r#"<entry><observation classCode="OBS" moodCode="EVN"><templateId root="2.16.840.1.113883.3.445.21"/><code code="SECCLASSOBS" codeSystem="2.16.840.1.113883.5.4"/><value xsi:type="CE" code="{code}" codeSystem="2.16.840.1.113883.5.25"/></observation></entry>"#
+    )
+}
+
+async fn received(
+    app: &TestApp,
+    mailbox_id: i64,
+    subject: &str,
+    text: &str,
+    files: &[(&str, Vec<u8>)],
+) -> i64 {
+    let mut mail = Mail::new(
+        "dr.kim@direct.hillside.test",
+        "dr.ana@direct.lakeside.test",
+        subject,
+        text,
+    );
+    for (name, data) in files {
+        mail = mail.file(name, data.clone());
+    }
+    deliver(app, mailbox_id, &mail).await
+}
+
+/// The restriction stored with a message: (law, reasons).
+async fn label(app: &TestApp, id: i64) -> (String, String) {
+    sqlx::query_as("select restriction, restriction_reasons from messages where id = $1")
+        .bind(id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn page_text(b: &mut Browser, path: &str) -> String {
+    let page = b.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "{path}");
+    text(&page.body)
+}
+
+#[tokio::test]
+async fn each_signal_labels_a_received_message_with_its_law_and_reason() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let section_only = referral_with(
+        "<title>Social History</title>",
+        r#"<confidentialityCode code="R" codeSystem="2.16.840.1.113883.5.25"/>"#,
+    );
+    let substance_use = referral_with("</text>", &security_entry("ETH"));
+    let psychiatry = referral_with("</text>", &security_entry("PSY"));
+    let part2_policy = referral_with("</text>", &security_entry("42CFRPart2"));
+    let pdf = crate::helpers::pdf("Letter");
+    let very_restricted = package(vec![{
+        let mut d = document("Therapy letter", "application/pdf", &pdf);
+        d.confidentiality = Confidentiality::VeryRestricted;
+        d
+    }]);
+    // (subject, text, attachments, the law stored, a reason among those stored)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, Vec<u8>)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "Section only",
+            "See attached.",
+            vec![("referral.xml", section_only)],
+            "restricted",
+            "“Referral to Cardiology” (referral.xml) has a section, “Social History”, marked Restricted (R).",
+        ),
+        (
+            "Substance use",
+            "See attached.",
+            vec![("referral.xml", substance_use)],
+            "part2",
+            "“Referral to Cardiology” (referral.xml) carries the security label ETH (substance use information).",
+        ),
+        (
+            "Psychiatry",
+            "See attached.",
+            vec![("referral.xml", psychiatry)],
+            "mental_health",
+            "carries the security label PSY (psychiatry information).",
+        ),
+        (
+            "Part 2 policy",
+            "See attached.",
+            vec![("referral.xml", part2_policy)],
+            "part2",
+            "carries the security label 42CFRPart2 (42 CFR Part 2 policy).",
+        ),
+        (
+            "Package V",
+            "See attached.",
+            vec![("records.zip", very_restricted)],
+            "restricted",
+            "“Therapy letter” (in records.zip) is marked Very restricted (V) in the package.",
+        ),
+        (
+            "Notice in text",
+            "42 CFR part 2 prohibits unauthorized disclosure of these records.",
+            Vec::new(),
+            "part2",
+            "The message text carries a 42 CFR Part 2 notice.",
+        ),
+    ];
+    for (subject, body, files, law, reason) in cases {
+        let id = received(&app, mb.id, subject, body, &files).await;
+        let (stored_law, reasons) = label(&app, id).await;
+        assert_eq!(stored_law, law, "{subject}: {reasons}");
+        assert!(reasons.contains(reason), "{subject}: {reasons}");
+    }
+    // a letter, and a note that only mentions a part 20, are not restricted
+    let plain = received(
+        &app,
+        mb.id,
+        "Plain",
+        "See part 20 of 42 CFR part 20.",
+        &[("letter.pdf", pdf.clone())],
+    )
+    .await;
+    assert_eq!(label(&app, plain).await, (String::new(), String::new()));
+}
+
+#[tokio::test]
+async fn lists_and_searches_show_restricted_record_and_the_page_and_print_carry_the_banner() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(
+        &app,
+        mb.id,
+        "Methadone dose change for Maria",
+        "Methadone dose raised to 80 mg. 42 CFR part 2 prohibits unauthorized disclosure of these records.",
+        &[],
+    )
+    .await;
+    let plain = received(&app, mb.id, "Lunch on Friday", "Shall we?", &[]).await;
+    let mut ana = app.signed_in(ANA).await;
+
+    let inbox = page_text(&mut ana, &format!("/mail/{}/inbox", mb.id)).await;
+    assert!(inbox.contains("Restricted record"), "{inbox}");
+    assert!(
+        inbox.contains("Lunch on Friday"),
+        "ordinary messages keep their subject"
+    );
+    assert!(
+        !inbox.contains("Methadone"),
+        "no subject or snippet: {inbox}"
+    );
+
+    // a search that matches it finds it, and shows no more than the list does
+    let found = page_text(&mut ana, &format!("/mail/{}/search?q=methadone", mb.id)).await;
+    assert!(found.contains("Restricted record"), "{found}");
+    assert!(!found.contains("Methadone"), "{found}");
+    assert!(!found.contains("Lunch"), "{found}");
+
+    // the message itself says which law and why, on the page and in print
+    for path in [
+        format!("/mail/messages/{id}"),
+        format!("/mail/messages/{id}/print"),
+    ] {
+        let shown = page_text(&mut ana, &path).await;
+        for words in [
+            "Substance use disorder record (42 CFR Part 2)",
+            "protected by federal confidentiality rules for substance use disorder records",
+            "The message text carries a 42 CFR Part 2 notice.",
+        ] {
+            assert!(shown.contains(words), "{path}: {words:?} not in {shown}");
+        }
+    }
+    let ordinary = ana.get(&format!("/mail/messages/{plain}")).await;
+    assert!(ordinary.by_id("restriction").is_none());
+}
