@@ -467,8 +467,9 @@ impl PreviewPage {
     }
 }
 
-/// Step 1: the file is checked (nothing is saved to the list) and kept an hour; the
-/// preview says what would be added, what is already listed, and every wrong row.
+/// Step 1: the file is checked (nothing is saved to the list) and, when it can be
+/// applied, kept an hour; the preview says what would be added, what is already
+/// listed, and every wrong row.
 async fn upload(
     State(state): State<AppState>,
     current: CurrentUser,
@@ -499,9 +500,14 @@ async fn upload(
         Ok(p) => p,
         Err(problem) => return refuse(problem.0).await,
     };
-    // parse_csv read it as UTF-8
-    let text = String::from_utf8_lossy(&bytes);
-    let upload_id = store::save_upload(&state.db, org.id, current.user.id, &text, now).await?;
+    // kept only when it can be applied: a wrong file's names are not stored at all
+    let upload_id = if preview.errors.is_empty() && !preview.to_add.is_empty() {
+        // parse_csv read it as UTF-8
+        let text = String::from_utf8_lossy(&bytes);
+        store::save_upload(&state.db, org.id, current.user.id, &text, now).await?
+    } else {
+        0
+    };
     Ok(PreviewPage::respond(
         current.chrome,
         org,

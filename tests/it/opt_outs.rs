@@ -395,6 +395,11 @@ async fn wrong_csv_files_and_rows_are_refused_in_sentences_and_import_nothing() 
     );
     assert_eq!(count(&app, "select count(*) from hie_opt_outs").await, 0);
     assert_eq!(
+        count(&app, "select count(*) from hie_opt_out_uploads").await,
+        0,
+        "a file that cannot be applied is not kept"
+    );
+    assert_eq!(
         count(
             &app,
             "select count(*) from audit_log where action like 'opt_out.%'"
