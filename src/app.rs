@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::auth::routes())
         .merge(web::account::routes())
         .merge(web::orgs::routes())
+        .merge(web::opt_outs::routes())
         .merge(web::domains::routes())
         .merge(web::bundles::routes())
         .merge(web::quarantine::routes())

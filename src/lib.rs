@@ -34,6 +34,7 @@ pub mod domain;
 pub mod export;
 pub mod filing;
 pub mod inbound;
+pub mod opt_outs;
 pub mod outbound;
 pub mod packaging;
 pub mod patient;

@@ -318,6 +318,44 @@ pub const SEXES: [(&str, &str); 4] = [
 /// Longest name part or identifier the compose form accepts, in characters.
 pub const MAX_TYPED: usize = 100;
 
+/// A typed name part or identifier (`label`: "The given name"), trimmed: at most
+/// [`MAX_TYPED`] characters, and nothing a Direct Context line cannot carry. The rule
+/// of the compose page's patient block, also used by the HIE opt-out list.
+pub fn check_typed(label: &str, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    if value.chars().count() > MAX_TYPED {
+        Err(format!("{label} is longer than {MAX_TYPED} characters."))
+    } else if value.contains([';', '=']) || value.chars().any(char::is_control) {
+        Err(format!(
+            "{label} cannot hold a semicolon, an equals sign or a line break."
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A typed birth date: a real `YYYY-MM-DD` date, not after `now` (Unix seconds).
+pub fn check_birth_date(value: &str, now: i64) -> Result<(), String> {
+    match crate::clock::parse_date(value.trim()) {
+        None => Err("The birth date is not a real date; write it as YYYY-MM-DD.".into()),
+        Some(t) if t > now => Err("The birth date is in the future.".into()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A typed identifier split as a Direct Context's `patient-id` is (`oid:id`): the
+/// assigning authority, when there is one, and the identifier.
+pub fn identifier_parts(value: &str) -> (Option<String>, String) {
+    let block = Context {
+        patient_id: Some(value.trim().to_owned()),
+        ..Context::default()
+    };
+    match block.patient_identifier() {
+        Some((authority, id)) => (authority.map(str::to_owned), id.to_owned()),
+        None => (None, String::new()),
+    }
+}
+
 /// The patient block of a draft, as typed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -376,17 +414,8 @@ impl DraftPatient {
             ("patient_family", &self.family, "The family name"),
             ("patient_id", &self.id, "The identifier"),
         ] {
-            let value = value.trim();
-            if value.chars().count() > MAX_TYPED {
-                errors.push((
-                    field,
-                    format!("{label} is longer than {MAX_TYPED} characters."),
-                ));
-            } else if value.contains([';', '=']) || value.chars().any(char::is_control) {
-                errors.push((
-                    field,
-                    format!("{label} cannot hold a semicolon, an equals sign or a line break."),
-                ));
+            if let Err(message) = check_typed(label, value) {
+                errors.push((field, message));
             }
         }
         if self.family.trim().is_empty() && self.id.trim().is_empty() {
@@ -396,18 +425,10 @@ impl DraftPatient {
             ));
         }
         let birth = self.birth_date.trim();
-        if !birth.is_empty() {
-            match crate::clock::parse_date(birth) {
-                None => errors.push((
-                    "patient_birth_date",
-                    "The birth date is not a real date; write it as YYYY-MM-DD.".into(),
-                )),
-                Some(t) if t > now => errors.push((
-                    "patient_birth_date",
-                    "The birth date is in the future.".into(),
-                )),
-                Some(_) => {}
-            }
+        if !birth.is_empty()
+            && let Err(message) = check_birth_date(birth, now)
+        {
+            errors.push(("patient_birth_date", message));
         }
         if !self.sex.is_empty() && !SEXES.iter().any(|(code, _)| *code == self.sex) {
             errors.push(("patient_sex", "Choose the sex from the list.".into()));

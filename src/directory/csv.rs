@@ -33,58 +33,19 @@ pub const COLUMNS: &[&str] = &[
 /// Reads every row; a header that is not the directory's is a problem of the whole
 /// file, a row that is wrong is a problem of that row.
 pub fn parse(text: &str) -> Result<Vec<ParsedRow>, FileProblem> {
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(::csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|_| {
-            FileProblem("The first line of the file could not be read as CSV column names.".into())
-        })?
-        .iter()
-        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-        .collect();
-    if header.iter().all(String::is_empty) {
-        return Err(FileProblem("The file is empty: the first line must name the columns (see the directory documentation).".into()));
-    }
-    for h in &header {
-        if !COLUMNS.contains(&h.as_str()) {
-            return Err(FileProblem(format!(
-                "The column \u{201c}{h}\u{201d} is not one the directory knows; the columns are: {}.",
-                COLUMNS.join(", ")
-            )));
-        }
-        if header.iter().filter(|other| *other == h).count() > 1 {
-            return Err(FileProblem(format!(
-                "The column \u{201c}{h}\u{201d} appears twice in the header."
-            )));
-        }
-    }
-    for required in ["name", "direct_addresses"] {
-        if !header.iter().any(|h| h == required) {
-            return Err(FileProblem(format!(
-                "The header has no \u{201c}{required}\u{201d} column; it is required."
-            )));
-        }
-    }
+    let mut reader = reader(text);
+    let header = read_header(
+        &mut reader,
+        COLUMNS,
+        &["name", "direct_addresses"],
+        "directory",
+    )?;
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let number = e
-                    .position()
-                    .map(|p| p.line() as usize)
-                    .unwrap_or(rows.len() + 2);
-                let message = match e.kind() {
-                    ::csv::ErrorKind::UnequalLengths { len, .. } => format!(
-                        "It has {len} cells but the header names {} columns.",
-                        header.len()
-                    ),
-                    _ => "It could not be read as CSV (check its quotes).".to_owned(),
-                };
+                let (number, message) = unreadable_row(&e, header.len(), rows.len() + 2);
                 rows.push(ParsedRow {
                     number,
                     label: String::new(),
@@ -168,6 +129,74 @@ pub fn parse(text: &str) -> Result<Vec<ParsedRow>, FileProblem> {
         });
     }
     Ok(rows)
+}
+
+/// A reader of CSV text with a header line, cells trimmed, every row as long as the
+/// header.
+pub fn reader(text: &str) -> ::csv::Reader<&[u8]> {
+    ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(::csv::Trim::All)
+        .from_reader(text.as_bytes())
+}
+
+/// The header's column names, lowercased, when each is one of `columns`, none is
+/// there twice and every one of `required` is; else the problem of the whole file.
+/// `what` names the list for the sentences ("directory", "opt-out list").
+pub fn read_header(
+    reader: &mut ::csv::Reader<&[u8]>,
+    columns: &[&str],
+    required: &[&str],
+    what: &str,
+) -> Result<Vec<String>, FileProblem> {
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|_| {
+            FileProblem("The first line of the file could not be read as CSV column names.".into())
+        })?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(FileProblem(format!(
+            "The file is empty: the first line must name the columns (see the {what} documentation)."
+        )));
+    }
+    for h in &header {
+        if !columns.contains(&h.as_str()) {
+            return Err(FileProblem(format!(
+                "The column \u{201c}{h}\u{201d} is not one the {what} knows; the columns are: {}.",
+                columns.join(", ")
+            )));
+        }
+        if header.iter().filter(|other| *other == h).count() > 1 {
+            return Err(FileProblem(format!(
+                "The column \u{201c}{h}\u{201d} appears twice in the header."
+            )));
+        }
+    }
+    for required in required {
+        if !header.iter().any(|h| h == required) {
+            return Err(FileProblem(format!(
+                "The header has no \u{201c}{required}\u{201d} column; it is required."
+            )));
+        }
+    }
+    Ok(header)
+}
+
+/// A row the reader could not read: its line (`fallback` when unknown) and why, in a
+/// sentence.
+pub fn unreadable_row(e: &::csv::Error, columns: usize, fallback: usize) -> (usize, String) {
+    let line = e.position().map(|p| p.line() as usize).unwrap_or(fallback);
+    let message = match e.kind() {
+        ::csv::ErrorKind::UnequalLengths { len, .. } => {
+            format!("It has {len} cells but the header names {columns} columns.")
+        }
+        _ => "It could not be read as CSV (check its quotes).".to_owned(),
+    };
+    (line, message)
 }
 
 /// Undoes the export's formula protection: `'=…`, `'+…`, `'-…`, `'@…` lose the quote.

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod invites;
 pub mod mailboxes;
 pub mod messages;
+pub mod opt_outs;
 pub mod orgs;
 pub mod outbound;
 pub mod pki;

@@ -1059,7 +1059,9 @@ async fn upload(
 }
 
 /// The `file` field of an upload with its file name.
-async fn read_file(mut multipart: Multipart) -> Result<Option<(String, Vec<u8>)>, String> {
+pub(super) async fn read_file(
+    mut multipart: Multipart,
+) -> Result<Option<(String, Vec<u8>)>, String> {
     loop {
         match multipart.next_field().await {
             Ok(Some(f)) if f.name() == Some("file") => {

@@ -38,6 +38,7 @@ pub mod lookup;
 pub mod mail;
 pub mod message;
 pub mod middleware;
+pub mod opt_outs;
 pub mod orgs;
 pub mod patient;
 pub mod quarantine;

@@ -66,7 +66,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The organization, if this user may run it; 404 otherwise.
-async fn admin_org(state: &AppState, current: &CurrentUser, org_id: i64) -> AppResult<Org> {
+pub(super) async fn admin_org(
+    state: &AppState,
+    current: &CurrentUser,
+    org_id: i64,
+) -> AppResult<Org> {
     if !current.can_admin(org_id) {
         return Err(match current.role() {
             Role::Member => AppError::Forbidden(

@@ -18,6 +18,7 @@ mod inbound;
 mod limits;
 mod mail;
 mod network;
+mod opt_outs;
 mod outbound;
 mod packaging;
 mod patient;
