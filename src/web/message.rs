@@ -604,8 +604,15 @@ async fn print(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path(id): Path<i64>,
-) -> AppResult<PrintPage> {
+    Query(purpose): Query<super::purpose::PurposeForm>,
+) -> AppResult<Response> {
     let (_, message) = own_message(&state, &current, id).await?;
+    let access = super::purpose::Access::Print;
+    if let Some(prompt) =
+        super::purpose::require(&state, &current, ip.clone(), &message, access, &purpose).await?
+    {
+        return Ok(prompt);
+    }
     let checks = attachment_checks(&state, &message).await?;
     let parsed = MessageParser::default().parse(&message.raw);
     record_reading(&state, &current.actor(ip), id, Reading::Print, Via::Webmail).await?;
@@ -632,7 +639,8 @@ async fn print(
             .as_ref()
             .map(|p| attachments(p, &checks))
             .unwrap_or_default(),
-    })
+    }
+    .into_response())
 }
 
 /// Actions from the message page: reply, reply all, forward, edit and resend (each
@@ -645,6 +653,19 @@ async fn act(
     axum::Form(form): axum::Form<ActForm>,
 ) -> AppResult<Response> {
     let (mailbox, message) = own_message(&state, &current, id).await?;
+    if form.action == "forward"
+        && let Some(prompt) = super::purpose::require(
+            &state,
+            &current,
+            ip.clone(),
+            &message,
+            super::purpose::Access::Forward,
+            &form.purpose,
+        )
+        .await?
+    {
+        return Ok(prompt);
+    }
     match form.action.as_str() {
         "reply" | "reply-all" | "forward" | "resend" => {
             let draft =
@@ -688,12 +709,18 @@ struct ActForm {
     action: String,
     #[serde(default)]
     folder: String,
+    /// For forwarding a restricted record ([`super::purpose`]).
+    #[serde(flatten)]
+    purpose: super::purpose::PurposeForm,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct AttachmentQuery {
     inline: String,
+    /// For a restricted record's attachment ([`super::purpose`]).
+    #[serde(flatten)]
+    purpose: super::purpose::PurposeForm,
 }
 
 /// A name safe in a `Content-Disposition` header.
@@ -719,6 +746,12 @@ async fn attachment(
     Query(q): Query<AttachmentQuery>,
 ) -> AppResult<Response> {
     let (_, message) = own_message(&state, &current, id).await?;
+    let access = super::purpose::Access::Download(n);
+    if let Some(prompt) =
+        super::purpose::require(&state, &current, ip.clone(), &message, access, &q.purpose).await?
+    {
+        return Ok(prompt);
+    }
     let parsed = MessageParser::default()
         .parse(&message.raw)
         .ok_or(AppError::NotFound)?;

@@ -41,6 +41,7 @@ pub mod middleware;
 pub mod opt_outs;
 pub mod orgs;
 pub mod patient;
+pub mod purpose;
 pub mod quarantine;
 pub mod queue;
 pub mod session;

@@ -178,7 +178,7 @@ async fn lists_and_searches_show_restricted_record_and_the_page_and_print_carry_
     // the message itself says which law and why, on the page and in print
     for path in [
         format!("/mail/messages/{id}"),
-        format!("/mail/messages/{id}/print"),
+        format!("/mail/messages/{id}/print?purpose=treatment"),
     ] {
         let shown = page_text(&mut ana, &path).await;
         for words in [
@@ -191,4 +191,144 @@ async fn lists_and_searches_show_restricted_record_and_the_page_and_print_carry_
     }
     let ordinary = ana.get(&format!("/mail/messages/{plain}")).await;
     assert!(ordinary.by_id("restriction").is_none());
+}
+
+#[tokio::test]
+async fn print_download_and_forward_of_a_restricted_record_ask_why_and_audit_the_answer() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let letter = crate::helpers::pdf("Counselling letter");
+    let id = received(
+        &app,
+        mb.id,
+        "Counselling",
+        "42 CFR part 2 prohibits unauthorized disclosure of these records.",
+        &[("letter.pdf", letter.clone())],
+    )
+    .await;
+    let ordinary = received(
+        &app,
+        mb.id,
+        "Ordinary",
+        "Hello.",
+        &[("a.pdf", letter.clone())],
+    )
+    .await;
+    let mut ana = app.signed_in(ANA).await;
+    let accesses = || async {
+        directmail::audit::list(&app.state.db, &Default::default(), 500)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "restricted.access")
+            .map(|e| (e.object, e.detail))
+            .collect::<Vec<_>>()
+    };
+
+    // asked first, for print and download; nothing of the record is served
+    for path in [
+        format!("/mail/messages/{id}/print"),
+        format!("/mail/messages/{id}/attachments/0"),
+    ] {
+        let prompt = ana.get(&path).await;
+        assert_eq!(prompt.status, StatusCode::OK, "{path}");
+        assert!(
+            prompt.by_id("purpose-title").is_some(),
+            "{path}: {}",
+            prompt.body
+        );
+        assert!(!prompt.body.contains("%PDF"), "{path}");
+    }
+    // a purpose not on the list, or "other" without words, is asked again with why
+    let bad = ana
+        .get(&format!(
+            "/mail/messages/{id}/print?purpose=other&purpose_other=+"
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.by_id("purpose-error")
+            .unwrap()
+            .contains("Say which other purpose")
+    );
+    let bad = ana
+        .get(&format!("/mail/messages/{id}/print?purpose=curiosity"))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        accesses().await.is_empty(),
+        "nothing audited before an answer"
+    );
+
+    // answered: served, and audited with the purpose and the label
+    let printed = ana
+        .get(&format!("/mail/messages/{id}/print?purpose=treatment"))
+        .await;
+    assert_eq!(printed.status, StatusCode::OK);
+    assert!(text(&printed.body).contains("Counselling"));
+    let file = ana
+        .client
+        .get(format!(
+            "{}/mail/messages/{id}/attachments/0?purpose=other&purpose_other=Court+order+12-345",
+            ana.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(file.bytes().await.unwrap().as_ref(), letter.as_slice());
+    // forwarding: the button's post is answered with the prompt, then goes ahead
+    let asked = ana
+        .post(
+            &format!("/mail/messages/{id}/act"),
+            &[("action", "forward")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::OK);
+    assert!(asked.by_id("purpose-title").is_some());
+    let forwarded = ana
+        .post(
+            &format!("/mail/messages/{id}/act"),
+            &[("action", "forward"), ("purpose", "consent")],
+        )
+        .await;
+    assert_eq!(
+        forwarded.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        forwarded.body
+    );
+    assert!(forwarded.location().starts_with("/mail/drafts/"));
+    let object = format!("message:{id}");
+    let mut seen = accesses().await;
+    seen.reverse();
+    assert_eq!(
+        seen,
+        [
+            (
+                object.clone(),
+                "print; purpose: treatment; label: part2".to_owned()
+            ),
+            (
+                object.clone(),
+                "download attachment 0; purpose: other: Court order 12-345; label: part2"
+                    .to_owned()
+            ),
+            (object, "forward; purpose: consent; label: part2".to_owned()),
+        ]
+    );
+
+    // an ordinary message is never asked
+    let plain = ana.get(&format!("/mail/messages/{ordinary}/print")).await;
+    assert!(plain.by_id("purpose-title").is_none());
+    let plain = ana
+        .client
+        .get(format!(
+            "{}/mail/messages/{ordinary}/attachments/0",
+            ana.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.bytes().await.unwrap().as_ref(), letter.as_slice());
 }

@@ -1,0 +1,161 @@
+//! The purpose prompt for restricted records (docs/sensitive-records.md): printing,
+//! downloading an attachment of, or forwarding a restricted message needs the user to
+//! say why (treatment, payment, operations, with the patient's consent on file, or
+//! another purpose in their words). The answer is audited with the record's label
+//! (`restricted.access`). Ordinary messages are not asked.
+//!
+//! The prompt is the handler's own answer when no purpose came with the request, so
+//! every way in (the page's links and buttons, a bookmarked address) meets it; its
+//! form sends the same request again with the purpose.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::session::{Chrome, CurrentUser};
+use super::{AppResult, AppState};
+use crate::audit::{self, Event};
+use crate::store::inbound::StoredMessage;
+
+/// The purposes offered, as (value, words).
+pub const PURPOSES: [(&str, &str); 5] = [
+    ("treatment", "Treatment"),
+    ("payment", "Payment"),
+    ("operations", "Health care operations"),
+    ("consent", "Disclosure with the patient's consent on file"),
+    ("other", "Other (say which)"),
+];
+
+/// The longest purpose in the user's words.
+const MAX_OTHER: usize = 200;
+
+/// The purpose fields of a request (absent when the prompt has not been answered).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(default)]
+pub struct PurposeForm {
+    pub purpose: String,
+    pub purpose_other: String,
+}
+
+impl PurposeForm {
+    /// The purpose as audited, or why it cannot be accepted.
+    fn stated(&self) -> Result<String, &'static str> {
+        match self.purpose.as_str() {
+            "treatment" | "payment" | "operations" | "consent" => Ok(self.purpose.clone()),
+            "other" => {
+                let other = self.purpose_other.trim();
+                if other.is_empty() {
+                    Err("Say which other purpose, or choose one of the others.")
+                } else if other.chars().count() > MAX_OTHER || other.chars().any(char::is_control) {
+                    Err("The purpose in your words is at most 200 characters on one line.")
+                } else {
+                    Ok(format!("other: {other}"))
+                }
+            }
+            "" => Err(""),
+            _ => Err("Choose one of the purposes listed."),
+        }
+    }
+}
+
+/// What the user wants to do with the record.
+pub enum Access {
+    Print,
+    /// Attachment `n`, as numbered by the attachment route.
+    Download(usize),
+    Forward,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/purpose.html")]
+struct PurposePage {
+    chrome: Chrome,
+    id: i64,
+    law_words: String,
+    action_words: &'static str,
+    method: &'static str,
+    target: String,
+    fields: Vec<(String, String)>,
+    error: String,
+    chosen: String,
+    other: String,
+    purposes: [(&'static str, &'static str); 5],
+}
+
+/// `None` when the request may go ahead: the message is not restricted, or a valid
+/// purpose came with it (then audited). Otherwise the prompt, as the response.
+pub async fn require(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    message: &StoredMessage,
+    access: Access,
+    form: &PurposeForm,
+) -> AppResult<Option<Response>> {
+    let Some(law) = message.row.restriction else {
+        return Ok(None);
+    };
+    let id = message.row.id;
+    let error = match form.stated() {
+        Ok(purpose) => {
+            let what = match access {
+                Access::Print => "print".to_owned(),
+                Access::Download(n) => format!("download attachment {n}"),
+                Access::Forward => "forward".to_owned(),
+            };
+            audit::record(
+                &state.db,
+                state.clock.now(),
+                &current.actor(ip),
+                Event::new("restricted.access", format!("message:{id}")).detail(format!(
+                    "{what}; purpose: {purpose}; label: {}",
+                    law.as_str()
+                )),
+            )
+            .await?;
+            return Ok(None);
+        }
+        Err(why) => why,
+    };
+    let (action_words, method, target, fields) = match access {
+        Access::Print => (
+            "print it",
+            "get",
+            format!("/mail/messages/{id}/print"),
+            Vec::new(),
+        ),
+        Access::Download(n) => (
+            "download its attachment",
+            "get",
+            format!("/mail/messages/{id}/attachments/{n}"),
+            Vec::new(),
+        ),
+        Access::Forward => (
+            "forward it",
+            "post",
+            format!("/mail/messages/{id}/act"),
+            vec![("action".to_owned(), "forward".to_owned())],
+        ),
+    };
+    let status = if error.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let page = PurposePage {
+        chrome: current.chrome.clone(),
+        id,
+        law_words: law.words().to_owned(),
+        action_words,
+        method,
+        target,
+        fields,
+        error: error.to_owned(),
+        chosen: form.purpose.clone(),
+        other: form.purpose_other.clone(),
+        purposes: PURPOSES,
+    };
+    Ok(Some((status, page).into_response()))
+}
