@@ -119,6 +119,15 @@ pub async fn set_attachment_checks(db: &Db, id: i64, checks: &str) -> sqlx::Resu
     Ok(())
 }
 
+/// Which rules restrict message `id` (`None`: an ordinary message, or none such).
+pub async fn restriction(db: &Db, id: i64) -> sqlx::Result<Option<crate::sensitivity::Law>> {
+    let law: Option<String> = sqlx::query_scalar("select restriction from messages where id = $1")
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(law.as_deref().and_then(crate::sensitivity::Law::parse))
+}
+
 /// Keeps what the message page says about a message's clinical attachments (JSON).
 pub async fn set_clinical_cards(db: &Db, id: i64, cards: &str) -> sqlx::Result<()> {
     sqlx::query("update messages set clinical_cards = $1 where id = $2")

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::session::{Chrome, CurrentUser};
 use super::{AppResult, AppState};
 use crate::audit::{self, Event};
+use crate::sensitivity::Law;
 use crate::store::inbound::StoredMessage;
 
 /// The purposes offered, as (value, words).
@@ -66,6 +67,13 @@ pub enum Access {
     /// Attachment `n`, as numbered by the attachment route.
     Download(usize),
     Forward,
+    /// A file the clinical viewers serve (a package's document, a `nonXMLBody`): what
+    /// it is for the audit, the address to ask again, and the query to keep.
+    Fetch {
+        what: String,
+        target: String,
+        fields: Vec<(String, String)>,
+    },
 }
 
 #[derive(Template, WebTemplate)]
@@ -94,16 +102,30 @@ pub async fn require(
     access: Access,
     form: &PurposeForm,
 ) -> AppResult<Option<Response>> {
-    let Some(law) = message.row.restriction else {
+    let (id, restriction) = (message.row.id, message.row.restriction);
+    require_for(state, current, ip, id, restriction, access, form).await
+}
+
+/// [`require`] for message `id`, whose restriction the caller has read.
+pub async fn require_for(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    id: i64,
+    restriction: Option<Law>,
+    access: Access,
+    form: &PurposeForm,
+) -> AppResult<Option<Response>> {
+    let Some(law) = restriction else {
         return Ok(None);
     };
-    let id = message.row.id;
     let error = match form.stated() {
         Ok(purpose) => {
             let what = match access {
                 Access::Print => "print".to_owned(),
                 Access::Download(n) => format!("download attachment {n}"),
                 Access::Forward => "forward".to_owned(),
+                Access::Fetch { what, .. } => what,
             };
             audit::record(
                 &state.db,
@@ -138,6 +160,9 @@ pub async fn require(
             format!("/mail/messages/{id}/act"),
             vec![("action".to_owned(), "forward".to_owned())],
         ),
+        Access::Fetch { target, fields, .. } => {
+            ("open or download this file", "get", target, fields)
+        }
     };
     let status = if error.is_empty() {
         StatusCode::OK

@@ -282,8 +282,11 @@ async fn a_received_xdm_package_shows_its_card_with_the_patient_and_its_document
     assert!(frame.body.contains("Reason for Referral"));
 
     // the PDF: shown by the browser from a sandboxed response, or downloaded
-    let (status, headers, bytes) =
-        get_bytes(&ana, &format!("/mail/messages/{id}/attachments/0/xdm/1")).await;
+    let (status, headers, bytes) = get_bytes(
+        &ana,
+        &format!("/mail/messages/{id}/attachments/0/xdm/1?purpose=treatment"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header(&headers, "content-type"), "application/pdf");
     assert!(header(&headers, "content-disposition").starts_with("inline"));
@@ -291,7 +294,7 @@ async fn a_received_xdm_package_shows_its_card_with_the_patient_and_its_document
     assert_eq!(bytes, pdf("Dear colleague"));
     let (status, headers, bytes) = get_bytes(
         &ana,
-        &format!("/mail/messages/{id}/attachments/0/xdm/1?download=1"),
+        &format!("/mail/messages/{id}/attachments/0/xdm/1?download=1&purpose=treatment"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -908,7 +911,7 @@ async fn the_raw_xml_is_a_download_and_a_cda_that_cannot_be_read_says_why() {
     }
     let (status, headers, bytes) = get_bytes(
         &ana,
-        &format!("/mail/messages/{id}/attachments/2/xdm/0?download=1"),
+        &format!("/mail/messages/{id}/attachments/2/xdm/0?download=1&purpose=treatment"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -1251,7 +1254,7 @@ async fn each_read_of_clinical_content_writes_an_audit_entry() {
     .await;
     let (status, _, _) = get_bytes(
         &ana,
-        &format!("/mail/messages/{id}/attachments/1/xdm/0?download=1"),
+        &format!("/mail/messages/{id}/attachments/1/xdm/0?download=1&purpose=treatment"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -332,3 +332,42 @@ async fn print_download_and_forward_of_a_restricted_record_ask_why_and_audit_the
         .unwrap();
     assert_eq!(plain.bytes().await.unwrap().as_ref(), letter.as_slice());
 }
+
+#[tokio::test]
+async fn a_restricted_package_document_is_served_only_after_the_purpose() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let pdf = crate::helpers::pdf("Therapy letter");
+    let zip = package(vec![{
+        let mut d = document("Therapy letter", "application/pdf", &pdf);
+        d.confidentiality = Confidentiality::VeryRestricted;
+        d
+    }]);
+    let id = received(
+        &app,
+        mb.id,
+        "Package",
+        "See attached.",
+        &[("records.zip", zip)],
+    )
+    .await;
+    let ana = app.signed_in(ANA).await;
+    for query in ["?download=1", ""] {
+        let path = format!("/mail/messages/{id}/attachments/0/xdm/0{query}");
+        let (status, _, bytes) = crate::webmail::get_bytes(&ana, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let page = String::from_utf8_lossy(&bytes);
+        assert!(
+            page.contains("Why do you need this record?"),
+            "{path}: {page}"
+        );
+        assert!(!page.contains("%PDF"), "{path}");
+        let answered = format!(
+            "{path}{}purpose=operations",
+            if query.is_empty() { "?" } else { "&" }
+        );
+        let (status, _, bytes) = crate::webmail::get_bytes(&ana, &answered).await;
+        assert_eq!(status, StatusCode::OK, "{answered}");
+        assert_eq!(bytes, pdf, "{answered}");
+    }
+}

@@ -109,6 +109,9 @@ pub async fn package_frame(
 #[serde(default)]
 pub struct FileQuery {
     inline: String,
+    /// For a restricted record ([`crate::web::purpose`]).
+    #[serde(flatten)]
+    purpose: crate::web::purpose::PurposeForm,
 }
 
 pub async fn attachment_file(
@@ -118,15 +121,7 @@ pub async fn attachment_file(
     Path((id, n)): Path<(i64, usize)>,
     Query(q): Query<FileQuery>,
 ) -> AppResult<Response> {
-    file(
-        state,
-        ip,
-        current,
-        id,
-        Place { n, k: None },
-        !q.inline.is_empty(),
-    )
-    .await
+    file(state, ip, current, id, Place { n, k: None }, &q).await
 }
 
 pub async fn package_file(
@@ -136,15 +131,7 @@ pub async fn package_file(
     Path((id, n, k)): Path<(i64, usize, usize)>,
     Query(q): Query<FileQuery>,
 ) -> AppResult<Response> {
-    file(
-        state,
-        ip,
-        current,
-        id,
-        Place { n, k: Some(k) },
-        !q.inline.is_empty(),
-    )
-    .await
+    file(state, ip, current, id, Place { n, k: Some(k) }, &q).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -835,9 +822,36 @@ async fn file(
     current: CurrentUser,
     id: i64,
     place: Place,
-    inline: bool,
+    q: &FileQuery,
 ) -> AppResult<Response> {
+    let inline = !q.inline.is_empty();
     let File { name, bytes, .. } = load(&state, &current, id, place).await?;
+    let restriction = crate::store::messages::restriction(&state.db, id).await?;
+    let access = crate::web::purpose::Access::Fetch {
+        what: match place.k {
+            Some(k) => format!("file of document {k} of attachment {}", place.n),
+            None => format!("file of attachment {}", place.n),
+        },
+        target: format!("{}/cda/file", place.path(id)),
+        fields: if inline {
+            vec![("inline".to_owned(), "1".to_owned())]
+        } else {
+            Vec::new()
+        },
+    };
+    if let Some(prompt) = crate::web::purpose::require_for(
+        &state,
+        &current,
+        ip.clone(),
+        id,
+        restriction,
+        access,
+        &q.purpose,
+    )
+    .await?
+    {
+        return Ok(prompt);
+    }
     let (data, show, extension) = tokio::task::spawn_blocking(move || {
         let doc = parse_cda(&bytes, &CdaLimits::default()).ok()?;
         let Body::NonXml(body) = doc.body else {

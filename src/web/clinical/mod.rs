@@ -228,6 +228,9 @@ fn is_plain_text(declared: Option<&str>, bytes: &[u8]) -> bool {
 #[serde(default)]
 struct DocumentQuery {
     download: String,
+    /// For a restricted record ([`crate::web::purpose`]).
+    #[serde(flatten)]
+    purpose: crate::web::purpose::PurposeForm,
 }
 
 #[derive(Template, WebTemplate)]
@@ -268,6 +271,31 @@ async fn package_document(
     } else {
         (Open::Download(None), bytes)
     };
+    if matches!(open, Open::Inline(_) | Open::Download(_)) {
+        let restriction = crate::store::messages::restriction(&state.db, id).await?;
+        let access = crate::web::purpose::Access::Fetch {
+            what: format!("download document {k} of attachment {n}"),
+            target: place.path(id),
+            fields: if q.download.is_empty() {
+                Vec::new()
+            } else {
+                vec![("download".to_owned(), "1".to_owned())]
+            },
+        };
+        if let Some(prompt) = crate::web::purpose::require_for(
+            &state,
+            &current,
+            ip.clone(),
+            id,
+            restriction,
+            access,
+            &q.purpose,
+        )
+        .await?
+        {
+            return Ok(prompt);
+        }
+    }
     let actor = current.actor(ip);
     match open {
         Open::Viewer => Ok(Redirect::to(&format!("{}/cda", place.path(id))).into_response()),
