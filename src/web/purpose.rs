@@ -103,16 +103,28 @@ pub async fn require(
     form: &PurposeForm,
 ) -> AppResult<Option<Response>> {
     let (id, restriction) = (message.row.id, message.row.restriction);
-    require_for(state, current, ip, id, restriction, access, form).await
+    decide(state, current, ip, (id, restriction), access, form).await
 }
 
-/// [`require`] for message `id`, whose restriction the caller has read.
+/// [`require`] for message `id`, when the caller has not loaded it (the clinical
+/// viewers, which read one file of it).
 pub async fn require_for(
     state: &AppState,
     current: &CurrentUser,
     ip: String,
     id: i64,
-    restriction: Option<Law>,
+    access: Access,
+    form: &PurposeForm,
+) -> AppResult<Option<Response>> {
+    let restriction = crate::store::messages::restriction(&state.db, id).await?;
+    decide(state, current, ip, (id, restriction), access, form).await
+}
+
+async fn decide(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    (id, restriction): (i64, Option<Law>),
     access: Access,
     form: &PurposeForm,
 ) -> AppResult<Option<Response>> {

@@ -826,7 +826,6 @@ async fn file(
 ) -> AppResult<Response> {
     let inline = !q.inline.is_empty();
     let File { name, bytes, .. } = load(&state, &current, id, place).await?;
-    let restriction = crate::store::messages::restriction(&state.db, id).await?;
     let access = crate::web::purpose::Access::Fetch {
         what: match place.k {
             Some(k) => format!("file of document {k} of attachment {}", place.n),
@@ -839,16 +838,9 @@ async fn file(
             Vec::new()
         },
     };
-    if let Some(prompt) = crate::web::purpose::require_for(
-        &state,
-        &current,
-        ip.clone(),
-        id,
-        restriction,
-        access,
-        &q.purpose,
-    )
-    .await?
+    if let Some(prompt) =
+        crate::web::purpose::require_for(&state, &current, ip.clone(), id, access, &q.purpose)
+            .await?
     {
         return Ok(prompt);
     }

@@ -272,7 +272,6 @@ async fn package_document(
         (Open::Download(None), bytes)
     };
     if matches!(open, Open::Inline(_) | Open::Download(_)) {
-        let restriction = crate::store::messages::restriction(&state.db, id).await?;
         let access = crate::web::purpose::Access::Fetch {
             what: format!("download document {k} of attachment {n}"),
             target: place.path(id),
@@ -282,16 +281,9 @@ async fn package_document(
                 vec![("download".to_owned(), "1".to_owned())]
             },
         };
-        if let Some(prompt) = crate::web::purpose::require_for(
-            &state,
-            &current,
-            ip.clone(),
-            id,
-            restriction,
-            access,
-            &q.purpose,
-        )
-        .await?
+        if let Some(prompt) =
+            crate::web::purpose::require_for(&state, &current, ip.clone(), id, access, &q.purpose)
+                .await?
         {
             return Ok(prompt);
         }
