@@ -112,12 +112,26 @@ pub async fn audit_reading(
             Some("clinical document, its file"),
         ),
     };
-    let detail = match (via, what) {
+    let mut detail = match (via, what) {
         (Via::Webmail, None) => String::new(),
         (Via::Webmail, Some(what)) => what.to_owned(),
         (Via::Api, None) => "api".to_owned(),
         (Via::Api, Some(what)) => format!("api, {what}"),
     };
+    // every access to a restricted record is audited with its label
+    // (docs/sensitive-records.md)
+    let label: Option<String> =
+        sqlx::query_scalar("select restriction from messages where id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(label) = label.filter(|l| !l.is_empty()) {
+        if !detail.is_empty() {
+            detail.push_str("; ");
+        }
+        detail.push_str("label: ");
+        detail.push_str(&label);
+    }
     audit::append(conn, now, actor, Event::new(action, object).detail(detail)).await?;
     Ok(())
 }

@@ -371,3 +371,35 @@ async fn a_restricted_package_document_is_served_only_after_the_purpose() {
         assert_eq!(bytes, pdf, "{answered}");
     }
 }
+
+#[tokio::test]
+async fn every_read_of_a_restricted_record_is_audited_with_its_label() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = received(
+        &app,
+        mb.id,
+        "Counselling",
+        "42 CFR part 2 prohibits unauthorized disclosure of these records.",
+        &[],
+    )
+    .await;
+    let plain = received(&app, mb.id, "Ordinary", "Hello.", &[]).await;
+    let mut ana = app.signed_in(ANA).await;
+    ana.get(&format!("/mail/messages/{id}")).await;
+    ana.get(&format!("/mail/messages/{plain}")).await;
+    let details = |object: String| {
+        let db = app.state.db.clone();
+        async move {
+            directmail::audit::list(&db, &Default::default(), 500)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.action == "message.read" && e.object == object)
+                .map(|e| e.detail)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(details(format!("message:{id}")).await, ["label: part2"]);
+    assert_eq!(details(format!("message:{plain}")).await, [""]);
+}
