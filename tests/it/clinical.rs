@@ -1297,7 +1297,7 @@ async fn each_read_of_clinical_content_writes_an_audit_entry() {
 // ---------------------------------------------------------------------------------
 // in a real browser
 
-mod chromium {
+pub(crate) mod chromium {
     use std::time::{Duration, Instant};
 
     use fantoccini::{Client, Locator};
@@ -1308,7 +1308,7 @@ mod chromium {
     use crate::helpers::{PASSWORD, TestApp};
     use crate::webmail::ana_desk;
 
-    async fn sign_in(c: &Client, app: &TestApp) {
+    pub(crate) async fn sign_in(c: &Client, app: &TestApp) {
         c.goto(&app.url("/login")).await.unwrap();
         fill(c, "#email", ANA).await;
         fill(c, "#password", PASSWORD).await;

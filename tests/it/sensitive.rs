@@ -403,3 +403,82 @@ async fn every_read_of_a_restricted_record_is_audited_with_its_label() {
     assert_eq!(details(format!("message:{id}")).await, ["label: part2"]);
     assert_eq!(details(format!("message:{plain}")).await, [""]);
 }
+
+mod chromium {
+    use std::time::{Duration, Instant};
+
+    use fantoccini::Locator;
+
+    use super::{ana_desk, received};
+    use crate::browser::{chromium, path, start_driver};
+    use crate::browser_mail::axe_problems;
+    use crate::clinical::chromium::sign_in;
+    use crate::helpers::TestApp;
+
+    #[tokio::test]
+    async fn the_banner_shows_and_forwarding_asks_why_before_the_draft_opens() {
+        let app = TestApp::spawn().await;
+        let mb = ana_desk(&app).await;
+        let id = received(
+            &app,
+            mb.id,
+            "Counselling",
+            "42 CFR part 2 prohibits unauthorized disclosure of these records.",
+            &[],
+        )
+        .await;
+        let driver = start_driver();
+        let profile = tempfile::tempdir().unwrap();
+        let c = chromium(&driver, profile.path()).await;
+        sign_in(&c, &app).await;
+        c.goto(&app.url(&format!("/mail/messages/{id}")))
+            .await
+            .unwrap();
+        let banner = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#restriction"))
+            .await
+            .unwrap();
+        assert!(
+            banner
+                .text()
+                .await
+                .unwrap()
+                .contains("Substance use disorder record (42 CFR Part 2)")
+        );
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "message page");
+
+        // Forward: the question first, then the draft
+        c.find(Locator::Css("button[name=action][value=forward]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#purpose-title"))
+            .await
+            .unwrap();
+        assert_eq!(axe_problems(&c).await, Vec::<String>::new(), "purpose page");
+        c.find(Locator::Css("input[name=purpose][value=treatment]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#purpose-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !path(&c).await.starts_with("/mail/drafts/") {
+            assert!(Instant::now() < deadline, "no draft, at {}", path(&c).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.close().await.unwrap();
+    }
+}
