@@ -9,7 +9,7 @@
 //! strongest signal: Part 2 (substance use disorder) before Illinois mental health
 //! before "restricted" alone. Each reason is one sentence naming the document and code.
 
-use directmail_content::cda::{self, Code, Section};
+use directmail_content::cda::{self, Section};
 use directmail_content::xdm;
 
 /// Which rules a restricted message falls under, weakest first.
@@ -96,12 +96,20 @@ impl Labeller {
     /// A CDA document, named `name` (its file name, or its place in a package).
     pub fn cda(&mut self, name: &str, document: &cda::Document) {
         let what = format!("\u{201c}{}\u{201d} ({name})", document.display_title());
-        if let Some(level) = document.confidentiality.as_ref().and_then(restricted_level) {
+        if let Some(level) = document
+            .confidentiality
+            .as_ref()
+            .and_then(|c| restricted_level(&c.code))
+        {
             self.add(Law::Restricted, format!("{what} is marked {level}."));
         }
         let mut stack: Vec<&Section> = document.sections().iter().collect();
         while let Some(section) = stack.pop() {
-            if let Some(level) = section.confidentiality.as_ref().and_then(restricted_level) {
+            if let Some(level) = section
+                .confidentiality
+                .as_ref()
+                .and_then(|c| restricted_level(&c.code))
+            {
                 self.add(
                     Law::Restricted,
                     format!(
@@ -129,12 +137,7 @@ impl Labeller {
     pub fn xdm_document(&mut self, package: &str, document: &xdm::Document) {
         let what = format!("\u{201c}{}\u{201d} (in {package})", document.label());
         for code in &document.confidentiality {
-            let level = match code.code.trim() {
-                "R" => Some("Restricted (R)"),
-                "V" => Some("Very restricted (V)"),
-                _ => None,
-            };
-            if let Some(level) = level {
+            if let Some(level) = restricted_level(&code.code) {
                 self.add(
                     Law::Restricted,
                     format!("{what} is marked {level} in the package."),
@@ -171,9 +174,10 @@ impl Labeller {
     }
 }
 
-/// "Restricted (R)" or "Very restricted (V)" for a confidentiality code that is.
-fn restricted_level(code: &Code) -> Option<&'static str> {
-    match code.code.trim() {
+/// "Restricted (R)" or "Very restricted (V)" for a confidentiality code (CDA or XDM)
+/// that is.
+fn restricted_level(code: &str) -> Option<&'static str> {
+    match code.trim() {
         "R" => Some("Restricted (R)"),
         "V" => Some("Very restricted (V)"),
         _ => None,

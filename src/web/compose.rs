@@ -632,8 +632,8 @@ async fn send_draft(
                 .join("; ")
         ));
     }
-    let attachments = drafts::attachment_data(&state.db, id).await?;
-    if draft.as_xdm && attachments.is_empty() {
+    // the descriptions only: the files are read once the draft is known to go
+    if draft.as_xdm && drafts::attachments(&state.db, id).await?.is_empty() {
         problems.push(
             "Nothing was sent: there are no attachments to send as an XDM package; attach the documents, or untick the box."
                 .to_owned(),
@@ -688,7 +688,7 @@ async fn send_draft(
         cc: normalize(cc),
         subject: draft.subject.clone(),
         text: draft.body.clone(),
-        attachments,
+        attachments: drafts::attachment_data(&state.db, id).await?,
         in_reply_to: draft.in_reply_to.clone(),
         references: draft.refs.clone(),
         context,
