@@ -6,6 +6,7 @@
 
 pub mod bundles;
 pub mod directory;
+pub mod disclosures;
 pub mod documents;
 pub mod drafts;
 pub mod inbound;
