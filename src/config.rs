@@ -214,6 +214,18 @@ pub struct Config {
     )]
     pub attachment_types: AttachmentTypes,
 
+    /// Direct addresses of public-health agencies, comma separated. A mental-health
+    /// record about a patient who opted out of HIE sharing may always be sent to them
+    /// (740 ILCS 110, public-health reporting; docs/sensitive-records.md).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_PUBLIC_HEALTH_ADDRESSES",
+        default_value = "",
+        global = true,
+        value_parser = parse_addresses
+    )]
+    pub public_health_addresses: Addresses,
+
     /// Days a message stays in Trash before it is deleted for good.
     #[arg(
         long,
@@ -511,6 +523,31 @@ fn parse_kinds(text: &str) -> Result<AttachmentTypes, String> {
     directmail_content::parse_kinds(text)
         .map(AttachmentTypes)
         .map_err(|e| e.to_string())
+}
+
+/// Direct addresses, lower case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addresses(pub Vec<String>);
+
+impl Addresses {
+    pub fn contains(&self, address: &str) -> bool {
+        self.0
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(address.trim()))
+    }
+}
+
+fn parse_addresses(text: &str) -> Result<Addresses, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            crate::domain::Email::parse(a)
+                .map(|e| e.as_str().to_owned())
+                .map_err(|e| format!("{a}: {}", e.0))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Addresses)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

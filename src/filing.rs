@@ -14,6 +14,17 @@ use mail_parser::{MessageParser, MimeHeaders as _};
 use crate::patient::{self, MessagePatient};
 use crate::sensitivity::{Label, Labeller};
 
+/// The message's text as a reader sees it: every text part in order (a sensitive
+/// message sends its notice as the first one), a blank line between them. Every page
+/// and index that shows or searches a message's text reads it here.
+pub fn text_of(message: &mail_parser::Message<'_>) -> String {
+    (0..message.text_body.len())
+        .filter_map(|n| message.body_text(n))
+        .filter(|t| !t.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 /// A clinical document a message carries, by its identifier (`ClinicalDocument/id`),
 /// in the form [`document_key`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +122,7 @@ pub fn read(raw: &[u8]) -> Filing {
     let mut first_cda: Option<Option<Document>> = None;
     let mut from_packages: Option<MessagePatient> = None;
     let mut labeller = Labeller::default();
-    labeller.text(&message.body_text(0).unwrap_or_default());
+    labeller.text(&text_of(&message));
     for (n, part) in message.attachments().enumerate() {
         let bytes = part.contents();
         let name = part

@@ -41,6 +41,7 @@ pub mod patient;
 pub mod pki;
 pub mod recipients;
 pub mod secrets;
+pub mod sensitive_send;
 pub mod sensitivity;
 pub mod smtp;
 pub mod store;

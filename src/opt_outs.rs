@@ -6,7 +6,7 @@ use crate::directory::csv;
 pub use crate::directory::import::FileProblem;
 use crate::export::csv_safe;
 use crate::patient::{check_birth_date, check_typed, identifier_parts};
-use crate::store::opt_outs::{NewOptOut, OptOut};
+use crate::store::opt_outs::{MatchInput, NewOptOut, OptOut};
 
 /// Largest CSV the opt-out page imports, in bytes (a line is ~60 bytes: some 8,000
 /// patients). The request limit of uploads is larger, so a bigger file gets this
@@ -224,6 +224,64 @@ pub fn export_csv(
         out.write_record(record.iter().map(|c| csv_safe(c)))?;
     }
     out.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
+}
+
+/// Who an outgoing message is about, for the opt-out check: the patient block when it
+/// names one, and the recordTarget of every CDA attachment (each is checked, so a
+/// document about an opted-out patient is found whatever the block says). Synchronous
+/// and CPU-bound (documents are parsed): call it on a blocking thread.
+pub fn patients_of(
+    block: &crate::patient::DraftPatient,
+    attachments: &[crate::outbound::Attachment],
+) -> Vec<MatchInput> {
+    use directmail_content::cda::{self, CdaLimits};
+    let mut found = Vec::new();
+    if !block.is_empty() {
+        let (authority, id) = identifier_parts(&block.id);
+        found.push(MatchInput {
+            identifier: authority.filter(|_| !id.is_empty()).map(|a| (a, id)),
+            family: block.family.clone(),
+            given: block.given.clone(),
+            birth_date: crate::patient::normal_birth_date(&block.birth_date),
+        });
+    }
+    for attachment in attachments {
+        if !cda::is_cda(&attachment.data) {
+            continue;
+        }
+        let Ok(document) = cda::parse_cda(&attachment.data, &CdaLimits::default()) else {
+            continue;
+        };
+        let Some(patient) = document.patient else {
+            continue;
+        };
+        let joined = |words: Option<&Vec<String>>| words.map(|w| w.join(" ")).unwrap_or_default();
+        let family = joined(patient.name.as_ref().map(|n| &n.family));
+        let given = joined(patient.name.as_ref().map(|n| &n.given));
+        let birth_date = patient
+            .birth_time
+            .as_ref()
+            .map(|t| crate::patient::normal_birth_date(&t.raw))
+            .unwrap_or_default();
+        let mut ids: Vec<Option<(String, String)>> = patient
+            .ids
+            .iter()
+            .filter_map(|i| Some((i.root.clone()?, i.extension.clone()?)))
+            .map(Some)
+            .collect();
+        if ids.is_empty() {
+            ids.push(None);
+        }
+        for identifier in ids {
+            found.push(MatchInput {
+                identifier,
+                family: family.clone(),
+                given: given.clone(),
+                birth_date: birth_date.clone(),
+            });
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub struct Draft {
     /// Whether the attachments go out as one XDM package ([`crate::packaging`]); a
     /// message without attachments is sent as it is.
     pub as_xdm: bool,
+    /// Set when the sender marked the message a sensitive record: its notice goes
+    /// first, and an XDM package carries the law's labels. (The CDA documents among the
+    /// attachments are labelled before they get here: [`crate::packaging::label_documents`].)
+    pub sensitive: Option<crate::sensitivity::Outgoing>,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -97,8 +101,17 @@ pub async fn submit_draft(
         .to(draft.to.iter().map(|a| a.as_str()).collect::<Vec<_>>())
         .subject(draft.subject.clone())
         .message_id(message_id.clone())
-        .date(now)
-        .text_body(draft.text.clone());
+        .date(now);
+    builder = match &draft.sensitive {
+        // the notice is the first text part; the sender's text follows it inline
+        Some(sensitive) => {
+            builder.attachments = Some(vec![
+                mail_builder::mime::MimePart::new("text/plain", draft.text.clone()).inline(),
+            ]);
+            builder.text_body(sensitive.first_part.clone())
+        }
+        None => builder.text_body(draft.text.clone()),
+    };
     if let Some(parent) = &draft.in_reply_to {
         builder = builder.in_reply_to(parent.clone());
     }
@@ -121,8 +134,9 @@ pub async fn submit_draft(
         };
         let recipients: Vec<String> = draft.to.iter().chain(&draft.cc).cloned().collect();
         let (files, context) = (draft.attachments.clone(), draft.context.clone());
+        let law = draft.sensitive.as_ref().map(|s| s.law);
         packaged = [tokio::task::spawn_blocking(move || {
-            crate::packaging::package(&files, context.as_ref(), sender, recipients, now)
+            crate::packaging::package(&files, context.as_ref(), sender, recipients, law, now)
         })
         .await??];
         &packaged[..]

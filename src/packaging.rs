@@ -12,6 +12,7 @@ use directmail_content::xdm::{self, Confidentiality, DocumentInput, Sender, XdmI
 use rand::RngCore as _;
 
 use crate::outbound::Attachment;
+use crate::sensitivity::Law;
 
 /// The file name of the package a message carries.
 pub const FILE_NAME: &str = "documents-xdm.zip";
@@ -29,9 +30,13 @@ pub fn package(
     context: Option<&Context>,
     sender: Sender,
     recipients: Vec<String>,
+    law: Option<Law>,
     now: i64,
 ) -> Result<Attachment, xdm::WriteError> {
-    let documents = attachments.iter().map(document).collect();
+    let documents = attachments
+        .iter()
+        .map(|a| labelled(document(a), law))
+        .collect();
     let mut seed = [0u8; 16];
     rand::rng().fill_bytes(&mut seed);
     let zip = xdm::write_xdm(&XdmInput {
@@ -51,6 +56,59 @@ pub fn package(
     })
 }
 
+/// A sensitive record's document carries confidentiality R (V stays V) and the law's
+/// DS4P labels as further confidentialityCode classifications.
+fn labelled(mut document: DocumentInput<'_>, law: Option<Law>) -> DocumentInput<'_> {
+    if let Some(law) = law {
+        if document.confidentiality != Confidentiality::VeryRestricted {
+            document.confidentiality = Confidentiality::Restricted;
+        }
+        document.security_labels = law
+            .security_labels()
+            .into_iter()
+            .map(|label| xdm::Code {
+                code: label.code,
+                scheme: label.system,
+                display: label.display,
+            })
+            .collect();
+    }
+    document
+}
+
+/// Labels every CDA document among `attachments` as a record of `law` (confidentiality
+/// R, the DS4P markings section with `notice`, the law's security observations;
+/// [`cda::mark_restricted`]). A CDA that cannot be labelled is named in the error, in a
+/// sentence for the sender: sending it unlabelled would leave the label off a record
+/// the sender marked. Synchronous and CPU-bound: call it on a blocking thread.
+pub fn label_documents(attachments: &mut [Attachment], law: Law) -> Result<usize, String> {
+    let labels = law.security_labels();
+    let mut labelled = 0;
+    for attachment in attachments.iter_mut() {
+        if !cda::is_cda(&attachment.data) {
+            continue;
+        }
+        match cda::mark_restricted(
+            &attachment.data,
+            &labels,
+            law.notice().text,
+            &CdaLimits::default(),
+        ) {
+            Ok(marked) => {
+                attachment.data = marked;
+                labelled += 1;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{} could not be labelled as a sensitive record ({e}); remove it or attach it as a PDF",
+                    attachment.name
+                ));
+            }
+        }
+    }
+    Ok(labelled)
+}
+
 /// One attachment as a package document.
 fn document(attachment: &Attachment) -> DocumentInput<'_> {
     let base = DocumentInput {
@@ -68,6 +126,7 @@ fn document(attachment: &Attachment) -> DocumentInput<'_> {
         creation_time: None,
         type_code: None,
         class_code: None,
+        security_labels: Vec::new(),
     };
     if !cda::is_cda(&attachment.data) {
         return base;

@@ -921,39 +921,78 @@ pub async fn names_for(db: &Db, addresses: &[&str]) -> sqlx::Result<HashMap<Stri
         .collect()
 }
 
-/// Which of `addresses` a directory entry that `viewer` can see (the shared directory,
-/// their organization's contacts, their address book) marks as wanting documents as an
-/// XDM package; lower-cased.
-pub async fn wanting_xdm(
-    db: &Db,
-    viewer: &Viewer,
-    addresses: &[String],
-) -> sqlx::Result<Vec<String>> {
-    let wanted: Vec<String> = addresses
+/// What the directory entries `viewer` can see (the shared directory, their
+/// organization's contacts, their address book) say of one address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Lower case.
+    pub address: String,
+    pub name: String,
+    pub organization: String,
+    /// The entry asks for documents as an XDM package.
+    pub wants_xdm: bool,
+}
+
+/// The entries `viewer` can see for each of `addresses` that has one: the shared
+/// directory first, then the organization's contacts, then the address book.
+pub async fn known(db: &Db, viewer: &Viewer, addresses: &[String]) -> sqlx::Result<Vec<Known>> {
+    let mut wanted: Vec<String> = addresses
         .iter()
         .map(|a| a.trim().to_ascii_lowercase())
         .collect();
+    wanted.sort();
+    wanted.dedup();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "select distinct a.address from directory_addresses a
-           join directory_entries e on e.id = a.entry_id
-         where e.wants_xdm = 1 and a.scope_key in ('public', $1, $2) and a.address in ({})
-         order by a.address",
+        "select a.address, a.scope_key, e.name, e.organization, e.wants_xdm
+           from directory_addresses a join directory_entries e on e.id = a.entry_id
+          where a.scope_key in ('public', $1, $2) and a.address in ({})
+          order by a.address, case a.scope_key when 'public' then 0 when $1 then 1 else 2 end, e.id",
         crate::store::messages::placeholders(3, wanted.len())
     );
     let org = viewer
         .org_id
         .map(|org| Scope::Org(org).key())
         .unwrap_or_else(|| "public".into());
-    let mut query = sqlx::query_scalar(&sql)
+    let mut query = sqlx::query(&sql)
         .bind(org)
         .bind(Scope::Personal(viewer.user_id).key());
     for a in &wanted {
         query = query.bind(a.clone());
     }
-    query.fetch_all(&db.pool).await
+    let mut found: Vec<Known> = Vec::new();
+    for row in query.fetch_all(&db.pool).await? {
+        let address: String = row.try_get("address")?;
+        let wants_xdm = super::flag(row.try_get("wants_xdm")?);
+        match found.last_mut() {
+            // a later entry for the same address can only add the wish for packages
+            Some(last) if last.address == address => last.wants_xdm |= wants_xdm,
+            _ => found.push(Known {
+                address,
+                name: row.try_get("name")?,
+                organization: row.try_get("organization")?,
+                wants_xdm,
+            }),
+        }
+    }
+    Ok(found)
+}
+
+/// Which of `addresses` a directory entry that `viewer` can see marks as wanting
+/// documents as an XDM package; lower-cased.
+pub async fn wanting_xdm(
+    db: &Db,
+    viewer: &Viewer,
+    addresses: &[String],
+) -> sqlx::Result<Vec<String>> {
+    Ok(known(db, viewer, addresses)
+        .await?
+        .into_iter()
+        .filter(|k| k.wants_xdm)
+        .map(|k| k.address)
+        .collect())
 }
 
 /// The certificate (DER) attached by hand or by an import to this address in the

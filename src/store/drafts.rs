@@ -5,6 +5,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use crate::db::Db;
 use crate::patient::DraftPatient;
+use crate::sensitivity::Law;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Draft {
@@ -23,6 +24,27 @@ pub struct Draft {
     pub patient: DraftPatient,
     /// "Send the attachments as an XDM package", as ticked.
     pub as_xdm: bool,
+    /// The "Sensitive" choice and what goes with it.
+    pub sensitive: Sensitive,
+}
+
+/// The compose page's "Sensitive" section, as chosen and typed (checked when the draft
+/// is sent: `web::compose`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sensitive {
+    /// `None`: not a sensitive record.
+    pub law: Option<Law>,
+    /// Part 2: the draft's attachment that is the patient's consent.
+    pub consent_attachment_id: Option<i64>,
+    /// Part 2: the consent's scope, described.
+    pub consent_scope: String,
+    /// Part 2: the exception (`sensitivity::PART2_EXCEPTIONS`) under which it goes
+    /// without consent, and why.
+    pub no_consent_basis: String,
+    pub no_consent_reason: String,
+    /// The Illinois exception chosen for a patient who opted out
+    /// (`sensitivity::OPT_OUT_EXCEPTIONS`), or "".
+    pub opt_out_exception: String,
 }
 
 /// An attachment's description (its bytes are read only to send or download).
@@ -45,6 +67,8 @@ pub struct Start {
     pub refs: Option<String>,
     /// A reply's patient: the one the message replied to is about.
     pub patient: DraftPatient,
+    /// A reply to or forward of a restricted record starts restricted.
+    pub law: Option<Law>,
 }
 
 pub async fn create(
@@ -70,6 +94,13 @@ pub async fn create(
     .fetch_one(&mut *conn)
     .await?;
     save_patient(conn, id, &start.patient).await?;
+    if start.law.is_some() {
+        let sensitive = Sensitive {
+            law: start.law,
+            ..Sensitive::default()
+        };
+        save_sensitive(conn, id, &sensitive).await?;
+    }
     Ok(id)
 }
 
@@ -80,6 +111,29 @@ pub async fn save_as_xdm(conn: &mut AnyConnection, id: i64, as_xdm: bool) -> sql
         .bind(id)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Saves the "Sensitive" section as chosen and typed.
+pub async fn save_sensitive(
+    conn: &mut AnyConnection,
+    id: i64,
+    sensitive: &Sensitive,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update drafts set sensitivity = $1, consent_attachment_id = $2, consent_scope = $3,
+                no_consent_basis = $4, no_consent_reason = $5, opt_out_exception = $6
+          where id = $7",
+    )
+    .bind(sensitive.law.map(Law::as_str).unwrap_or_default())
+    .bind(sensitive.consent_attachment_id)
+    .bind(&sensitive.consent_scope)
+    .bind(&sensitive.no_consent_basis)
+    .bind(&sensitive.no_consent_reason)
+    .bind(&sensitive.opt_out_exception)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -108,7 +162,8 @@ pub async fn save_patient(
 const COLUMNS: &str =
     "id, mailbox_id, user_id, to_addrs, cc_addrs, subject, body, in_reply_to, refs, updated_at,
      patient_given, patient_family, patient_birth_date, patient_sex, patient_id, patient_purpose,
-     as_xdm";
+     as_xdm, sensitivity, consent_attachment_id, consent_scope, no_consent_basis,
+     no_consent_reason, opt_out_exception";
 
 fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
     Ok(Draft {
@@ -131,6 +186,14 @@ fn from_row(r: &sqlx::any::AnyRow) -> sqlx::Result<Draft> {
             purpose: r.try_get("patient_purpose")?,
         },
         as_xdm: super::flag(r.try_get("as_xdm")?),
+        sensitive: Sensitive {
+            law: Law::parse(r.try_get::<String, _>("sensitivity")?.as_str()),
+            consent_attachment_id: r.try_get("consent_attachment_id")?,
+            consent_scope: r.try_get("consent_scope")?,
+            no_consent_basis: r.try_get("no_consent_basis")?,
+            no_consent_reason: r.try_get("no_consent_reason")?,
+            opt_out_exception: r.try_get("opt_out_exception")?,
+        },
     })
 }
 

@@ -60,7 +60,7 @@ impl Indexed {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        let mut body_text = m.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+        let mut body_text = crate::filing::text_of(&m);
         if body_text.len() > BODY_INDEX_LIMIT {
             let mut cut = BODY_INDEX_LIMIT;
             while !body_text.is_char_boundary(cut) {

@@ -424,7 +424,7 @@ async fn detail(
         Some(p) => (
             addresses(p.to()),
             addresses(p.cc()),
-            p.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+            crate::filing::text_of(p),
             p.attachments()
                 .enumerate()
                 .map(|(n, a)| {

@@ -22,6 +22,7 @@ use crate::clock::format_utc;
 use crate::config::OuterSubject;
 use crate::outbound::Attachment;
 use crate::patient::{DraftPatient, FieldError, PURPOSES, SEXES};
+use crate::sensitivity::{CHOICES, Law, OPT_OUT_EXCEPTIONS, PART2_EXCEPTIONS};
 use crate::store::directory::Suggestion;
 use crate::store::drafts::{self, AttachmentMeta, Draft, Start};
 use crate::store::inbound::StoredMessage;
@@ -184,10 +185,7 @@ pub async fn draft_from(
     };
     let own = mailbox.address.to_ascii_lowercase();
     let from = message.row.from_addr.to_ascii_lowercase();
-    let text = parsed
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .unwrap_or_default();
+    let text = crate::filing::text_of(&parsed);
     let when = format_utc(message.row.received_at);
     let subject = message.row.subject.clone();
     let parent = message.message_id.clone();
@@ -202,7 +200,11 @@ pub async fn draft_from(
         }
         (!r.is_empty()).then(|| r.join(" "))
     };
-    let mut start = Start::default();
+    let mut start = Start {
+        // a reply to, or forward of, a restricted record starts restricted
+        law: message.row.restriction,
+        ..Start::default()
+    };
     let mut files: Vec<Attachment> = Vec::new();
     match mode {
         "reply" | "reply-all" => {
@@ -338,6 +340,29 @@ struct ComposePage {
     purposes: &'static [(&'static str, &'static str)],
     /// The recipients whose directory entry asks for XDM packages.
     wanting_xdm: Vec<String>,
+    /// The "Sensitive" section's lists.
+    sensitive_choices: Vec<(&'static str, &'static str)>,
+    part2_exceptions: &'static [(&'static str, &'static str)],
+    opt_out_exceptions: &'static [(&'static str, &'static str)],
+    /// Why the Part 2 consent does not do, beside it.
+    sensitive_error: String,
+    /// Set when the opt-out list stopped the message: why, with the exceptions offered.
+    opt_out: String,
+    /// The recipients to confirm before a sensitive record goes, and the key the
+    /// confirming button sends.
+    review: Vec<crate::sensitive_send::Reviewed>,
+    review_key: String,
+}
+
+/// What a send attempt found, shown on the compose page it comes back to.
+#[derive(Default)]
+struct Feedback {
+    chips: Vec<Chip>,
+    error: String,
+    patient_errors: Vec<FieldError>,
+    sensitive_error: String,
+    opt_out: String,
+    review: Vec<crate::sensitive_send::Reviewed>,
 }
 
 impl ComposePage {
@@ -348,6 +373,20 @@ impl ComposePage {
             .find(|(field, _)| *field == name)
             .map(|(_, why)| why.as_str())
             .unwrap_or("")
+    }
+
+    /// The stored form of the draft's "Sensitive" choice ("" when none).
+    fn law(&self) -> &'static str {
+        self.draft
+            .sensitive
+            .law
+            .map(Law::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Whether the attachment `id` is the one picked as the patient's consent.
+    fn is_consent(&self, id: &i64) -> bool {
+        self.draft.sensitive.consent_attachment_id == Some(*id)
     }
 
     /// What was typed in the patient field `name`.
@@ -368,9 +407,7 @@ async fn render(
     current: CurrentUser,
     mailbox: Mailbox,
     draft: Draft,
-    chips: Vec<Chip>,
-    error: String,
-    patient_errors: Vec<FieldError>,
+    feedback: Feedback,
 ) -> AppResult<ComposePage> {
     let attachments = drafts::attachments(&state.db, draft.id)
         .await?
@@ -409,12 +446,22 @@ async fn render(
         ),
         draft,
         attachments,
-        chips,
-        error,
+        chips: feedback.chips,
+        error: feedback.error,
+        sensitive_choices: CHOICES
+            .iter()
+            .map(|(law, words)| (law.as_str(), *words))
+            .collect(),
+        part2_exceptions: &PART2_EXCEPTIONS,
+        opt_out_exceptions: &OPT_OUT_EXCEPTIONS,
+        sensitive_error: feedback.sensitive_error,
+        opt_out: feedback.opt_out,
+        review_key: crate::sensitive_send::review_key(&feedback.review),
+        review: feedback.review,
         subject_visible: state.config.outer_subject == OuterSubject::Visible,
         max_mb: state.config.max_message_mb,
         allowed: allowed.join(", "),
-        patient_errors,
+        patient_errors: feedback.patient_errors,
         sexes: &SEXES,
         purposes: &PURPOSES,
     })
@@ -426,16 +473,7 @@ async fn page(
     Path(id): Path<i64>,
 ) -> AppResult<ComposePage> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
-    render(
-        &state,
-        current,
-        mailbox,
-        draft,
-        Vec::new(),
-        String::new(),
-        Vec::new(),
-    )
-    .await
+    render(&state, current, mailbox, draft, Feedback::default()).await
 }
 
 #[derive(Deserialize, Default)]
@@ -458,9 +496,32 @@ struct DraftForm {
     /// (`as_xdm`) is absent when it is not ticked.
     xdm_box: Option<String>,
     as_xdm: Option<String>,
+    /// Present when the form shows the "Sensitive" section.
+    sensitive_box: Option<String>,
+    sensitivity: String,
+    consent_attachment: String,
+    consent_scope: String,
+    no_consent_basis: String,
+    no_consent_reason: String,
+    opt_out_exception: String,
+    /// Sent by the button that confirms the recipients of a sensitive record.
+    reviewed: String,
 }
 
 impl DraftForm {
+    /// The "Sensitive" section as chosen and typed, when the form has one.
+    fn sensitive(&self) -> Option<drafts::Sensitive> {
+        self.sensitive_box.as_ref()?;
+        Some(drafts::Sensitive {
+            law: Law::parse(self.sensitivity.trim()),
+            consent_attachment_id: self.consent_attachment.trim().parse().ok(),
+            consent_scope: self.consent_scope.trim().to_owned(),
+            no_consent_basis: self.no_consent_basis.trim().to_owned(),
+            no_consent_reason: self.no_consent_reason.trim().to_owned(),
+            opt_out_exception: self.opt_out_exception.trim().to_owned(),
+        })
+    }
+
     /// The patient block as typed, when the form has one.
     fn patient(&self) -> Option<DraftPatient> {
         let fields = [
@@ -540,6 +601,18 @@ async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i6
     if form.xdm_box.is_some() {
         drafts::save_as_xdm(&mut tx, id, form.as_xdm.is_some()).await?;
     }
+    if let Some(sensitive) = form.sensitive() {
+        let limit = crate::sensitive_send::MAX_TEXT;
+        if [&sensitive.consent_scope, &sensitive.no_consent_reason]
+            .iter()
+            .any(|t| t.chars().count() > limit)
+        {
+            return Err(AppError::BadRequest(format!(
+                "The consent's scope and the reason are kept to {limit} characters each."
+            )));
+        }
+        drafts::save_sensitive(&mut tx, id, &sensitive).await?;
+    }
     tx.commit().await?;
     Ok(now)
 }
@@ -561,7 +634,7 @@ async fn save(
         return Ok(format!("Saved at {}", format_utc(now)).into_response());
     }
     if form.action == "send" {
-        return send_draft(&state, current, ip, mailbox, draft.id).await;
+        return send_draft(&state, current, ip, mailbox, draft.id, &form.reviewed).await;
     }
     flash(&current.session, "Draft saved.").await?;
     Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
@@ -576,7 +649,7 @@ async fn send(
 ) -> AppResult<Response> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
     store_form(&state, draft.id, &form).await?;
-    send_draft(&state, current, ip, mailbox, draft.id).await
+    send_draft(&state, current, ip, mailbox, draft.id, &form.reviewed).await
 }
 
 /// Addresses typed in a field: separated by commas, semicolons or spaces; a
@@ -601,6 +674,7 @@ async fn send_draft(
     ip: String,
     mailbox: Mailbox,
     id: i64,
+    reviewed: &str,
 ) -> AppResult<Response> {
     let draft = drafts::get(&state.db, id)
         .await?
@@ -608,10 +682,10 @@ async fn send_draft(
     let to = split_addresses(&draft.to);
     let cc = split_addresses(&draft.cc);
     let now = state.clock.now();
-    let mut chips = Vec::new();
+    let mut feedback = Feedback::default();
     for address in to.iter().chain(&cc) {
         let result = crate::recipients::check(&state.db, &state.discovery, address, now).await?;
-        chips.push(Chip {
+        feedback.chips.push(Chip {
             address: address.clone(),
             ok: result.is_ok(),
             note: result.unwrap_or_else(|e| e),
@@ -621,7 +695,7 @@ async fn send_draft(
     if to.is_empty() {
         problems.push("Add at least one recipient in To.".to_owned());
     }
-    let refused: Vec<&Chip> = chips.iter().filter(|c| !c.ok).collect();
+    let refused: Vec<&Chip> = feedback.chips.iter().filter(|c| !c.ok).collect();
     if !refused.is_empty() {
         problems.push(format!(
             "Nothing was sent: {}.",
@@ -633,48 +707,35 @@ async fn send_draft(
         ));
     }
     // the descriptions only: the files are read once the draft is known to go
-    if draft.as_xdm && drafts::attachments(&state.db, id).await?.is_empty() {
+    let metas = drafts::attachments(&state.db, id).await?;
+    if draft.as_xdm && metas.is_empty() {
         problems.push(
             "Nothing was sent: there are no attachments to send as an XDM package; attach the documents, or untick the box."
                 .to_owned(),
         );
     }
-    let wanting_xdm = crate::store::directory::wanting_xdm(
-        &state.db,
-        &super::directory::viewer(&current),
-        &to.iter().chain(&cc).cloned().collect::<Vec<_>>(),
-    )
-    .await?;
+    let sensitive = draft.sensitive.clone();
+    if let Some(why) = crate::sensitive_send::consent_problem(&sensitive, &metas) {
+        problems
+            .push("Nothing was sent: the consent needs attention (see Sensitive record).".into());
+        feedback.sensitive_error = why;
+    }
+    let viewer = super::directory::viewer(&current);
+    let recipients: Vec<String> = to.iter().chain(&cc).cloned().collect();
+    let wanting_xdm = crate::store::directory::wanting_xdm(&state.db, &viewer, &recipients).await?;
     let context = match draft.patient.to_context(now) {
         Ok(context) => context,
         Err(errors) => {
             problems.push(
                 "Nothing was sent: the patient details need correcting (see below).".to_owned(),
             );
-            let page = render(
-                state,
-                current,
-                mailbox,
-                draft,
-                chips,
-                problems.join(" "),
-                errors,
-            )
-            .await?;
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+            feedback.patient_errors = errors;
+            None
         }
     };
     if !problems.is_empty() {
-        let page = render(
-            state,
-            current,
-            mailbox,
-            draft,
-            chips,
-            problems.join(" "),
-            Vec::new(),
-        )
-        .await?;
+        feedback.error = problems.join(" ");
+        let page = render(state, current, mailbox, draft, feedback).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
     let normalize = |list: Vec<String>| -> Vec<String> {
@@ -683,16 +744,74 @@ async fn send_draft(
             .map(|e| e.as_str().to_owned())
             .collect()
     };
+    let mut attachments = drafts::attachment_data(&state.db, id).await?;
+    let mut disclosure = None;
+    if let Some(law) = sensitive.law {
+        let all = normalize(recipients.clone());
+        let rows = crate::sensitive_send::review(&state.db, &viewer, mailbox.org_id, &all).await?;
+        let patients = tokio::task::spawn_blocking({
+            let (block, files) = (draft.patient.clone(), attachments.clone());
+            move || crate::opt_outs::patients_of(&block, &files)
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+        let stop = crate::sensitive_send::opt_out_stop(
+            &state.db,
+            &state.config.public_health_addresses,
+            &sensitive,
+            &patients,
+            &rows,
+            mailbox.org_id,
+        )
+        .await?;
+        if let Some(stop) = &stop {
+            let org = crate::store::orgs::get(&state.db, mailbox.org_id)
+                .await?
+                .map(|o| o.name)
+                .unwrap_or_default();
+            feedback.opt_out = stop.sentence(&org);
+            if crate::sensitive_send::opt_out_exception(&sensitive).is_none() {
+                feedback.error =
+                    "Nothing was sent: the patient opted out of sharing (see below).".into();
+                let page = render(state, current, mailbox, draft, feedback).await?;
+                return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+            }
+        }
+        if reviewed != crate::sensitive_send::review_key(&rows) {
+            // shown, not refused: the sender confirms who receives a sensitive record
+            feedback.chips.clear();
+            feedback.review = rows;
+            let page = render(state, current, mailbox, draft, feedback).await?;
+            return Ok(page.into_response());
+        }
+        let labelled = tokio::task::spawn_blocking(move || {
+            crate::packaging::label_documents(&mut attachments, law).map(|_| attachments)
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+        attachments = match labelled {
+            Ok(files) => files,
+            Err(why) => {
+                feedback.error = format!("Nothing was sent: {why}.");
+                let page = render(state, current, mailbox, draft, feedback).await?;
+                return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+            }
+        };
+        disclosure = Some((law, all, patients.into_iter().next(), stop));
+    }
     let message = crate::outbound::Draft {
         to: normalize(to),
         cc: normalize(cc),
         subject: draft.subject.clone(),
         text: draft.body.clone(),
-        attachments: drafts::attachment_data(&state.db, id).await?,
+        attachments,
         in_reply_to: draft.in_reply_to.clone(),
         references: draft.refs.clone(),
         context,
         as_xdm: draft.as_xdm || !wanting_xdm.is_empty(),
+        sensitive: sensitive
+            .law
+            .map(|law| crate::sensitivity::Outgoing::new(law, &sensitive.consent_scope)),
     };
     let outbound_id = crate::outbound::submit_draft(
         &state.db,
@@ -725,22 +844,73 @@ async fn send_draft(
             .await?;
         }
     }
+    let actor = current.actor(ip);
     audit::append(
         &mut tx,
         now,
-        &current.actor(ip),
+        &actor,
         Event::new("message.send", format!("outbound:{outbound_id}")).detail(format!(
-            "{} recipient(s), {} attachment(s){}",
+            "{} recipient(s), {} attachment(s){}{}",
             message.to.len() + message.cc.len(),
             message.attachments.len(),
             if message.as_xdm && !message.attachments.is_empty() {
                 " in an XDM package"
             } else {
                 ""
+            },
+            match sensitive.law {
+                Some(law) => format!("; marked sensitive, label: {}", law.as_str()),
+                None => String::new(),
             }
         )),
     )
     .await?;
+    if let Some((law, recipients, patient, stop)) = disclosure {
+        let exception = crate::sensitive_send::opt_out_exception(&sensitive);
+        if let (Some(stop), Some(exception)) = (&stop, exception) {
+            audit::append(
+                &mut tx,
+                now,
+                &actor,
+                Event::new("opt_out.exception", format!("outbound:{outbound_id}")).detail(
+                    format!(
+                        "opt-out entry {} ; sent outside the organization under the exception: {exception}",
+                        stop.entry.id
+                    ),
+                ),
+            )
+            .await?;
+        }
+        let purpose = crate::patient::PURPOSES
+            .iter()
+            .find(|(key, _)| *key == draft.patient.purpose)
+            .map(|(_, words)| *words)
+            .unwrap_or("Treatment");
+        crate::store::disclosures::insert(
+            &mut tx,
+            &crate::store::disclosures::Disclosure {
+                org_id: Some(mailbox.org_id),
+                mailbox_id: Some(mailbox.id),
+                mailbox_address: mailbox.address.clone(),
+                user_id: Some(current.user.id),
+                user_name: current.user.display_name.clone(),
+                outbound_id: Some(outbound_id),
+                sent_at: now,
+                law: law.as_str().to_owned(),
+                patient: patient.as_ref().map(patient_words).unwrap_or_default(),
+                recipients: recipients.join(", "),
+                purpose: match (stop.is_some(), exception) {
+                    (true, Some(exception)) => {
+                        format!("{purpose}; patient opted out, sent under: {exception}")
+                    }
+                    _ => purpose.to_owned(),
+                },
+                consent: crate::sensitive_send::consent_words(&sensitive, &metas),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
     state.wake_sender.notify_one();
     flash(
@@ -753,6 +923,21 @@ async fn send_draft(
         None => Redirect::to(&format!("/mail/{}/sent", mailbox.id)),
     }
     .into_response())
+}
+
+/// A patient as the disclosures report names them: "Ana Lopez, born 1970-03-12,
+/// 2.16.840.1.113883.19.5:12345".
+fn patient_words(p: &crate::store::opt_outs::MatchInput) -> String {
+    let name = format!("{} {}", p.given.trim(), p.family.trim());
+    let mut parts = vec![name.trim().to_owned()];
+    if !p.birth_date.is_empty() {
+        parts.push(format!("born {}", p.birth_date));
+    }
+    if let Some((authority, id)) = &p.identifier {
+        parts.push(format!("{authority}:{id}"));
+    }
+    parts.retain(|s| !s.is_empty());
+    parts.join(", ")
 }
 
 async fn discard(

@@ -423,7 +423,7 @@ async fn message(
             addresses(p.to()),
             addresses(p.cc()),
             has_html(p),
-            p.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+            crate::filing::text_of(p),
             attachments(p, &checks),
         ),
         None => (
@@ -647,7 +647,7 @@ async fn print(
         trust: r.trust_sentence.clone(),
         text: parsed
             .as_ref()
-            .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
+            .map(crate::filing::text_of)
             .unwrap_or_default(),
         attachments: parsed
             .as_ref()

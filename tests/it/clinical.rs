@@ -64,6 +64,7 @@ pub(crate) fn document<'a>(title: &str, mime_type: &str, bytes: &'a [u8]) -> Doc
         creation_time: Some(1_710_253_800),
         type_code: None,
         class_code: None,
+        security_labels: Vec::new(),
     }
 }
 

@@ -28,4 +28,5 @@ mod revocation;
 mod security;
 mod sender_binding;
 mod sensitive;
+mod sensitive_send;
 mod webmail;

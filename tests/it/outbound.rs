@@ -592,7 +592,7 @@ async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
 type Received = Vec<(directmail_smtp::Envelope, Vec<u8>)>;
 
 #[derive(Clone, Default)]
-struct Sink {
+pub(crate) struct Sink {
     received: std::sync::Arc<std::sync::Mutex<Received>>,
 }
 
@@ -613,8 +613,9 @@ impl directmail_smtp::Backend for Sink {
     }
 }
 
-#[tokio::test]
-async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
+/// A loopback SMTP server keeping what it receives, standing for another HISP's mail
+/// exchanger, and a portal that relays to it.
+pub(crate) async fn app_relaying_to_sink() -> (TestApp, Sink) {
     let sink = Sink::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_addr = listener.local_addr().unwrap();
@@ -625,14 +626,13 @@ async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
         std::future::pending(),
     ));
     let app = TestApp::spawn_with(|c| c.smtp_relay = Some(sink_addr.to_string())).await;
-    let ana = hosted_mailbox(
-        &app,
-        "Lakeside Clinic",
-        "direct.lakeside.test",
-        "dr.ana@direct.lakeside.test",
-    )
-    .await;
-    // the foreign recipient's key and certificate, made by openssl
+    (app, sink)
+}
+
+/// kim@direct.far.test on the foreign HISP: a key and certificate made by openssl in
+/// the app's data directory (`kim.key`, `kim.pem`), learned by the app as if from
+/// Kim's signed mail.
+pub(crate) async fn foreign_kim(app: &TestApp) {
     let dir = app.data_dir.path();
     let out = std::process::Command::new("sh")
         .arg("-c")
@@ -655,7 +655,54 @@ openssl x509 -req -in kim.csr -CA fca.pem -CAkey fca.key -CAcreateserial -days 2
         .await
         .unwrap();
     tx.commit().await.unwrap();
+}
 
+/// Waits for the sink's first message, then decrypts it with Kim's key and verifies
+/// it against the app's development CA with `openssl cms`. Returns the raw message
+/// and what openssl printed: the verification result, then the signed content.
+pub(crate) async fn opened_by_kim(app: &TestApp, sink: &Sink) -> (Vec<u8>, String) {
+    app.state.wake_sender.notify_one();
+    wait_for("the sink to receive it", async || {
+        !sink.received.lock().unwrap().is_empty()
+    })
+    .await;
+    let (_, data) = sink.received.lock().unwrap()[0].clone();
+    let dir = app.data_dir.path();
+    std::fs::write(dir.join("sent.eml"), &data).unwrap();
+    std::fs::write(dir.join("dev-ca.pem"), dev_ca_pem(app).await).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "set -e
+openssl cms -decrypt -in sent.eml -recip kim.pem -inkey kim.key -out signed.eml
+openssl cms -verify -in signed.eml -CAfile dev-ca.pem -purpose smimesign -out inner.eml 2>verify.txt
+cat verify.txt inner.eml",
+        )
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        shown,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("Verification successful"), "{shown}");
+    (data, shown)
+}
+
+#[tokio::test]
+async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
+    let (app, sink) = app_relaying_to_sink().await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    foreign_kim(&app).await;
     let id = directmail::outbound::submit(
         &app.state.db,
         &ana,
@@ -668,16 +715,13 @@ openssl x509 -req -in kim.csr -CA fca.pem -CAkey fca.key -CAcreateserial -days 2
     )
     .await
     .unwrap();
-    app.state.wake_sender.notify_one();
-    wait_for("the sink to receive it", async || {
-        !sink.received.lock().unwrap().is_empty()
+    let (data, shown) = opened_by_kim(&app, &sink).await;
+    // recorded once the SMTP conversation has ended, which may be after the sink has it
+    wait_for("sent", async || {
+        outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "sent"
     })
     .await;
-    assert_eq!(
-        outbound::statuses(&app.state.db, id).await.unwrap()[0].1,
-        "sent"
-    );
-    let (envelope, data) = sink.received.lock().unwrap()[0].clone();
+    let (envelope, _) = sink.received.lock().unwrap()[0].clone();
     assert_eq!(envelope.mail_from, "dr.ana@direct.lakeside.test");
     assert_eq!(envelope.rcpt_to, vec!["kim@direct.far.test".to_owned()]);
     let text = String::from_utf8_lossy(&data).to_string();
@@ -689,27 +733,6 @@ openssl x509 -req -in kim.csr -CA fca.pem -CAkey fca.key -CAcreateserial -days 2
         !text.contains("Discharge summary"),
         "the real subject does not travel outside the encryption"
     );
-    std::fs::write(dir.join("sent.eml"), &data).unwrap();
-    std::fs::write(dir.join("dev-ca.pem"), dev_ca_pem(&app).await).unwrap();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(
-            "set -e
-openssl cms -decrypt -in sent.eml -recip kim.pem -inkey kim.key -out signed.eml
-openssl cms -verify -in signed.eml -CAfile dev-ca.pem -purpose smimesign -out inner.eml 2>verify.txt
-cat verify.txt inner.eml",
-        )
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        shown,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(shown.contains("Verification successful"), "{shown}");
     assert!(
         shown.contains("message/rfc822")
             && shown.contains("Subject: Discharge summary")

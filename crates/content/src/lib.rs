@@ -11,7 +11,8 @@
 //! - [`xdm`] reads and writes XDM packages (IHE ITI-32 as profiled for Direct): bounded,
 //!   with each document checked against the fingerprint its sender recorded.
 //! - [`cda`]: clinical documents (CDA R2, C-CDA) parsed with [`parse_cda`] and rendered
-//!   as our own HTML with [`render_document`].
+//!   as our own HTML with [`render_document`]; labelled as restricted (DS4P) with
+//!   [`cda::mark_restricted`].
 //! - [`context`]: the Direct Context block (`X-Direct-Context`), read and written.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]

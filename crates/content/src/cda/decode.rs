@@ -7,7 +7,7 @@ use super::CdaError;
 
 /// How the bytes of a document are to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(super) enum Encoding {
     Utf8,
     Utf16Le,
     Utf16Be,
@@ -24,6 +24,13 @@ enum Encoding {
 /// invisible control characters in ISO-8859-1 and, in files that carry them, almost
 /// always curly quotes and dashes typed on Windows.
 pub(super) fn decode_text(bytes: &[u8]) -> Result<String, CdaError> {
+    decode(bytes).map(|(text, _)| text)
+}
+
+/// Like [`decode_text`], also saying which encoding the bytes are in. Whatever was left
+/// out of the text (byte-order marks) is at the start of `bytes`: the text, encoded
+/// again with [`Encoding::encode`], is the rest of `bytes`, byte for byte.
+pub(super) fn decode(bytes: &[u8]) -> Result<(String, Encoding), CdaError> {
     let (encoding, body) = detect(bytes)?;
     let text = match encoding {
         Encoding::Utf8 => std::str::from_utf8(body)
@@ -34,10 +41,44 @@ pub(super) fn decode_text(bytes: &[u8]) -> Result<String, CdaError> {
     };
     // A BOM decoded along with the text (UTF-16 detected from its first characters, or a
     // BOM after a UTF-8 one) is not part of the document.
-    Ok(match text.strip_prefix('\u{feff}') {
+    let text = match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_owned(),
         None => text,
-    })
+    };
+    Ok((text, encoding))
+}
+
+impl Encoding {
+    /// How many bytes `text` takes in this encoding.
+    pub(super) fn encoded_len(self, text: &str) -> usize {
+        match self {
+            Encoding::Utf8 => text.len(),
+            Encoding::Utf16Le | Encoding::Utf16Be => text.encode_utf16().count() * 2,
+            Encoding::Windows1252 => text.chars().count(),
+        }
+    }
+
+    /// `text` in this encoding. Text decoded from this encoding comes back as the bytes
+    /// it was read from (every decoding here is one to one). A character windows-1252
+    /// cannot hold becomes a character reference (`&#x2713;`), so `text` must be
+    /// markup, or content or an attribute value, where XML allows one.
+    pub(super) fn encode(self, text: &str) -> Vec<u8> {
+        match self {
+            Encoding::Utf8 => text.as_bytes().to_vec(),
+            Encoding::Utf16Le => text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            Encoding::Utf16Be => text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            Encoding::Windows1252 => {
+                let mut out = Vec::with_capacity(text.len());
+                for c in text.chars() {
+                    match to_windows_1252(c) {
+                        Some(byte) => out.push(byte),
+                        None => out.extend(format!("&#x{:X};", u32::from(c)).bytes()),
+                    }
+                }
+                out
+            }
+        }
+    }
 }
 
 /// The first `max` bytes of `bytes` as text, for a look at the start of a document
@@ -152,18 +193,30 @@ fn decode_utf16(body: &[u8], encoding: Encoding) -> Result<String, CdaError> {
 /// One windows-1252 byte as a character (WHATWG index-windows-1252; the five unassigned
 /// bytes map to the C1 controls of the same value).
 fn windows_1252(byte: u8) -> char {
-    const HIGH: [char; 32] = [
-        '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}',
-        '\u{2021}', '\u{2c6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}',
-        '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}',
-        '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}',
-        '\u{178}',
-    ];
     match byte {
-        0x80..=0x9f => HIGH[usize::from(byte - 0x80)],
+        0x80..=0x9f => WINDOWS_1252_HIGH[usize::from(byte - 0x80)],
         _ => char::from(byte),
     }
 }
+
+/// The windows-1252 byte of `c`, if it has one: the inverse of [`windows_1252`].
+fn to_windows_1252(c: char) -> Option<u8> {
+    match u32::from(c) {
+        code @ (0..=0x7f | 0xa0..=0xff) => u8::try_from(code).ok(),
+        _ => WINDOWS_1252_HIGH
+            .iter()
+            .position(|&high| high == c)
+            .and_then(|index| u8::try_from(0x80 + index).ok()),
+    }
+}
+
+/// The characters of the windows-1252 bytes 0x80 to 0x9F.
+const WINDOWS_1252_HIGH: [char; 32] = [
+    '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{2c6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}',
+    '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}', '\u{178}',
+];
 
 /// Why base64 content could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +357,32 @@ mod tests {
             decode_text(&odd),
             Err(CdaError::BadText { encoding: "UTF-16" })
         ));
+    }
+
+    #[test]
+    fn decoded_text_encodes_back_to_its_bytes() {
+        let all_bytes: Vec<u8> = (0..=255u8).collect();
+        let latin1 = [
+            &b"<?xml version='1.0' encoding='windows-1252'?><a>"[..],
+            &all_bytes,
+            b"</a>",
+        ]
+        .concat();
+        let text = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><a>Zoë 😀</a>";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for bytes in [
+            latin1,
+            [&[0xff, 0xfe][..], &le].concat(),
+            be,
+            "\u{feff}<a>é</a>".as_bytes().to_vec(),
+        ] {
+            let (text, encoding) = decode(&bytes).unwrap();
+            let encoded = encoding.encode(&text);
+            assert_eq!(encoded.len(), encoding.encoded_len(&text));
+            assert!(bytes.ends_with(&encoded), "{encoding:?}");
+        }
+        assert_eq!(Encoding::Windows1252.encode("é€✓"), b"\xe9\x80&#x2713;");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! - [`default_section_order`] and [`saved_section_order`] put the sections clinicians
 //!   look for first (reason for referral, problems, medications, allergies, results) or
 //!   in the order a user saved.
+//! - [`mark_restricted`] labels a document the DS4P way before it is sent: header
+//!   confidentiality R (V kept), the Privacy Segmented Document template, and a
+//!   "Privacy and Security Markings" section with the notice and the [`SecurityLabel`]s,
+//!   spliced into the document's own text so that nothing else changes.
 //!
 //! Why not the HL7 stylesheet: it has shipped cross-site scripting holes (a base64
 //! `nonXMLBody` in an unsandboxed iframe, `onmouseover` on tables, `javascript:` in
@@ -33,6 +37,7 @@ mod body;
 mod decode;
 mod detect;
 mod header;
+mod label;
 mod narrative;
 mod render;
 mod rr;
@@ -45,6 +50,9 @@ pub use body::{
 pub use detect::is_cda;
 pub use header::{
     Address, Author, Code, Encounter, InstanceId, Patient, PersonName, Time, confidentiality_words,
+};
+pub use label::{
+    LabelKind, PRIVACY_MARKINGS_SECTION, PRIVACY_SEGMENTED_DOCUMENT, SecurityLabel, mark_restricted,
 };
 pub use narrative::{Narrative, RenderOptions, Stats, render_narrative};
 pub use render::render_document;
@@ -255,33 +263,8 @@ pub fn parse_cda(bytes: &[u8], limits: &CdaLimits) -> Result<Document, CdaError>
         });
     }
     let text = decode::decode_text(bytes)?;
-    // White space before the XML declaration is an error by the letter of XML 1.0 §2.8,
-    // but harmless; skip it and count its lines so positions still match the file.
-    let body = text.trim_start();
-    let skipped_lines = text[..text.len() - body.len()].matches('\n').count();
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: limits.max_nodes,
-        ..roxmltree::ParsingOptions::default()
-    };
-    let xml =
-        roxmltree::Document::parse_with_options(body, options).map_err(|error| match error {
-            roxmltree::Error::DtdDetected => CdaError::Dtd,
-            roxmltree::Error::NodesLimitReached => CdaError::TooManyNodes {
-                limit: limits.max_nodes,
-            },
-            other => CdaError::Malformed {
-                line: other
-                    .pos()
-                    .row
-                    .saturating_add(u32::try_from(skipped_lines).unwrap_or(u32::MAX)),
-            },
-        })?;
-    check_depth(&xml, limits.max_depth)?;
+    let (xml, _) = read_xml(&text, limits)?;
     let root = xml.root_element();
-    if !tree::is(root, "ClinicalDocument") {
-        return Err(CdaError::NotCda);
-    }
     let header = header::read_header(root);
     let mut media =
         narrative::Media::new(&xml, limits.max_image_bytes, limits.max_total_image_bytes);
@@ -319,6 +302,43 @@ pub fn parse_cda(bytes: &[u8], limits: &CdaLimits) -> Result<Document, CdaError>
         reportability,
         security_labels,
     })
+}
+
+/// The XML of a decoded document, checked as [`parse_cda`] checks it (no DTD, within the
+/// node and depth limits, a `ClinicalDocument` in the v3 namespace), and where in `text`
+/// the parsed part starts: node positions are counted from there.
+fn read_xml<'t>(
+    text: &'t str,
+    limits: &CdaLimits,
+) -> Result<(roxmltree::Document<'t>, usize), CdaError> {
+    // White space before the XML declaration is an error by the letter of XML 1.0 §2.8,
+    // but harmless; skip it and count its lines so positions still match the file.
+    let body = text.trim_start();
+    let skipped = text.len() - body.len();
+    let skipped_lines = text[..skipped].matches('\n').count();
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: limits.max_nodes,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let xml =
+        roxmltree::Document::parse_with_options(body, options).map_err(|error| match error {
+            roxmltree::Error::DtdDetected => CdaError::Dtd,
+            roxmltree::Error::NodesLimitReached => CdaError::TooManyNodes {
+                limit: limits.max_nodes,
+            },
+            other => CdaError::Malformed {
+                line: other
+                    .pos()
+                    .row
+                    .saturating_add(u32::try_from(skipped_lines).unwrap_or(u32::MAX)),
+            },
+        })?;
+    check_depth(&xml, limits.max_depth)?;
+    if !tree::is(xml.root_element(), "ClinicalDocument") {
+        return Err(CdaError::NotCda);
+    }
+    Ok((xml, skipped))
 }
 
 /// DS4P: the Security Observation and Refrain Policy templates.

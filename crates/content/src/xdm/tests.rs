@@ -59,6 +59,7 @@ fn input() -> XdmInput<'static> {
                 creation_time: Some(NOW - 3600),
                 type_code: Some(code("57133-1", "2.16.840.1.113883.6.1", "Referral note")),
                 class_code: Some(code("11488-4", "2.16.840.1.113883.6.1", "Consult note")),
+                security_labels: Vec::new(),
             },
             DocumentInput {
                 title: "Scanned letter".to_owned(),
@@ -68,6 +69,7 @@ fn input() -> XdmInput<'static> {
                 creation_time: None,
                 type_code: None,
                 class_code: None,
+                security_labels: Vec::new(),
             },
         ],
     }
@@ -363,6 +365,45 @@ fn a_written_package_reads_back_with_the_same_documents_and_metadata() {
             ("INDEX.HTM", IgnoredKind::Index)
         ]
     );
+}
+
+#[test]
+fn security_labels_are_written_as_further_confidentiality_codes() {
+    const ACT_CODE: &str = "2.16.840.1.113883.5.4";
+    let part2 = code("42CFRPart2", ACT_CODE, "42 CFR Part2");
+    let eth = code("ETH", ACT_CODE, "substance abuse information sensitivity");
+    let refrain = code(
+        "NORDSCLCD",
+        ACT_CODE,
+        "no redisclosure without consent directive",
+    );
+    let mut input = input();
+    input.documents[0].security_labels = vec![
+        part2.clone(),
+        eth.clone(),
+        // Repeats of the HL7 code and of a label are written once.
+        code("R", HL7_CONFIDENTIALITY, "restricted"),
+        code("42CFRPart2", ACT_CODE, "again"),
+        refrain.clone(),
+        // The same code in another scheme is another label.
+        code("ETH", "1.2.3.4", "elsewhere"),
+    ];
+    let package = read(&write_xdm(&input).unwrap()).unwrap();
+    let [xml, pdf] = package.submission_sets[0].documents.as_slice() else {
+        panic!("{:?}", package.submission_sets[0].documents)
+    };
+    assert_eq!(
+        xml.confidentiality,
+        vec![
+            Confidentiality::Restricted.code(),
+            part2,
+            eth,
+            refrain,
+            code("ETH", "1.2.3.4", "elsewhere"),
+        ]
+    );
+    assert_eq!(pdf.confidentiality, vec![Confidentiality::Normal.code()]);
+    assert!(package.problems.is_empty(), "{:?}", package.problems);
 }
 
 fn children<'a, 'input>(node: Node<'a, 'input>, name: &str) -> Vec<Node<'a, 'input>> {

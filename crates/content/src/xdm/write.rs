@@ -75,6 +75,12 @@ pub struct DocumentInput<'a> {
     pub type_code: Option<Code>,
     /// Its broad class (classCode), when known.
     pub class_code: Option<Code>,
+    /// Security labels beyond the HL7 confidentiality, such as the DS4P policy
+    /// `42CFRPart2` or the refrain policy `NORDSCLCD` (ActCode,
+    /// 2.16.840.1.113883.5.4): each written as one more confidentialityCode, in its own
+    /// coding scheme, after the HL7 one. Repeats (same code and scheme as the HL7 code
+    /// or an earlier label) are written once. Usually empty.
+    pub security_labels: Vec<Code>,
 }
 
 /// HL7 v3 confidentiality (code system 2.16.840.1.113883.5.25), written as the
@@ -118,9 +124,10 @@ const SUBSET: &str = "IHE_XDM/SUBSET01";
 /// submissionTime, uniqueId and the limited-metadata classification, with patientId and
 /// contentTypeCode when known; for each DocumentEntry the entryUUID, mimeType, uniqueId,
 /// formatCode `urn:ihe:iti:xds:2017:mimeTypeSufficient`, hash (SHA-1), size, URI,
-/// confidentialityCode and the limited-metadata classification, with creationTime,
-/// typeCode, classCode, patientId and sourcePatientInfo when known; and a HasMember
-/// association from the SubmissionSet to each document.
+/// confidentialityCode (the HL7 code, then any security labels) and the
+/// limited-metadata classification, with creationTime, typeCode, classCode, patientId
+/// and sourcePatientInfo when known; and a HasMember association from the SubmissionSet
+/// to each document.
 pub fn write_xdm(input: &XdmInput) -> Result<Vec<u8>, WriteError> {
     check(input)?;
     let now = Utc::from_unix(input.now).ok_or(WriteError::InvalidTime)?;
@@ -597,12 +604,18 @@ fn metadata_xml(input: &XdmInput, now: &Utc, files: &[String]) -> Result<String,
         if let Some(class_code) = &document.class_code {
             xml.code(&mut ids, DOCUMENT_CLASS_CODE, entry_uuid, class_code);
         }
-        xml.code(
-            &mut ids,
-            DOCUMENT_CONFIDENTIALITY,
-            entry_uuid,
-            &document.confidentiality.code(),
-        );
+        let mut confidentiality = vec![document.confidentiality.code()];
+        for label in &document.security_labels {
+            if !confidentiality
+                .iter()
+                .any(|written| written.code == label.code && written.scheme == label.scheme)
+            {
+                confidentiality.push(label.clone());
+            }
+        }
+        for code in &confidentiality {
+            xml.code(&mut ids, DOCUMENT_CONFIDENTIALITY, entry_uuid, code);
+        }
         xml.code(
             &mut ids,
             DOCUMENT_FORMAT_CODE,
