@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::account::routes())
         .merge(web::orgs::routes())
         .merge(web::opt_outs::routes())
+        .merge(web::disclosures::routes())
         .merge(web::domains::routes())
         .merge(web::bundles::routes())
         .merge(web::quarantine::routes())

@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod directory;
+pub mod disclosures;
 pub mod domain;
 pub mod export;
 pub mod filing;

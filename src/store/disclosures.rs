@@ -1,6 +1,6 @@
 //! Disclosures of restricted records (migration 0023): one row per sensitive record a
-//! user sent, for the organization's report (docs/sensitive-records.md, "Audit and
-//! reports"). Rows outlive the messages they describe.
+//! user sent, for the organization's report (docs/sensitive-records.md, "The
+//! disclosures report"). Rows outlive the messages they describe.
 
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
@@ -69,47 +69,46 @@ pub async fn insert(conn: &mut AnyConnection, d: &Disclosure) -> sqlx::Result<i6
     .await
 }
 
-/// The organization's disclosures sent in `[from, to)` (Unix seconds), newest first,
-/// at most `limit`, before the row `before` when paging.
+/// Which disclosures a report asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Sent at or after this time (Unix seconds).
+    pub from: i64,
+    /// Sent before this time (Unix seconds).
+    pub to: i64,
+    /// Part of the patient as named, case ignored (ASCII letters only on SQLite,
+    /// whose `lower` folds no other); empty for every patient.
+    pub patient: String,
+}
+
+/// The organization's disclosures that `filter` asks for, newest first, at most
+/// `limit`, older than the row `before` (its `sent_at` and `id`) when paging.
 pub async fn list(
     db: &Db,
     org_id: i64,
-    from: i64,
-    to: i64,
+    filter: &Filter,
     before: Option<(i64, i64)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Disclosure>> {
-    let rows = match before {
-        Some((at, id)) => {
-            sqlx::query(
-                "select * from disclosures
-                  where org_id = $1 and sent_at >= $2 and sent_at < $3
-                    and (sent_at < $4 or (sent_at = $4 and id < $5))
-                  order by sent_at desc, id desc limit $6",
-            )
-            .bind(org_id)
-            .bind(from)
-            .bind(to)
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&db.pool)
-            .await?
-        }
-        None => {
-            sqlx::query(
-                "select * from disclosures
-                  where org_id = $1 and sent_at >= $2 and sent_at < $3
-                  order by sent_at desc, id desc limit $4",
-            )
-            .bind(org_id)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(&db.pool)
-            .await?
-        }
-    };
+    // one statement for every case: an empty patient is the pattern `%%`, which
+    // matches every row, and the first page is "before" a row after all others
+    let (at, id) = before.unwrap_or((i64::MAX, i64::MAX));
+    let rows = sqlx::query(
+        "select * from disclosures
+          where org_id = $1 and sent_at >= $2 and sent_at < $3
+            and lower(patient) like $4
+            and (sent_at < $5 or (sent_at = $5 and id < $6))
+          order by sent_at desc, id desc limit $7",
+    )
+    .bind(org_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(super::orgs::like_pattern(&filter.patient))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
     rows.iter().map(Disclosure::from_row).collect()
 }
 

@@ -31,6 +31,7 @@ pub mod bundles;
 pub mod clinical;
 pub mod compose;
 pub mod directory;
+pub mod disclosures;
 pub mod domains;
 pub mod health;
 pub mod leave;

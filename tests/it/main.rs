@@ -12,6 +12,7 @@ mod clinical;
 mod console;
 mod credentials;
 mod directory;
+mod disclosures;
 mod discovery;
 mod helpers;
 mod inbound;
