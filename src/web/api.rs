@@ -19,6 +19,7 @@ use crate::auth;
 use crate::clock::format_rfc3339;
 use crate::domain::Email;
 use crate::outbound::{Attachment, Draft};
+use crate::sensitivity::Law;
 use crate::store::inbound;
 use crate::store::mailboxes::{self, Mailbox};
 use crate::store::outbound as outbound_store;
@@ -377,7 +378,8 @@ async fn list(
         .iter()
         .map(|r| {
             json!({
-                "id": r.id, "from": r.from_addr, "subject": r.subject,
+                "id": r.id, "from": r.from_addr, "subject": r.listed_subject(),
+                "restriction": r.restriction.map(Law::as_str),
                 "received_at": format_rfc3339(r.received_at), "read": r.is_read,
                 "trust": { "code": r.trust_code, "sentence": r.trust_sentence },
             })
@@ -452,6 +454,7 @@ async fn detail(
     Ok(Json(json!({
         "id": r.id, "folder": message.folder, "from": r.from_addr, "to": to, "cc": cc,
         "subject": r.subject, "received_at": format_rfc3339(r.received_at),
+        "restriction": r.restriction.map(Law::as_str),
         "text": text, "attachments": attachments,
         "trust": {
             "code": r.trust_code, "sentence": r.trust_sentence,
@@ -467,8 +470,41 @@ async fn attachment(
     api: ApiUser,
     ClientIp(_ip): ClientIp,
     Path((id, n)): Path<(i64, usize)>,
+    Query(purpose): Query<super::purpose::PurposeForm>,
 ) -> ApiResult<Response> {
     let message = own_message(&state, &api.user, id).await?;
+    // a restricted record's file is released for a stated purpose, audited with its
+    // label, as in the webmail
+    if let Some(law) = message.row.restriction {
+        match purpose.stated() {
+            Ok(stated) => {
+                super::purpose::audit_access(
+                    &state,
+                    &api.actor,
+                    id,
+                    law,
+                    &format!("download attachment {n} (API)"),
+                    &stated,
+                )
+                .await?;
+            }
+            Err(why) => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "purpose_required",
+                    format!(
+                        "Message {id} is a restricted record ({}). {}Say why with purpose=treatment, payment, operations, consent, or other with purpose_other.",
+                        law.words(),
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{why} ")
+                        }
+                    ),
+                ));
+            }
+        }
+    }
     let parsed = MessageParser::default()
         .parse(&message.raw)
         .ok_or_else(ApiError::not_found)?;
@@ -559,9 +595,11 @@ pub fn openapi_document() -> Value {
                     "summary": "One attachment's content",
                     "parameters": [
                         { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } },
-                        { "name": "n", "in": "path", "required": true, "schema": { "type": "integer" } }
+                        { "name": "n", "in": "path", "required": true, "schema": { "type": "integer" } },
+                        { "name": "purpose", "in": "query", "required": false, "description": "Required for a restricted record (the message's `restriction` is set): treatment, payment, operations, consent or other; audited with the record's label", "schema": { "type": "string", "enum": ["treatment", "payment", "operations", "consent", "other"] } },
+                        { "name": "purpose_other", "in": "query", "required": false, "description": "The purpose in your words, with purpose=other (at most 200 characters)", "schema": { "type": "string" } }
                     ],
-                    "responses": { "200": { "description": "The file" }, "401": errors["401"], "404": errors["404"] }
+                    "responses": { "200": { "description": "The file" }, "401": errors["401"], "404": errors["404"], "428": { "description": "A restricted record: say why (`purpose_required`)", "content": { "application/json": { "schema": error } } } }
                 }
             },
             "/api/v1/openapi.json": {

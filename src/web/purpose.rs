@@ -41,8 +41,8 @@ pub struct PurposeForm {
 }
 
 impl PurposeForm {
-    /// The purpose as audited, or why it cannot be accepted.
-    fn stated(&self) -> Result<String, &'static str> {
+    /// The purpose as audited, or why it cannot be accepted ("" when none came).
+    pub fn stated(&self) -> Result<String, &'static str> {
         match self.purpose.as_str() {
             "treatment" | "payment" | "operations" | "consent" => Ok(self.purpose.clone()),
             "other" => {
@@ -120,6 +120,28 @@ pub async fn require_for(
     decide(state, current, ip, (id, restriction), access, form).await
 }
 
+/// Records an access to restricted message `id` with its purpose and label.
+pub async fn audit_access(
+    state: &AppState,
+    actor: &crate::audit::Actor,
+    id: i64,
+    law: Law,
+    what: &str,
+    purpose: &str,
+) -> sqlx::Result<()> {
+    audit::record(
+        &state.db,
+        state.clock.now(),
+        actor,
+        Event::new("restricted.access", format!("message:{id}")).detail(format!(
+            "{what}; purpose: {purpose}; label: {}",
+            law.as_str()
+        )),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn decide(
     state: &AppState,
     current: &CurrentUser,
@@ -139,16 +161,7 @@ async fn decide(
                 Access::Forward => "forward".to_owned(),
                 Access::Fetch { what, .. } => what,
             };
-            audit::record(
-                &state.db,
-                state.clock.now(),
-                &current.actor(ip),
-                Event::new("restricted.access", format!("message:{id}")).detail(format!(
-                    "{what}; purpose: {purpose}; label: {}",
-                    law.as_str()
-                )),
-            )
-            .await?;
+            audit_access(state, &current.actor(ip), id, law, &what, &purpose).await?;
             return Ok(None);
         }
         Err(why) => why,

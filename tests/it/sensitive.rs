@@ -404,6 +404,86 @@ async fn every_read_of_a_restricted_record_is_audited_with_its_label() {
     assert_eq!(details(format!("message:{plain}")).await, [""]);
 }
 
+#[tokio::test]
+async fn the_api_lists_a_restricted_record_without_its_subject_and_releases_its_files_for_a_purpose()
+ {
+    let app = TestApp::spawn().await;
+    let token = crate::api::practice(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        ANA,
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let mb = directmail::store::mailboxes::by_address(&app.state.db, "dr.ana@direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let letter = crate::helpers::pdf("Counselling letter");
+    let id = received(
+        &app,
+        mb.id,
+        "Counselling for opioid use",
+        "42 CFR part 2 prohibits unauthorized use or disclosure of these records.",
+        &[("letter.pdf", letter.clone())],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let (status, list) = crate::api::json(
+        http.get(app.url("/api/v1/messages"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let item = &list["messages"][0];
+    assert_eq!(item["subject"], "Restricted record");
+    assert_eq!(item["restriction"], "part2");
+    assert!(!list.to_string().contains("opioid"), "{list}");
+
+    let file = format!("/api/v1/messages/{id}/attachments/0");
+    let (status, refused) = crate::api::json(
+        http.get(app.url(&file))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(refused["code"], "purpose_required", "{refused}");
+    let (status, _) = crate::api::json(
+        http.get(app.url(&format!("{file}?purpose=curiosity")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+    let got = http
+        .get(app.url(&format!("{file}?purpose=treatment")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), letter.as_slice());
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select detail from audit_log where action = 'restricted.access' order by id",
+    )
+    .fetch_all(&app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        ["download attachment 0 (API); purpose: treatment; label: part2"]
+    );
+}
+
 mod chromium {
     use std::time::{Duration, Instant};
 
