@@ -16,6 +16,22 @@
     setTimeout(function () { toast.hidden = true; }, 8000);
   });
 
+  // times the server writes in UTC (<time datetime data-local>) are shown in the
+  // browser's time zone; the UTC time stays on hover
+  function localTimes(root) {
+    var list = (root || document).querySelectorAll("time[data-local]");
+    Array.prototype.forEach.call(list, function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when.getTime())) return;
+      var today = new Date().toDateString() === when.toDateString();
+      var opts = today ? { hour: "2-digit", minute: "2-digit" }
+        : { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+      el.textContent = when.toLocaleString(undefined, opts);
+    });
+  }
+  localTimes(document);
+  document.addEventListener("htmx:afterSwap", function () { localTimes(document); });
+
   var idle = parseInt(document.body.getAttribute("data-idle-seconds") || "0", 10);
   if (!idle) return;
   var warnBefore = Math.min(120, Math.floor(idle / 2));

@@ -778,26 +778,37 @@ pub async fn delivery_summaries(
     }
     Ok(counts
         .into_iter()
-        .map(|(id, mut states)| {
-            states.sort_by_key(|(s, _)| status_order(s));
-            let text = states
-                .iter()
-                .map(|(s, n)| format!("{n} {}", status_word(s)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (id, text)
-        })
+        .map(|(id, states)| (id, outcome(&states)))
         .collect())
 }
 
-fn status_order(state: &str) -> u8 {
-    match state {
-        "failed" => 0,
-        "queued" => 1,
-        "sent" => 2,
-        "processed" => 3,
-        _ => 4,
+/// A Sent message's delivery over all its recipients, as the Sent list says it:
+/// "Delivered", "All 3 delivered", "Delivered to 1 of 3", "Sending", "Failed",
+/// "Failed for 1 of 3". A recipient counts as delivered once their HISP confirmed
+/// receipt (a processed or dispatched notification).
+pub fn outcome(states: &[(String, i64)]) -> String {
+    let count = |wanted: &[&str]| -> i64 {
+        states
+            .iter()
+            .filter(|(s, _)| wanted.contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let all: i64 = states.iter().map(|(_, n)| n).sum();
+    let (failed, delivered) = (count(&["failed"]), count(&["processed", "dispatched"]));
+    match (failed, delivered) {
+        (0, 0) => "Sending".to_owned(),
+        (0, d) if d == all && all == 1 => "Delivered".to_owned(),
+        (0, d) if d == all => format!("All {all} delivered"),
+        (0, d) => format!("Delivered to {d} of {all}"),
+        (f, _) if f == all && all == 1 => "Failed".to_owned(),
+        (f, _) => format!("Failed for {f} of {all}"),
     }
+}
+
+/// Whether a recipient's delivery will change no more by itself.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "processed" | "dispatched" | "failed")
 }
 
 /// A delivery state in the words the sender sees.
@@ -809,6 +820,34 @@ pub fn status_word(state: &str) -> &str {
         "dispatched" => "delivered",
         "failed" => "failed",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::outcome;
+
+    #[test]
+    fn the_sent_list_says_how_many_were_delivered_or_failed() {
+        let s = |list: &[(&str, i64)]| -> Vec<(String, i64)> {
+            list.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+        };
+        assert_eq!(outcome(&s(&[("queued", 1)])), "Sending");
+        assert_eq!(outcome(&s(&[("sent", 2)])), "Sending");
+        assert_eq!(outcome(&s(&[("dispatched", 1)])), "Delivered");
+        assert_eq!(
+            outcome(&s(&[("processed", 1), ("dispatched", 2)])),
+            "All 3 delivered"
+        );
+        assert_eq!(
+            outcome(&s(&[("processed", 1), ("sent", 2)])),
+            "Delivered to 1 of 3"
+        );
+        assert_eq!(outcome(&s(&[("failed", 1)])), "Failed");
+        assert_eq!(
+            outcome(&s(&[("failed", 1), ("dispatched", 2)])),
+            "Failed for 1 of 3"
+        );
     }
 }
 
@@ -848,6 +887,17 @@ pub async fn delete(conn: &mut AnyConnection, mailbox_id: i64, ids: &[i64]) -> s
         q = q.bind(*id);
     }
     Ok(q.execute(conn).await?.rows_affected())
+}
+
+/// A message's mailbox and, for one sent from here, its outbound id: enough to check
+/// who may see its delivery without reading the message.
+pub async fn mailbox_and_outbound(db: &Db, id: i64) -> sqlx::Result<Option<(i64, Option<i64>)>> {
+    let row = sqlx::query("select mailbox_id, outbound_id from messages where id = $1")
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.map(|r| Ok((r.try_get("mailbox_id")?, r.try_get("outbound_id")?)))
+        .transpose()
 }
 
 /// The Sent copy of an outbound message.

@@ -357,19 +357,40 @@ pub async fn by_message_id(db: &Db, message_id: &str) -> sqlx::Result<Option<(i6
 
 /// Per-recipient status of a message: `(recipient, state, detail)`.
 pub async fn statuses(db: &Db, outbound_id: i64) -> sqlx::Result<Vec<(String, String, String)>> {
+    Ok(status_lines(db, outbound_id)
+        .await?
+        .into_iter()
+        .map(|s| (s.recipient, s.state, s.detail))
+        .collect())
+}
+
+/// One recipient's delivery, with when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    pub recipient: String,
+    /// `queued`, `sent`, `processed`, `dispatched` or `failed`.
+    pub state: String,
+    pub detail: String,
+    pub updated_at: i64,
+}
+
+/// Each recipient's delivery of an outbound message, by recipient.
+pub async fn status_lines(db: &Db, outbound_id: i64) -> sqlx::Result<Vec<StatusLine>> {
     let rows = sqlx::query(
-        "select recipient, state, detail from delivery_status where outbound_id = $1 order by recipient",
+        "select recipient, state, detail, updated_at from delivery_status
+          where outbound_id = $1 order by recipient",
     )
     .bind(outbound_id)
     .fetch_all(&db.pool)
     .await?;
     rows.iter()
         .map(|r| {
-            Ok((
-                r.try_get("recipient")?,
-                r.try_get("state")?,
-                r.try_get("detail")?,
-            ))
+            Ok(StatusLine {
+                recipient: r.try_get("recipient")?,
+                state: r.try_get("state")?,
+                detail: r.try_get("detail")?,
+                updated_at: r.try_get("updated_at")?,
+            })
         })
         .collect()
 }

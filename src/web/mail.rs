@@ -80,8 +80,10 @@ pub struct Row {
     /// The sender as the From header gives them: "Name <address>" (a tooltip).
     pub who_detail: String,
     pub when: String,
+    /// The same time in ISO 8601, for the browser to show in its time zone.
+    pub iso: String,
     pub badge: String,
-    /// On Sent: "2 delivered, 1 failed".
+    /// On Sent: "All 3 delivered", "Failed for 1 of 3" (`messages::outcome`).
     pub delivery: String,
     /// The folder it is in, in words: shown in search results, which span folders.
     pub folder: String,
@@ -211,6 +213,7 @@ pub async fn rows(state: &AppState, list: Vec<MessageRow>) -> AppResult<Vec<Row>
                 format!("{} <{}>", row.from_name, row.from_addr)
             },
             when: format_utc(row.received_at),
+            iso: crate::clock::format_rfc3339(row.received_at),
             badge: badge(&row),
             delivery: row
                 .outbound_id

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/messages/{id}/body", get(html_body))
         .route("/mail/messages/{id}/print", get(print))
         .route("/mail/messages/{id}/act", post(act))
+        .route("/mail/messages/{id}/delivery", get(delivery_panel))
         .route("/mail/messages/{id}/attachments/{n}", get(attachment))
 }
 
@@ -321,9 +322,80 @@ fn has_html(parsed: &Message<'_>) -> bool {
 /// One delivery line on a Sent message.
 pub struct DeliveryLine {
     pub recipient: String,
+    /// The stored state (`dispatched`), and in a word ("delivered").
+    pub state: String,
     pub status: String,
+    /// What happened, in a sentence: "Delivered to Dr. Ruiz's HISP".
+    pub sentence: String,
+    /// When the state last changed: "at" or "since" it, and the time (ISO 8601 for
+    /// the browser to show in local time, and as UTC).
+    pub since: &'static str,
+    pub iso: String,
+    pub utc: String,
     pub failed: bool,
     pub detail: String,
+}
+
+/// The delivery panel of a Sent message (`mail/delivery.html`): on the message page,
+/// and on its own for the page to poll until every recipient's HISP has answered.
+#[derive(Template, WebTemplate)]
+#[template(path = "mail/delivery.html")]
+pub struct DeliveryPanel {
+    pub id: i64,
+    pub delivery: Vec<DeliveryLine>,
+    pub any_failed: bool,
+    /// Some recipient's delivery may still change: the panel asks again.
+    pub polling: bool,
+}
+
+impl DeliveryPanel {
+    /// The panel of outbound message `outbound_id`, shown on message `id`.
+    pub async fn load(state: &AppState, id: i64, outbound_id: i64) -> AppResult<DeliveryPanel> {
+        let lines = outbound::status_lines(&state.db, outbound_id).await?;
+        let addresses: Vec<&str> = lines.iter().map(|l| l.recipient.as_str()).collect();
+        let names = crate::store::directory::names_for(&state.db, &addresses).await?;
+        let delivery: Vec<DeliveryLine> = lines
+            .into_iter()
+            .map(|l| {
+                let whose = match names.get(&l.recipient.to_ascii_lowercase()) {
+                    Some(name) => format!("{name}\u{2019}s"),
+                    None => "their".to_owned(),
+                };
+                let sentence = match l.state.as_str() {
+                    "queued" if l.detail.is_empty() => "Waiting to be sent".to_owned(),
+                    "queued" => "Waiting to be sent again".to_owned(),
+                    "sent" => format!("Sent to {whose} HISP, waiting for it to confirm receipt"),
+                    "processed" => format!("Delivered to {whose} HISP"),
+                    "dispatched" => {
+                        format!("Delivered to {whose} system, as their HISP confirmed")
+                    }
+                    "failed" => "Not delivered".to_owned(),
+                    other => other.to_owned(),
+                };
+                DeliveryLine {
+                    failed: l.state == "failed",
+                    status: status_word(&l.state).to_owned(),
+                    since: if store::is_final(&l.state) {
+                        "at"
+                    } else {
+                        "since"
+                    },
+                    iso: crate::clock::format_rfc3339(l.updated_at),
+                    utc: format_utc(l.updated_at),
+                    sentence,
+                    state: l.state,
+                    recipient: l.recipient,
+                    detail: l.detail,
+                }
+            })
+            .collect();
+        Ok(DeliveryPanel {
+            id,
+            any_failed: delivery.iter().any(|d| d.failed),
+            polling: delivery.iter().any(|d| !store::is_final(&d.state)),
+            delivery,
+        })
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -340,6 +412,7 @@ struct MessagePage {
     to: String,
     cc: String,
     when: String,
+    when_iso: String,
     trusted: bool,
     trust_title: String,
     trust_sentence: String,
@@ -350,14 +423,21 @@ struct MessagePage {
     text_html: String,
     html: bool,
     attachments: Vec<AttachmentView>,
-    delivery: Vec<DeliveryLine>,
-    any_failed: bool,
+    /// Each recipient's delivery, on a message sent from here.
+    delivery: Option<DeliveryPanel>,
     /// "Read by Ana Ruiz at …" lines, on shared mailboxes.
     activity: Vec<String>,
     /// Folders to move to: (key, label).
     targets: Vec<(String, String)>,
     /// The patient the message is about, read when it was filed.
     patient: Option<PatientBanner>,
+}
+
+impl MessagePage {
+    /// Some recipient's delivery failed: the page offers "Edit and resend".
+    fn any_failed(&self) -> bool {
+        self.delivery.as_ref().is_some_and(|d| d.any_failed)
+    }
 }
 
 /// The banner of a restricted record (docs/sensitive-records.md), on the message page
@@ -443,18 +523,9 @@ async fn message(
         }
     }
     let from = sender_line(&message.row);
-    let delivery: Vec<DeliveryLine> = match message.outbound_id {
-        Some(oid) => outbound::statuses(&state.db, oid)
-            .await?
-            .into_iter()
-            .map(|(recipient, status, detail)| DeliveryLine {
-                failed: status == "failed",
-                status: status_word(&status).to_owned(),
-                recipient,
-                detail,
-            })
-            .collect(),
-        None => Vec::new(),
+    let delivery = match message.outbound_id {
+        Some(oid) => Some(DeliveryPanel::load(&state, id, oid).await?),
+        None => None,
     };
     let now = state.clock.now();
     {
@@ -541,14 +612,30 @@ async fn message(
         to,
         cc,
         when: format_utc(r.received_at),
+        when_iso: crate::clock::format_rfc3339(r.received_at),
         text_html: directmail_content::linkify_text(&text),
         html,
         attachments: attachment_list,
-        any_failed: delivery.iter().any(|d| d.failed),
         delivery,
         activity,
         targets,
     })
+}
+
+/// The delivery panel alone, which the Sent message's page polls until every
+/// recipient's HISP has answered (a background request: it does not keep the session
+/// alive). Nothing of the message's content is in it.
+async fn delivery_panel(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<DeliveryPanel> {
+    let (mailbox_id, outbound_id) = store::mailbox_and_outbound(&state.db, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    super::mail::own_mailbox(&state, &current, mailbox_id).await?;
+    let outbound_id = outbound_id.ok_or(AppError::NotFound)?;
+    DeliveryPanel::load(&state, id, outbound_id).await
 }
 
 /// The HTML body, sanitized, for the sandboxed frame on the message page: no

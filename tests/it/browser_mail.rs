@@ -151,6 +151,20 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
             .await
             .contains("front@direct.hillside.test")
     );
+    // the Sent item follows the delivery by itself, without a reload, and gives its
+    // times in the browser's time zone with UTC on hover
+    until_text(&c, "#delivery", "delivered", false).await;
+    let time = c.find(Locator::Css("#delivery time")).await.unwrap();
+    assert!(!time.text().await.unwrap().contains("UTC"));
+    assert!(
+        time.attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .ends_with("UTC")
+    );
+    let problems = axe_problems(&c).await;
+    assert!(problems.is_empty(), "sent item: {problems:#?}");
     c.goto(&app.url(&draft_path)).await.unwrap();
     assert!(
         text(&c, "main").await.contains("could not find"),

@@ -692,6 +692,22 @@ cat verify.txt inner.eml",
     (data, shown)
 }
 
+/// Dr. Ana Ruiz writes to kim@direct.far.test ([`foreign_kim`]); the outbound id.
+async fn to_kim(app: &TestApp, ana: &Mailbox, subject: &str, text: &str) -> i64 {
+    directmail::outbound::submit(
+        &app.state.db,
+        ana,
+        "Dr. Ana Ruiz",
+        &["kim@direct.far.test".into()],
+        &[],
+        subject,
+        text,
+        app.now(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
     let (app, sink) = app_relaying_to_sink().await;
@@ -703,18 +719,13 @@ async fn what_we_send_to_a_foreign_hisp_decrypts_and_verifies_with_openssl() {
     )
     .await;
     foreign_kim(&app).await;
-    let id = directmail::outbound::submit(
-        &app.state.db,
+    let id = to_kim(
+        &app,
         &ana,
-        "Dr. Ana Ruiz",
-        &["kim@direct.far.test".into()],
-        &[],
         "Discharge summary",
         "Ms. Diaz was discharged today.",
-        app.now(),
     )
-    .await
-    .unwrap();
+    .await;
     let (data, shown) = opened_by_kim(&app, &sink).await;
     // recorded once the SMTP conversation has ended, which may be after the sink has it
     wait_for("sent", async || {
@@ -1185,4 +1196,86 @@ async fn a_notification_moves_only_the_status_of_recipients_its_signer_is_bound_
         "kim cannot report on lee"
     );
     assert_eq!(of("kim@direct.far.test"), "processed");
+}
+
+#[tokio::test]
+async fn a_sent_item_shows_each_recipient_live_until_their_hisp_answers() {
+    // the other HISP cannot be reached: the message waits in the queue
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some("127.0.0.1:9".into())).await;
+    let ana = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "ana@direct.lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    foreign_kim(&app).await;
+    let id = to_kim(&app, &ana, "Results", "Attached.").await;
+    let sent = directmail::store::messages::sent_copy(&app.state.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    let page = b.get(&format!("/mail/messages/{sent}")).await;
+    assert!(
+        page.body
+            .contains("kim@direct.far.test: <strong>queued</strong>")
+            && page.body.contains("Waiting to be sent")
+            && page.body.contains(&format!(
+                r#"hx-get="/mail/messages/{sent}/delivery" hx-trigger="every 5s""#
+            )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("updates by itself"));
+    let list = b.get(&format!("/mail/{}/sent", ana.id)).await;
+    assert!(list.body.contains("Sending"));
+    // the panel is polled in the background: it does not keep the session alive
+    app.state.clock.advance(10 * 60);
+    let polled = b
+        .client
+        .get(app.url(&format!("/mail/messages/{sent}/delivery")))
+        .header("x-background", "1")
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(polled.status(), reqwest::StatusCode::OK);
+    app.state.clock.advance(6 * 60);
+    let ended = b
+        .client
+        .get(app.url(&format!("/mail/messages/{sent}/delivery")))
+        .header("x-background", "1")
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        ended
+            .headers()
+            .get("hx-redirect")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("/login?reason=idle")),
+        "{:?}",
+        ended.headers()
+    );
+    // a failure ends the polling and offers to resend
+    sqlx::query(
+        "update delivery_status set state = 'failed', detail = 'their HISP refused the message' where outbound_id = $1",
+    )
+    .bind(id)
+    .execute(&app.state.db.pool)
+    .await
+    .unwrap();
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    let panel = b.get(&format!("/mail/messages/{sent}/delivery")).await;
+    assert!(
+        panel.body.contains("Not delivered")
+            && panel.body.contains("their HISP refused the message")
+            && !panel.body.contains("hx-trigger"),
+        "{}",
+        panel.body
+    );
+    let list = b.get(&format!("/mail/{}/sent", ana.id)).await;
+    assert!(list.body.contains("Failed"));
 }

@@ -704,7 +704,18 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
         "said once"
     );
     let list = ana.get(&format!("/mail/{}/sent", ana_box.id)).await;
-    assert!(row(&list.body, sent_id).contains("1 delivered"));
+    assert!(row(&list.body, sent_id).contains("Delivered"));
+    // delivered everywhere: the page stops asking, and says so in words
+    let panel = ana.get(&format!("/mail/messages/{sent_id}/delivery")).await;
+    assert_eq!(panel.status, StatusCode::OK);
+    assert!(
+        panel.body.contains("Delivered to") && !panel.body.contains("hx-trigger"),
+        "{}",
+        panel.body
+    );
+    // and only its own mailbox's users see it
+    let panel = kim.get(&format!("/mail/messages/{sent_id}/delivery")).await;
+    assert_eq!(panel.status, StatusCode::NOT_FOUND);
 }
 
 // ---------------------------------------------------------------------------------
@@ -2392,7 +2403,7 @@ async fn a_failed_delivery_shows_why_and_edit_and_resend_reopens_the_message_as_
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
     let list = ana.get(&format!("/mail/{}/sent", ana_box.id)).await;
     let r = row(&list.body, sent);
-    assert!(r.contains("1 failed") && r.contains("badge bad"), "{r}");
+    assert!(r.contains(">Failed<") && r.contains("badge bad"), "{r}");
     let page = ana.get(&format!("/mail/messages/{sent}")).await;
     assert_eq!(page.status, StatusCode::OK);
     let text = unescape(&page.body);
