@@ -213,6 +213,7 @@ async fn main() {
                     raw: &raw,
                     attachment_checks: "",
                     filing: &Default::default(),
+                    signer_facts: None,
                 },
                 now - (n - i) as i64,
             )
@@ -269,6 +270,7 @@ async fn main() {
                     raw,
                     attachment_checks: "",
                     filing: &Default::default(),
+                    signer_facts: None,
                 },
                 now - n as i64 - 10,
             )

@@ -52,22 +52,40 @@ pub enum Outcome {
 }
 
 /// A routing refusal (Applicability Statement 1.3 §2.4): its code and sentence.
-/// The verdict for the reader. For a trusted message: who signed it, who issued their
-/// certificate and the anchor it is trusted through, in a sentence.
+/// The verdict for the reader, in one line. For a trusted message: who signed it (the
+/// person or practice the certificate names, and the address), then the anchor it is
+/// trusted through, each name once: "Signed by Dr. Ana Ruiz, Lakeside Clinic
+/// (dr.ana@direct.lakeside.test), trusted through DirectTrust Community Anchor."
 fn trust_sentence(verdict: &directmail_smime::Verdict) -> String {
     match &verdict.signer {
         Some(s) if verdict.is_trusted() => {
-            let mut text = format!(
-                "Signed by {}; certificate issued by {}",
-                dn_summary(&s.subject),
-                dn_summary(&s.issuer)
-            );
-            match &s.anchor {
-                Some(a) => text.push_str(&format!(
-                    " and trusted through your HISP's anchor {}.",
-                    dn_summary(a)
-                )),
-                None => text.push('.'),
+            // the anchor by its own name; the signer by the names the anchor's do not
+            // already say (a CA's organization is often in its certificates' too)
+            let anchor = s.anchor.as_deref().map(|a| {
+                let names = dn_names(a);
+                (
+                    names.first().cloned().unwrap_or_else(|| a.to_owned()),
+                    names,
+                )
+            });
+            let said: &[String] = anchor.as_ref().map(|(_, n)| &n[..]).unwrap_or_default();
+            let mut who: Vec<String> = dn_names(&s.subject)
+                .into_iter()
+                .filter(|n| !said.contains(n))
+                .collect();
+            if who.is_empty() {
+                who.push(dn_summary(&s.subject));
+            }
+            let who = who.join(", ");
+            let mut text = format!("Signed by {who}");
+            if let Some(from) = verdict.from.as_deref().filter(|f| !who.contains(*f)) {
+                text.push_str(&format!(" ({from})"));
+            }
+            match anchor {
+                Some((name, _)) if name != who => {
+                    text.push_str(&format!(", trusted through {name}."))
+                }
+                _ => text.push('.'),
             }
             text
         }
@@ -75,9 +93,21 @@ fn trust_sentence(verdict: &directmail_smime::Verdict) -> String {
     }
 }
 
-/// "Dr. Ana Ruiz, Lakeside Clinic" from an RFC 4514 name (its CN and O), or the
-/// whole name when it has neither.
-fn dn_summary(dn: &str) -> String {
+/// The signer's certificate as judged, kept with the message for its details panel.
+fn signer_facts(verdict: &directmail_smime::Verdict) -> Option<inbound::SignerFacts> {
+    let s = verdict.signer.as_ref()?;
+    Some(inbound::SignerFacts {
+        address: verdict.from.clone().unwrap_or_default(),
+        serial: s.serial.clone(),
+        not_before: i64::try_from(s.not_before).unwrap_or(i64::MAX),
+        not_after: i64::try_from(s.not_after).unwrap_or(i64::MAX),
+        fingerprint: s.fingerprint_sha256.clone(),
+        anchor: s.anchor.clone(),
+    })
+}
+
+/// The CN and O of an RFC 4514 name, each once, in that order.
+fn dn_names(dn: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut escaped = false;
@@ -101,16 +131,21 @@ fn dn_summary(dn: &str) -> String {
                 .then(|| v.trim().to_owned())
         })
     };
-    let found: Vec<String> =
-        [value("CN"), value("O")]
-            .into_iter()
-            .flatten()
-            .fold(Vec::new(), |mut acc, v| {
-                if !acc.contains(&v) {
-                    acc.push(v);
-                }
-                acc
-            });
+    [value("CN"), value("O")]
+        .into_iter()
+        .flatten()
+        .fold(Vec::new(), |mut acc, v| {
+            if !acc.contains(&v) {
+                acc.push(v);
+            }
+            acc
+        })
+}
+
+/// "Dr. Ana Ruiz, Lakeside Clinic" from an RFC 4514 name (its CN and O), or the
+/// whole name when it has neither.
+fn dn_summary(dn: &str) -> String {
+    let found = dn_names(dn);
     if found.is_empty() {
         dn.to_owned()
     } else {
@@ -379,6 +414,7 @@ impl Processor {
                         signer_subject: verdict.signer.as_ref().map(|s| s.subject.clone()),
                         signer_issuer: verdict.signer.as_ref().map(|s| s.issuer.clone()),
                         revocation: revocation.clone(),
+                        signer_facts: signer_facts(&verdict),
                         raw: inner.clone(),
                         attachment_checks: attachment_checks.clone(),
                         filing: filing.clone(),
@@ -506,6 +542,7 @@ impl Processor {
                             raw: &m.raw,
                             attachment_checks: &m.attachment_checks,
                             filing: &m.filing,
+                            signer_facts: m.signer_facts.as_ref(),
                         },
                         now,
                     )
@@ -560,6 +597,7 @@ struct NewOwned {
     signer_subject: Option<String>,
     signer_issuer: Option<String>,
     revocation: String,
+    signer_facts: Option<inbound::SignerFacts>,
     raw: Vec<u8>,
     attachment_checks: String,
     filing: crate::filing::Filing,

@@ -299,6 +299,26 @@ pub async fn key_transport_for(
     })
 }
 
+/// Whether a trust anchor is a development or test CA: its common name or
+/// organization names it so ("directmail development CA", "DirectTrust Test CA"), as a
+/// word. Messages trusted through one are not for real patient data, and say so.
+pub fn is_test_anchor(subject_dn: &str) -> bool {
+    subject_dn
+        .split([',', '+'])
+        .filter_map(|part| part.split_once('='))
+        .filter(|(key, _)| {
+            let key = key.trim();
+            key.eq_ignore_ascii_case("CN") || key.eq_ignore_ascii_case("O")
+        })
+        .any(|(_, value)| {
+            value.split(|c: char| !c.is_alphanumeric()).any(|word| {
+                ["test", "testing", "development", "dev", "sandbox"]
+                    .iter()
+                    .any(|w| word.eq_ignore_ascii_case(w))
+            })
+        })
+}
+
 /// The development CA's records in `settings`.
 const DEV_CA_CERT: &str = "dev_ca_cert";
 const DEV_CA_KEY: &str = "dev_ca_key";
@@ -669,6 +689,23 @@ pub async fn judge_inbound(
         revocation,
         steps,
     })
+}
+
+#[cfg(test)]
+mod test_anchor_tests {
+    use super::is_test_anchor;
+
+    #[test]
+    fn development_and_test_cas_are_told_apart_by_their_names() {
+        assert!(is_test_anchor("CN=directmail development CA"));
+        assert!(is_test_anchor("CN=Root,O=DirectTrust Test"));
+        assert!(is_test_anchor("O=Sandbox HISP+CN=Anchor"));
+        assert!(!is_test_anchor(
+            "CN=DirectTrust Community Trust Anchor,O=DirectTrust"
+        ));
+        assert!(!is_test_anchor("CN=Contested Health Root"));
+        assert!(!is_test_anchor("OU=Test,CN=Production Root"));
+    }
 }
 
 #[cfg(test)]

@@ -234,6 +234,39 @@ pub struct NewMessage<'a> {
     /// [`crate::filing::read`] of `raw` (its patient and clinical documents), made
     /// before the transaction.
     pub filing: &'a Filing,
+    /// The signer's certificate as judged, when the message was signed.
+    pub signer_facts: Option<&'a SignerFacts>,
+}
+
+/// A signer's certificate as it was judged when the message arrived: what the
+/// message page's certificate details show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignerFacts {
+    /// The signer's Direct address (the From the certificate was bound to).
+    pub address: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+    /// Subject DN of the trust anchor the chain ended at.
+    pub anchor: Option<String>,
+}
+
+impl SignerFacts {
+    /// Whether the anchor is a development or test CA ([`crate::pki::is_test_anchor`]).
+    pub fn test_anchor(&self) -> bool {
+        self.anchor
+            .as_deref()
+            .is_some_and(crate::pki::is_test_anchor)
+    }
+
+    /// As stored (`messages.signer_facts`); "" reads back as `None`.
+    pub fn parse(stored: &str) -> Option<SignerFacts> {
+        serde_json::from_str(stored).ok()
+    }
 }
 
 /// Binds the seven patient columns (empty when there is none).
@@ -309,6 +342,14 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
         return Ok(false);
     };
     record_filing(conn, id, m.filing).await?;
+    if let Some(facts) = m.signer_facts {
+        sqlx::query("update messages set signer_facts = $1, test_anchor = $2 where id = $3")
+            .bind(serde_json::to_string(facts).unwrap_or_default())
+            .bind(i64::from(facts.test_anchor()))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(true)
 }
 
@@ -341,6 +382,8 @@ pub struct MessageRow {
     /// patient, never its subject or snippet); `None` for an ordinary message.
     #[serde(skip)]
     pub restriction: Option<crate::sensitivity::Law>,
+    /// Trusted through a development or test CA: not for real patient data.
+    pub test_anchor: bool,
 }
 
 impl MessageRow {
@@ -394,6 +437,7 @@ impl MessageRow {
                 }
             },
             restriction: crate::sensitivity::Law::parse(r.try_get("restriction")?),
+            test_anchor: super::flag(r.try_get("test_anchor")?),
         })
     }
 }
@@ -472,11 +516,15 @@ pub struct StoredMessage {
     pub patient: Option<MessagePatient>,
     /// Why it is restricted, one sentence each, when it is ([`MessageRow::restriction`]).
     pub restriction_reasons: Vec<String>,
+    /// The signer's certificate as judged on arrival, for messages filed since
+    /// migration 0024.
+    pub signer_facts: Option<SignerFacts>,
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
         "select {}, signer_issuer, message_id, raw, attachment_checks, clinical_cards, restriction_reasons,
+                signer_facts,
                 patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
@@ -489,6 +537,7 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             outbound_id: row.outbound_id,
             row,
             signer_issuer: r.try_get("signer_issuer")?,
+            signer_facts: SignerFacts::parse(&r.try_get::<String, _>("signer_facts")?),
             message_id: r.try_get("message_id")?,
             raw: r.try_get("raw")?,
             attachment_checks: r.try_get("attachment_checks")?,

@@ -179,7 +179,7 @@ pub async fn backfill(db: &Db) -> sqlx::Result<usize> {
 /// The columns of [`MessageRow`], for `select`.
 pub const ROW_COLUMNS: &str = "id, mailbox_id, folder, from_addr, from_name, to_addrs, subject, snippet, received_at, is_read,
     trust_code, trust_sentence, signer_subject, revocation, has_attachments, last_activity, outbound_id,
-    patient_name, patient_id, restriction";
+    patient_name, patient_id, restriction, test_anchor";
 
 /// `$first, $first+1, …` for `n` values.
 pub fn placeholders(first: usize, n: usize) -> String {

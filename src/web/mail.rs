@@ -65,6 +65,7 @@ async fn first_mailbox(State(state): State<AppState>, current: CurrentUser) -> A
 /// The trust badge in words (never colour alone).
 pub fn badge(row: &MessageRow) -> String {
     match row.trust_code.as_str() {
+        "trusted" if row.test_anchor => "Trusted, test certificate".into(),
         "trusted" => "Trusted".into(),
         "sent" => "Sent by you".into(),
         "notice" => "Notice".into(),

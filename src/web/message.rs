@@ -413,12 +413,13 @@ struct MessagePage {
     cc: String,
     when: String,
     when_iso: String,
-    trusted: bool,
+    /// The banner's style: `ok` (trusted, or sent from here), `test` (trusted through
+    /// a development or test CA), `warn` (anything else).
+    trust_style: &'static str,
     trust_title: String,
     trust_sentence: String,
-    signer: String,
-    issuer: String,
-    revocation: String,
+    /// The signer's certificate, for its details panel.
+    certificate: Option<CertificateDetails>,
     /// Linkified, escaped text (when the body is not HTML).
     text_html: String,
     html: bool,
@@ -437,6 +438,85 @@ impl MessagePage {
     /// Some recipient's delivery failed: the page offers "Edit and resend".
     fn any_failed(&self) -> bool {
         self.delivery.as_ref().is_some_and(|d| d.any_failed)
+    }
+}
+
+/// The signer's certificate as the message page's details panel shows it.
+pub struct CertificateDetails {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    /// "2026-01-01 00:00 UTC to 2027-01-01 00:00 UTC", when known.
+    pub validity: String,
+    /// The SHA-256 fingerprint in pairs ("AB:CD:…"), when known.
+    pub fingerprint: String,
+    /// Signer, issuer, anchor: the path it was trusted along.
+    pub chain: Vec<String>,
+    /// Revocation, in a sentence with when it was checked.
+    pub revocation: String,
+}
+
+impl CertificateDetails {
+    fn of(
+        subject: String,
+        issuer: String,
+        facts: Option<&crate::store::inbound::SignerFacts>,
+        revocation: &str,
+        received_at: i64,
+    ) -> CertificateDetails {
+        let mut chain = vec![subject.clone()];
+        if !issuer.is_empty() && issuer != subject {
+            chain.push(issuer.clone());
+        }
+        if let Some(anchor) = facts.and_then(|f| f.anchor.clone())
+            && !chain.contains(&anchor)
+        {
+            chain.push(anchor);
+        }
+        let when = format_utc(received_at);
+        CertificateDetails {
+            serial: facts.map(|f| f.serial.clone()).unwrap_or_default(),
+            validity: facts
+                .map(|f| {
+                    format!(
+                        "{} to {}",
+                        format_utc(f.not_before),
+                        format_utc(f.not_after)
+                    )
+                })
+                .unwrap_or_default(),
+            fingerprint: facts
+                .map(|f| {
+                    f.fingerprint
+                        .as_bytes()
+                        .chunks(2)
+                        .map(|pair| String::from_utf8_lossy(pair).to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                })
+                .unwrap_or_default(),
+            revocation: match revocation {
+                "checked" => format!(
+                    "Not revoked: its revocation list was checked when the message arrived ({when})."
+                ),
+                "no-distribution-point" => {
+                    "The certificate names no revocation list, so there was nothing to check."
+                        .into()
+                }
+                "not-reached" => {
+                    "Not checked: the message was judged before revocation was reached.".into()
+                }
+                other => match other.strip_prefix("not checked: ") {
+                    Some(why) => {
+                        format!("Could not be checked when the message arrived ({when}): {why}.")
+                    }
+                    None => other.to_owned(),
+                },
+            },
+            subject,
+            issuer,
+            chain,
+        }
     }
 }
 
@@ -573,13 +653,28 @@ async fn message(
     let patient = message.patient.as_ref().map(PatientBanner::of);
     let restriction = RestrictionBanner::of(&message);
     let r = message.row;
-    let trusted = r.trust_code == "trusted";
+    let test = r.trust_code == "trusted" && r.test_anchor;
     let trust_title: String = match r.trust_code.as_str() {
+        "trusted" if test => "Test certificate \u{2014} not for real patient data.".into(),
         "trusted" => "Trusted.".into(),
         "sent" => "Sent from this mailbox.".into(),
         "notice" => "Notice from this system.".into(),
         _ => "Not trusted.".into(),
     };
+    let trust_style = match r.trust_code.as_str() {
+        "trusted" if test => "test",
+        "trusted" | "sent" => "ok",
+        _ => "warn",
+    };
+    let certificate = r.signer_subject.clone().map(|subject| {
+        CertificateDetails::of(
+            subject,
+            message.signer_issuer.clone().unwrap_or_default(),
+            message.signer_facts.as_ref(),
+            &r.revocation,
+            r.received_at,
+        )
+    });
     // a Sent copy's stored sentence is its title: say it once
     let trust_sentence = if r.trust_sentence == trust_title {
         String::new()
@@ -594,15 +689,9 @@ async fn message(
         id,
         folder: message.folder,
         trust_title,
-        trusted: trusted || r.trust_code == "sent",
+        trust_style,
         trust_sentence,
-        signer: r.signer_subject.unwrap_or_default(),
-        issuer: message.signer_issuer.unwrap_or_default(),
-        revocation: match r.revocation.as_str() {
-            "checked" => "checked: not revoked".into(),
-            "no-distribution-point" => "the certificate names no revocation list".into(),
-            other => other.to_owned(),
-        },
+        certificate,
         subject: if r.subject.is_empty() {
             "(no subject)".into()
         } else {

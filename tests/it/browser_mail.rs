@@ -187,7 +187,7 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     click(&c, "#message-list tr.unread a").await;
     let trust = text(&c, "#trust").await;
     assert!(
-        trust.contains("Trusted.") && trust.contains("Signed by"),
+        trust.contains("Test certificate") && trust.contains("Signed by"),
         "{trust}"
     );
     let problems = axe_problems(&c).await;

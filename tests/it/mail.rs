@@ -62,10 +62,24 @@ async fn a_received_message_is_read_in_the_browser_with_its_trust_in_words() {
         .id;
     let page = kim.get(&format!("/mail/messages/{id}")).await;
     assert_eq!(page.status, StatusCode::OK);
+    // one line: who signed (the certificate's names, then the address), then the
+    // anchor; the development CA is named as what it is
+    let text = crate::webmail::unescape(&page.body);
     assert!(
-        page.body.contains("Trusted.")
-            && page.body.contains("Signed by ")
-            && page.body.contains("trusted through your HISP")
+        text.contains("Test certificate \u{2014} not for real patient data.")
+            && text.contains("Signed by ")
+            && text.contains(", trusted through directmail development CA."),
+        "{text}"
+    );
+    let line = text
+        .split("</strong>")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default();
+    assert_eq!(
+        line.trim(),
+        "Signed by direct.lakeside.test (dr.ana@direct.lakeside.test), trusted through directmail development CA.",
+        "each name once"
     );
     assert!(page.body.contains("dr.ana@direct.lakeside.test"));
     assert!(

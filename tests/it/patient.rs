@@ -81,6 +81,7 @@ async fn deliver_raw(app: &TestApp, mailbox_id: i64, subject: &str, raw: &[u8]) 
                 raw,
                 attachment_checks: "",
                 filing: &filing,
+                signer_facts: None,
             },
             app.now(),
         )

@@ -129,6 +129,9 @@ pub(crate) struct Mail {
     html: Option<String>,
     files: Vec<(String, Vec<u8>)>,
     message_id: String,
+    /// The anchor the signer chained to, when the test says (then the message keeps
+    /// its signer's certificate facts).
+    anchor: Option<String>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -147,6 +150,11 @@ impl Mail {
             ),
             ..Mail::default()
         }
+    }
+
+    pub(crate) fn anchored(mut self, anchor: &str) -> Mail {
+        self.anchor = Some(anchor.into());
+        self
     }
 
     fn named(mut self, name: &str) -> Mail {
@@ -276,6 +284,18 @@ pub(crate) async fn deliver_many(
                     raw: &raw,
                     attachment_checks: &directmail::store::messages::attachment_checks(&raw),
                     filing: &filing,
+                    signer_facts: mail
+                        .anchor
+                        .as_ref()
+                        .map(|anchor| inbound::SignerFacts {
+                            address: mail.from.clone(),
+                            serial: "0a1b2c".into(),
+                            not_before: 1_767_225_600,
+                            not_after: 1_798_761_600,
+                            fingerprint: "ab".repeat(32),
+                            anchor: Some(anchor.clone()),
+                        })
+                        .as_ref(),
                 },
                 *at,
             )
@@ -297,6 +317,71 @@ pub(crate) async fn deliver_many(
 
 pub(crate) async fn deliver(app: &TestApp, mailbox_id: i64, mail: &Mail) -> i64 {
     deliver_many(app, mailbox_id, &[(mail.clone(), app.now())]).await[0]
+}
+
+#[tokio::test]
+async fn the_verdict_names_the_anchor_and_shows_the_certificate_and_a_test_ca_is_never_plain_green()
+{
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let real = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "dr.kim@direct.hillside.test",
+            "dr.ana@direct.lakeside.test",
+            "Real",
+            "Hello.",
+        )
+        .anchored("CN=DirectTrust Community Anchor,O=DirectTrust"),
+    )
+    .await;
+    let test = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "dr.kim@direct.hillside.test",
+            "dr.ana@direct.lakeside.test",
+            "Rehearsal",
+            "Hello.",
+        )
+        .anchored("CN=directmail development CA"),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = ana.get(&format!("/mail/messages/{real}")).await;
+    assert!(
+        page.body
+            .contains(r#"<div class="banner ok" role="status" id="trust">"#)
+    );
+    assert!(page.body.contains("<strong>Trusted.</strong>"));
+    let details = unescape(&page.body);
+    for want in [
+        "AB:AB:AB:AB",
+        "0a1b2c",
+        "2026-01-01 00:00 UTC to 2027-01-01 00:00 UTC",
+        "<li>CN=partner.example</li><li>CN=Partner CA</li><li>CN=DirectTrust Community Anchor,O=DirectTrust</li>",
+        "Not revoked: its revocation list was checked when the message arrived",
+    ] {
+        assert!(details.contains(want), "{want}: {details}");
+    }
+    let page = ana.get(&format!("/mail/messages/{test}")).await;
+    assert!(
+        page.body
+            .contains(r#"<div class="banner test" role="status" id="trust">"#)
+    );
+    assert!(
+        unescape(&page.body).contains("Test certificate \u{2014} not for real patient data."),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<strong>Trusted.</strong>"));
+    let list = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
+    assert!(
+        row(&list.body, test)
+            .contains(r#"<span class="badge warn">Trusted, test certificate</span>"#)
+    );
+    assert!(row(&list.body, real).contains(r#"<span class="badge">Trusted</span>"#));
 }
 
 /// Where a message is: `(folder, read)`, or `None` once deleted for good.
@@ -600,7 +685,8 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
     // reading it marks it read and is audited
     let page = kim.get(&format!("/mail/messages/{received}")).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("Trusted."));
+    // trusted through the development CA the test portal issues from
+    assert!(page.body.contains("Test certificate"), "{}", page.body);
     assert!(
         page.body
             .contains("Please see her this week about the echo.")
