@@ -462,7 +462,10 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
             let _ = self.0.wait();
         }
     }
-    let start = || {
+    // each start listens on a port of its own: the killed server's port may be taken by
+    // another test by the time the second one starts. Its log is kept for a failure.
+    let start = |smtp: std::net::SocketAddr, log: &str| {
+        let log = std::fs::File::create(s.app.data_dir.path().join(log)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_directmail"))
             .env(
                 "DIRECTMAIL_DATABASE_URL",
@@ -474,12 +477,12 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
             .env("DIRECTMAIL_DEV_PKI", "false")
             .env("DIRECTMAIL_DNS_RESOLVER", crate::helpers::NO_DNS)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map(Server)
             .unwrap()
     };
-    let mut first = start();
+    let mut first = start(smtp, "first.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::net::TcpStream::connect(smtp).is_err() {
         assert!(
@@ -508,7 +511,11 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         .await
         .unwrap();
     // whatever the killed process had done, after a restart the message lands once
-    let second = start();
+    let again = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second = start(again, "second.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let n = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)
@@ -526,7 +533,8 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         assert!(n <= 1, "delivered twice");
         assert!(
             std::time::Instant::now() < deadline,
-            "not delivered after restart"
+            "not delivered after restart ({n} in the inbox, {waiting} waiting); the second server said:\n{}",
+            std::fs::read_to_string(s.app.data_dir.path().join("second.log")).unwrap_or_default()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
