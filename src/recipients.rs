@@ -120,6 +120,9 @@ impl Validator for HispValidator {
     }
 }
 
+/// What the sender reads when an address's domain publishes no Direct certificate.
+pub const NOT_DIRECT: &str = "This looks like ordinary e-mail, not a Direct address. Direct messages can only go to Direct addresses.";
+
 /// What a recipient lookup found.
 #[derive(Debug, Clone)]
 pub struct Lookup {
@@ -211,10 +214,7 @@ pub async fn foreign(
                 Method::Ldap => "LDAP",
             }
         ),
-        _ if outcome.status == directmail_discovery::Status::NotFound => format!(
-            "no certificate was found for {address}, so a message cannot be encrypted for it ({})",
-            outcome.summary.trim_end_matches('.')
-        ),
+        _ if outcome.status == directmail_discovery::Status::NotFound => NOT_DIRECT.to_owned(),
         _ => format!(
             "{}; a message cannot be encrypted for {address}",
             outcome.summary.trim_end_matches('.')

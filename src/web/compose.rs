@@ -315,6 +315,8 @@ fn carried(parsed: &mail_parser::Message<'_>) -> Vec<Attachment> {
 
 /// An address typed in To or Cc, with what the server found about it.
 pub struct Chip {
+    /// `to` or `cc`: the field it is shown under.
+    pub field: &'static str,
     pub address: String,
     pub ok: bool,
     pub note: String,
@@ -329,7 +331,8 @@ struct ComposePage {
     attachments: Vec<(AttachmentMeta, String)>,
     /// Per-address results after a refused send.
     chips: Vec<Chip>,
-    error: String,
+    /// Why nothing was sent (each once; a recipient's problem is beside it instead).
+    errors: Vec<String>,
     saved: String,
     subject_visible: bool,
     max_mb: u32,
@@ -358,7 +361,8 @@ struct ComposePage {
 #[derive(Default)]
 struct Feedback {
     chips: Vec<Chip>,
-    error: String,
+    /// Why nothing was sent, one item each.
+    errors: Vec<String>,
     patient_errors: Vec<FieldError>,
     sensitive_error: String,
     opt_out: String,
@@ -382,6 +386,11 @@ impl ComposePage {
             .law
             .map(Law::as_str)
             .unwrap_or_default()
+    }
+
+    /// Whether a recipient in `field` (`to`, `cc`) cannot be sent to.
+    fn field_refused(&self, field: &str) -> bool {
+        self.chips.iter().any(|c| c.field == field && !c.ok)
     }
 
     /// Whether the attachment `id` is the one picked as the patient's consent.
@@ -447,7 +456,7 @@ async fn render(
         draft,
         attachments,
         chips: feedback.chips,
-        error: feedback.error,
+        errors: feedback.errors,
         sensitive_choices: CHOICES
             .iter()
             .map(|(law, words)| (law.as_str(), *words))
@@ -683,41 +692,55 @@ async fn send_draft(
     let cc = split_addresses(&draft.cc);
     let now = state.clock.now();
     let mut feedback = Feedback::default();
-    for address in to.iter().chain(&cc) {
+    let fields = to
+        .iter()
+        .map(|a| ("to", a))
+        .chain(cc.iter().map(|a| ("cc", a)));
+    for (field, address) in fields {
         let result = crate::recipients::check(&state.db, &state.discovery, address, now).await?;
         feedback.chips.push(Chip {
+            field,
             address: address.clone(),
             ok: result.is_ok(),
             note: result.unwrap_or_else(|e| e),
         });
     }
+    // each problem once: a recipient's beside its field, the rest in the list above
     let mut problems = Vec::new();
     if to.is_empty() {
         problems.push("Add at least one recipient in To.".to_owned());
     }
-    let refused: Vec<&Chip> = feedback.chips.iter().filter(|c| !c.ok).collect();
-    if !refused.is_empty() {
+    let refused = feedback.chips.iter().filter(|c| !c.ok).count();
+    if refused > 0 {
+        let mut marked: Vec<&str> = feedback
+            .chips
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| if c.field == "to" { "To" } else { "Cc" })
+            .collect();
+        marked.dedup();
         problems.push(format!(
-            "Nothing was sent: {}.",
-            refused
-                .iter()
-                .map(|c| format!("{}: {}", c.address, c.note))
-                .collect::<Vec<_>>()
-                .join("; ")
+            "{} cannot receive it: see the {} under {}.",
+            if refused == 1 {
+                "One recipient".to_owned()
+            } else {
+                format!("{refused} recipients")
+            },
+            if refused == 1 { "mark" } else { "marks" },
+            marked.join(" and ")
         ));
     }
     // the descriptions only: the files are read once the draft is known to go
     let metas = drafts::attachments(&state.db, id).await?;
     if draft.as_xdm && metas.is_empty() {
         problems.push(
-            "Nothing was sent: there are no attachments to send as an XDM package; attach the documents, or untick the box."
+            "There are no attachments to send as an XDM package: attach the documents, or untick the box."
                 .to_owned(),
         );
     }
     let sensitive = draft.sensitive.clone();
     if let Some(why) = crate::sensitive_send::consent_problem(&sensitive, &metas) {
-        problems
-            .push("Nothing was sent: the consent needs attention (see Sensitive record).".into());
+        problems.push("The consent needs attention: see Sensitive record.".into());
         feedback.sensitive_error = why;
     }
     let viewer = super::directory::viewer(&current);
@@ -726,15 +749,13 @@ async fn send_draft(
     let context = match draft.patient.to_context(now) {
         Ok(context) => context,
         Err(errors) => {
-            problems.push(
-                "Nothing was sent: the patient details need correcting (see below).".to_owned(),
-            );
+            problems.push("The patient details need correcting: see Patient.".to_owned());
             feedback.patient_errors = errors;
             None
         }
     };
     if !problems.is_empty() {
-        feedback.error = problems.join(" ");
+        feedback.errors = problems;
         let page = render(state, current, mailbox, draft, feedback).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
@@ -771,8 +792,8 @@ async fn send_draft(
                 .unwrap_or_default();
             feedback.opt_out = stop.sentence(&org);
             if crate::sensitive_send::opt_out_exception(&sensitive).is_none() {
-                feedback.error =
-                    "Nothing was sent: the patient opted out of sharing (see below).".into();
+                feedback.errors =
+                    vec!["The patient opted out of sharing: see Sensitive record.".into()];
                 let page = render(state, current, mailbox, draft, feedback).await?;
                 return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
             }
@@ -792,7 +813,7 @@ async fn send_draft(
         attachments = match labelled {
             Ok(files) => files,
             Err(why) => {
-                feedback.error = format!("Nothing was sent: {why}.");
+                feedback.errors = vec![format!("{why}.")];
                 let page = render(state, current, mailbox, draft, feedback).await?;
                 return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
             }
@@ -1147,13 +1168,26 @@ async fn check_address(
         .into_iter()
         .next()
         .unwrap_or_default();
-    let result =
-        crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now()).await?;
+    // the check as the address is typed gives up after a few seconds: a domain that
+    // answers nothing that fast has published no Direct certificate we can use now
+    // (sending checks again, fully)
+    let check = crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now());
+    let result = match tokio::time::timeout(ADDRESS_CHECK_TIME, check).await {
+        Ok(result) => result?,
+        Err(_) => Err(format!(
+            "{} (No Direct certificate was found for it within {} seconds.)",
+            crate::recipients::NOT_DIRECT,
+            ADDRESS_CHECK_TIME.as_secs()
+        )),
+    };
     Ok(axum::Json(match result {
         Ok(how) => serde_json::json!({ "address": address, "ok": true, "note": how }),
         Err(why) => serde_json::json!({ "address": address, "ok": false, "note": why }),
     }))
 }
+
+/// How long the as-you-type address check looks before it gives up.
+const ADDRESS_CHECK_TIME: std::time::Duration = std::time::Duration::from_secs(4);
 
 #[derive(Deserialize)]
 struct SuggestQuery {

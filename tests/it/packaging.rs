@@ -500,7 +500,7 @@ async fn the_box_without_attachments_sends_nothing_says_why_and_keeps_the_draft(
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        text(&refused.body).contains("there are no attachments to send as an XDM package"),
+        text(&refused.body).contains("There are no attachments to send as an XDM package"),
         "{}",
         refused.body
     );

@@ -1823,7 +1823,7 @@ async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the
     let (ok, note) = answer(&mut ana, "dr.who@elsewhere.example").await;
     assert!(!ok);
     assert!(
-        note.contains("no certificate was found for dr.who@elsewhere.example"),
+        note.starts_with(directmail::recipients::NOT_DIRECT),
         "{note}"
     );
 
@@ -1850,12 +1850,21 @@ async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let text = unescape(&r.body);
     assert!(text.contains("Nothing was sent"), "{text}");
+    // said once, beside To, and the list above points there
     assert!(
-        text.contains(
-            "dr.who@elsewhere.example: no certificate was found for dr.who@elsewhere.example"
-        ),
+        text.contains(&format!(
+            "dr.who@elsewhere.example — {}",
+            directmail::recipients::NOT_DIRECT
+        )),
         "{text}"
     );
+    assert_eq!(
+        text.matches("looks like ordinary e-mail").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("<li>One recipient cannot receive it: see the mark under To.</li>"));
+    assert!(text.contains(r#"aria-describedby="to-chips to-help" aria-invalid="true""#));
     assert!(
         text.contains("front@direct.hillside.test — on this HISP"),
         "{text}"
