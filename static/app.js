@@ -384,6 +384,9 @@
     xhr.send(data);
   }
   upload.addEventListener("submit", function (e) { e.preventDefault(); send(picker.files); });
+  // picking files attaches them: the Attach button is for pages without scripts
+  var attachButton = document.getElementById("upload");
+  if (attachButton) attachButton.hidden = true;
   picker.addEventListener("change", function () { send(picker.files); });
   ["dragenter", "dragover"].forEach(function (t) {
     upload.addEventListener(t, function (e) { e.preventDefault(); upload.classList.add("over"); });

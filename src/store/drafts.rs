@@ -56,6 +56,32 @@ pub struct AttachmentMeta {
     pub size: i64,
 }
 
+impl AttachmentMeta {
+    /// Its type in words: "PDF document", "PNG image".
+    pub fn kind(&self) -> &str {
+        let bare = self
+            .content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        match bare {
+            "application/pdf" => "PDF document",
+            "text/xml" | "application/xml" => "XML document",
+            "text/plain" => "Text file",
+            "image/png" => "PNG image",
+            "image/jpeg" => "JPEG image",
+            "image/gif" => "GIF image",
+            "application/zip" => "ZIP archive",
+            "application/msword"
+            | "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => {
+                "Word document"
+            }
+            _ => &self.content_type,
+        }
+    }
+}
+
 /// What a new draft starts with (empty for "new message", filled for a reply).
 #[derive(Debug, Clone, Default)]
 pub struct Start {
@@ -203,6 +229,11 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Draft>> {
     row.as_ref().map(from_row).transpose()
 }
 
+/// A draft something was written in (or attached to): "New message" opened and
+/// left empty is not listed or counted as a draft.
+pub const WRITTEN: &str = "(drafts.to_addrs <> '' or drafts.cc_addrs <> '' or drafts.subject <> ''
+     or drafts.body <> '' or exists (select 1 from draft_attachments a where a.draft_id = drafts.id))";
+
 /// A mailbox's drafts, the most recently changed first, keyset paged by
 /// `(updated_at, id)` below `before`.
 pub async fn list(
@@ -214,7 +245,7 @@ pub async fn list(
 ) -> sqlx::Result<Vec<Draft>> {
     let (t, id) = before.unwrap_or((i64::MAX, i64::MAX));
     let sql = format!(
-        "select {COLUMNS} from drafts where mailbox_id = $1 and user_id = $2
+        "select {COLUMNS} from drafts where mailbox_id = $1 and user_id = $2 and {WRITTEN}
            and (updated_at < $3 or (updated_at = $3 and id < $4))
          order by updated_at desc, id desc limit $5"
     );

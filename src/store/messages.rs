@@ -218,6 +218,7 @@ pub struct Sidebar {
 /// Unread counts over every mailbox assigned to `user_id`, with the drafts and
 /// custom folders of `mailbox_id`.
 pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sidebar> {
+    use super::drafts::WRITTEN;
     let rows = sqlx::query(&format!(
         "select 'u' as kind, mailbox_id, folder as k, count(*) as n, '' as name from messages
            where mailbox_id in ({MAILBOXES_OF_USER})
@@ -225,6 +226,7 @@ pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sid
            group by mailbox_id, folder
          union all
          select 'd', $2, 'drafts', count(*), '' from drafts where mailbox_id = $2 and user_id = $1
+           and {WRITTEN}
          union all
          select 'f', mailbox_id, 'f' || id, 0, name from folders where mailbox_id = $2",
     ))

@@ -140,6 +140,15 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     let refused = until_text(&c, "#upload-refused", "scan.pdf", false).await;
     assert!(refused.to_lowercase().contains("windows"), "{refused}");
     upload(&c, &summary).await;
+    // picking the file attached it: the Attach button is only for pages without scripts
+    assert!(
+        !c.find(Locator::Css("#upload"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
     until_text(&c, "#attachment-list", "summary.pdf", false).await;
     let problems = axe_problems(&c).await;
     assert!(problems.is_empty(), "compose: {problems:#?}");

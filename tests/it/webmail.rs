@@ -1666,7 +1666,7 @@ async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_re
     let id = compose(&mut ana, mb.id).await;
     let page = ana.get(&format!("/mail/drafts/{id}")).await;
     assert!(
-        page.body.contains("up to 1 MB per message"),
+        page.body.contains("The attachments of one message may add up to 1 MB."),
         "the limit is stated"
     );
     let upload = format!("/mail/drafts/{id}/attachments");
@@ -2882,4 +2882,71 @@ async fn a_received_pdf_that_fails_the_upload_checks_is_download_only_with_the_r
     assert!(header(&headers, "content-disposition").starts_with("attachment"));
     assert_eq!(header(&headers, "content-type"), "application/octet-stream");
     assert_eq!(bytes, scripted);
+}
+
+#[tokio::test]
+async fn compose_asks_in_order_focuses_where_one_writes_and_lists_only_drafts_with_something_in_them()
+ {
+    let app = TestApp::spawn().await;
+    let (ana_box, _) = app.lakeside_and_hillside().await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let draft = compose(&mut ana, ana_box.id).await;
+    let page = ana.get(&format!("/mail/drafts/{draft}")).await;
+    // To has the focus; the attachments come before the one primary button, Send
+    let body = &page.body;
+    assert!(
+        body.contains(r#"<input id="to" name="to" value="" autofocus"#),
+        "{body}"
+    );
+    let at = |needle: &str| body.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    assert!(at(r#"id="att-title""#) < at(r#"id="send""#));
+    assert!(body.contains(r#"class="primary" id="send">Send</button>"#));
+    assert!(body.contains(r#"class="secondary" id="save">Save draft</button>"#));
+    assert!(body.contains("The attachments of one message may add up to 30 MB."));
+    // opened and left empty: not a draft anyone has to clean up
+    let drafts = ana.get(&format!("/mail/{}/drafts", ana_box.id)).await;
+    assert_eq!(count(&drafts.body, "drafts"), 0);
+    assert!(!drafts.body.contains(&format!("/mail/drafts/{draft}\"")));
+    // a file makes it one, shown with its type in words
+    let up = ana
+        .upload(
+            &format!("/mail/drafts/{draft}/attachments"),
+            &[("summary.pdf", "application/pdf", &pdf("Summary"))],
+            true,
+        )
+        .await;
+    assert!(up.body.contains("PDF document"), "{}", up.body);
+    let drafts = ana.get(&format!("/mail/{}/drafts", ana_box.id)).await;
+    assert_eq!(count(&drafts.body, "drafts"), 1);
+    assert!(drafts.body.contains(&format!("/mail/drafts/{draft}")));
+
+    // a reply puts the focus in the text
+    let received = deliver(
+        &app,
+        ana_box.id,
+        &Mail::new(
+            "front@direct.hillside.test",
+            "dr.ana@direct.lakeside.test",
+            "Question",
+            "Can you see her Friday?",
+        ),
+    )
+    .await;
+    let r = ana
+        .post(
+            &format!("/mail/messages/{received}/act"),
+            &[("action", "reply")],
+        )
+        .await;
+    let reply = ana.get(&r.location()).await;
+    assert!(
+        reply
+            .body
+            .contains(r#"<textarea id="body" name="body" rows="16" autofocus>"#)
+    );
+    assert!(
+        !reply
+            .body
+            .contains(r#"name="to" value="front@direct.hillside.test" autofocus"#)
+    );
 }
