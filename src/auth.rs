@@ -104,7 +104,7 @@ pub fn totp_url(secret_b32: &str, issuer: &str, account: &str) -> Option<String>
 /// Checks a 6-digit code at `now` (unix seconds), allowing one step of clock skew.
 /// Returns the matched time step, which the caller accepts only once.
 pub fn check_totp(secret_b32: &str, code: &str, now: i64) -> Option<i64> {
-    let secret = Secret::try_from_base32(secret_b32).ok()?;
+    let secret = totp_secret(secret_b32)?;
     let totp = Builder::new().with_secret(secret).build().ok()?;
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -115,9 +115,30 @@ pub fn check_totp(secret_b32: &str, code: &str, now: i64) -> Option<i64> {
         .and_then(|step| i64::try_from(step).ok())
 }
 
+/// A base32 TOTP key as people copy it: in groups, in any case.
+fn totp_secret(secret_b32: &str) -> Option<Secret> {
+    let key: String = secret_b32
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect();
+    Secret::try_from_base32(&key).ok()
+}
+
+/// The key in groups of four ("JBSW Y3DP EHPK 3PXP"), as the enrolment page shows it
+/// to type into an app.
+pub fn grouped_key(secret_b32: &str) -> String {
+    secret_b32
+        .as_bytes()
+        .chunks(4)
+        .map(|group| String::from_utf8_lossy(group).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The code an authenticator shows at `now` (for tests and the CLI's self-check).
 pub fn totp_code(secret_b32: &str, now: i64) -> Option<String> {
-    let secret = Secret::try_from_base32(secret_b32).ok()?;
+    let secret = totp_secret(secret_b32)?;
     let totp = Builder::new().with_secret(secret).build().ok()?;
     Some(totp.generate(u64::try_from(now).ok()?).to_string())
 }

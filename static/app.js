@@ -105,6 +105,9 @@
 
   var printNow = document.getElementById("print-now");
   if (printNow) printNow.addEventListener("click", function () { window.print(); });
+  Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (b) {
+    b.addEventListener("click", function () { window.print(); });
+  });
 
   // --- list navigation and shortcuts ---------------------------------------
   var help = document.getElementById("shortcuts");

@@ -226,6 +226,32 @@ struct MfaPage {
     error: String,
 }
 
+impl MfaPage {
+    /// The key in groups of four, as it is typed into an app.
+    fn grouped_secret(&self) -> String {
+        crate::auth::grouped_key(&self.secret)
+    }
+
+    /// The recovery codes as a file to download (a `data:` address).
+    fn codes_file(&self) -> String {
+        let mut text = String::from("directmail recovery codes: each signs you in once.\n\n");
+        for code in &self.codes {
+            text.push_str(code);
+            text.push('\n');
+        }
+        let encoded: String = text
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("data:text/plain;charset=utf-8,{encoded}")
+    }
+}
+
 async fn mfa_page(
     State(state): State<AppState>,
     GatedUser(current): GatedUser,

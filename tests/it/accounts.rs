@@ -402,6 +402,10 @@ async fn totp_enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
         "the QR code is rendered by the server"
     );
     let secret = page.by_id("totp-secret").expect("secret shown as text");
+    assert!(
+        secret.split(' ').all(|group| group.len() <= 4) && secret.split(' ').count() > 4,
+        "the key in groups of four: {secret}"
+    );
     let r = b.post("/account/mfa", &[("code", "000000")]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("does not match"));
@@ -414,6 +418,27 @@ async fn totp_enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
         .map(|c| c[1].to_owned())
         .collect();
     assert_eq!(codes.len(), 10, "ten recovery codes, shown once");
+    // to keep them: a file to download with every code, and Print; turning two-step
+    // sign-in off is apart, behind its own heading
+    let download = regex::Regex::new(
+        r#"href="(data:text/plain[^"]*)" download="directmail-recovery-codes.txt""#,
+    )
+    .unwrap()
+    .captures(&r.body)
+    .expect("a download")[1]
+        .to_owned();
+    assert!(codes.iter().all(|code| download.contains(code.as_str())));
+    assert!(
+        r.body
+            .contains(r#"id="codes-print" data-print>Print</button>"#)
+    );
+    let (codes_at, off_at) = (
+        r.body.find("id=\"recovery-codes\"").unwrap(),
+        r.body
+            .find("<summary>Turn off two-step sign-in</summary>")
+            .unwrap(),
+    );
+    assert!(codes_at < off_at);
 
     // the next sign-in asks for a code
     let mut c = app.browser();
@@ -423,7 +448,11 @@ async fn totp_enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
         c.get("/account").await.location().starts_with("/login/mfa"),
         "no page before the code"
     );
-    c.get("/login/mfa").await;
+    let asked = c.get("/login/mfa").await;
+    assert!(
+        asked.body.contains(r#"inputmode="text""#) && !asked.body.contains("numeric"),
+        "the field takes recovery codes' letters too"
+    );
     let r = c.post("/login/mfa", &[("code", "123456")]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // the code used at enrolment cannot be replayed; the next step's code works

@@ -1666,7 +1666,8 @@ async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_re
     let id = compose(&mut ana, mb.id).await;
     let page = ana.get(&format!("/mail/drafts/{id}")).await;
     assert!(
-        page.body.contains("The attachments of one message may add up to 1 MB."),
+        page.body
+            .contains("The attachments of one message may add up to 1 MB."),
         "the limit is stated"
     );
     let upload = format!("/mail/drafts/{id}/attachments");
