@@ -105,6 +105,23 @@
 
   var printNow = document.getElementById("print-now");
   if (printNow) printNow.addEventListener("click", function () { window.print(); });
+  // Copy buttons beside single-use links: the clipboard, else the link selected
+  Array.prototype.forEach.call(document.querySelectorAll("[data-copy]"), function (b) {
+    b.addEventListener("click", function () {
+      var box = document.getElementById(b.getAttribute("data-copy"));
+      var said = document.querySelector('[data-copied="' + b.getAttribute("data-copy") + '"]');
+      if (!box) return;
+      var tell = function (text) { if (said) said.textContent = text; };
+      box.focus();
+      box.select();
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(box.value).then(function () { tell("Copied."); },
+          function () { tell("Selected: press Ctrl+C (or ⌘C) to copy."); });
+      } else {
+        tell("Selected: press Ctrl+C (or ⌘C) to copy.");
+      }
+    });
+  });
   Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (b) {
     b.addEventListener("click", function () { window.print(); });
   });

@@ -181,6 +181,31 @@ async fn an_office_manager_enrols_totp_and_invites_a_user_who_completes_the_invi
         .unwrap()
         .expect("the link to copy");
     assert!(link.contains("/invite/"));
+    // Copy link copies it (or, where the browser will not, selects it and says so)
+    c.find(Locator::Css(r#"button[data-copy="invite-link"]"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(r#"[data-copied="invite-link"]"#))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = said.text().await.unwrap_or_default();
+        if t == "Copied." || t.starts_with("Selected") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy said nothing: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // the list shows the pending invitation, and fits a phone screen
     c.goto(&app.url(&format!("/orgs/{}/users", org.id)))

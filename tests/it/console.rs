@@ -77,6 +77,10 @@ async fn an_operator_creates_an_organization_with_a_domain_and_appoints_its_admi
     let link = r
         .by_id("invite-link")
         .expect("the invite link is shown to copy");
+    // the whole link in a box, with a button that copies it
+    assert!(r.body.contains(
+        r#"<button type="button" class="secondary" data-copy="invite-link">Copy link</button>"#
+    ));
     // shown once: a reload neither repeats the invitation nor shows the link again
     let again = op.get(&format!("{org_path}/users/invite")).await;
     assert!(again.by_id("invite-link").is_none());
