@@ -180,6 +180,22 @@ pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome
     Ok(())
 }
 
+/// Ends the lock that repeated failed sign-ins put on `user` (an administrator who
+/// knows it was them, and not someone guessing).
+pub async fn unlock(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome<()> {
+    let mut tx = db.begin().await?;
+    users::lock_until(&mut tx, user.id, 0).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("user.unlock", &user.email).org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Lets `user` use `mailbox`. A personal mailbox belongs to one person. Returns
 /// false when the user could already use it.
 pub async fn assign(

@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
             post(reset_password),
         )
         .route("/orgs/{org}/users/{user}/reset-mfa", post(reset_mfa))
+        .route("/orgs/{org}/users/{user}/unlock", post(unlock_user))
         .route("/orgs/{org}/users/{user}/mailboxes", post(assign_mailbox))
         .route(
             "/orgs/{org}/mailboxes",
@@ -96,21 +97,28 @@ async fn org_user(state: &AppState, org: &Org, user_id: i64) -> AppResult<User> 
 pub struct UserRow {
     pub user: User,
     pub last_login: String,
-    pub status: &'static str,
+    pub status: String,
+    /// Locked by failed sign-ins, until then.
+    pub locked: bool,
 }
 
 impl UserRow {
     fn new(user: User, now: i64) -> Self {
+        let locked = !user.disabled && user.password_hash.is_some() && user.locked_until > now;
         let status = if user.disabled {
-            "Disabled"
+            "Disabled".to_owned()
         } else if user.password_hash.is_none() {
-            "Invited, not yet signed in"
-        } else if user.locked_until > now {
-            "Locked (failed sign-ins)"
+            "Invited, not yet signed in".to_owned()
+        } else if locked {
+            format!(
+                "Locked after failed sign-ins until {}",
+                format_utc(user.locked_until)
+            )
         } else {
-            "Active"
+            "Active".to_owned()
         };
         UserRow {
+            locked,
             last_login: user
                 .last_login_at
                 .map(format_utc)
@@ -820,6 +828,22 @@ async fn reset_password(
     let now = state.clock.now();
     let token = done(accounts::reset_password(&state.db, &current.actor(ip), &user, now).await)?;
     show_link_once(&state, &current, &user.email, &link_for(&state, &token)).await?;
+    Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
+}
+
+async fn unlock_user(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path((org_id, user_id)): Path<(i64, i64)>,
+) -> AppResult<Response> {
+    let (org, user) = action_target(&state, &current, org_id, user_id).await?;
+    done(accounts::unlock(&state.db, &current.actor(ip), &user, state.clock.now()).await)?;
+    session::flash(
+        &current.session,
+        format!("{} is unlocked and can sign in again now.", user.email),
+    )
+    .await?;
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
 

@@ -134,6 +134,58 @@ async fn repeated_failures_lock_the_account_for_a_while_and_say_until_when() {
 }
 
 #[tokio::test]
+async fn an_administrator_sees_until_when_a_user_is_locked_and_can_unlock_them() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    let ana = app
+        .user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    app.user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let mut b = app.browser();
+    for _ in 0..5 {
+        b.sign_in("ana@direct.lakeside.test", "wrong wrong wrong")
+            .await;
+    }
+    let mut boss = app.signed_in("boss@direct.lakeside.test").await;
+    let page = boss
+        .get(&format!("/orgs/{}/users/{}", org.id, ana.id))
+        .await;
+    assert!(
+        page.body.contains("Locked after failed sign-ins until ")
+            && page.body.contains(r#"id="unlock">Unlock</button>"#),
+        "{}",
+        page.body
+    );
+    let r = boss
+        .post(&format!("/orgs/{}/users/{}/unlock", org.id, ana.id), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = boss.get(&r.location()).await;
+    assert!(page.body.contains("is unlocked and can sign in again now."));
+    assert!(!page.body.contains(r#"id="unlock""#));
+    assert_eq!(
+        b.sign_in("ana@direct.lakeside.test", PASSWORD).await.status,
+        StatusCode::SEE_OTHER,
+        "no need to wait out the lock"
+    );
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 50)
+        .await
+        .unwrap();
+    assert!(entries.iter().any(|e| e.action == "user.unlock"));
+    // a member cannot unlock anyone
+    let mut member = app.signed_in("ana@direct.lakeside.test").await;
+    let r = member
+        .post(&format!("/orgs/{}/users/{}/unlock", org.id, ana.id), &[])
+        .await;
+    assert!(
+        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+        "{}",
+        r.status
+    );
+}
+
+#[tokio::test]
 async fn many_failures_from_one_address_pause_sign_in_from_it() {
     let app = TestApp::spawn_with(|c| c.ip_lockout_threshold = 3).await;
     let mut b = app.browser();
