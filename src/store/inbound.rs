@@ -182,6 +182,13 @@ pub async fn list(
     rows.iter().map(InboundRow::from_row).collect()
 }
 
+/// How many inbound messages are in quarantine.
+pub async fn quarantined(db: &Db) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select count(*) from inbound_messages where state = 'quarantined'")
+        .fetch_one(&db.pool)
+        .await
+}
+
 pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<InboundRow>> {
     let row = sqlx::query(&format!(
         "select {ROW_COLUMNS} from inbound_messages where id = $1"

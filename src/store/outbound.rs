@@ -523,3 +523,20 @@ pub async fn discard(conn: &mut AnyConnection, id: i64, now: i64) -> sqlx::Resul
     }
     Ok(true)
 }
+
+/// How many queue entries wait to be sent (or retried), and how many failed in the
+/// last `recent` seconds: the operator's home at a glance.
+pub async fn queue_counts(db: &Db, now: i64, recent: i64) -> sqlx::Result<(i64, i64)> {
+    let waiting: i64 = sqlx::query_scalar(
+        "select count(*) from outbound_queue where state in ('queued', 'sending')",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    let failed: i64 = sqlx::query_scalar(
+        "select count(*) from outbound_queue where state = 'failed' and updated_at >= $1",
+    )
+    .bind(now - recent)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok((waiting, failed))
+}

@@ -237,3 +237,48 @@ pub async fn delete_anchor(
     .await?;
     Ok(fingerprint)
 }
+
+/// A hosted certificate or trust anchor that expires soon (or has expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    /// "certificate" or "anchor".
+    pub kind: &'static str,
+    pub subject: String,
+    pub not_after: i64,
+    pub org_id: Option<i64>,
+    pub domain_id: i64,
+    pub domain: String,
+}
+
+/// Every domain certificate and trust anchor whose validity ends before `until`,
+/// soonest first: what the operator's home warns about.
+pub async fn expiring(db: &Db, until: i64) -> sqlx::Result<Vec<Expiring>> {
+    let rows = sqlx::query(
+        "select 'certificate' as kind, c.subject, c.not_after, d.org_id, d.id as domain_id, d.name
+           from domain_certificates c join domains d on d.id = c.domain_id where c.not_after < $1
+         union all
+         select 'anchor', a.subject, a.not_after, d.org_id, d.id, d.name
+           from trust_anchors a join domains d on d.id = a.domain_id where a.not_after < $1
+         order by 3, 2 limit 50",
+    )
+    .bind(until)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get(0)?;
+            Ok(Expiring {
+                kind: if kind == "anchor" {
+                    "anchor"
+                } else {
+                    "certificate"
+                },
+                subject: r.try_get(1)?,
+                not_after: r.try_get(2)?,
+                org_id: r.try_get(3)?,
+                domain_id: r.try_get(4)?,
+                domain: r.try_get(5)?,
+            })
+        })
+        .collect()
+}

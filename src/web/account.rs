@@ -45,11 +45,56 @@ pub fn routes() -> Router<AppState> {
 struct HomePage {
     chrome: Chrome,
     mailboxes: Vec<Mailbox>,
+    /// For an operator: the HISP at a glance.
+    glance: Option<Glance>,
 }
 
+/// What an operator needs to see first: the queue, quarantine, and certificates and
+/// anchors about to expire.
+struct Glance {
+    waiting: i64,
+    failed: i64,
+    quarantined: i64,
+    /// (kind, subject, domain, when it ends in words, link)
+    expiring: Vec<(&'static str, String, String, String, String)>,
+}
+
+/// Days ahead the operator's home warns of expiring certificates and anchors.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
 async fn home(State(state): State<AppState>, current: CurrentUser) -> AppResult<HomePage> {
+    let glance = if current.user.role == crate::domain::Role::Operator {
+        let now = state.clock.now();
+        let (waiting, failed) =
+            crate::store::outbound::queue_counts(&state.db, now, 7 * 86_400).await?;
+        let expiring = crate::store::pki::expiring(&state.db, now + EXPIRY_WARNING_DAYS * 86_400)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let when = if e.not_after <= now {
+                    format!("expired {}", format_utc(e.not_after))
+                } else {
+                    format!("ends {}", format_utc(e.not_after))
+                };
+                let link = match e.org_id {
+                    Some(org) => format!("/orgs/{org}/domains/{}", e.domain_id),
+                    None => "/orgs".to_owned(),
+                };
+                (e.kind, e.subject, e.domain, when, link)
+            })
+            .collect();
+        Some(Glance {
+            waiting,
+            failed,
+            quarantined: crate::store::inbound::quarantined(&state.db).await?,
+            expiring,
+        })
+    } else {
+        None
+    };
     Ok(HomePage {
         mailboxes: mailboxes::of_user(&state.db, current.user.id).await?,
+        glance,
         chrome: current.chrome,
     })
 }

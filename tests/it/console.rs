@@ -607,3 +607,71 @@ async fn members_are_added_to_and_removed_from_mailboxes_and_personal_ones_stay_
         .unwrap();
     assert!(entries.iter().any(|e| e.action == "mailbox.unassign"));
 }
+
+#[tokio::test]
+async fn the_operators_home_shows_the_queue_quarantine_and_what_expires_soon() {
+    let app = TestApp::spawn().await;
+    let mailbox = app
+        .practice(
+            "Lakeside Clinic",
+            "direct.lakeside.test",
+            "manager@lakeside.test",
+            "dr.ana@direct.lakeside.test",
+        )
+        .await;
+    app.user(None, "op@hisp.test", Role::Operator).await;
+    let mut op = app.signed_in("op@hisp.test").await;
+    let home = op.get("/").await;
+    assert!(
+        home.body
+            .contains(r#"href="/queue" id="glance-waiting"><strong>0</strong> waiting to be sent"#),
+        "{}",
+        home.body
+    );
+    assert!(
+        home.body
+            .contains(r#"href="/queue?state=failed" id="glance-failed"><strong>0</strong> failed"#)
+    );
+    assert!(
+        home.body.contains(
+            r#"href="/quarantine" id="glance-quarantine"><strong>0</strong> in quarantine"#
+        )
+    );
+    assert!(
+        home.body
+            .contains("No certificate or trust anchor ends in the next 30 days.")
+    );
+    // ten days before the domain's certificate ends, it is named with a link to its
+    // domain's page
+    let ends: i64 = sqlx::query_scalar("select min(not_after) from domain_certificates")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    app.state.clock.advance(ends - 10 * 86_400 - app.now());
+    let mut op = app.signed_in("op@hisp.test").await;
+    let home = op.get("/").await;
+    let domain_page = format!(r#"<a href="/orgs/{}/domains/"#, mailbox.org_id);
+    assert!(
+        home.body.contains(&domain_page)
+            && home.body.contains("direct.lakeside.test</a>: certificate"),
+        "{}",
+        home.body
+    );
+    // an organization's administrator without a mailbox reads what they can do, not
+    // "your administrator assigns mailboxes"; and sees no operator's glance
+    let org = directmail::store::orgs::get(&app.state.db, mailbox.org_id)
+        .await
+        .unwrap()
+        .unwrap();
+    app.user(Some(&org), "boss@lakeside.test", Role::OrgAdmin)
+        .await;
+    let mut boss = app.signed_in("boss@lakeside.test").await;
+    let home = boss.get("/").await;
+    assert!(
+        home.body
+            .contains("As your organization's administrator you create mailboxes"),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains(r#"id="glance""#));
+}
