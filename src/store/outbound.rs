@@ -433,6 +433,10 @@ pub struct QueueRow {
     pub next_attempt_at: i64,
     pub last_error: String,
     pub updated_at: i64,
+    /// When it was queued.
+    pub created_at: i64,
+    /// A delivery notification (MDN) this HISP sends back, not mail between people.
+    pub notification: bool,
 }
 
 /// Entries that are `pending` (queued or sending), `failed` or `sent`, newest first.
@@ -448,7 +452,8 @@ pub async fn queue(
         _ => &["queued", "sending"],
     };
     let rows = sqlx::query(
-        "select q.id, m.from_addr, q.domain, q.recipients, q.state, q.attempts, q.next_attempt_at, q.last_error, q.updated_at
+        "select q.id, m.from_addr, q.domain, q.recipients, q.state, q.attempts, q.next_attempt_at, q.last_error, q.updated_at,
+                q.created_at, m.kind
          from outbound_queue q join outbound_messages m on m.id = q.outbound_id
          where (q.state = $1 or q.state = $2) and ($3 is null or q.id < $3)
          order by q.id desc limit $4",
@@ -474,6 +479,8 @@ pub async fn queue(
                     .try_get::<Option<String>, _>("last_error")?
                     .unwrap_or_default(),
                 updated_at: r.try_get("updated_at")?,
+                created_at: r.try_get("created_at")?,
+                notification: r.try_get::<String, _>("kind")? == "mdn",
             })
         })
         .collect()

@@ -29,6 +29,9 @@ pub struct Row {
     pub row: QueueRow,
     pub next: String,
     pub updated: String,
+    /// When it was queued, and when it was last tried ("" before the first attempt).
+    pub queued: String,
+    pub last_attempt: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -78,6 +81,12 @@ async fn list(
                     String::new()
                 },
                 updated: format_utc(row.updated_at),
+                queued: format_utc(row.created_at),
+                last_attempt: if row.attempts > 0 {
+                    format_utc(row.updated_at)
+                } else {
+                    String::new()
+                },
                 row,
             })
             .collect(),

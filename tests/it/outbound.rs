@@ -349,6 +349,17 @@ async fn two_hisps_exchange_a_message_and_its_notifications_over_smtp() {
         h.status(id).await.0 == "dispatched"
     })
     .await;
+    // B's operator sees the notifications it sent marked as such
+    h.b.user(None, "op@hisp-b.test", directmail::domain::Role::Operator)
+        .await;
+    let mut op = h.b.signed_in("op@hisp-b.test").await;
+    let sent = op.get("/queue?state=sent").await;
+    assert!(
+        sent.body
+            .contains(r#"<span class="tag">Delivery notification</span>"#),
+        "{}",
+        sent.body
+    );
     // and the other way: B's front desk answers Ana, with A's certificate learned
     let reply = directmail::outbound::submit(
         &h.b.state.db,
@@ -534,6 +545,15 @@ async fn operators_see_the_queue_and_can_retry_or_discard_waiting_entries() {
     let mut op = app.signed_in("op@hisp.test").await;
     let page = op.get("/queue").await;
     assert!(page.body.contains("kim@direct.far.test") && page.body.contains("Retry now"));
+    // when it was queued and last tried, and that it is a message, not a notification
+    let row = &page.body[page.body.find("<tbody>").unwrap()..];
+    assert!(row.contains("<td>Message</td>") && !row.contains("Delivery notification"));
+    assert_eq!(
+        row.matches(r#"<td class="when">"#).count(),
+        3,
+        "queued, last attempt and next attempt: {row}"
+    );
+    assert!(!row.contains(r#"<td class="when"></td>"#), "{row}");
     assert!(
         !page.body.contains("Secret subject"),
         "no subjects in the operator's view"
