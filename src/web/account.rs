@@ -188,8 +188,11 @@ async fn change_password(
             return Ok((status, page).into_response());
         }
     };
-    let current_ok =
-        super::verify_password(current.user.password_hash.clone(), form.current.clone()).await?;
+    // A forced change comes right after signing in with the one-time (or reset)
+    // password: it is not asked for again, but the new one must differ from it.
+    let forced = current.user.must_change_password;
+    let current_ok = forced
+        || super::verify_password(current.user.password_hash.clone(), form.current.clone()).await?;
     if !current_ok {
         let message = super::auth::record_failed_sign_in(
             &state,
@@ -211,12 +214,22 @@ async fn change_password(
         "password",
         NewPassword::parse(&form.password, &form.confirm),
     );
-    if let Some(new) = &new
-        && new.expose() == form.current
-    {
+    let same = match &new {
+        Some(new) if forced => {
+            super::verify_password(current.user.password_hash.clone(), new.expose().to_owned())
+                .await?
+        }
+        Some(new) => new.expose() == form.current,
+        None => false,
+    };
+    if same {
         page.errors.add(
             "password",
-            "Choose a password different from the current one.",
+            if forced {
+                "Choose a password different from the one-time password."
+            } else {
+                "Choose a password different from the current one."
+            },
         );
     }
     let (Some(new), true) = (new, page.errors.is_empty()) else {

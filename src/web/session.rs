@@ -44,6 +44,9 @@ pub struct Chrome {
     pub banner: String,
     /// Seconds of inactivity before sign-out; 0 when not signed in.
     pub idle_seconds: i64,
+    /// The user must finish a step first (choose a password, set up two-step
+    /// sign-in): the page shows no navigation that would only bounce back.
+    pub gated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,7 @@ async fn chrome_for(parts: &Parts, session: &Session) -> Result<Chrome, AppError
             .map(|b| b.0.clone())
             .unwrap_or_default(),
         idle_seconds: 0,
+        gated: false,
     })
 }
 
@@ -341,6 +345,8 @@ async fn load(
             .await
             .map_err(|e| fail(e.into()))?;
     }
+    let gated = user.must_change_password
+        || crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa);
     if !gated_ok {
         if user.must_change_password {
             return Err(redirect(parts, "/account/password"));
@@ -352,6 +358,7 @@ async fn load(
     }
     let mut chrome = chrome_for(parts, &session).await.map_err(fail)?;
     chrome.idle_seconds = idle_minutes * 60;
+    chrome.gated = gated;
     chrome.user = Some(NavUser {
         name: user.display_name.clone(),
         email: user.email.clone(),

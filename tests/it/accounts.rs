@@ -24,17 +24,34 @@ async fn first_start_creates_an_operator_who_must_replace_the_one_time_password(
     assert_eq!(r.location(), "/account/password");
     let r = b.get("/account/password").await;
     assert!(r.body.contains("Choose a new password"));
+    // the one-time password just used is not asked for again, and no navigation
+    // offers pages that would only send them back here
+    assert!(!r.body.contains(r#"id="current""#), "{}", r.body);
+    assert!(!r.body.contains(r#"<nav aria-label="Main">"#));
     let r = b
         .post(
             "/account/password",
-            &[
-                ("current", &one_time),
-                ("password", NEW_PASSWORD),
-                ("confirm", NEW_PASSWORD),
-            ],
+            &[("password", &one_time), ("confirm", &one_time)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body
+            .contains("Choose a password different from the one-time password.")
+    );
+    let r = b
+        .post(
+            "/account/password",
+            &[("password", NEW_PASSWORD), ("confirm", NEW_PASSWORD)],
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        b.get("/orgs")
+            .await
+            .body
+            .contains(r#"<nav aria-label="Main">"#)
+    );
     let r = b.get("/orgs").await;
     assert_eq!(r.status, StatusCode::OK);
     // the one-time password no longer works; a second start creates no new operator
