@@ -932,6 +932,9 @@ struct MailboxesPage {
     name: String,
     owner: String,
     errors: FieldErrors,
+    /// The organization's users who can be given a mailbox, as (e-mail, name); empty
+    /// when there are more than a list can show (the fields then take an e-mail).
+    users: Vec<(String, String)>,
 }
 
 async fn mailbox_list(
@@ -952,6 +955,9 @@ async fn mailbox_list(
     .await
 }
 
+/// The most users "Assign to" lists; a larger organization types an e-mail instead.
+const ASSIGNABLE: i64 = 500;
+
 async fn mailboxes_view(
     state: &AppState,
     chrome: Chrome,
@@ -971,7 +977,16 @@ async fn mailboxes_view(
     .await?;
     let has_next = list.len() as i64 > PAGE_SIZE;
     list.truncate(PAGE_SIZE as usize);
+    let mut people = users::list(&state.db, Some(org.id), "", ASSIGNABLE + 1, 0).await?;
+    if people.len() as i64 > ASSIGNABLE {
+        people.clear();
+    }
     Ok(MailboxesPage {
+        users: people
+            .into_iter()
+            .filter(|u| !u.disabled)
+            .map(|u| (u.email, u.display_name))
+            .collect(),
         chrome,
         domains: orgs::domains_of(&state.db, org.id).await?,
         org,

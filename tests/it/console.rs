@@ -298,7 +298,16 @@ async fn mailboxes_are_created_on_the_organizations_domains_and_assigned() {
         .await;
     let mut boss = app.signed_in("boss@direct.lakeside.test").await;
     let path = format!("/orgs/{}/mailboxes", org.id);
-    boss.get(&path).await;
+    let page = boss.get(&path).await;
+    // "Assign to" picks from the organization's users
+    assert!(
+        page.body.contains(r#"<select id="owner" name="owner""#)
+            && page
+                .body
+                .contains(r#"<option value="ana@direct.lakeside.test">"#),
+        "{}",
+        page.body
+    );
     let r = boss
         .post(
             &path,
