@@ -182,6 +182,34 @@ pub async fn list(
     rows.iter().map(InboundRow::from_row).collect()
 }
 
+/// What the audit log names a message by: its mailbox, the mailbox's address and
+/// the subject as lists show it ("Restricted record" for a restricted one).
+pub async fn message_label(db: &Db, id: i64) -> sqlx::Result<Option<(i64, String, String)>> {
+    let row = sqlx::query(
+        "select m.mailbox_id, b.address, m.subject, m.restriction from messages m
+           join mailboxes b on b.id = m.mailbox_id where m.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| {
+        let restricted = !r.try_get::<String, _>("restriction")?.is_empty();
+        let subject: String = r.try_get("subject")?;
+        Ok((
+            r.try_get("mailbox_id")?,
+            r.try_get("address")?,
+            if restricted {
+                "Restricted record".to_owned()
+            } else if subject.is_empty() {
+                "(no subject)".to_owned()
+            } else {
+                subject
+            },
+        ))
+    })
+    .transpose()
+}
+
 /// How many inbound messages are in quarantine.
 pub async fn quarantined(db: &Db) -> sqlx::Result<i64> {
     sqlx::query_scalar("select count(*) from inbound_messages where state = 'quarantined'")

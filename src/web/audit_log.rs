@@ -76,6 +76,54 @@ impl AuditQuery {
 pub struct Row {
     pub entry: Entry,
     pub when: String,
+    /// The object in words ("Referral for Ms. Diaz", "dr.ana@direct.lakeside.test"),
+    /// and a link when the viewer may open it; the raw object otherwise.
+    pub object: String,
+    pub link: String,
+}
+
+/// Names the objects of `entries` for `viewer`: a message by its subject (a
+/// restricted record as "Restricted record") with a link when it is in one of the
+/// viewer's mailboxes, else by its mailbox; a mailbox by its address; an organization
+/// by its name. Anything else stays as written.
+async fn named(
+    state: &AppState,
+    viewer: i64,
+    entries: &[Entry],
+) -> AppResult<Vec<(String, String)>> {
+    let own: Vec<i64> = crate::store::mailboxes::of_user(&state.db, viewer)
+        .await?
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (kind, id) = e.object.split_once(':').unwrap_or(("", ""));
+        let id: Option<i64> = id.parse().ok();
+        let named = match (kind, id) {
+            ("message", Some(id)) => {
+                match crate::store::inbound::message_label(&state.db, id).await? {
+                    Some((mailbox_id, address, subject)) if own.contains(&mailbox_id) => (
+                        format!("{subject} ({address})"),
+                        format!("/mail/messages/{id}"),
+                    ),
+                    Some((_, address, _)) => (format!("a message in {address}"), String::new()),
+                    None => (format!("message {id} (deleted)"), String::new()),
+                }
+            }
+            ("mailbox", Some(id)) => match crate::store::mailboxes::get(&state.db, id).await? {
+                Some(m) => (m.address, String::new()),
+                None => (e.object.clone(), String::new()),
+            },
+            ("org", Some(id)) => match orgs::get(&state.db, id).await? {
+                Some(o) => (o.name, format!("/orgs/{id}")),
+                None => (e.object.clone(), String::new()),
+            },
+            _ => (e.object.clone(), String::new()),
+        };
+        out.push(named);
+    }
+    Ok(out)
 }
 
 #[derive(Template, WebTemplate)]
@@ -99,6 +147,7 @@ async fn all_page(
     current.require_operator()?;
     page(
         &state,
+        current.user.id,
         current.chrome,
         "/audit".into(),
         "All organizations".into(),
@@ -117,6 +166,7 @@ async fn org_page(
     let org = readable_org(&state, &current, org_id).await?;
     page(
         &state,
+        current.user.id,
         current.chrome,
         format!("/orgs/{}/audit", org.id),
         org.name,
@@ -147,6 +197,7 @@ async fn readable_org(
 
 async fn page(
     state: &AppState,
+    viewer: i64,
     chrome: Chrome,
     base: String,
     scope: String,
@@ -161,14 +212,18 @@ async fn page(
     } else {
         String::new()
     };
+    let names = named(state, viewer, &entries).await?;
     Ok(LogPage {
         chrome,
         base,
         scope,
         rows: entries
             .into_iter()
-            .map(|entry| Row {
+            .zip(names)
+            .map(|(entry, (object, link))| Row {
                 when: format_utc(entry.at),
+                object,
+                link,
                 entry,
             })
             .collect(),

@@ -2951,3 +2951,47 @@ async fn compose_asks_in_order_focuses_where_one_writes_and_lists_only_drafts_wi
             .contains(r#"name="to" value="front@direct.hillside.test" autofocus"#)
     );
 }
+
+#[tokio::test]
+async fn the_organizations_audit_log_names_messages_mailboxes_and_links_what_the_reader_may_open() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let id = deliver(
+        &app,
+        mb.id,
+        &Mail::new(
+            "dr.kim@direct.hillside.test",
+            "dr.ana@direct.lakeside.test",
+            "Referral for Ms. Diaz",
+            "Hello.",
+        ),
+    )
+    .await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    ana.get(&format!("/mail/messages/{id}")).await;
+    let org = directmail::store::orgs::get(&app.state.db, mb.org_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let boss = app
+        .user(Some(&org), "boss@direct.lakeside.test", Role::OrgAdmin)
+        .await;
+    let log = format!("/orgs/{}/audit?action=message.read", org.id);
+    // without the mailbox: which mailbox, not what the message is about, and no link
+    let mut b = app.signed_in("boss@direct.lakeside.test").await;
+    let page = unescape(&b.get(&log).await.body);
+    assert!(
+        page.contains("a message in dr.ana@direct.lakeside.test"),
+        "{page}"
+    );
+    assert!(!page.contains("Referral for Ms. Diaz"));
+    // with it: the subject, linked
+    assign(&app, mb.id, boss.id).await;
+    let page = unescape(&b.get(&log).await.body);
+    assert!(
+        page.contains(&format!(
+            r#"<a href="/mail/messages/{id}">Referral for Ms. Diaz (dr.ana@direct.lakeside.test)</a>"#
+        )),
+        "{page}"
+    );
+}
