@@ -214,6 +214,18 @@ pub struct Config {
     )]
     pub attachment_types: AttachmentTypes,
 
+    /// Seconds the compose page's as-you-type address check looks for a Direct
+    /// certificate before it says the address looks like ordinary e-mail (sending
+    /// always looks again, fully).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ADDRESS_CHECK_SECONDS",
+        default_value_t = 4,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub address_check_seconds: u64,
+
     /// Direct addresses of public-health agencies, comma separated. A mental-health
     /// record about a patient who opted out of HIE sharing may always be sent to them
     /// (740 ILCS 110, public-health reporting; docs/sensitive-records.md).

@@ -1172,12 +1172,13 @@ async fn check_address(
     // answers nothing that fast has published no Direct certificate we can use now
     // (sending checks again, fully)
     let check = crate::recipients::check(&state.db, &state.discovery, &address, state.clock.now());
-    let result = match tokio::time::timeout(ADDRESS_CHECK_TIME, check).await {
+    let seconds = state.config.address_check_seconds;
+    let result = match tokio::time::timeout(std::time::Duration::from_secs(seconds), check).await {
         Ok(result) => result?,
         Err(_) => Err(format!(
-            "{} (No Direct certificate was found for it within {} seconds.)",
+            "{} (No Direct certificate was found for it within {seconds} second{}.)",
             crate::recipients::NOT_DIRECT,
-            ADDRESS_CHECK_TIME.as_secs()
+            if seconds == 1 { "" } else { "s" },
         )),
     };
     Ok(axum::Json(match result {
@@ -1185,9 +1186,6 @@ async fn check_address(
         Err(why) => serde_json::json!({ "address": address, "ok": false, "note": why }),
     }))
 }
-
-/// How long the as-you-type address check looks before it gives up.
-const ADDRESS_CHECK_TIME: std::time::Duration = std::time::Duration::from_secs(4);
 
 #[derive(Deserialize)]
 struct SuggestQuery {
