@@ -112,16 +112,26 @@ async fn a_certificate_published_in_dns_is_found_checked_and_shown_on_the_chip()
 
 #[tokio::test]
 async fn the_operator_sees_the_cert_records_to_publish_and_the_responder_answers_them() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let app = TestApp::spawn_with(|c| {
-        c.dns_cert_addr = Some(port);
-        // discovery (and the "check the live DNS" button) asks the same server
-        c.dns_resolver = Some(port);
-    })
-    .await;
+    // a free port, asked for and let go: a parallel test may take it (for UDP or TCP)
+    // before the responder binds it, so a taken one is swapped for another
+    let mut tries = 0;
+    let app = loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        match TestApp::try_spawn_with(|c| {
+            c.dns_cert_addr = Some(port);
+            // discovery (and the "check the live DNS" button) asks the same server
+            c.dns_resolver = Some(port);
+        })
+        .await
+        {
+            Ok(app) => break app,
+            Err(e) if tries < 10 && e.to_string().contains("cannot answer DNS") => tries += 1,
+            Err(e) => panic!("the application builds: {e:#}"),
+        }
+    };
     let mailbox = app
         .practice(
             "Lakeside Clinic",

@@ -182,12 +182,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::try_spawn_with(adjust)
+            .await
+            .expect("the application builds")
+    }
+
+    /// [`TestApp::spawn_with`], or why the application would not build (a port a
+    /// parallel test took, say).
+    pub async fn try_spawn_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<TestApp> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(data_dir.path()).await;
         adjust(&mut config);
-        let application = Application::build_with_clock(config.clone(), Clock::default())
-            .await
-            .expect("the application builds");
+        let application = Application::build_with_clock(config.clone(), Clock::default()).await?;
         let addr = application.local_addr().expect("bound");
         let smtp_addr = application.smtp_addr().expect("bound");
         let state = application.state.clone();
@@ -196,14 +202,14 @@ impl TestApp {
             .as_ref()
             .map(|f| f.one_time_password.clone());
         tokio::spawn(application.run_until(std::future::pending()));
-        TestApp {
+        Ok(TestApp {
             addr,
             smtp_addr,
             state,
             config,
             first_password,
             data_dir,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
