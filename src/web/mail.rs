@@ -261,12 +261,15 @@ fn paginate<T>(mut rows: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, String)
     }
 }
 
-async fn undo_label(current: &CurrentUser, mailbox_id: i64) -> AppResult<String> {
+/// The last action to undo, shown where it happened: on the folder its messages were
+/// in (or the search results they were picked from), not on every page of the mailbox.
+async fn undo_label(current: &CurrentUser, mailbox_id: i64, folder: &str) -> AppResult<String> {
     Ok(current
         .session
         .get::<Undo>(KEY_UNDO)
         .await?
         .filter(|u| u.mailbox_id == mailbox_id)
+        .filter(|u| folder == "search" || u.before.iter().any(|b| b.folder == folder))
         .map(|u| u.label)
         .unwrap_or_default())
 }
@@ -310,7 +313,7 @@ async fn folder(
         (rows(&state, list).await?, Vec::new(), next, newest)
     };
     Ok(FolderPage {
-        undo: undo_label(&current, mailbox_id).await?,
+        undo: undo_label(&current, mailbox_id, &folder).await?,
         frame,
         chrome: current.chrome,
         folder,
@@ -410,7 +413,7 @@ async fn search(
             .unwrap_or_else(|| r.row.folder.clone());
     }
     Ok(FolderPage {
-        undo: undo_label(&current, mailbox_id).await?,
+        undo: undo_label(&current, mailbox_id, "search").await?,
         frame,
         chrome: current.chrome,
         folder: "search".into(),

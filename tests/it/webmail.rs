@@ -902,6 +902,14 @@ async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() 
     let trash = ana.get(&format!("/mail/{}/trash", mb.id)).await;
     assert_eq!(row_ids(&trash.body), vec![m3, m2]);
     assert!(trash.body.contains("Delete for good") && trash.body.contains("Empty Trash now"));
+    // the undo bar stays where the action happened
+    assert!(!trash.body.contains("Last action:"));
+    assert!(
+        !ana.get(&format!("/mail/{}/sent", mb.id))
+            .await
+            .body
+            .contains("Last action:")
+    );
     let r = ana
         .post(
             &format!("/mail/{}/undo", mb.id),
@@ -2409,6 +2417,9 @@ async fn in_a_shared_mailbox_each_member_sees_who_read_a_message() {
     let mut ben = app.signed_in("ben@direct.lakeside.test").await;
     let page = ben.get(&inbox).await;
     assert!(page.body.contains(r#"<span class="tag">shared</span>"#));
+    // a draft is its writer's own, even in a shared mailbox: no "shared" on Drafts
+    let drafts = ben.get(&format!("/mail/{}/drafts", shared.id)).await;
+    assert!(!drafts.body.contains(r#"<span class="tag">shared</span>"#));
     assert!(row(&page.body, id).contains(r#"class="unread""#));
     assert!(!row(&page.body, id).contains("Read by"));
 
