@@ -62,14 +62,14 @@ fn trust_sentence(verdict: &directmail_smime::Verdict) -> String {
             // the anchor by its own name; the signer by the names the anchor's do not
             // already say (a CA's organization is often in its certificates' too)
             let anchor = s.anchor.as_deref().map(|a| {
-                let names = dn_names(a);
+                let names = crate::pki::dn_names(a);
                 (
                     names.first().cloned().unwrap_or_else(|| a.to_owned()),
                     names,
                 )
             });
             let said: &[String] = anchor.as_ref().map(|(_, n)| &n[..]).unwrap_or_default();
-            let mut who: Vec<String> = dn_names(&s.subject)
+            let mut who: Vec<String> = crate::pki::dn_names(&s.subject)
                 .into_iter()
                 .filter(|n| !said.contains(n))
                 .collect();
@@ -106,46 +106,10 @@ fn signer_facts(verdict: &directmail_smime::Verdict) -> Option<inbound::SignerFa
     })
 }
 
-/// The CN and O of an RFC 4514 name, each once, in that order.
-fn dn_names(dn: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut escaped = false;
-    for c in dn.chars() {
-        match c {
-            _ if escaped => {
-                current.push(c);
-                escaped = false;
-            }
-            '\\' => escaped = true,
-            ',' | '+' => parts.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    parts.push(current);
-    let value = |key: &str| {
-        parts.iter().find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case(key)
-                .then(|| v.trim().to_owned())
-        })
-    };
-    [value("CN"), value("O")]
-        .into_iter()
-        .flatten()
-        .fold(Vec::new(), |mut acc, v| {
-            if !acc.contains(&v) {
-                acc.push(v);
-            }
-            acc
-        })
-}
-
 /// "Dr. Ana Ruiz, Lakeside Clinic" from an RFC 4514 name (its CN and O), or the
 /// whole name when it has neither.
 fn dn_summary(dn: &str) -> String {
-    let found = dn_names(dn);
+    let found = crate::pki::dn_names(dn);
     if found.is_empty() {
         dn.to_owned()
     } else {

@@ -300,22 +300,53 @@ pub async fn key_transport_for(
 }
 
 /// Whether a trust anchor is a development or test CA: its common name or
-/// organization names it so ("directmail development CA", "DirectTrust Test CA"), as a
-/// word. Messages trusted through one are not for real patient data, and say so.
+/// organization ([`dn_names`]) names it so ("directmail development CA", "DirectTrust
+/// Test CA"), as a word. Messages trusted through one are not for real patient data,
+/// and say so.
 pub fn is_test_anchor(subject_dn: &str) -> bool {
-    subject_dn
-        .split([',', '+'])
-        .filter_map(|part| part.split_once('='))
-        .filter(|(key, _)| {
-            let key = key.trim();
-            key.eq_ignore_ascii_case("CN") || key.eq_ignore_ascii_case("O")
+    dn_names(subject_dn).iter().any(|value| {
+        value.split(|c: char| !c.is_alphanumeric()).any(|word| {
+            ["test", "testing", "development", "dev", "sandbox"]
+                .iter()
+                .any(|w| word.eq_ignore_ascii_case(w))
         })
-        .any(|(_, value)| {
-            value.split(|c: char| !c.is_alphanumeric()).any(|word| {
-                ["test", "testing", "development", "dev", "sandbox"]
-                    .iter()
-                    .any(|w| word.eq_ignore_ascii_case(w))
-            })
+    })
+}
+
+/// The CN and O of an RFC 4514 name (escapes honoured), each once, in that order:
+/// what the reader is shown of a certificate's subject or issuer.
+pub fn dn_names(dn: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            ',' | '+' => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    let value = |key: &str| {
+        parts.iter().find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(key)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    [value("CN"), value("O")]
+        .into_iter()
+        .flatten()
+        .fold(Vec::new(), |mut acc, v| {
+            if !acc.contains(&v) {
+                acc.push(v);
+            }
+            acc
         })
 }
 
