@@ -85,4 +85,8 @@ env -u DIRECTMAIL_TEST_POSTGRES_URL cargo test --workspace "${EXCLUDE[@]}" --loc
 
 say "the integration suite on PostgreSQL"
 start_postgres
-cargo test --locked --test it
+# The same package selection as the SQLite lane, so cargo resolves the same features
+# and reuses that build instead of compiling the tree a second time (which doubled
+# target/ and once ran a CI disk out of space). This also reruns the crates' own `it`
+# suites, which do not use a database; they take seconds.
+cargo test --workspace "${EXCLUDE[@]}" --locked --test it
