@@ -26,6 +26,35 @@ impl Clock {
     }
 }
 
+/// The time zones a user may choose on the account page (IANA names, read by the
+/// browser), with their names in words. The first, "", is the browser's own zone.
+/// Pages always carry UTC; the browser shows it in the chosen zone (`static/app.js`).
+pub const TIME_ZONES: &[(&str, &str)] = &[
+    ("", "This browser's time zone"),
+    ("America/New_York", "Eastern (New York)"),
+    ("America/Chicago", "Central (Chicago)"),
+    ("America/Denver", "Mountain (Denver)"),
+    ("America/Phoenix", "Arizona (Phoenix, no daylight saving)"),
+    ("America/Los_Angeles", "Pacific (Los Angeles)"),
+    ("America/Anchorage", "Alaska (Anchorage)"),
+    ("Pacific/Honolulu", "Hawaii (Honolulu)"),
+    (
+        "America/Puerto_Rico",
+        "Atlantic (Puerto Rico, Virgin Islands)",
+    ),
+    ("Pacific/Guam", "Chamorro (Guam, Northern Mariana Islands)"),
+    ("Pacific/Pago_Pago", "Samoa (American Samoa)"),
+    ("UTC", "UTC"),
+];
+
+/// The name in words of a zone from [`TIME_ZONES`], or `None` for any other text.
+pub fn time_zone_label(zone: &str) -> Option<&'static str> {
+    TIME_ZONES
+        .iter()
+        .find(|(name, _)| *name == zone)
+        .map(|(_, label)| *label)
+}
+
 /// `2026-11-26 14:05 UTC` for pages and exports.
 pub fn format_utc(unix: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");

@@ -7,7 +7,7 @@
 use directmail_content::cda::{Document, Time};
 use directmail_content::context::{self, Context};
 use directmail_content::xdm::Package;
-use mail_parser::{Message, MimeHeaders as _, PartType};
+use mail_parser::{Message, MessagePart, MimeHeaders as _, PartType};
 
 /// Where the patient was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,26 @@ pub(crate) fn choose(
 /// "Expressing Context in Direct Messaging" v1.1: exactly one `X-Direct-Context`
 /// header, naming a `text/plain` part by its Content-ID.
 fn from_context(message: &Message<'_>) -> Option<MessagePatient> {
+    context_of(message).map(|(_, patient)| patient)
+}
+
+/// The message's Direct Context part (`metadata.txt`) and the patient its block
+/// names, when it names one. The message page shows that patient as the banner, so it
+/// does not list the part among the attachments (a block that does not read stays a
+/// file).
+pub fn context_of<'a>(message: &'a Message<'a>) -> Option<(&'a MessagePart<'a>, MessagePatient)> {
+    let part = context_part(message)?;
+    match context::parse_context(part.contents()) {
+        Ok(block) => Some((part, context_patient(&block)?)),
+        Err(why) => {
+            tracing::info!(%why, "Direct Context block ignored");
+            None
+        }
+    }
+}
+
+/// Exactly one `X-Direct-Context` header naming a `text/plain` part by its Content-ID.
+fn context_part<'a>(message: &'a Message<'a>) -> Option<&'a MessagePart<'a>> {
     let mut named = message
         .root_part()
         .headers
@@ -173,13 +193,10 @@ fn from_context(message: &Message<'_>) -> Option<MessagePatient> {
     if !is_plain || matches!(part.body, PartType::Multipart(_) | PartType::Message(_)) {
         return None;
     }
-    let block: Context = match context::parse_context(part.contents()) {
-        Ok(block) => block,
-        Err(why) => {
-            tracing::info!(%why, "Direct Context block ignored");
-            return None;
-        }
-    };
+    Some(part)
+}
+
+fn context_patient(block: &Context) -> Option<MessagePatient> {
     let patient = block.patient.clone().unwrap_or_default();
     let id = block.patient_identifier().map(|(oid, id)| match oid {
         Some(oid) => format!("{id} ({oid})"),

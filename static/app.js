@@ -1,7 +1,17 @@
 // directmail page behaviour: CSRF header for htmx, the idle-timeout warning
 // (WCAG 2.2.1: warn and let the user extend), and error toasts for htmx requests.
+document.documentElement.classList.add("js");
 (function () {
   "use strict";
+  // the phone layout's folder menu
+  Array.prototype.forEach.call(document.querySelectorAll(".menu-toggle"), function (b) {
+    var menu = document.getElementById(b.getAttribute("aria-controls"));
+    if (!menu) return;
+    b.addEventListener("click", function () {
+      var open = menu.classList.toggle("open");
+      b.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  });
   var csrf = document.querySelector('meta[name="csrf-token"]');
   var token = csrf ? csrf.getAttribute("content") : "";
 
@@ -16,21 +26,75 @@
     setTimeout(function () { toast.hidden = true; }, 8000);
   });
 
-  // times the server writes in UTC (<time datetime data-local>) are shown in the
-  // browser's time zone; the UTC time stays on hover
-  function localTimes(root) {
-    var list = (root || document).querySelectorAll("time[data-local]");
-    Array.prototype.forEach.call(list, function (el) {
-      var when = new Date(el.getAttribute("datetime"));
-      if (isNaN(when.getTime())) return;
-      var today = new Date().toDateString() === when.toDateString();
-      var opts = today ? { hour: "2-digit", minute: "2-digit" }
-        : { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
-      el.textContent = when.toLocaleString(undefined, opts);
+  // Times the server writes in UTC (<time datetime data-local>, and "2026-11-26 14:05
+  // UTC" in the text of an element marked data-utc-times) are shown in the zone the
+  // user chose on the account page, else the browser's; the UTC time stays on hover.
+  var zone = document.body.getAttribute("data-time-zone") || undefined;
+  function inZone(when, opts) {
+    opts.timeZone = zone;
+    try { return when.toLocaleString(undefined, opts); } catch (e) {
+      delete opts.timeZone; return when.toLocaleString(undefined, opts);
+    }
+  }
+  function dayOf(when) { return inZone(when, { year: "numeric", month: "numeric", day: "numeric" }); }
+  function shown(when) {
+    var today = dayOf(new Date()) === dayOf(when);
+    return inZone(when, today ? { hour: "2-digit", minute: "2-digit" }
+      : { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+  var UTC_TEXT = /(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}) UTC/g;
+  function utcTexts(el) {
+    var walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    var nodes = [];
+    while (walker.nextNode()) {
+      var n = walker.currentNode;
+      if (!n.parentNode.closest("time") && UTC_TEXT.test(n.nodeValue)) nodes.push(n);
+      UTC_TEXT.lastIndex = 0;
+    }
+    nodes.forEach(function (n) {
+      var text = n.nodeValue, at = 0, part = document.createDocumentFragment(), m;
+      while ((m = UTC_TEXT.exec(text)) !== null) {
+        part.appendChild(document.createTextNode(text.slice(at, m.index)));
+        var t = document.createElement("time");
+        t.setAttribute("datetime", m[1] + "-" + m[2] + "-" + m[3] + "T" + m[4] + ":" + m[5] + ":00Z");
+        t.setAttribute("title", m[0]);
+        t.setAttribute("data-local", "");
+        t.textContent = m[0];
+        part.appendChild(t);
+        at = m.index + m[0].length;
+      }
+      part.appendChild(document.createTextNode(text.slice(at)));
+      n.parentNode.replaceChild(part, n);
     });
   }
+  function localTimes(root) {
+    var scope = root || document;
+    Array.prototype.forEach.call(scope.querySelectorAll("[data-utc-times]"), utcTexts);
+    Array.prototype.forEach.call(scope.querySelectorAll("time[data-local]"), function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when.getTime())) return;
+      el.textContent = shown(when);
+    });
+  }
+  var browserZone = document.querySelector("option[data-browser-zone]");
+  if (browserZone) {
+    try { browserZone.textContent += " (" + Intl.DateTimeFormat().resolvedOptions().timeZone + ")"; } catch (e) { /* keep the words */ }
+  }
+  // on a phone a table's rows stack as cards: each cell carries its column's name
+  function labelCells(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll("table.list"), function (t) {
+      var heads = Array.prototype.map.call(t.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
+      Array.prototype.forEach.call(t.querySelectorAll("tbody tr"), function (tr) {
+        Array.prototype.forEach.call(tr.children, function (cell, i) {
+          if (heads[i] && !cell.hasAttribute("data-label")) cell.setAttribute("data-label", heads[i]);
+        });
+      });
+    });
+  }
+  window.directmailLocalTimes = localTimes;
   localTimes(document);
-  document.addEventListener("htmx:afterSwap", function () { localTimes(document); });
+  labelCells(document);
+  document.addEventListener("htmx:afterSwap", function () { localTimes(document); labelCells(document); });
 
   var idle = parseInt(document.body.getAttribute("data-idle-seconds") || "0", 10);
   if (!idle) return;
@@ -215,9 +279,29 @@
   // --- compose --------------------------------------------------------------
   var form = document.getElementById("compose-main");
   if (!form) return;
+  // "0": a new message, not stored until something is written or attached; its forms
+  // post to the mailbox's compose address (newBase) until the first save makes the draft
   var draft = form.getAttribute("data-draft");
+  var newBase = draft === "0" ? form.getAttribute("action") : null;
   var saved = document.getElementById("saved");
   var dirty = false, timer = null, saving = null;
+
+  function target() { return draft === "0" ? newBase : "/mail/drafts/" + draft; }
+  // the first save made the draft: the page now edits it, at its own address
+  function created(id) {
+    if (draft !== "0" || !/^[0-9]+$/.test(id || "")) return;
+    draft = id;
+    form.setAttribute("data-draft", id);
+    var base = "/mail/drafts/" + id;
+    ["action", "formaction"].forEach(function (attr) {
+      Array.prototype.forEach.call(document.querySelectorAll("[" + attr + "]"), function (el) {
+        var v = el.getAttribute(attr);
+        if (v.indexOf(newBase) === 0) el.setAttribute(attr, base + v.slice(newBase.length));
+      });
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("form.discard[hidden]"), function (f) { f.hidden = false; });
+    if (window.history && history.replaceState) history.replaceState(null, "", base);
+  }
 
   function fields() {
     var data = new URLSearchParams();
@@ -234,16 +318,22 @@
   }
   function save() {
     clearTimeout(timer);
+    // one save at a time, so a new message's draft is made once
+    if (saving) return saving.then(save);
     if (!dirty) return Promise.resolve();
     dirty = false;
     saved.textContent = "Saving…";
-    saving = fetch("/mail/drafts/" + draft, {
+    saving = fetch(target(), {
       method: "POST", credentials: "same-origin", body: fields(),
       headers: { "X-CSRF-Token": token, "X-Autosave": "1" }
     }).then(function (r) {
       if (r.ok && !r.redirected) {
+        created(r.headers.get("X-Draft"));
         if (window.directmailActivity) window.directmailActivity();
-        return r.text().then(function (t) { saved.textContent = t; });
+        return r.text().then(function (t) {
+          saved.textContent = t;
+          if (window.directmailLocalTimes) window.directmailLocalTimes(saved.parentNode);
+        });
       }
       if (r.status === 400 || r.status === 413) {
         // the server said why (too long): keep the text here and say so; the next
@@ -254,13 +344,15 @@
       saved.textContent = r.redirected
         ? "Not saved: your session has ended. Sign in again in another tab; this page will save then."
         : "Not saved yet; retrying.";
-    }).catch(function () { dirty = true; saved.textContent = "Not saved: the server could not be reached. Retrying."; });
+    }).catch(function () { dirty = true; saved.textContent = "Not saved: the server could not be reached. Retrying."; })
+      .then(function () { saving = null; });
     return saving;
   }
   function changed() {
     dirty = true;
     clearTimeout(timer);
-    timer = setTimeout(save, 2000);
+    // the first keystroke of a new message makes its draft at once
+    timer = setTimeout(save, draft === "0" ? 0 : 2000);
   }
   form.addEventListener("input", changed);
   setInterval(function () { if (dirty) save(); }, 10000);
@@ -268,13 +360,23 @@
   function flush() {
     if (!dirty) return;
     dirty = false;
-    navigator.sendBeacon("/mail/drafts/" + draft + "?beacon=1", new Blob([fields().toString()], { type: "application/x-www-form-urlencoded" }));
+    navigator.sendBeacon(target() + "?beacon=1", new Blob([fields().toString()], { type: "application/x-www-form-urlencoded" }));
   }
   window.addEventListener("pagehide", flush);
   document.addEventListener("visibilitychange", function () { if (document.visibilityState === "hidden") flush(); });
   // the idle sign-out (above) saves first: window.directmailBeforeSignOut
   window.directmailBeforeSignOut = function () { dirty = true; return save(); };
-  form.addEventListener("submit", function () { dirty = false; clearTimeout(timer); });
+  form.addEventListener("submit", function (e) {
+    // Send or Save while a new message's draft is being made: wait for it, then submit
+    // to the draft (the buttons' addresses name it by then), so no second draft is made
+    if (draft === "0" && saving) {
+      e.preventDefault();
+      var button = e.submitter;
+      saving.then(function () { form.requestSubmit(button); });
+      return;
+    }
+    dirty = false; clearTimeout(timer);
+  });
 
   // recipient chips: each address is checked on the server as it is entered
   var checked = {};
@@ -377,6 +479,8 @@
   var progress = document.getElementById("upload-progress");
   function send(files) {
     if (!files.length) return;
+    // a new message's draft is made (with what is typed) before its first file goes
+    if (draft === "0") { dirty = true; save().then(function () { if (draft !== "0") send(files); }); return; }
     var data = new FormData();
     Array.prototype.forEach.call(files, function (f) { data.append("file", f, f.name); });
     var xhr = new XMLHttpRequest();

@@ -28,6 +28,27 @@ pub struct Draft {
     pub sensitive: Sensitive,
 }
 
+impl Draft {
+    /// A new message not yet stored (id 0): the compose page before anything is typed.
+    pub fn blank(mailbox_id: i64, user_id: i64) -> Draft {
+        Draft {
+            id: 0,
+            mailbox_id,
+            user_id,
+            to: String::new(),
+            cc: String::new(),
+            subject: String::new(),
+            body: String::new(),
+            in_reply_to: None,
+            refs: None,
+            updated_at: 0,
+            patient: DraftPatient::default(),
+            as_xdm: false,
+            sensitive: Sensitive::default(),
+        }
+    }
+}
+
 /// The compose page's "Sensitive" section, as chosen and typed (checked when the draft
 /// is sent: `web::compose`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

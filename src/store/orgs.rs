@@ -131,6 +131,41 @@ pub async fn assign_domain(
     Ok(done.rows_affected() == 1)
 }
 
+/// The one rule for giving a domain to an organization, on the create form and on the
+/// organization's domain page alike: a new name is added; a domain that no organization
+/// holds (the HISP's own, made at first start, or one released earlier) is given to it;
+/// a domain another organization holds is refused (`false`).
+pub async fn claim_domain(
+    conn: &mut AnyConnection,
+    org_id: i64,
+    name: &DomainName,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let existing = sqlx::query("select id, org_id, name from domains where name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match existing.as_ref().map(Domain::from_row).transpose()? {
+        None => add_domain(conn, Some(org_id), name, now)
+            .await
+            .map(|_| true),
+        Some(d) if d.org_id.is_none() => assign_domain(conn, d.id, org_id).await,
+        Some(_) => Ok(false),
+    }
+}
+
+/// Whether an organization already holds this domain: the one sentence both forms give.
+pub async fn domain_taken(db: &Db, name: &DomainName) -> sqlx::Result<Option<String>> {
+    Ok(domain_by_name(db, name.as_str())
+        .await?
+        .filter(|d| d.org_id.is_some())
+        .map(|_| taken_sentence(name)))
+}
+
+pub fn taken_sentence(name: &DomainName) -> String {
+    format!("The domain {name} already belongs to an organization.")
+}
+
 pub async fn domain_by_name(db: &Db, name: &str) -> sqlx::Result<Option<Domain>> {
     let row = sqlx::query("select id, org_id, name from domains where name = $1")
         .bind(name)

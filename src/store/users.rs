@@ -29,6 +29,8 @@ pub struct User {
     pub locked_until: i64,
     pub last_login_at: Option<i64>,
     pub created_at: i64,
+    /// An IANA zone from `clock::TIME_ZONES`; "" for the browser's own.
+    pub time_zone: String,
 }
 
 impl std::fmt::Debug for User {
@@ -61,6 +63,7 @@ impl User {
             locked_until: row.try_get("locked_until")?,
             last_login_at: row.try_get("last_login_at")?,
             created_at: row.try_get("created_at")?,
+            time_zone: row.try_get("time_zone")?,
         })
     }
 
@@ -219,6 +222,16 @@ pub async fn clear_password(conn: &mut AnyConnection, user_id: i64) -> sqlx::Res
     .bind(user_id)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// The zone the user reads times in (checked against `clock::TIME_ZONES` by the caller).
+pub async fn set_time_zone(conn: &mut AnyConnection, user_id: i64, zone: &str) -> sqlx::Result<()> {
+    sqlx::query("update users set time_zone = $1 where id = $2")
+        .bind(zone)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/mfa/disable", post(disable_mfa))
         .route("/account/mfa/recovery-codes", post(regenerate_codes))
         .route("/account/sign-out-everywhere", post(sign_out_everywhere))
+        .route("/account/time-zone", post(set_time_zone))
         .route("/session/keepalive", post(keepalive))
         .route("/account/tokens", get(tokens_page).post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
@@ -112,14 +113,30 @@ struct AccountPage {
     mfa_required: String,
     codes_left: i64,
     last_login: String,
+    /// The zone chosen ("" for the browser's), the choices, and what was wrong with a
+    /// refused choice.
+    time_zone: String,
+    zones: &'static [(&'static str, &'static str)],
+    zone_error: String,
 }
 
 async fn account_page(
     State(state): State<AppState>,
     current: CurrentUser,
 ) -> AppResult<AccountPage> {
+    account_view(&state, current, String::new()).await
+}
+
+async fn account_view(
+    state: &AppState,
+    current: CurrentUser,
+    zone_error: String,
+) -> AppResult<AccountPage> {
     let u = &current.user;
     Ok(AccountPage {
+        time_zone: u.time_zone.clone(),
+        zones: crate::clock::TIME_ZONES,
+        zone_error,
         name: u.display_name.clone(),
         email: u.email.clone(),
         role: u.role.label().to_owned(),
@@ -143,6 +160,55 @@ async fn account_page(
             .unwrap_or_else(|| "never".into()),
         chrome: current.chrome,
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TimeZoneForm {
+    time_zone: String,
+}
+
+/// Chooses the zone the user's pages show times in.
+async fn set_time_zone(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    form: Result<Form<TimeZoneForm>, FormRejection>,
+) -> AppResult<Response> {
+    let typed = match form {
+        Ok(Form(f)) => f.time_zone,
+        Err(rejection) => {
+            let (status, message) = super::auth::unreadable(&rejection);
+            let page = account_view(&state, current, message).await?;
+            return Ok((status, page).into_response());
+        }
+    };
+    let Some(label) = crate::clock::time_zone_label(&typed) else {
+        let page = account_view(
+            &state,
+            current,
+            "Choose a time zone from the list.".to_owned(),
+        )
+        .await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    users::set_time_zone(&mut tx, current.user.id, &typed).await?;
+    audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("account.time_zone", &current.user.email).detail(label),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Times are now shown in: {label}."),
+    )
+    .await?;
+    Ok(Redirect::to("/account").into_response())
 }
 
 #[derive(Template, WebTemplate)]

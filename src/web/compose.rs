@@ -98,7 +98,12 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     // the request may carry a message's worth of files, and no more
     let upload_limit = message_limit(config) + MULTIPART_OVERHEAD;
     Router::new()
-        .route("/mail/{mailbox}/compose", post(compose))
+        .route("/mail/{mailbox}/compose", get(new_page).post(compose))
+        .route("/mail/{mailbox}/compose/send", post(compose_and_send))
+        .route(
+            "/mail/{mailbox}/compose/attachments",
+            post(compose_and_upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/mail/drafts/{id}", get(page).post(save))
         .route("/mail/drafts/{id}/send", post(send))
         .route("/mail/drafts/{id}/delete", post(discard))
@@ -126,12 +131,25 @@ async fn own_draft(
     Ok((mailbox, draft))
 }
 
-async fn compose(
+/// "New message": the compose page with nothing stored yet. The draft is made by the
+/// first thing written or attached (the page's script saves it then; without scripts,
+/// by Save, Send or Attach), so an abandoned page leaves nothing behind.
+async fn new_page(
     State(state): State<AppState>,
     current: CurrentUser,
     Path(mailbox_id): Path<i64>,
-) -> AppResult<Response> {
+) -> AppResult<ComposePage> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let draft = Draft::blank(mailbox.id, current.user.id);
+    render(&state, current, mailbox, draft, Feedback::default()).await
+}
+
+/// Makes the draft of a new message in `mailbox`.
+async fn create_draft(
+    state: &AppState,
+    current: &CurrentUser,
+    mailbox: &Mailbox,
+) -> AppResult<i64> {
     let mut tx = state.db.begin().await?;
     let id = drafts::create(
         &mut tx,
@@ -142,7 +160,91 @@ async fn compose(
     )
     .await?;
     tx.commit().await?;
+    Ok(id)
+}
+
+/// The header that tells the new-message page's script which draft it now edits.
+const DRAFT_HEADER: &str = "x-draft";
+
+/// The first save of a new message: makes the draft with what was typed, then answers
+/// as a save of that draft would (the script learns the draft from `X-Draft`).
+async fn compose(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+    Query(q): Query<BeaconQuery>,
+    axum::Form(form): axum::Form<DraftForm>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    check_form(&form)?;
+    let id = create_draft(&state, &current, &mailbox).await?;
+    let background = headers.contains_key("x-autosave") || q.beacon.is_some();
+    let mut answer = store_and_answer(&state, ip, current, mailbox, id, background, &form).await?;
+    if background {
+        *answer.status_mut() = StatusCode::CREATED;
+        if let Ok(value) = id.to_string().parse() {
+            answer.headers_mut().insert(DRAFT_HEADER, value);
+        }
+    }
+    Ok(answer)
+}
+
+/// Stores the form in the user's draft `id` and answers: the time saved (to the
+/// page's script, or a beacon), else the send (its Send button without scripts), else
+/// back to the draft.
+async fn store_and_answer(
+    state: &AppState,
+    ip: String,
+    current: CurrentUser,
+    mailbox: Mailbox,
+    id: i64,
+    background: bool,
+    form: &DraftForm,
+) -> AppResult<Response> {
+    let now = store_form(state, id, form).await?;
+    if background {
+        return Ok(format!("Saved at {}", format_utc(now)).into_response());
+    }
+    if form.action == "send" {
+        return send_draft(state, current, ip, mailbox, id, &form.reviewed).await;
+    }
+    flash(&current.session, "Draft saved.").await?;
     Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
+}
+
+/// Send on a new message that was never saved (a page without scripts).
+async fn compose_and_send(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+    axum::Form(form): axum::Form<DraftForm>,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    check_form(&form)?;
+    let id = create_draft(&state, &current, &mailbox).await?;
+    store_form(&state, id, &form).await?;
+    send_draft(&state, current, ip, mailbox, id, &form.reviewed).await
+}
+
+/// Attach on a new message that was never saved (a page without scripts).
+async fn compose_and_upload(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    current: CurrentUser,
+    Path(mailbox_id): Path<i64>,
+    multipart: Multipart,
+) -> AppResult<Response> {
+    let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
+    let id = create_draft(&state, &current, &mailbox).await?;
+    let mut answer = upload_into(&state, ip, &headers, &current, id, multipart).await?;
+    if let Ok(value) = id.to_string().parse() {
+        answer.headers_mut().insert(DRAFT_HEADER, value);
+    }
+    Ok(answer)
 }
 
 /// "Re: …" / "Fwd: …" without stacking prefixes.
@@ -328,6 +430,9 @@ struct ComposePage {
     chrome: Chrome,
     frame: Frame,
     draft: Draft,
+    /// Where the page's forms post: the draft, or, for a new message not yet stored,
+    /// the mailbox's compose address (which makes the draft).
+    base: String,
     attachments: Vec<(AttachmentMeta, String)>,
     /// Per-address results after a refused send.
     chips: Vec<Chip>,
@@ -446,13 +551,22 @@ async fn render(
     )
     .await?;
     Ok(ComposePage {
+        base: if draft.id == 0 {
+            format!("/mail/{}/compose", mailbox.id)
+        } else {
+            format!("/mail/drafts/{}", draft.id)
+        },
         wanting_xdm,
         frame: frame(state, &current, mailbox.id).await?,
         chrome: current.chrome,
-        saved: format!(
-            "Kept on the server; last saved {}",
-            format_utc(draft.updated_at)
-        ),
+        saved: if draft.id == 0 {
+            "Nothing is kept until you write or attach something.".to_owned()
+        } else {
+            format!(
+                "Kept on the server; last saved {}",
+                format_utc(draft.updated_at)
+            )
+        },
         draft,
         attachments,
         chips: feedback.chips,
@@ -568,13 +682,19 @@ struct BeaconQuery {
 /// Longest body text accepted (the form layer also bounds the request).
 const BODY_LIMIT: usize = 60 * 1024;
 
-async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i64> {
+/// Refuses text longer than a draft may hold, before anything is stored.
+fn check_form(form: &DraftForm) -> AppResult<()> {
     if form.body.len() > BODY_LIMIT || form.subject.chars().count() > 500 {
         return Err(AppError::BadRequest(
             "The text is longer than a message may be here (60 KB); attach a document instead."
                 .into(),
         ));
     }
+    Ok(())
+}
+
+async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i64> {
+    check_form(form)?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     drafts::save(
@@ -638,15 +758,8 @@ async fn save(
     axum::Form(form): axum::Form<DraftForm>,
 ) -> AppResult<Response> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
-    let now = store_form(&state, draft.id, &form).await?;
-    if headers.contains_key("x-autosave") || q.beacon.is_some() {
-        return Ok(format!("Saved at {}", format_utc(now)).into_response());
-    }
-    if form.action == "send" {
-        return send_draft(&state, current, ip, mailbox, draft.id, &form.reviewed).await;
-    }
-    flash(&current.session, "Draft saved.").await?;
-    Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
+    let background = headers.contains_key("x-autosave") || q.beacon.is_some();
+    store_and_answer(&state, ip, current, mailbox, draft.id, background, &form).await
 }
 
 async fn send(
@@ -992,9 +1105,22 @@ async fn upload(
     headers: HeaderMap,
     current: CurrentUser,
     Path(id): Path<i64>,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> AppResult<Response> {
     let (_, draft) = own_draft(&state, &current, id).await?;
+    upload_into(&state, ip, &headers, &current, draft.id, multipart).await
+}
+
+/// Checks and stores each uploaded file of the draft `draft_id` (already known to be
+/// the user's own).
+async fn upload_into(
+    state: &AppState,
+    ip: String,
+    headers: &HeaderMap,
+    current: &CurrentUser,
+    draft_id: i64,
+    mut multipart: Multipart,
+) -> AppResult<Response> {
     let limit = message_limit(&state.config);
     let too_large = |name: &str| {
         format!(
@@ -1023,7 +1149,7 @@ async fn upload(
         let declared = field.content_type().map(str::to_owned);
         let used = {
             let mut conn = state.db.pool.acquire().await?;
-            drafts::attached_bytes(&mut conn, draft.id).await? as usize
+            drafts::attached_bytes(&mut conn, draft_id).await? as usize
         };
         let room = limit.saturating_sub(used);
         let data = match read_capped(&mut field, room).await {
@@ -1047,7 +1173,7 @@ async fn upload(
             &name,
             declared.as_deref(),
             data.clone(),
-            &policy(&state, room),
+            &policy(state, room),
         )
         .await?
         {
@@ -1060,19 +1186,19 @@ async fn upload(
         let _turn = state.db.write_turn().await;
         let mut tx = state.db.begin().await?;
         // another upload to the same draft may have landed meanwhile
-        let used = drafts::attached_bytes(&mut tx, draft.id).await? as usize;
+        let used = drafts::attached_bytes(&mut tx, draft_id).await? as usize;
         if used + data.len() > limit {
             tx.rollback().await?;
             refused.push(too_large(name.trim()));
             continue;
         }
         let stored_name = name.trim().to_owned();
-        drafts::add_attachment(&mut tx, draft.id, &stored_name, content_type, &data).await?;
+        drafts::add_attachment(&mut tx, draft_id, &stored_name, content_type, &data).await?;
         audit::append(
             &mut tx,
             state.clock.now(),
             &current.actor(ip.clone()),
-            Event::new("draft.attach", format!("draft:{}", draft.id)).detail(format!(
+            Event::new("draft.attach", format!("draft:{}", draft_id)).detail(format!(
                 "{} bytes, {}",
                 data.len(),
                 content_type
@@ -1088,7 +1214,7 @@ async fn upload(
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        let list = attachment_list(&state, draft.id, refused).await?;
+        let list = attachment_list(state, draft_id, refused).await?;
         return Ok((status, list).into_response());
     }
     let mut text = Vec::new();
@@ -1097,7 +1223,7 @@ async fn upload(
     }
     text.extend(refused);
     flash(&current.session, text.join(" ")).await?;
-    Ok(Redirect::to(&format!("/mail/drafts/{}", draft.id)).into_response())
+    Ok(Redirect::to(&format!("/mail/drafts/{}", draft_id)).into_response())
 }
 
 async fn attachment_list(

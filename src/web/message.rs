@@ -267,9 +267,12 @@ pub fn human_size(bytes: usize) -> String {
 }
 
 fn attachments(parsed: &Message<'_>, checks: &str) -> Vec<AttachmentView> {
+    // the Direct Context part is shown as the patient banner, not as a file
+    let context = crate::patient::context_of(parsed).map(|(part, _)| part);
     parsed
         .attachments()
         .enumerate()
+        .filter(|(_, a)| !context.is_some_and(|c| std::ptr::eq(*a, c)))
         .map(|(n, a)| {
             let refusal = store::attachment_refusal(checks, n);
             AttachmentView {

@@ -231,9 +231,9 @@ async fn create_org(
         errors.check("domain", DomainName::parse(&form.domain))
     };
     if let Some(d) = &domain
-        && orgs::domain_by_name(&state.db, d.as_str()).await?.is_some()
+        && let Some(taken) = orgs::domain_taken(&state.db, d).await?
     {
-        errors.add("domain", format!("The domain {d} is already in use."));
+        errors.add("domain", taken);
     }
     if let Some(n) = &name
         && orgs::by_name(&state.db, n.as_str()).await?.is_some()
@@ -267,7 +267,10 @@ async fn create_org(
         )
         .await?;
         if let Some(d) = &domain {
-            orgs::add_domain(&mut tx, Some(org.id), d, now).await?;
+            if !orgs::claim_domain(&mut tx, org.id, d, now).await? {
+                // another organization took it a moment ago; nothing is created
+                return Ok(None);
+            }
             audit::append(
                 &mut tx,
                 now,
@@ -277,17 +280,21 @@ async fn create_org(
             .await?;
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(org)
+        Ok::<_, sqlx::Error>(Some(org))
     }
     .await;
     let org = match created {
-        Ok(org) => org,
-        // another operator created the same name or domain a moment ago
-        Err(e) if is_unique_violation(&e) => {
-            errors.add(
-                "name",
-                "An organization with this name or domain already exists.",
-            );
+        Ok(Some(org)) => org,
+        Err(e) if !is_unique_violation(&e) => return Err(e.into()),
+        // another operator created the same name, or took the domain, a moment ago
+        taken => {
+            match (taken, &domain) {
+                (Ok(None), Some(d)) => errors.add("domain", orgs::taken_sentence(d)),
+                _ => errors.add(
+                    "name",
+                    "An organization with this name or domain already exists.",
+                ),
+            }
             let page = org_list_view(
                 &state,
                 current.chrome.clone(),
@@ -299,7 +306,6 @@ async fn create_org(
             .await?;
             return Ok((StatusCode::CONFLICT, page).into_response());
         }
-        Err(e) => return Err(e.into()),
     };
     session::flash(
         &current.session,
@@ -391,27 +397,15 @@ async fn add_domain(
             .into_response());
     };
     let now = state.clock.now();
-    let existing = orgs::domain_by_name(&state.db, name.as_str()).await?;
     let mut tx = state.db.begin().await?;
-    match existing {
-        // the HISP's own domain, or one released earlier, is given to this organization
-        Some(d) if d.org_id.is_none() => {
-            orgs::assign_domain(&mut tx, d.id, org.id).await?;
-        }
-        Some(_) => {
-            errors.add(
-                "domain",
-                format!("The domain {name} already belongs to an organization."),
-            );
-            return Ok((
-                StatusCode::CONFLICT,
-                overview_view(&state, current, org, typed, errors).await?,
-            )
-                .into_response());
-        }
-        None => {
-            orgs::add_domain(&mut tx, Some(org.id), &name, now).await?;
-        }
+    if !orgs::claim_domain(&mut tx, org.id, &name, now).await? {
+        drop(tx);
+        errors.add("domain", orgs::taken_sentence(&name));
+        return Ok((
+            StatusCode::CONFLICT,
+            overview_view(&state, current, org, typed, errors).await?,
+        )
+            .into_response());
     }
     audit::append(
         &mut tx,

@@ -47,6 +47,8 @@ pub struct Chrome {
     /// The user must finish a step first (choose a password, set up two-step
     /// sign-in): the page shows no navigation that would only bounce back.
     pub gated: bool,
+    /// The IANA zone the user chose for times; "" for the browser's own.
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +100,7 @@ async fn chrome_for(parts: &Parts, session: &Session) -> Result<Chrome, AppError
             .unwrap_or_default(),
         idle_seconds: 0,
         gated: false,
+        time_zone: String::new(),
     })
 }
 
@@ -359,6 +362,7 @@ async fn load(
     let mut chrome = chrome_for(parts, &session).await.map_err(fail)?;
     chrome.idle_seconds = idle_minutes * 60;
     chrome.gated = gated;
+    chrome.time_zone = user.time_zone.clone();
     chrome.user = Some(NavUser {
         name: user.display_name.clone(),
         email: user.email.clone(),

@@ -658,3 +658,69 @@ async fn totp_secrets_are_sealed_at_rest() {
         .unwrap();
     assert!(stored.starts_with("v1:") && !stored.contains(&secret));
 }
+
+#[tokio::test]
+async fn a_user_chooses_the_time_zone_their_pages_show_times_in() {
+    let app = TestApp::spawn().await;
+    let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;
+    app.user(Some(&org), "ana@direct.lakeside.test", Role::Member)
+        .await;
+    let mut b = app.signed_in("ana@direct.lakeside.test").await;
+    // at first, the browser's own zone
+    let page = b.get("/account").await;
+    assert!(page.body.contains(r#"data-time-zone="""#));
+    assert!(
+        page.body.contains(
+            r#"<option value="" data-browser-zone selected>This browser&#39;s time zone</option>"#
+        ),
+        "{}",
+        page.body
+    );
+    let r = b
+        .post("/account/time-zone", &[("time_zone", "America/Chicago")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = b.get("/account").await;
+    assert!(
+        page.body
+            .contains("Times are now shown in: Central (Chicago).")
+    );
+    assert!(page.body.contains(r#"data-time-zone="America/Chicago""#));
+    assert!(
+        page.body
+            .contains(r#"<option value="America/Chicago" selected>"#)
+    );
+    // every page carries it, for the script that shows times
+    let home = b.get("/").await;
+    assert!(home.body.contains(r#"data-time-zone="America/Chicago""#));
+    // a zone not on the list, or markup, is refused beside the field; nothing changes
+    for bad in [
+        "Mars/Olympus_Mons",
+        "\"><script>alert(1)</script>",
+        "america/chicago",
+    ] {
+        let r = b.post("/account/time-zone", &[("time_zone", bad)]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.body.contains("Choose a time zone from the list."));
+        assert!(r.body.contains(r#"aria-invalid="true""#));
+        assert!(!r.body.contains("<script>alert"));
+    }
+    let user = users::by_email(&app.state.db, "ana@direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.time_zone, "America/Chicago");
+    // back to the browser's own
+    b.post("/account/time-zone", &[("time_zone", "")]).await;
+    assert!(b.get("/").await.body.contains(r#"data-time-zone="""#));
+    let entries = directmail::audit::list(&app.state.db, &Default::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.action == "account.time_zone")
+            .count(),
+        2
+    );
+}

@@ -118,7 +118,7 @@ pub(crate) async fn text(c: &Client, css: &str) -> String {
 }
 
 /// Whether the page fits the window width (no sideways scrolling).
-async fn fits_width(c: &Client) -> bool {
+pub(crate) async fn fits_width(c: &Client) -> bool {
     c.execute(
         "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
         vec![],

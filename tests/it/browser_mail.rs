@@ -10,7 +10,7 @@ use fantoccini::{Client, Locator};
 use crate::browser::{arrive, chromium, fill, path, start_driver, text};
 use crate::helpers::{PASSWORD, TestApp, pdf};
 
-async fn sign_in(c: &Client, app: &TestApp, email: &str) {
+pub(crate) async fn sign_in(c: &Client, app: &TestApp, email: &str) {
     c.goto(&app.url("/login")).await.unwrap();
     fill(c, "#email", email).await;
     fill(c, "#password", PASSWORD).await;
@@ -23,7 +23,7 @@ async fn sign_in(c: &Client, app: &TestApp, email: &str) {
     arrive(c, "/").await;
 }
 
-async fn sign_out(c: &Client, app: &TestApp) {
+pub(crate) async fn sign_out(c: &Client, app: &TestApp) {
     c.goto(&app.url("/")).await.unwrap();
     c.find(Locator::Css("form.signout button"))
         .await
@@ -34,7 +34,7 @@ async fn sign_out(c: &Client, app: &TestApp) {
     arrive(c, "/login").await;
 }
 
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))
@@ -47,7 +47,7 @@ async fn click(c: &Client, css: &str) {
 
 /// Waits until the element's text contains `want`, reloading the page between looks
 /// when `reload` (for state that changes on the server).
-async fn until_text(c: &Client, css: &str, want: &str, reload: bool) -> String {
+pub(crate) async fn until_text(c: &Client, css: &str, want: &str, reload: bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(e) = c.find(Locator::Css(css)).await {
@@ -85,7 +85,7 @@ pub(crate) async fn axe_problems(c: &Client) -> Vec<String> {
 }
 
 /// Waits until the browser is on a path starting with `prefix`.
-async fn until_path(c: &Client, prefix: &str, what: &str) {
+pub(crate) async fn until_path(c: &Client, prefix: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !path(c).await.starts_with(prefix) {
         assert!(Instant::now() < deadline, "{what}");
@@ -93,7 +93,7 @@ async fn until_path(c: &Client, prefix: &str, what: &str) {
     }
 }
 
-async fn upload(c: &Client, file: &std::path::Path) {
+pub(crate) async fn upload(c: &Client, file: &std::path::Path) {
     c.find(Locator::Css("#file"))
         .await
         .unwrap()
@@ -128,9 +128,11 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
     let problems = axe_problems(&c).await;
     assert!(problems.is_empty(), "inbox: {problems:#?}");
     click(&c, "#compose").await;
-    until_path(&c, "/mail/drafts/", "no draft page").await;
-    let draft_path = path(&c).await;
+    until_path(&c, "/mail/", "no new-message page").await;
     fill(&c, "#to", "front@direct.hillside.test").await;
+    // the first keystroke made the draft
+    until_path(&c, "/mail/drafts/", "no draft made on typing").await;
+    let draft_path = path(&c).await;
     fill(&c, "#subject", "Referral for Ms. Diaz").await;
     fill(&c, "#body", "Please see her this week.").await;
     // the address is checked as it is entered
@@ -258,11 +260,33 @@ async fn a_pdf_is_sent_read_inline_answered_and_shown_delivered_in_chromium() {
 
     // a draft typed before an idle timeout is intact after signing in again
     click(&c, "#compose").await;
-    until_path(&c, "/mail/drafts/", "no draft page").await;
-    let draft_path = path(&c).await;
+    until_path(
+        &c,
+        &format!("/mail/{}/compose", ana_box.id),
+        "no new-message page",
+    )
+    .await;
     fill(&c, "#subject", "Lab results to follow").await;
     fill(&c, "#body", "The potassium was 5.9; repeat on Monday.").await;
+    // the server has the whole text (the first keystroke's save made the draft; the
+    // next one carries the rest)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("select count(*) from drafts where body = $1")
+        .bind("The potassium was 5.9; repeat on Monday.")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the draft's text was never saved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     until_text(&c, "#saved", "Saved at", false).await;
+    let draft_path = path(&c).await;
+    assert!(draft_path.starts_with("/mail/drafts/"), "{draft_path}");
     // time passes beyond the idle timeout: the server ends the session
     app.state.clock.advance(2 * 3600);
     c.refresh().await.unwrap();
@@ -339,7 +363,12 @@ async fn compose_offers_a_directory_entry_and_says_its_certificate_was_found_via
         .await
         .unwrap();
     click(&c, "#compose").await;
-    until_path(&c, "/mail/drafts/", "no draft page").await;
+    until_path(&c, "/mail/", "no new-message page").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#compose-main"))
+        .await
+        .unwrap();
     // part of the name, without its accent, offers the entry
     c.find(Locator::Css("#to"))
         .await

@@ -107,6 +107,60 @@ async fn an_operator_creates_an_organization_with_a_domain_and_appoints_its_admi
 }
 
 #[tokio::test]
+async fn the_hisps_own_domain_follows_one_rule_on_the_create_form_and_the_domain_page() {
+    let app = TestApp::spawn().await;
+    app.user(None, "op@hisp.test", Role::Operator).await;
+    let mut op = app.signed_in("op@hisp.test").await;
+    op.get("/orgs").await;
+    // the HISP's own domain, made at first start and held by no organization, can be
+    // given to a new organization on the create form, as on the domain page
+    let r = op
+        .post(
+            "/orgs",
+            &[("name", "Small Practice"), ("domain", "Direct.Localhost")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let first = r.location();
+    assert!(
+        op.get(&first)
+            .await
+            .body
+            .contains("<code>direct.localhost</code>")
+    );
+    // once held, both forms refuse it with the same sentence, and keep what was typed
+    let taken = "The domain direct.localhost already belongs to an organization.";
+    let r = op
+        .post(
+            "/orgs",
+            &[("name", "Second Practice"), ("domain", "direct.localhost")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains(taken), "{}", r.body);
+    assert!(r.body.contains(r#"value="Second Practice""#));
+    let r = op
+        .post("/orgs", &[("name", "Second Practice"), ("domain", "")])
+        .await;
+    let second = r.location();
+    let r = op
+        .post(
+            &format!("{second}/domains"),
+            &[("domain", "direct.localhost")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains(taken), "{}", r.body);
+    assert!(
+        !op.get(&second)
+            .await
+            .body
+            .contains("<code>direct.localhost</code>"),
+        "the second organization did not get it"
+    );
+}
+
+#[tokio::test]
 async fn invitation_links_expire_after_72_hours() {
     let app = TestApp::spawn().await;
     let org = app.org("Lakeside Clinic", "direct.lakeside.test").await;

@@ -3,11 +3,15 @@
 //! checked against this HISP's anchors, and shown on the compose page's chip; an
 //! untrusted or missing one is refused with the reason.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use der::Encode as _;
-use directmail_discovery::responder::Records;
+use directmail::domain::Role;
+use directmail_discovery::responder::{Records, Responder};
 use directmail_smime::DevCa;
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
 
 use crate::helpers::TestApp;
 
@@ -191,4 +195,81 @@ async fn the_operator_sees_the_cert_records_to_publish_and_the_responder_answers
     // and another HISP's discovery finds it there
     let found = check(&mut op, "dr.ana@direct.lakeside.test").await;
     assert_eq!(found["ok"], true, "{found}");
+}
+
+/// A DNS forwarder on loopback that answers a query only when the test lets one
+/// through (one permit a query): the lookup waits at each query until then.
+async fn gated_dns(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Semaphore>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    tokio::spawn(async move {
+        let mut query = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut query).await {
+            let Ok(permit) = permits.acquire().await else {
+                return;
+            };
+            permit.forget();
+            let up = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            up.send_to(&query[..n], upstream).await.unwrap();
+            let mut answer = vec![0u8; 4096];
+            if let Ok(m) = up.recv(&mut answer).await {
+                let _ = socket.send_to(&answer[..m], from).await;
+            }
+        }
+    });
+    (addr, gate)
+}
+
+#[tokio::test]
+async fn the_operators_lookup_shows_each_step_as_it_is_taken() {
+    let dns = Responder::start("127.0.0.1:0".parse().unwrap(), Records::new())
+        .await
+        .unwrap();
+    let (gated, gate) = gated_dns(dns.local_addr()).await;
+    let app = TestApp::spawn_with(|c| c.dns_resolver = Some(gated)).await;
+    app.user(None, "hisp.ops@direct.localhost", Role::Operator)
+        .await;
+    let op = app.signed_in("hisp.ops@direct.localhost").await;
+    let mut page = op
+        .client
+        .get(app.url("/discovery?address=someone%40direct.nowhere.test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let mut body = String::new();
+    // the page, up to its list of steps, comes while no DNS query has been answered
+    while !body.contains("id=\"steps\"") {
+        let chunk = page
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the page up to its steps");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.contains("Looking up someone@direct.nowhere.test"));
+    assert!(!body.contains("id=\"outcome\""), "{body}");
+    // one query answered: its step shows while the lookup waits on the next
+    gate.add_permits(1);
+    while !body.contains("<li>") {
+        let chunk = page.chunk().await.unwrap().expect("a first step");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !body.contains("id=\"outcome\""),
+        "the first step came with the outcome, not before it: {body}"
+    );
+    // the rest answered: the other steps and the outcome follow, and the page ends
+    gate.add_permits(1000);
+    while let Some(chunk) = page.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let steps = body.matches("<li>").count();
+    assert!(steps >= 3, "CERT twice and LDAP: {body}");
+    let outcome = body.find("id=\"outcome\"").expect("the outcome");
+    assert!(body.rfind("<li>").unwrap() < outcome);
+    assert!(body.trim_end().ends_with("</html>"));
+    dns.shutdown().await;
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod api;
 mod audit_chain;
 mod browser;
+mod browser_day;
 mod browser_mail;
 mod bundles;
 mod cli;

@@ -137,6 +137,9 @@ async fn a_direct_context_names_the_patient_on_the_page_in_the_list_and_for_sear
     .await;
     let mut ana = app.signed_in(ANA).await;
     let words = banner(&mut ana, id).await;
+    // the block is the banner, not a file among the attachments
+    let page = ana.get(&format!("/mail/messages/{id}")).await;
+    assert!(!page.body.contains("metadata.txt"), "{}", page.body);
     for shown in [
         "Patient: John Hawthorne (from the Direct Context)",
         "Birth date December 31, 1961",
@@ -286,6 +289,11 @@ async fn a_hostile_context_block_is_ignored_and_leaves_the_message_without_a_pat
         assert_eq!(directmail::filing::read(&raw).patient, None, "{subject}");
         let id = deliver_raw(&app, mb.id, subject, &raw).await;
         assert_eq!(banner(&mut ana, id).await, "", "{subject}");
+        // a block that does not read stays a file the user can open
+        if context.is_some() {
+            let page = ana.get(&format!("/mail/messages/{id}")).await;
+            assert!(page.body.contains("metadata.txt"), "{subject}");
+        }
     }
     let list = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
     assert_eq!(list.status, StatusCode::OK);

@@ -516,7 +516,7 @@ fn older(body: &str) -> Option<String> {
 
 /// The flash banner's text ("" when none).
 fn flash(body: &str) -> String {
-    Regex::new(r#"(?s)<div class="banner ok" role="status">(.*?)</div>"#)
+    Regex::new(r#"(?s)<div class="banner ok" role="status" data-utc-times>(.*?)</div>"#)
         .unwrap()
         .captures(body)
         .map(|c| unescape(&c[1]))
@@ -583,11 +583,120 @@ pub(crate) fn header(headers: &reqwest::header::HeaderMap, name: &str) -> String
         .to_owned()
 }
 
-/// Starts a draft in a mailbox from the sidebar's "New message" button.
+/// Starts a draft in a mailbox, as the new-message page's first save does without
+/// scripts (Save draft with nothing typed).
 pub(crate) async fn compose(b: &mut Browser, mailbox_id: i64) -> i64 {
     let r = b.post(&format!("/mail/{mailbox_id}/compose"), &[]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     draft_id(&r.location())
+}
+
+#[tokio::test]
+async fn a_new_message_is_stored_only_once_something_is_written_or_attached() {
+    let app = TestApp::spawn().await;
+    let (ana_box, kim_box) = app.lakeside_and_hillside().await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let drafts = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from drafts")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+        }
+    };
+    // "New message" shows the page and stores nothing; its forms post to the mailbox
+    let page = ana.get(&format!("/mail/{}/compose", ana_box.id)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&format!(
+        r#"action="/mail/{}/compose" id="compose-main" data-draft="0""#,
+        ana_box.id
+    )));
+    assert!(
+        page.body
+            .contains("Nothing is kept until you write or attach something.")
+    );
+    assert_eq!(drafts(&app).await, 0);
+    // leaving it leaves nothing: Drafts is empty
+    let list = ana.get(&format!("/mail/{}/drafts", ana_box.id)).await;
+    assert!(!list.body.contains("/mail/drafts/"), "{}", list.body);
+    // not someone else's mailbox
+    assert_eq!(
+        ana.get(&format!("/mail/{}/compose", kim_box.id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // the page's first save (a keystroke) makes the draft and names it
+    let r = ana
+        .client
+        .post(app.url(&format!("/mail/{}/compose", ana_box.id)))
+        .header("X-CSRF-Token", ana.csrf.clone())
+        .header("X-Autosave", "1")
+        .form(&[
+            ("to", "front@direct.hillside.test"),
+            ("subject", ""),
+            ("body", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id: i64 = header(r.headers(), "x-draft").parse().expect("X-Draft");
+    assert!(r.text().await.unwrap().starts_with("Saved at"));
+    assert_eq!(drafts(&app).await, 1);
+    let page = ana.get(&format!("/mail/drafts/{id}")).await;
+    assert!(page.body.contains(r#"value="front@direct.hillside.test""#));
+    // text too long for a draft makes nothing
+    let long = "x".repeat(61 * 1024);
+    let r = ana
+        .post(
+            &format!("/mail/{}/compose", ana_box.id),
+            &[("body", long.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(drafts(&app).await, 1);
+    // without scripts, a file picked on the new-message page makes the draft it goes in
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(pdf("Referral"))
+            .file_name("referral.pdf")
+            .mime_str("application/pdf")
+            .unwrap(),
+    );
+    let r = ana
+        .client
+        .post(app.url(&format!("/mail/{}/compose/attachments", ana_box.id)))
+        .header("X-CSRF-Token", ana.csrf.clone())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = header(r.headers(), "location");
+    assert!(to.starts_with("/mail/drafts/"), "{to}");
+    assert_eq!(drafts(&app).await, 2);
+    let page = ana.get(&to).await;
+    assert!(page.body.contains("referral.pdf"), "{}", page.body);
+    // and Send on a page never saved sends what it carries
+    let r = ana
+        .post(
+            &format!("/mail/{}/compose/send", ana_box.id),
+            &[
+                ("to", "front@direct.hillside.test"),
+                ("subject", "Sent straight away"),
+                ("body", "No draft was saved first."),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        r.location().starts_with("/mail/messages/"),
+        "{}",
+        r.location()
+    );
+    assert_eq!(drafts(&app).await, 2, "the sent draft is gone");
 }
 
 // ---------------------------------------------------------------------------------

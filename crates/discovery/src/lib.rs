@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime};
 pub use address::AddressError;
 pub use certs::{Binding, BoxFuture, FnValidator, RejectKind, Rejection, Validator};
 pub use ldap::SrvOrder;
+pub use lookup::Progress;
 pub use publish::{Publication, cert_records};
 
 /// Settings for [`Discovery`]. `Config::default()` is what production should use,
@@ -219,8 +220,22 @@ impl Discovery {
         if let Some(hit) = self.cache.get(&recipient.address, now) {
             return Ok(hit);
         }
-        let outcome = lookup::run(self, &recipient, now).await;
+        let outcome = lookup::run(self, &recipient, now, None).await;
         tracing::debug!(address = %outcome.address, summary = %outcome.summary, "certificate discovery");
+        self.cache.put(&outcome, now);
+        Ok(outcome)
+    }
+
+    /// Look `address` up afresh (never from the cache) as of `now`, sending each step
+    /// to `progress` as it is taken; the outcome is cached as [`Discovery::lookup_at`]'s.
+    pub async fn lookup_watched(
+        &self,
+        address: &str,
+        now: SystemTime,
+        progress: Progress,
+    ) -> Result<Outcome, AddressError> {
+        let recipient = address::Recipient::parse(address)?;
+        let outcome = lookup::run(self, &recipient, now, Some(progress)).await;
         self.cache.put(&outcome, now);
         Ok(outcome)
     }

@@ -50,13 +50,24 @@ struct Run<'a> {
     dns_failed: bool,
     rejected: Vec<String>,
     ldap: LdapSeen,
+    /// Told each step as it is taken (the operator's lookup page shows them live).
+    progress: Option<Progress>,
 }
 
-pub(crate) async fn run(d: &Discovery, r: &Recipient, now: SystemTime) -> Outcome {
+/// Where a watched lookup sends its steps as they are taken.
+pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
+
+pub(crate) async fn run(
+    d: &Discovery,
+    r: &Recipient,
+    now: SystemTime,
+    progress: Option<Progress>,
+) -> Outcome {
     let mut run = Run {
         d,
         r,
         now,
+        progress,
         steps: Vec::new(),
         counter: 0,
         incomplete: false,
@@ -88,6 +99,10 @@ impl Run<'_> {
     }
 
     fn step(&mut self, s: String) {
+        if let Some(progress) = &self.progress {
+            // a watcher that went away stops nothing
+            let _ = progress.send(s.clone());
+        }
         self.steps.push(s);
     }
 
