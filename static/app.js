@@ -83,6 +83,8 @@ document.documentElement.classList.add("js");
   // on a phone a table's rows stack as cards: each cell carries its column's name
   function labelCells(root) {
     Array.prototype.forEach.call((root || document).querySelectorAll("table.list"), function (t) {
+      // a table that scrolls in its own box can be scrolled from the keyboard
+      if (t.scrollWidth > t.clientWidth + 1 && !t.hasAttribute("tabindex")) t.setAttribute("tabindex", "0");
       var heads = Array.prototype.map.call(t.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); });
       Array.prototype.forEach.call(t.querySelectorAll("tbody tr"), function (tr) {
         Array.prototype.forEach.call(tr.children, function (cell, i) {

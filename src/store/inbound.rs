@@ -547,6 +547,9 @@ pub struct StoredMessage {
     /// What the message page says about its clinical attachments, as JSON, once made
     /// (`web::message`); `None` before its first view.
     pub clinical_cards: Option<String>,
+    /// What the message page reads from the MIME, as JSON, once made (`web::message`);
+    /// `None` before its first view.
+    pub page_facts: Option<String>,
     /// The patient it is about, read when it was filed.
     pub patient: Option<MessagePatient>,
     /// Why it is restricted, one sentence each, when it is ([`MessageRow::restriction`]).
@@ -557,9 +560,26 @@ pub struct StoredMessage {
 }
 
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
+    message_with(db, id, "raw").await
+}
+
+/// [`message`] for the message page: its `raw` is loaded (else left empty) only while
+/// something the page keeps with the message (attachment checks, clinical cards, page
+/// facts) is still to be made from it, so a large message is not read on every view.
+pub async fn message_for_page(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
+    message_with(
+        db,
+        id,
+        "case when page_facts is null or clinical_cards is null or attachment_checks is null
+              then raw end",
+    )
+    .await
+}
+
+async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
-        "select {}, signer_issuer, message_id, raw, attachment_checks, clinical_cards, restriction_reasons,
-                signer_facts,
+        "select {}, signer_issuer, message_id, {raw} as raw, attachment_checks, clinical_cards,
+                page_facts, restriction_reasons, signer_facts,
                 patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
@@ -574,9 +594,10 @@ pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
             signer_issuer: r.try_get("signer_issuer")?,
             signer_facts: SignerFacts::parse(&r.try_get::<String, _>("signer_facts")?),
             message_id: r.try_get("message_id")?,
-            raw: r.try_get("raw")?,
+            raw: r.try_get::<Option<Vec<u8>>, _>("raw")?.unwrap_or_default(),
             attachment_checks: r.try_get("attachment_checks")?,
             clinical_cards: r.try_get("clinical_cards")?,
+            page_facts: r.try_get("page_facts")?,
             restriction_reasons: {
                 let reasons: String = r.try_get("restriction_reasons")?;
                 reasons.lines().map(str::to_owned).collect()

@@ -128,6 +128,16 @@ pub async fn restriction(db: &Db, id: i64) -> sqlx::Result<Option<crate::sensiti
     Ok(law.as_deref().and_then(crate::sensitivity::Law::parse))
 }
 
+/// Keeps what the message page reads from a message's MIME (JSON).
+pub async fn set_page_facts(db: &Db, id: i64, facts: &str) -> sqlx::Result<()> {
+    sqlx::query("update messages set page_facts = $1 where id = $2")
+        .bind(facts)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
 /// Keeps what the message page says about a message's clinical attachments (JSON).
 pub async fn set_clinical_cards(db: &Db, id: i64, cards: &str) -> sqlx::Result<()> {
     sqlx::query("update messages set clinical_cards = $1 where id = $2")

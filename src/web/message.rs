@@ -203,6 +203,18 @@ fn show_as(data: &[u8], refusal: Option<&str>) -> Show {
     }
 }
 
+/// The message as received: loaded with it, or now, when the message page loaded it
+/// without (`inbound::message_for_page`) and a kept value turned out not to read.
+async fn raw_of(state: &AppState, message: &inbound::StoredMessage) -> AppResult<Vec<u8>> {
+    if !message.raw.is_empty() {
+        return Ok(message.raw.clone());
+    }
+    Ok(inbound::message(&state.db, message.row.id)
+        .await?
+        .ok_or(AppError::NotFound)?
+        .raw)
+}
+
 /// The message's attachment checks ([`store::attachment_checks`]): stored on
 /// arrival, or made now (off the async threads) for a message filed before.
 async fn attachment_checks(
@@ -212,7 +224,7 @@ async fn attachment_checks(
     if let Some(checks) = &message.attachment_checks {
         return Ok(checks.clone());
     }
-    let raw = message.raw.clone();
+    let raw = raw_of(state, message).await?;
     let checks = tokio::task::spawn_blocking(move || store::attachment_checks(&raw))
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
@@ -235,13 +247,14 @@ async fn clinical_cards(
     {
         return Ok(cards);
     }
-    let raw = message.raw.clone();
+    let raw = raw_of(state, message).await?;
     let cards = tokio::task::spawn_blocking(move || super::clinical::inspect(&raw)).await?;
     let json = serde_json::to_string(&cards).map_err(|e| AppError::Internal(e.into()))?;
     store::set_clinical_cards(&state.db, message.row.id, &json).await?;
     Ok(cards)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AttachmentView {
     pub n: usize,
     pub name: String,
@@ -252,7 +265,61 @@ pub struct AttachmentView {
     pub refusal: Option<String>,
     /// A clinical document (a link to the viewer) or an XDM package (its card); filled
     /// in on the message page only.
+    #[serde(skip)]
     pub clinical: Option<Clinical>,
+}
+
+/// What the message page reads from a message's MIME: made on the first view (off the
+/// async threads) and kept with the message (`messages.page_facts`), whose content
+/// never changes, so a 20 MB message is not loaded and parsed again on every view. A
+/// kept value of another version, or one that does not read, is made again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PageFacts {
+    version: u32,
+    to: String,
+    cc: String,
+    html: bool,
+    text: String,
+    attachments: Vec<AttachmentView>,
+}
+
+/// Raise when [`PageFacts`] or what goes into it changes: kept facts are made again.
+const PAGE_FACTS_VERSION: u32 = 1;
+
+impl PageFacts {
+    fn of(raw: &[u8], checks: &str) -> PageFacts {
+        let parsed = MessageParser::default().parse(raw);
+        let p = parsed.as_ref();
+        PageFacts {
+            version: PAGE_FACTS_VERSION,
+            to: p.map(|p| addresses(p.to())).unwrap_or_default(),
+            cc: p.map(|p| addresses(p.cc())).unwrap_or_default(),
+            html: p.is_some_and(has_html),
+            text: p.map(crate::filing::text_of).unwrap_or_default(),
+            attachments: p.map(|p| attachments(p, checks)).unwrap_or_default(),
+        }
+    }
+}
+
+async fn page_facts(
+    state: &AppState,
+    message: &inbound::StoredMessage,
+    checks: &str,
+) -> AppResult<PageFacts> {
+    if let Some(facts) = message
+        .page_facts
+        .as_deref()
+        .and_then(|json| serde_json::from_str::<PageFacts>(json).ok())
+        .filter(|f| f.version == PAGE_FACTS_VERSION)
+    {
+        return Ok(facts);
+    }
+    let raw = raw_of(state, message).await?;
+    let checks = checks.to_owned();
+    let facts = tokio::task::spawn_blocking(move || PageFacts::of(&raw, &checks)).await?;
+    let json = serde_json::to_string(&facts).map_err(|e| AppError::Internal(e.into()))?;
+    store::set_page_facts(&state.db, message.row.id, &json).await?;
+    Ok(facts)
 }
 
 /// "12 KB", "3.4 MB".
@@ -574,36 +641,24 @@ async fn message(
     current: CurrentUser,
     Path(id): Path<i64>,
 ) -> AppResult<MessagePage> {
-    let message = inbound::message(&state.db, id)
+    let message = inbound::message_for_page(&state.db, id)
         .await?
         .ok_or(AppError::NotFound)?;
     // the frame also checks that the mailbox is the user's, so it comes first
     let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
     let checks = attachment_checks(&state, &message).await?;
-    let parsed = MessageParser::default().parse(&message.raw);
-    let (to, cc, html, text, mut attachment_list) = match &parsed {
-        Some(p) => (
-            addresses(p.to()),
-            addresses(p.cc()),
-            has_html(p),
-            crate::filing::text_of(p),
-            attachments(p, &checks),
-        ),
-        None => (
-            String::new(),
-            String::new(),
-            false,
-            String::new(),
-            Vec::new(),
-        ),
-    };
-    if !attachment_list.is_empty() {
-        for (view, clinical) in attachment_list
-            .iter_mut()
-            .zip(clinical_cards(&state, &message).await?)
-        {
-            view.clinical = clinical;
-        }
+    let PageFacts {
+        to,
+        cc,
+        html,
+        text,
+        attachments: mut attachment_list,
+        ..
+    } = page_facts(&state, &message, &checks).await?;
+    // made on the first view even without attachments, so later views need no raw
+    let cards = clinical_cards(&state, &message).await?;
+    for (view, clinical) in attachment_list.iter_mut().zip(cards) {
+        view.clinical = clinical;
     }
     let from = sender_line(&message.row);
     let delivery = match message.outbound_id {

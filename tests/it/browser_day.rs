@@ -170,6 +170,24 @@ async fn a_working_day_in_chromium_with_axe_on_every_page_and_a_phone_size_look(
     ] {
         visit(&c, &app, &page).await;
     }
+    // a table wider than the page (here an unbroken 300-character value) scrolls
+    // inside its own box; the page itself does not scroll sideways
+    let boxed = c
+        .execute(
+            "var cell = document.querySelector('table.list tbody td');
+             cell.textContent = 'x'.repeat(300);
+             var table = cell.closest('table');
+             return [table.scrollWidth > table.clientWidth,
+                     document.documentElement.scrollWidth <= window.innerWidth + 1];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        boxed,
+        serde_json::json!([true, true]),
+        "the audit log's table"
+    );
     sign_out(&c, &app).await;
 
     // the office manager invites a colleague

@@ -464,13 +464,22 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
     }
     // each start listens on a port of its own: the killed server's port may be taken by
     // another test by the time the second one starts. Its log is kept for a failure.
-    let start = |smtp: std::net::SocketAddr, log: &str| {
+    // On PostgreSQL the first server's connections carry a name, so that the test can
+    // wait, after killing it, until the database has finished what it had sent: a claim
+    // sent just before the kill still commits, and would hold the message five minutes.
+    const KILLED: &str = "directmail-killed";
+    let url = s.app.config.database_url().as_str().to_owned();
+    let on_postgres = url.starts_with("postgres");
+    let named = if on_postgres {
+        let join = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{join}application_name={KILLED}")
+    } else {
+        url.clone()
+    };
+    let start = |url: &str, smtp: std::net::SocketAddr, log: &str| {
         let log = std::fs::File::create(s.app.data_dir.path().join(log)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_directmail"))
-            .env(
-                "DIRECTMAIL_DATABASE_URL",
-                s.app.config.database_url().as_str(),
-            )
+            .env("DIRECTMAIL_DATABASE_URL", url)
             .env("DIRECTMAIL_DATA_DIR", s.app.data_dir.path())
             .env("DIRECTMAIL_HTTP_ADDR", "127.0.0.1:0")
             .env("DIRECTMAIL_SMTP_ADDR", smtp.to_string())
@@ -482,7 +491,7 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
             .map(Server)
             .unwrap()
     };
-    let mut first = start(smtp, "first.log");
+    let mut first = start(&named, smtp, "first.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::net::TcpStream::connect(smtp).is_err() {
         assert!(
@@ -505,6 +514,24 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
     assert!(replies[5].starts_with("250"), "{replies:?}");
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
+    if on_postgres {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity where application_name = $1",
+        )
+        .bind(KILLED)
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap()
+            > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed server's database sessions did not end"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     // a claim the killed process held lapses after five minutes; let that time pass
     sqlx::query("update inbound_messages set claimed_until = 0 where state = 'processing'")
         .execute(&s.app.state.db.pool)
@@ -515,7 +542,7 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         .unwrap()
         .local_addr()
         .unwrap();
-    let second = start(again, "second.log");
+    let second = start(&url, again, "second.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let n = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 10)

@@ -699,6 +699,74 @@ async fn a_new_message_is_stored_only_once_something_is_written_or_attached() {
     assert_eq!(drafts(&app).await, 2, "the sent draft is gone");
 }
 
+#[tokio::test]
+async fn the_message_page_reads_a_message_once_and_shows_what_it_kept_after() {
+    let app = TestApp::spawn().await;
+    let mailbox = ana_desk(&app).await;
+    let mail = Mail::new(
+        "lab@partner.example",
+        "dr.ana@direct.lakeside.test",
+        "Results",
+        "Potassium 5.9; repeat on Monday.",
+    )
+    .cc("front@direct.lakeside.test")
+    .file("results.pdf", pdf("Potassium"));
+    let id = deliver(&app, mailbox.id, &mail).await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = format!("/mail/messages/{id}");
+    let shows = |body: &str| {
+        body.contains("Potassium 5.9; repeat on Monday.")
+            && body.contains("results.pdf")
+            && body.contains("front@direct.lakeside.test")
+    };
+    let first = ana.get(&page).await;
+    assert!(shows(&first.body), "{}", first.body);
+    let kept = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("select page_facts from messages where id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        kept(&app)
+            .await
+            .is_some_and(|f| f.contains("\"version\":1"))
+    );
+    // later views show what was kept: the stored MIME is not read again (here it is
+    // replaced, and the page stays the same)
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where id = $1")
+        .bind(id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update messages set raw = $1 where id = $2")
+        .bind(b"not a message".to_vec())
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let again = ana.get(&page).await;
+    assert!(shows(&again.body), "{}", again.body);
+    // what was kept by another version (or does not read) is made again from the MIME
+    sqlx::query("update messages set raw = $1, page_facts = '{\"version\":0}' where id = $2")
+        .bind(raw)
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let remade = ana.get(&page).await;
+    assert!(shows(&remade.body), "{}", remade.body);
+    assert!(
+        kept(&app)
+            .await
+            .is_some_and(|f| f.contains("\"version\":1"))
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // 1. the whole round trip through the real S/MIME path
 
