@@ -341,12 +341,12 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     let ix = super::messages::Indexed::of(m.raw);
     let done = sqlx::query(
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
-                               trust_code, trust_sentence, signer_subject, signer_issuer, revocation, raw,
+                               trust_code, trust_sentence, signer_subject, signer_issuer, revocation,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
                                attachment_checks, patient_name, patient_id, patient_birth_date, patient_sex,
                                patient_source, patient_given, patient_family)
-         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                 $20, $21, $22, $23, $24, $25, $26)
+         values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25)
          on conflict (mailbox_id, inbound_id) do nothing returning id",
     )
     .bind(m.mailbox_id)
@@ -360,7 +360,6 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(m.signer_subject)
     .bind(m.signer_issuer)
     .bind(m.revocation)
-    .bind(m.raw.to_vec())
     .bind(ix.from_name)
     .bind(ix.to_addrs)
     .bind(ix.snippet)
@@ -376,6 +375,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     let Some(id) = filed else {
         return Ok(false);
     };
+    super::messages::store_raw(conn, id, m.raw).await?;
     record_filing(conn, id, m.filing).await?;
     if let Some(facts) = m.signer_facts {
         sqlx::query("update messages set signer_facts = $1, test_anchor = $2 where id = $3")
@@ -504,12 +504,12 @@ pub async fn file_sent(
     let ix = super::messages::Indexed::of(raw);
     let q = sqlx::query(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
-                               trust_code, trust_sentence, revocation, raw, outbound_id,
+                               trust_code, trust_sentence, revocation, outbound_id,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
                                patient_name, patient_id, patient_birth_date, patient_sex, patient_source,
                                patient_given, patient_family)
-         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6, $7,
-                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6,
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          returning id",
     )
     .bind(mailbox_id)
@@ -517,7 +517,6 @@ pub async fn file_sent(
     .bind(from_addr)
     .bind(subject)
     .bind(now)
-    .bind(raw.to_vec())
     .bind(outbound_id)
     .bind(ix.from_name)
     .bind(ix.to_addrs)
@@ -529,6 +528,7 @@ pub async fn file_sent(
         .fetch_one(&mut *conn)
         .await?;
     let id: i64 = row.try_get(0)?;
+    super::messages::store_raw(conn, id, raw).await?;
     record_filing(conn, id, filing).await?;
     Ok(id)
 }
@@ -559,21 +559,22 @@ pub struct StoredMessage {
     pub signer_facts: Option<SignerFacts>,
 }
 
+/// The message's raw MIME, for `select` on `messages`.
+const RAW: &str = "(select raw from message_raw where message_id = messages.id)";
+
 pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
-    message_with(db, id, "raw").await
+    message_with(db, id, RAW).await
 }
 
 /// [`message`] for the message page: its `raw` is loaded (else left empty) only while
 /// something the page keeps with the message (attachment checks, clinical cards, page
 /// facts) is still to be made from it, so a large message is not read on every view.
 pub async fn message_for_page(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
-    message_with(
-        db,
-        id,
+    let raw = format!(
         "case when page_facts is null or clinical_cards is null or attachment_checks is null
-              then raw end",
-    )
-    .await
+              then {RAW} end"
+    );
+    message_with(db, id, &raw).await
 }
 
 async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<StoredMessage>> {

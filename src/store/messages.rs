@@ -166,13 +166,26 @@ pub async fn set_indexed(conn: &mut AnyConnection, id: i64, ix: &Indexed) -> sql
     Ok(())
 }
 
+/// Keeps a filed message's raw MIME (in its own table: `message_raw`).
+pub async fn store_raw(conn: &mut AnyConnection, id: i64, raw: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("insert into message_raw (message_id, raw) values ($1, $2)")
+        .bind(id)
+        .bind(raw.to_vec())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Fills the list and search fields of messages filed before they existed.
 pub async fn backfill(db: &Db) -> sqlx::Result<usize> {
     let mut done = 0;
     loop {
-        let rows = sqlx::query("select id, raw from messages where indexed = 0 limit 200")
-            .fetch_all(&db.pool)
-            .await?;
+        let rows = sqlx::query(
+            "select m.id, r.raw from messages m join message_raw r on r.message_id = m.id
+             where m.indexed = 0 limit 200",
+        )
+        .fetch_all(&db.pool)
+        .await?;
         if rows.is_empty() {
             return Ok(done);
         }

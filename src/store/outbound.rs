@@ -296,18 +296,18 @@ async fn failure_notice(
             .filter(|c| !c.is_control())
             .collect::<String>()
     );
-    sqlx::query(
-        "insert into messages (mailbox_id, folder, from_addr, subject, received_at, trust_code, trust_sentence, revocation, raw)
-         values ($1, 'inbox', $2, $3, $4, 'notice', 'A notice from your HISP about a message you sent.', 'not-applicable', $5)",
+    let id: i64 = sqlx::query_scalar(
+        "insert into messages (mailbox_id, folder, from_addr, subject, received_at, trust_code, trust_sentence, revocation)
+         values ($1, 'inbox', $2, $3, $4, 'notice', 'A notice from your HISP about a message you sent.', 'not-applicable')
+         returning id",
     )
     .bind(mailbox_id)
     .bind(format!("postmaster@{domain}"))
     .bind(&notice_subject)
     .bind(now)
-    .bind(raw.into_bytes())
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(())
+    super::messages::store_raw(conn, id, raw.as_bytes()).await
 }
 
 /// Fails every recipient still waiting, after `timeout` seconds, for the processed

@@ -423,7 +423,9 @@ async fn the_api_checks_attachments_like_the_page_and_holds_them_to_the_configur
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where outbound_id is not null")
+    let raw: Vec<u8> = sqlx::query_scalar(
+        "select r.raw from messages m join message_raw r on r.message_id = m.id where m.outbound_id is not null",
+    )
         .fetch_one(&app.state.db.pool)
         .await
         .unwrap();

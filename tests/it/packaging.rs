@@ -19,7 +19,7 @@ const FRONT: &str = "front@direct.hillside.test";
 
 /// The attachments of a stored message, as (file name, media type, bytes).
 async fn attachments_of(app: &TestApp, message_id: i64) -> Vec<(String, String, Vec<u8>)> {
-    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where id = $1")
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from message_raw where message_id = $1")
         .bind(message_id)
         .fetch_one(&app.state.db.pool)
         .await

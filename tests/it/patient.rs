@@ -371,7 +371,7 @@ async fn a_patient_block_goes_out_as_a_direct_context_is_read_back_and_starts_th
     let sent_id = message_id_of(&sent.location());
 
     // the outgoing MIME: the header names the metadata.txt part, which reads back
-    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where id = $1")
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from message_raw where message_id = $1")
         .bind(sent_id)
         .fetch_one(&app.state.db.pool)
         .await

@@ -738,12 +738,12 @@ async fn the_message_page_reads_a_message_once_and_shows_what_it_kept_after() {
     );
     // later views show what was kept: the stored MIME is not read again (here it is
     // replaced, and the page stays the same)
-    let raw: Vec<u8> = sqlx::query_scalar("select raw from messages where id = $1")
+    let raw: Vec<u8> = sqlx::query_scalar("select raw from message_raw where message_id = $1")
         .bind(id)
         .fetch_one(&app.state.db.pool)
         .await
         .unwrap();
-    sqlx::query("update messages set raw = $1 where id = $2")
+    sqlx::query("update message_raw set raw = $1 where message_id = $2")
         .bind(b"not a message".to_vec())
         .bind(id)
         .execute(&app.state.db.pool)
@@ -752,8 +752,13 @@ async fn the_message_page_reads_a_message_once_and_shows_what_it_kept_after() {
     let again = ana.get(&page).await;
     assert!(shows(&again.body), "{}", again.body);
     // what was kept by another version (or does not read) is made again from the MIME
-    sqlx::query("update messages set raw = $1, page_facts = '{\"version\":0}' where id = $2")
+    sqlx::query("update message_raw set raw = $1 where message_id = $2")
         .bind(raw)
+        .bind(id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update messages set page_facts = '{\"version\":0}' where id = $1")
         .bind(id)
         .execute(&app.state.db.pool)
         .await
