@@ -521,6 +521,8 @@ async fn the_migration_applies_to_a_database_that_has_messages_and_records_only_
     let page = browser.get(&format!("/mail/messages/{old}")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Case report sent before the upgrade"));
+    // its raw MIME moved to a table of its own (0027) and still reads: text and file
+    assert!(page.body.contains("Attached.") && page.body.contains("eicr.xml"));
 
     // an RR answering it says it is not here (there is no backfill) …
     let rr = rr_received(&app, &mailbox, rr_answering(EICR_ID)).await;

@@ -1249,6 +1249,16 @@ async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() 
     );
     assert!(page.body.contains("No message here."));
     assert_eq!((place(&app, m2).await, place(&app, m3).await), (None, None));
+    // their content goes with them
+    for gone in [m2, m3] {
+        let kept: i64 =
+            sqlx::query_scalar("select count(*) from message_raw where message_id = $1")
+                .bind(gone)
+                .fetch_one(&app.state.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(kept, 0, "the raw message of {gone} is deleted with it");
+    }
     assert!(!page.body.contains("Last action:"));
     assert!(audited(&app, "trash.empty", "ana@direct.lakeside.test").await);
 
