@@ -97,7 +97,15 @@ async fn named(
         .map(|m| m.id)
         .collect();
     let mut out = Vec::with_capacity(entries.len());
+    // a page often names the same object many times (one message read again and again):
+    // each is looked up once
+    let mut known: std::collections::HashMap<&str, (String, String)> =
+        std::collections::HashMap::new();
     for e in entries {
+        if let Some(named) = known.get(e.object.as_str()) {
+            out.push(named.clone());
+            continue;
+        }
         let (kind, id) = e.object.split_once(':').unwrap_or(("", ""));
         let id: Option<i64> = id.parse().ok();
         let named = match (kind, id) {
@@ -121,6 +129,7 @@ async fn named(
             },
             _ => (e.object.clone(), String::new()),
         };
+        known.insert(e.object.as_str(), named.clone());
         out.push(named);
     }
     Ok(out)

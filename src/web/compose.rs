@@ -523,8 +523,13 @@ async fn render(
     draft: Draft,
     feedback: Feedback,
 ) -> AppResult<ComposePage> {
-    let attachments = drafts::attachments(&state.db, draft.id)
-        .await?
+    // a new message (id 0) has no files yet
+    let stored = if draft.id == 0 {
+        Vec::new()
+    } else {
+        drafts::attachments(&state.db, draft.id).await?
+    };
+    let attachments = stored
         .into_iter()
         .map(|a| {
             let size = human_size(a.size as usize);

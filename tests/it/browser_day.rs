@@ -292,6 +292,20 @@ async fn a_working_day_in_chromium_with_axe_on_every_page_and_a_phone_size_look(
         .unwrap();
     until_text(&c, "main", "Times are now shown in: Hawaii", false).await;
     look(&c, "the account page").await;
+    // a time the server writes in words ("… UTC", here the last sign-in) is shown in
+    // the chosen zone too, with UTC on hover
+    let last = c
+        .find(Locator::Css("dd[data-utc-times] time"))
+        .await
+        .expect("the last sign-in shown as a local time");
+    assert!(
+        last.attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .ends_with("UTC")
+    );
+    assert!(!last.text().await.unwrap().contains("UTC"));
     c.goto(&app.url(&sent_path)).await.unwrap();
     let time = c.find(Locator::Css("#delivery time")).await.unwrap();
     let iso = time.attr("datetime").await.unwrap().unwrap_or_default();

@@ -2186,6 +2186,7 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         format!("/mail/messages/{km}/attachments/0?inline=1"),
         format!("/mail/drafts/{kd}"),
         format!("/mail/drafts/{kd}/attachments/{ka}"),
+        format!("/mail/{kb}/compose"),
     ];
     for path in &gets {
         let page = ana.get(path).await;
@@ -2229,6 +2230,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         ),
         (format!("/mail/drafts/{kd}/attachments/{ka}/delete"), vec![]),
         (format!("/mail/drafts/{kd}/delete"), vec![]),
+        (
+            format!("/mail/{kb}/compose/send"),
+            vec![("to", "dr.ana@direct.lakeside.test")],
+        ),
     ];
     for (path, fields) in &posts {
         let page = ana.post(path, fields).await;
@@ -2242,19 +2247,20 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         )
         .await;
     assert_eq!(autosave.status, StatusCode::NOT_FOUND);
-    for script in [true, false] {
-        let up = ana
-            .upload(
-                &format!("/mail/drafts/{kd}/attachments"),
-                &[("x.pdf", "application/pdf", &pdf("x"))],
-                script,
-            )
-            .await;
-        assert_eq!(
-            up.status,
-            StatusCode::NOT_FOUND,
-            "upload (script: {script})"
-        );
+    for to in [
+        format!("/mail/drafts/{kd}/attachments"),
+        format!("/mail/{kb}/compose/attachments"),
+    ] {
+        for script in [true, false] {
+            let up = ana
+                .upload(&to, &[("x.pdf", "application/pdf", &pdf("x"))], script)
+                .await;
+            assert_eq!(
+                up.status,
+                StatusCode::NOT_FOUND,
+                "upload to {to} (script: {script})"
+            );
+        }
     }
     // her own mailbox's form with Kim's message in it moves nothing
     act(&mut ana, ana_box.id, &[("action", "trash")], &[km]).await;
@@ -2334,6 +2340,10 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
         ),
         (format!("/mail/drafts/{kd}/delete"), String::new()),
         (format!("/mail/{kb}/compose"), String::new()),
+        (
+            format!("/mail/{kb}/compose/send"),
+            "to=evil%40x.example&subject=Forged&body=forged".to_owned(),
+        ),
     ];
     for (path, body) in forged {
         let page = kim.post_raw(&path, body).await;
