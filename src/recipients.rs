@@ -38,7 +38,8 @@ pub fn discovery(
 /// Checks a discovered certificate as a signer's would be: a path to one of the
 /// sending anchors (every hosted domain's own anchors and the trust bundles assigned
 /// for sending; missing intermediates fetched through AIA), not revoked by the CRLs
-/// its chain names (an unreachable CRL does not refuse it).
+/// its chain names (an unreachable CRL does not refuse it; one that was reached but
+/// cannot be used does).
 struct HispValidator {
     db: Db,
     fetcher: fetch::Fetcher,
@@ -92,16 +93,21 @@ impl Validator for HispValidator {
                 result = smime::validate_certificate(&cert, &trust, now);
             }
             if result.is_ok() {
-                let mut urls = fetch::crl_urls(&cert);
-                for c in &trust.intermediates {
-                    urls.extend(fetch::crl_urls(c));
-                }
-                for url in urls {
-                    if let Ok(crl) = self.fetcher.crl(&url, unix).await {
-                        trust.crls.push(crl.to_vec());
-                    }
-                }
-                if !trust.crls.is_empty() {
+                let mut certs = vec![cert.clone()];
+                certs.extend(trust.intermediates.iter().cloned());
+                let mut budget = pki::FetchBudget::new(self.fetcher.timeout());
+                let lists = pki::revocation_lists(
+                    &self.fetcher,
+                    &certs,
+                    unix,
+                    &mut budget,
+                    &mut Vec::new(),
+                )
+                .await;
+                if let Some(why) = lists.unusable {
+                    result = Err((ReasonCode::RevocationListUnusable, why));
+                } else if !lists.crls.is_empty() {
+                    trust.crls = lists.crls;
                     result = smime::validate_certificate(&cert, &trust, now);
                 }
             }
@@ -111,6 +117,9 @@ impl Validator for HispValidator {
                     Err(Rejection::revoked("revoked by its issuer (CRL)"))
                 }
                 Err((ReasonCode::SignerExpired, _)) => Err(Rejection::expired("expired")),
+                Err((ReasonCode::RevocationListUnusable, why)) => Err(Rejection::other(format!(
+                    "its revocation status cannot be checked: {why}"
+                ))),
                 Err((ReasonCode::UntrustedAnchor, _)) => Err(Rejection::other(
                     "it does not chain to a trust anchor of this HISP",
                 )),

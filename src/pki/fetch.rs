@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use const_oid::ObjectIdentifier;
-use der::Decode as _;
 use directmail_smime::Certificate;
 use tokio::sync::Mutex;
-use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints};
 
@@ -159,17 +157,18 @@ impl Fetcher {
         self.cache.lock().await.bytes
     }
 
-    /// The CRL at `url` (DER), from the cache while it is current.
+    /// The CRL at `url` (DER), from the cache while it is current. A list that was
+    /// reached is returned even when it cannot be read (kept briefly): whether it
+    /// can be used is for the caller to judge, and "unreachable" is not its answer.
     pub async fn crl(&self, url: &str, now: i64) -> Result<Arc<Vec<u8>>, FetchError> {
         self.cached(url, now, |bytes| {
             let der = pem_or_der(bytes, "X509 CRL");
-            let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(&der)
-                .map_err(|e| FetchError(format!("{url} did not return a CRL ({e})")))?;
-            let until = crl
-                .tbs_cert_list
-                .next_update
-                .map(|t| t.to_unix_duration().as_secs() as i64)
-                .unwrap_or(now + CRL_DEFAULT_TTL);
+            let until = match directmail_smime::crl::Crl::from_der(&der) {
+                Ok(crl) => crl
+                    .next_update()
+                    .map_or(now + CRL_DEFAULT_TTL, |t| t as i64),
+                Err(_) => now + FAILURE_TTL,
+            };
             Ok((der, until))
         })
         .await

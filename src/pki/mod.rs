@@ -469,7 +469,7 @@ pub struct Judgement {
 
 /// What one message may make the server fetch (AIA issuers and CRLs): a few
 /// certificates looked at, a few URLs, and a deadline for all of them together.
-struct FetchBudget {
+pub(crate) struct FetchBudget {
     certificates: usize,
     urls: usize,
     deadline: tokio::time::Instant,
@@ -482,7 +482,7 @@ impl FetchBudget {
     /// URLs (AIA and CRL together) fetched for one message.
     const URLS: usize = 8;
 
-    fn new(fetch_timeout: std::time::Duration) -> FetchBudget {
+    pub(crate) fn new(fetch_timeout: std::time::Duration) -> FetchBudget {
         FetchBudget {
             certificates: Self::CERTIFICATES,
             urls: Self::URLS,
@@ -552,6 +552,97 @@ pub enum Revocation {
     Unavailable(String),
     /// The message was not trusted before revocation mattered.
     NotReached,
+}
+
+/// The CRLs of `certs`' distribution points, fetched within `budget`.
+pub(crate) struct Lists {
+    /// The lists fetched (DER).
+    pub crls: Vec<Vec<u8>>,
+    /// `None` when no certificate names a distribution point; else the points that
+    /// could not be reached (an empty list when all were).
+    pub unavailable: Option<Vec<String>>,
+    /// A list reached that cannot be used for the certificate that pointed to it
+    /// (unreadable, or issued under another name): refused whatever the policy.
+    pub unusable: Option<String>,
+}
+
+/// Fetches the CRLs that `certs` point to. A list fetched from a certificate's
+/// distribution point must be readable and issued under that certificate's issuer
+/// name; its signature, currency and entries are judged by the engine.
+pub(crate) async fn revocation_lists(
+    fetcher: &fetch::Fetcher,
+    certs: &[Certificate],
+    now: i64,
+    budget: &mut FetchBudget,
+    steps: &mut Vec<String>,
+) -> Lists {
+    let mut urls: Vec<String> = Vec::new();
+    let mut named_by: Vec<Vec<&Certificate>> = Vec::new();
+    for cert in certs {
+        for url in fetch::crl_urls(cert) {
+            match urls.iter().position(|u| *u == url) {
+                Some(i) => named_by[i].push(cert),
+                None => {
+                    urls.push(url);
+                    named_by.push(vec![cert]);
+                }
+            }
+        }
+    }
+    let mut lists = Lists {
+        crls: Vec::new(),
+        unavailable: None,
+        unusable: None,
+    };
+    if urls.is_empty() {
+        return lists;
+    }
+    let mut unavailable = Vec::new();
+    let wanted = urls.len();
+    let urls = budget.take_urls(urls, steps);
+    if urls.len() < wanted {
+        unavailable.push(format!(
+            "{} distribution point(s) beyond this message's limit were not fetched",
+            wanted - urls.len()
+        ));
+    }
+    let fetched = budget
+        .run(urls.iter().map(|url| fetcher.crl(url, now)))
+        .await;
+    for ((url, result), certs) in urls.iter().zip(fetched).zip(&named_by) {
+        let crl = match result {
+            Ok(crl) => crl,
+            Err(e) => {
+                steps.push(format!("CRL {e}"));
+                unavailable.push(e.0);
+                continue;
+            }
+        };
+        let refused = match smime::crl::Crl::from_der(&crl) {
+            Err(e) => Some(e.0),
+            Ok(list) => certs.iter().find(|c| !list.names_issuer_of(c)).map(|c| {
+                format!(
+                    "the revocation list was issued by {}, not by the certificate's issuer {}",
+                    list.issuer(),
+                    c.tbs_certificate().issuer()
+                )
+            }),
+        };
+        match refused {
+            Some(why) => {
+                steps.push(format!("CRL {url}: fetched, but cannot be used: {why}"));
+                lists
+                    .unusable
+                    .get_or_insert_with(|| format!("CRL {url}: {why}"));
+            }
+            None => {
+                steps.push(format!("CRL {url}: fetched"));
+                lists.crls.push(crl.to_vec());
+            }
+        }
+    }
+    lists.unavailable = Some(unavailable);
+    lists
 }
 
 /// Judges `message` for `domain`: decrypt with its keys, verify against its anchors,
@@ -650,50 +741,31 @@ pub async fn judge_inbound(
     }
 
     // Revocation: the CRLs of every certificate on the way to the anchor.
-    let mut urls: Vec<String> = Vec::new();
-    for cert in verdict
+    let certs: Vec<Certificate> = verdict
         .certificates
         .iter()
         .chain(trust.intermediates.iter())
-    {
-        for url in fetch::crl_urls(cert) {
-            if !urls.contains(&url) {
-                urls.push(url);
-            }
-        }
-    }
-    if urls.is_empty() {
+        .cloned()
+        .collect();
+    let lists = revocation_lists(fetcher, &certs, now, &mut budget, &mut steps).await;
+    let Some(unavailable) = lists.unavailable else {
         steps.push("CRL: the certificates name no distribution point".into());
         return Ok(Judgement {
             verdict,
             revocation: Revocation::NoDistributionPoint,
             steps,
         });
+    };
+    if let Some(why) = lists.unusable {
+        verdict.code = smime::ReasonCode::RevocationListUnusable;
+        verdict.detail = why;
+        return Ok(Judgement {
+            verdict,
+            revocation: Revocation::Checked,
+            steps,
+        });
     }
-    let mut unavailable = Vec::new();
-    let wanted = urls.len();
-    let urls = budget.take_urls(urls, &mut steps);
-    if urls.len() < wanted {
-        unavailable.push(format!(
-            "{} distribution point(s) beyond this message's limit were not fetched",
-            wanted - urls.len()
-        ));
-    }
-    let fetched = budget
-        .run(urls.iter().map(|url| fetcher.crl(url, now)))
-        .await;
-    for (url, result) in urls.iter().zip(fetched) {
-        match result {
-            Ok(crl) => {
-                steps.push(format!("CRL {url}: fetched"));
-                trust.crls.push(crl.to_vec());
-            }
-            Err(e) => {
-                steps.push(format!("CRL {e}"));
-                unavailable.push(e.0);
-            }
-        }
-    }
+    trust.crls = lists.crls;
     if !trust.crls.is_empty() {
         verdict = judge(trust).await?;
     }

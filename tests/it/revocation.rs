@@ -122,6 +122,17 @@ CRLURL=$DEAD/int.crl AIAURL=$DEAD/int.cer leaf lonely email:dr.alone@direct.send
 openssl ca -config ca.cnf -cert int.pem -keyfile int.key -revoke revoked.pem 2>/dev/null
 openssl ca -config ca.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl.pem 2>/dev/null
 openssl crl -in int.crl.pem -outform DER -out int.crl
+# the same list as version 1, as `openssl ca -gencrl` writes it without a crlnumber
+# or crl_extensions
+sed '/^crlnumber/d' ca.cnf > v1.cnf
+openssl ca -config v1.cnf -cert int.pem -keyfile int.key -gencrl -out v1.crl.pem 2>/dev/null
+openssl ca -config ca.cnf -cert int.pem -keyfile int.key -gencrl -crl_lastupdate 20200101000000Z -crl_nextupdate 20200108000000Z -out old.crl.pem 2>/dev/null
+# another CA's list, and a list under the intermediate's name signed by another key
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Other CA" -keyout other.key -out other.pem 2>/dev/null
+openssl ca -config ca.cnf -cert other.pem -keyfile other.key -gencrl -out other.crl.pem 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Test Intermediate" -keyout twin.key -out twin.pem 2>/dev/null
+openssl ca -config ca.cnf -cert twin.pem -keyfile twin.key -gencrl -out twin.crl.pem 2>/dev/null
+for c in v1 old other twin; do openssl crl -in $c.crl.pem -outform DER -out $c.crl; done
 "#;
     let out = Command::new("sh")
         .arg("-c")
@@ -272,19 +283,32 @@ pub(crate) async fn setup_with(
     .await
     .unwrap();
     Setup {
-        fetcher: Fetcher::new(
-            Duration::from_secs(2),
-            directmail_net::Policy::everything(),
-            &[],
-        )
-        .unwrap(),
+        fetcher: fetcher(),
         app,
         files,
         domain,
     }
 }
 
+/// A fetcher with an empty cache that may reach loopback.
+fn fetcher() -> Fetcher {
+    Fetcher::new(
+        Duration::from_secs(2),
+        directmail_net::Policy::everything(),
+        &[],
+    )
+    .unwrap()
+}
+
 impl Setup {
+    /// The same portal with an empty fetch cache.
+    fn refetching(self) -> Setup {
+        Setup {
+            fetcher: fetcher(),
+            ..self
+        }
+    }
+
     async fn judge(&self, message: Vec<u8>) -> directmail::pki::Judgement {
         directmail::pki::judge_inbound(
             &self.app.state.db,
@@ -369,15 +393,7 @@ async fn a_missing_intermediate_is_fetched_through_aia() {
     assert_eq!(s.files.hits("int.cer"), 1);
     // without AIA answering, the chain stops short of the anchor
     s.files.files.lock().unwrap().remove("int.cer");
-    let fresh = Setup {
-        fetcher: Fetcher::new(
-            Duration::from_secs(2),
-            directmail_net::Policy::everything(),
-            &[],
-        )
-        .unwrap(),
-        ..s
-    };
+    let fresh = s.refetching();
     let j = fresh
         .judge(message(
             fresh.app.data_dir.path(),
@@ -413,4 +429,103 @@ async fn an_unreachable_crl_soft_fails_by_default_and_fails_closed_when_the_doma
         .await;
     assert_eq!(j.verdict.code, ReasonCode::RevocationUnknown);
     assert!(j.verdict.sentence().contains("could not be checked"));
+}
+
+#[tokio::test]
+async fn a_version_1_crl_as_openssl_writes_it_is_read_and_names_the_revoked_signer() {
+    let s = setup().await;
+    let dir = s.app.data_dir.path().to_path_buf();
+    s.files
+        .put("int.crl", std::fs::read(dir.join("v1.crl")).unwrap());
+    let j = s
+        .judge(message(&dir, "revoked", "dr.gone@direct.sender.test", true))
+        .await;
+    assert_eq!(
+        j.verdict.code,
+        ReasonCode::SignerRevoked,
+        "{} {:?}",
+        j.verdict.detail,
+        j.steps
+    );
+    assert!(
+        j.verdict.detail.contains("CN=revoked"),
+        "{}",
+        j.verdict.detail
+    );
+    let j = s
+        .judge(message(&dir, "sender", "dr.smith@direct.sender.test", true))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::Trusted, "{}", j.verdict.detail);
+    assert_eq!(j.revocation, Revocation::Checked);
+}
+
+#[tokio::test]
+async fn a_crl_that_is_reached_but_cannot_be_used_refuses_the_signer_even_on_soft_fail() {
+    let mut s = setup().await;
+    let dir = s.app.data_dir.path().to_path_buf();
+    assert_eq!(
+        orgs::crl_policy(&s.app.state.db, s.domain.id)
+            .await
+            .unwrap(),
+        CrlUnreachable::SoftFail
+    );
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "another CA's list",
+            std::fs::read(dir.join("other.crl")).unwrap(),
+            "issued by CN=Other CA",
+        ),
+        (
+            "a list under the issuer's name signed by another key",
+            std::fs::read(dir.join("twin.crl")).unwrap(),
+            "not signed by the certificate's issuer",
+        ),
+        (
+            "a list past its nextUpdate",
+            std::fs::read(dir.join("old.crl")).unwrap(),
+            "out of date",
+        ),
+        (
+            "a page that is not a list",
+            b"<html>Sign in to the Wi-Fi</html>".to_vec(),
+            "could not be read",
+        ),
+    ];
+    for (what, crl, reason) in cases {
+        s = s.refetching();
+        s.files.put("int.crl", crl);
+        // neither the revoked signer nor a good one is trusted on a list that cannot be used
+        for (signer, from) in [
+            ("revoked", "dr.gone@direct.sender.test"),
+            ("sender", "dr.smith@direct.sender.test"),
+        ] {
+            let j = s.judge(message(&dir, signer, from, true)).await;
+            assert_eq!(
+                j.verdict.code,
+                ReasonCode::RevocationListUnusable,
+                "{what}, {signer}: {} {:?}",
+                j.verdict.detail,
+                j.steps
+            );
+            assert!(
+                j.verdict.detail.contains(reason),
+                "{what}: {}",
+                j.verdict.detail
+            );
+            assert!(!j.verdict.is_trusted());
+            assert!(
+                j.verdict.sentence().contains("could not be used"),
+                "{}",
+                j.verdict.sentence()
+            );
+        }
+    }
+    // the good list again: the good signer is trusted
+    s = s.refetching();
+    s.files
+        .put("int.crl", std::fs::read(dir.join("int.crl")).unwrap());
+    let j = s
+        .judge(message(&dir, "sender", "dr.smith@direct.sender.test", true))
+        .await;
+    assert_eq!(j.verdict.code, ReasonCode::Trusted, "{}", j.verdict.detail);
 }

@@ -12,6 +12,7 @@
 mod alg;
 mod ber;
 mod bundle;
+pub mod crl;
 mod error;
 mod inbound;
 mod keys;

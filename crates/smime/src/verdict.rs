@@ -4,16 +4,14 @@
 
 use std::time::SystemTime;
 
-use der::Encode;
+use der::{Decode as _, Encode};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use webpki::{
-    EndEntityCert, KeyUsage, OwnedCertRevocationList, RevocationCheckDepth,
-    RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{EndEntityCert, KeyUsage};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::KeyUsage as X509KeyUsage;
 
 use crate::alg;
+use crate::crl::{self, Crl};
 use crate::inbound::{self, Failure};
 use crate::keys::{self, Identity};
 use crate::mime;
@@ -41,6 +39,10 @@ pub enum ReasonCode {
     /// fetched) and the receiving domain requires it. Set by the caller, which
     /// fetches CRLs; never by [`judge`].
     RevocationUnknown,
+    /// A CRL of the signer's path was reached but cannot be used: unreadable, not
+    /// signed by the certificate's issuer, out of date, or of a kind not supported.
+    /// Refused whatever the domain's soft-fail setting.
+    RevocationListUnusable,
     /// No signer certificate names the From address (or its domain) in subjectAltName.
     SenderNotBound,
     /// MD5/SHA-1 digest or an RSA key shorter than 2048 bits.
@@ -69,7 +71,7 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for exhaustive listings (admin filters, tests).
-    pub const ALL: [ReasonCode; 19] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::Trusted,
         ReasonCode::AmbiguousSender,
         ReasonCode::UntrustedAnchor,
@@ -77,6 +79,7 @@ impl ReasonCode {
         ReasonCode::SignerNotYetValid,
         ReasonCode::SignerRevoked,
         ReasonCode::RevocationUnknown,
+        ReasonCode::RevocationListUnusable,
         ReasonCode::SenderNotBound,
         ReasonCode::WeakAlgorithm,
         ReasonCode::UnsupportedAlgorithm,
@@ -101,6 +104,7 @@ impl ReasonCode {
             ReasonCode::SignerNotYetValid => "signer_not_yet_valid",
             ReasonCode::SignerRevoked => "signer_revoked",
             ReasonCode::RevocationUnknown => "revocation_unknown",
+            ReasonCode::RevocationListUnusable => "revocation_list_unusable",
             ReasonCode::SenderNotBound => "sender_not_bound",
             ReasonCode::WeakAlgorithm => "weak_algorithm",
             ReasonCode::UnsupportedAlgorithm => "unsupported_algorithm",
@@ -144,6 +148,9 @@ impl ReasonCode {
             }
             ReasonCode::RevocationUnknown => {
                 "Whether the sender's certificate was revoked could not be checked (its revocation list could not be fetched), and your domain requires that check; try again later or ask your administrator."
+            }
+            ReasonCode::RevocationListUnusable => {
+                "The sender's certificate authority published a revocation list that could not be used (unreadable, out of date, or not signed by that authority), so whether the certificate was revoked is unknown; do not trust this message and ask your administrator."
             }
             ReasonCode::SenderNotBound => {
                 "The signature belongs to a certificate that is not issued to the sender's address or domain, so the sender cannot be confirmed."
@@ -638,12 +645,12 @@ fn chain(
         .map_err(|e| (ReasonCode::Malformed, format!("signer certificate: {e:?}")))?;
     let anchor_ders: Vec<Vec<u8>> = trust.anchors.iter().map(der).collect::<Result<_, _>>()?;
     let mut anchors = Vec::new();
-    let mut anchor_names = Vec::new();
+    let mut anchor_certs = Vec::new();
     for (c, d) in trust.anchors.iter().zip(&anchor_ders) {
         let cd = CertificateDer::from(d.as_slice());
         if let Ok(a) = webpki::anchor_from_trusted_cert(&cd) {
             anchors.push(a.to_owned());
-            anchor_names.push(c.tbs_certificate().subject().to_string());
+            anchor_certs.push(c);
         }
     }
     let mut intermediates: Vec<CertificateDer<'static>> = Vec::new();
@@ -652,17 +659,6 @@ fn chain(
             intermediates.push(CertificateDer::from(der(c)?));
         }
     }
-    let crls: Vec<webpki::CertRevocationList<'static>> = trust
-        .crls
-        .iter()
-        .filter_map(|d| OwnedCertRevocationList::from_der(d).ok().map(Into::into))
-        .collect();
-    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
-    let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-        b.with_depth(RevocationCheckDepth::Chain)
-            .with_status_policy(UnknownStatusPolicy::Allow)
-            .build()
-    });
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(keys::unix_seconds(now)));
     let path = ee
         .verify_for_usage(
@@ -671,12 +667,11 @@ fn chain(
             &intermediates,
             time,
             KeyUsage::required_if_present(alg::ID_KP_EMAIL_PROTECTION),
-            revocation,
+            None,
             None,
         )
         .map_err(|e| {
             let code = match e {
-                webpki::Error::CertRevoked => ReasonCode::SignerRevoked,
                 webpki::Error::CertExpired { .. } => ReasonCode::SignerExpired,
                 webpki::Error::CertNotValidYet { .. } => ReasonCode::SignerNotYetValid,
                 webpki::Error::RequiredEkuNotFoundContext(_) => ReasonCode::KeyUsageNotAllowed,
@@ -685,14 +680,69 @@ fn chain(
             (code, format!("path validation: {e:?}"))
         })?;
     let used = path.anchor();
-    let name = anchors
+    let anchor_cert = anchors
         .iter()
         .position(|a| {
             a.subject == used.subject && a.subject_public_key_info == used.subject_public_key_info
         })
-        .and_then(|i| anchor_names.get(i).cloned())
-        .unwrap_or_default();
-    Ok(name)
+        .and_then(|i| anchor_certs.get(i))
+        .ok_or_else(|| {
+            (
+                ReasonCode::UntrustedAnchor,
+                "the path's anchor is not among the configured anchors".to_string(),
+            )
+        })?;
+
+    // Revocation: every certificate below the anchor, against the lists its issuer
+    // published (the caller fetched them from the distribution points).
+    let mut chain = vec![cert.clone()];
+    for c in path.intermediate_certificates() {
+        chain.push(
+            Certificate::from_der(c.der().as_ref())
+                .map_err(|e| (ReasonCode::Malformed, format!("intermediate: {e}")))?,
+        );
+    }
+    chain.push((*anchor_cert).clone());
+    check_revocation(&chain, &trust.crls, keys::unix_seconds(now))?;
+    Ok(anchor_cert.tbs_certificate().subject().to_string())
+}
+
+/// Checks each certificate of `chain` (end entity first, anchor last) against the
+/// lists in `crls` that name its issuer. A list that cannot be read or used refuses
+/// the path: it was reached, so "unknown" is not an answer it may give.
+fn check_revocation(
+    chain: &[Certificate],
+    crls: &[Vec<u8>],
+    now: u64,
+) -> Result<(), (ReasonCode, String)> {
+    let unusable = |e: crl::Unusable| (ReasonCode::RevocationListUnusable, e.0);
+    let lists: Vec<Crl> = crls
+        .iter()
+        .map(|d| Crl::from_der(d))
+        .collect::<Result<_, _>>()
+        .map_err(unusable)?;
+    for pair in chain.windows(2) {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        for list in lists.iter().filter(|l| l.names_issuer_of(cert)) {
+            if let crl::Status::Revoked { since } =
+                list.status(cert, issuer, now).map_err(unusable)?
+            {
+                return Err((
+                    ReasonCode::SignerRevoked,
+                    format!(
+                        "{} (serial {}) is on its issuer's revocation list since {since} (Unix time)",
+                        cert.tbs_certificate().subject(),
+                        hex(cert.tbs_certificate().serial_number().as_bytes())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn details(cert: &Certificate, anchor: Option<String>) -> SignerDetails {
