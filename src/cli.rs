@@ -880,9 +880,15 @@ async fn cert(
             };
             let (kek, _) = secrets::load(config)?;
             secrets::check_against_database(db, &kek).await?;
-            let row = pki::import_certificate(
+            let fetcher = crate::pki::fetch::Fetcher::new(
+                std::time::Duration::from_secs(config.fetch_timeout_seconds),
+                config.network_policy(),
+                &config.extra_https_roots()?,
+            )?;
+            let pki::Imported { row, chain_gap } = pki::import_certificate(
                 db,
                 &kek,
+                Some(&fetcher),
                 &domain,
                 address.as_ref(),
                 file,
@@ -891,16 +897,19 @@ async fn cert(
             )
             .await
             .map_err(|e| anyhow!("{e}"))?;
-            Ok((
-                format!(
-                    "Imported {} for {} (valid until {}, SHA-256 {}).",
-                    row.subject,
-                    row.address.as_deref().unwrap_or(&domain.name),
-                    format_utc(row.not_after),
-                    row.fingerprint
-                ),
-                cert_json(&row),
-            ))
+            let mut said = format!(
+                "Imported {} for {} (valid until {}, SHA-256 {}).",
+                row.subject,
+                row.address.as_deref().unwrap_or(&domain.name),
+                format_utc(row.not_after),
+                row.fingerprint
+            );
+            let mut json = cert_json(&row);
+            if let Some(gap) = &chain_gap {
+                said = format!("{said}\n{gap}");
+            }
+            json["chain_gap"] = serde_json::json!(chain_gap);
+            Ok((said, json))
         }
         CertCommand::List { domain } => {
             let domain = find_domain(db, &domain).await?;

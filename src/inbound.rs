@@ -354,9 +354,13 @@ impl Processor {
                     steps.push(format!("{rcpt}: the mailbox no longer exists"));
                     continue;
                 };
-                // Implementation Guide for Delivery Notification: processed always,
-                // dispatched when the sender asked for final-destination delivery
-                if let (Some(to), Some(original)) = (&facts.notify_to, &facts.message_id) {
+                // Implementation Guide for Delivery Notification: the receiving HISP
+                // always acknowledges with processed — to Disposition-Notification-To
+                // when the message names one, else to the sender its signature is bound
+                // to — and sends dispatched when the sender asked for final-destination
+                // delivery
+                if let Some(original) = &facts.message_id {
+                    let to = facts.notify_to.as_ref().unwrap_or(&facts.from);
                     let mut kinds = vec![outbound::Disposition::Processed];
                     if facts.final_destination {
                         kinds.push(outbound::Disposition::Dispatched);

@@ -102,16 +102,21 @@ fn system_time(unix: i64) -> SystemTime {
 
 /// Imports a domain's (or, with `address`, an address's) key and certificate: checks
 /// that the key matches, is RSA ≥ 2048, that the certificate binds the domain or
-/// address and is valid now; seals the key; stores and audits it.
+/// address and is valid now; seals the key; stores and audits it with its chain:
+/// the issuers that came with the file, then (with a `fetcher`) those reached through
+/// AIA up to a configured anchor or a self-signed root. The same certificate again is
+/// refused, unless it brings issuers its stored chain lacks: then the chain is kept.
+#[allow(clippy::too_many_arguments)]
 pub async fn import_certificate(
     db: &Db,
     kek: &SecretKey,
+    fetcher: Option<&fetch::Fetcher>,
     domain: &Domain,
     address: Option<&Email>,
     file: KeyFile,
     now: i64,
     actor: &Actor,
-) -> Result<CertRow, ImportProblem> {
+) -> Result<Imported, ImportProblem> {
     if let Some(a) = address
         && a.domain() != domain.name
     {
@@ -145,17 +150,48 @@ pub async fn import_certificate(
 
     let cert = identity.certificate();
     let facts = info(cert);
-    if store::cert_by_fingerprint(db, &facts.fingerprint)
-        .await?
-        .is_some()
-    {
-        return Err(ImportProblem::Refused(
-            "This certificate is already imported.".into(),
-        ));
+    // the issuers that came with the file, then those its AIA names, up to an anchor
+    let mut chain: Vec<Certificate> = vec![cert.clone()];
+    chain.extend(identity.chain().iter().cloned());
+    let anchors = sending_anchors(db).await?;
+    if let Some(fetcher) = fetcher {
+        complete_chain(fetcher, &mut chain, &anchors, now).await;
     }
-    let mut chain: Vec<&Certificate> = vec![cert];
-    chain.extend(identity.chain().iter());
-    let chain_pem = to_pem(&chain)?;
+    let chain_pem = to_pem(&chain.iter().collect::<Vec<_>>())?;
+    let chain_gap = missing_issuer(&chain, &anchors).map(gap_sentence);
+    if let Some(mut row) = store::cert_by_fingerprint(db, &facts.fingerprint).await? {
+        // the same certificate again, with issuers its stored chain lacks: keep them
+        let stored = smime::parse_certificates(row.chain_pem.as_bytes()).unwrap_or_default();
+        if row.domain_id != domain.id
+            || missing_issuer(&stored, &anchors).is_none()
+            || chain.len() <= stored.len()
+        {
+            return Err(ImportProblem::Refused(
+                "This certificate is already imported.".into(),
+            ));
+        }
+        let mut tx = db.begin().await?;
+        store::set_chain(&mut tx, row.id, &chain_pem).await?;
+        audit::append(
+            &mut tx,
+            now,
+            actor,
+            Event::new(
+                "cert.chain",
+                row.address.clone().unwrap_or_else(|| domain.name.clone()),
+            )
+            .detail(format!(
+                "sha256 {}: {} issuer(s) stored",
+                facts.fingerprint,
+                chain.len() - 1
+            ))
+            .org(domain.org_id),
+        )
+        .await?;
+        tx.commit().await?;
+        row.chain_pem = chain_pem;
+        return Ok(Imported { row, chain_gap });
+    }
     let key_der = identity.private_key_pkcs8_der().map_err(refused)?;
     let key_sealed = kek.seal(&key_der, facts.fingerprint.as_bytes())?;
     let mut tx = db.begin().await?;
@@ -191,17 +227,125 @@ pub async fn import_certificate(
     )
     .await?;
     tx.commit().await?;
-    Ok(CertRow {
-        id,
-        domain_id: domain.id,
-        address: address.map(|a| a.to_string()),
-        subject: facts.subject,
-        issuer: facts.issuer,
-        serial: facts.serial,
-        fingerprint: facts.fingerprint,
-        not_before: facts.not_before,
-        not_after: facts.not_after,
+    Ok(Imported {
+        row: CertRow {
+            id,
+            domain_id: domain.id,
+            address: address.map(|a| a.to_string()),
+            subject: facts.subject,
+            issuer: facts.issuer,
+            serial: facts.serial,
+            fingerprint: facts.fingerprint,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            chain_pem,
+        },
+        chain_gap,
     })
+}
+
+/// A certificate just imported, and what its chain lacks.
+pub struct Imported {
+    pub row: CertRow,
+    /// One sentence when the stored chain does not reach an anchor or a root:
+    /// other HISPs may then be unable to verify this certificate's signatures.
+    pub chain_gap: Option<String>,
+}
+
+/// Every anchor configured here: the domains' own and the sending bundles'.
+async fn sending_anchors(db: &Db) -> anyhow::Result<Vec<Certificate>> {
+    let mut anchors = Vec::new();
+    for pem in crate::store::bundles::sending_anchor_pems(db).await? {
+        anchors.extend(smime::parse_certificates(pem.as_bytes()).unwrap_or_default());
+    }
+    Ok(anchors)
+}
+
+fn self_signed(c: &Certificate) -> bool {
+    c.tbs_certificate().subject() == c.tbs_certificate().issuer()
+}
+
+/// The highest certificate reached from `chain[0]` through issuers in `chain`.
+fn top_of(chain: &[Certificate]) -> Option<&Certificate> {
+    let mut top = chain.first()?;
+    for _ in 0..chain.len() {
+        if self_signed(top) {
+            break;
+        }
+        match chain
+            .iter()
+            .find(|c| c.tbs_certificate().subject() == top.tbs_certificate().issuer())
+        {
+            Some(next) => top = next,
+            None => break,
+        }
+    }
+    Some(top)
+}
+
+/// The issuer `chain` stops short of (its name), or `None` when it reaches a
+/// self-signed certificate or the issuer of its top is one of `anchors`.
+fn missing_issuer(chain: &[Certificate], anchors: &[Certificate]) -> Option<String> {
+    let top = top_of(chain)?;
+    let issuer = top.tbs_certificate().issuer();
+    let reached = self_signed(top)
+        || anchors
+            .iter()
+            .any(|a| a.tbs_certificate().subject() == issuer);
+    (!reached).then(|| issuer.to_string())
+}
+
+fn gap_sentence(issuer: String) -> String {
+    format!(
+        "Other HISPs may not be able to verify this certificate's signatures: its issuer {issuer} \
+         is neither in the file nor reachable through the certificate's AIA, nor a configured \
+         anchor; import the certificate again as a PEM file with {issuer}'s certificate (and any \
+         CA above it) after it, or as a PKCS#12 file that includes them."
+    )
+}
+
+/// Follows AIA from the top of `chain` until it reaches a self-signed certificate or
+/// an issuer among `anchors` (four steps at most), adding each issuer found.
+async fn complete_chain(
+    fetcher: &fetch::Fetcher,
+    chain: &mut Vec<Certificate>,
+    anchors: &[Certificate],
+    now: i64,
+) {
+    for _ in 0..4 {
+        if missing_issuer(chain, anchors).is_none() {
+            return;
+        }
+        let Some(top) = top_of(chain).cloned() else {
+            return;
+        };
+        let mut found = false;
+        for url in fetch::issuer_urls(&top) {
+            let Ok(certs) = fetcher.issuers(&url, now).await else {
+                continue;
+            };
+            for c in certs {
+                if c.tbs_certificate().subject() == top.tbs_certificate().issuer()
+                    && !chain.contains(&c)
+                {
+                    chain.push(c);
+                    found = true;
+                }
+            }
+            if found {
+                break;
+            }
+        }
+        if !found {
+            return;
+        }
+    }
+}
+
+/// [`gap_sentence`] for a stored certificate, or `None` when its chain is complete.
+pub async fn chain_gap(db: &Db, row: &CertRow) -> anyhow::Result<Option<String>> {
+    let chain = smime::parse_certificates(row.chain_pem.as_bytes())?;
+    Ok(missing_issuer(&chain, &sending_anchors(db).await?).map(gap_sentence))
 }
 
 /// What adding anchors did.
@@ -432,16 +576,21 @@ pub async fn issue_dev_certificate(
         } else {
             ca.issue_domain(&name, system_time(now))?
         };
+        // the chain up to the development CA's root, which is never sent
         let mut chain: Vec<&Certificate> = vec![identity.certificate()];
         chain.extend(identity.chain().iter());
+        if !chain.contains(&ca.certificate()) {
+            chain.push(ca.certificate());
+        }
         let key = identity.private_key_pkcs8_der()?;
         Ok((to_pem(&chain)?, key, to_pem(&[ca.certificate()])?))
     })
     .await
     .map_err(anyhow::Error::from)??;
-    let row = import_certificate(
+    let Imported { row, .. } = import_certificate(
         db,
         kek,
+        None,
         domain,
         address,
         KeyFile::Pem {

@@ -17,6 +17,8 @@ pub struct CertRow {
     pub fingerprint: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// The certificate and the issuers stored with it (PEM); empty where not read.
+    pub chain_pem: String,
 }
 
 impl CertRow {
@@ -31,6 +33,7 @@ impl CertRow {
             fingerprint: row.try_get("fingerprint")?,
             not_before: row.try_get("not_before")?,
             not_after: row.try_get("not_after")?,
+            chain_pem: row.try_get("chain_pem").unwrap_or_default(),
         })
     }
 }
@@ -70,9 +73,20 @@ pub async fn insert_cert(conn: &mut AnyConnection, c: NewCert<'_>, now: i64) -> 
     .await
 }
 
+/// Replaces a hosted certificate's stored chain (the same certificate, more issuers).
+pub async fn set_chain(conn: &mut AnyConnection, id: i64, chain_pem: &str) -> sqlx::Result<()> {
+    sqlx::query("update domain_certificates set chain_pem = $1 where id = $2")
+        .bind(chain_pem)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 pub async fn certs_of_domain(db: &Db, domain_id: i64) -> sqlx::Result<Vec<CertRow>> {
     let rows = sqlx::query(
-        "select id, domain_id, address, subject, issuer, serial, fingerprint, not_before, not_after
+        "select id, domain_id, address, subject, issuer, serial, fingerprint, not_before, not_after,
+                chain_pem
          from domain_certificates where domain_id = $1 order by address, not_after desc",
     )
     .bind(domain_id)
@@ -110,7 +124,8 @@ pub async fn publishable(
 
 pub async fn cert_by_fingerprint(db: &Db, fingerprint: &str) -> sqlx::Result<Option<CertRow>> {
     let row = sqlx::query(
-        "select id, domain_id, address, subject, issuer, serial, fingerprint, not_before, not_after
+        "select id, domain_id, address, subject, issuer, serial, fingerprint, not_before, not_after,
+                chain_pem
          from domain_certificates where fingerprint = $1",
     )
     .bind(fingerprint)

@@ -75,6 +75,8 @@ pub struct CertView {
     pub fingerprint: String,
     pub until: String,
     pub status: String,
+    /// What other HISPs may miss to verify its signatures, when anything.
+    pub chain_gap: Option<String>,
 }
 
 pub struct AnchorView {
@@ -112,21 +114,21 @@ async fn view(
     error: String,
 ) -> AppResult<DomainPage> {
     let now = state.clock.now();
-    let certs = store::certs_of_domain(&state.db, domain.id)
-        .await?
-        .into_iter()
-        .map(|c| CertView {
+    let mut certs = Vec::new();
+    for c in store::certs_of_domain(&state.db, domain.id).await? {
+        certs.push(CertView {
             bound_to: c
                 .address
                 .clone()
                 .unwrap_or_else(|| format!("the whole domain {}", domain.name)),
             status: status(c.not_before, c.not_after, now),
             until: format_utc(c.not_after),
+            chain_gap: pki::chain_gap(&state.db, &c).await?,
             subject: c.subject,
             issuer: c.issuer,
             fingerprint: c.fingerprint,
-        })
-        .collect();
+        });
+    }
     let anchors = store::anchors_of_domain(&state.db, domain.id)
         .await?
         .into_iter()
@@ -281,6 +283,7 @@ async fn import_certificate(
     match pki::import_certificate(
         &state.db,
         &state.secret,
+        Some(&state.fetcher),
         &domain,
         address.as_ref(),
         file,
@@ -289,16 +292,19 @@ async fn import_certificate(
     )
     .await
     {
-        Ok(cert) => {
-            session::flash(
-                &current.session,
-                format!(
-                    "Imported the certificate {} for {}.",
-                    cert.subject,
-                    cert.address.as_deref().unwrap_or(&domain.name)
-                ),
-            )
-            .await?;
+        Ok(pki::Imported {
+            row: cert,
+            chain_gap,
+        }) => {
+            let mut said = format!(
+                "Imported the certificate {} for {}.",
+                cert.subject,
+                cert.address.as_deref().unwrap_or(&domain.name)
+            );
+            if let Some(gap) = chain_gap {
+                said = format!("{said} {gap}");
+            }
+            session::flash(&current.session, said).await?;
             Ok(Redirect::to(&format!("/orgs/{}/domains/{}", org.id, domain.id)).into_response())
         }
         Err(ImportProblem::Refused(message)) => refuse(message).await,

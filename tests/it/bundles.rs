@@ -569,6 +569,7 @@ async fn receiving_domain(app: &TestApp) -> orgs::Domain {
     directmail::pki::import_certificate(
         &app.state.db,
         &app.state.secret,
+        None,
         &domain,
         None,
         KeyFile::Pem {

@@ -574,3 +574,69 @@ async fn a_message_accepted_before_the_process_is_killed_is_delivered_once_after
         1
     );
 }
+
+#[tokio::test]
+async fn a_trusted_message_without_disposition_notification_to_is_acknowledged_to_its_signer() {
+    let (sink, relay) = crate::outbound::sink().await;
+    let s = crate::revocation::setup_with(|c| c.smtp_relay = Some(relay), None).await;
+    let mailbox = with_mailbox(&s).await;
+    let dir = s.app.data_dir.path().to_path_buf();
+    // built by openssl cms; its signed header block has no Disposition-Notification-To
+    let raw = message(&dir, "sender", "dr.smith@direct.sender.test", true);
+    let id = receive(
+        &s,
+        "dr.smith@direct.sender.test",
+        &["front@direct.lakeside.test"],
+        &raw,
+    )
+    .await;
+    assert_eq!(outcome(&s, id).await, "delivered");
+    s.app.state.wake_sender.notify_one();
+    crate::outbound::wait_for(
+        "the processed notification at the sender's HISP",
+        async || !sink.received.lock().unwrap().is_empty(),
+    )
+    .await;
+    let (envelope, data) = sink.received.lock().unwrap()[0].clone();
+    assert_eq!(
+        envelope.rcpt_to,
+        vec!["dr.smith@direct.sender.test".to_owned()]
+    );
+    std::fs::write(dir.join("mdn.eml"), &data).unwrap();
+    // the sender's HISP opens it with its own key, and verifies it up to the root it trusts
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "set -e
+openssl cms -decrypt -in mdn.eml -recip sender.pem -inkey sender.key -out mdn.signed
+openssl cms -verify -in mdn.signed -CAfile root.pem -purpose smimesign -out mdn.inner 2>verify.txt
+cat verify.txt mdn.inner",
+        )
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && shown.contains("Verification successful"),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("report-type=disposition-notification")
+            && shown.contains("Final-Recipient: rfc822;front@direct.lakeside.test")
+            && shown.contains("processed"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("dispatched"),
+        "only asked-for dispatched notifications are sent"
+    );
+    let mdns: i64 = sqlx::query_scalar(
+        "select count(*) from outbound_messages where kind = 'mdn' and mailbox_id = $1",
+    )
+    .bind(mailbox)
+    .fetch_one(&s.app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(mdns, 1, "one processed notification, no dispatched");
+}

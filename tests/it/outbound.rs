@@ -42,7 +42,7 @@ async fn hosted_mailbox(app: &TestApp, org: &str, domain: &str, address: &str) -
     mailbox
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -613,7 +613,7 @@ type Received = Vec<(directmail_smtp::Envelope, Vec<u8>)>;
 
 #[derive(Clone, Default)]
 pub(crate) struct Sink {
-    received: std::sync::Arc<std::sync::Mutex<Received>>,
+    pub(crate) received: std::sync::Arc<std::sync::Mutex<Received>>,
 }
 
 impl directmail_smtp::Backend for Sink {
@@ -636,6 +636,13 @@ impl directmail_smtp::Backend for Sink {
 /// A loopback SMTP server keeping what it receives, standing for another HISP's mail
 /// exchanger, and a portal that relays to it.
 pub(crate) async fn app_relaying_to_sink() -> (TestApp, Sink) {
+    let (sink, sink_addr) = sink().await;
+    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(sink_addr)).await;
+    (app, sink)
+}
+
+/// A loopback SMTP server keeping what it receives, and its address.
+pub(crate) async fn sink() -> (Sink, String) {
     let sink = Sink::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_addr = listener.local_addr().unwrap();
@@ -645,8 +652,7 @@ pub(crate) async fn app_relaying_to_sink() -> (TestApp, Sink) {
         sink.clone(),
         std::future::pending(),
     ));
-    let app = TestApp::spawn_with(|c| c.smtp_relay = Some(sink_addr.to_string())).await;
-    (app, sink)
+    (sink, sink_addr.to_string())
 }
 
 /// kim@direct.far.test on the foreign HISP: a key and certificate made by openssl in
@@ -696,6 +702,7 @@ pub(crate) async fn opened_by_kim(app: &TestApp, sink: &Sink) -> (Vec<u8>, Strin
             "set -e
 openssl cms -decrypt -in sent.eml -recip kim.pem -inkey kim.key -out signed.eml
 openssl cms -verify -in signed.eml -CAfile dev-ca.pem -purpose smimesign -out inner.eml 2>verify.txt
+openssl smime -pk7out -in signed.eml | openssl pkcs7 -print_certs -noout > sent-certs.txt
 cat verify.txt inner.eml",
         )
         .current_dir(dir)
@@ -709,6 +716,12 @@ cat verify.txt inner.eml",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(shown.contains("Verification successful"), "{shown}");
+    // the signature carries the signer's certificate, never the root
+    let sent = std::fs::read_to_string(dir.join("sent-certs.txt")).unwrap();
+    assert!(
+        sent.contains("subject=") && !sent.contains("subject=CN = directmail development CA"),
+        "{sent}"
+    );
     (data, shown)
 }
 

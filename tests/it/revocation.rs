@@ -259,24 +259,26 @@ pub(crate) async fn setup_with(
         .unwrap()
         .unwrap();
     let actor = directmail::audit::Actor::system();
+    // only the leaf: the intermediate comes through its AIA
+    directmail::pki::add_anchors(
+        &app.state.db,
+        &domain,
+        &std::fs::read(dir.join("root.pem")).unwrap(),
+        app.now(),
+        &actor,
+    )
+    .await
+    .unwrap();
     directmail::pki::import_certificate(
         &app.state.db,
         &app.state.secret,
+        Some(&fetcher()),
         &domain,
         None,
         KeyFile::Pem {
             certs: std::fs::read(dir.join("ours.pem")).unwrap(),
             key: std::fs::read(dir.join("ours.key")).unwrap(),
         },
-        app.now(),
-        &actor,
-    )
-    .await
-    .unwrap();
-    directmail::pki::add_anchors(
-        &app.state.db,
-        &domain,
-        &std::fs::read(dir.join("root.pem")).unwrap(),
         app.now(),
         &actor,
     )
@@ -368,6 +370,8 @@ async fn a_revoked_signer_is_refused() {
 #[tokio::test]
 async fn a_missing_intermediate_is_fetched_through_aia() {
     let s = setup().await;
+    // the import of the domain's own certificate fetched it once already
+    let before = s.files.hits("int.cer");
     let j = s
         .judge(message(
             s.app.data_dir.path(),
@@ -390,7 +394,7 @@ async fn a_missing_intermediate_is_fetched_through_aia() {
         "{:?}",
         j.steps
     );
-    assert_eq!(s.files.hits("int.cer"), 1);
+    assert_eq!(s.files.hits("int.cer"), before + 1);
     // without AIA answering, the chain stops short of the anchor
     s.files.files.lock().unwrap().remove("int.cer");
     let fresh = s.refetching();
@@ -528,4 +532,100 @@ async fn a_crl_that_is_reached_but_cannot_be_used_refuses_the_signer_even_on_sof
         .judge(message(&dir, "sender", "dr.smith@direct.sender.test", true))
         .await;
     assert_eq!(j.verdict.code, ReasonCode::Trusted, "{}", j.verdict.detail);
+}
+
+#[tokio::test]
+async fn a_certificate_imported_without_its_issuer_gets_it_through_aia_or_a_sentence_naming_it() {
+    let s = setup().await;
+    let dir = s.app.data_dir.path().to_path_buf();
+    let db = &s.app.state.db;
+    // setup imported the domain's leaf alone: the intermediate came through its AIA
+    let rows = directmail::store::pki::certs_of_domain(db, s.domain.id)
+        .await
+        .unwrap();
+    let chain = directmail_smime::parse_certificates(rows[0].chain_pem.as_bytes()).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(
+        chain[1].tbs_certificate().subject().to_string(),
+        "CN=Test Intermediate"
+    );
+    assert!(s.files.hits("int.cer") >= 1);
+    assert_eq!(
+        directmail::pki::chain_gap(db, &rows[0]).await.unwrap(),
+        None
+    );
+
+    // an address certificate whose AIA cannot be reached: imported, with the sentence
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "set -e
+openssl req -newkey rsa:2048 -nodes -subj /CN=front -keyout front.key -out front.csr 2>/dev/null
+SAN=email:front@direct.lakeside.test CRLURL=$DEAD/int.crl AIAURL=$DEAD/int.cer openssl ca -batch -notext -config ca.cnf -cert int.pem -keyfile int.key -in front.csr -out front.pem -extensions leaf 2>/dev/null",
+        )
+        .env("DEAD", "http://127.0.0.1:9")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let front = directmail::domain::Email::parse("front@direct.lakeside.test").unwrap();
+    let import = |certs: Vec<u8>| {
+        let (s, front) = (&s, &front);
+        let key = std::fs::read(dir.join("front.key")).unwrap();
+        async move {
+            directmail::pki::import_certificate(
+                &s.app.state.db,
+                &s.app.state.secret,
+                Some(&fetcher()),
+                &s.domain,
+                Some(front),
+                KeyFile::Pem { certs, key },
+                s.app.now(),
+                &directmail::audit::Actor::system(),
+            )
+            .await
+        }
+    };
+    let leaf = std::fs::read(dir.join("front.pem")).unwrap();
+    let imported = import(leaf.clone()).await.ok().unwrap();
+    let gap = imported.chain_gap.unwrap();
+    assert!(
+        gap.starts_with("Other HISPs may not be able to verify this certificate's signatures")
+            && gap.contains("its issuer CN=Test Intermediate")
+            && gap.contains("PEM file with CN=Test Intermediate's certificate"),
+        "{gap}"
+    );
+    // the operator's domain page says it too, next to that certificate
+    s.app
+        .user(None, "ops@hisp.test", directmail::domain::Role::Operator)
+        .await;
+    let mut ops = s.app.signed_in("ops@hisp.test").await;
+    let domain_page = format!("/orgs/{}/domains/{}", s.domain.org_id.unwrap(), s.domain.id);
+    let page = ops.get(&domain_page).await;
+    assert_eq!(
+        page.body.matches("class=\"chain-gap\"").count(),
+        1,
+        "{}",
+        page.body
+    );
+
+    // the same certificate again with the intermediate after it: the chain is kept
+    let mut both = leaf.clone();
+    both.extend(std::fs::read(dir.join("int.pem")).unwrap());
+    let again = import(both.clone()).await.ok().unwrap();
+    assert_eq!(again.chain_gap, None);
+    assert_eq!(again.row.id, imported.row.id);
+    let page = ops.get(&domain_page).await;
+    assert!(!page.body.contains("chain-gap"), "{}", page.body);
+    // once complete, the same certificate is refused as already imported
+    match import(both).await {
+        Err(directmail::pki::ImportProblem::Refused(why)) => {
+            assert_eq!(why, "This certificate is already imported.")
+        }
+        _ => panic!("a second import of a complete certificate was not refused"),
+    }
 }

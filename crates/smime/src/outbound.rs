@@ -326,7 +326,12 @@ pub(crate) fn signed_data_detached(
         unsigned_attrs: None,
     };
     let mut certs: Vec<CertificateChoices> = Vec::new();
-    for c in std::iter::once(cert).chain(signer.chain().iter()) {
+    // the signer and its intermediates; a root is never sent (the receiver has its own)
+    let intermediates = signer
+        .chain()
+        .iter()
+        .filter(|c| c.tbs_certificate().subject() != c.tbs_certificate().issuer());
+    for c in std::iter::once(cert).chain(intermediates) {
         let choice = CertificateChoices::Certificate(c.clone());
         if !certs.contains(&choice) {
             certs.push(choice);
