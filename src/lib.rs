@@ -45,5 +45,6 @@ pub mod secrets;
 pub mod sensitive_send;
 pub mod sensitivity;
 pub mod smtp;
+pub mod stages;
 pub mod store;
 pub mod web;

@@ -1,0 +1,99 @@
+//! Where a Direct message's time goes, stage by stage: a running total and a count
+//! per stage, kept in atomics (two additions per stage a message passes), so the
+//! load benchmark can print a breakdown and a regression shows where it is.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The stages of a message's way through this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// An SMTP DATA transfer, from the first byte to the reply.
+    SmtpReceive,
+    /// Storing a received message before the 250 reply.
+    Store,
+    /// Loading a receiving domain's keys and anchors.
+    Keys,
+    /// Decrypting, verifying and judging the signer (the engine's `judge`).
+    Judge,
+    /// Fetching CRLs and AIA issuers (cache hits included).
+    Revocation,
+    /// Reading attachments and clinical documents for the page.
+    Read,
+    /// The delivery transaction: messages, notifications queued, the audit.
+    Deliver,
+    /// Signing and encrypting an outgoing message or notification.
+    Seal,
+    /// Handing a sealed message to the next hop (or to our own inbound queue).
+    Send,
+}
+
+impl Stage {
+    /// Every stage, in a message's order.
+    pub const ALL: [Stage; 9] = [
+        Stage::SmtpReceive,
+        Stage::Store,
+        Stage::Keys,
+        Stage::Judge,
+        Stage::Revocation,
+        Stage::Read,
+        Stage::Deliver,
+        Stage::Seal,
+        Stage::Send,
+    ];
+
+    /// A short name for printing.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::SmtpReceive => "SMTP receive",
+            Stage::Store => "store",
+            Stage::Keys => "keys",
+            Stage::Judge => "decrypt + verify",
+            Stage::Revocation => "revocation",
+            Stage::Read => "read",
+            Stage::Deliver => "deliver",
+            Stage::Seal => "MDN/message seal",
+            Stage::Send => "send",
+        }
+    }
+}
+
+static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static COUNTS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+
+fn index(stage: Stage) -> usize {
+    Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)
+}
+
+/// Adds one pass through `stage` that took `elapsed`.
+pub fn record(stage: Stage, elapsed: Duration) {
+    let i = index(stage);
+    NANOS[i].fetch_add(
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    COUNTS[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Times `work` as one pass through `stage`.
+pub async fn timed<T>(stage: Stage, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    record(stage, started.elapsed());
+    out
+}
+
+/// Each stage's passes and total time since the process started.
+pub fn snapshot() -> Vec<(Stage, u64, Duration)> {
+    Stage::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                *s,
+                COUNTS[i].load(Ordering::Relaxed),
+                Duration::from_nanos(NANOS[i].load(Ordering::Relaxed)),
+            )
+        })
+        .collect()
+}
