@@ -313,9 +313,8 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             "the encrypted part is not valid base64",
         ));
     };
-    let decrypted = inbound::decrypt(&der, keys);
-    // The DER is as large as the message: free it before verifying.
-    drop(der);
+    // Decrypted in place: the DER's buffer becomes the plaintext's.
+    let decrypted = inbound::decrypt(der, keys);
     let plain = match decrypted {
         Ok(p) => p,
         Err(f) => {
