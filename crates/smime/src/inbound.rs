@@ -493,9 +493,10 @@ fn decrypt_content(
 
 /// What a SignedData says once its signatures have been checked.
 #[derive(Debug)]
-pub(crate) struct Verified {
+pub(crate) struct Verified<'a> {
     /// The bytes that were signed (the detached content as matched, or eContent).
-    pub content: Vec<u8>,
+    /// Borrowed from the detached content when that matched as received.
+    pub content: std::borrow::Cow<'a, [u8]>,
     /// Every certificate carried in the SignedData.
     pub certificates: Vec<Certificate>,
     /// One entry per SignerInfo, in order.
@@ -513,17 +514,20 @@ pub(crate) struct SignerResult {
 /// multipart/signed first part; for it both the bytes as received and their
 /// CRLF-canonical form are tried (RFC 8551 §3.1.1), and the one matching the
 /// messageDigest is kept.
-pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<Verified, Failure> {
+pub(crate) fn verify_signed_data<'a>(
+    p7: &[u8],
+    detached: Option<&'a [u8]>,
+) -> Result<Verified<'a>, Failure> {
     verify_signed_data_with(p7, detached, &[])
 }
 
 /// [`verify_signed_data`], also finding signers among `known` certificates that the
 /// SignedData does not carry (a trust bundle's configured signer).
-pub(crate) fn verify_signed_data_with(
+pub(crate) fn verify_signed_data_with<'a>(
     p7: &[u8],
-    detached: Option<&[u8]>,
+    detached: Option<&'a [u8]>,
     known: &[Certificate],
-) -> Result<Verified, Failure> {
+) -> Result<Verified<'a>, Failure> {
     let ci = ber::read(p7, 0)?;
     let ci_fields = ber::children(p7, &ci)?;
     let (Some(oid_tlv), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
@@ -589,11 +593,12 @@ pub(crate) fn verify_signed_data_with(
         ));
     }
 
-    let candidates: Vec<Vec<u8>> = match (&econtent, detached) {
-        (Some(c), _) => vec![c.clone()],
+    use std::borrow::Cow;
+    let candidates: Vec<Cow<'a, [u8]>> = match (econtent, detached) {
+        (Some(c), _) => vec![Cow::Owned(c)],
         (None, Some(d)) => match crate::mime::to_crlf(d) {
-            std::borrow::Cow::Borrowed(_) => vec![d.to_vec()],
-            std::borrow::Cow::Owned(canon) => vec![d.to_vec(), canon],
+            Cow::Borrowed(_) => vec![Cow::Borrowed(d)],
+            Cow::Owned(canon) => vec![Cow::Borrowed(d), Cow::Owned(canon)],
         },
         (None, None) => {
             return Err(Failure::new(
@@ -638,7 +643,7 @@ fn verify_signer(
     si: &Tlv,
     certs: &[Certificate],
     econtent_type: &ObjectIdentifier,
-    candidates: &[Vec<u8>],
+    candidates: &[std::borrow::Cow<'_, [u8]>],
 ) -> (SignerResult, Option<usize>) {
     let mut cert_found = None;
     let outcome = (|| -> Result<Option<usize>, Failure> {

@@ -407,7 +407,8 @@ impl EnvelopeStart {
         sink.put(&self.der_head);
         let failed = |()| SealError::Encryption("AES-CBC failed".into());
         let mut enc = CbcEncryptor::new(&self.cek, self.iv).map_err(failed)?;
-        let mut chunk = Zeroizing::new(Vec::with_capacity(CHUNK + 16));
+        // A small message needs no more than its own size.
+        let mut chunk = Zeroizing::new(Vec::with_capacity(CHUNK.min(total) + 16));
         for part in plain {
             let mut part: &[u8] = part;
             while !part.is_empty() {
