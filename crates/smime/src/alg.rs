@@ -4,7 +4,6 @@
 //! so that the list of what is accepted can be read in one place.
 
 use der::asn1::ObjectIdentifier as Oid;
-use sha2::Digest as _;
 
 // RFC 5652 §14 content types.
 pub(crate) const ID_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
@@ -79,26 +78,13 @@ impl DigestAlg {
         })
     }
 
-    /// Hash `parts` in order. Weak digests return `None`: they are never computed.
+    /// Hash `parts` in order (AWS-LC). Weak digests return `None`: they are never computed.
     pub(crate) fn hash(self, parts: &[&[u8]]) -> Option<Vec<u8>> {
-        fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
-            let mut h = D::new();
-            for p in parts {
-                h.update(p);
-            }
-            h.finalize().to_vec()
-        }
-        Some(match self {
-            DigestAlg::Sha224 => run::<sha2::Sha224>(parts),
-            DigestAlg::Sha256 => run::<sha2::Sha256>(parts),
-            DigestAlg::Sha384 => run::<sha2::Sha384>(parts),
-            DigestAlg::Sha512 => run::<sha2::Sha512>(parts),
-            DigestAlg::Weak(_) => return None,
-        })
+        crate::crypto::hash(self, parts)
     }
 }
 
 /// SHA-256 of `data`, for fingerprints.
 pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
-    sha2::Sha256::digest(data).to_vec()
+    crate::crypto::hash(DigestAlg::Sha256, &[data]).unwrap_or_default()
 }

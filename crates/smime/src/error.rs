@@ -32,6 +32,9 @@ pub enum SealError {
     /// The operating system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// Content encryption or key transport failed.
+    #[error("could not encrypt the message: {0}")]
+    Encryption(String),
     /// An ASN.1 encoding step failed.
     #[error("could not encode the CMS structure: {0}")]
     Encoding(String),

@@ -5,21 +5,18 @@
 //! the signature covers the sender's own encoding of the signed attributes, and
 //! a chunked eContent must be reassembled (RFC 5652 §5.4; STACK.md).
 
-use aes::{Aes128, Aes192, Aes256};
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use cbc::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
 use cms::cert::IssuerAndSerialNumber;
 use cms::enveloped_data::{RecipientIdentifier, RecipientInfo};
 use cms::signed_data::SignerIdentifier;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
-use getrandom::SysRng;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
 use crate::alg::{self, DigestAlg};
 use crate::ber::{self, Tlv};
+use crate::crypto;
 use crate::error::Malformed;
 use crate::keys::{self, Identity};
 use crate::verdict::ReasonCode;
@@ -56,39 +53,72 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> Failure {
 /// The structure is walked with the BER reader (any length form, chunked
 /// OCTET STRINGs in either length form); only the small recipient infos and
 /// algorithm identifiers go through the typed `cms` decoder.
-pub(crate) fn decrypt(cms_bytes: &[u8], keys: &[Identity]) -> Result<Vec<u8>, Failure> {
-    let ci = ber::read(cms_bytes, 0)?;
-    let ci_fields = ber::children(cms_bytes, &ci)?;
-    let (Some(oid), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
-        return Err(Failure::new(ReasonCode::Malformed, "not a CMS ContentInfo"));
+///
+/// The message is decrypted in place, in the buffer it came in: for a large
+/// message that buffer is the only one.
+pub(crate) fn decrypt(cms_bytes: Vec<u8>, keys: &[Identity]) -> Result<Vec<u8>, Failure> {
+    let (parts, ciphertext) = {
+        let buf = cms_bytes.as_slice();
+        let ci = ber::read(buf, 0)?;
+        let ci_fields = ber::children(buf, &ci)?;
+        let (Some(oid), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
+            return Err(Failure::new(ReasonCode::Malformed, "not a CMS ContentInfo"));
+        };
+        let oid = ObjectIdentifier::from_der(&buf[oid.start..oid.end])
+            .map_err(|e| malformed("not a CMS message", e))?;
+        let authenticated = match oid {
+            alg::ID_ENVELOPED_DATA => false,
+            alg::ID_AUTH_ENVELOPED_DATA => true,
+            alg::ID_SIGNED_DATA => {
+                return Err(Failure::new(
+                    ReasonCode::NotEncrypted,
+                    "the CMS content is SignedData, not EnvelopedData",
+                ));
+            }
+            other => {
+                return Err(Failure::new(
+                    ReasonCode::Malformed,
+                    format!("unexpected CMS content type {other}"),
+                ));
+            }
+        };
+        let body = first_child(buf, explicit)?;
+        let Envelope {
+            recipient_infos,
+            content_enc_alg,
+            ciphertext,
+            mac,
+            aad,
+        } = read_envelope(buf, &body, authenticated)?;
+        let ciphertext = match ciphertext {
+            // Sent in one piece: where it lies in the buffer.
+            std::borrow::Cow::Borrowed(c) => {
+                let start = (c.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+                Err(start..start + c.len())
+            }
+            std::borrow::Cow::Owned(c) => Ok(c),
+        };
+        ((recipient_infos, content_enc_alg, mac, aad), ciphertext)
     };
-    let oid = ObjectIdentifier::from_der(&cms_bytes[oid.start..oid.end])
-        .map_err(|e| malformed("not a CMS message", e))?;
-    let authenticated = match oid {
-        alg::ID_ENVELOPED_DATA => false,
-        alg::ID_AUTH_ENVELOPED_DATA => true,
-        alg::ID_SIGNED_DATA => {
-            return Err(Failure::new(
-                ReasonCode::NotEncrypted,
-                "the CMS content is SignedData, not EnvelopedData",
-            ));
-        }
-        other => {
-            return Err(Failure::new(
-                ReasonCode::Malformed,
-                format!("unexpected CMS content type {other}"),
-            ));
+    let (recipient_infos, alg_id, mac, aad) = parts;
+    let buf = match ciphertext {
+        Ok(owned) => owned,
+        Err(range) => {
+            let mut buf = cms_bytes;
+            if range.end > buf.len() {
+                return Err(Failure::new(ReasonCode::Malformed, "content out of range"));
+            }
+            buf.truncate(range.end);
+            buf.drain(..range.start);
+            buf
         }
     };
-    let body = first_child(cms_bytes, explicit)?;
-    let env = read_envelope(cms_bytes, &body, authenticated)?;
-    let alg_id = &env.content_enc_alg;
-    let mac = env.mac.as_deref();
     with_content_key(
-        &env.recipient_infos,
+        &recipient_infos,
         keys,
-        content_key_len(alg_id)?,
-        |cek| decrypt_content(alg_id, cek, &env.ciphertext, mac, &env.aad),
+        content_key_len(&alg_id)?,
+        buf,
+        |cek, buf| decrypt_content(&alg_id, cek, buf, mac.as_deref(), &aad),
     )
 }
 
@@ -204,16 +234,26 @@ fn content_key_len(alg_id: &AlgorithmIdentifierOwned) -> Result<usize, Failure> 
     })
 }
 
+/// What a content that does not decrypt is reported as, whatever the reason: a
+/// damaged key transport (the RFC 3218 random key) and a damaged content must
+/// not be told apart, in the code, the sentence or the detail.
+const NOT_DECRYPTED: &str = "the content did not decrypt with the key unwrapped for our certificate: the key transport or the content is damaged, or the message was encrypted for another key";
+
 /// Find the recipient infos meant for one of `keys`, unwrap the content key and
-/// run `decrypt` with it. The first key that decrypts wins.
+/// run `decrypt` with it on `ciphertext` (decrypted in place). The first key
+/// that decrypts wins.
 fn with_content_key(
     infos: &[RecipientInfo],
     keys: &[Identity],
     key_len: usize,
-    decrypt: impl Fn(&[u8]) -> Result<Vec<u8>, Failure>,
+    ciphertext: Vec<u8>,
+    decrypt: impl Fn(&[u8], &mut Vec<u8>) -> Result<(), Failure>,
 ) -> Result<Vec<u8>, Failure> {
     let mut last: Option<Failure> = None;
     let mut saw_kari = false;
+    // Unwrap every key meant for us first (an unwrap never fails on padding:
+    // see `unwrap_key`), then try them on the content.
+    let mut ceks = Vec::new();
     for ri in infos {
         let ktri = match ri {
             RecipientInfo::Ktri(k) => k,
@@ -227,31 +267,28 @@ fn with_content_key(
             if !rid_matches(&ktri.rid, id.certificate()) {
                 continue;
             }
-            let cek = match unwrap_key(
-                id.key(),
-                &ktri.key_enc_alg,
-                ktri.enc_key.as_bytes(),
-                key_len,
-            ) {
-                Ok(k) => k,
-                Err(f) => {
-                    last = Some(f);
-                    continue;
-                }
-            };
-            match decrypt(&cek) {
-                // AES-CBC has no integrity: a wrong key (such as the RFC 3218
-                // random key) passes the padding check about once in 256. What
-                // decrypted must at least start like a MIME entity.
-                Ok(plain) if looks_like_mime(&plain) => return Ok(plain),
-                Ok(_) => {
-                    last = Some(Failure::new(
-                        ReasonCode::DecryptionFailed,
-                        "the content did not decrypt to a MIME entity",
-                    ));
-                }
+            match unwrap_key(id, &ktri.key_enc_alg, ktri.enc_key.as_bytes(), key_len) {
+                Ok(k) => ceks.push(k),
                 Err(f) => last = Some(f),
             }
+        }
+    }
+    let mut ciphertext = Some(ciphertext);
+    let count = ceks.len();
+    for (i, cek) in ceks.iter().enumerate() {
+        // The last try decrypts in place; earlier ones work on a copy.
+        let mut buf = if i + 1 == count {
+            ciphertext.take().unwrap_or_default()
+        } else {
+            ciphertext.clone().unwrap_or_default()
+        };
+        match decrypt(cek, &mut buf) {
+            // AES-CBC has no integrity: a wrong key (such as the RFC 3218
+            // random key) passes the padding check about once in 256. What
+            // decrypted must at least start like a MIME entity.
+            Ok(()) if looks_like_mime(&buf) => return Ok(buf),
+            Ok(()) => last = Some(Failure::new(ReasonCode::DecryptionFailed, NOT_DECRYPTED)),
+            Err(f) => last = Some(f),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -300,44 +337,41 @@ fn ski_matches(ski: &SubjectKeyIdentifier, cert: &Certificate) -> bool {
     }
 }
 
-/// Unwrap the content-encryption key.
+/// Unwrap the content-encryption key, with implicit rejection for both PKCS#1
+/// v1.5 and OAEP (RFC 3218 §2.3.2): a wrapped key that does not unwrap gives a
+/// random key of the right length, after the same work, so that the failure
+/// surfaces only as a content that does not decrypt, exactly like a damaged
+/// content. Only what does not depend on the private key (an unknown or
+/// unsupported algorithm, damaged parameters) is an error here.
 fn unwrap_key(
-    key: &rsa::PrivateKey,
+    id: &Identity,
     alg_id: &AlgorithmIdentifierOwned,
     wrapped: &[u8],
     key_len: usize,
-) -> Result<Vec<u8>, Failure> {
-    let failed = |e: rsa::Error| {
-        Failure::new(
-            ReasonCode::DecryptionFailed,
-            format!("could not unwrap the content key: {e}"),
-        )
-    };
-    match alg_id.oid {
-        alg::RSA_ENCRYPTION => {
-            // RFC 3218 §2.3.2: on a PKCS#1 v1.5 padding failure carry on with a
-            // random key, so that a bad padding and a bad content look the same
-            // (no Bleichenbacher oracle through our error reports or MDNs).
-            match key.pkcs1v15_decrypt_with_rng(&mut SysRng, wrapped) {
-                Ok(k) if k.len() == key_len => Ok(k),
-                _ => {
-                    let mut k = vec![0u8; key_len];
-                    getrandom::fill(&mut k).map_err(|_| {
-                        Failure::new(ReasonCode::DecryptionFailed, "system RNG failed")
-                    })?;
-                    Ok(k)
-                }
-            }
-        }
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
+    let oaep = match alg_id.oid {
+        alg::RSA_ENCRYPTION => None,
         alg::ID_RSAES_OAEP => {
             let (hash, mgf) = oaep_params(alg_id)?;
-            oaep_decrypt(key, hash, mgf, wrapped).map_err(failed)
+            Some(crypto::oaep_algorithm(&hash, &mgf).ok_or_else(|| {
+                Failure::new(
+                    ReasonCode::UnsupportedAlgorithm,
+                    format!(
+                        "RSA-OAEP with hash {hash} and MGF1 hash {mgf} is not accepted (SHA-1, SHA-256, SHA-384 or SHA-512 for both)"
+                    ),
+                )
+            })?)
         }
-        other => Err(Failure::new(
-            ReasonCode::UnsupportedAlgorithm,
-            format!("key transport {other} is not accepted (RSA PKCS#1 v1.5 or RSA-OAEP only)"),
-        )),
-    }
+        other => {
+            return Err(Failure::new(
+                ReasonCode::UnsupportedAlgorithm,
+                format!("key transport {other} is not accepted (RSA PKCS#1 v1.5 or RSA-OAEP only)"),
+            ));
+        }
+    };
+    id.key()
+        .unwrap_key_implicit(oaep, wrapped, key_len)
+        .map_err(|e| Failure::new(ReasonCode::DecryptionFailed, e))
 }
 
 /// RSAES-OAEP-params (RFC 4055 §4.1): hash and MGF1 hash, SHA-1 by default.
@@ -399,49 +433,16 @@ fn oaep_params(
     Ok((hash, mgf_hash))
 }
 
-fn oaep_decrypt(
-    key: &rsa::PrivateKey,
-    hash: ObjectIdentifier,
-    mgf: ObjectIdentifier,
-    wrapped: &[u8],
-) -> Result<Vec<u8>, rsa::Error> {
-    use rsa::Oaep;
-    use sha2::{Sha224, Sha256, Sha384, Sha512};
-    type Sha1 = sha1::Sha1;
-    let mut rng = SysRng;
-    // Blinded decryption throughout (rsa crate; see README on Marvin).
-    macro_rules! go {
-        ($h:ty, $m:ty) => {
-            key.decrypt_blinded(&mut rng, Oaep::<$h, $m>::new_with_mgf_hash(), wrapped)
-        };
-    }
-    match (hash, mgf) {
-        (alg::ID_SHA1, alg::ID_SHA1) => go!(Sha1, Sha1),
-        (alg::ID_SHA224, alg::ID_SHA224) => go!(Sha224, Sha224),
-        (alg::ID_SHA256, alg::ID_SHA256) => go!(Sha256, Sha256),
-        (alg::ID_SHA384, alg::ID_SHA384) => go!(Sha384, Sha384),
-        (alg::ID_SHA512, alg::ID_SHA512) => go!(Sha512, Sha512),
-        (alg::ID_SHA256, alg::ID_SHA1) => go!(Sha256, Sha1),
-        (alg::ID_SHA384, alg::ID_SHA1) => go!(Sha384, Sha1),
-        (alg::ID_SHA512, alg::ID_SHA1) => go!(Sha512, Sha1),
-        _ => Err(rsa::Error::InvalidPaddingScheme),
-    }
-}
-
-/// Decrypt content with AES-CBC (`tag` None) or AES-GCM (`tag` Some).
+/// Decrypt content in place with AES-CBC (`tag` None) or AES-GCM (`tag` Some);
+/// on success `buf` holds the plaintext.
 fn decrypt_content(
     alg_id: &AlgorithmIdentifierOwned,
     cek: &[u8],
-    ciphertext: &[u8],
+    buf: &mut Vec<u8>,
     tag: Option<&[u8]>,
     aad: &[u8],
-) -> Result<Vec<u8>, Failure> {
-    let bad = || {
-        Failure::new(
-            ReasonCode::DecryptionFailed,
-            "the content did not decrypt with the unwrapped key",
-        )
-    };
+) -> Result<(), Failure> {
+    let bad = |()| Failure::new(ReasonCode::DecryptionFailed, NOT_DECRYPTED);
     let params = alg_id.parameters.as_ref().ok_or_else(|| {
         Failure::new(
             ReasonCode::Malformed,
@@ -453,19 +454,15 @@ fn decrypt_content(
             let iv = params
                 .decode_as::<der::asn1::OctetString>()
                 .map_err(|e| malformed("AES-CBC IV", e))?;
-            let iv = iv.as_bytes();
-            let out = match cek.len() {
-                16 => cbc::Decryptor::<Aes128>::new_from_slices(cek, iv)
-                    .map_err(|_| bad())?
-                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
-                24 => cbc::Decryptor::<Aes192>::new_from_slices(cek, iv)
-                    .map_err(|_| bad())?
-                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
-                _ => cbc::Decryptor::<Aes256>::new_from_slices(cek, iv)
-                    .map_err(|_| bad())?
-                    .decrypt_padded_vec::<Pkcs7>(ciphertext),
-            };
-            out.map_err(|_| bad())
+            if iv.as_bytes().len() != 16 {
+                return Err(Failure::new(
+                    ReasonCode::Malformed,
+                    "the AES-CBC IV is not 16 bytes",
+                ));
+            }
+            let len = crypto::aes_cbc_decrypt(cek, iv.as_bytes(), buf).map_err(bad)?;
+            buf.truncate(len);
+            Ok(())
         }
         (alg::AES128_GCM | alg::AES192_GCM | alg::AES256_GCM, Some(tag)) => {
             // RFC 5084 §3.2: GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING,
@@ -485,16 +482,7 @@ fn decrypt_content(
                     "AES-GCM is accepted with a 12-byte nonce and a 16-byte tag only",
                 ));
             }
-            let mut buf = ciphertext.to_vec();
-            let result = match cek.len() {
-                16 => gcm_open::<aes_gcm::Aes128Gcm>(cek, nonce, aad, &mut buf, tag),
-                24 => gcm_open::<aes_gcm::AesGcm<Aes192, aes_gcm::aead::consts::U12>>(
-                    cek, nonce, aad, &mut buf, tag,
-                ),
-                _ => gcm_open::<aes_gcm::Aes256Gcm>(cek, nonce, aad, &mut buf, tag),
-            };
-            result.map_err(|_| bad())?;
-            Ok(buf)
+            crypto::aes_gcm_open(cek, nonce, aad, buf, tag).map_err(bad)
         }
         _ => Err(Failure::new(
             ReasonCode::Malformed,
@@ -503,26 +491,12 @@ fn decrypt_content(
     }
 }
 
-fn gcm_open<C: KeyInit + AeadInOut>(
-    key: &[u8],
-    nonce: &[u8],
-    aad: &[u8],
-    buf: &mut [u8],
-    tag: &[u8],
-) -> Result<(), ()> {
-    let cipher = C::new_from_slice(key).map_err(|_| ())?;
-    let nonce = aes_gcm::aead::Nonce::<C>::try_from(nonce).map_err(|_| ())?;
-    let tag = aes_gcm::aead::Tag::<C>::try_from(tag).map_err(|_| ())?;
-    cipher
-        .decrypt_inout_detached(&nonce, aad, buf.into(), &tag)
-        .map_err(|_| ())
-}
-
 /// What a SignedData says once its signatures have been checked.
 #[derive(Debug)]
-pub(crate) struct Verified {
+pub(crate) struct Verified<'a> {
     /// The bytes that were signed (the detached content as matched, or eContent).
-    pub content: Vec<u8>,
+    /// Borrowed from the detached content when that matched as received.
+    pub content: std::borrow::Cow<'a, [u8]>,
     /// Every certificate carried in the SignedData.
     pub certificates: Vec<Certificate>,
     /// One entry per SignerInfo, in order.
@@ -540,17 +514,20 @@ pub(crate) struct SignerResult {
 /// multipart/signed first part; for it both the bytes as received and their
 /// CRLF-canonical form are tried (RFC 8551 §3.1.1), and the one matching the
 /// messageDigest is kept.
-pub(crate) fn verify_signed_data(p7: &[u8], detached: Option<&[u8]>) -> Result<Verified, Failure> {
+pub(crate) fn verify_signed_data<'a>(
+    p7: &[u8],
+    detached: Option<&'a [u8]>,
+) -> Result<Verified<'a>, Failure> {
     verify_signed_data_with(p7, detached, &[])
 }
 
 /// [`verify_signed_data`], also finding signers among `known` certificates that the
 /// SignedData does not carry (a trust bundle's configured signer).
-pub(crate) fn verify_signed_data_with(
+pub(crate) fn verify_signed_data_with<'a>(
     p7: &[u8],
-    detached: Option<&[u8]>,
+    detached: Option<&'a [u8]>,
     known: &[Certificate],
-) -> Result<Verified, Failure> {
+) -> Result<Verified<'a>, Failure> {
     let ci = ber::read(p7, 0)?;
     let ci_fields = ber::children(p7, &ci)?;
     let (Some(oid_tlv), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
@@ -616,11 +593,12 @@ pub(crate) fn verify_signed_data_with(
         ));
     }
 
-    let candidates: Vec<Vec<u8>> = match (&econtent, detached) {
-        (Some(c), _) => vec![c.clone()],
+    use std::borrow::Cow;
+    let candidates: Vec<Cow<'a, [u8]>> = match (econtent, detached) {
+        (Some(c), _) => vec![Cow::Owned(c)],
         (None, Some(d)) => match crate::mime::to_crlf(d) {
-            std::borrow::Cow::Borrowed(_) => vec![d.to_vec()],
-            std::borrow::Cow::Owned(canon) => vec![d.to_vec(), canon],
+            Cow::Borrowed(_) => vec![Cow::Borrowed(d)],
+            Cow::Owned(canon) => vec![Cow::Borrowed(d), Cow::Owned(canon)],
         },
         (None, None) => {
             return Err(Failure::new(
@@ -665,7 +643,7 @@ fn verify_signer(
     si: &Tlv,
     certs: &[Certificate],
     econtent_type: &ObjectIdentifier,
-    candidates: &[Vec<u8>],
+    candidates: &[std::borrow::Cow<'_, [u8]>],
 ) -> (SignerResult, Option<usize>) {
     let mut cert_found = None;
     let outcome = (|| -> Result<Option<usize>, Failure> {
@@ -726,7 +704,7 @@ fn verify_signer(
         let signature = ber::octets(p7, sig)?;
 
         let mut matched = None;
-        let to_verify: Vec<u8> = match signed_attrs {
+        let to_verify: std::borrow::Cow<'_, [u8]> = match signed_attrs {
             Some(attrs) => {
                 let (content_type, message_digest) = read_signed_attrs(p7, &attrs)?;
                 if content_type.as_ref() != Some(econtent_type) {
@@ -759,17 +737,14 @@ fn verify_signer(
                 if let Some(t) = raw.first_mut() {
                     *t = 0x31;
                 }
-                raw
+                std::borrow::Cow::Owned(raw)
             }
             None => {
                 matched = Some(0);
-                candidates.first().cloned().unwrap_or_default()
+                std::borrow::Cow::Borrowed(candidates.first().map(|c| &c[..]).unwrap_or_default())
             }
         };
-        let hashed = digest
-            .hash(&[&to_verify])
-            .ok_or_else(|| Failure::new(ReasonCode::WeakAlgorithm, "weak digest"))?;
-        verify_signature(cert, &sig_alg, digest, &hashed, &signature)?;
+        verify_signature(cert, &sig_alg, digest, &to_verify, &signature)?;
         Ok(matched)
     })();
     match outcome {
@@ -840,12 +815,13 @@ fn read_signed_attrs(
     Ok((content_type, digest))
 }
 
-/// Verify `signature` over `hashed` with the certificate's key.
+/// Verify `signature` over `message` (hashed with `digest`) with the
+/// certificate's key.
 fn verify_signature(
     cert: &Certificate,
     sig_alg: &AlgorithmIdentifierOwned,
     digest: DigestAlg,
-    hashed: &[u8],
+    message: &[u8],
     signature: &[u8],
 ) -> Result<(), Failure> {
     let spki_oid = cert
@@ -870,7 +846,7 @@ fn verify_signature(
             "the signer's key is not RSA",
         )
     })?;
-    let bad = |e: rsa::Error| {
+    let bad = |e: String| {
         Failure::new(
             ReasonCode::BadSignature,
             format!("signature check failed: {e}"),
@@ -885,16 +861,7 @@ fn verify_signature(
         | alg::SHA224_WITH_RSA
         | alg::SHA256_WITH_RSA
         | alg::SHA384_WITH_RSA
-        | alg::SHA512_WITH_RSA => {
-            let r = match digest {
-                DigestAlg::Sha224 => key.pkcs1v15_verify_prehash::<sha2::Sha224>(hashed, signature),
-                DigestAlg::Sha256 => key.pkcs1v15_verify_prehash::<sha2::Sha256>(hashed, signature),
-                DigestAlg::Sha384 => key.pkcs1v15_verify_prehash::<sha2::Sha384>(hashed, signature),
-                DigestAlg::Sha512 => key.pkcs1v15_verify_prehash::<sha2::Sha512>(hashed, signature),
-                DigestAlg::Weak(_) => Err(rsa::Error::InvalidPaddingScheme),
-            };
-            r.map_err(bad)
-        }
+        | alg::SHA512_WITH_RSA => key.verify_pkcs1v15(digest, message, signature).map_err(bad),
         alg::ID_RSASSA_PSS => {
             let (hash, mgf, salt) = pss_params(sig_alg)?;
             let digest_oid = match digest {
@@ -910,30 +877,8 @@ fn verify_signature(
                     "RSA-PSS parameters must use the message digest for both hash and MGF1",
                 ));
             }
-            let r = match digest {
-                DigestAlg::Sha224 => key.verify(
-                    rsa::Pss::<sha2::Sha224>::new_with_salt(salt),
-                    hashed,
-                    signature,
-                ),
-                DigestAlg::Sha256 => key.verify(
-                    rsa::Pss::<sha2::Sha256>::new_with_salt(salt),
-                    hashed,
-                    signature,
-                ),
-                DigestAlg::Sha384 => key.verify(
-                    rsa::Pss::<sha2::Sha384>::new_with_salt(salt),
-                    hashed,
-                    signature,
-                ),
-                DigestAlg::Sha512 => key.verify(
-                    rsa::Pss::<sha2::Sha512>::new_with_salt(salt),
-                    hashed,
-                    signature,
-                ),
-                DigestAlg::Weak(_) => Err(rsa::Error::InvalidPaddingScheme),
-            };
-            r.map_err(bad)
+            key.verify_pss(digest, salt, message, signature)
+                .map_err(bad)
         }
         other => Err(Failure::new(
             ReasonCode::UnsupportedAlgorithm,
@@ -1005,7 +950,5 @@ fn pss_params(
 
 /// Modulus size of a certificate's RSA key, if it is RSA.
 pub(crate) fn rsa_bits(cert: &Certificate) -> Option<usize> {
-    keys::rsa_public_key(cert)
-        .ok()
-        .map(|k| keys::modulus_bits(&k))
+    keys::rsa_public_key(cert).ok().map(|k| k.bits())
 }

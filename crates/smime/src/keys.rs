@@ -5,14 +5,12 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use der::{Decode, Encode};
-use pkcs1::DecodeRsaPrivateKey;
-use pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::traits::PublicKeyParts;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
 use crate::alg;
+use crate::crypto::{PrivateKey, PublicKey};
 use crate::error::ImportError;
 
 /// Applicability Statement 1.3 §1.4 (and DirectTrust CP): RSA keys of at least 2048 bits.
@@ -22,7 +20,7 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// including) the anchor: what signs outbound mail and decrypts inbound mail.
 #[derive(Clone)]
 pub struct Identity {
-    key: rsa::PrivateKey,
+    key: PrivateKey,
     certificate: Certificate,
     chain: Vec<Certificate>,
 }
@@ -46,7 +44,7 @@ impl Identity {
     /// key is RSA of at least 2048 bits. `chain` is the issuing chain, sent along
     /// with signatures so that receivers can build the path.
     pub fn new(
-        key: rsa::PrivateKey,
+        key: PrivateKey,
         certificate: Certificate,
         chain: Vec<Certificate>,
     ) -> Result<Self, ImportError> {
@@ -84,12 +82,7 @@ impl Identity {
     /// The private key as unencrypted PKCS#8 DER, for the caller to encrypt at
     /// rest. The buffer is zeroed on drop.
     pub fn private_key_pkcs8_der(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, ImportError> {
-        use pkcs8::EncodePrivateKey;
-        let doc = self
-            .key
-            .to_pkcs8_der()
-            .map_err(|_| ImportError::NoPrivateKey)?;
-        Ok(zeroize::Zeroizing::new(doc.as_bytes().to_vec()))
+        Ok(self.key.to_pkcs8_der())
     }
 
     /// The end-entity certificate.
@@ -102,7 +95,7 @@ impl Identity {
         &self.chain
     }
 
-    pub(crate) fn key(&self) -> &rsa::PrivateKey {
+    pub(crate) fn key(&self) -> &PrivateKey {
         &self.key
     }
 }
@@ -183,53 +176,39 @@ pub(crate) fn signed_data_certificates(sd: &cms::signed_data::SignedData) -> Vec
 }
 
 /// Read an unencrypted RSA private key: PKCS#8 (`PRIVATE KEY`) or PKCS#1
-/// (`RSA PRIVATE KEY`), PEM or DER.
-pub fn parse_private_key(input: &[u8]) -> Result<rsa::PrivateKey, ImportError> {
+/// (`RSA PRIVATE KEY`), PEM or DER. The containers are read with RustCrypto's
+/// `pkcs8`/`pkcs1`; the key goes to AWS-LC.
+pub fn parse_private_key(input: &[u8]) -> Result<PrivateKey, ImportError> {
     let trimmed = trim_ascii(input);
-    if let Ok(text) = std::str::from_utf8(trimmed)
-        && text.starts_with("-----BEGIN")
-    {
-        return rsa::PrivateKey::from_pkcs8_pem(text)
-            .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(text))
-            .map_err(|_| ImportError::NoPrivateKey);
+    if trimmed.starts_with(b"-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(trimmed).map_err(|_| ImportError::NoPrivateKey)?;
+        let der = zeroize::Zeroizing::new(der);
+        return match label {
+            "PRIVATE KEY" => PrivateKey::from_pkcs8_der(&der),
+            "RSA PRIVATE KEY" => PrivateKey::from_pkcs1_der(&der),
+            _ => Err(ImportError::NoPrivateKey),
+        }
+        .map_err(|_| ImportError::NoPrivateKey);
     }
     // DER is binary: its last bytes may look like whitespace, so never trim it.
-    rsa::PrivateKey::from_pkcs8_der(input)
-        .or_else(|_| rsa::PrivateKey::from_pkcs1_der(input))
+    PrivateKey::from_pkcs8_der(input)
+        .or_else(|_| PrivateKey::from_pkcs1_der(input))
         .map_err(|_| ImportError::NoPrivateKey)
 }
 
 /// The RSA public key of a certificate.
-pub(crate) fn rsa_public_key(cert: &Certificate) -> Result<rsa::PublicKey, ImportError> {
-    let spki = cert.tbs_certificate().subject_public_key_info();
-    if spki.algorithm.oid != alg::RSA_ENCRYPTION {
-        return Err(ImportError::NotRsa);
-    }
-    let der = spki.to_der().map_err(|_| ImportError::NotRsa)?;
-    rsa::PublicKey::from_public_key_der(&der).map_err(|_| ImportError::NotRsa)
-}
-
-/// Number of significant bits in an RSA modulus.
-pub(crate) fn modulus_bits(key: &impl PublicKeyParts) -> usize {
-    let n = key.n_bytes();
-    let mut bytes: &[u8] = &n;
-    while let [0, rest @ ..] = bytes {
-        bytes = rest;
-    }
-    match bytes.first() {
-        Some(b) => bytes.len() * 8 - b.leading_zeros() as usize,
-        None => 0,
-    }
+pub(crate) fn rsa_public_key(cert: &Certificate) -> Result<PublicKey, ImportError> {
+    PublicKey::from_certificate(cert)
 }
 
 /// Check that `key` is the private half of `cert`'s RSA key and is long enough.
-pub fn check_key_matches(key: &rsa::PrivateKey, cert: &Certificate) -> Result<(), ImportError> {
+pub fn check_key_matches(key: &PrivateKey, cert: &Certificate) -> Result<(), ImportError> {
     let public = rsa_public_key(cert)?;
-    let bits = modulus_bits(&public);
+    let bits = public.bits();
     if bits < MIN_RSA_BITS {
         return Err(ImportError::KeyTooShort(bits));
     }
-    if public.n_bytes() != key.n_bytes() || public.e_bytes() != key.e_bytes() {
+    if !key.matches(&public) {
         return Err(ImportError::KeyMismatch);
     }
     Ok(())
@@ -239,7 +218,7 @@ pub fn check_key_matches(key: &rsa::PrivateKey, cert: &Certificate) -> Result<()
 /// matches, RSA ≥ 2048, the subjectAltName binds the address or domain, and the
 /// certificate is valid at `now`.
 pub fn check_import(
-    key: &rsa::PrivateKey,
+    key: &PrivateKey,
     cert: &Certificate,
     binding: Binding<'_>,
     now: SystemTime,

@@ -13,6 +13,7 @@ mod alg;
 mod ber;
 mod bundle;
 pub mod crl;
+mod crypto;
 mod error;
 mod inbound;
 mod keys;
@@ -24,6 +25,7 @@ mod sender;
 mod verdict;
 
 pub use bundle::{Bundle, BundleError, read_bundle};
+pub use crypto::{PrivateKey, crypto_module};
 pub use error::{ImportError, SealError};
 pub use keys::{
     Binding, Identity, MIN_RSA_BITS, binds_address, check_import, check_key_matches,
@@ -34,7 +36,6 @@ pub use outbound::{
 };
 pub use pkcs12::parse_pkcs12;
 pub use pki::{DevCa, PkiError};
-pub use rsa::PrivateKey;
 pub use sender::{Mailbox, Originator, SenderError, is_addr_spec, read_originator};
 pub use verdict::{ReasonCode, SignerDetails, TrustStore, Verdict, judge, validate_certificate};
 pub use x509_cert::Certificate;

@@ -229,6 +229,62 @@ pub(crate) fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
     }
 }
 
+/// Base64 in 76-character CRLF lines, written as the bytes come, in pieces of
+/// any size (the same lines as [`push_base64_lines`] on the whole).
+pub(crate) struct Base64Lines<'a> {
+    out: &'a mut Vec<u8>,
+    pending: [u8; 57],
+    n: usize,
+}
+
+impl<'a> Base64Lines<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
+        Base64Lines {
+            out,
+            pending: [0; 57],
+            n: 0,
+        }
+    }
+
+    fn line(out: &mut Vec<u8>, chunk: &[u8]) {
+        let mut line = [0u8; 76];
+        if let Ok(encoded) = Base64::encode(chunk, &mut line) {
+            out.extend_from_slice(encoded.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Write the last, short line.
+    pub(crate) fn finish(self) {
+        if self.n > 0 {
+            Self::line(self.out, &self.pending[..self.n]);
+        }
+    }
+}
+
+impl crate::outbound::Sink for Base64Lines<'_> {
+    fn put(&mut self, mut data: &[u8]) {
+        if self.n > 0 {
+            let take = (57 - self.n).min(data.len());
+            self.pending[self.n..self.n + take].copy_from_slice(&data[..take]);
+            self.n += take;
+            data = &data[take..];
+            if self.n < 57 {
+                return;
+            }
+            Self::line(self.out, &self.pending);
+            self.n = 0;
+        }
+        let mut chunks = data.chunks_exact(57);
+        for chunk in &mut chunks {
+            Self::line(self.out, chunk);
+        }
+        let rest = chunks.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.n = rest.len();
+    }
+}
+
 /// Decode base64, ignoring whitespace and line breaks. Decodes in place in one
 /// buffer the size of the text (the decoded bytes are then at its start).
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {

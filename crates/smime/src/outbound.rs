@@ -3,9 +3,6 @@
 
 use std::time::SystemTime;
 
-use cms::builder::{
-    ContentEncryptionAlgorithm, EnvelopedDataBuilder, RecipientInfoBuilder, RecipientInfoType,
-};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo};
@@ -14,21 +11,16 @@ use cms::signed_data::{
 };
 use der::asn1::{Any, OctetString, SetOfVec, UtcTime};
 use der::{Decode, Encode};
-use getrandom::SysRng;
-use rand_core::UnwrapErr;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_cert::attr::Attribute;
+use zeroize::Zeroizing;
 
 use crate::alg;
+use crate::crypto::{self, CbcEncryptor};
 use crate::error::SealError;
 use crate::keys::{self, Identity};
 use crate::mime;
-
-/// The random number generator handed to the `cms` builders, which want an
-/// infallible RNG. [`seal`] probes the OS RNG first so that a failing RNG is
-/// reported as [`SealError::Random`] rather than reaching `UnwrapErr`'s panic.
-type Rng = UnwrapErr<SysRng>;
 
 /// Symmetric cipher for the message content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,22 +138,21 @@ pub fn seal(
 
     // AS 1.3 §2: wrapping the whole message as message/rfc822 is required.
     // The signed inner message carries the notification request too, so that
-    // the receiver sees it in the authenticated copy. Built in one buffer, and
-    // each large buffer is dropped as soon as the next one exists: peak memory
-    // stays a small multiple of the message size.
-    let mut wrapped = Vec::with_capacity(message.len() + 300);
-    wrapped.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+    // the receiver sees it in the authenticated copy. The signed entity is
+    // never put together in memory: it is hashed, then encrypted and written
+    // as base64, piece by piece (the prefix, the caller's message, the
+    // signature). Peak memory is the output plus a few small buffers.
+    let mut prefix = Vec::with_capacity(300);
+    prefix.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
     let ask = !options.no_notification_request;
     if ask && mime::find(&fields, "Disposition-Notification-To").is_none() {
-        wrapped.extend_from_slice(format!("Disposition-Notification-To: {dnt}\r\n").as_bytes());
+        prefix.extend_from_slice(format!("Disposition-Notification-To: {dnt}\r\n").as_bytes());
     }
     if ask && mime::find(&fields, "Disposition-Notification-Options").is_none() {
-        wrapped.extend_from_slice(
+        prefix.extend_from_slice(
             format!("Disposition-Notification-Options: {DNO_VALUE}\r\n").as_bytes(),
         );
     }
-    wrapped.extend_from_slice(&message);
-    drop(message);
 
     // Receivers refuse what is signed with, or encrypted to, a certificate
     // outside its validity period (AS 1.3 §2): stop here with a clear reason.
@@ -182,8 +173,7 @@ pub fn seal(
         }
     }
 
-    let signed = sign(&wrapped, signer, now)?;
-    drop(wrapped);
+    let (head, tail) = signed_frame(&[&prefix, &message], signer, now)?;
 
     let mut all = recipients.to_vec();
     // AS 1.3 §2 step 4: one recipient info for the sender, so Sent stays readable.
@@ -191,10 +181,10 @@ pub fn seal(
         certificate: signer.certificate().clone(),
         key_transport: options.sender_key_transport,
     });
-    let p7m = envelope(&signed, &all, options.cipher)?;
-    drop(signed);
+    let plain: [&[u8]; 4] = [&head, &prefix, &message, &tail];
+    let start = envelope_start(plain.iter().map(|p| p.len()).sum(), &all, options.cipher)?;
 
-    let mut out = Vec::with_capacity(p7m.len().div_ceil(57) * 78 + 2048);
+    let mut out = Vec::with_capacity(start.der_len().div_ceil(57) * 78 + 2048);
     for name in COPIED_HEADERS {
         for f in fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
             out.extend_from_slice(&f.raw);
@@ -225,18 +215,20 @@ pub fn seal(
           Content-Transfer-Encoding: base64\r\n\
           Content-Disposition: attachment; filename=smime.p7m\r\n\r\n",
     );
-    mime::push_base64_lines(&mut out, &p7m);
+    let mut lines = mime::Base64Lines::new(&mut out);
+    start.write(&plain, &mut lines)?;
+    lines.finish();
     Ok(out)
 }
 
 fn probe_rng() -> Result<(), SealError> {
     let mut probe = [0u8; 16];
-    getrandom::fill(&mut probe).map_err(|_| SealError::Random)
+    crypto::fill_random(&mut probe).map_err(|()| SealError::Random)
 }
 
 fn random_hex(n: usize) -> Result<String, SealError> {
     let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|_| SealError::Random)?;
+    crypto::fill_random(&mut bytes).map_err(|()| SealError::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -246,43 +238,51 @@ fn random_hex(n: usize) -> Result<String, SealError> {
 /// certificate and chain.
 pub fn sign(entity: &[u8], signer: &Identity, now: SystemTime) -> Result<Vec<u8>, SealError> {
     let entity = mime::to_crlf(entity);
-    let p7s = signed_data_detached(&entity, signer, now)?;
-    let boundary = format!("----=_directmail_{}", random_hex(12)?);
-    // Exact size up front: a Vec that outgrows its capacity doubles it, which
-    // for a large message costs a whole extra copy of it at the peak.
-    let mut out = Vec::with_capacity(entity.len() + p7s.len().div_ceil(57) * 78 + 1024);
-    out.extend_from_slice(
-        format!(
-            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; \
-             micalg=sha-256;\r\n\tboundary=\"{boundary}\"\r\n\r\n\
-             This is an S/MIME signed message.\r\n\r\n--{boundary}\r\n"
-        )
-        .as_bytes(),
-    );
+    let (head, tail) = signed_frame(&[&entity], signer, now)?;
+    let mut out = Vec::with_capacity(head.len() + entity.len() + tail.len());
+    out.extend_from_slice(&head);
     out.extend_from_slice(&entity);
-    out.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\n\
-             Content-Type: application/pkcs7-signature; name=smime.p7s\r\n\
-             Content-Transfer-Encoding: base64\r\n\
-             Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    mime::push_base64_lines(&mut out, &p7s);
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out.extend_from_slice(&tail);
     Ok(out)
+}
+
+/// The `multipart/signed` around an entity given in pieces (already CRLF):
+/// what goes before the pieces and what goes after, the detached signature
+/// over their concatenation included.
+fn signed_frame(
+    entity: &[&[u8]],
+    signer: &Identity,
+    now: SystemTime,
+) -> Result<(Vec<u8>, Vec<u8>), SealError> {
+    let p7s = signed_data_detached(entity, signer, now)?;
+    let boundary = format!("----=_directmail_{}", random_hex(12)?);
+    let head = format!(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; \
+         micalg=sha-256;\r\n\tboundary=\"{boundary}\"\r\n\r\n\
+         This is an S/MIME signed message.\r\n\r\n--{boundary}\r\n"
+    )
+    .into_bytes();
+    let mut tail = format!(
+        "\r\n--{boundary}\r\n\
+         Content-Type: application/pkcs7-signature; name=smime.p7s\r\n\
+         Content-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+    )
+    .into_bytes();
+    mime::push_base64_lines(&mut tail, &p7s);
+    tail.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok((head, tail))
 }
 
 /// DER ContentInfo(SignedData) over `content`, detached (no eContent).
 pub(crate) fn signed_data_detached(
-    content: &[u8],
+    content: &[&[u8]],
     signer: &Identity,
     now: SystemTime,
 ) -> Result<Vec<u8>, SealError> {
     let cert = signer.certificate();
     let digest = alg::DigestAlg::Sha256
-        .hash(&[content])
+        .hash(content)
         .ok_or_else(|| SealError::Signing("SHA-256 unavailable".into()))?;
 
     // RFC 5652 §11: contentType and messageDigest are mandatory; signingTime
@@ -301,13 +301,10 @@ pub(crate) fn signed_data_detached(
     let signed_attrs: SetOfVec<Attribute> = SetOfVec::try_from(attrs)?;
     // RFC 5652 §5.4: the signature covers the DER of the attributes as a SET OF.
     let to_sign = signed_attrs.to_der()?;
-    let hashed = alg::DigestAlg::Sha256
-        .hash(&[&to_sign])
-        .ok_or_else(|| SealError::Signing("SHA-256 unavailable".into()))?;
     let signature = signer
         .key()
-        .pkcs1v15_sign_prehash_with_rng::<sha2::Sha256, _>(&mut SysRng, &hashed)
-        .map_err(|e| SealError::Signing(e.to_string()))?;
+        .sign_pkcs1v15_sha256(&to_sign)
+        .map_err(SealError::Signing)?;
 
     let sha256 = AlgorithmIdentifierOwned {
         oid: alg::ID_SHA256,
@@ -369,69 +366,194 @@ pub fn envelope(
     recipients: &[Recipient],
     cipher: ContentCipher,
 ) -> Result<Vec<u8>, SealError> {
+    let start = envelope_start(entity.len(), recipients, cipher)?;
+    let mut out = Vec::with_capacity(start.der_len());
+    start.write(&[entity], &mut out)?;
+    Ok(out)
+}
+
+/// Where encrypted bytes go: a DER buffer, or base64 lines of a message.
+pub(crate) trait Sink {
+    fn put(&mut self, data: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, data: &[u8]) {
+        self.extend_from_slice(data);
+    }
+}
+
+/// An EnvelopedData whose recipient infos are made and whose content is yet to
+/// be encrypted: the DER up to the ciphertext, the content key and the IV.
+/// Written by hand rather than with `cms`'s builder, so that the content can be
+/// encrypted in pieces straight into the output (no copy of the message).
+pub(crate) struct EnvelopeStart {
+    der_head: Vec<u8>,
+    cek: Zeroizing<Vec<u8>>,
+    iv: [u8; 16],
+    plain_len: usize,
+}
+
+impl EnvelopeStart {
+    /// Length of the whole DER ContentInfo.
+    pub(crate) fn der_len(&self) -> usize {
+        self.der_head.len() + cbc_len(self.plain_len)
+    }
+
+    /// Write the DER: the head, then `plain` (whose lengths add up to the one
+    /// given to [`envelope_start`]) encrypted with AES-CBC and PKCS#7 padding.
+    pub(crate) fn write(&self, plain: &[&[u8]], sink: &mut impl Sink) -> Result<(), SealError> {
+        // A multiple of 16 (AES blocks) and of 57 (base64 lines).
+        const CHUNK: usize = 16 * 57 * 64;
+        let total: usize = plain.iter().map(|p| p.len()).sum();
+        if total != self.plain_len {
+            return Err(SealError::Encryption("content length changed".into()));
+        }
+        sink.put(&self.der_head);
+        let failed = |()| SealError::Encryption("AES-CBC failed".into());
+        let mut enc = CbcEncryptor::new(&self.cek, self.iv).map_err(failed)?;
+        // A small message needs no more than its own size.
+        let mut chunk = Zeroizing::new(Vec::with_capacity(CHUNK.min(total) + 16));
+        for part in plain {
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let take = (CHUNK - chunk.len()).min(part.len());
+                chunk.extend_from_slice(&part[..take]);
+                part = &part[take..];
+                if chunk.len() == CHUNK {
+                    enc.encrypt(&mut chunk).map_err(failed)?;
+                    sink.put(&chunk);
+                    chunk.clear();
+                }
+            }
+        }
+        // RFC 5652 §6.3: PKCS#7 padding, always at least one byte.
+        let pad = 16 - chunk.len() % 16;
+        let padded = chunk.len() + pad;
+        chunk.resize(padded, pad as u8);
+        enc.encrypt(&mut chunk).map_err(failed)?;
+        sink.put(&chunk);
+        Ok(())
+    }
+}
+
+/// Ciphertext length of `n` bytes under AES-CBC with PKCS#7 padding.
+fn cbc_len(n: usize) -> usize {
+    (n / 16 + 1) * 16
+}
+
+/// Make the content key and IV, wrap the key for every recipient, and write the
+/// DER that comes before the ciphertext of `plain_len` bytes:
+/// ContentInfo { envelopedData, [0] EnvelopedData { version 0, recipientInfos,
+/// EncryptedContentInfo { id-data, aes-CBC with the IV, [0] IMPLICIT ciphertext } } }.
+pub(crate) fn envelope_start(
+    plain_len: usize,
+    recipients: &[Recipient],
+    cipher: ContentCipher,
+) -> Result<EnvelopeStart, SealError> {
     if recipients.is_empty() {
         return Err(SealError::NoRecipients);
     }
     probe_rng()?;
-    let algorithm = match cipher {
-        ContentCipher::Aes256Cbc => ContentEncryptionAlgorithm::Aes256Cbc,
-        ContentCipher::Aes128Cbc => ContentEncryptionAlgorithm::Aes128Cbc,
+    let (oid, key_len) = match cipher {
+        ContentCipher::Aes256Cbc => (alg::AES256_CBC, 32),
+        ContentCipher::Aes128Cbc => (alg::AES128_CBC, 16),
     };
-    let mut builder = EnvelopedDataBuilder::<Rng>::new(None, entity, algorithm, None)?;
+    let mut cek = Zeroizing::new(vec![0u8; key_len]);
+    crypto::fill_random(&mut cek).map_err(|()| SealError::Random)?;
+    let mut iv = [0u8; 16];
+    crypto::fill_random(&mut iv).map_err(|()| SealError::Random)?;
+
+    let mut infos = Vec::with_capacity(recipients.len());
     for r in recipients {
-        let subject = r.certificate.tbs_certificate().subject().to_string();
-        let key =
-            keys::rsa_public_key(&r.certificate).map_err(|_| SealError::UnusableRecipient {
-                subject: subject.clone(),
-                reason: "its key is not RSA",
-            })?;
-        if keys::modulus_bits(&key) < keys::MIN_RSA_BITS {
-            return Err(SealError::UnusableRecipient {
-                subject,
-                reason: "its RSA key is shorter than 2048 bits",
-            });
-        }
-        // RFC 8550 §4.4.2: keyUsage, when present, must allow keyEncipherment.
-        if let Ok(Some((_, ku))) = r
-            .certificate
-            .tbs_certificate()
-            .get_extension::<x509_cert::ext::pkix::KeyUsage>()
-            && !ku.key_encipherment()
-        {
-            return Err(SealError::UnusableRecipient {
-                subject,
-                reason: "its key usage does not allow key encipherment",
-            });
-        }
-        builder.add_recipient_info(KeyTransBuilder {
-            rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(&r.certificate)),
-            key,
-            transport: r.key_transport,
-        })?;
+        infos.push(recipient_info(r, &cek)?);
     }
-    let mut rng = UnwrapErr(SysRng);
-    let enveloped = builder.build_with_rng(&mut rng)?;
-    let body = enveloped.to_der()?;
-    drop(enveloped);
-    content_info_der(alg::ID_ENVELOPED_DATA, &body)
+    // RFC 5652 §6.1: version 0 when every recipient info is version 0 (key
+    // transport by issuer and serial number) and there are no other fields.
+    let infos = SetOfVec::try_from(infos)?.to_der()?;
+    let content_alg = AlgorithmIdentifierOwned {
+        oid,
+        parameters: Some(Any::encode_from(&OctetString::new(iv.to_vec())?)?),
+    }
+    .to_der()?;
+    let data_oid = alg::ID_DATA.to_der()?;
+    let ct_len = cbc_len(plain_len);
+    let eci_len = data_oid.len() + content_alg.len() + der_header_len(ct_len) + ct_len;
+    let version = [0x02, 0x01, 0x00];
+    let env_len = version.len() + infos.len() + der_header_len(eci_len) + eci_len;
+    let ci_oid = alg::ID_ENVELOPED_DATA.to_der()?;
+    let explicit_len = der_header_len(env_len) + env_len;
+    let ci_len = ci_oid.len() + der_header_len(explicit_len) + explicit_len;
+
+    let mut head = Vec::with_capacity(infos.len() + 128);
+    push_der_header(&mut head, 0x30, ci_len);
+    head.extend_from_slice(&ci_oid);
+    push_der_header(&mut head, 0xa0, explicit_len);
+    push_der_header(&mut head, 0x30, env_len);
+    head.extend_from_slice(&version);
+    head.extend_from_slice(&infos);
+    push_der_header(&mut head, 0x30, eci_len);
+    head.extend_from_slice(&data_oid);
+    head.extend_from_slice(&content_alg);
+    push_der_header(&mut head, 0x80, ct_len);
+    Ok(EnvelopeStart {
+        der_head: head,
+        cek,
+        iv,
+        plain_len,
+    })
 }
 
-/// DER of `ContentInfo ::= SEQUENCE { contentType OBJECT IDENTIFIER, content [0]
-/// EXPLICIT ANY }` (RFC 5652 §3) around an already encoded `content`, written
-/// directly: going through `der::Any` would copy a large content twice more.
-fn content_info_der(
-    content_type: der::oid::ObjectIdentifier,
-    content: &[u8],
-) -> Result<Vec<u8>, SealError> {
-    let oid = content_type.to_der()?;
-    let explicit_len = der_header_len(content.len()) + content.len();
-    let seq_len = oid.len() + explicit_len;
-    let mut out = Vec::with_capacity(der_header_len(seq_len) + seq_len);
-    push_der_header(&mut out, 0x30, seq_len);
-    out.extend_from_slice(&oid);
-    push_der_header(&mut out, 0xa0, content.len());
-    out.extend_from_slice(content);
-    Ok(out)
+/// One key-transport recipient info: the checks on the recipient's certificate,
+/// then the content key wrapped with RSA-OAEP (SHA-256) or PKCS#1 v1.5.
+fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, SealError> {
+    let subject = r.certificate.tbs_certificate().subject().to_string();
+    let key = keys::rsa_public_key(&r.certificate).map_err(|_| SealError::UnusableRecipient {
+        subject: subject.clone(),
+        reason: "its key is not RSA",
+    })?;
+    if key.bits() < keys::MIN_RSA_BITS {
+        return Err(SealError::UnusableRecipient {
+            subject,
+            reason: "its RSA key is shorter than 2048 bits",
+        });
+    }
+    // RFC 8550 §4.4.2: keyUsage, when present, must allow keyEncipherment.
+    if let Ok(Some((_, ku))) = r
+        .certificate
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::KeyUsage>()
+        && !ku.key_encipherment()
+    {
+        return Err(SealError::UnusableRecipient {
+            subject,
+            reason: "its key usage does not allow key encipherment",
+        });
+    }
+    let fail = |e: String| SealError::Encryption(format!("key transport: {e}"));
+    let (encrypted, key_enc_alg) = match r.key_transport {
+        KeyTransport::RsaOaepSha256 => (
+            key.encrypt_oaep_sha256(cek).map_err(fail)?,
+            AlgorithmIdentifierOwned {
+                oid: alg::ID_RSAES_OAEP,
+                parameters: Some(oaep_sha256_params()?),
+            },
+        ),
+        KeyTransport::RsaPkcs1v15 => (
+            key.encrypt_pkcs1v15(cek).map_err(fail)?,
+            AlgorithmIdentifierOwned {
+                oid: alg::RSA_ENCRYPTION,
+                parameters: Some(Any::from(der::asn1::Null)),
+            },
+        ),
+    };
+    Ok(RecipientInfo::Ktri(KeyTransRecipientInfo {
+        // RFC 5652 §6.2.1: version 0 with issuerAndSerialNumber.
+        version: CmsVersion::V0,
+        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(&r.certificate)),
+        key_enc_alg,
+        enc_key: OctetString::new(encrypted)?,
+    }))
 }
 
 /// Bytes taken by a tag and a definite length (X.690 §8.1.3).
@@ -451,64 +573,6 @@ fn push_der_header(out: &mut Vec<u8>, tag: u8, len: usize) {
         let skip = bytes.iter().take_while(|&&b| b == 0).count();
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-/// Key-transport recipient info with RSA-OAEP or PKCS#1 v1.5. The `cms` crate's
-/// own builder only does PKCS#1 v1.5; this one implements its public trait.
-struct KeyTransBuilder {
-    rid: RecipientIdentifier,
-    key: rsa::PublicKey,
-    transport: KeyTransport,
-}
-
-impl RecipientInfoBuilder for KeyTransBuilder {
-    type Rng = Rng;
-
-    fn recipient_info_type(&self) -> RecipientInfoType {
-        RecipientInfoType::Ktri
-    }
-
-    fn recipient_info_version(&self) -> CmsVersion {
-        // RFC 5652 §6.2.1: version 0 with issuerAndSerialNumber.
-        match self.rid {
-            RecipientIdentifier::IssuerAndSerialNumber(_) => CmsVersion::V0,
-            RecipientIdentifier::SubjectKeyIdentifier(_) => CmsVersion::V2,
-        }
-    }
-
-    fn build_with_rng(
-        &mut self,
-        content_encryption_key: &[u8],
-        rng: &mut Self::Rng,
-    ) -> Result<RecipientInfo, cms::builder::Error> {
-        let fail = |e: rsa::Error| cms::builder::Error::Builder(format!("key transport: {e}"));
-        let (encrypted, key_enc_alg) = match self.transport {
-            KeyTransport::RsaOaepSha256 => (
-                self.key
-                    .oaep_encrypt_with_rng::<sha2::Sha256, _>(rng, content_encryption_key)
-                    .map_err(fail)?,
-                AlgorithmIdentifierOwned {
-                    oid: alg::ID_RSAES_OAEP,
-                    parameters: Some(oaep_sha256_params()?),
-                },
-            ),
-            KeyTransport::RsaPkcs1v15 => (
-                self.key
-                    .pkcs1v15_encrypt_with_rng(rng, content_encryption_key)
-                    .map_err(fail)?,
-                AlgorithmIdentifierOwned {
-                    oid: alg::RSA_ENCRYPTION,
-                    parameters: Some(Any::from(der::asn1::Null)),
-                },
-            ),
-        };
-        Ok(RecipientInfo::Ktri(KeyTransRecipientInfo {
-            version: self.recipient_info_version(),
-            rid: self.rid.clone(),
-            key_enc_alg,
-            enc_key: OctetString::new(encrypted)?,
-        }))
     }
 }
 
@@ -550,18 +614,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_info_is_the_same_der_as_the_der_crate_writes() {
-        for n in [0usize, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 24] {
-            // An OCTET STRING of n bytes as the content.
-            let content = OctetString::new(vec![0x5a; n]).unwrap().to_der().unwrap();
-            let expected = ContentInfo {
-                content_type: alg::ID_ENVELOPED_DATA,
-                content: Any::from_der(&content).unwrap(),
-            }
-            .to_der()
-            .unwrap();
-            let ours = content_info_der(alg::ID_ENVELOPED_DATA, &content).unwrap();
-            assert!(ours == expected, "length {n}");
+    fn the_hand_written_envelope_is_der_that_cms_reads_and_that_decrypts_back() {
+        let now = SystemTime::now();
+        let ca = crate::DevCa::generate("envelope test", now).unwrap();
+        let id = ca.issue_domain("envelope.example", now).unwrap();
+        let recipients = [Recipient::new(id.certificate().clone())];
+        for n in [0usize, 1, 15, 16, 17, 58_367, 58_368, 58_369, 200_000] {
+            let mut entity = b"Content-Type: text/plain\r\n\r\n".to_vec();
+            entity.resize(entity.len() + n, b'x');
+            let der = envelope(&entity, &recipients, ContentCipher::Aes256Cbc).unwrap();
+            let ci = ContentInfo::from_der(&der).unwrap();
+            assert_eq!(ci.content_type, alg::ID_ENVELOPED_DATA);
+            let env: cms::enveloped_data::EnvelopedData = ci.content.decode_as().unwrap();
+            assert_eq!(env.version, CmsVersion::V0);
+            assert_eq!(env.recip_infos.0.len(), 1);
+            let ct = env.encrypted_content.encrypted_content.unwrap();
+            assert_eq!(ct.as_bytes().len(), cbc_len(entity.len()), "length {n}");
+            let plain = crate::inbound::decrypt(der.clone(), std::slice::from_ref(&id)).unwrap();
+            assert!(plain == entity, "length {n}");
         }
     }
 }

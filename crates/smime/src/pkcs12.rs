@@ -8,10 +8,10 @@
 
 use der::Decode;
 use der::asn1::ObjectIdentifier as Oid;
-use pkcs8::DecodePrivateKey;
 use x509_cert::Certificate;
 
 use crate::ber::{self, Tlv};
+use crate::crypto::PrivateKey;
 use crate::error::ImportError;
 
 const ID_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
@@ -34,7 +34,7 @@ fn bad(what: &'static str) -> ImportError {
 pub fn parse_pkcs12(
     input: &[u8],
     password: &str,
-) -> Result<(rsa::PrivateKey, Vec<Certificate>), ImportError> {
+) -> Result<(PrivateKey, Vec<Certificate>), ImportError> {
     let pfx = ber::read(input, 0).map_err(|_| bad("not a PKCS#12 file"))?;
     let fields = ber::children(input, &pfx).map_err(|_| bad("not a PKCS#12 file"))?;
     // PFX ::= SEQUENCE { version INTEGER (v3), authSafe ContentInfo, macData OPTIONAL }
@@ -130,7 +130,7 @@ fn check_not_legacy(alg_id_der: &[u8]) -> Result<(), ImportError> {
 fn read_safe_contents(
     buf: &[u8],
     password: &str,
-    keys: &mut Vec<rsa::PrivateKey>,
+    keys: &mut Vec<PrivateKey>,
     certs: &mut Vec<Certificate>,
     depth: usize,
 ) -> Result<(), ImportError> {
@@ -152,14 +152,19 @@ fn read_safe_contents(
                 .and_then(|c| c.into_iter().next())
                 .ok_or(bad("damaged key bag"))?;
             check_not_legacy(&buf[alg.start..alg.end])?;
-            let key = rsa::PrivateKey::from_pkcs8_encrypted_der(inner_der, password.as_bytes())
-                .map_err(|e| match e {
-                    pkcs8::Error::EncryptedPrivateKey(_) => ImportError::WrongPassword,
-                    _ => ImportError::NotRsa,
-                })?;
-            keys.push(key);
+            // PBES2 (RFC 8018) is undone by RustCrypto's `pkcs8`/`pkcs5` (README
+            // "Cryptography"); the key itself goes to AWS-LC.
+            let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(inner_der)
+                .map_err(|_| ImportError::NotRsa)?;
+            let plain = info.decrypt(password.as_bytes()).map_err(|e| match e {
+                pkcs8::Error::EncryptedPrivateKey(_) => ImportError::WrongPassword,
+                _ => ImportError::NotRsa,
+            })?;
+            keys.push(
+                PrivateKey::from_pkcs8_der(plain.as_bytes()).map_err(|_| ImportError::NotRsa)?,
+            );
         } else if bag_id == KEY_BAG {
-            keys.push(rsa::PrivateKey::from_pkcs8_der(inner_der).map_err(|_| ImportError::NotRsa)?);
+            keys.push(PrivateKey::from_pkcs8_der(inner_der).map_err(|_| ImportError::NotRsa)?);
         } else if bag_id == CERT_BAG {
             // CertBag ::= SEQUENCE { certId OID, certValue [0] EXPLICIT OCTET STRING }
             let (cert_id, cert_value) = content_info(buf, &inner)?;

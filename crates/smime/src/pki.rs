@@ -11,14 +11,15 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use const_oid::db::rfc5280::ID_KP_EMAIL_PROTECTION;
+use der::asn1::BitString;
 use der::asn1::Ia5String;
 use der::pem::LineEnding;
 use der::referenced::OwnedToRef;
 use der::{DecodePem, EncodePem};
-use getrandom::SysRng;
-use pkcs8::EncodePrivateKey;
-use rand_core::TryRng;
-use spki::{EncodePublicKey, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use spki::{
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey,
+    SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
+};
 use thiserror::Error;
 use x509_cert::Certificate;
 use x509_cert::builder::profile::BuilderProfile;
@@ -34,6 +35,7 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
+use crate::crypto::{self, PrivateKey};
 use crate::error::ImportError;
 use crate::keys::{self, Identity};
 
@@ -99,7 +101,7 @@ impl From<spki::Error> for PkiError {
 /// Direct certificates. Not for production (its subject says so).
 #[derive(Clone)]
 pub struct DevCa {
-    key: rsa::PrivateKey,
+    key: PrivateKey,
     certificate: Certificate,
 }
 
@@ -133,8 +135,7 @@ impl DevCa {
         };
         let builder =
             CertificateBuilder::new(profile, random_serial()?, validity(now, CA_LIFETIME)?, spki)?;
-        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone());
-        let certificate = builder.build::<_, rsa::pkcs1v15::Signature>(&signer)?;
+        let certificate = sign_certificate(builder, &key)?;
         Ok(DevCa { key, certificate })
     }
 
@@ -187,8 +188,7 @@ impl DevCa {
             validity(now, LEAF_LIFETIME)?,
             public_key_info(&key)?,
         )?;
-        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(self.key.clone());
-        let certificate = builder.build::<_, rsa::pkcs1v15::Signature>(&signer)?;
+        let certificate = sign_certificate(builder, &self.key)?;
         // The root is the receiver's anchor, so the chain sent along is empty.
         Ok(Identity::new(key, certificate, Vec::new())?)
     }
@@ -203,11 +203,10 @@ impl DevCa {
     /// The key text is zeroed on drop.
     pub fn to_pem(&self) -> Result<(String, zeroize::Zeroizing<String>), PkiError> {
         let cert = self.certificate.to_pem(LineEnding::LF)?;
-        let key = self
-            .key
-            .to_pkcs8_pem(pkcs8::LineEnding::LF)
+        let der = self.key.to_pkcs8_der();
+        let key = der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der)
             .map_err(|e| PkiError::Certificate(e.to_string()))?;
-        Ok((cert, zeroize::Zeroizing::new(key.as_str().to_string())))
+        Ok((cert, zeroize::Zeroizing::new(key)))
     }
 
     /// Load a CA saved with [`DevCa::to_pem`]. The key must match the certificate,
@@ -228,14 +227,62 @@ impl DevCa {
     }
 }
 
-fn generate_key() -> Result<rsa::PrivateKey, PkiError> {
-    rsa::PrivateKey::new(&mut SysRng, DEV_RSA_BITS)
-        .map_err(|e| PkiError::KeyGeneration(e.to_string()))
+fn generate_key() -> Result<PrivateKey, PkiError> {
+    PrivateKey::generate(DEV_RSA_BITS).map_err(PkiError::KeyGeneration)
 }
 
-fn public_key_info(key: &rsa::PrivateKey) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
-    let der = key.to_public_key().to_public_key_der()?;
-    Ok(SubjectPublicKeyInfoOwned::try_from(der.as_bytes())?)
+fn public_key_info(key: &PrivateKey) -> Result<SubjectPublicKeyInfoOwned, PkiError> {
+    let der = key.public_key_spki_der().map_err(PkiError::KeyGeneration)?;
+    Ok(SubjectPublicKeyInfoOwned::try_from(der.as_slice())?)
+}
+
+/// Sign a certificate with sha256WithRSAEncryption (RFC 4055 §5) on AWS-LC: the
+/// builder gives the TBSCertificate's DER, AWS-LC signs it, the builder
+/// assembles the certificate.
+fn sign_certificate<P: BuilderProfile>(
+    mut builder: CertificateBuilder<P>,
+    key: &PrivateKey,
+) -> Result<Certificate, PkiError> {
+    let signer = CertSigner {
+        spki: public_key_info(key)?,
+    };
+    let tbs = builder.finalize(&signer)?;
+    let signature = key
+        .sign_pkcs1v15_sha256(&tbs)
+        .map_err(PkiError::Certificate)?;
+    Ok(builder.assemble(BitString::from_bytes(&signature)?, &signer)?)
+}
+
+/// What the certificate builder asks of a signer besides the signature itself:
+/// the issuer's public key and the signature algorithm.
+struct CertSigner {
+    spki: SubjectPublicKeyInfoOwned,
+}
+
+impl signature::Keypair for CertSigner {
+    type VerifyingKey = IssuerKey;
+
+    fn verifying_key(&self) -> IssuerKey {
+        IssuerKey(self.spki.clone())
+    }
+}
+
+impl DynSignatureAlgorithmIdentifier for CertSigner {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        Ok(AlgorithmIdentifierOwned {
+            oid: crate::alg::SHA256_WITH_RSA,
+            parameters: Some(der::asn1::Any::from(der::asn1::Null)),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct IssuerKey(SubjectPublicKeyInfoOwned);
+
+impl EncodePublicKey for IssuerKey {
+    fn to_public_key_der(&self) -> spki::Result<der::Document> {
+        Ok(der::Document::encode_msg(&self.0)?)
+    }
 }
 
 /// `CN=<cn>,O=directmail development CA — not for production` (RFC 4514 order).
@@ -275,9 +322,7 @@ fn ia5(value: &str) -> Result<Ia5String, PkiError> {
 /// CA/B Forum practice: at least 64 random bits).
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
-    SysRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|_| PkiError::Random)?;
+    crypto::fill_random(&mut bytes).map_err(|()| PkiError::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(SerialNumber::new(&bytes)?)
 }

@@ -320,9 +320,8 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             "the encrypted part is not valid base64",
         ));
     };
-    let decrypted = inbound::decrypt(&der, keys);
-    // The DER is as large as the message: free it before verifying.
-    drop(der);
+    // Decrypted in place: the DER's buffer becomes the plaintext's.
+    let decrypted = inbound::decrypt(der, keys);
     let plain = match decrypted {
         Ok(p) => p,
         Err(f) => {
@@ -409,12 +408,17 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     // outer headers: the message/rfc822 wrapped inside (AS 1.3 requires wrapping), or
     // a signed entity that carries its own RFC 5322 header (as `openssl cms -sign` of
     // a whole message gives).
-    let (signed_h, signed_body) = mime::split(&verified.content);
+    let inbound::Verified {
+        content,
+        certificates,
+        signers,
+    } = verified;
+    let (signed_h, signed_body) = mime::split(&content);
     let signed_fields = mime::fields(signed_h);
-    let inner = if mime::content_type(&signed_fields).mime == "message/rfc822" {
-        signed_body.to_vec()
+    let inner: &[u8] = if mime::content_type(&signed_fields).mime == "message/rfc822" {
+        signed_body
     } else if mime::find(&signed_fields, "From").is_some() {
-        verified.content.clone()
+        &content
     } else {
         return Verdict {
             from: outer_from,
@@ -424,6 +428,24 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
                 "the signed content carries no header (the message is not wrapped as AS 1.3 requires), so its sender and subject are not covered by the signature",
             ))
         };
+    };
+    // The inner message is most often a slice of the decrypted buffer: keep it
+    // there (moved to the front) rather than copying a large message once more.
+    let inner = match offset_in(&plain, inner) {
+        Some(start) => {
+            let end = start + inner.len();
+            drop(content);
+            let mut buf = plain;
+            buf.truncate(end);
+            buf.drain(..start);
+            buf
+        }
+        None => inner.to_vec(),
+    };
+    let verified = inbound::Verified {
+        content: std::borrow::Cow::Borrowed(&[]),
+        certificates,
+        signers,
     };
     // One reading of the sender, strict, checked against mail-parser's.
     let originator = match read_originator(&inner) {
@@ -459,6 +481,12 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     verdict.message = Some(inner);
     verdict.certificates = verified.certificates.clone();
     verdict
+}
+
+/// Where `inner` starts in `outer`, if it is a slice of it.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start + inner.len() <= outer.len()).then_some(start)
 }
 
 fn decode_body(fields: &[mime::Field], body: &[u8]) -> Option<Vec<u8>> {

@@ -9,3 +9,4 @@ mod negative;
 mod outbound;
 mod pki;
 mod roundtrip;
+mod unwrap;
