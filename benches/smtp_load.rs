@@ -5,7 +5,10 @@
 //! `cargo bench --bench smtp_load` (SQLite in a temporary directory); set
 //! `DIRECTMAIL_BENCH_POSTGRES_URL=postgres://…/postgres` (or `DIRECTMAIL_TEST_POSTGRES_URL`) for PostgreSQL (a fresh
 //! database is created on it). `BENCH_MESSAGES` (default 300) and
-//! `BENCH_CONNECTIONS` (default 8) size the run.
+//! `BENCH_CONNECTIONS` (default 8) size the run. After the figures it prints the
+//! time spent in each stage of a message's way (`directmail::stages`): SMTP
+//! receive, store, keys, decrypt + verify, revocation, read, deliver, seal (the
+//! notifications) and send, so a regression shows where it is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant, SystemTime};
@@ -205,6 +208,22 @@ async fn main() {
                 total.as_secs_f64(),
                 delivered as f64 / total.as_secs_f64()
             );
+            println!("  time per stage (summed over concurrent workers):");
+            println!(
+                "    {:<18} {:>7} {:>11} {:>10}",
+                "stage", "passes", "total ms", "ms each"
+            );
+            for (stage, passes, time) in directmail::stages::snapshot() {
+                if passes == 0 {
+                    continue;
+                }
+                let ms = time.as_secs_f64() * 1000.0;
+                println!(
+                    "    {:<18} {passes:>7} {ms:>11.1} {:>10.2}",
+                    stage.name(),
+                    ms / passes as f64
+                );
+            }
             break;
         }
         if started.elapsed() > Duration::from_secs(900) {

@@ -10,10 +10,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// `directmail [serve]` or `directmail admin …`.
+/// `directmail --version`: the release and the cryptographic module in use.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (cryptography: {})",
+        env!("CARGO_PKG_VERSION"),
+        directmail_smime::crypto_module()
+    )
+});
+
 #[derive(Debug, Parser)]
 #[command(
     name = "directmail",
-    version,
+    version = VERSION.as_str(),
     about = "Direct secure messaging (HISP) with webmail"
 )]
 pub struct Cli {

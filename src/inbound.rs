@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::outbound;
 use crate::pki::{self, Revocation, fetch::Fetcher};
 use crate::secrets::SecretKey;
+use crate::stages::{self, Stage};
 use crate::store::inbound::{self, Inbound, NewMessage};
 use crate::store::{mailboxes, orgs};
 
@@ -332,15 +333,18 @@ impl Processor {
             // gets; what fails them is offered as a download, with the reason. The
             // patient the message is about and its clinical documents are read here
             // too, once.
-            let (attachment_checks, filing) = tokio::task::spawn_blocking({
-                let inner = inner.clone();
-                move || {
-                    (
-                        crate::store::messages::attachment_checks(&inner),
-                        crate::filing::read(&inner),
-                    )
-                }
-            })
+            let (attachment_checks, filing) = stages::timed(
+                Stage::Read,
+                tokio::task::spawn_blocking({
+                    let inner = inner.clone();
+                    move || {
+                        (
+                            crate::store::messages::attachment_checks(&inner),
+                            crate::filing::read(&inner),
+                        )
+                    }
+                }),
+            )
             .await?;
             let revocation = match &judgement.revocation {
                 Revocation::Checked => "checked".to_owned(),
@@ -397,6 +401,7 @@ impl Processor {
             ));
         }
         let steps_text = steps.join("\n");
+        let delivering = std::time::Instant::now();
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin().await?;
         let outcome = match failure {
@@ -537,6 +542,7 @@ impl Processor {
             }
         };
         tx.commit().await?;
+        stages::record(Stage::Deliver, delivering.elapsed());
         if !mdns.is_empty() || notice.is_some() {
             self.wake_sender.notify_one();
         }

@@ -13,6 +13,7 @@ use rand::Rng as _;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::pki;
+use crate::stages::{self, Stage};
 use crate::secrets::SecretKey;
 use crate::store::inbound::{self as inbound_store, NewInbound};
 use crate::store::mailboxes::Mailbox;
@@ -379,9 +380,12 @@ impl Sender {
         };
         let raw = job.raw.clone();
         let signer = signer.clone();
-        let sealed = tokio::task::spawn_blocking(move || {
-            smime::seal(&raw, &signer, &recipients, &options, system_time(now))
-        })
+        let sealed = stages::timed(
+            Stage::Seal,
+            tokio::task::spawn_blocking(move || {
+                smime::seal(&raw, &signer, &recipients, &options, system_time(now))
+            }),
+        )
         .await
         .map_err(|e| internal(e.into()))?
         .map_err(|e| {
@@ -389,9 +393,25 @@ impl Sender {
                 "The message could not be signed and encrypted: {e}."
             ))
         })?;
+        let sending = std::time::Instant::now();
+        let sent = self.hand_over(hosted.is_some(), job, &sealed, now).await;
+        stages::record(Stage::Send, sending.elapsed());
+        sent
+    }
+
+    /// Hands `sealed` to the next hop: our own inbound queue for a domain hosted here,
+    /// else the relay or the recipient domain's mail exchangers.
+    async fn hand_over(
+        &self,
+        hosted: bool,
+        job: &Job,
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<(), SendError> {
+        let internal = |e: anyhow::Error| SendError::Temporary(format!("internal error: {e:#}"));
         match hosted {
             // AS 1.3 routing within one HISP: the full path, only the network skipped
-            Some(_) => {
+            true => {
                 inbound_store::insert(
                     &self.db,
                     NewInbound {
@@ -400,7 +420,7 @@ impl Sender {
                         remote_ip: "local",
                         helo: "localhost",
                         tls: true,
-                        raw: &sealed,
+                        raw: sealed,
                     },
                     now,
                 )
@@ -409,7 +429,7 @@ impl Sender {
                 self.wake_inbound.notify_one();
                 Ok(())
             }
-            None => match &self.relay {
+            false => match &self.relay {
                 Some(relay) => {
                     let name = relay.rsplit_once(':').map(|(h, _)| h).unwrap_or(relay);
                     smtp_send(

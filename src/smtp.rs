@@ -9,6 +9,7 @@ use directmail_smtp::{Backend, DeliverError, Envelope, RcptDecision};
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::stages::{self, Stage};
 use crate::store::inbound::{self, NewInbound};
 use crate::store::mailboxes;
 
@@ -56,7 +57,8 @@ impl Backend for PortalBackend {
                 .received_header(&this.hostname, &id, &date)
                 .into_bytes();
             raw.extend_from_slice(&data);
-            let stored = inbound::insert(
+            stages::record(Stage::SmtpReceive, envelope.data_time);
+            let stored = stages::timed(Stage::Store, inbound::insert(
                 &this.db,
                 NewInbound {
                     mail_from: &envelope.mail_from,
@@ -67,7 +69,7 @@ impl Backend for PortalBackend {
                     raw: &raw,
                 },
                 now,
-            )
+            ))
             .await;
             match stored {
                 Ok(id) => {

@@ -17,6 +17,7 @@ use crate::clock::format_utc;
 use crate::db::Db;
 use crate::domain::Email;
 use crate::secrets::SecretKey;
+use crate::stages::{self, Stage};
 use crate::store::orgs::Domain;
 use crate::store::pki::{self as store, CertRow, NewCert};
 
@@ -806,8 +807,10 @@ pub async fn judge_inbound(
     message: Arc<Vec<u8>>,
     now: i64,
 ) -> anyhow::Result<Judgement> {
+    let started = std::time::Instant::now();
     let keys = Arc::new(identities(db, kek, domain.id).await?);
     let anchors = anchors(db, domain.id).await?;
+    stages::record(Stage::Keys, started.elapsed());
     let policy = crate::store::orgs::crl_policy(db, domain.id).await?;
     let mut steps = Vec::new();
     let mut trust = smime::TrustStore {
@@ -817,7 +820,12 @@ pub async fn judge_inbound(
     };
     let judge = |trust: smime::TrustStore| {
         let (keys, message) = (keys.clone(), message.clone());
-        tokio::task::spawn_blocking(move || smime::judge(&message, &keys, &trust, system_time(now)))
+        stages::timed(
+            Stage::Judge,
+            tokio::task::spawn_blocking(move || {
+                smime::judge(&message, &keys, &trust, system_time(now))
+            }),
+        )
     };
     let mut verdict = judge(trust.clone()).await?;
 
@@ -896,7 +904,11 @@ pub async fn judge_inbound(
         .chain(trust.intermediates.iter())
         .cloned()
         .collect();
-    let lists = revocation_lists(fetcher, &certs, now, &mut budget, &mut steps).await;
+    let lists = stages::timed(
+        Stage::Revocation,
+        revocation_lists(fetcher, &certs, now, &mut budget, &mut steps),
+    )
+    .await;
     let Some(unavailable) = lists.unavailable else {
         steps.push("CRL: the certificates name no distribution point".into());
         return Ok(Judgement {

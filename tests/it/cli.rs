@@ -703,3 +703,19 @@ async fn scripts_can_do_what_the_console_does_for_users_mailboxes_and_settings()
         );
     }
 }
+
+#[test]
+fn the_version_names_the_cryptographic_module() {
+    let out = Command::new(env!("CARGO_BIN_EXE_directmail"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with(&format!("directmail {}", env!("CARGO_PKG_VERSION")))
+            && text.contains("(cryptography: AWS-LC ")
+            && text.contains("(not FIPS mode)"),
+        "{text}"
+    );
+}

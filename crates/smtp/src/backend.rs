@@ -68,6 +68,8 @@ pub struct Envelope {
     pub helo: String,
     /// Whether the transaction ran inside TLS (after STARTTLS).
     pub tls: bool,
+    /// How long the DATA transfer took, from the 354 reply to the final dot.
+    pub data_time: std::time::Duration,
 }
 
 impl Envelope {
@@ -123,6 +125,7 @@ mod tests {
             remote_ip: "2001:db8::1".parse().unwrap(),
             helo: "evil\r\nX-Injected: yes".into(),
             tls: true,
+            data_time: std::time::Duration::ZERO,
         };
         assert_eq!(
             envelope.received_header("mx.direct.test", "Q1", "Thu, 26 Nov 2026 01:40:16 +0000"),

@@ -311,6 +311,7 @@ impl<B: Backend> Session<B> {
         }
         self.conn
             .queue("354 start mail input; end with <CRLF>.<CRLF>");
+        let started = std::time::Instant::now();
         let read = self
             .conn
             .read_data(
@@ -345,6 +346,7 @@ impl<B: Backend> Session<B> {
             remote_ip: self.remote_ip,
             helo: self.helo.clone().unwrap_or_default(),
             tls: self.conn.is_tls(),
+            data_time: started.elapsed(),
         };
         self.reset_transaction();
         let size = body.len();
