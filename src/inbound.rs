@@ -333,12 +333,13 @@ impl Processor {
             // gets; what fails them is offered as a download, with the reason. The
             // patient the message is about and its clinical documents are read here
             // too, once.
-            let (attachment_checks, filing) = stages::timed(
+            let (index, attachment_checks, filing) = stages::timed(
                 Stage::Read,
                 tokio::task::spawn_blocking({
                     let inner = inner.clone();
                     move || {
                         (
+                            crate::store::messages::Indexed::of(&inner),
                             crate::store::messages::attachment_checks(&inner),
                             crate::filing::read(&inner),
                         )
@@ -388,6 +389,7 @@ impl Processor {
                         revocation: revocation.clone(),
                         signer_facts: signer_facts(&verdict),
                         raw: inner.clone(),
+                        index: index.clone(),
                         attachment_checks: attachment_checks.clone(),
                         filing: filing.clone(),
                     },
@@ -513,6 +515,7 @@ impl Processor {
                             signer_issuer: m.signer_issuer.as_deref(),
                             revocation: &m.revocation,
                             raw: &m.raw,
+                            index: &m.index,
                             attachment_checks: &m.attachment_checks,
                             filing: &m.filing,
                             signer_facts: m.signer_facts.as_ref(),
@@ -573,6 +576,7 @@ struct NewOwned {
     revocation: String,
     signer_facts: Option<inbound::SignerFacts>,
     raw: Vec<u8>,
+    index: crate::store::messages::Indexed,
     attachment_checks: String,
     filing: crate::filing::Filing,
 }

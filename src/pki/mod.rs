@@ -406,14 +406,49 @@ pub async fn add_anchors(
 pub async fn identities(db: &Db, kek: &SecretKey, domain_id: i64) -> anyhow::Result<Vec<Identity>> {
     let mut out = Vec::new();
     for (fingerprint, chain_pem, sealed) in store::key_material(db, domain_id).await? {
+        if let Some(identity) = OPENED.get(&fingerprint, &chain_pem) {
+            out.push(identity);
+            continue;
+        }
         let key = kek.open(&sealed, fingerprint.as_bytes())?;
-        let identity = tokio::task::spawn_blocking(move || {
-            Identity::from_pem_or_der(chain_pem.as_bytes(), &key)
+        let (identity, chain_pem) = tokio::task::spawn_blocking(move || {
+            Identity::from_pem_or_der(chain_pem.as_bytes(), &key).map(|i| (i, chain_pem))
         })
         .await??;
+        OPENED.put(fingerprint, chain_pem, identity.clone());
         out.push(identity);
     }
     Ok(out)
+}
+
+/// Identities already unsealed and parsed, by certificate fingerprint: a certificate's
+/// key never changes, so an entry stays right for as long as the stored chain is the
+/// same. Opening a key for every message and every notification cost more than the
+/// RSA operation it was opened for.
+static OPENED: Opened = Opened(std::sync::LazyLock::new(Default::default));
+
+struct Opened(
+    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (String, Identity)>>>,
+);
+
+impl Opened {
+    /// Most identities kept; past it the cache starts again.
+    const MAX: usize = 10_000;
+
+    fn get(&self, fingerprint: &str, chain_pem: &str) -> Option<Identity> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(fingerprint)
+            .filter(|(chain, _)| chain == chain_pem)
+            .map(|(_, identity)| identity.clone())
+    }
+
+    fn put(&self, fingerprint: String, chain_pem: String, identity: Identity) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(fingerprint, (chain_pem, identity));
+    }
 }
 
 /// The anchors a domain trusts for senders, as certificates for the engine's trust

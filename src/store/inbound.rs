@@ -264,6 +264,9 @@ pub struct NewMessage<'a> {
     pub signer_issuer: Option<&'a str>,
     pub revocation: &'a str,
     pub raw: &'a [u8],
+    /// [`super::messages::Indexed::of`] `raw`, made before the transaction (parsing
+    /// a large message inside it would hold every other writer up).
+    pub index: &'a super::messages::Indexed,
     /// [`super::messages::attachment_checks`] of `raw`, made before the transaction.
     pub attachment_checks: &'a str,
     /// [`crate::filing::read`] of `raw` (its patient and clinical documents), made
@@ -338,7 +341,7 @@ async fn record_filing(conn: &mut AnyConnection, id: i64, filing: &Filing) -> sq
 /// clinical documents. Delivering the same inbound message to the same mailbox twice
 /// changes nothing (exactly once, even after a retried run): false then.
 pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> sqlx::Result<bool> {
-    let ix = super::messages::Indexed::of(m.raw);
+    let ix = m.index;
     let done = sqlx::query(
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
                                trust_code, trust_sentence, signer_subject, signer_issuer, revocation,
@@ -360,11 +363,11 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(m.signer_subject)
     .bind(m.signer_issuer)
     .bind(m.revocation)
-    .bind(ix.from_name)
-    .bind(ix.to_addrs)
-    .bind(ix.snippet)
-    .bind(ix.body_text)
-    .bind(ix.attachment_names)
+    .bind(ix.from_name.as_str())
+    .bind(ix.to_addrs.as_str())
+    .bind(ix.snippet.as_str())
+    .bind(ix.body_text.as_str())
+    .bind(ix.attachment_names.as_str())
     .bind(i64::from(ix.has_attachments))
     .bind(m.attachment_checks);
     let filed: Option<i64> = bind_patient(done, m.filing.patient.as_ref())

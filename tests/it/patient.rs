@@ -79,6 +79,7 @@ async fn deliver_raw(app: &TestApp, mailbox_id: i64, subject: &str, raw: &[u8]) 
                 signer_issuer: Some("CN=Hillside CA"),
                 revocation: "checked",
                 raw,
+                index: &directmail::store::messages::Indexed::of(raw),
                 attachment_checks: "",
                 filing: &filing,
                 signer_facts: None,

@@ -282,6 +282,7 @@ pub(crate) async fn deliver_many(
                     signer_issuer: Some("CN=Partner CA"),
                     revocation: "checked",
                     raw: &raw,
+                    index: &directmail::store::messages::Indexed::of(&raw),
                     attachment_checks: &directmail::store::messages::attachment_checks(&raw),
                     filing: &filing,
                     signer_facts: mail
