@@ -231,6 +231,7 @@ struct Inner {
 struct Ops {
     signing: KeyPair,
     decrypting: PrivateDecryptingKey,
+    oaep: oaep::OaepKey,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -280,6 +281,7 @@ impl PrivateKey {
                 signing: KeyPair::from_pkcs8(der).map_err(|_| ImportError::NoPrivateKey)?,
                 decrypting: PrivateDecryptingKey::from_pkcs8(der)
                     .map_err(|_| ImportError::NoPrivateKey)?,
+                oaep: oaep::OaepKey::from_pkcs8(der).map_err(|()| ImportError::NoPrivateKey)?,
             })
         };
         Ok(PrivateKey(Arc::new(Inner {
@@ -390,7 +392,8 @@ impl PrivateKey {
     ) -> Result<Zeroizing<Vec<u8>>, String> {
         let mut fallback = Zeroizing::new(vec![0u8; key_len]);
         fill_random(&mut fallback).map_err(|()| "the system RNG failed".to_string())?;
-        let decrypting = self.ops()?.decrypting.clone();
+        let ops = self.ops()?;
+        let decrypting = ops.decrypting.clone();
         let mut out = Zeroizing::new(vec![0u8; decrypting.key_size_bytes()]);
         // AWS-LC checks the padding in constant time and reports one error for
         // every failure; from here on no branch depends on the outcome.
@@ -398,7 +401,7 @@ impl PrivateKey {
             None => Pkcs1PrivateDecryptingKey::new(decrypting)
                 .and_then(|k| k.decrypt(wrapped, &mut out).map(|p| p.len()))
                 .map_err(|_| ()),
-            Some((hash, mgf1)) => oaep::decrypt(&self.0.pkcs8, hash, mgf1, wrapped, &mut out),
+            Some((hash, mgf1)) => ops.oaep.decrypt(hash, mgf1, wrapped, &mut out),
         };
         let (ok, len) = match result {
             Ok(len) => (1u8, len),

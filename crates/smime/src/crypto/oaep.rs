@@ -57,6 +57,14 @@ impl OaepHash {
 /// An `EVP_PKEY` this code owns (one reference), freed on drop.
 struct Pkey(NonNull<sys::EVP_PKEY>);
 
+// SAFETY: an EVP_PKEY is reference-counted with atomics and, once parsed, only
+// read here: each decryption makes its own EVP_PKEY_CTX, and AWS-LC's RSA
+// guards its lazily built caches (Montgomery contexts, blinding) with its own
+// lock. aws-lc-rs shares its keys across threads on the same grounds.
+unsafe impl Send for Pkey {}
+// SAFETY: as for Send.
+unsafe impl Sync for Pkey {}
+
 impl Drop for Pkey {
     fn drop(&mut self) {
         // SAFETY: the pointer came from EVP_parse_private_key, which handed over
@@ -76,70 +84,88 @@ impl Drop for PkeyCtx {
     }
 }
 
-/// Decrypt `wrapped` with the RSA key in `pkcs8` (an unencrypted PKCS#8
-/// `PrivateKeyInfo`) and RSAES-OAEP with `hash`, MGF1 over `mgf1` and an empty
-/// label, into `out` (at least the modulus length). Returns the length of the
-/// message at the start of `out`.
-///
-/// Every failure is the one `Err(())`, whether the key did not load or the
-/// padding check failed, and AWS-LC's error queue is cleared afterwards either
-/// way: the caller's implicit rejection must learn nothing else.
-pub(crate) fn decrypt(
-    pkcs8: &[u8],
-    hash: OaepHash,
-    mgf1: OaepHash,
-    wrapped: &[u8],
-    out: &mut [u8],
-) -> Result<usize, ()> {
-    let result = decrypt_inner(pkcs8, hash, mgf1, wrapped, out);
-    // SAFETY: clears this thread's error queue; no arguments, no preconditions.
-    unsafe { sys::ERR_clear_error() };
-    result
+/// An RSA private key parsed by AWS-LC for OAEP decryption. Parsed once, when
+/// the key is read: AWS-LC's parse checks the key (`RSA_check_key`), which
+/// cost more than the decryption itself when done for each message.
+pub(crate) struct OaepKey(Pkey);
+
+impl OaepKey {
+    /// The RSA key in `pkcs8`, an unencrypted PKCS#8 `PrivateKeyInfo`.
+    pub(crate) fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, ()> {
+        let key = parse_private_key(pkcs8);
+        clear_errors();
+        key.map(OaepKey)
+    }
+
+    /// Decrypt `wrapped` with RSAES-OAEP, `hash`, MGF1 over `mgf1` and an empty
+    /// label, into `out` (at least the modulus length). Returns the length of
+    /// the message at the start of `out`.
+    ///
+    /// Every failure is the one `Err(())`, whatever failed, and AWS-LC's error
+    /// queue is cleared afterwards either way: the caller's implicit rejection
+    /// must learn nothing else.
+    pub(crate) fn decrypt(
+        &self,
+        hash: OaepHash,
+        mgf1: OaepHash,
+        wrapped: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, ()> {
+        let result = self.decrypt_inner(hash, mgf1, wrapped, out);
+        clear_errors();
+        result
+    }
+
+    fn decrypt_inner(
+        &self,
+        hash: OaepHash,
+        mgf1: OaepHash,
+        wrapped: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, ()> {
+        // SAFETY: the key is a valid EVP_PKEY; EVP_PKEY_CTX_new takes its own
+        // reference, and a null ENGINE is the documented default. A context
+        // per call: the shared key is only read (see `Pkey`'s Sync).
+        let ctx =
+            NonNull::new(unsafe { sys::EVP_PKEY_CTX_new(self.0.0.as_ptr(), ptr::null_mut()) })
+                .map(PkeyCtx)
+                .ok_or(())?;
+        let ctx_ptr = ctx.0.as_ptr();
+        // SAFETY: `ctx_ptr` is a valid context for the whole block; the EVP_MDs
+        // are static. Each call returns 1 on success.
+        let ready = unsafe {
+            sys::EVP_PKEY_decrypt_init(ctx_ptr) == 1
+                && sys::EVP_PKEY_CTX_set_rsa_padding(ctx_ptr, sys::RSA_PKCS1_OAEP_PADDING) == 1
+                && sys::EVP_PKEY_CTX_set_rsa_oaep_md(ctx_ptr, hash.md()) == 1
+                && sys::EVP_PKEY_CTX_set_rsa_mgf1_md(ctx_ptr, mgf1.md()) == 1
+        };
+        if !ready {
+            return Err(());
+        }
+        let mut out_len = out.len();
+        // SAFETY: `out` is writable for `out_len` bytes, which AWS-LC checks
+        // against the modulus length before writing; `wrapped` is readable for
+        // its length; `out_len` is a valid place for the result.
+        let rc = unsafe {
+            sys::EVP_PKEY_decrypt(
+                ctx_ptr,
+                out.as_mut_ptr(),
+                &mut out_len,
+                wrapped.as_ptr(),
+                wrapped.len(),
+            )
+        };
+        if rc == 1 && out_len <= out.len() {
+            Ok(out_len)
+        } else {
+            Err(())
+        }
+    }
 }
 
-fn decrypt_inner(
-    pkcs8: &[u8],
-    hash: OaepHash,
-    mgf1: OaepHash,
-    wrapped: &[u8],
-    out: &mut [u8],
-) -> Result<usize, ()> {
-    let key = parse_private_key(pkcs8)?;
-    // SAFETY: `key` is a valid EVP_PKEY; EVP_PKEY_CTX_new takes its own
-    // reference, and a null ENGINE is the documented default.
-    let ctx = NonNull::new(unsafe { sys::EVP_PKEY_CTX_new(key.0.as_ptr(), ptr::null_mut()) })
-        .map(PkeyCtx)
-        .ok_or(())?;
-    let ctx_ptr = ctx.0.as_ptr();
-    // SAFETY: `ctx_ptr` is a valid context for the whole block; the EVP_MDs are
-    // static. Each call returns 1 on success.
-    let ready = unsafe {
-        sys::EVP_PKEY_decrypt_init(ctx_ptr) == 1
-            && sys::EVP_PKEY_CTX_set_rsa_padding(ctx_ptr, sys::RSA_PKCS1_OAEP_PADDING) == 1
-            && sys::EVP_PKEY_CTX_set_rsa_oaep_md(ctx_ptr, hash.md()) == 1
-            && sys::EVP_PKEY_CTX_set_rsa_mgf1_md(ctx_ptr, mgf1.md()) == 1
-    };
-    if !ready {
-        return Err(());
-    }
-    let mut out_len = out.len();
-    // SAFETY: `out` is writable for `out_len` bytes, which AWS-LC checks against
-    // the modulus length before writing; `wrapped` is readable for its length;
-    // `out_len` is a valid place for the result.
-    let rc = unsafe {
-        sys::EVP_PKEY_decrypt(
-            ctx_ptr,
-            out.as_mut_ptr(),
-            &mut out_len,
-            wrapped.as_ptr(),
-            wrapped.len(),
-        )
-    };
-    if rc == 1 && out_len <= out.len() {
-        Ok(out_len)
-    } else {
-        Err(())
-    }
+fn clear_errors() {
+    // SAFETY: clears this thread's error queue; no arguments, no preconditions.
+    unsafe { sys::ERR_clear_error() };
 }
 
 /// Parse a PKCS#8 `PrivateKeyInfo` holding an RSA key.
@@ -169,6 +195,16 @@ mod tests {
     fn key() -> Vec<u8> {
         let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
         pair.as_der().unwrap().as_ref().to_vec()
+    }
+
+    fn decrypt(
+        pkcs8: &[u8],
+        hash: OaepHash,
+        mgf1: OaepHash,
+        wrapped: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, ()> {
+        OaepKey::from_pkcs8(pkcs8)?.decrypt(hash, mgf1, wrapped, out)
     }
 
     fn encrypt(pkcs8: &[u8], alg: &'static rsa::OaepAlgorithm, message: &[u8]) -> Vec<u8> {
