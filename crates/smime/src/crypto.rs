@@ -7,7 +7,14 @@
 //! RSA signature *verification* in the few forms aws-lc-rs does not offer
 //! (SHA-224, RSA-PSS with a salt other than the digest length, keys outside
 //! 2048–8192 bits), the PKCS#12 MAC and PBES2 key decryption. No private-key
-//! operation is among them.
+//! operation is among them. RSA-OAEP decryption calls AWS-LC's C API directly
+//! (`oaep`), because aws-lc-rs offers matched OAEP/MGF1 hashes only.
+
+#[expect(
+    unsafe_code,
+    reason = "OAEP with mixed hashes has no safe API in aws-lc-rs; the FFI stays in this module"
+)]
+mod oaep;
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,9 +24,8 @@ use aws_lc_rs::cipher::{
 };
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
-    self as lc_rsa, KeyPair, KeySize, OaepAlgorithm, OaepPrivateDecryptingKey,
-    OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey,
-    PrivateDecryptingKey, PublicEncryptingKey,
+    self as lc_rsa, KeyPair, KeySize, OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey,
+    Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
 use aws_lc_rs::{aead, digest, rand, signature};
 use der::{Decode, Encode};
@@ -29,6 +35,8 @@ use zeroize::Zeroizing;
 
 use crate::alg::{self, DigestAlg};
 use crate::error::ImportError;
+
+pub(crate) use oaep::OaepHash;
 
 /// Names the cryptographic module doing the work, for `--version` and the logs:
 /// "AWS-LC 1.x.y (FIPS 140-3 module)" when AWS-LC runs in FIPS mode (the crate's
@@ -223,6 +231,7 @@ struct Inner {
 struct Ops {
     signing: KeyPair,
     decrypting: PrivateDecryptingKey,
+    oaep: oaep::OaepKey,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -272,6 +281,7 @@ impl PrivateKey {
                 signing: KeyPair::from_pkcs8(der).map_err(|_| ImportError::NoPrivateKey)?,
                 decrypting: PrivateDecryptingKey::from_pkcs8(der)
                     .map_err(|_| ImportError::NoPrivateKey)?,
+                oaep: oaep::OaepKey::from_pkcs8(der).map_err(|()| ImportError::NoPrivateKey)?,
             })
         };
         Ok(PrivateKey(Arc::new(Inner {
@@ -371,28 +381,31 @@ impl PrivateKey {
     /// constant time between the unwrapped key and the random one. A bad key
     /// transport therefore surfaces only later, as a content that does not
     /// decrypt, after the same work as a bad content. `oaep` is `None` for
-    /// PKCS#1 v1.5.
+    /// PKCS#1 v1.5, else the OAEP hash and the MGF1 hash (RFC 4055 §4.1), which
+    /// may differ: both go to AWS-LC's EVP API (`oaep`), since aws-lc-rs takes
+    /// matched pairs only.
     pub(crate) fn unwrap_key_implicit(
         &self,
-        oaep: Option<&'static OaepAlgorithm>,
+        oaep: Option<(OaepHash, OaepHash)>,
         wrapped: &[u8],
         key_len: usize,
     ) -> Result<Zeroizing<Vec<u8>>, String> {
         let mut fallback = Zeroizing::new(vec![0u8; key_len]);
         fill_random(&mut fallback).map_err(|()| "the system RNG failed".to_string())?;
-        let decrypting = self.ops()?.decrypting.clone();
+        let ops = self.ops()?;
+        let decrypting = ops.decrypting.clone();
         let mut out = Zeroizing::new(vec![0u8; decrypting.key_size_bytes()]);
         // AWS-LC checks the padding in constant time and reports one error for
         // every failure; from here on no branch depends on the outcome.
         let result = match oaep {
             None => Pkcs1PrivateDecryptingKey::new(decrypting)
-                .and_then(|k| k.decrypt(wrapped, &mut out).map(|p| p.len())),
-            Some(alg) => OaepPrivateDecryptingKey::new(decrypting)
-                .and_then(|k| k.decrypt(alg, wrapped, &mut out, None).map(|p| p.len())),
+                .and_then(|k| k.decrypt(wrapped, &mut out).map(|p| p.len()))
+                .map_err(|_| ()),
+            Some((hash, mgf1)) => ops.oaep.decrypt(hash, mgf1, wrapped, &mut out),
         };
         let (ok, len) = match result {
             Ok(len) => (1u8, len),
-            Err(_) => (0u8, 0),
+            Err(()) => (0u8, 0),
         };
         let good = subtle::Choice::from(ok) & (len as u64).ct_eq(&(key_len as u64));
         let mut cek = Zeroizing::new(vec![0u8; key_len]);
@@ -402,24 +415,6 @@ impl PrivateKey {
         }
         Ok(cek)
     }
-}
-
-/// The OAEP hash pairs AWS-LC offers (RFC 4055 §4.1 parameters, by OID): the
-/// same digest for the hash and MGF1.
-pub(crate) fn oaep_algorithm(
-    hash: &der::asn1::ObjectIdentifier,
-    mgf: &der::asn1::ObjectIdentifier,
-) -> Option<&'static OaepAlgorithm> {
-    if hash != mgf {
-        return None;
-    }
-    Some(match *hash {
-        alg::ID_SHA1 => &lc_rsa::OAEP_SHA1_MGF1SHA1,
-        alg::ID_SHA256 => &lc_rsa::OAEP_SHA256_MGF1SHA256,
-        alg::ID_SHA384 => &lc_rsa::OAEP_SHA384_MGF1SHA384,
-        alg::ID_SHA512 => &lc_rsa::OAEP_SHA512_MGF1SHA512,
-        _ => return None,
-    })
 }
 
 fn cipher_algorithm(key: &[u8]) -> Result<&'static cipher::Algorithm, ()> {

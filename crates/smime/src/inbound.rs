@@ -353,14 +353,19 @@ fn unwrap_key(
         alg::RSA_ENCRYPTION => None,
         alg::ID_RSAES_OAEP => {
             let (hash, mgf) = oaep_params(alg_id)?;
-            Some(crypto::oaep_algorithm(&hash, &mgf).ok_or_else(|| {
-                Failure::new(
-                    ReasonCode::UnsupportedAlgorithm,
-                    format!(
-                        "RSA-OAEP with hash {hash} and MGF1 hash {mgf} is not accepted (SHA-1, SHA-256, SHA-384 or SHA-512 for both)"
-                    ),
-                )
-            })?)
+            // Any pairing, e.g. SHA-256 with MGF1-SHA-1 (Java's default
+            // OAEPParameterSpec): RFC 4055 §4.1 lets the two differ.
+            let digest = |oid| {
+                crypto::OaepHash::from_oid(oid).ok_or_else(|| {
+                    Failure::new(
+                        ReasonCode::UnsupportedAlgorithm,
+                        format!(
+                            "RSA-OAEP with hash {hash} and MGF1 hash {mgf} is not accepted (SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 for each)"
+                        ),
+                    )
+                })
+            };
+            Some((digest(&hash)?, digest(&mgf)?))
         }
         other => {
             return Err(Failure::new(

@@ -8,6 +8,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
+// The one exception, AWS-LC's C API for OAEP, says so where it is (crypto/oaep.rs).
+#![deny(unsafe_code)]
 
 mod alg;
 mod ber;

@@ -79,6 +79,45 @@ fn openssl_oaep_sha512_key_transport_is_trusted() {
     ));
 }
 
+/// OAEP key transport from openssl with `md` as the OAEP hash and `mgf1` as
+/// the MGF1 hash (RFC 4055 §4.1 lets them differ).
+fn openssl_oaep(md: &str, mgf1: &str) -> Vec<u8> {
+    let md = format!("rsa_oaep_md:{md}");
+    let mgf1 = format!("rsa_mgf1_md:{mgf1}");
+    openssl_message(
+        &[],
+        &[
+            "-aes256",
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            &md,
+            "-keyopt",
+            &mgf1,
+        ],
+    )
+}
+
+#[test]
+fn openssl_oaep_sha256_with_mgf1_sha1_as_java_sends_it_is_trusted() {
+    assert_trusted(&openssl_oaep("sha256", "sha1"));
+}
+
+#[test]
+fn openssl_oaep_sha384_with_mgf1_sha1_is_trusted() {
+    assert_trusted(&openssl_oaep("sha384", "sha1"));
+}
+
+#[test]
+fn openssl_oaep_sha1_with_mgf1_sha256_is_trusted() {
+    assert_trusted(&openssl_oaep("sha1", "sha256"));
+}
+
+#[test]
+fn openssl_oaep_sha224_with_mgf1_sha512_is_trusted() {
+    assert_trusted(&openssl_oaep("sha224", "sha512"));
+}
+
 #[test]
 fn openssl_streamed_ber_sign_and_encrypt_is_trusted() {
     assert_trusted(&openssl_message(&["-stream"], &["-aes256", "-stream"]));

@@ -2,7 +2,9 @@
 //! key transport is damaged and one whose content is damaged are refused with
 //! the same reason code, sentence and detail, for PKCS#1 v1.5 and OAEP alike.
 //! The unwrap carries on with a random content key whenever it fails, so both
-//! failures are the same content-decryption failure, after the same work.
+//! failures are the same content-decryption failure, after the same work. OAEP
+//! with an MGF1 hash other than the OAEP hash (made by openssl) runs on another
+//! code path (AWS-LC's EVP API) and is held to the same.
 
 use std::time::SystemTime;
 
@@ -10,7 +12,7 @@ use directmail_smime::{
     ContentCipher, KeyTransport, ReasonCode, Recipient, Verdict, envelope, judge, sign,
 };
 
-use crate::pki::{SENDER, pki, sample_message, wrapped};
+use crate::pki::{SENDER, openssl_encrypt, pki, sample_message, wrapped};
 
 fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -36,16 +38,53 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-/// A signed, enveloped message for the recipient alone (one recipient info).
-fn enveloped(transport: KeyTransport, cipher: ContentCipher) -> Vec<u8> {
+/// Who wraps the content key, and how.
+#[derive(Clone, Copy, Debug)]
+enum Wrap {
+    /// The crate's own `envelope`.
+    Ours(KeyTransport),
+    /// `openssl cms -encrypt` with RSA-OAEP, this OAEP hash and this MGF1 hash.
+    OpensslOaep(&'static str, &'static str),
+}
+
+/// A signed, enveloped message for the recipient alone (one recipient info),
+/// as DER.
+fn enveloped(wrap: Wrap, cipher: ContentCipher) -> Vec<u8> {
     let p = pki();
     let entity = wrapped(&sample_message("Unwrap", "Body."));
     let signed = sign(&entity, &p.sender_identity(), SystemTime::now()).unwrap();
-    let recipient = Recipient {
-        certificate: p.recipient.certificate(),
-        key_transport: transport,
-    };
-    envelope(&signed, &[recipient], cipher).unwrap()
+    match wrap {
+        Wrap::Ours(transport) => {
+            let recipient = Recipient {
+                certificate: p.recipient.certificate(),
+                key_transport: transport,
+            };
+            envelope(&signed, &[recipient], cipher).unwrap()
+        }
+        Wrap::OpensslOaep(md, mgf1) => {
+            let cipher = match cipher {
+                ContentCipher::Aes128Cbc => "-aes128",
+                ContentCipher::Aes256Cbc => "-aes256",
+            };
+            let md = format!("rsa_oaep_md:{md}");
+            let mgf1 = format!("rsa_mgf1_md:{mgf1}");
+            openssl_encrypt(
+                &p.recipient,
+                &signed,
+                &[
+                    cipher,
+                    "-keyopt",
+                    "rsa_padding_mode:oaep",
+                    "-keyopt",
+                    &md,
+                    "-keyopt",
+                    &mgf1,
+                    "-outform",
+                    "DER",
+                ],
+            )
+        }
+    }
 }
 
 fn judged(der: &[u8]) -> Verdict {
@@ -100,7 +139,11 @@ fn with_key_of_the_wrong_length(mut der: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn a_damaged_key_transport_and_a_damaged_content_give_the_same_verdict_for_pkcs1v15_and_oaep() {
-    for transport in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaepSha256] {
+    for transport in [
+        Wrap::Ours(KeyTransport::RsaPkcs1v15),
+        Wrap::Ours(KeyTransport::RsaOaepSha256),
+        Wrap::OpensslOaep("sha256", "sha1"),
+    ] {
         let good = enveloped(transport, ContentCipher::Aes256Cbc);
         assert_eq!(judged(&good).code, ReasonCode::Trusted);
 
