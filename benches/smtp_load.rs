@@ -66,6 +66,31 @@ async fn session(addr: std::net::SocketAddr, messages: Vec<Vec<u8>>) -> usize {
     accepted
 }
 
+/// The senders' HISP: a loopback SMTP server the portal relays its notifications to,
+/// counting what arrives.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl directmail_smtp::Backend for Sink {
+    async fn rcpt(&self, _: &str, _: &str) -> directmail_smtp::RcptDecision {
+        directmail_smtp::RcptDecision::Accept
+    }
+    fn deliver(
+        &self,
+        _: directmail_smtp::Envelope,
+        _: Vec<u8>,
+    ) -> impl Future<Output = Result<String, directmail_smtp::DeliverError>> + Send {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok("1".into()) }
+    }
+}
+
+impl Sink {
+    fn received(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_usize("BENCH_MESSAGES", 300);
@@ -78,8 +103,18 @@ async fn main() {
     config.data_dir = dir.path().to_path_buf();
     config.database_url = Some(url);
     config.dev_pki = false;
-    // notifications to the (fictional) senders' domain must not query real DNS
+    // notifications to the (fictional) senders' domain must not query real DNS: they
+    // go to a loopback relay standing for the senders' HISP
     config.dns_resolver = Some("127.0.0.1:9".parse().unwrap());
+    let sink = Sink::default();
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.smtp_relay = Some(relay.local_addr().unwrap().to_string());
+    tokio::spawn(directmail_smtp::serve(
+        relay,
+        directmail_smtp::Config::default(),
+        sink.clone(),
+        std::future::pending(),
+    ));
     config.log = "warn".into();
     let app = Application::build_with_clock(config, Clock::default())
         .await
@@ -207,6 +242,18 @@ async fn main() {
                 "  delivered:       {delivered} in {:.2} s = {:.1} messages/s (quarantined: {quarantined})",
                 total.as_secs_f64(),
                 delivered as f64 / total.as_secs_f64()
+            );
+            // each delivered message is answered with processed and dispatched
+            let wanted = 2 * delivered as usize;
+            while sink.received() < wanted && started.elapsed() < Duration::from_secs(900) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let with_mdns = started.elapsed();
+            println!(
+                "  notifications:   {} received by the senders' HISP in {:.2} s = {:.1} messages/s answered",
+                sink.received(),
+                with_mdns.as_secs_f64(),
+                delivered as f64 / with_mdns.as_secs_f64()
             );
             println!("  time per stage (summed over concurrent workers):");
             println!(

@@ -274,28 +274,31 @@ impl Application {
                 .run(),
             );
         }
-        tokio::spawn(
-            crate::outbound::Sender {
-                db: state.db.clone(),
-                secret: state.secret.clone(),
-                clock: state.clock.clone(),
-                wake: state.wake_sender.clone(),
-                wake_inbound: state.wake_processor.clone(),
-                relay: state.config.smtp_relay.clone(),
-                notify_timeout: i64::try_from(state.config.notify_timeout).unwrap_or(3600),
-                retry_deadline: i64::try_from(state.config.retry_deadline).unwrap_or(86_400),
-                dns_resolver: state.config.dns_resolver,
-                mx_port: state.config.smtp_mx_port,
-                network: state.config.network_policy(),
-                discovery: state.discovery.clone(),
-                hostname: state
-                    .config
-                    .smtp_hostname
-                    .clone()
-                    .unwrap_or_else(|| state.config.hisp_domain.clone()),
-            }
-            .run(),
-        );
+        // several senders too, so that one slow or unreachable peer (a mail exchanger
+        // that does not answer, a DNS server that times out) holds up only its own
+        // messages, not every message and notification behind it
+        let sender = crate::outbound::Sender {
+            db: state.db.clone(),
+            secret: state.secret.clone(),
+            clock: state.clock.clone(),
+            wake: state.wake_sender.clone(),
+            wake_inbound: state.wake_processor.clone(),
+            relay: state.config.smtp_relay.clone(),
+            notify_timeout: i64::try_from(state.config.notify_timeout).unwrap_or(3600),
+            retry_deadline: i64::try_from(state.config.retry_deadline).unwrap_or(86_400),
+            dns_resolver: state.config.dns_resolver,
+            mx_port: state.config.smtp_mx_port,
+            network: state.config.network_policy(),
+            discovery: state.discovery.clone(),
+            hostname: state
+                .config
+                .smtp_hostname
+                .clone()
+                .unwrap_or_else(|| state.config.hisp_domain.clone()),
+        };
+        for _ in 0..crate::outbound::WORKERS {
+            tokio::spawn(sender.clone().run());
+        }
         if !state.config.directory_sources.is_empty() {
             tokio::spawn(
                 crate::directory::refresh::Refresher {

@@ -217,7 +217,8 @@ impl Processor {
         }
         let mut deliveries: Vec<(i64, NewOwned)> = Vec::new();
         let mut notifications: Vec<outbound::Notification> = Vec::new();
-        let mut mdns: Vec<(i64, String, Vec<u8>, String)> = Vec::new();
+        // (mailbox, its address, Message-ID, the notification, where it goes)
+        let mut mdns: Vec<(i64, String, String, Vec<u8>, String)> = Vec::new();
         let mut learned: Option<(String, String)> = None;
         // a failure notice for the sender, when their certificate allows one
         let mut notice: Option<FailureNotice> = None;
@@ -323,9 +324,15 @@ impl Processor {
                 }
                 continue;
             }
-            // the signer's certificate, to encrypt notifications back to the sender
+            // the signer's certificate, to encrypt notifications back to the sender;
+            // written only when it is new (rewriting the same row for every message
+            // of one sender made their deliveries wait on each other's row lock)
             if let Some(cert) = signer_certificate(&verdict)
                 && let Ok(pem) = der::EncodePem::to_pem(cert, der::pem::LineEnding::LF)
+                && crate::store::outbound::known_certificate(&self.db, &facts.from)
+                    .await?
+                    .as_deref()
+                    != Some(pem.as_str())
             {
                 learned = Some((facts.from.clone(), pem));
             }
@@ -373,7 +380,7 @@ impl Processor {
                     for kind in kinds {
                         let (id, raw) =
                             outbound::build_mdn(rcpt, to, original, &facts.subject, kind, now);
-                        mdns.push((mailbox.id, id, raw, to.clone()));
+                        mdns.push((mailbox.id, mailbox.address.clone(), id, raw, to.clone()));
                     }
                 }
                 deliveries.push((
@@ -479,17 +486,13 @@ impl Processor {
                 if let Some((address, pem)) = &learned {
                     crate::store::outbound::learn_certificate(&mut tx, address, pem, now).await?;
                 }
-                for (mailbox_id, message_id, raw, to) in &mdns {
-                    let from = mailboxes::get(&self.db, *mailbox_id)
-                        .await?
-                        .map(|m| m.address)
-                        .unwrap_or_default();
+                for (mailbox_id, from, message_id, raw, to) in &mdns {
                     crate::store::outbound::insert(
                         &mut tx,
                         crate::store::outbound::NewOutbound {
                             mailbox_id: Some(*mailbox_id),
                             kind: "mdn",
-                            from_addr: &from,
+                            from_addr: from,
                             message_id,
                             subject: "delivery notification",
                             raw,

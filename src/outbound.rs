@@ -13,8 +13,8 @@ use rand::Rng as _;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::pki;
-use crate::stages::{self, Stage};
 use crate::secrets::SecretKey;
+use crate::stages::{self, Stage};
 use crate::store::inbound::{self as inbound_store, NewInbound};
 use crate::store::mailboxes::Mailbox;
 use crate::store::orgs;
@@ -208,6 +208,9 @@ pub async fn submit_draft(
     Ok(id)
 }
 
+/// How many delivery workers run side by side.
+pub const WORKERS: usize = 4;
+
 /// The delivery worker; cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
@@ -290,6 +293,7 @@ impl Sender {
         result: &Result<(), SendError>,
         now: i64,
     ) -> sqlx::Result<()> {
+        let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin().await?;
         match result {
             Ok(()) => store::mark_sent(&mut tx, job, now).await?,
@@ -438,7 +442,7 @@ impl Sender {
                         &self.hostname,
                         &job.from_addr,
                         &job.recipients,
-                        &sealed,
+                        sealed,
                     )
                     .await
                 }
@@ -456,7 +460,7 @@ impl Sender {
                             &self.hostname,
                             &job.from_addr,
                             &job.recipients,
-                            &sealed,
+                            sealed,
                         )
                         .await
                         {

@@ -58,18 +58,21 @@ impl Backend for PortalBackend {
                 .into_bytes();
             raw.extend_from_slice(&data);
             stages::record(Stage::SmtpReceive, envelope.data_time);
-            let stored = stages::timed(Stage::Store, inbound::insert(
-                &this.db,
-                NewInbound {
-                    mail_from: &envelope.mail_from,
-                    rcpt_to: &envelope.rcpt_to,
-                    remote_ip: &envelope.remote_ip.to_string(),
-                    helo: &envelope.helo,
-                    tls: envelope.tls,
-                    raw: &raw,
-                },
-                now,
-            ))
+            let stored = stages::timed(
+                Stage::Store,
+                inbound::insert(
+                    &this.db,
+                    NewInbound {
+                        mail_from: &envelope.mail_from,
+                        rcpt_to: &envelope.rcpt_to,
+                        remote_ip: &envelope.remote_ip.to_string(),
+                        helo: &envelope.helo,
+                        tls: envelope.tls,
+                        raw: &raw,
+                    },
+                    now,
+                ),
+            )
             .await;
             match stored {
                 Ok(id) => {

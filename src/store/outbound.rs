@@ -110,6 +110,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
              order by next_attempt_at, id limit 1"
         }
     };
+    let turn = db.write_turn().await;
     let claimed: Option<i64> = sqlx::query_scalar(&format!(
         "update outbound_queue set state = 'sending', claimed_until = $2, attempts = attempts + 1, updated_at = $1
          where id = ({pick}) returning id"
@@ -118,6 +119,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
     .bind(now + CLAIM_SECONDS)
     .fetch_optional(&db.pool)
     .await?;
+    drop(turn);
     let Some(queue_id) = claimed else {
         return Ok(None);
     };

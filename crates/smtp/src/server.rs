@@ -48,7 +48,11 @@ pub async fn serve<B: Backend>(
             accepted = listener.accept() => accepted,
         };
         let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
+            // replies are small and answer the client at once: no Nagle delay
+            Ok(pair) => {
+                let _ = pair.0.set_nodelay(true);
+                pair
+            }
             Err(error) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
                 tracing::warn!(%error, "smtp accept failed");
