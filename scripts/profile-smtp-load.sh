@@ -1,8 +1,9 @@
 #!/bin/sh
-# Where the SMTP load benchmark's time goes: builds `benches/smtp_load.rs` in release
-# with line tables, runs it under `perf record` (cpu-clock: works in VMs without
-# hardware counters) and prints the hottest functions, self time first, then the
-# callers of the top ones. Needs Debian's linux-perf (`apt-get install linux-perf`).
+# Where the SMTP load benchmark's time goes: builds `benches/smtp_load.rs` as
+# `cargo bench` does (the same binary, so no second build), runs it under
+# `perf record` (cpu-clock: works in VMs without hardware counters; call stacks from
+# .eh_frame) and prints the hottest functions by self time with their callers.
+# Needs Debian's linux-perf (`apt-get install linux-perf`).
 #
 #   scripts/profile-smtp-load.sh            # SQLite, 300 messages, 8 connections
 #   BENCH_MESSAGES=600 scripts/profile-smtp-load.sh
@@ -12,7 +13,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
-export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 bin=$(cargo bench --locked --bench smtp_load --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*smtp_load[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "could not build the smtp_load benchmark" >&2; exit 1; }

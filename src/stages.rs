@@ -26,11 +26,13 @@ pub enum Stage {
     Seal,
     /// Handing a sealed message to the next hop (or to our own inbound queue).
     Send,
+    /// Holding SQLite's write turn (every write that queues for it, any stage).
+    WriteTurn,
 }
 
 impl Stage {
     /// Every stage, in a message's order.
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::SmtpReceive,
         Stage::Store,
         Stage::Keys,
@@ -40,6 +42,7 @@ impl Stage {
         Stage::Deliver,
         Stage::Seal,
         Stage::Send,
+        Stage::WriteTurn,
     ];
 
     /// A short name for printing.
@@ -54,12 +57,13 @@ impl Stage {
             Stage::Deliver => "deliver",
             Stage::Seal => "MDN/message seal",
             Stage::Send => "send",
+            Stage::WriteTurn => "SQLite write turn",
         }
     }
 }
 
-static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
-static COUNTS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static NANOS: [AtomicU64; Stage::ALL.len()] = [const { AtomicU64::new(0) }; Stage::ALL.len()];
+static COUNTS: [AtomicU64; Stage::ALL.len()] = [const { AtomicU64::new(0) }; Stage::ALL.len()];
 
 fn index(stage: Stage) -> usize {
     Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)

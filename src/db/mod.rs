@@ -39,6 +39,19 @@ pub struct Db {
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// SQLite's one writer at a time: held until dropped; how long it was held counts
+/// as [`crate::stages::Stage::WriteTurn`].
+pub struct WriteTurn {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    since: std::time::Instant,
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        crate::stages::record(crate::stages::Stage::WriteTurn, self.since.elapsed());
+    }
+}
+
 /// A concrete pool for the tower-sessions store, which has no `Any` variant.
 #[derive(Clone, Debug)]
 pub enum SessionPool {
@@ -135,9 +148,12 @@ impl Db {
     }
 
     /// A turn at writing, on SQLite; PostgreSQL needs none.
-    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    pub async fn write_turn(&self) -> Option<WriteTurn> {
         match self.backend {
-            Backend::Sqlite => Some(self.writes.clone().lock_owned().await),
+            Backend::Sqlite => Some(WriteTurn {
+                _guard: self.writes.clone().lock_owned().await,
+                since: std::time::Instant::now(),
+            }),
             Backend::Postgres => None,
         }
     }
