@@ -264,35 +264,42 @@ impl Sender {
         }
     }
 
-    /// Delivers one due queue entry; false when nothing is due.
+    /// Delivers due queue entries one after another; false when nothing was due. Each
+    /// outcome is recorded in the same write as the claim of the next entry.
     pub async fn send_next(&self) -> anyhow::Result<bool> {
-        let now = self.clock.now();
-        let Some(job) = store::claim_next(&self.db, now).await? else {
+        let Some(mut job) = store::claim_next(&self.db, self.clock.now()).await? else {
             return Ok(false);
         };
-        let result = self.deliver(&job).await;
-        // Recording the outcome is retried on a passing database error: the message may
-        // already be with the peer, so the job must not be sent again.
-        let mut tries = 0;
         loop {
-            match self.record(&job, &result, now).await {
-                Ok(()) => return Ok(true),
-                Err(e) if tries < 5 => {
-                    tries += 1;
-                    tracing::warn!(error = %e, "recording a delivery outcome failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            let result = self.deliver(&job).await;
+            // Recording the outcome is retried on a passing database error: the message
+            // may already be with the peer, so the job must not be sent again.
+            let mut tries = 0;
+            let next = loop {
+                match self.record(&job, &result, self.clock.now()).await {
+                    Ok(next) => break next,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, "recording a delivery outcome failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
+            };
+            match next {
+                Some(queue_id) => job = store::job(&self.db, queue_id).await?,
+                None => return Ok(true),
             }
         }
     }
 
+    /// Records `job`'s outcome and claims the next due entry, in one transaction.
     async fn record(
         &self,
         job: &Job,
         result: &Result<(), SendError>,
         now: i64,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<Option<i64>> {
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin().await?;
         match result {
@@ -318,7 +325,9 @@ impl Sender {
                 }
             }
         }
-        tx.commit().await
+        let next = store::claim_on(&mut tx, self.db.backend, now).await?;
+        tx.commit().await?;
+        Ok(next)
     }
 
     async fn deliver(&self, job: &Job) -> Result<(), SendError> {

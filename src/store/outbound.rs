@@ -98,7 +98,24 @@ pub const CLAIM_SECONDS: i64 = 300;
 /// Claims the next entry due for delivery (several instances share the queue; on
 /// PostgreSQL with `SKIP LOCKED`).
 pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
-    let pick = match db.backend {
+    let turn = db.write_turn().await;
+    let claimed = claim_on(&mut *db.pool.acquire().await?, db.backend, now).await?;
+    drop(turn);
+    match claimed {
+        Some(queue_id) => job(db, queue_id).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Claims the next entry due on `conn` (in the caller's transaction, when it has
+/// one, so that a worker can record one outcome and claim its next entry in a
+/// single write); its queue id.
+pub async fn claim_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
+    let pick = match backend {
         Backend::Postgres => {
             "select id from outbound_queue
              where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
@@ -110,19 +127,18 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
              order by next_attempt_at, id limit 1"
         }
     };
-    let turn = db.write_turn().await;
-    let claimed: Option<i64> = sqlx::query_scalar(&format!(
+    sqlx::query_scalar(&format!(
         "update outbound_queue set state = 'sending', claimed_until = $2, attempts = attempts + 1, updated_at = $1
          where id = ({pick}) returning id"
     ))
     .bind(now)
     .bind(now + CLAIM_SECONDS)
-    .fetch_optional(&db.pool)
-    .await?;
-    drop(turn);
-    let Some(queue_id) = claimed else {
-        return Ok(None);
-    };
+    .fetch_optional(conn)
+    .await
+}
+
+/// The job of a claimed queue entry.
+pub async fn job(db: &Db, queue_id: i64) -> sqlx::Result<Job> {
     let row = sqlx::query(
         "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw,
                 m.recipient_cert
@@ -132,7 +148,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
     .fetch_one(&db.pool)
     .await?;
     let recipients: String = row.try_get("recipients")?;
-    Ok(Some(Job {
+    Ok(Job {
         queue_id,
         outbound_id: row.try_get("outbound_id")?,
         kind: row.try_get("kind")?,
@@ -143,7 +159,7 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
         attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
         recipient_cert: row.try_get("recipient_cert")?,
-    }))
+    })
 }
 
 /// Marks a queue entry sent (and its recipients `sent`).
