@@ -2,6 +2,7 @@
 //! and one test per verdict code. One binary, one module per area.
 
 mod bundle;
+mod crl;
 mod devpki;
 mod inbound;
 mod keys;
