@@ -59,13 +59,9 @@ impl Validator for HispValidator {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            let mut anchors = Vec::new();
-            for pem in crate::store::bundles::sending_anchor_pems(&self.db)
+            let anchors = pki::sending_anchors(&self.db)
                 .await
-                .map_err(|e| Rejection::other(format!("trust anchors unavailable: {e}")))?
-            {
-                anchors.extend(smime::parse_certificates(pem.as_bytes()).unwrap_or_default());
-            }
+                .map_err(|e| Rejection::other(format!("trust anchors unavailable: {e}")))?;
             let mut trust = smime::TrustStore {
                 anchors,
                 ..Default::default()

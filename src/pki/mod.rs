@@ -254,7 +254,7 @@ pub struct Imported {
 }
 
 /// Every anchor configured here: the domains' own and the sending bundles'.
-async fn sending_anchors(db: &Db) -> anyhow::Result<Vec<Certificate>> {
+pub async fn sending_anchors(db: &Db) -> anyhow::Result<Vec<Certificate>> {
     let mut anchors = Vec::new();
     for pem in crate::store::bundles::sending_anchor_pems(db).await? {
         anchors.extend(smime::parse_certificates(pem.as_bytes()).unwrap_or_default());
@@ -343,10 +343,11 @@ async fn complete_chain(
     }
 }
 
-/// [`gap_sentence`] for a stored certificate, or `None` when its chain is complete.
-pub async fn chain_gap(db: &Db, row: &CertRow) -> anyhow::Result<Option<String>> {
-    let chain = smime::parse_certificates(row.chain_pem.as_bytes())?;
-    Ok(missing_issuer(&chain, &sending_anchors(db).await?).map(gap_sentence))
+/// [`gap_sentence`] for a stored certificate, or `None` when its chain reaches one
+/// of `anchors` ([`sending_anchors`]) or a root.
+pub fn chain_gap(row: &CertRow, anchors: &[Certificate]) -> Option<String> {
+    let chain = smime::parse_certificates(row.chain_pem.as_bytes()).ok()?;
+    missing_issuer(&chain, anchors).map(gap_sentence)
 }
 
 /// What adding anchors did.

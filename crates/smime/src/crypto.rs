@@ -472,6 +472,19 @@ impl CbcEncryptor {
     }
 }
 
+/// An AES-GCM key of 16, 24 or 32 bytes.
+fn gcm_key(key: &[u8]) -> Result<aead::LessSafeKey, ()> {
+    let algorithm = match key.len() {
+        16 => &aead::AES_128_GCM,
+        24 => &aead::AES_192_GCM,
+        32 => &aead::AES_256_GCM,
+        _ => return Err(()),
+    };
+    Ok(aead::LessSafeKey::new(
+        aead::UnboundKey::new(algorithm, key).map_err(|_| ())?,
+    ))
+}
+
 /// AES-GCM (RFC 5084) with a 12-byte nonce and a 16-byte tag, opened in place.
 pub(crate) fn aes_gcm_open(
     key: &[u8],
@@ -480,13 +493,7 @@ pub(crate) fn aes_gcm_open(
     buf: &mut [u8],
     tag: &[u8],
 ) -> Result<(), ()> {
-    let algorithm = match key.len() {
-        16 => &aead::AES_128_GCM,
-        24 => &aead::AES_192_GCM,
-        32 => &aead::AES_256_GCM,
-        _ => return Err(()),
-    };
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(algorithm, key).map_err(|_| ())?);
+    let key = gcm_key(key)?;
     let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| ())?;
     key.open_in_place_separate_tag(nonce, aead::Aad::from(aad), tag, buf)
         .map(|_| ())
@@ -500,13 +507,7 @@ pub(crate) fn aes_gcm_seal(
     aad: &[u8],
     buf: &mut [u8],
 ) -> Result<([u8; 12], [u8; 16]), ()> {
-    let algorithm = match key.len() {
-        16 => &aead::AES_128_GCM,
-        24 => &aead::AES_192_GCM,
-        32 => &aead::AES_256_GCM,
-        _ => return Err(()),
-    };
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(algorithm, key).map_err(|_| ())?);
+    let key = gcm_key(key)?;
     let mut nonce = [0u8; 12];
     fill_random(&mut nonce)?;
     let tag = key
