@@ -271,6 +271,17 @@ async fn main() {
                     ms / passes as f64
                 );
             }
+            let writers = directmail::stages::writers();
+            if !writers.is_empty() {
+                println!("  SQLite write turns by writer:");
+                for (at, passes, time) in writers {
+                    let ms = time.as_secs_f64() * 1000.0;
+                    println!(
+                        "    {at:<34} {passes:>7} {ms:>11.1} {:>10.2}",
+                        ms / passes as f64
+                    );
+                }
+            }
             break;
         }
         if started.elapsed() > Duration::from_secs(900) {

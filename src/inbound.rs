@@ -152,17 +152,31 @@ impl Processor {
         }
     }
 
-    /// Claims and processes one message; `None` when nothing is waiting.
+    /// Processes waiting messages one after another; `None` when none was waiting.
+    /// Each delivery claims the next waiting message in its own transaction, so a
+    /// busy queue costs one write per message rather than two.
     pub async fn process_next(&self) -> anyhow::Result<Option<(i64, Outcome)>> {
-        let now = self.clock.now();
-        let Some(message) = inbound::claim_next(&self.db, now).await? else {
+        let Some(mut message) = inbound::claim_next(&self.db, self.clock.now()).await? else {
             return Ok(None);
         };
+        loop {
+            let (outcome, next) = self.process_claimed(&message).await?;
+            match next {
+                Some(id) => message = inbound::claimed(&self.db, id).await?,
+                None => return Ok(Some((message.id, outcome))),
+            }
+        }
+    }
+
+    /// Processes one claimed message; its outcome and the next message claimed.
+    async fn process_claimed(&self, message: &Inbound) -> anyhow::Result<(Outcome, Option<i64>)> {
+        let now = self.clock.now();
         let id = message.id;
-        match self.process(&message).await {
-            Ok(outcome) => Ok(Some((id, outcome))),
+        match self.process(message).await {
+            Ok(done) => Ok(done),
             Err(e) if message.attempts >= MAX_ATTEMPTS => {
                 let detail = format!("processing failed {} times: {e:#}", message.attempts);
+                let _turn = self.db.write_turn().await;
                 let mut tx = self.db.begin().await?;
                 inbound::finish(
                     &mut tx,
@@ -175,12 +189,8 @@ impl Processor {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(Some((
-                    id,
-                    Outcome::Quarantined {
-                        verdict: "processing_failed".into(),
-                    },
-                )))
+                let verdict = "processing_failed".into();
+                Ok((Outcome::Quarantined { verdict }, None))
             }
             // a passing failure (the database busy, say): try again shortly
             Err(e) => {
@@ -196,7 +206,7 @@ impl Processor {
         }
     }
 
-    async fn process(&self, message: &Inbound) -> anyhow::Result<Outcome> {
+    async fn process(&self, message: &Inbound) -> anyhow::Result<(Outcome, Option<i64>)> {
         let now = self.clock.now();
         let raw = Arc::new(message.raw.clone());
         // Recipients by receiving domain: each domain decrypts with its own keys and
@@ -547,12 +557,13 @@ impl Processor {
                 }
             }
         };
+        let next = inbound::claim_on(&mut tx, self.db.backend, now).await?;
         tx.commit().await?;
         stages::record(Stage::Deliver, delivering.elapsed());
         if !mdns.is_empty() || notice.is_some() {
             self.wake_sender.notify_one();
         }
-        Ok(outcome)
+        Ok((outcome, next))
     }
 }
 

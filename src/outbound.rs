@@ -211,6 +211,9 @@ pub async fn submit_draft(
 /// How many delivery workers run side by side.
 pub const WORKERS: usize = 4;
 
+/// How many queue entries a worker claims and delivers side by side at a time.
+const BATCH: i64 = 4;
+
 /// The delivery worker; cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
@@ -264,49 +267,67 @@ impl Sender {
         }
     }
 
-    /// Delivers due queue entries one after another; false when nothing was due. Each
-    /// outcome is recorded in the same write as the claim of the next entry.
+    /// Delivers due queue entries, a few at a time side by side; false when nothing
+    /// was due. The outcomes of one batch are recorded in the same write as the claim
+    /// of the next.
     pub async fn send_next(&self) -> anyhow::Result<bool> {
-        let Some(mut job) = store::claim_next(&self.db, self.clock.now()).await? else {
+        let mut batch = store::claim_next(&self.db, self.clock.now(), BATCH).await?;
+        if batch.is_empty() {
             return Ok(false);
-        };
+        }
         loop {
-            let result = self.deliver(&job).await;
-            // Recording the outcome is retried on a passing database error: the message
-            // may already be with the peer, so the job must not be sent again.
+            let results =
+                futures_util::future::join_all(batch.iter().map(|job| self.deliver(job))).await;
+            // Recording the outcomes is retried on a passing database error: a message
+            // may already be with the peer, so its job must not be sent again.
             let mut tries = 0;
             let next = loop {
-                match self.record(&job, &result, self.clock.now()).await {
+                match self.record(&batch, &results, self.clock.now()).await {
                     Ok(next) => break next,
                     Err(e) if tries < 5 => {
                         tries += 1;
-                        tracing::warn!(error = %e, "recording a delivery outcome failed; trying again");
+                        tracing::warn!(error = %e, "recording delivery outcomes failed; trying again");
                         tokio::time::sleep(Duration::from_millis(200 * tries)).await;
                     }
                     Err(e) => return Err(e.into()),
                 }
             };
-            match next {
-                Some(queue_id) => job = store::job(&self.db, queue_id).await?,
-                None => return Ok(true),
+            if next.is_empty() {
+                return Ok(true);
             }
+            batch = store::jobs(&self.db, &next).await?;
         }
     }
 
-    /// Records `job`'s outcome and claims the next due entry, in one transaction.
+    /// Records each job's outcome and claims the next due entries, in one transaction.
     async fn record(
         &self,
+        jobs: &[Job],
+        results: &[Result<(), SendError>],
+        now: i64,
+    ) -> sqlx::Result<Vec<i64>> {
+        let _turn = self.db.write_turn().await;
+        let mut tx = self.db.begin().await?;
+        for (job, result) in jobs.iter().zip(results) {
+            self.record_one(&mut tx, job, result, now).await?;
+        }
+        let next = store::claim_on(&mut tx, self.db.backend, now, BATCH).await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn record_one(
+        &self,
+        tx: &mut sqlx::AnyConnection,
         job: &Job,
         result: &Result<(), SendError>,
         now: i64,
-    ) -> sqlx::Result<Option<i64>> {
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin().await?;
+    ) -> sqlx::Result<()> {
         match result {
-            Ok(()) => store::mark_sent(&mut tx, job, now).await?,
+            Ok(()) => store::mark_sent(tx, job, now).await,
             Err(SendError::Permanent(reason)) => {
-                store::mark_failed(&mut tx, job, reason, now).await?;
                 tracing::warn!(queue = job.queue_id, domain = %job.domain, "delivery failed: {reason}");
+                store::mark_failed(tx, job, reason, now).await
             }
             Err(SendError::Temporary(reason)) => {
                 if now - job.created_at >= self.retry_deadline {
@@ -314,20 +335,17 @@ impl Sender {
                         "{reason}; gave up after {} hours of retries",
                         self.retry_deadline / 3600
                     );
-                    store::mark_failed(&mut tx, job, &reason, now).await?;
+                    store::mark_failed(tx, job, &reason, now).await
                 } else {
                     // exponential backoff from one minute, capped at an hour, with jitter
                     let base = 60i64
                         .saturating_mul(1 << job.attempts.clamp(0, 6))
                         .min(3600);
                     let jitter = rand::rng().random_range(0..=base / 4);
-                    store::retry_later(&mut tx, job, reason, now + base + jitter, now).await?;
+                    store::retry_later(tx, job, reason, now + base + jitter, now).await
                 }
             }
         }
-        let next = store::claim_on(&mut tx, self.db.backend, now).await?;
-        tx.commit().await?;
-        Ok(next)
     }
 
     async fn deliver(&self, job: &Job) -> Result<(), SendError> {

@@ -2,6 +2,7 @@
 //! per stage, kept in atomics (two additions per stage a message passes), so the
 //! load benchmark can print a breakdown and a regression shows where it is.
 
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,41 @@ pub fn record(stage: Stage, elapsed: Duration) {
         Ordering::Relaxed,
     );
     COUNTS[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Write turns by the place in the source that took them: passes and nanoseconds.
+static WRITERS: std::sync::Mutex<Vec<(&'static Location<'static>, u64, u64)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Adds one SQLite write turn taken at `at` and held for `held`.
+pub fn record_write(at: &'static Location<'static>, held: Duration) {
+    record(Stage::WriteTurn, held);
+    let nanos = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+    let mut writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    match writers.iter_mut().find(|(l, _, _)| *l == at) {
+        Some((_, n, total)) => {
+            *n += 1;
+            *total += nanos;
+        }
+        None => writers.push((at, 1, nanos)),
+    }
+}
+
+/// The write turns by where they were taken (`file:line`), most time first.
+pub fn writers() -> Vec<(String, u64, Duration)> {
+    let writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<_> = writers
+        .iter()
+        .map(|(at, n, nanos)| {
+            (
+                format!("{}:{}", at.file(), at.line()),
+                *n,
+                Duration::from_nanos(*nanos),
+            )
+        })
+        .collect();
+    out.sort_by_key(|w| std::cmp::Reverse(w.2));
+    out
 }
 
 /// Times `work` as one pass through `stage`.

@@ -37,6 +37,8 @@ pub struct Db {
     /// concurrent writers (SMTP sessions storing messages while the processor
     /// delivers) throughput collapses. The hot write paths queue here instead.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Received messages waiting to be stored together (SQLite's group commit).
+    pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
 }
 
 /// SQLite's one writer at a time: held until dropped; how long it was held counts
@@ -44,11 +46,13 @@ pub struct Db {
 pub struct WriteTurn {
     _guard: tokio::sync::OwnedMutexGuard<()>,
     since: std::time::Instant,
+    /// Where the turn was taken, for the breakdown by writer.
+    at: &'static std::panic::Location<'static>,
 }
 
 impl Drop for WriteTurn {
     fn drop(&mut self) {
-        crate::stages::record(crate::stages::Stage::WriteTurn, self.since.elapsed());
+        crate::stages::record_write(self.at, self.since.elapsed());
     }
 }
 
@@ -86,6 +90,7 @@ impl Db {
                 backend: Backend::Postgres,
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
+                inbound_waiting: Default::default(),
             })
         } else {
             let options = SqliteConnectOptions::from_str(url.as_str())
@@ -130,6 +135,7 @@ impl Db {
                 backend: Backend::Sqlite,
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
+                inbound_waiting: Default::default(),
             })
         }
     }
@@ -148,13 +154,16 @@ impl Db {
     }
 
     /// A turn at writing, on SQLite; PostgreSQL needs none.
-    pub async fn write_turn(&self) -> Option<WriteTurn> {
-        match self.backend {
-            Backend::Sqlite => Some(WriteTurn {
-                _guard: self.writes.clone().lock_owned().await,
+    #[track_caller]
+    pub fn write_turn(&self) -> impl Future<Output = Option<WriteTurn>> + Send + 'static {
+        let at = std::panic::Location::caller();
+        let writes = (self.backend == Backend::Sqlite).then(|| self.writes.clone());
+        async move {
+            Some(WriteTurn {
+                _guard: writes?.lock_owned().await,
                 since: std::time::Instant::now(),
-            }),
-            Backend::Postgres => None,
+                at,
+            })
         }
     }
 

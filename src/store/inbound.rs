@@ -19,21 +19,117 @@ pub struct NewInbound<'a> {
 }
 
 /// Commits a received message; after this returns, the SMTP session may say 250.
+///
+/// On SQLite the sessions that are waiting for the write turn are stored together:
+/// whichever of them gets the turn stores every message waiting by then in one
+/// transaction (group commit: one commit and one sync of the log for all of them,
+/// where each message alone paid both), and each session learns its own id.
 pub async fn insert(db: &Db, m: NewInbound<'_>, now: i64) -> sqlx::Result<i64> {
-    let _turn = db.write_turn().await;
-    sqlx::query_scalar(
-        "insert into inbound_messages (received_at, mail_from, rcpt_to, remote_ip, helo, tls, raw, state)
-         values ($1, $2, $3, $4, $5, $6, $7, 'received') returning id",
+    let m = Owned {
+        mail_from: m.mail_from.to_owned(),
+        rcpt_to: m.rcpt_to.join("\n"),
+        remote_ip: m.remote_ip.to_owned(),
+        helo: m.helo.to_owned(),
+        tls: m.tls,
+        raw: m.raw.to_vec(),
+        now,
+    };
+    if db.backend == Backend::Postgres {
+        let mut tx = db.begin().await?;
+        let id = insert_on(&mut tx, m).await?;
+        tx.commit().await?;
+        return Ok(id);
+    }
+    let (done, stored) = tokio::sync::oneshot::channel();
+    db.inbound_waiting.push(m, done);
+    let turn = db.write_turn().await;
+    let batch = db.inbound_waiting.take();
+    if !batch.is_empty() {
+        let (messages, done): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let ids = insert_all(db, messages).await;
+        for (i, done) in done.into_iter().enumerate() {
+            let _ = done.send(match &ids {
+                Ok(ids) => Ok(ids[i]),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+    }
+    drop(turn);
+    match stored.await {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(e)) => Err(sqlx::Error::Protocol(e)),
+        Err(_) => Err(sqlx::Error::Protocol(
+            "the session storing this message stopped before it finished".into(),
+        )),
+    }
+}
+
+/// Received messages waiting for SQLite's write turn, with where each one's id goes.
+#[derive(Debug, Default)]
+pub struct Waiting(std::sync::Mutex<Vec<(Owned, Stored)>>);
+
+type Stored = tokio::sync::oneshot::Sender<Result<i64, String>>;
+
+impl Waiting {
+    fn push(&self, m: Owned, done: Stored) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((m, done));
+    }
+
+    fn take(&self) -> Vec<(Owned, Stored)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A received message as it is stored.
+pub struct Owned {
+    mail_from: String,
+    rcpt_to: String,
+    remote_ip: String,
+    helo: String,
+    tls: bool,
+    raw: Vec<u8>,
+    now: i64,
+}
+
+impl std::fmt::Debug for Owned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owned").finish_non_exhaustive()
+    }
+}
+
+/// Stores `messages` in one transaction; their ids, in order.
+async fn insert_all(db: &Db, messages: Vec<Owned>) -> sqlx::Result<Vec<i64>> {
+    let mut tx = db.begin().await?;
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(insert_on(&mut tx, m).await?);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+async fn insert_on(conn: &mut AnyConnection, m: Owned) -> sqlx::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "insert into inbound_messages (received_at, mail_from, rcpt_to, remote_ip, helo, tls, state)
+         values ($1, $2, $3, $4, $5, $6, 'received') returning id",
     )
-    .bind(now)
+    .bind(m.now)
     .bind(m.mail_from)
-    .bind(m.rcpt_to.join("\n"))
+    .bind(m.rcpt_to)
     .bind(m.remote_ip)
     .bind(m.helo)
     .bind(i64::from(m.tls))
-    .bind(m.raw.to_vec())
-    .fetch_one(&db.pool)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("insert into inbound_raw (inbound_id, raw) values ($1, $2)")
+        .bind(id)
+        .bind(m.raw)
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
 }
 
 /// A received message being processed.
@@ -77,9 +173,25 @@ impl Inbound {
 pub const CLAIM_SECONDS: i64 = 300;
 
 /// Claims the oldest message waiting to be processed (or one whose claim lapsed).
-/// On PostgreSQL several instances share the work with `SKIP LOCKED`.
 pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Inbound>> {
-    let pick = match db.backend {
+    let turn = db.write_turn().await;
+    let id = claim_on(&mut *db.pool.acquire().await?, db.backend, now).await?;
+    drop(turn);
+    match id {
+        Some(id) => claimed(db, id).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Claims the oldest message waiting on `conn` (in the caller's transaction, when it
+/// has one: a worker records one message's outcome and claims the next in one
+/// write); its id. On PostgreSQL several instances share the work with `SKIP LOCKED`.
+pub async fn claim_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
+    let pick = match backend {
         Backend::Postgres => {
             "select id from inbound_messages
              where state = 'received' or (state = 'processing' and claimed_until < $1)
@@ -91,17 +203,27 @@ pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Inbound>> {
              order by id limit 1"
         }
     };
-    let sql = format!(
+    sqlx::query_scalar(&format!(
         "update inbound_messages set state = 'processing', claimed_until = $2, attempts = attempts + 1
-         where id = ({pick}) returning id, received_at, mail_from, rcpt_to, remote_ip, raw, attempts"
-    );
-    let _turn = db.write_turn().await;
-    let row = sqlx::query(&sql)
-        .bind(now)
-        .bind(now + CLAIM_SECONDS)
-        .fetch_optional(&db.pool)
-        .await?;
-    row.as_ref().map(Inbound::from_row).transpose()
+         where id = ({pick}) returning id"
+    ))
+    .bind(now)
+    .bind(now + CLAIM_SECONDS)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A claimed message, read outside any write: nothing changes it while it is
+/// being processed.
+pub async fn claimed(db: &Db, id: i64) -> sqlx::Result<Inbound> {
+    let row = sqlx::query(
+        "select m.id, m.received_at, m.mail_from, m.rcpt_to, m.remote_ip, m.attempts, r.raw
+           from inbound_messages m join inbound_raw r on r.inbound_id = m.id where m.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await?;
+    Inbound::from_row(&row)
 }
 
 /// Records the outcome of processing (inside the caller's transaction).
@@ -161,7 +283,8 @@ impl InboundRow {
     }
 }
 
-const ROW_COLUMNS: &str = "id, received_at, mail_from, rcpt_to, remote_ip, state, verdict, detail, steps, length(raw) as size";
+const ROW_COLUMNS: &str = "id, received_at, mail_from, rcpt_to, remote_ip, state, verdict, detail, steps,
+     coalesce((select length(raw) from inbound_raw where inbound_id = inbound_messages.id), 0) as size";
 
 /// Messages in `state`, newest first, keyset-paged by id.
 pub async fn list(
@@ -242,13 +365,19 @@ pub async fn requeue(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
 /// Discards a quarantined message: its content is erased, its record kept.
 pub async fn discard(conn: &mut AnyConnection, id: i64) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "update inbound_messages set state = 'discarded', raw = $1 where id = $2 and state = 'quarantined'",
+        "update inbound_messages set state = 'discarded' where id = $1 and state = 'quarantined'",
     )
-    .bind(Vec::<u8>::new())
     .bind(id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("delete from inbound_raw where inbound_id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(true)
 }
 
 /// A message delivered into a mailbox.

@@ -95,46 +95,56 @@ pub struct Job {
 /// How long a worker holds a queue entry.
 pub const CLAIM_SECONDS: i64 = 300;
 
-/// Claims the next entry due for delivery (several instances share the queue; on
-/// PostgreSQL with `SKIP LOCKED`).
-pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Job>> {
+/// Claims up to `limit` entries due for delivery (several instances share the
+/// queue; on PostgreSQL with `SKIP LOCKED`).
+pub async fn claim_next(db: &Db, now: i64, limit: i64) -> sqlx::Result<Vec<Job>> {
     let turn = db.write_turn().await;
-    let claimed = claim_on(&mut *db.pool.acquire().await?, db.backend, now).await?;
+    let claimed = claim_on(&mut *db.pool.acquire().await?, db.backend, now, limit).await?;
     drop(turn);
-    match claimed {
-        Some(queue_id) => job(db, queue_id).await.map(Some),
-        None => Ok(None),
-    }
+    jobs(db, &claimed).await
 }
 
-/// Claims the next entry due on `conn` (in the caller's transaction, when it has
-/// one, so that a worker can record one outcome and claim its next entry in a
-/// single write); its queue id.
+/// The jobs of claimed queue entries, in order.
+pub async fn jobs(db: &Db, queue_ids: &[i64]) -> sqlx::Result<Vec<Job>> {
+    let mut jobs = Vec::with_capacity(queue_ids.len());
+    for id in queue_ids {
+        jobs.push(job(db, *id).await?);
+    }
+    Ok(jobs)
+}
+
+/// Claims up to `limit` entries due on `conn` (in the caller's transaction, when it
+/// has one, so that a worker can record its outcomes and claim its next entries in
+/// a single write); their queue ids, the longest due first.
 pub async fn claim_on(
     conn: &mut AnyConnection,
     backend: Backend,
     now: i64,
-) -> sqlx::Result<Option<i64>> {
+    limit: i64,
+) -> sqlx::Result<Vec<i64>> {
     let pick = match backend {
         Backend::Postgres => {
             "select id from outbound_queue
              where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
-             order by next_attempt_at, id limit 1 for update skip locked"
+             order by next_attempt_at, id limit $3 for update skip locked"
         }
         Backend::Sqlite => {
             "select id from outbound_queue
              where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
-             order by next_attempt_at, id limit 1"
+             order by next_attempt_at, id limit $3"
         }
     };
-    sqlx::query_scalar(&format!(
+    let mut ids: Vec<i64> = sqlx::query_scalar(&format!(
         "update outbound_queue set state = 'sending', claimed_until = $2, attempts = attempts + 1, updated_at = $1
-         where id = ({pick}) returning id"
+         where id in ({pick}) returning id"
     ))
     .bind(now)
     .bind(now + CLAIM_SECONDS)
-    .fetch_optional(conn)
-    .await
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The job of a claimed queue entry.

@@ -298,11 +298,13 @@ async fn a_quarantined_message_can_be_retried_after_the_operator_fixes_trust() {
     assert_eq!(outcome(&s, e).await, "not_encrypted");
     op.get("/quarantine").await;
     op.post(&format!("/quarantine/{e}/discard"), &[]).await;
-    let size: i64 = sqlx::query_scalar("select length(raw) from inbound_messages where id = $1")
-        .bind(e)
-        .fetch_one(&s.app.state.db.pool)
-        .await
-        .unwrap();
+    let size: i64 = sqlx::query_scalar(
+        "select coalesce((select length(raw) from inbound_raw where inbound_id = $1), 0)",
+    )
+    .bind(e)
+    .fetch_one(&s.app.state.db.pool)
+    .await
+    .unwrap();
     assert_eq!(size, 0);
     assert_eq!(
         op.post(&format!("/quarantine/{e}/retry"), &[]).await.status,
@@ -415,7 +417,7 @@ async fn a_message_arriving_over_smtp_is_stored_before_250_and_then_delivered() 
         .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].trust_code, "trusted");
-    let stored: Vec<u8> = sqlx::query_scalar("select raw from inbound_messages where id = $1")
+    let stored: Vec<u8> = sqlx::query_scalar("select raw from inbound_raw where inbound_id = $1")
         .bind(id)
         .fetch_one(&s.app.state.db.pool)
         .await
@@ -639,4 +641,73 @@ cat verify.txt mdn.inner",
     .await
     .unwrap();
     assert_eq!(mdns, 1, "one processed notification, no dispatched");
+}
+
+#[tokio::test]
+async fn messages_arriving_on_eight_connections_at_once_are_each_stored_under_their_own_id_and_delivered_once()
+ {
+    let s = setup().await;
+    let mailbox = with_mailbox(&s).await;
+    let from = "dr.smith@direct.sender.test";
+    let raws: Vec<Vec<u8>> = (0..16)
+        .map(|_| message(s.app.data_dir.path(), "sender", from, true))
+        .collect();
+    // eight connections at once, two messages each: the sessions wait for the write
+    // turn together, and whoever gets it stores every waiting message
+    let addr = s.app.smtp_addr;
+    let sessions: Vec<_> = raws
+        .chunks(2)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                for raw in chunk {
+                    let replies =
+                        send_over_smtp(addr, from, &["front@direct.lakeside.test"], &raw).await;
+                    sent.push((raw, replies));
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for session in sessions {
+        for (raw, replies) in session.await.unwrap() {
+            let accepted = replies[5].trim_end();
+            let id: i64 = accepted
+                .strip_prefix("250 2.0.0 OK ")
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("each message is accepted with its id: {replies:?}"));
+            queued.push((id, raw));
+        }
+    }
+    let mut ids: Vec<i64> = queued.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 16, "sixteen messages, sixteen ids");
+    for (id, raw) in &queued {
+        let stored: Vec<u8> =
+            sqlx::query_scalar("select raw from inbound_raw where inbound_id = $1")
+                .bind(id)
+                .fetch_one(&s.app.state.db.pool)
+                .await
+                .unwrap();
+        let unix = |b: &[u8]| -> Vec<u8> { b.iter().copied().filter(|c| *c != b'\r').collect() };
+        assert!(
+            unix(&stored)
+                .trim_ascii_end()
+                .ends_with(unix(raw).trim_ascii_end()),
+            "the id a session was given holds the message it sent"
+        );
+        assert_eq!(outcome(&s, *id).await, "delivered");
+    }
+    let got = inbound::messages_in(&s.app.state.db, mailbox, "inbox", 50)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 16, "each message is delivered once");
+    let mdns: i64 = sqlx::query_scalar("select count(*) from outbound_messages where kind = 'mdn'")
+        .fetch_one(&s.app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(mdns, 16, "one processed notification for each message");
 }
