@@ -37,6 +37,10 @@ pub struct Db {
     /// concurrent writers (SMTP sessions storing messages while the processor
     /// delivers) throughput collapses. The hot write paths queue here instead.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// On SQLite, a shared lock on the file beside the database ([`lock_path`]) for as
+    /// long as any clone of this handle lives, so that `admin restore` can tell the
+    /// database is in use (SQLite's own locks are not held by idle connections).
+    _in_use: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// SQLite's one writer at a time: held until dropped; how long it was held counts
@@ -86,6 +90,7 @@ impl Db {
                 backend: Backend::Postgres,
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
+                _in_use: None,
             })
         } else {
             let options = SqliteConnectOptions::from_str(url.as_str())
@@ -100,6 +105,7 @@ impl Db {
             {
                 create_dir(dir)?;
             }
+            let in_use = mark_in_use(options.get_filename())?;
             // Opening through the concrete driver applies WAL mode and creates the file;
             // the `Any` pool then opens the same file with the same pragmas.
             let sessions = SqlitePoolOptions::new()
@@ -130,8 +136,60 @@ impl Db {
                 backend: Backend::Sqlite,
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
+                _in_use: Some(std::sync::Arc::new(in_use)),
             })
         }
+    }
+
+    /// A SQLite file that no portal serves: a backup's copy being made or checked.
+    /// One connection in the rollback-journal mode, so that once closed the file is
+    /// complete in itself (no `-wal` beside it), and no in-use lock.
+    pub async fn open_copy(path: &Path) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Delete)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let any_options = AnyConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    conn.execute("pragma foreign_keys = on; pragma journal_mode = delete;")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(any_options)
+            .await
+            .with_context(|| format!("cannot open the SQLite file {}", path.display()))?;
+        Ok(Db {
+            pool,
+            backend: Backend::Sqlite,
+            // never used on a copy, so never opened
+            sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
+            writes: Default::default(),
+            _in_use: None,
+        })
+    }
+
+    /// Closes every connection and waits until they are closed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        match &self.sessions {
+            SessionPool::Sqlite(pool) => pool.close().await,
+            SessionPool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The newest migration applied to this database (0 when none is).
+    pub async fn schema_version(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("select coalesce(max(version), 0) from _sqlx_migrations where success")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// A transaction that writes. On SQLite it takes the write lock as it begins
@@ -160,24 +218,33 @@ impl Db {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        self.migrator()
             .run(&self.pool)
             .await
             .context("the database schema could not be brought up to date")?;
         Ok(())
     }
 
-    /// True when the database answers and every migration this build knows is applied.
-    pub async fn is_ready(&self) -> bool {
-        let migrator = match self.backend {
+    /// The newest migration this build knows for this backend.
+    pub fn known_schema_version(&self) -> i64 {
+        self.migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        let want = migrator
+        }
+    }
+
+    /// True when the database answers and every migration this build knows is applied.
+    pub async fn is_ready(&self) -> bool {
+        let want = self
+            .migrator()
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
             .count() as i64;
@@ -187,6 +254,35 @@ impl Db {
                 .fetch_one(&self.pool)
                 .await;
         matches!(applied, Ok(n) if n >= want)
+    }
+}
+
+/// The file whose lock says a SQLite database is in use: `<database>-lock`.
+pub fn lock_path(database: &Path) -> std::path::PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the shared in-use lock of a SQLite database (every portal and admin command
+/// on it holds one); fails while `admin restore` holds it exclusively.
+fn mark_in_use(database: &Path) -> anyhow::Result<std::fs::File> {
+    let path = lock_path(database);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "a restore is replacing the database {}; start again when `directmail admin restore` has finished",
+            database.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 
