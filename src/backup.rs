@@ -417,23 +417,12 @@ fn check_key(manifest: &Manifest, key: Option<&SecretKey>) -> anyhow::Result<Sec
 /// Holds the in-use lock of `target` exclusively: no portal or admin command has it
 /// open, and none can open it until the restore is done.
 fn lock_out(target: &Path) -> anyhow::Result<std::fs::File> {
-    let path = crate::db::lock_path(target);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
+    crate::db::lock_in_use(target, true)?.ok_or_else(|| {
+        anyhow!(
             "the database {} is in use by a running portal or admin command; stop the portal before restoring over it, or restore into a new DIRECTMAIL_DATABASE_URL",
             target.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
+        )
+    })
 }
 
 /// Copies the database entry out of the archive into `to`, checking it against the
@@ -453,7 +442,8 @@ fn extract(
     let mut entry = archive
         .by_name(DATABASE)
         .map_err(|_| damaged(format!("it holds no {DATABASE}")))?;
-    let out = std::fs::File::create(to).with_context(|| format!("cannot write {}", to.display()))?;
+    let out =
+        std::fs::File::create(to).with_context(|| format!("cannot write {}", to.display()))?;
     let mut hashing = Hashing::new(std::io::BufWriter::new(out));
     let copied = std::io::copy(&mut entry, &mut hashing)
         .map_err(|e| damaged(format!("its database cannot be read ({e})")))?;
@@ -543,9 +533,8 @@ fn move_aside(target: &Path, now: i64) -> anyhow::Result<PathBuf> {
         let from = with_suffix(target, part);
         if from.exists() {
             let to = with_suffix(&aside, part);
-            std::fs::rename(&from, &to).with_context(|| {
-                format!("cannot move {} to {}", from.display(), to.display())
-            })?;
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
         }
     }
     Ok(aside)

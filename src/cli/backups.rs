@@ -59,16 +59,10 @@ pub async fn restore(
         "restore a `pg_dump` into a new database with `pg_restore --no-owner --dbname=NEW_DATABASE_URL FILE`",
     )?;
     let key = secrets::find(config)?.map(|(key, _)| key);
-    let restored = backup::restore(
-        file,
-        &target,
-        key.as_ref(),
-        force,
-        Clock::default().now(),
-    )
-    .await?;
+    let restored =
+        backup::restore(file, &target, key.as_ref(), force, Clock::default().now()).await?;
     let mut text = format!(
-        "Restored {} (made {}) as {}: {}; the audit log verifies ({} entries, up to the backup's head).",
+        "Restored {} (made {}) as {}: {}; the audit log verifies ({} entries up to the backup's head).",
         file.display(),
         restored.manifest.created_at,
         target.display(),
@@ -102,13 +96,16 @@ pub async fn restore(
 
 /// The manifest in a few words: schema, messages, users, audit head.
 fn summary(manifest: &Manifest) -> String {
-    let count = |table: &str| manifest.counts.get(table).copied().unwrap_or(0);
+    let count = |table: &str, one: &str| {
+        let n = manifest.counts.get(table).copied().unwrap_or(0);
+        format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+    };
     format!(
-        "schema version {}, {} messages, {} users, {} organizations, audit head {}",
+        "schema version {}, {}, {}, {}, audit head {}",
         manifest.schema_version,
-        count("messages"),
-        count("users"),
-        count("organizations"),
+        count("messages", "message"),
+        count("users", "user"),
+        count("organizations", "organization"),
         manifest.audit_head
     )
 }

@@ -105,7 +105,12 @@ impl Db {
             {
                 create_dir(dir)?;
             }
-            let in_use = mark_in_use(options.get_filename())?;
+            let Some(in_use) = lock_in_use(options.get_filename(), false)? else {
+                anyhow::bail!(
+                    "a restore is replacing the database {}; start again when `directmail admin restore` has finished",
+                    options.get_filename().display()
+                );
+            };
             // Opening through the concrete driver applies WAL mode and creates the file;
             // the `Any` pool then opens the same file with the same pragmas.
             let sessions = SqlitePoolOptions::new()
@@ -227,11 +232,7 @@ impl Db {
 
     /// The newest migration this build knows for this backend.
     pub fn known_schema_version(&self) -> i64 {
-        self.migrator()
-            .iter()
-            .map(|m| m.version)
-            .max()
-            .unwrap_or(0)
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -258,15 +259,15 @@ impl Db {
 }
 
 /// The file whose lock says a SQLite database is in use: `<database>-lock`.
-pub fn lock_path(database: &Path) -> std::path::PathBuf {
+fn lock_path(database: &Path) -> std::path::PathBuf {
     let mut name = database.as_os_str().to_owned();
     name.push("-lock");
     std::path::PathBuf::from(name)
 }
 
-/// Takes the shared in-use lock of a SQLite database (every portal and admin command
-/// on it holds one); fails while `admin restore` holds it exclusively.
-fn mark_in_use(database: &Path) -> anyhow::Result<std::fs::File> {
+/// Locks the in-use file of a SQLite database: shared for a portal or admin command
+/// on it, exclusive for `admin restore`. `None` when a conflicting lock is held.
+pub fn lock_in_use(database: &Path, exclusive: bool) -> anyhow::Result<Option<std::fs::File>> {
     let path = lock_path(database);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -274,12 +275,14 @@ fn mark_in_use(database: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock_shared() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "a restore is replacing the database {}; start again when `directmail admin restore` has finished",
-            database.display()
-        ),
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

@@ -142,7 +142,7 @@ async fn backup_and_restore_while_sending(
 ) -> DatabaseUrl {
     let writing = keep_writing(app);
     send(app, ana_box, subject).await;
-    let url = match postgres_admin_url() {
+    match postgres_admin_url() {
         None => {
             let file = dir.join("portal-backup.zip");
             let made = stdout_json(
@@ -212,8 +212,7 @@ async fn backup_and_restore_while_sending(
             );
             target
         }
-    };
-    url
+    }
 }
 
 fn pg(tool: &str, args: &[&str]) -> Command {
@@ -270,11 +269,10 @@ async fn a_backup_made_while_the_portal_sends_mail_restores_into_a_new_database_
 /// A backup taken apart: its manifest, and its database in a file of `work`.
 fn unpack(backup: &Path, work: &Path) -> (Value, PathBuf) {
     use std::io::Read as _;
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(backup).expect("backup"))
-        .expect("a zip archive");
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(backup).expect("backup")).expect("a zip archive");
     let manifest: Value =
-        serde_json::from_reader(archive.by_name("manifest.json").expect("manifest"))
-            .expect("JSON");
+        serde_json::from_reader(archive.by_name("manifest.json").expect("manifest")).expect("JSON");
     let mut bytes = Vec::new();
     archive
         .by_name("directmail.db")
@@ -296,8 +294,8 @@ fn pack(mut manifest: Value, database: &Path, to: &Path, rehash: bool) {
         manifest["database_bytes"] = bytes.len().into();
     }
     let mut zip = zip::ZipWriter::new(std::fs::File::create(to).expect("create"));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("manifest.json", options).expect("entry");
     zip.write_all(&serde_json::to_vec(&manifest).expect("JSON"))
         .expect("write");
@@ -312,7 +310,10 @@ async fn sql(database: &Path, statement: &str) {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
         .await
         .expect("open");
-    sqlx::query(statement).execute(&mut conn).await.expect("SQL");
+    sqlx::query(statement)
+        .execute(&mut conn)
+        .await
+        .expect("SQL");
     conn.close().await.expect("close");
 }
 
@@ -329,7 +330,10 @@ fn left_in(dir: &Path) -> Vec<PathBuf> {
 async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_sentence_and_writes_nothing()
  {
     let app = sqlite_portal().await;
-    stdout_json(&app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"]).await);
+    stdout_json(
+        &app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"])
+            .await,
+    );
     let files = tempfile::tempdir().expect("temp dir");
     let good = files.path().join("good.zip");
     stdout_json(
@@ -420,7 +424,10 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
     manifest["counts"]["audit_log"] = (entries - 1).into();
     pack(manifest, &db, &path("deleted.zip"), true);
     let said = restore(path("deleted.zip")).await;
-    assert!(said.contains("the audit log in the backup is broken"), "{said}");
+    assert!(
+        said.contains("the audit log in the backup is broken"),
+        "{said}"
+    );
 
     let (mut manifest, db) = original();
     sql(
@@ -463,7 +470,10 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
 async fn restore_says_when_the_key_encryption_key_is_missing_or_different_and_never_replaces_a_database_in_use()
  {
     let app = sqlite_portal().await;
-    stdout_json(&app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"]).await);
+    stdout_json(
+        &app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"])
+            .await,
+    );
     let files = tempfile::tempdir().expect("temp dir");
     let file = files.path().join("portal.zip");
     let file = file.to_str().expect("path");
@@ -517,7 +527,8 @@ async fn restore_says_when_the_key_encryption_key_is_missing_or_different_and_ne
     stdout_json(&admin_on(&target, Some(&key), &["restore", file, "--json"]).await);
     let said = refusal(&admin_on(&target, Some(&key), &["restore", file]).await);
     assert!(said.contains("already holds a database"), "{said}");
-    let again = stdout_json(&admin_on(&target, Some(&key), &["restore", file, "--force", "--json"]).await);
+    let again =
+        stdout_json(&admin_on(&target, Some(&key), &["restore", file, "--force", "--json"]).await);
     let aside = again["moved_aside"].as_str().expect("moved aside");
     assert!(Path::new(aside).is_file() && target.is_file());
 }
