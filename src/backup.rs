@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::audit::{self, AuditKey, Verification};
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::secrets::{self, SecretKey};
 
 /// What `format` says in every manifest.
@@ -262,6 +262,7 @@ pub async fn restore(
 ) -> anyhow::Result<Restored> {
     let mut archive = open_archive(file)?;
     let manifest = read_manifest(file, &mut archive)?;
+    newer_schema(manifest.schema_version)?;
     let key = check_key(&manifest, key)?;
 
     let dir = parent_dir(target);
@@ -477,13 +478,9 @@ async fn check_copy(
     if integrity != "ok" {
         bail!("the backup's database is damaged: {integrity}");
     }
+    // before reading anything else: a newer schema may have other tables
+    newer_schema(db.schema_version().await?)?;
     let (schema, counts, head) = read_facts(db).await?;
-    let known = db.known_schema_version();
-    if schema > known {
-        bail!(
-            "the backup was made by a newer directmail (schema version {schema}; this one knows up to {known}); restore it with that version or a later one"
-        );
-    }
     if schema != manifest.schema_version {
         bail!(
             "the backup's database does not match its manifest: schema version {schema}, the manifest says {}",
@@ -507,7 +504,7 @@ async fn check_copy(
     }
     // the manifest's fingerprint could be forged; the database's own check cannot
     secrets::check_against_database(db, key).await?;
-    let migrated_from = if schema < known {
+    let migrated_from = if schema < crate::db::known_schema_version(Backend::Sqlite) {
         db.migrate().await?;
         Some(schema)
     } else {
@@ -520,6 +517,17 @@ async fn check_copy(
             bail!("the audit log in the backup is broken: {problem}")
         }
     }
+}
+
+/// Refuses a schema version this build does not know.
+fn newer_schema(schema: i64) -> anyhow::Result<()> {
+    let known = crate::db::known_schema_version(Backend::Sqlite);
+    if schema > known {
+        bail!(
+            "the backup was made by a newer directmail (schema version {schema}; this one knows up to {known}); restore it with that version or a later one"
+        );
+    }
+    Ok(())
 }
 
 /// Moves the database at `target` (with its `-wal` and `-shm`, so it stays whole) to

@@ -342,6 +342,18 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_tells_keys_apart_without_showing_them() {
+        let key = SecretKey::from_bytes([7; 32]);
+        assert_eq!(key.fingerprint(), key.clone().fingerprint());
+        assert_ne!(
+            key.fingerprint(),
+            SecretKey::from_bytes([8; 32]).fingerprint()
+        );
+        assert_eq!(key.fingerprint().len(), 32);
+        assert!(!hex::encode([7u8; 32]).contains(&key.fingerprint()));
+    }
+
+    #[test]
     fn keys_parse_from_hex_or_base64_of_32_bytes_only() {
         assert!(SecretKey::parse(&"ab".repeat(32)).is_ok());
         assert!(

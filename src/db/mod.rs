@@ -230,16 +230,8 @@ impl Db {
         Ok(())
     }
 
-    /// The newest migration this build knows for this backend.
-    pub fn known_schema_version(&self) -> i64 {
-        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
-    }
-
     fn migrator(&self) -> &'static Migrator {
-        match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        }
+        migrator(self.backend)
     }
 
     /// True when the database answers and every migration this build knows is applied.
@@ -256,6 +248,22 @@ impl Db {
                 .await;
         matches!(applied, Ok(n) if n >= want)
     }
+}
+
+fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    }
+}
+
+/// The newest migration this build knows for `backend`.
+pub fn known_schema_version(backend: Backend) -> i64 {
+    migrator(backend)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The file whose lock says a SQLite database is in use: `<database>-lock`.

@@ -429,19 +429,24 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
         "{said}"
     );
 
-    let (mut manifest, db) = original();
-    sql(
-        &db,
-        "insert into _sqlx_migrations (version, description, success, checksum, execution_time) values (9999, 'from the future', 1, x'00', 0)",
-    )
-    .await;
-    manifest["schema_version"] = 9999.into();
-    pack(manifest, &db, &path("newer.zip"), true);
-    let said = restore(path("newer.zip")).await;
-    assert!(
-        said.contains("made by a newer directmail (schema version 9999"),
-        "{said}"
-    );
+    // a newer schema, whether the manifest says so or not
+    for says in [true, false] {
+        let (mut manifest, db) = original();
+        sql(
+            &db,
+            "insert into _sqlx_migrations (version, description, success, checksum, execution_time) values (9999, 'from the future', 1, x'00', 0)",
+        )
+        .await;
+        if says {
+            manifest["schema_version"] = 9999.into();
+        }
+        pack(manifest, &db, &path("newer.zip"), true);
+        let said = restore(path("newer.zip")).await;
+        assert!(
+            said.contains("made by a newer directmail (schema version 9999"),
+            "{said}"
+        );
+    }
 
     let (mut manifest, db) = original();
     manifest["format_version"] = 2.into();
@@ -495,6 +500,10 @@ async fn restore_says_when_the_key_encryption_key_is_missing_or_different_and_ne
         said.contains("the key-encryption key is missing")
             && said.contains(made["manifest"]["key_fingerprint"].as_str().expect("text")),
         "{said}"
+    );
+    assert!(
+        !target_dir.path().join("secret.key").exists(),
+        "a restore never makes a key of its own"
     );
     let other = "cd".repeat(32);
     let said = refusal(&admin_on(&target, Some(&other), &["restore", file]).await);
