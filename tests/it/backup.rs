@@ -326,24 +326,33 @@ fn left_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-#[tokio::test]
-async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_sentence_and_writes_nothing()
- {
+/// A SQLite portal with an organization (created through the audited CLI), its backup
+/// `portal.zip` in a directory of its own, and what `admin backup --json` said.
+async fn backed_up_portal() -> (TestApp, tempfile::TempDir, Value) {
     let app = sqlite_portal().await;
     stdout_json(
         &app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"])
             .await,
     );
     let files = tempfile::tempdir().expect("temp dir");
-    let good = files.path().join("good.zip");
-    stdout_json(
-        &app.cli(&["admin", "backup", good.to_str().expect("path"), "--json"])
+    let file = files.path().join("portal.zip");
+    let made = stdout_json(
+        &app.cli(&["admin", "backup", file.to_str().expect("path"), "--json"])
             .await,
     );
+    (app, files, made)
+}
+
+#[tokio::test]
+async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_sentence_and_writes_nothing()
+ {
+    let (app, files, _) = backed_up_portal().await;
+    let good = files.path().join("portal.zip");
     let key = key_of(&app);
     let target_dir = tempfile::tempdir().expect("temp dir");
     let target = target_dir.path().join("restored.db");
-    let restore = |file: PathBuf| {
+    // restoring `file` is refused with a sentence holding `words`, and leaves nothing
+    let refused = |file: PathBuf, words: String| {
         let (target, key) = (target.clone(), key.clone());
         async move {
             let out = admin_on(
@@ -353,7 +362,8 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
             )
             .await;
             assert!(left_in(target.parent().expect("dir")).is_empty());
-            refusal(&out)
+            let said = refusal(&out);
+            assert!(said.contains(&words), "{said}");
         }
     };
     let path = |name: &str| files.path().join(name);
@@ -363,55 +373,53 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
     let bytes = std::fs::read(&good).expect("backup");
     for cut in [bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(path("truncated.zip"), &bytes[..cut]).expect("write");
-        let said = restore(path("truncated.zip")).await;
-        assert!(
-            said.contains("is a directmail backup, but it is truncated or damaged"),
-            "{said}"
-        );
+        refused(
+            path("truncated.zip"),
+            "is a directmail backup, but it is truncated or damaged".into(),
+        )
+        .await;
     }
 
     std::fs::write(path("notes.txt"), "not a backup at all\n").expect("write");
-    let said = restore(path("notes.txt")).await;
-    assert!(said.contains("is not a directmail backup"), "{said}");
+    refused(path("notes.txt"), "is not a directmail backup".into()).await;
     let mut other = zip::ZipWriter::new(std::fs::File::create(path("other.zip")).expect("file"));
     other
         .start_file("README.txt", zip::write::SimpleFileOptions::default())
         .expect("entry");
     other.finish().expect("zip");
-    let said = restore(path("other.zip")).await;
-    assert!(said.contains("is not a directmail backup"), "{said}");
+    refused(path("other.zip"), "is not a directmail backup".into()).await;
 
     let (mut manifest, db) = original();
     let orgs = manifest["counts"]["organizations"].as_i64().expect("count");
     manifest["counts"]["organizations"] = (orgs + 7).into();
     pack(manifest, &db, &path("counts.zip"), true);
-    let said = restore(path("counts.zip")).await;
-    assert!(
-        said.contains(&format!(
+    refused(
+        path("counts.zip"),
+        format!(
             "does not match its manifest: organizations has {orgs} rows, the manifest says {}",
             orgs + 7
-        )),
-        "{said}"
-    );
+        ),
+    )
+    .await;
 
     let (mut manifest, db) = original();
     manifest["audit_head"] = format!("1:{}", "ab".repeat(32)).into();
     pack(manifest, &db, &path("head.zip"), true);
-    let said = restore(path("head.zip")).await;
-    assert!(
-        said.contains("does not match its manifest: the audit log's head is"),
-        "{said}"
-    );
+    refused(
+        path("head.zip"),
+        "does not match its manifest: the audit log's head is".into(),
+    )
+    .await;
 
     // a row edited, the manifest unchanged
     let (manifest, db) = original();
     sql(&db, "update organizations set name = 'Someone Else'").await;
     pack(manifest, &db, &path("edited.zip"), false);
-    let said = restore(path("edited.zip")).await;
-    assert!(
-        said.contains("is damaged: its database is not the one its manifest describes"),
-        "{said}"
-    );
+    refused(
+        path("edited.zip"),
+        "is damaged: its database is not the one its manifest describes".into(),
+    )
+    .await;
 
     // an audit entry deleted and the manifest made to agree: the chain finds it
     let (mut manifest, db) = original();
@@ -423,11 +431,11 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
     let entries = manifest["counts"]["audit_log"].as_i64().expect("count");
     manifest["counts"]["audit_log"] = (entries - 1).into();
     pack(manifest, &db, &path("deleted.zip"), true);
-    let said = restore(path("deleted.zip")).await;
-    assert!(
-        said.contains("the audit log in the backup is broken"),
-        "{said}"
-    );
+    refused(
+        path("deleted.zip"),
+        "the audit log in the backup is broken".into(),
+    )
+    .await;
 
     // a newer schema, whether the manifest says so or not
     for says in [true, false] {
@@ -441,22 +449,22 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
             manifest["schema_version"] = 9999.into();
         }
         pack(manifest, &db, &path("newer.zip"), true);
-        let said = restore(path("newer.zip")).await;
-        assert!(
-            said.contains("made by a newer directmail (schema version 9999"),
-            "{said}"
-        );
+        refused(
+            path("newer.zip"),
+            "made by a newer directmail (schema version 9999".into(),
+        )
+        .await;
     }
 
     let (mut manifest, db) = original();
     manifest["format_version"] = 2.into();
     manifest["database_sha256"] = Value::Null;
     pack(manifest, &db, &path("format.zip"), false);
-    let said = restore(path("format.zip")).await;
-    assert!(
-        said.contains("made by a newer directmail (backup format 2"),
-        "{said}"
-    );
+    refused(
+        path("format.zip"),
+        "made by a newer directmail (backup format 2".into(),
+    )
+    .await;
 
     // and the backup itself restores
     let out = admin_on(
@@ -474,15 +482,9 @@ async fn restore_refuses_a_truncated_foreign_altered_or_newer_backup_in_a_senten
 #[tokio::test]
 async fn restore_says_when_the_key_encryption_key_is_missing_or_different_and_never_replaces_a_database_in_use()
  {
-    let app = sqlite_portal().await;
-    stdout_json(
-        &app.cli(&["admin", "org", "create", "Lakeside Clinic", "--json"])
-            .await,
-    );
-    let files = tempfile::tempdir().expect("temp dir");
+    let (app, files, made) = backed_up_portal().await;
     let file = files.path().join("portal.zip");
     let file = file.to_str().expect("path");
-    let made = stdout_json(&app.cli(&["admin", "backup", file, "--json"]).await);
     let key = key_of(&app);
     assert!(
         !made.to_string().contains(key.trim()),
