@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+mod backups;
 mod bundle;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -29,9 +30,28 @@ pub struct AdminArgs {
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
-    pub command: AdminCommand,
+    pub command: AdminTask,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AdminTask {
+    #[command(flatten)]
+    OnDatabase(AdminCommand),
+    /// Copy the SQLite database of a portal, running or not, into FILE (a new zip
+    /// archive: a manifest and the copy; never the key-encryption key).
+    Backup { file: PathBuf },
+    /// Restore a backup made by `backup` as the configured SQLite database, after
+    /// checking it against its manifest and the key-encryption key. Refuses while a
+    /// portal uses that database.
+    Restore {
+        file: PathBuf,
+        /// Replace a database that is already there (it is moved aside, never deleted).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The commands that work on the configured database, opened (and migrated) first.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Organizations.
@@ -306,6 +326,16 @@ pub enum AuditCommand {
 
 /// Runs one admin command; the returned value is what was printed.
 pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
+    // backup and restore open the database their own way (a restore must not create it)
+    let command = match args.command {
+        AdminTask::Backup { file } => {
+            return print(args.json, backups::make(config, &file).await?);
+        }
+        AdminTask::Restore { file, force } => {
+            return print(args.json, backups::restore(config, &file, force).await?);
+        }
+        AdminTask::OnDatabase(command) => command,
+    };
     let db = Db::connect(&config.database_url()).await?;
     db.migrate().await?;
     let now = Clock::default().now();
@@ -320,7 +350,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (text, value) = match args.command {
+    let printed = match command {
         AdminCommand::Org(OrgCommand::Create { name }) => org_create(&db, &name, now).await?,
         AdminCommand::Org(OrgCommand::Settings {
             name,
@@ -582,7 +612,12 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             }
         },
     };
-    if args.json {
+    print(args.json, printed)
+}
+
+/// Prints a command's result: the JSON value with `--json`, else the sentence.
+fn print(json: bool, (text, value): (String, serde_json::Value)) -> anyhow::Result<()> {
+    if json {
         println!("{value}");
     } else {
         println!("{text}");

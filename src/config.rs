@@ -590,6 +590,17 @@ impl DatabaseUrl {
         &self.0
     }
 
+    /// The database file of a `sqlite:` URL; `None` for PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        use std::str::FromStr as _;
+        if self.is_postgres() {
+            return None;
+        }
+        sqlx::sqlite::SqliteConnectOptions::from_str(&self.0)
+            .ok()
+            .map(|o| o.get_filename().to_path_buf())
+    }
+
     /// The URL with any password replaced by `***`, for messages and logs.
     pub fn redacted(&self) -> String {
         match url::Url::parse(&self.0) {

@@ -16,7 +16,8 @@
 //!   clinical documents);
 //! - [`smtp`]: the portal's side of the inbound SMTP listener (`crates/smtp`);
 //! - [`directory`]: the provider directory (search, import, export, refresh);
-//! - [`cli`]: `directmail admin …` provisioning from scripts.
+//! - [`cli`]: `directmail admin …` provisioning from scripts; [`backup`]: backups of a
+//!   SQLite portal and their restore.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -24,6 +25,7 @@ pub mod accounts;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bootstrap;
 pub mod cli;
 pub mod clock;

@@ -177,9 +177,23 @@ pub async fn seal_plaintext_totp(db: &Db, key: &SecretKey) -> anyhow::Result<u64
 
 /// Loads the key from the configuration, or makes the development key.
 pub fn load(config: &Config) -> anyhow::Result<(SecretKey, KeySource)> {
+    if let Some(found) = find(config)? {
+        return Ok(found);
+    }
+    let path = config.data_dir.join("secret.key");
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    write_private(&path, &hex::encode(bytes))?;
+    Ok((SecretKey::from_bytes(bytes), KeySource::Development))
+}
+
+/// The configured key, or the development key already in the data directory; `None`
+/// when there is neither (and nothing is generated: `admin restore` must be able to
+/// say that the key is missing).
+pub fn find(config: &Config) -> anyhow::Result<Option<(SecretKey, KeySource)>> {
     if let Some(text) = &config.secret_key {
         let key = SecretKey::parse(text.expose()).context("DIRECTMAIL_SECRET_KEY is not usable")?;
-        return Ok((key, KeySource::Environment));
+        return Ok(Some((key, KeySource::Environment)));
     }
     if let Some(path) = &config.secret_key_file {
         let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
@@ -191,22 +205,19 @@ pub fn load(config: &Config) -> anyhow::Result<(SecretKey, KeySource)> {
                 path.display()
             )
         })?;
-        return Ok((key, KeySource::File));
+        return Ok(Some((key, KeySource::File)));
     }
     let path = config.data_dir.join("secret.key");
-    if path.exists() {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read the development key {}", path.display()))?,
-        );
-        let key = SecretKey::parse(&text)
-            .with_context(|| format!("the development key {} is damaged", path.display()))?;
-        return Ok((key, KeySource::Development));
+    if !path.exists() {
+        return Ok(None);
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    write_private(&path, &hex::encode(bytes))?;
-    Ok((SecretKey::from_bytes(bytes), KeySource::Development))
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the development key {}", path.display()))?,
+    );
+    let key = SecretKey::parse(&text)
+        .with_context(|| format!("the development key {} is damaged", path.display()))?;
+    Ok(Some((key, KeySource::Development)))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -297,6 +308,13 @@ impl SecretKey {
         mac.update(&[1]);
         Zeroizing::new(mac.finalize().into_bytes().into())
     }
+
+    /// A public name for the key, to tell keys apart without showing one: the first
+    /// 16 bytes, in hex, of a key derived for no other use. A backup's manifest
+    /// carries it so a restore can say the key is different.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&self.derive("directmail key fingerprint v1")[..16])
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +339,18 @@ mod tests {
         );
         assert!(key.open("v1:AAAA", b"fp:1").is_err());
         assert!(key.open("garbage", b"fp:1").is_err());
+    }
+
+    #[test]
+    fn a_fingerprint_tells_keys_apart_without_showing_them() {
+        let key = SecretKey::from_bytes([7; 32]);
+        assert_eq!(key.fingerprint(), key.clone().fingerprint());
+        assert_ne!(
+            key.fingerprint(),
+            SecretKey::from_bytes([8; 32]).fingerprint()
+        );
+        assert_eq!(key.fingerprint().len(), 32);
+        assert!(!hex::encode([7u8; 32]).contains(&key.fingerprint()));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Db {
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Received messages waiting to be stored together (SQLite's group commit).
     pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
+    /// On SQLite, a shared lock on the file beside the database ([`lock_path`]) for as
+    /// long as any clone of this handle lives, so that `admin restore` can tell the
+    /// database is in use (SQLite's own locks are not held by idle connections).
+    _in_use: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// SQLite's one writer at a time: held until dropped; how long it was held counts
@@ -91,6 +95,7 @@ impl Db {
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                _in_use: None,
             })
         } else {
             let options = SqliteConnectOptions::from_str(url.as_str())
@@ -105,6 +110,12 @@ impl Db {
             {
                 create_dir(dir)?;
             }
+            let Some(in_use) = lock_in_use(options.get_filename(), false)? else {
+                anyhow::bail!(
+                    "a restore is replacing the database {}; start again when `directmail admin restore` has finished",
+                    options.get_filename().display()
+                );
+            };
             // Opening through the concrete driver applies WAL mode and creates the file;
             // the `Any` pool then opens the same file with the same pragmas.
             let sessions = SqlitePoolOptions::new()
@@ -136,8 +147,61 @@ impl Db {
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                _in_use: Some(std::sync::Arc::new(in_use)),
             })
         }
+    }
+
+    /// A SQLite file that no portal serves: a backup's copy being made or checked.
+    /// One connection in the rollback-journal mode, so that once closed the file is
+    /// complete in itself (no `-wal` beside it), and no in-use lock.
+    pub async fn open_copy(path: &Path) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Delete)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let any_options = AnyConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    conn.execute("pragma foreign_keys = on; pragma journal_mode = delete;")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(any_options)
+            .await
+            .with_context(|| format!("cannot open the SQLite file {}", path.display()))?;
+        Ok(Db {
+            pool,
+            backend: Backend::Sqlite,
+            // never used on a copy, so never opened
+            sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
+            writes: Default::default(),
+            inbound_waiting: Default::default(),
+            _in_use: None,
+        })
+    }
+
+    /// Closes every connection and waits until they are closed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        match &self.sessions {
+            SessionPool::Sqlite(pool) => pool.close().await,
+            SessionPool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The newest migration applied to this database (0 when none is).
+    pub async fn schema_version(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("select coalesce(max(version), 0) from _sqlx_migrations where success")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// A transaction that writes. On SQLite it takes the write lock as it begins
@@ -169,24 +233,21 @@ impl Db {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator
+        self.migrator()
             .run(&self.pool)
             .await
             .context("the database schema could not be brought up to date")?;
         Ok(())
     }
 
+    fn migrator(&self) -> &'static Migrator {
+        migrator(self.backend)
+    }
+
     /// True when the database answers and every migration this build knows is applied.
     pub async fn is_ready(&self) -> bool {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        let want = migrator
+        let want = self
+            .migrator()
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
             .count() as i64;
@@ -196,6 +257,53 @@ impl Db {
                 .fetch_one(&self.pool)
                 .await;
         matches!(applied, Ok(n) if n >= want)
+    }
+}
+
+fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    }
+}
+
+/// The newest migration this build knows for `backend`.
+pub fn known_schema_version(backend: Backend) -> i64 {
+    migrator(backend)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The file whose lock says a SQLite database is in use: `<database>-lock`.
+fn lock_path(database: &Path) -> std::path::PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Locks the in-use file of a SQLite database: shared for a portal or admin command
+/// on it, exclusive for `admin restore`. `None` when a conflicting lock is held.
+pub fn lock_in_use(database: &Path, exclusive: bool) -> anyhow::Result<Option<std::fs::File>> {
+    let path = lock_path(database);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    let locked = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 

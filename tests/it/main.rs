@@ -4,6 +4,7 @@
 mod accounts;
 mod api;
 mod audit_chain;
+mod backup;
 mod browser;
 mod browser_day;
 mod browser_mail;
