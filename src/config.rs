@@ -698,6 +698,22 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_relay_password_never_prints() {
+        let config = Cli::parse_from([
+            "directmail",
+            "--alert-smtp-relay",
+            "smtp.example.org:587",
+            "--alert-smtp-username",
+            "portal",
+            "--alert-smtp-password",
+            "hunter2relay",
+        ])
+        .config;
+        assert!(config.alert_smtp_password.is_some());
+        assert!(!format!("{config:?}").contains("hunter2relay"));
+    }
+
+    #[test]
     fn defaults_need_no_configuration() {
         let config = Config::defaults();
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");

@@ -38,8 +38,9 @@ create table alert_jobs (
     -- (emptied once sent or given up, so no usable link stays at rest)
     to_addr text not null default '',
     sealed_link text not null default '',
-    -- 'pending', 'sent', 'failed' (given up) or 'dropped' (nothing to say any more:
-    -- alerts turned off, the address changed, the messages already read)
+    -- 'pending', 'sending' (claimed by a worker), 'sent', 'failed' (given up) or
+    -- 'dropped' (nothing to say any more: alerts turned off, the address changed, the
+    -- messages already read)
     state text not null default 'pending',
     -- when it is tried next; a worker's claim moves it forward by a lease
     next_attempt_at integer not null,

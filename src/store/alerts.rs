@@ -276,12 +276,14 @@ pub struct Job {
 }
 
 /// Claims the next due job until `lease_until` (another instance skips it meanwhile;
-/// a worker that dies leaves it to be claimed again when the lease ends).
+/// a worker that dies leaves it to be claimed again when the lease ends). A claimed
+/// job is `sending`, so that mail arriving meanwhile queues a new alert rather than
+/// joining one whose count may already be taken.
 pub async fn claim_next(db: &Db, now: i64, lease_until: i64) -> sqlx::Result<Option<Job>> {
     loop {
         let candidate = sqlx::query(
             "select id, next_attempt_at from alert_jobs
-             where state = 'pending' and next_attempt_at <= $1
+             where state in ('pending', 'sending') and next_attempt_at <= $1
              order by next_attempt_at, id limit 1",
         )
         .bind(now)
@@ -293,8 +295,8 @@ pub async fn claim_next(db: &Db, now: i64, lease_until: i64) -> sqlx::Result<Opt
         let id: i64 = candidate.try_get("id")?;
         let due: i64 = candidate.try_get("next_attempt_at")?;
         let row = sqlx::query(
-            "update alert_jobs set next_attempt_at = $1, updated_at = $2
-             where id = $3 and state = 'pending' and next_attempt_at = $4
+            "update alert_jobs set state = 'sending', next_attempt_at = $1, updated_at = $2
+             where id = $3 and state in ('pending', 'sending') and next_attempt_at = $4
              returning id, kind, user_id, mailbox_id, to_addr, sealed_link, attempts, created_at",
         )
         .bind(lease_until)
@@ -394,9 +396,9 @@ async fn finish(db: &Db, id: i64, state: &str, reason: &str, now: i64) -> sqlx::
 /// A failed attempt to be tried again at `at`.
 pub async fn retry_later(db: &Db, id: i64, reason: &str, at: i64, now: i64) -> sqlx::Result<()> {
     sqlx::query(
-        "update alert_jobs set attempts = attempts + 1, last_error = $1, next_attempt_at = $2,
-                updated_at = $3
-         where id = $4 and state = 'pending'",
+        "update alert_jobs set state = 'pending', attempts = attempts + 1, last_error = $1,
+                next_attempt_at = $2, updated_at = $3
+         where id = $4 and state = 'sending'",
     )
     .bind(reason)
     .bind(at)
@@ -408,9 +410,26 @@ pub async fn retry_later(db: &Db, id: i64, reason: &str, at: i64, now: i64) -> s
 }
 
 /// Waits until `at` without counting an attempt (the interval since the last alert).
+/// Back to `pending`: if another alert for the same mailbox was queued meanwhile, this
+/// one is dropped in favour of it.
 pub async fn postpone(db: &Db, id: i64, at: i64, now: i64) -> sqlx::Result<()> {
+    let waiting = sqlx::query(
+        "update alert_jobs set state = 'dropped', updated_at = $2
+         where id = $1 and exists (select 1 from alert_jobs o
+                                   where o.user_id = alert_jobs.user_id
+                                     and o.mailbox_id = alert_jobs.mailbox_id
+                                     and o.kind = 'new-mail' and o.state = 'pending')",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    if waiting.rows_affected() == 1 {
+        return Ok(());
+    }
     sqlx::query(
-        "update alert_jobs set next_attempt_at = $1, updated_at = $2 where id = $3 and state = 'pending'",
+        "update alert_jobs set state = 'pending', next_attempt_at = $1, updated_at = $2
+         where id = $3 and state = 'sending'",
     )
     .bind(at)
     .bind(now)
@@ -422,10 +441,12 @@ pub async fn postpone(db: &Db, id: i64, at: i64, now: i64) -> sqlx::Result<()> {
 
 /// Forgets finished jobs older than `before` (the interval only looks back minutes).
 pub async fn forget_finished(db: &Db, before: i64) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from alert_jobs where state <> 'pending' and updated_at < $1")
-        .bind(before)
-        .execute(&db.pool)
-        .await?;
+    let done = sqlx::query(
+        "delete from alert_jobs where state in ('sent', 'failed', 'dropped') and updated_at < $1",
+    )
+    .bind(before)
+    .execute(&db.pool)
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -447,7 +468,7 @@ pub async fn troubles(db: &Db, limit: i64) -> sqlx::Result<Vec<TroubleRow>> {
     let rows = sqlx::query(
         "select j.id, j.kind, u.email, j.state, j.attempts, j.next_attempt_at, j.last_error, j.updated_at
          from alert_jobs j join users u on u.id = j.user_id
-         where (j.state = 'pending' and j.attempts > 0) or j.state = 'failed'
+         where (j.state in ('pending', 'sending') and j.attempts > 0) or j.state = 'failed'
          order by j.id desc limit $1",
     )
     .bind(limit)
@@ -472,8 +493,8 @@ pub async fn troubles(db: &Db, limit: i64) -> sqlx::Result<Vec<TroubleRow>> {
 /// (waiting, failing or given up) for the operator's home page.
 pub async fn counts(db: &Db) -> sqlx::Result<(i64, i64)> {
     let row = sqlx::query(
-        "select coalesce(sum(case when state = 'pending' then 1 else 0 end), 0) as waiting,
-                coalesce(sum(case when (state = 'pending' and attempts > 0) or state = 'failed'
+        "select coalesce(sum(case when state in ('pending', 'sending') then 1 else 0 end), 0) as waiting,
+                coalesce(sum(case when (state in ('pending', 'sending') and attempts > 0) or state = 'failed'
                                   then 1 else 0 end), 0) as troubled
          from alert_jobs",
     )

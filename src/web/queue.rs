@@ -77,7 +77,7 @@ async fn list(
         .await?
         .into_iter()
         .map(|t| {
-            let when = if t.state == "pending" {
+            let when = if t.state != "failed" {
                 format_utc(t.next_attempt_at)
             } else {
                 format_utc(t.updated_at)

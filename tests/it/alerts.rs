@@ -475,3 +475,45 @@ async fn without_a_relay_the_link_is_shown_to_copy_and_alerts_are_not_offered() 
     let page = boss.get("/account/alerts").await;
     assert!(page.body.contains("id=\"alerts-unavailable\""));
 }
+
+#[tokio::test]
+async fn the_cli_queues_a_password_link_for_the_running_portal_to_e_mail() {
+    let (app, sink, _, _) = portal_with_alerts().await;
+    // without the relay in its configuration the command refuses, before anything changes
+    let refused = app
+        .cli(&["admin", "user", "reset-password", ANA, "--email-link"])
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("DIRECTMAIL_ALERT_SMTP_RELAY"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(sink.received.lock().unwrap().is_empty());
+
+    let mut command = app.command();
+    command
+        .env(
+            "DIRECTMAIL_ALERT_SMTP_RELAY",
+            app.config.alert_smtp_relay.as_deref().unwrap(),
+        )
+        .args(["admin", "user", "reset-password", ANA, "--email-link"]);
+    let out = crate::helpers::run(command).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("queued") && !said.contains("/invite/"),
+        "{said}"
+    );
+    let (to, _, text) = letter(&sink, 0).await;
+    assert_eq!(to, vec![ANA.to_owned()]);
+    assert!(
+        text.contains("Choose a new password for Prairie HIE Secure Mail"),
+        "{text}"
+    );
+    link_in(&text, "/invite/");
+}
