@@ -164,6 +164,40 @@ pub async fn reset_password(db: &Db, actor: &Actor, user: &User, now: i64) -> Ou
     Ok(token)
 }
 
+/// Queues the e-mail carrying an invitation or password link to the user's own
+/// (login) address, sent through the alert relay by the running portal. The e-mail
+/// says only what the link is for (`crate::alerts::invite_letter`).
+pub async fn email_link(
+    db: &Db,
+    secret: &crate::secrets::SecretKey,
+    actor: &Actor,
+    user: &User,
+    link: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    use crate::alerts::Kind;
+    // a reset clears the password, so the user record alone cannot tell it from an
+    // invitation: the open link says
+    let kind = if invites::open_purpose(db, user.id, now).await? == Some(Purpose::Reset) {
+        Kind::Reset
+    } else {
+        Kind::Invite
+    };
+    let mut tx = db.begin().await?;
+    crate::alerts::queue_link(&mut tx, secret, kind, user.id, &user.email, link, now).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("link.emailed", &user.email)
+            .detail(format!("{} link queued for the alert relay", kind.as_str()))
+            .org(user.org_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Removes two-step sign-in and the recovery codes, and signs the user out.
 pub async fn reset_mfa(db: &Db, actor: &Actor, user: &User, now: i64) -> Outcome<()> {
     let mut tx = db.begin().await?;
@@ -280,6 +314,32 @@ pub async fn update_settings(
         Event::new("org.settings", format!("org:{}", org.id))
             .detail(format!(
                 "idle {idle_minutes} min, mfa required {require_mfa}"
+            ))
+            .org(Some(org.id)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Lets new-mail alerts name the sender's organization, or stops it (off by default:
+/// an organization's name can say more than it seems, e.g. a specialist clinic).
+pub async fn set_alert_policy(
+    db: &Db,
+    actor: &Actor,
+    org: &Org,
+    name_sender: bool,
+    now: i64,
+) -> Outcome<()> {
+    let mut tx = db.begin().await?;
+    crate::store::alerts::set_names_sender(&mut tx, org.id, name_sender).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("org.alerts", format!("org:{}", org.id))
+            .detail(format!(
+                "alerts name the sender's organization: {name_sender}"
             ))
             .org(Some(org.id)),
     )

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::health::routes())
         .merge(web::auth::routes())
         .merge(web::account::routes())
+        .merge(web::alerts::routes())
         .merge(web::orgs::routes())
         .merge(web::opt_outs::routes())
         .merge(web::disclosures::routes())
@@ -258,6 +259,7 @@ impl Application {
             fetcher,
             wake_processor: Arc::default(),
             wake_sender: Arc::default(),
+            wake_alerts: Arc::default(),
         };
         // several workers, so that a message whose certificates point at slow servers
         // does not hold up the others (each message is claimed by one worker)
@@ -270,6 +272,7 @@ impl Application {
                     clock: state.clock.clone(),
                     wake: state.wake_processor.clone(),
                     wake_sender: state.wake_sender.clone(),
+                    wake_alerts: state.wake_alerts.clone(),
                 }
                 .run(),
             );
@@ -313,6 +316,18 @@ impl Application {
                 .run(),
             );
         }
+        // one alert worker: alerts are few, and a relay that is down only delays them
+        tokio::spawn(
+            crate::alerts::Alerter::new(
+                &state.config,
+                state.db.clone(),
+                state.secret.clone(),
+                state.clock.clone(),
+                state.public_base.clone(),
+                state.wake_alerts.clone(),
+            )?
+            .run(),
+        );
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
         spawn_bundle_refresh(&state);

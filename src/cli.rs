@@ -262,6 +262,10 @@ pub enum UserCommand {
         /// Display name; defaults to the address's local part.
         #[arg(long)]
         name: Option<String>,
+        /// E-mail the link to the address through the alert relay instead of printing
+        /// it (the running portal sends it; needs DIRECTMAIL_ALERT_SMTP_RELAY).
+        #[arg(long)]
+        email_link: bool,
     },
     /// Disable an account and end its sessions.
     Disable { email: String },
@@ -274,7 +278,13 @@ pub enum UserCommand {
         role: String,
     },
     /// End the password now and print a single-use link to choose a new one.
-    ResetPassword { email: String },
+    ResetPassword {
+        email: String,
+        /// E-mail the link to the user's address through the alert relay instead of
+        /// printing it (the running portal sends it; needs DIRECTMAIL_ALERT_SMTP_RELAY).
+        #[arg(long)]
+        email_link: bool,
+    },
     /// Remove two-step sign-in and recovery codes.
     ResetMfa { email: String },
 }
@@ -362,7 +372,22 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
             org,
             role,
             name,
-        }) => user_invite(config, &db, &email, &org, &role, name.as_deref(), now).await?,
+            email_link,
+        }) => {
+            if email_link {
+                alert_relay_required(config)?;
+            }
+            let (user, link) =
+                user_invite(config, &db, &email, &org, &role, name.as_deref(), now).await?;
+            if email_link {
+                emailed_link(config, &db, &user, &link, now).await?
+            } else {
+                (
+                    link.clone(),
+                    json!({ "id": user.id, "email": user.email, "link": link }),
+                )
+            }
+        }
         AdminCommand::User(UserCommand::Disable { email }) => {
             user_disabled(&db, &email, true, now).await?
         }
@@ -380,13 +405,20 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
                 json!({ "email": user.email, "role": role.as_str() }),
             )
         }
-        AdminCommand::User(UserCommand::ResetPassword { email }) => {
+        AdminCommand::User(UserCommand::ResetPassword { email, email_link }) => {
             let user = find_user(&db, &email).await?;
+            if email_link {
+                alert_relay_required(config)?;
+            }
             let token = accounts::reset_password(&db, &Actor::cli(), &user, now)
                 .await
                 .map_err(refused)?;
             let link = link_for(config, &token);
-            (link.clone(), json!({ "email": user.email, "link": link }))
+            if email_link {
+                emailed_link(config, &db, &user, &link, now).await?
+            } else {
+                (link.clone(), json!({ "email": user.email, "link": link }))
+            }
         }
         AdminCommand::User(UserCommand::ResetMfa { email }) => {
             let user = find_user(&db, &email).await?;
@@ -1054,6 +1086,34 @@ fn link_for(config: &Config, token: &str) -> String {
     format!("{base}/invite/{token}")
 }
 
+/// Refuses `--email-link` on a portal without an alert relay, before anything changes.
+fn alert_relay_required(config: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.alert_smtp_relay.is_some(),
+        "--email-link needs the alert relay: set DIRECTMAIL_ALERT_SMTP_RELAY (as the running portal has it), or leave out --email-link to print the link."
+    );
+    Ok(())
+}
+
+/// Queues the link for the alert relay; the running portal's alert worker sends it.
+async fn emailed_link(
+    config: &Config,
+    db: &Db,
+    user: &users::User,
+    link: &str,
+    now: i64,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let (kek, _) = secrets::load(config)?;
+    accounts::email_link(db, &kek, &Actor::cli(), user, link, now).await?;
+    Ok((
+        format!(
+            "The link is queued for {}; the running portal e-mails it through the alert relay.",
+            user.email
+        ),
+        json!({ "email": user.email, "emailed": true }),
+    ))
+}
+
 async fn user_invite(
     config: &Config,
     db: &Db,
@@ -1062,7 +1122,7 @@ async fn user_invite(
     role: &str,
     name: Option<&str>,
     now: i64,
-) -> anyhow::Result<(String, serde_json::Value)> {
+) -> anyhow::Result<(users::User, String)> {
     let email = valid("e-mail address", Email::parse(email))?;
     let role = valid("role", Role::parse(role))?;
     let org = find_org(db, org).await?;
@@ -1073,11 +1133,7 @@ async fn user_invite(
     let (user, token) = accounts::invite(db, &Actor::cli(), &org, &email, &name, role, now)
         .await
         .map_err(refused)?;
-    let link = link_for(config, &token);
-    Ok((
-        link.clone(),
-        json!({ "id": user.id, "email": user.email, "link": link }),
-    ))
+    Ok((user, link_for(config, &token)))
 }
 
 async fn user_disabled(

@@ -108,6 +108,57 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_SMTP_RELAY", global = true)]
     pub smtp_relay: Option<String>,
 
+    /// Send e-mail alerts (new secure mail, alert-address checks, invitation and
+    /// password links) through this SMTP relay (`host:port`), always with STARTTLS.
+    /// Alerts are off when unset, and administrators copy links by hand.
+    #[arg(long, env = "DIRECTMAIL_ALERT_SMTP_RELAY", global = true)]
+    pub alert_smtp_relay: Option<String>,
+
+    /// User name for the alert relay (with `DIRECTMAIL_ALERT_SMTP_PASSWORD`); no
+    /// authentication when unset.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ALERT_SMTP_USERNAME",
+        global = true,
+        requires = "alert_smtp_password"
+    )]
+    pub alert_smtp_username: Option<String>,
+
+    /// Password for the alert relay.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ALERT_SMTP_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        requires = "alert_smtp_username"
+    )]
+    pub alert_smtp_password: Option<crate::secrets::SecretString>,
+
+    /// The From address of alert e-mails; `no-reply@<HISP domain>` when unset.
+    #[arg(long, env = "DIRECTMAIL_ALERT_FROM", global = true)]
+    pub alert_from: Option<String>,
+
+    /// Minutes between two new-mail alerts about the same mailbox to the same user;
+    /// messages arriving in between are counted in the next one.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_ALERT_INTERVAL",
+        default_value_t = 15,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=1440)
+    )]
+    pub alert_interval: u32,
+
+    /// The portal's name as alert e-mails give it ("You have 2 new secure messages in
+    /// <name>").
+    #[arg(
+        long,
+        env = "DIRECTMAIL_PORTAL_NAME",
+        default_value = "directmail",
+        global = true
+    )]
+    pub portal_name: String,
+
     /// Seconds to wait for a recipient's processed notification before the message
     /// counts as failed for that recipient.
     #[arg(
@@ -526,6 +577,8 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url.as_ref().map(|u| u.as_str()))
             .field("tls_cert", &self.tls_cert)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("alert_smtp_relay", &self.alert_smtp_relay)
+            .field("alert_smtp_username", &self.alert_smtp_username)
             .finish_non_exhaustive()
     }
 }
@@ -653,6 +706,22 @@ mod tests {
         let mut config = Config::defaults();
         config.database_url = Some(url);
         assert!(!format!("{config:?}").contains("hunter2secret"));
+    }
+
+    #[test]
+    fn the_alert_relay_password_never_prints() {
+        let config = Cli::parse_from([
+            "directmail",
+            "--alert-smtp-relay",
+            "smtp.example.org:587",
+            "--alert-smtp-username",
+            "portal",
+            "--alert-smtp-password",
+            "hunter2relay",
+        ])
+        .config;
+        assert!(config.alert_smtp_password.is_some());
+        assert!(!format!("{config:?}").contains("hunter2relay"));
     }
 
     #[test]

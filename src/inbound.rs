@@ -37,6 +37,8 @@ pub struct Processor {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken when delivery notifications were queued.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    /// Woken when new-mail alerts were queued.
+    pub wake_alerts: Arc<tokio::sync::Notify>,
 }
 
 /// How a message ended.
@@ -423,6 +425,7 @@ impl Processor {
         let delivering = std::time::Instant::now();
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin().await?;
+        let mut alerts_queued = 0;
         let outcome = match failure {
             Some((code, detail)) => {
                 let sentence = directmail_smime::ReasonCode::parse(&code)
@@ -514,7 +517,7 @@ impl Processor {
                     .await?;
                 }
                 for (mailbox_id, m) in &deliveries {
-                    inbound::deliver(
+                    let filed = inbound::deliver(
                         &mut tx,
                         NewMessage {
                             mailbox_id: *mailbox_id,
@@ -536,6 +539,11 @@ impl Processor {
                         now,
                     )
                     .await?;
+                    // the alert names only the mailbox; the worker counts at send time
+                    if filed {
+                        alerts_queued +=
+                            crate::store::alerts::new_mail(&mut tx, *mailbox_id, now).await?;
+                    }
                 }
                 inbound::finish(
                     &mut tx,
@@ -562,6 +570,9 @@ impl Processor {
         stages::record(Stage::Deliver, delivering.elapsed());
         if !mdns.is_empty() || notice.is_some() {
             self.wake_sender.notify_one();
+        }
+        if alerts_queued > 0 {
+            self.wake_alerts.notify_one();
         }
         Ok((outcome, next))
     }

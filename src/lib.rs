@@ -9,6 +9,7 @@
 //! - [`app`]: building and serving the HTTP application; [`web`]: its pages;
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
+//! - [`alerts`]: alerts to ordinary e-mail (new mail, links), without PHI;
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`packaging`]: a message's documents as one XDM package;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
@@ -22,6 +23,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod accounts;
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -102,6 +102,25 @@ pub async fn consume(conn: &mut AnyConnection, token_hash: &str, now: i64) -> sq
     Ok(done.rows_affected() == 1)
 }
 
+/// What the user's open link is for, if one is open.
+pub async fn open_purpose(db: &Db, user_id: i64, now: i64) -> sqlx::Result<Option<Purpose>> {
+    let purpose: Option<String> = sqlx::query_scalar(
+        "select purpose from invites where user_id = $1 and used_at is null and expires_at > $2
+         order by id desc limit 1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(purpose.map(|p| {
+        if p == "reset" {
+            Purpose::Reset
+        } else {
+            Purpose::Invite
+        }
+    }))
+}
+
 /// When the user's open invite or reset link expires, if one is open.
 pub async fn pending_for(db: &Db, user_id: i64, now: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(

@@ -4,6 +4,7 @@
 //! Functions that change something take a connection (usually a transaction), so the
 //! caller commits the change together with its audit entry.
 
+pub mod alerts;
 pub mod bundles;
 pub mod directory;
 pub mod disclosures;

@@ -56,6 +56,8 @@ struct Glance {
     waiting: i64,
     failed: i64,
     quarantined: i64,
+    /// Alert e-mails being retried or given up.
+    alerts_failing: i64,
     /// (kind, subject, domain, when it ends in words, link)
     expiring: Vec<(&'static str, String, String, String, String)>,
 }
@@ -88,6 +90,7 @@ async fn home(State(state): State<AppState>, current: CurrentUser) -> AppResult<
             waiting,
             failed,
             quarantined: crate::store::inbound::quarantined(&state.db).await?,
+            alerts_failing: crate::store::alerts::counts(&state.db).await?.1,
             expiring,
         })
     } else {

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::db::Db;
 
 pub mod account;
+pub mod alerts;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub wake_processor: Arc<tokio::sync::Notify>,
     /// Wakes the delivery worker after something was queued.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    /// Wakes the alert worker after an alert e-mail was queued.
+    pub wake_alerts: Arc<tokio::sync::Notify>,
     /// Certificate discovery (DNS CERT, LDAP) for recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
 }

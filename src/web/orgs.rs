@@ -499,6 +499,10 @@ struct InvitePage {
     /// After success: the link to hand to the invited person.
     link: String,
     invited: String,
+    /// Whether the link can be e-mailed (an alert relay is configured), and whether
+    /// the form asked for it.
+    can_email: bool,
+    email_link: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -529,6 +533,8 @@ async fn invite_form(
         errors: FieldErrors::default(),
         link,
         invited,
+        can_email: state.config.alert_smtp_relay.is_some(),
+        email_link: true,
     })
 }
 
@@ -538,6 +544,8 @@ pub struct InviteForm {
     email: String,
     name: String,
     role: String,
+    /// "1": e-mail the link to the invited address through the alert relay.
+    email_link: String,
 }
 
 /// The absolute link for a single-use token.
@@ -572,6 +580,8 @@ async fn invite_user(
         errors: FieldErrors::default(),
         link: String::new(),
         invited: String::new(),
+        can_email: state.config.alert_smtp_relay.is_some(),
+        email_link: true,
     };
     let form = match form {
         Ok(Form(f)) => f,
@@ -584,6 +594,7 @@ async fn invite_user(
     page.email = form.email.clone();
     page.name = form.name.clone();
     page.role = form.role.clone();
+    page.email_link = form.email_link == "1";
     let email = page.errors.check("email", Email::parse(&form.email));
     let name = page.errors.check("name", DisplayName::parse(&form.name));
     let role = page.errors.check("role", org_role(&form.role));
@@ -593,7 +604,7 @@ async fn invite_user(
     let now = state.clock.now();
     match accounts::invite(
         &state.db,
-        &current.actor(ip),
+        &current.actor(ip.clone()),
         &org,
         &email,
         &name,
@@ -603,8 +614,21 @@ async fn invite_user(
     .await
     {
         Ok((user, token)) => {
-            // shown on the next page, once: a reload does not repeat the invitation
-            show_link_once(&state, &current, &user.email, &link_for(&state, &token)).await?;
+            let link = link_for(&state, &token);
+            if page.can_email && page.email_link {
+                email_link(&state, &current, ip, &user, &link, now).await?;
+                session::flash(
+                    &current.session,
+                    format!(
+                        "Invitation created for {}; the link is on its way to that address (it works once, for 72 hours).",
+                        user.email
+                    ),
+                )
+                .await?;
+            } else {
+                // shown on the next page, once: a reload does not repeat the invitation
+                show_link_once(&state, &current, &user.email, &link).await?;
+            }
             Ok(Redirect::to(&format!("/orgs/{}/users/invite", org.id)).into_response())
         }
         Err(Refusal::Refused(message)) => {
@@ -613,6 +637,28 @@ async fn invite_user(
         }
         Err(Refusal::Store(e)) => Err(e.into()),
     }
+}
+
+/// Queues the e-mail with an invitation or password link, and wakes the alert worker.
+async fn email_link(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    user: &User,
+    link: &str,
+    now: i64,
+) -> AppResult<()> {
+    accounts::email_link(
+        &state.db,
+        &state.secret,
+        &current.actor(ip),
+        user,
+        link,
+        now,
+    )
+    .await?;
+    state.wake_alerts.notify_one();
+    Ok(())
 }
 
 /// Session keys of a single-use link waiting to be shown: for whom (in clear), and
@@ -671,6 +717,8 @@ struct UserPage {
     pending_invite: String,
     /// After a reset: the link to hand over, shown once.
     link: String,
+    /// Whether a link can be e-mailed (an alert relay is configured).
+    can_email: bool,
     is_self: bool,
     can_edit: bool,
 }
@@ -704,6 +752,7 @@ async fn user_view(
             .await?
             .map(format_utc)
             .unwrap_or_default(),
+        can_email: state.config.alert_smtp_relay.is_some(),
         is_self: user.id == current.user.id,
         can_edit: user.id != current.user.id,
         row: UserRow::new(user, now),
@@ -810,6 +859,13 @@ async fn enable_user(
     set_disabled(state, ip, current, org_id, user_id, false).await
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct EmailLinkForm {
+    /// "1": e-mail the link to the user's address through the alert relay.
+    email_link: String,
+}
+
 /// Ends the old password at once and gives the administrator a single-use link for
 /// the user to choose a new one. (Unused invites are re-issued the same way.)
 async fn reset_password(
@@ -817,11 +873,27 @@ async fn reset_password(
     ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path((org_id, user_id)): Path<(i64, i64)>,
+    form: Result<Form<EmailLinkForm>, FormRejection>,
 ) -> AppResult<Response> {
     let (org, user) = action_target(&state, &current, org_id, user_id).await?;
     let now = state.clock.now();
-    let token = done(accounts::reset_password(&state.db, &current.actor(ip), &user, now).await)?;
-    show_link_once(&state, &current, &user.email, &link_for(&state, &token)).await?;
+    let token =
+        done(accounts::reset_password(&state.db, &current.actor(ip.clone()), &user, now).await)?;
+    let link = link_for(&state, &token);
+    let wanted = form.is_ok_and(|Form(f)| f.email_link == "1");
+    if wanted && state.config.alert_smtp_relay.is_some() {
+        email_link(&state, &current, ip, &user, &link, now).await?;
+        session::flash(
+            &current.session,
+            format!(
+                "The link is on its way to {} (it works once, for 72 hours).",
+                user.email
+            ),
+        )
+        .await?;
+    } else {
+        show_link_once(&state, &current, &user.email, &link).await?;
+    }
     Ok(Redirect::to(&format!("/orgs/{}/users/{}", org.id, user.id)).into_response())
 }
 
@@ -1226,6 +1298,8 @@ struct SettingsPage {
     org: Org,
     idle: String,
     require_mfa: bool,
+    /// Whether new-mail alerts may name the sender's organization.
+    alerts_name_sender: bool,
     errors: FieldErrors,
 }
 
@@ -1239,6 +1313,7 @@ async fn settings_page(
         chrome: current.chrome,
         idle: org.idle_timeout_minutes.to_string(),
         require_mfa: org.require_mfa,
+        alerts_name_sender: crate::store::alerts::names_sender(&state.db, org.id).await?,
         org,
         errors: FieldErrors::default(),
     })
@@ -1249,6 +1324,7 @@ async fn settings_page(
 pub struct SettingsForm {
     idle: String,
     require_mfa: String,
+    alerts_name_sender: String,
 }
 
 async fn save_settings(
@@ -1263,6 +1339,7 @@ async fn save_settings(
         chrome: current.chrome.clone(),
         idle: org.idle_timeout_minutes.to_string(),
         require_mfa: org.require_mfa,
+        alerts_name_sender: crate::store::alerts::names_sender(&state.db, org.id).await?,
         org: org.clone(),
         errors: FieldErrors::default(),
     };
@@ -1276,6 +1353,8 @@ async fn save_settings(
     };
     page.idle = form.idle.clone();
     page.require_mfa = !form.require_mfa.is_empty();
+    let was_naming = page.alerts_name_sender;
+    page.alerts_name_sender = !form.alerts_name_sender.is_empty();
     let Some(idle) = page.errors.check("idle", parse_idle_timeout(&form.idle)) else {
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
@@ -1283,7 +1362,7 @@ async fn save_settings(
     done(
         accounts::update_settings(
             &state.db,
-            &current.actor(ip),
+            &current.actor(ip.clone()),
             &org,
             idle,
             page.require_mfa,
@@ -1291,6 +1370,18 @@ async fn save_settings(
         )
         .await,
     )?;
+    if page.alerts_name_sender != was_naming {
+        done(
+            accounts::set_alert_policy(
+                &state.db,
+                &current.actor(ip),
+                &org,
+                page.alerts_name_sender,
+                now,
+            )
+            .await,
+        )?;
+    }
     session::flash(&current.session, "Settings saved.").await?;
     Ok(Redirect::to(&format!("/orgs/{}/settings", org.id)).into_response())
 }

@@ -14,6 +14,7 @@ use super::session::{Chrome, CurrentUser};
 use super::{AppError, AppResult, AppState, ClientIp, finish_action};
 use crate::audit::Event;
 use crate::clock::format_utc;
+use crate::store::alerts::TroubleRow as AlertTrouble;
 use crate::store::outbound::{self, QueueRow};
 
 const PAGE: i64 = 50;
@@ -41,6 +42,9 @@ struct QueuePage {
     state: String,
     rows: Vec<Row>,
     next_before: String,
+    /// Alert e-mails (`crate::alerts`) that failed at least once: (row, kind in
+    /// words, next attempt or when given up).
+    alerts: Vec<(AlertTrouble, &'static str, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,7 +73,21 @@ async fn list(
     } else {
         String::new()
     };
+    let alerts = crate::store::alerts::troubles(&state.db, PAGE)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let when = if t.state != "failed" {
+                format_utc(t.next_attempt_at)
+            } else {
+                format_utc(t.updated_at)
+            };
+            let kind = crate::alerts::Kind::label(&t.kind);
+            (t, kind, when)
+        })
+        .collect();
     Ok(QueuePage {
+        alerts,
         chrome: current.chrome,
         state: filter.to_owned(),
         rows: rows

@@ -567,6 +567,8 @@ impl Browser {
 pub struct TestHttps {
     pub ca_pem: std::path::PathBuf,
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The same certificate for other servers (STARTTLS on a loopback SMTP sink).
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 pub fn test_https() -> &'static TestHttps {
@@ -600,9 +602,11 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("certificate and key");
+        let config = std::sync::Arc::new(config);
         TestHttps {
             ca_pem: dir.join("ca.pem"),
-            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+            acceptor: tokio_rustls::TlsAcceptor::from(config.clone()),
+            server_config: config,
         }
     })
 }

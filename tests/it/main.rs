@@ -2,6 +2,7 @@
 //! `DIRECTMAIL_TEST_POSTGRES_URL`) PostgreSQL. One binary, many modules.
 
 mod accounts;
+mod alerts;
 mod api;
 mod audit_chain;
 mod backup;
