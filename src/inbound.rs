@@ -37,6 +37,7 @@ pub struct Processor {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken when delivery notifications were queued.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// How a message ended.
@@ -138,7 +139,10 @@ impl Processor {
     pub async fn run(self) {
         loop {
             match self.process_next().await {
-                Ok(Some(_)) => continue,
+                Ok(Some((_, outcome))) => {
+                    self.metrics.received(&outcome);
+                    continue;
+                }
                 Ok(None) => {}
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
@@ -458,7 +462,13 @@ impl Processor {
                             } else {
                                 String::new()
                             };
-                            crate::store::outbound::advance(
+                            let before = crate::store::figures::status(
+                                &mut tx,
+                                outbound_id,
+                                &n.final_recipient,
+                            )
+                            .await?;
+                            let advanced = crate::store::outbound::advance(
                                 &mut tx,
                                 outbound_id,
                                 &n.final_recipient,
@@ -467,6 +477,10 @@ impl Processor {
                                 now,
                             )
                             .await?;
+                            if advanced {
+                                let m = &self.metrics;
+                                m.notified(&mut tx, outbound_id, before, state, now).await?;
+                            }
                         }
                     }
                 }

@@ -28,6 +28,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The portal's inbound SMTP listener.
     pub smtp_addr: SocketAddr,
+    /// The `/metrics` listener, when `metrics_addr` was set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub config: Config,
     /// The first operator's one-time password, from first start-up.
@@ -196,6 +198,7 @@ impl TestApp {
         let application = Application::build_with_clock(config.clone(), Clock::default()).await?;
         let addr = application.local_addr().expect("bound");
         let smtp_addr = application.smtp_addr().expect("bound");
+        let metrics_addr = application.metrics_addr();
         let state = application.state.clone();
         let first_password = application
             .first_operator
@@ -205,6 +208,7 @@ impl TestApp {
         Ok(TestApp {
             addr,
             smtp_addr,
+            metrics_addr,
             state,
             config,
             first_password,
