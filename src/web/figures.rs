@@ -99,7 +99,7 @@ fn warning(c: &CertificateEnd, now: i64) -> Warning {
     let when = if ended {
         format!("ended {}", format_utc(c.not_after))
     } else {
-        let days = days_left(c.not_after, now).floor();
+        let days = days_left(c.not_after, now).round();
         format!("ends {} (in {days} days)", format_utc(c.not_after))
     };
     let (owner, link) = match (&c.domain, &c.bundle) {
