@@ -780,19 +780,7 @@ async fn the_system_figures_page_shows_the_queues_and_counts_and_warns_of_anchor
     .await
     .unwrap();
     // a message from one practice to the other, acknowledged
-    directmail::outbound::submit(
-        &app.state.db,
-        &ana,
-        "Dr. Ana Ruiz",
-        &["front@direct.hillside.test".to_owned()],
-        &[],
-        "Referral for Ms. Diaz",
-        "Please see the patient this week.",
-        app.now(),
-    )
-    .await
-    .unwrap();
-    app.state.wake_sender.notify_one();
+    app.send_referral(&ana).await;
 
     app.user(None, "op@hisp.test", Role::Operator).await;
     let mut op = app.signed_in("op@hisp.test").await;

@@ -159,6 +159,25 @@ impl TestApp {
         (ana, kim)
     }
 
+    /// Ana's referral to Kim's front desk ([`TestApp::lakeside_and_hillside`]),
+    /// queued and the sender woken: the outbound message's id.
+    pub async fn send_referral(&self, ana: &directmail::store::mailboxes::Mailbox) -> i64 {
+        let id = directmail::outbound::submit(
+            &self.state.db,
+            ana,
+            "Dr. Ana Ruiz",
+            &["front@direct.hillside.test".to_owned()],
+            &[],
+            "Referral for Ms. Diaz",
+            "Please see the patient this week.",
+            self.now(),
+        )
+        .await
+        .expect("queued");
+        self.state.wake_sender.notify_one();
+        id
+    }
+
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }

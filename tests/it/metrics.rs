@@ -339,19 +339,7 @@ async fn app_pages(app: &TestApp) {
 async fn a_message_between_two_practices_is_counted_sent_and_timed_to_its_processed_notification() {
     let app = TestApp::spawn_with(with_metrics).await;
     let (ana, _kim) = app.lakeside_and_hillside().await;
-    let id = directmail::outbound::submit(
-        &app.state.db,
-        &ana,
-        "Dr. Ana Ruiz",
-        &["front@direct.hillside.test".to_owned()],
-        &[],
-        "Referral for Ms. Diaz",
-        "Please see the patient this week.",
-        app.now(),
-    )
-    .await
-    .unwrap();
-    app.state.wake_sender.notify_one();
+    let id = app.send_referral(&ana).await;
     wait_for("dispatched", async || {
         outbound::statuses(&app.state.db, id).await.unwrap()[0].1 == "dispatched"
     })
