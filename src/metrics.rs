@@ -479,7 +479,7 @@ impl Metrics {
         Ok(text)
     }
 
-    /// The figures for the console's page, as of `now`.
+    /// The figures for the console's page (days left are the page's to work out).
     pub async fn figures(&self, db: &Db) -> anyhow::Result<Figures> {
         let read = Read::from_db(db).await?;
         let m = &self.0;

@@ -318,7 +318,8 @@ pub struct RouteSlot(std::sync::Arc<std::sync::OnceLock<String>>);
 /// Counts and times every request by method, route template and status. Outermost,
 /// so the time covers every layer and the status is the one the client gets. The
 /// route is the template (`/mail/{mailbox}/messages/{id}`), never the path, which can
-/// carry ids and tokens; a request that matched no route is `unmatched`.
+/// carry ids and tokens; a static file is `/static/{file}`, and a request that matched
+/// no route `unmatched`.
 pub async fn http_figures(
     State(metrics): State<crate::metrics::Metrics>,
     mut request: Request,
@@ -326,10 +327,16 @@ pub async fn http_figures(
 ) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
+    let static_file = request.uri().path().starts_with("/static/");
     let slot = RouteSlot::default();
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
-    let route = slot.0.get().map_or("unmatched", String::as_str);
+    let route = match slot.0.get() {
+        Some(route) => route.as_str(),
+        // the files are a nested service, which the routes' layer does not see
+        None if static_file => "/static/{file}",
+        None => "unmatched",
+    };
     metrics.http(
         method.as_str(),
         route,

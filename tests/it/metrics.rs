@@ -292,6 +292,17 @@ async fn received_messages_quarantine_smtp_fetches_and_pages_are_counted_without
         pages.text
     );
 
+    // static files under one route, not one series per file
+    assert_eq!(
+        pages.sum(
+            "directmail_http_request_duration_seconds_count",
+            &[("route", "/static/{file}"), ("status", "200")]
+        ),
+        1.0,
+        "{}",
+        pages.text
+    );
+    assert!(!pages.text.contains("app.css"), "{}", pages.text);
     // no subject, address, person or path with an id in any label
     for secret in [
         "Referral",
@@ -321,6 +332,8 @@ async fn app_pages(app: &TestApp) {
         let r = reqwest::get(app.url("/healthz")).await.unwrap();
         assert_eq!(r.status(), reqwest::StatusCode::OK);
     }
+    let r = reqwest::get(app.url("/static/app.css")).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
     app.user(None, "op@hisp.test", directmail::domain::Role::Operator)
         .await;
     let mut op = app.signed_in("op@hisp.test").await;
