@@ -37,6 +37,7 @@ pub struct Processor {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken when delivery notifications were queued.
     pub wake_sender: Arc<tokio::sync::Notify>,
+    /// Counts outcomes and times notifications.
     pub metrics: crate::metrics::Metrics,
 }
 

@@ -143,7 +143,7 @@ pub enum Smtp {
     SessionRefusedBusy,
     RecipientAccepted,
     RecipientUnknown,
-    /// A recipient (or a message) refused with a temporary failure (storage).
+    /// A recipient refused with a temporary failure (the lookup failed).
     RecipientTemporaryFailure,
     MessageStored,
     MessageTemporaryFailure,
@@ -222,7 +222,8 @@ struct Inner {
     inbound_queue: Family<StateLabels, Gauge>,
     quarantined: Gauge,
     days_left: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
-    /// One scrape at a time sets the gauges read from the database and encodes them.
+    /// One scrape at a time sets the gauges read from the database and encodes them
+    /// (two at once would clear and fill the certificates' family under each other).
     scraping: tokio::sync::Mutex<()>,
 }
 

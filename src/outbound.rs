@@ -237,6 +237,7 @@ pub struct Sender {
     pub network: directmail_net::Policy,
     /// Finds certificates of recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
+    /// Counts delivery attempts by outcome.
     pub metrics: crate::metrics::Metrics,
 }
 

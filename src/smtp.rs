@@ -22,6 +22,7 @@ pub struct PortalBackend {
     pub hostname: String,
     /// Wakes the processor after a message was stored.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Counts sessions, recipients and stored messages.
     pub metrics: Metrics,
 }
 

@@ -121,6 +121,15 @@ async fn metrics_are_served_only_when_an_address_is_configured() {
     let portal = reqwest::get(app.url("/metrics")).await.unwrap();
     assert_eq!(portal.status(), reqwest::StatusCode::NOT_FOUND);
     scrape(&app).await;
+
+    // an address already taken stops the start with the variable to change
+    let refused = TestApp::try_spawn_with(|c| c.metrics_addr = Some(addr)).await;
+    let error = format!("{:#}", refused.err().expect("the port is taken"));
+    assert!(
+        error.contains(&format!("cannot listen for metrics on {addr}"))
+            && error.contains("DIRECTMAIL_METRICS_ADDR"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
