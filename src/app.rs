@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::bundles::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
+        .merge(web::figures::routes())
         .merge(web::lookup::routes())
         .merge(web::leave::routes())
         .merge(web::patient::routes())
@@ -68,6 +69,9 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
     // CSRF wraps the whole router as one service (not each route, as `Router::layer`
     // does), so that a refused form can be answered by routing its page's GET.
     let body_timeout = Duration::from_secs(state.config.http_idle_timeout_seconds);
+    // Innermost, on the routes, where the matched route's template is known: noted
+    // for the HTTP figures (`mw::http_figures`, outermost).
+    let routes = routes.layer(middleware::from_fn(mw::note_route));
     let routed = routes.with_state(state.clone());
     let guarded = Router::new().fallback_service(
         tower::ServiceBuilder::new()
@@ -90,6 +94,7 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
             &state.config,
         )),
     };
+    let metrics = state.metrics.clone();
     with_sessions
         // Error pages need the request id set below, and see every status.
         .layer(middleware::from_fn(mw::error_pages))
@@ -116,6 +121,9 @@ fn apply_middleware(routes: Router<AppState>, state: AppState) -> Router {
                 req.map(|body| serve::stall_limited(body, body_timeout))
             },
         ))
+        // Outermost: each request counted once, timed through every layer, with the
+        // status the client gets (after error pages).
+        .layer(middleware::from_fn_with_state(metrics, mw::http_figures))
 }
 
 /// The session store that keeps ended sessions ended.
@@ -149,6 +157,8 @@ pub struct Application {
     tls: Option<Arc<rustls::ServerConfig>>,
     smtp_listener: TcpListener,
     smtp_config: directmail_smtp::Config,
+    /// `DIRECTMAIL_METRICS_ADDR`'s listener; none when the figures are not served.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -204,6 +214,14 @@ impl Application {
                 config.smtp_addr
             )
         })?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen for metrics on {addr}: the port is in use or not allowed; choose another with DIRECTMAIL_METRICS_ADDR, or unset it"
+                )
+            })?),
+            None => None,
+        };
         let smtp_tls = match (&config.smtp_tls_cert, &config.smtp_tls_key) {
             (Some(cert), Some(key)) => {
                 let read = |p: &std::path::Path, what: &str| {
@@ -243,11 +261,13 @@ impl Application {
             None if tls.is_some() => format!("https://{bound}"),
             None => format!("http://{bound}"),
         };
+        let metrics = crate::metrics::Metrics::new(clock.now());
         let fetcher = crate::pki::fetch::Fetcher::new(
             Duration::from_secs(config.fetch_timeout_seconds),
             config.network_policy(),
             &config.extra_https_roots()?,
-        )?;
+        )?
+        .with_metrics(metrics.clone());
         let discovery = crate::recipients::discovery(&db, &fetcher, &config)?;
         let state = AppState {
             discovery,
@@ -260,6 +280,7 @@ impl Application {
             wake_processor: Arc::default(),
             wake_sender: Arc::default(),
             wake_alerts: Arc::default(),
+            metrics,
         };
         // several workers, so that a message whose certificates point at slow servers
         // does not hold up the others (each message is claimed by one worker)
@@ -273,6 +294,7 @@ impl Application {
                     wake: state.wake_processor.clone(),
                     wake_sender: state.wake_sender.clone(),
                     wake_alerts: state.wake_alerts.clone(),
+                    metrics: state.metrics.clone(),
                 }
                 .run(),
             );
@@ -293,6 +315,7 @@ impl Application {
             mx_port: state.config.smtp_mx_port,
             network: state.config.network_policy(),
             discovery: state.discovery.clone(),
+            metrics: state.metrics.clone(),
             hostname: state
                 .config
                 .smtp_hostname
@@ -342,12 +365,20 @@ impl Application {
             tls,
             smtp_listener,
             smtp_config,
+            metrics_listener,
         })
     }
 
     /// Where the SMTP listener is bound.
     pub fn smtp_addr(&self) -> std::io::Result<SocketAddr> {
         self.smtp_listener.local_addr()
+    }
+
+    /// Where `/metrics` is served, when `DIRECTMAIL_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -374,6 +405,7 @@ impl Application {
             clock: self.state.clock.clone(),
             hostname: self.smtp_config.hostname.clone(),
             wake: self.state.wake_processor.clone(),
+            metrics: self.state.metrics.clone(),
         };
         let smtp = tokio::spawn(directmail_smtp::serve(
             self.smtp_listener,
@@ -381,6 +413,18 @@ impl Application {
             backend,
             when(stopped.clone()),
         ));
+        if let Some(listener) = self.metrics_listener {
+            let app = web::figures::metrics_router(self.state.clone());
+            let stop = when(stopped.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         let make = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();

@@ -228,6 +228,12 @@ pub struct Config {
     #[arg(long, env = "DIRECTMAIL_DNS_CERT_ADDR", global = true)]
     pub dns_cert_addr: Option<SocketAddr>,
 
+    /// Serve `GET /metrics` (Prometheus/OpenMetrics text) on this address, apart from
+    /// the portal, for the operator's monitoring only (`127.0.0.1:9464`, or a private
+    /// network). Off when unset.
+    #[arg(long, env = "DIRECTMAIL_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// The outbound-connection policy for everything fetched or contacted on someone
     /// else's word (AIA issuers and CRLs, trust bundles, directory sources, discovery's
     /// LDAP servers and IPKIX URLs, MX hosts): `false` for public addresses only,

@@ -39,6 +39,8 @@ pub struct Processor {
     pub wake_sender: Arc<tokio::sync::Notify>,
     /// Woken when new-mail alerts were queued.
     pub wake_alerts: Arc<tokio::sync::Notify>,
+    /// Counts outcomes and times notifications.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// How a message ended.
@@ -140,7 +142,10 @@ impl Processor {
     pub async fn run(self) {
         loop {
             match self.process_next().await {
-                Ok(Some(_)) => continue,
+                Ok(Some((_, outcome))) => {
+                    self.metrics.received(&outcome);
+                    continue;
+                }
                 Ok(None) => {}
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
@@ -471,7 +476,13 @@ impl Processor {
                             } else {
                                 String::new()
                             };
-                            crate::store::outbound::advance(
+                            let before = crate::store::figures::status(
+                                &mut tx,
+                                outbound_id,
+                                &n.final_recipient,
+                            )
+                            .await?;
+                            let advanced = crate::store::outbound::advance(
                                 &mut tx,
                                 outbound_id,
                                 &n.final_recipient,
@@ -480,6 +491,10 @@ impl Processor {
                                 now,
                             )
                             .await?;
+                            if advanced {
+                                let m = &self.metrics;
+                                m.notified(&mut tx, outbound_id, before, state, now).await?;
+                            }
                         }
                     }
                 }

@@ -240,6 +240,8 @@ pub struct Sender {
     pub network: directmail_net::Policy,
     /// Finds certificates of recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
+    /// Counts delivery attempts by outcome.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Sender {
@@ -247,10 +249,13 @@ impl Sender {
         loop {
             match store::expire_waiting(&self.db, self.notify_timeout, self.clock.now()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    recipients = n,
-                    "no delivery notification in time: marked failed"
-                ),
+                Ok(n) => {
+                    self.metrics.notification_timeouts(n as u64);
+                    tracing::warn!(
+                        recipients = n,
+                        "no delivery notification in time: marked failed"
+                    )
+                }
                 Err(e) => tracing::error!(error = %e, "checking notification timeouts failed"),
             }
             match self.send_next().await {
@@ -283,7 +288,13 @@ impl Sender {
             let mut tries = 0;
             let next = loop {
                 match self.record(&batch, &results, self.clock.now()).await {
-                    Ok(next) => break next,
+                    Ok(next) => {
+                        for (job, result) in batch.iter().zip(&results) {
+                            let outcome = crate::metrics::Delivery::of(result);
+                            self.metrics.delivery(&job.kind, outcome);
+                        }
+                        break next;
+                    }
                     Err(e) if tries < 5 => {
                         tries += 1;
                         tracing::warn!(error = %e, "recording delivery outcomes failed; trying again");

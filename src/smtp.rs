@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use directmail_smtp::{Backend, DeliverError, Envelope, RcptDecision};
+use directmail_smtp::{Backend, DeliverError, Envelope, RcptDecision, SessionEvent};
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::metrics::{Metrics, Smtp};
 use crate::stages::{self, Stage};
 use crate::store::inbound::{self, NewInbound};
 use crate::store::mailboxes;
@@ -21,17 +22,27 @@ pub struct PortalBackend {
     pub hostname: String,
     /// Wakes the processor after a message was stored.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Counts sessions, recipients and stored messages.
+    pub metrics: Metrics,
 }
 
 impl Backend for PortalBackend {
     fn rcpt(&self, _mail_from: &str, rcpt_to: &str) -> impl Future<Output = RcptDecision> + Send {
         let db = self.db.clone();
+        let metrics = self.metrics.clone();
         let rcpt = rcpt_to.trim().to_ascii_lowercase();
         async move {
             match mailboxes::by_address(&db, &rcpt).await {
-                Ok(Some(_)) => RcptDecision::Accept,
-                Ok(None) => RcptDecision::no_such_mailbox(),
+                Ok(Some(_)) => {
+                    metrics.smtp(Smtp::RecipientAccepted);
+                    RcptDecision::Accept
+                }
+                Ok(None) => {
+                    metrics.smtp(Smtp::RecipientUnknown);
+                    RcptDecision::no_such_mailbox()
+                }
                 Err(e) => {
+                    metrics.smtp(Smtp::RecipientTemporaryFailure);
                     tracing::error!(error = %e, "recipient lookup failed");
                     RcptDecision::Reject {
                         code: 451,
@@ -76,10 +87,12 @@ impl Backend for PortalBackend {
             .await;
             match stored {
                 Ok(id) => {
+                    this.metrics.smtp(Smtp::MessageStored);
                     this.wake.notify_one();
                     Ok(id.to_string())
                 }
                 Err(e) => {
+                    this.metrics.smtp(Smtp::MessageTemporaryFailure);
                     tracing::error!(error = %e, "could not store a received message");
                     Err(DeliverError::Temporary(
                         "could not store the message, try again later".into(),
@@ -87,5 +100,13 @@ impl Backend for PortalBackend {
                 }
             }
         }
+    }
+
+    fn session_event(&self, event: SessionEvent) {
+        self.metrics.smtp(match event {
+            SessionEvent::Started => Smtp::SessionStarted,
+            SessionEvent::Ended => Smtp::SessionEnded,
+            SessionEvent::RefusedBusy => Smtp::SessionRefusedBusy,
+        });
     }
 }

@@ -17,6 +17,8 @@ use tokio::sync::Mutex;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints};
 
+use crate::metrics::{FetchKind, FetchResult};
+
 /// RFC 5280 §4.2.2.1: id-ad-caIssuers.
 const CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
 /// Largest CRL or certificate accepted.
@@ -119,6 +121,8 @@ pub struct Fetcher {
     timeout: Duration,
     policy: directmail_net::Policy,
     cache: Arc<Mutex<Cache>>,
+    /// Where fetches are counted by result (the application's; none for the CLI).
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Fetcher {
@@ -144,7 +148,14 @@ impl Fetcher {
             timeout,
             policy,
             cache: Arc::default(),
+            metrics: None,
         })
+    }
+
+    /// The same fetcher, counting CRL and AIA fetches in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Fetcher {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// How long one fetch may take.
@@ -161,7 +172,7 @@ impl Fetcher {
     /// reached is returned even when it cannot be read (kept briefly): whether it
     /// can be used is for the caller to judge, and "unreachable" is not its answer.
     pub async fn crl(&self, url: &str, now: i64) -> Result<Arc<Vec<u8>>, FetchError> {
-        self.cached(url, now, |bytes| {
+        self.cached(FetchKind::Crl, url, now, |bytes| {
             let der = pem_or_der(bytes, "X509 CRL");
             let until = match directmail_smime::crl::Crl::from_der(&der) {
                 Ok(crl) => crl
@@ -177,7 +188,7 @@ impl Fetcher {
     /// The issuer certificate(s) at an AIA `url` (DER, PEM or a .p7c bundle).
     pub async fn issuers(&self, url: &str, now: i64) -> Result<Vec<Certificate>, FetchError> {
         let bytes = self
-            .cached(url, now, |bytes| {
+            .cached(FetchKind::Aia, url, now, |bytes| {
                 directmail_smime::parse_certificates(bytes)
                     .map_err(|e| FetchError(format!("{url} did not return a certificate ({e})")))?;
                 Ok((bytes.to_vec(), now + ISSUER_TTL))
@@ -188,20 +199,36 @@ impl Fetcher {
 
     async fn cached(
         &self,
+        kind: FetchKind,
         url: &str,
         now: i64,
         accept: impl FnOnce(&[u8]) -> Result<(Vec<u8>, i64), FetchError>,
     ) -> Result<Arc<Vec<u8>>, FetchError> {
+        let count = |result| {
+            if let Some(m) = &self.metrics {
+                m.fetch(kind, result);
+            }
+        };
         if let Some(entry) = self.cache.lock().await.get(url, now) {
             return match entry {
-                Cached::Ok(bytes) => Ok(bytes),
-                Cached::Failed(why) => Err(FetchError(why)),
+                Cached::Ok(bytes) => {
+                    count(FetchResult::Cached);
+                    Ok(bytes)
+                }
+                Cached::Failed(why) => {
+                    count(FetchResult::CachedFailure);
+                    Err(FetchError(why))
+                }
             };
         }
         let result = match self.get(url).await {
             Ok(bytes) => accept(&bytes),
             Err(e) => Err(e),
         };
+        count(match result {
+            Ok(_) => FetchResult::Fetched,
+            Err(_) => FetchResult::Failed,
+        });
         let mut cache = self.cache.lock().await;
         match result {
             Ok((bytes, until)) => {

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod disclosures;
 pub mod documents;
 pub mod drafts;
+pub mod figures;
 pub mod inbound;
 pub mod invites;
 pub mod mailboxes;

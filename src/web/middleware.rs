@@ -1,5 +1,5 @@
-//! Cross-cutting layers: security headers, CSRF, and error pages. `app.rs` applies
-//! them in one place, in order.
+//! Cross-cutting layers: security headers, CSRF, error pages, and the HTTP figures.
+//! `app.rs` applies them in one place, in order.
 
 use askama::Template as _;
 use axum::body::{Body, to_bytes};
@@ -307,4 +307,53 @@ pub async fn error_pages(request: Request, next: Next) -> Response {
         }
     }
     out
+}
+
+/// The template of the route a request matched, noted by [`note_route`] inside the
+/// router for [`http_figures`] outside every layer (an error page replaces the
+/// response, so the request carries the slot, not the response).
+#[derive(Clone, Default)]
+pub struct RouteSlot(std::sync::Arc<std::sync::OnceLock<String>>);
+
+/// Counts and times every request by method, route template and status. Outermost,
+/// so the time covers every layer and the status is the one the client gets. The
+/// route is the template (`/mail/{mailbox}/messages/{id}`), never the path, which can
+/// carry ids and tokens; a static file is `/static/{file}`, and a request that matched
+/// no route `unmatched`.
+pub async fn http_figures(
+    State(metrics): State<crate::metrics::Metrics>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let static_file = request.uri().path().starts_with("/static/");
+    let slot = RouteSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    let route = match slot.0.get() {
+        Some(route) => route.as_str(),
+        // the files are a nested service, which the routes' layer does not see
+        None if static_file => "/static/{file}",
+        None => "unmatched",
+    };
+    metrics.http(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Notes the matched route's template in the request's [`RouteSlot`] (applied to the
+/// routes, where the template is known).
+pub async fn note_route(request: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        request.extensions().get::<RouteSlot>(),
+        request.extensions().get::<axum::extract::MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(request).await
 }

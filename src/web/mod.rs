@@ -8,7 +8,8 @@
 //! - [`directory`]: the provider directory, address books and autocomplete;
 //! - [`message`] and [`clinical`]: reading a message, its XDM packages and clinical
 //!   documents; [`leave`]: the page before a link out of a document;
-//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`health`]: `/healthz` and `/readyz`;
+//! - [`figures`]: the console's figures page and the separate `/metrics` listener.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +35,7 @@ pub mod compose;
 pub mod directory;
 pub mod disclosures;
 pub mod domains;
+pub mod figures;
 pub mod health;
 pub mod leave;
 pub mod lookup;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub wake_alerts: Arc<tokio::sync::Notify>,
     /// Certificate discovery (DNS CERT, LDAP) for recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
+    /// This instance's figures (`/metrics`, the console's figures page).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl FromRef<AppState> for Db {

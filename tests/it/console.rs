@@ -738,3 +738,118 @@ async fn the_operators_home_shows_the_queue_quarantine_and_what_expires_soon() {
     );
     assert!(!home.body.contains(r#"id="glance""#));
 }
+
+#[tokio::test]
+async fn the_system_figures_page_shows_the_queues_and_counts_and_warns_of_anchors_ending_within_30_days()
+ {
+    let app = TestApp::spawn().await;
+    let (ana, _kim) = app.lakeside_and_hillside().await;
+    // an anchor that ends in ten days, made with the openssl command line
+    let dir = app.data_dir.path();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "10",
+            "-subj",
+            "/CN=Short Lived Anchor",
+            "-keyout",
+            "short.key",
+            "-out",
+            "short.pem",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let domain = directmail::store::orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    directmail::pki::add_anchors(
+        &app.state.db,
+        &domain,
+        &std::fs::read(dir.join("short.pem")).unwrap(),
+        app.now(),
+        &directmail::audit::Actor::system(),
+    )
+    .await
+    .unwrap();
+    // a message from one practice to the other, acknowledged
+    app.send_referral(&ana).await;
+
+    app.user(None, "op@hisp.test", Role::Operator).await;
+    let mut op = app.signed_in("op@hisp.test").await;
+    let home = op.get("/").await;
+    assert!(
+        home.body
+            .contains(r#"<a href="/figures">System figures</a>"#)
+    );
+    let mut page = op.get("/figures").await;
+    crate::outbound::wait_for("the message and its notifications counted", async || {
+        page = op.get("/figures").await;
+        page.body.contains(r#"id="delivery-message-sent">1<"#)
+            && page.body.contains(r#"id="received-notification-mdn">2<"#)
+    })
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#"id="received-delivered-trusted">1<"#));
+    assert!(page.body.contains(r#"id="quarantined">0<"#));
+    assert!(page.body.contains(r#"id="outbound-queued">0<"#));
+    assert!(
+        page.body
+            .contains("<strong>1</strong> processed notifications came back"),
+        "{}",
+        page.body
+    );
+    // the anchor is named with its domain's page and what to do; the development
+    // certificates end later and are not
+    let warnings = warning_list(&page.body);
+    let domain_page = format!(
+        r#"<a href="/orgs/{}/domains/{}">direct.lakeside.test</a>"#,
+        domain.org_id.unwrap(),
+        domain.id
+    );
+    assert!(
+        warnings.contains("Ending: Trust anchor</strong> CN=Short Lived Anchor")
+            && warnings.contains(&domain_page)
+            && warnings.contains("(in 10 days)")
+            && warnings.contains("Ask the anchor's owner for its successor"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("Hosted certificate"), "{warnings}");
+    // no subject or content of a message on the page
+    assert!(!page.body.contains("Ms. Diaz"));
+
+    // eleven days on it has ended, and the page says what that means
+    app.state.clock.advance(11 * 86_400);
+    let mut op = app.signed_in("op@hisp.test").await;
+    let page = op.get("/figures").await;
+    let warnings = warning_list(&page.body);
+    assert!(
+        warnings.contains("Ended: Trust anchor</strong> CN=Short Lived Anchor")
+            && warnings.contains("quarantined as untrusted"),
+        "{warnings}"
+    );
+
+    // the page is the operator's alone
+    let mut manager = app.signed_in("ana@direct.lakeside.test").await;
+    assert_eq!(manager.get("/figures").await.status, StatusCode::FORBIDDEN);
+}
+
+/// The figures page's list of certificates and anchors ending, entities decoded.
+fn warning_list(body: &str) -> String {
+    let start = body
+        .find(r#"id="expiry-warnings""#)
+        .expect("a warning list");
+    let end = start + body[start..].find("</ul>").expect("the list's end");
+    body[start..end]
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}

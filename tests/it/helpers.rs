@@ -28,6 +28,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The portal's inbound SMTP listener.
     pub smtp_addr: SocketAddr,
+    /// The `/metrics` listener, when `metrics_addr` was set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub config: Config,
     /// The first operator's one-time password, from first start-up.
@@ -157,6 +159,25 @@ impl TestApp {
         (ana, kim)
     }
 
+    /// Ana's referral to Kim's front desk ([`TestApp::lakeside_and_hillside`]),
+    /// queued and the sender woken: the outbound message's id.
+    pub async fn send_referral(&self, ana: &directmail::store::mailboxes::Mailbox) -> i64 {
+        let id = directmail::outbound::submit(
+            &self.state.db,
+            ana,
+            "Dr. Ana Ruiz",
+            &["front@direct.hillside.test".to_owned()],
+            &[],
+            "Referral for Ms. Diaz",
+            "Please see the patient this week.",
+            self.now(),
+        )
+        .await
+        .expect("queued");
+        self.state.wake_sender.notify_one();
+        id
+    }
+
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
@@ -196,6 +217,7 @@ impl TestApp {
         let application = Application::build_with_clock(config.clone(), Clock::default()).await?;
         let addr = application.local_addr().expect("bound");
         let smtp_addr = application.smtp_addr().expect("bound");
+        let metrics_addr = application.metrics_addr();
         let state = application.state.clone();
         let first_password = application
             .first_operator
@@ -205,6 +227,7 @@ impl TestApp {
         Ok(TestApp {
             addr,
             smtp_addr,
+            metrics_addr,
             state,
             config,
             first_password,

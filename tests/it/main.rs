@@ -21,6 +21,7 @@ mod helpers;
 mod inbound;
 mod limits;
 mod mail;
+mod metrics;
 mod network;
 mod opt_outs;
 mod outbound;

@@ -189,6 +189,7 @@ async fn a_member_cannot_reach_any_console_page() {
         "/quarantine".into(),
         "/quarantine/1".into(),
         "/queue".into(),
+        "/figures".into(),
         format!("/orgs/{}", org.id),
         format!("/orgs/{}/users", org.id),
         format!("/orgs/{}/users/invite", org.id),

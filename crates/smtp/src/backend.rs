@@ -25,6 +25,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
         envelope: Envelope,
         data: Vec<u8>,
     ) -> impl Future<Output = Result<String, DeliverError>> + Send;
+
+    /// Told when a session starts or ends, or a connection is refused as too busy
+    /// (for the operator's figures). Does nothing unless implemented; must not block.
+    fn session_event(&self, _event: SessionEvent) {}
+}
+
+/// What [`Backend::session_event`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A connection was accepted and its session starts.
+    Started,
+    /// A session ended (every [`SessionEvent::Started`] is followed by one).
+    Ended,
+    /// A connection got `421 too busy`: [`crate::Config::max_sessions`] were running.
+    RefusedBusy,
 }
 
 /// The backend's answer to one `RCPT TO`.

@@ -21,6 +21,6 @@ mod io;
 mod server;
 mod session;
 
-pub use backend::{Backend, DeliverError, Envelope, RcptDecision};
+pub use backend::{Backend, DeliverError, Envelope, RcptDecision, SessionEvent};
 pub use config::{Config, TlsConfigError, tls_config_from_pem};
 pub use server::serve;

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::timeout;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SessionEvent};
 use crate::config::Config;
 use crate::session;
 
@@ -65,13 +65,16 @@ pub async fn serve<B: Backend>(
                 let config = config.clone();
                 let backend = backend.clone();
                 let stop = stop_rx.clone();
+                backend.session_event(SessionEvent::Started);
                 tokio::spawn(async move {
-                    session::run(tcp, peer.ip(), config, backend, stop).await;
+                    session::run(tcp, peer.ip(), config, backend.clone(), stop).await;
+                    backend.session_event(SessionEvent::Ended);
                     drop(permit);
                 });
             }
             Err(_) => {
                 tracing::warn!(remote_ip = %peer.ip(), "smtp session refused: too busy");
+                backend.session_event(SessionEvent::RefusedBusy);
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     let hostname = config.hostname.clone();
                     tokio::spawn(async move {
