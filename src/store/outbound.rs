@@ -122,18 +122,19 @@ pub async fn claim_on(
     now: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<i64>> {
-    let pick = match backend {
-        Backend::Postgres => {
-            "select id from outbound_queue
-             where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
-             order by next_attempt_at, id limit $3 for update skip locked"
-        }
-        Backend::Sqlite => {
-            "select id from outbound_queue
-             where (state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1)
-             order by next_attempt_at, id limit $3"
-        }
+    // the longest due entry, and more due entries for the same domain: a batch is
+    // recorded when all of it is done, so a slow peer holds up only its own mail
+    const DUE: &str = "((state = 'queued' and next_attempt_at <= $1) or (state = 'sending' and claimed_until < $1))";
+    let lock = match backend {
+        Backend::Postgres => "for update skip locked",
+        Backend::Sqlite => "",
     };
+    let pick = format!(
+        "select id from outbound_queue
+         where {DUE} and domain = (select domain from outbound_queue where {DUE}
+                                   order by next_attempt_at, id limit 1 {lock})
+         order by next_attempt_at, id limit $3 {lock}"
+    );
     let mut ids: Vec<i64> = sqlx::query_scalar(&format!(
         "update outbound_queue set state = 'sending', claimed_until = $2, attempts = attempts + 1, updated_at = $1
          where id in ({pick}) returning id"

@@ -1312,3 +1312,75 @@ async fn a_sent_item_shows_each_recipient_live_until_their_hisp_answers() {
     let list = b.get(&format!("/mail/{}/sent", ana.id)).await;
     assert!(list.body.contains("Failed"));
 }
+
+#[tokio::test]
+async fn a_worker_claims_the_longest_waiting_entry_with_more_for_the_same_domain_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = directmail::db::Db::connect(&crate::helpers::fresh_database(dir.path()).await)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    // queued alternately for a slow peer and a fast one; the slow one's is oldest
+    let mut tx = db.begin().await.unwrap();
+    for (n, to) in ["a@slow.test", "b@fast.test", "c@slow.test", "d@fast.test"]
+        .into_iter()
+        .enumerate()
+    {
+        let message_id = format!("{n}@here.test");
+        outbound::insert(
+            &mut tx,
+            outbound::NewOutbound {
+                mailbox_id: None,
+                kind: "message",
+                from_addr: "ana@here.test",
+                message_id: &message_id,
+                subject: "s",
+                raw: b"x",
+                recipient_cert: None,
+            },
+            &[to.to_owned()],
+            1_000,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let domains = async |ids: &[i64]| -> Vec<String> {
+        outbound::jobs(&db, ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.domain)
+            .collect()
+    };
+    let mut conn = db.pool.acquire().await.unwrap();
+    let first = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        domains(&first).await,
+        ["slow.test", "slow.test"],
+        "a batch is one domain's: a slow peer holds up only its own mail"
+    );
+    let second = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+        .await
+        .unwrap();
+    assert_eq!(domains(&second).await, ["fast.test", "fast.test"]);
+    let third = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+        .await
+        .unwrap();
+    assert!(third.is_empty(), "each entry is claimed once: {third:?}");
+    let one = outbound::claim_on(
+        &mut conn,
+        db.backend,
+        1_000 + outbound::CLAIM_SECONDS + 1,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        one,
+        first[..1],
+        "a lapsed claim is taken again, oldest first"
+    );
+}
