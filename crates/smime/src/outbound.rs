@@ -422,8 +422,8 @@ impl EnvelopeStart {
             return Err(SealError::Encryption("content length changed".into()));
         }
         // The staging buffer is at most a sixteenth of the content (912 bytes
-        // at least, 58 KB at most): a fixed 58 KB was more than the whole
-        // message up to 58 KB, yet large chunks keep big messages fast.
+        // at least, 58 KB at most): min(58 KB, content) staged a copy of the
+        // whole content below 58 KB, yet large chunks keep big messages fast.
         let chunk_len = (total / 16).clamp(STEP, 64 * STEP) / STEP * STEP;
         sink.put(&self.der_head);
         let failed = |()| SealError::Encryption("AES-CBC failed".into());
