@@ -569,7 +569,10 @@ pub(crate) fn verify_signed_data_with<'a>(
     for f in &fields[3..] {
         match f.tag {
             0xa0 => {
-                for c in ber::children(p7, f)? {
+                let children = ber::children(p7, f)?;
+                // A `Certificate` is large: room for exactly those carried.
+                certificates.reserve_exact(children.iter().filter(|c| c.tag == 0x30).count());
+                for c in children {
                     // Only X.509 certificates (SEQUENCE); attribute certificates are skipped.
                     if c.tag == 0x30 {
                         let cert = Certificate::from_der(&p7[c.start..c.end])
@@ -613,8 +616,8 @@ pub(crate) fn verify_signed_data_with<'a>(
         }
     };
 
-    let lookup: Vec<Certificate> = certificates.iter().chain(known).cloned().collect();
-    let mut signers = Vec::new();
+    let lookup: Vec<&Certificate> = certificates.iter().chain(known).collect();
+    let mut signers = Vec::with_capacity(signer_tlvs.len());
     let mut matched_content: Option<usize> = None;
     for s in &signer_tlvs {
         let (result, which) = verify_signer(p7, s, &lookup, &econtent_type, &candidates);
@@ -646,7 +649,7 @@ fn first_child(buf: &[u8], parent: &Tlv) -> Result<Tlv, Failure> {
 fn verify_signer(
     p7: &[u8],
     si: &Tlv,
-    certs: &[Certificate],
+    certs: &[&Certificate],
     econtent_type: &ObjectIdentifier,
     candidates: &[std::borrow::Cow<'_, [u8]>],
 ) -> (SignerResult, Option<usize>) {
@@ -672,7 +675,7 @@ fn verify_signer(
                     "the signer's certificate is not included in the signature",
                 )
             })?;
-        cert_found = Some(cert.clone());
+        cert_found = Some((*cert).clone());
 
         let digest_alg_id = AlgorithmIdentifierOwned::from_der(&p7[f[2].start..f[2].end])
             .map_err(|e| malformed("digest algorithm", e))?;

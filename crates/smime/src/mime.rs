@@ -219,7 +219,7 @@ pub(crate) fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<
 pub(crate) fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
     // 57 input bytes make one full 76-character line.
     // reserve_exact: amortised growth would double a large buffer.
-    out.reserve_exact(data.len().div_ceil(57) * 78);
+    out.reserve_exact(base64_lines_len(data.len()));
     let mut line = [0u8; 76];
     for chunk in data.chunks(57) {
         if let Ok(encoded) = Base64::encode(chunk, &mut line) {
@@ -227,6 +227,18 @@ pub(crate) fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
             out.extend_from_slice(b"\r\n");
         }
     }
+}
+
+/// Length of `n` bytes as base64 in 76-character CRLF lines (padded, the last
+/// line short), as [`push_base64_lines`] and [`Base64Lines`] write them.
+pub(crate) fn base64_lines_len(n: usize) -> usize {
+    let rest = n % 57;
+    n / 57 * 78
+        + if rest == 0 {
+            0
+        } else {
+            rest.div_ceil(3) * 4 + 2
+        }
 }
 
 /// Base64 in 76-character CRLF lines, written as the bytes come, in pieces of

@@ -175,16 +175,19 @@ pub fn seal(
 
     let (head, tail) = signed_frame(&[&prefix, &message], signer, now)?;
 
-    let mut all = recipients.to_vec();
+    // The certificates are borrowed, never cloned: at 10 KB a copy of each
+    // parsed certificate weighed half as much as the message.
+    let mut all: Vec<(&Certificate, KeyTransport)> = Vec::with_capacity(recipients.len() + 1);
+    all.extend(recipients.iter().map(|r| (&r.certificate, r.key_transport)));
     // AS 1.3 §2 step 4: one recipient info for the sender, so Sent stays readable.
-    all.push(Recipient {
-        certificate: signer.certificate().clone(),
-        key_transport: options.sender_key_transport,
-    });
+    all.push((signer.certificate(), options.sender_key_transport));
     let plain: [&[u8]; 4] = [&head, &prefix, &message, &tail];
     let start = envelope_start(plain.iter().map(|p| p.len()).sum(), &all, options.cipher)?;
+    drop(all);
 
-    let mut out = Vec::with_capacity(start.der_len().div_ceil(57) * 78 + 2048);
+    // The outer header first, then room for exactly the base64 of the DER: the
+    // output is allocated once, at its final size (it is most of the peak).
+    let mut out = Vec::with_capacity(1024);
     for name in COPIED_HEADERS {
         for f in fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
             out.extend_from_slice(&f.raw);
@@ -215,6 +218,7 @@ pub fn seal(
           Content-Transfer-Encoding: base64\r\n\
           Content-Disposition: attachment; filename=smime.p7m\r\n\r\n",
     );
+    out.reserve_exact(mime::base64_lines_len(start.der_len()));
     let mut lines = mime::Base64Lines::new(&mut out);
     start.write(&plain, &mut lines)?;
     lines.finish();
@@ -262,15 +266,19 @@ fn signed_frame(
          This is an S/MIME signed message.\r\n\r\n--{boundary}\r\n"
     )
     .into_bytes();
-    let mut tail = format!(
+    let part_head = format!(
         "\r\n--{boundary}\r\n\
          Content-Type: application/pkcs7-signature; name=smime.p7s\r\n\
          Content-Transfer-Encoding: base64\r\n\
          Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
-    )
-    .into_bytes();
+    );
+    let close = format!("--{boundary}--\r\n");
+    // Exact capacity: the tail is still held while the output is written.
+    let mut tail =
+        Vec::with_capacity(part_head.len() + mime::base64_lines_len(p7s.len()) + close.len());
+    tail.extend_from_slice(part_head.as_bytes());
     mime::push_base64_lines(&mut tail, &p7s);
-    tail.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    tail.extend_from_slice(close.as_bytes());
     Ok((head, tail))
 }
 
@@ -366,7 +374,11 @@ pub fn envelope(
     recipients: &[Recipient],
     cipher: ContentCipher,
 ) -> Result<Vec<u8>, SealError> {
-    let start = envelope_start(entity.len(), recipients, cipher)?;
+    let to: Vec<(&Certificate, KeyTransport)> = recipients
+        .iter()
+        .map(|r| (&r.certificate, r.key_transport))
+        .collect();
+    let start = envelope_start(entity.len(), &to, cipher)?;
     let mut out = Vec::with_capacity(start.der_len());
     start.write(&[entity], &mut out)?;
     Ok(out)
@@ -404,23 +416,27 @@ impl EnvelopeStart {
     /// given to [`envelope_start`]) encrypted with AES-CBC and PKCS#7 padding.
     pub(crate) fn write(&self, plain: &[&[u8]], sink: &mut impl Sink) -> Result<(), SealError> {
         // A multiple of 16 (AES blocks) and of 57 (base64 lines).
-        const CHUNK: usize = 16 * 57 * 64;
+        const STEP: usize = 16 * 57;
         let total: usize = plain.iter().map(|p| p.len()).sum();
         if total != self.plain_len {
             return Err(SealError::Encryption("content length changed".into()));
         }
+        // The staging buffer is at most a sixteenth of the content (912 bytes
+        // at least, 58 KB at most): min(58 KB, content) staged a copy of the
+        // whole content below 58 KB, yet large chunks keep big messages fast.
+        let chunk_len = (total / 16).clamp(STEP, 64 * STEP) / STEP * STEP;
         sink.put(&self.der_head);
         let failed = |()| SealError::Encryption("AES-CBC failed".into());
         let mut enc = CbcEncryptor::new(&self.cek, self.iv).map_err(failed)?;
         // A small message needs no more than its own size.
-        let mut chunk = Zeroizing::new(Vec::with_capacity(CHUNK.min(total) + 16));
+        let mut chunk = Zeroizing::new(Vec::with_capacity(chunk_len.min(total) + 16));
         for part in plain {
             let mut part: &[u8] = part;
             while !part.is_empty() {
-                let take = (CHUNK - chunk.len()).min(part.len());
+                let take = (chunk_len - chunk.len()).min(part.len());
                 chunk.extend_from_slice(&part[..take]);
                 part = &part[take..];
-                if chunk.len() == CHUNK {
+                if chunk.len() == chunk_len {
                     enc.encrypt(&mut chunk).map_err(failed)?;
                     sink.put(&chunk);
                     chunk.clear();
@@ -448,7 +464,7 @@ fn cbc_len(n: usize) -> usize {
 /// EncryptedContentInfo { id-data, aes-CBC with the IV, [0] IMPLICIT ciphertext } } }.
 pub(crate) fn envelope_start(
     plain_len: usize,
-    recipients: &[Recipient],
+    recipients: &[(&Certificate, KeyTransport)],
     cipher: ContentCipher,
 ) -> Result<EnvelopeStart, SealError> {
     if recipients.is_empty() {
@@ -465,8 +481,8 @@ pub(crate) fn envelope_start(
     crypto::fill_random(&mut iv).map_err(|()| SealError::Random)?;
 
     let mut infos = Vec::with_capacity(recipients.len());
-    for r in recipients {
-        infos.push(recipient_info(r, &cek)?);
+    for &(certificate, key_transport) in recipients {
+        infos.push(recipient_info(certificate, key_transport, &cek)?);
     }
     // RFC 5652 §6.1: version 0 when every recipient info is version 0 (key
     // transport by issuer and serial number) and there are no other fields.
@@ -506,9 +522,13 @@ pub(crate) fn envelope_start(
 
 /// One key-transport recipient info: the checks on the recipient's certificate,
 /// then the content key wrapped with RSA-OAEP (SHA-256) or PKCS#1 v1.5.
-fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, SealError> {
-    let subject = r.certificate.tbs_certificate().subject().to_string();
-    let key = keys::rsa_public_key(&r.certificate).map_err(|_| SealError::UnusableRecipient {
+fn recipient_info(
+    certificate: &Certificate,
+    key_transport: KeyTransport,
+    cek: &[u8],
+) -> Result<RecipientInfo, SealError> {
+    let subject = certificate.tbs_certificate().subject().to_string();
+    let key = keys::rsa_public_key(certificate).map_err(|_| SealError::UnusableRecipient {
         subject: subject.clone(),
         reason: "its key is not RSA",
     })?;
@@ -519,8 +539,7 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, SealError>
         });
     }
     // RFC 8550 §4.4.2: keyUsage, when present, must allow keyEncipherment.
-    if let Ok(Some((_, ku))) = r
-        .certificate
+    if let Ok(Some((_, ku))) = certificate
         .tbs_certificate()
         .get_extension::<x509_cert::ext::pkix::KeyUsage>()
         && !ku.key_encipherment()
@@ -531,7 +550,7 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, SealError>
         });
     }
     let fail = |e: String| SealError::Encryption(format!("key transport: {e}"));
-    let (encrypted, key_enc_alg) = match r.key_transport {
+    let (encrypted, key_enc_alg) = match key_transport {
         KeyTransport::RsaOaepSha256 => (
             key.encrypt_oaep_sha256(cek).map_err(fail)?,
             AlgorithmIdentifierOwned {
@@ -550,7 +569,7 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, SealError>
     Ok(RecipientInfo::Ktri(KeyTransRecipientInfo {
         // RFC 5652 §6.2.1: version 0 with issuerAndSerialNumber.
         version: CmsVersion::V0,
-        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(&r.certificate)),
+        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(certificate)),
         key_enc_alg,
         enc_key: OctetString::new(encrypted)?,
     }))
@@ -619,7 +638,10 @@ mod tests {
         let ca = crate::DevCa::generate("envelope test", now).unwrap();
         let id = ca.issue_domain("envelope.example", now).unwrap();
         let recipients = [Recipient::new(id.certificate().clone())];
-        for n in [0usize, 1, 15, 16, 17, 58_367, 58_368, 58_369, 200_000] {
+        for n in [
+            0usize, 1, 15, 16, 17, 911, 912, 913, 14_591, 14_592, 14_593, 58_367, 58_368, 58_369,
+            200_000, 1_000_000,
+        ] {
             let mut entity = b"Content-Type: text/plain\r\n\r\n".to_vec();
             entity.resize(entity.len() + n, b'x');
             let der = envelope(&entity, &recipients, ContentCipher::Aes256Cbc).unwrap();
@@ -632,6 +654,23 @@ mod tests {
             assert_eq!(ct.as_bytes().len(), cbc_len(entity.len()), "length {n}");
             let plain = crate::inbound::decrypt(der.clone(), std::slice::from_ref(&id)).unwrap();
             assert!(plain == entity, "length {n}");
+        }
+    }
+
+    #[test]
+    fn the_sealed_message_is_allocated_once_at_its_final_size() {
+        let now = SystemTime::now();
+        let ca = crate::DevCa::generate("capacity test", now).unwrap();
+        let sender = ca.issue_address("a@sender.example", now).unwrap();
+        let id = ca.issue_domain("receiver.example", now).unwrap();
+        let recipients = [Recipient::new(id.certificate().clone())];
+        for n in [0usize, 10, 1_000, 10_000, 100_000] {
+            let mut message = b"From: <a@sender.example>\r\nTo: <b@receiver.example>\r\n\
+                References: <x@y> <z@w>\r\nSubject: capacity\r\n\r\n"
+                .to_vec();
+            message.resize(message.len() + n, b'y');
+            let out = seal(&message, &sender, &recipients, &SealOptions::default(), now).unwrap();
+            assert_eq!(out.capacity(), out.len(), "body of {n} bytes");
         }
     }
 }

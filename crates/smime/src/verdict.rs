@@ -320,6 +320,9 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             "the encrypted part is not valid base64",
         ));
     };
+    // The parsed headers are dropped as soon as they have been read: the
+    // verdict's peak comes later, in path validation.
+    drop((outer_ct, smime_type, outer_fields));
     // Decrypted in place: the DER's buffer becomes the plaintext's.
     let decrypted = inbound::decrypt(der, keys);
     let plain = match decrypted {
@@ -399,6 +402,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             };
         }
     };
+    drop((ct, fields));
     let verified = match verified {
         Ok(v) => v,
         Err(f) => return Verdict::fail(f),
@@ -429,6 +433,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             ))
         };
     };
+    drop(signed_fields);
     // The inner message is most often a slice of the decrypted buffer: keep it
     // there (moved to the front) rather than copying a large message once more.
     let inner = match offset_in(&plain, inner) {
@@ -723,14 +728,19 @@ fn chain(
 
     // Revocation: every certificate below the anchor, against the lists its issuer
     // published (the caller fetched them from the distribution points).
-    let mut chain = vec![cert.clone()];
+    // Borrowed, not cloned: only the intermediates, known to webpki as DER,
+    // are parsed again.
+    let mut path_certs = Vec::new();
     for c in path.intermediate_certificates() {
-        chain.push(
+        path_certs.push(
             Certificate::from_der(c.der().as_ref())
                 .map_err(|e| (ReasonCode::Malformed, format!("intermediate: {e}")))?,
         );
     }
-    chain.push((*anchor_cert).clone());
+    let mut chain = Vec::with_capacity(path_certs.len() + 2);
+    chain.push(cert);
+    chain.extend(&path_certs);
+    chain.push(*anchor_cert);
     check_revocation(&chain, &trust.crls, keys::unix_seconds(now))?;
     Ok(anchor_cert.tbs_certificate().subject().to_string())
 }
@@ -739,7 +749,7 @@ fn chain(
 /// lists in `crls` that name its issuer. A list that cannot be read or used refuses
 /// the path: it was reached, so "unknown" is not an answer it may give.
 fn check_revocation(
-    chain: &[Certificate],
+    chain: &[&Certificate],
     crls: &[Vec<u8>],
     now: u64,
 ) -> Result<(), (ReasonCode, String)> {
@@ -750,7 +760,7 @@ fn check_revocation(
         .collect::<Result<_, _>>()
         .map_err(unusable)?;
     for pair in chain.windows(2) {
-        let (cert, issuer) = (&pair[0], &pair[1]);
+        let (cert, issuer) = (pair[0], pair[1]);
         for list in lists.iter().filter(|l| l.names_issuer_of(cert)) {
             if let crl::Status::Revoked { since } =
                 list.status(cert, issuer, now).map_err(unusable)?
