@@ -148,6 +148,26 @@ fn session_layer<S: SessionStore + Clone>(store: S, config: &Config) -> SessionM
 }
 
 /// A built application bound to its port.
+/// Tells the processing and delivery workers that the server is stopping: they
+/// finish what they hold and claim nothing more.
+#[derive(Clone, Debug)]
+pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    /// True once the server is stopping.
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the server starts stopping.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// How long the workers get, after the listeners closed, to finish what they claimed.
+pub const WORKER_DEADLINE: Duration = Duration::from_secs(30);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -159,6 +179,9 @@ pub struct Application {
     smtp_config: directmail_smtp::Config,
     /// `DIRECTMAIL_METRICS_ADDR`'s listener; none when the figures are not served.
     metrics_listener: Option<TcpListener>,
+    /// The processing and delivery workers, and how to tell them to stop.
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -282,10 +305,13 @@ impl Application {
             wake_alerts: Arc::default(),
             metrics,
         };
+        let (stop_workers, stopping) = tokio::sync::watch::channel(false);
+        let stopping = Stopping(stopping);
+        let mut workers = Vec::new();
         // several workers, so that a message whose certificates point at slow servers
         // does not hold up the others (each message is claimed by one worker)
         for _ in 0..crate::inbound::WORKERS {
-            tokio::spawn(
+            workers.push(tokio::spawn(
                 crate::inbound::Processor {
                     db: state.db.clone(),
                     secret: state.secret.clone(),
@@ -295,9 +321,10 @@ impl Application {
                     wake_sender: state.wake_sender.clone(),
                     wake_alerts: state.wake_alerts.clone(),
                     metrics: state.metrics.clone(),
+                    stop: stopping.clone(),
                 }
                 .run(),
-            );
+            ));
         }
         // several senders too, so that one slow or unreachable peer (a mail exchanger
         // that does not answer, a DNS server that times out) holds up only its own
@@ -316,6 +343,7 @@ impl Application {
             network: state.config.network_policy(),
             discovery: state.discovery.clone(),
             metrics: state.metrics.clone(),
+            stop: stopping,
             hostname: state
                 .config
                 .smtp_hostname
@@ -323,7 +351,7 @@ impl Application {
                 .unwrap_or_else(|| state.config.hisp_domain.clone()),
         };
         for _ in 0..crate::outbound::WORKERS {
-            tokio::spawn(sender.clone().run());
+            workers.push(tokio::spawn(sender.clone().run()));
         }
         if !state.config.directory_sources.is_empty() {
             tokio::spawn(
@@ -366,6 +394,8 @@ impl Application {
             smtp_listener,
             smtp_config,
             metrics_listener,
+            workers,
+            stop_workers,
         })
     }
 
@@ -385,8 +415,10 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and finishes requests
-    /// in flight.
+    /// Serves until `shutdown` resolves, then stops accepting, finishes requests and
+    /// SMTP transactions in flight, and gives the workers [`WORKER_DEADLINE`] to finish
+    /// the messages they claimed (they claim no more); a claim still held then lapses
+    /// after five minutes, and another instance or the next start takes it over.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -434,6 +466,16 @@ impl Application {
             .context("the HTTP server stopped");
         // SMTP sessions get a bounded time to finish their messages
         let _ = tokio::time::timeout(Duration::from_secs(30), smtp).await;
+        let _ = self.stop_workers.send(true);
+        let finished = futures_util::future::join_all(self.workers);
+        if tokio::time::timeout(WORKER_DEADLINE, finished)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "stopping with messages still being processed or sent; their claims lapse"
+            );
+        }
         http
     }
 }

@@ -41,6 +41,8 @@ pub struct Processor {
     pub wake_alerts: Arc<tokio::sync::Notify>,
     /// Counts outcomes and times notifications.
     pub metrics: crate::metrics::Metrics,
+    /// Set when the server stops: finish the message in hand, claim no more.
+    pub stop: crate::app::Stopping,
 }
 
 /// How a message ended.
@@ -140,7 +142,7 @@ impl Processor {
     /// Processes messages until none is waiting; then waits to be woken (or polls
     /// every few seconds, for claims that lapsed and other instances' messages).
     pub async fn run(self) {
-        loop {
+        while !self.stop.is_set() {
             match self.process_next().await {
                 Ok(Some((_, outcome))) => {
                     self.metrics.received(&outcome);
@@ -152,9 +154,11 @@ impl Processor {
                     "processing a received message failed"
                 ),
             }
+            let mut stop = self.stop.clone();
             tokio::select! {
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(Duration::from_secs(5)) => {},
+                () = stop.wait() => {},
             }
         }
     }
@@ -580,7 +584,10 @@ impl Processor {
                 }
             }
         };
-        let next = inbound::claim_on(&mut tx, self.db.backend, now).await?;
+        let next = match self.stop.is_set() {
+            true => None,
+            false => inbound::claim_on(&mut tx, self.db.backend, now).await?,
+        };
         tx.commit().await?;
         stages::record(Stage::Deliver, delivering.elapsed());
         if !mdns.is_empty() || notice.is_some() {

@@ -242,11 +242,13 @@ pub struct Sender {
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// Counts delivery attempts by outcome.
     pub metrics: crate::metrics::Metrics,
+    /// Set when the server stops: finish the batch in hand, claim no more.
+    pub stop: crate::app::Stopping,
 }
 
 impl Sender {
     pub async fn run(self) {
-        loop {
+        while !self.stop.is_set() {
             match store::expire_waiting(&self.db, self.notify_timeout, self.clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -265,9 +267,11 @@ impl Sender {
                     tracing::error!(error = format!("{e:#}"), "sending a queued message failed")
                 }
             }
+            let mut stop = self.stop.clone();
             tokio::select! {
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(Duration::from_secs(5)) => {},
+                () = stop.wait() => {},
             }
         }
     }
@@ -322,7 +326,9 @@ impl Sender {
         for (job, result) in jobs.iter().zip(results) {
             self.record_one(&mut tx, job, result, now).await?;
         }
-        let next = store::claim_on(&mut tx, self.db.backend, now, BATCH).await?;
+        // a server that is stopping finishes its batch and claims no more
+        let more = if self.stop.is_set() { 0 } else { BATCH };
+        let next = store::claim_on(&mut tx, self.db.backend, now, more).await?;
         tx.commit().await?;
         Ok(next)
     }

@@ -211,6 +211,26 @@ impl TestApp {
     /// [`TestApp::spawn_with`], or why the application would not build (a port a
     /// parallel test took, say).
     pub async fn try_spawn_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<TestApp> {
+        Self::try_spawn_until(adjust, std::future::pending())
+            .await
+            .map(|(app, _)| app)
+    }
+
+    /// [`TestApp::spawn_with`], serving until `shutdown` resolves; the task serving
+    /// it ends when the application has stopped.
+    pub async fn spawn_until(
+        adjust: impl FnOnce(&mut Config),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> (TestApp, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        Self::try_spawn_until(adjust, shutdown)
+            .await
+            .expect("the application builds")
+    }
+
+    async fn try_spawn_until(
+        adjust: impl FnOnce(&mut Config),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<(TestApp, tokio::task::JoinHandle<anyhow::Result<()>>)> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(data_dir.path()).await;
         adjust(&mut config);
@@ -223,8 +243,8 @@ impl TestApp {
             .first_operator
             .as_ref()
             .map(|f| f.one_time_password.clone());
-        tokio::spawn(application.run_until(std::future::pending()));
-        Ok(TestApp {
+        let serving = tokio::spawn(application.run_until(shutdown));
+        let app = TestApp {
             addr,
             smtp_addr,
             metrics_addr,
@@ -232,7 +252,8 @@ impl TestApp {
             config,
             first_password,
             data_dir,
-        })
+        };
+        Ok((app, serving))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1384,3 +1384,77 @@ async fn a_worker_claims_the_longest_waiting_entry_with_more_for_the_same_domain
         "a lapsed claim is taken again, oldest first"
     );
 }
+
+#[tokio::test]
+async fn a_server_told_to_stop_finishes_the_message_it_is_sending_and_claims_no_more() {
+    // the foreign HISP's mail exchanger, behind a door the test holds shut: the
+    // portal's worker connects and waits for the greeting
+    let (sink, sink_addr) = sink().await;
+    let door = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let door_addr = door.local_addr().unwrap().to_string();
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let knocks = knocks.clone();
+        async move {
+            loop {
+                let (mut client, _) = door.accept().await.unwrap();
+                knocks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut opened = opened.clone();
+                let sink_addr = sink_addr.clone();
+                tokio::spawn(async move {
+                    let _ = opened.wait_for(|open| *open).await;
+                    let mut server = tokio::net::TcpStream::connect(&sink_addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, serving) = TestApp::spawn_until(|c| c.smtp_relay = Some(door_addr), async move {
+        let _ = stopped.await;
+    })
+    .await;
+    let ana = hosted_mailbox(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    foreign_kim(&app).await;
+    let first = to_kim(&app, &ana, "First", "Sent while the server stops.").await;
+    app.state.wake_sender.notify_one();
+    wait_for("a worker to be at the peer's door", async || {
+        knocks.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    // the web listener has stopped answering: the server is stopping
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    wait_for("the portal to stop serving pages", async || {
+        client.get(app.url("/healthz")).send().await.is_err()
+    })
+    .await;
+    // queued now (as by another instance): no worker of a stopping server claims it
+    let second = to_kim(&app, &ana, "Second", "Left for the next start.").await;
+    app.state.wake_sender.notify_one();
+    open.send(true).unwrap();
+    serving.await.unwrap().unwrap();
+    assert_eq!(
+        outbound::statuses(&app.state.db, first).await.unwrap()[0].1,
+        "sent",
+        "the message being sent was finished and recorded before the server stopped"
+    );
+    assert_eq!(sink.received.lock().unwrap().len(), 1);
+    let queued: String =
+        sqlx::query_scalar("select state from outbound_queue where outbound_id = $1")
+            .bind(second)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, "queued", "nothing more is claimed once stopping");
+}
