@@ -803,19 +803,26 @@ pub struct Notification {
     pub disposition: String,
 }
 
-/// Reads a received message as an MDN, if it is one.
-pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, _) = text
-        .split_once("\r\n\r\n")
-        .or_else(|| text.split_once("\n\n"))?;
-    let unfolded = head
+/// Whether the header block of `raw` says multipart/report of `kind`. Only the headers
+/// are read (every received message is asked, and most are not reports).
+fn is_report(raw: &[u8], kind: &str) -> bool {
+    let end = |sep: &[u8]| raw.windows(sep.len()).position(|w| w == sep);
+    let Some(end) = end(b"\r\n\r\n").or_else(|| end(b"\n\n")) else {
+        return false;
+    };
+    let unfolded = String::from_utf8_lossy(&raw[..end])
         .replace("\r\n ", " ")
         .replace("\r\n\t", " ")
         .to_ascii_lowercase();
-    if !(unfolded.contains("multipart/report") && unfolded.contains("disposition-notification")) {
+    unfolded.contains("multipart/report") && unfolded.contains(kind)
+}
+
+/// Reads a received message as an MDN, if it is one.
+pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
+    if !is_report(raw, "disposition-notification") {
         return None;
     }
+    let text = String::from_utf8_lossy(raw);
     let field = |name: &str| {
         text.lines()
             .find(|l| l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
@@ -854,17 +861,13 @@ pub fn read_mdn(raw: &[u8]) -> Option<Notification> {
 /// one: one [`Notification`] per failed recipient of the message whose headers it
 /// returns (`disposition` is `failed`; delayed and delivered reports are ignored).
 pub fn read_dsn(raw: &[u8]) -> Option<Vec<Notification>> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .or_else(|| text.split_once("\n\n"))?;
-    let unfolded = head
-        .replace("\r\n ", " ")
-        .replace("\r\n\t", " ")
-        .to_ascii_lowercase();
-    if !(unfolded.contains("multipart/report") && unfolded.contains("delivery-status")) {
+    if !is_report(raw, "delivery-status") {
         return None;
     }
+    let text = String::from_utf8_lossy(raw);
+    let (_, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
     let value = |l: &str, name: &str| -> Option<String> {
         (l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
             .then(|| l[name.len()..].trim().to_owned())

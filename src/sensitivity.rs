@@ -396,14 +396,34 @@ fn squeezed(text: &str) -> String {
 /// Whether `text` names 42 CFR Part 2 the way its notices do ("42 CFR part 2",
 /// "42 C.F.R. Part 2", any case and spacing).
 fn has_part2_notice(text: &str) -> bool {
-    let squeezed: String = text
+    // "42cfrpart2" in the text without spaces and dots, lowercased, not followed by a
+    // digit; read as it streams (the pattern does not overlap itself, so a mismatch
+    // starts over), since every received message's text is asked
+    const NOTICE: [char; 10] = ['4', '2', 'c', 'f', 'r', 'p', 'a', 'r', 't', '2'];
+    let mut matched = 0;
+    let mut whole = false;
+    for c in text
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '.')
         .flat_map(char::to_lowercase)
-        .collect();
-    squeezed
-        .match_indices("42cfrpart2")
-        .any(|(at, found)| !squeezed[at + found.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    {
+        if whole {
+            if !c.is_ascii_digit() {
+                return true;
+            }
+            whole = false;
+        }
+        matched = if c == NOTICE[matched] {
+            matched + 1
+        } else {
+            usize::from(c == NOTICE[0])
+        };
+        if matched == NOTICE.len() {
+            whole = true;
+            matched = 0;
+        }
+    }
+    whole
 }
 
 #[cfg(test)]
@@ -416,10 +436,19 @@ mod tests {
             "42 CFR part 2 prohibits unauthorized disclosure of these records.",
             "protected by Federal confidentiality rules (42 C.F.R. Part 2).",
             "see 42\nCFR  Part\t2",
+            "42 CFR part 20 does not apply; 42 CFR Part 2 does.",
+            "42 CFR part 242 CFR Part 2",
+            "under 442 CFR part 2",
         ] {
             assert!(has_part2_notice(text), "{text}");
         }
-        for text in ["42 CFR part 20", "Part 2 of the letter", "42 CFR 164"] {
+        for text in [
+            "42 CFR part 20",
+            "Part 2 of the letter",
+            "42 CFR 164",
+            "42 CFR part 21 and 42 CFR part 22",
+            "4 2 CFR part",
+        ] {
             assert!(!has_part2_notice(text), "{text}");
         }
     }

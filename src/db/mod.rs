@@ -133,22 +133,30 @@ impl Db {
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         use sqlx::Executor as _;
-                        conn.execute("pragma foreign_keys = on; pragma busy_timeout = 10000;")
-                            .await?;
+                        // the log is copied back into the database by the task below,
+                        // not by whichever write happens to cross 1000 pages while it
+                        // holds the one write turn
+                        conn.execute(
+                            "pragma foreign_keys = on; pragma busy_timeout = 10000;
+                             pragma wal_autocheckpoint = 0;",
+                        )
+                        .await?;
                         Ok(())
                     })
                 })
                 .connect_with(any_options)
                 .await
                 .with_context(|| format!("cannot open the SQLite database at {url}"))?;
-            Ok(Db {
+            let db = Db {
                 pool,
                 backend: Backend::Sqlite,
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
                 _in_use: Some(std::sync::Arc::new(in_use)),
-            })
+            };
+            spawn_checkpoints(&db);
+            Ok(db)
         }
     }
 
@@ -305,6 +313,29 @@ pub fn lock_in_use(database: &Path, exclusive: bool) -> anyhow::Result<Option<st
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Copies SQLite's write-ahead log back into the database every second, beside the
+/// writers (a passive checkpoint waits for no one and makes no one wait), for as long
+/// as a handle on the database lives.
+fn spawn_checkpoints(db: &Db) {
+    let alive = std::sync::Arc::downgrade(&db.writes);
+    let pool = db.pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if alive.strong_count() == 0 {
+                break;
+            }
+            if let Err(e) = sqlx::query("pragma wal_checkpoint(passive)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "copying the write-ahead log into the database failed");
+            }
+        }
+    });
 }
 
 fn create_dir(dir: &Path) -> anyhow::Result<()> {
