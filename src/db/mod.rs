@@ -346,3 +346,38 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_is_written_is_copied_from_the_log_into_the_database_file_by_the_checkpoint_task()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&DatabaseUrl(format!("sqlite://{}", path.display())))
+            .await
+            .unwrap();
+        sqlx::query("create table blobs (b blob)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        // 8 MB in the log: more than the 1000 pages at which a write would copy it
+        for _ in 0..16 {
+            sqlx::query("insert into blobs (b) values ($1)")
+                .bind(vec![7u8; 512 * 1024])
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&path).unwrap().len() < 8 * 1024 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not copied into the database"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
