@@ -144,10 +144,7 @@ impl Processor {
     pub async fn run(self) {
         while !self.stop.is_set() {
             match self.process_next().await {
-                Ok(Some((_, outcome))) => {
-                    self.metrics.received(&outcome);
-                    continue;
-                }
+                Ok(Some(_)) => continue,
                 Ok(None) => {}
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
@@ -172,6 +169,8 @@ impl Processor {
         };
         loop {
             let (outcome, next) = self.process_claimed(&message).await?;
+            // each message of a chain is counted, not only the last
+            self.metrics.received(&outcome);
             match next {
                 Some(id) => message = inbound::claimed(&self.db, id).await?,
                 None => return Ok(Some((message.id, outcome))),
