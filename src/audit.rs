@@ -153,6 +153,16 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// `user`, acting from `ip`.
+    pub fn user(user: &crate::store::users::User, ip: String) -> Actor {
+        Actor {
+            user_id: Some(user.id),
+            label: user.email.clone(),
+            org_id: user.org_id,
+            ip,
+        }
+    }
+
     pub fn system() -> Actor {
         Actor {
             user_id: None,

@@ -479,13 +479,7 @@ impl Processor {
                             } else {
                                 String::new()
                             };
-                            let before = crate::store::figures::status(
-                                &mut tx,
-                                outbound_id,
-                                &n.final_recipient,
-                            )
-                            .await?;
-                            let advanced = crate::store::outbound::advance(
+                            let moved_from = crate::store::outbound::advance(
                                 &mut tx,
                                 outbound_id,
                                 &n.final_recipient,
@@ -494,9 +488,10 @@ impl Processor {
                                 now,
                             )
                             .await?;
-                            if advanced {
+                            if let Some(before) = moved_from {
                                 let m = &self.metrics;
-                                m.notified(&mut tx, outbound_id, before, state, now).await?;
+                                m.notified(&mut tx, outbound_id, &before, state, now)
+                                    .await?;
                             }
                         }
                     }

@@ -361,12 +361,12 @@ impl Metrics {
         &self,
         conn: &mut sqlx::AnyConnection,
         outbound_id: i64,
-        before: Option<String>,
+        before: &str,
         state: &str,
         now: i64,
     ) -> sqlx::Result<()> {
-        let first = matches!(before.as_deref(), Some("queued" | "sent"))
-            && matches!(state, "processed" | "dispatched");
+        let first =
+            matches!(before, "queued" | "sent") && matches!(state, "processed" | "dispatched");
         if !first {
             return Ok(());
         }

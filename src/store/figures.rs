@@ -118,23 +118,6 @@ pub async fn certificate_ends(db: &Db) -> sqlx::Result<Vec<CertificateEnd>> {
     Ok(ends)
 }
 
-/// A recipient's delivery state, locking its row for the rest of the transaction
-/// (a write, as `outbound::advance` does, so that two notifications for one recipient
-/// are read one after the other on PostgreSQL too).
-pub async fn status(
-    conn: &mut AnyConnection,
-    outbound_id: i64,
-    recipient: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
-        "update delivery_status set updated_at = updated_at where outbound_id = $1 and recipient = $2 returning state",
-    )
-    .bind(outbound_id)
-    .bind(recipient)
-    .fetch_optional(conn)
-    .await
-}
-
 /// When an outbound message was sent (queued by its sender).
 pub async fn sent_at(conn: &mut AnyConnection, outbound_id: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("select created_at from outbound_messages where id = $1")

@@ -227,7 +227,8 @@ pub async fn mark_failed(
 
 /// Moves one recipient's status forward: queued → sent → processed → dispatched,
 /// or to failed. A final state (dispatched, failed) never changes again; a later
-/// notification is only noted. Returns whether the state changed.
+/// notification is only noted. Returns the state it moved from, `None` when it did
+/// not move.
 pub async fn advance(
     conn: &mut AnyConnection,
     outbound_id: i64,
@@ -235,7 +236,7 @@ pub async fn advance(
     state: &str,
     detail: &str,
     now: i64,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<String>> {
     let rank = |s: &str| match s {
         "queued" => 0,
         "sent" => 1,
@@ -254,7 +255,7 @@ pub async fn advance(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(current) = current else {
-        return Ok(false);
+        return Ok(None);
     };
     if rank(state) <= rank(&current) || rank(&current) == 3 {
         sqlx::query(
@@ -266,7 +267,7 @@ pub async fn advance(
         .bind(recipient)
         .execute(conn)
         .await?;
-        return Ok(false);
+        return Ok(None);
     }
     sqlx::query(
         "update delivery_status set state = $1, detail = $2, updated_at = $3 where outbound_id = $4 and recipient = $5",
@@ -281,7 +282,7 @@ pub async fn advance(
     if state == "failed" {
         failure_notice(conn, outbound_id, recipient, detail, now).await?;
     }
-    Ok(true)
+    Ok(Some(current))
 }
 
 /// Puts a plain-language notice in the sender's inbox: which message did not reach
@@ -359,7 +360,8 @@ pub async fn expire_waiting(db: &Db, timeout: i64, now: i64) -> sqlx::Result<usi
             "no delivery notification arrived within {} minutes, so the recipient's system may not have accepted it. Ask the recipient, or send it again.",
             timeout / 60
         );
-        if advance(&mut tx, outbound_id, &recipient, "failed", &reason, now).await? {
+        let moved = advance(&mut tx, outbound_id, &recipient, "failed", &reason, now).await?;
+        if moved.is_some() {
             failed += 1;
         }
         tx.commit().await?;

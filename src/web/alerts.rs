@@ -279,12 +279,7 @@ async fn confirm_address(
     let Some(user) = users::get(&state.db, user_id).await? else {
         return Err(AppError::NotFound);
     };
-    let actor = Actor {
-        user_id: Some(user.id),
-        label: user.email.clone(),
-        org_id: user.org_id,
-        ip,
-    };
+    let actor = Actor::user(&user, ip);
     let mut tx = state.db.begin().await?;
     if !store::verify(&mut tx, &hash, now).await? {
         page.problem =

@@ -157,12 +157,7 @@ where
         }
         let ip = super::client_ip(parts, &state.config.trusted_proxies).to_string();
         Ok(ApiUser {
-            actor: Actor {
-                user_id: Some(user.id),
-                label: user.email.clone(),
-                org_id: user.org_id,
-                ip,
-            },
+            actor: Actor::user(&user, ip),
             user,
         })
     }

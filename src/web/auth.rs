@@ -434,12 +434,7 @@ async fn mfa(
         return Ok(Redirect::to("/login?reason=ended").into_response());
     };
     let now = state.clock.now();
-    let actor = Actor {
-        user_id: Some(user.id),
-        label: user.email.clone(),
-        org_id: user.org_id,
-        ip,
-    };
+    let actor = Actor::user(&user, ip);
     // The half-signed-in session is held to the same rules as a full one: it ends
     // with the user's other sessions (password change, sign out everywhere), it is
     // short-lived, and a paused address or locked account cannot finish it.
@@ -632,12 +627,7 @@ async fn accept_invite(
     };
     let hash = super::hash_password(password.expose().to_owned()).await?;
     let now = state.clock.now();
-    let actor = Actor {
-        user_id: Some(user.id),
-        label: user.email.clone(),
-        org_id: user.org_id,
-        ip,
-    };
+    let actor = Actor::user(&user, ip);
     let mut tx = state.db.begin().await?;
     if !invites::consume(&mut tx, &auth::token_hash(&token), now).await? {
         page.problem =

@@ -211,12 +211,7 @@ impl CurrentUser {
 
     /// The audit actor for this user, from `ip`.
     pub fn actor(&self, ip: String) -> crate::audit::Actor {
-        crate::audit::Actor {
-            user_id: Some(self.user.id),
-            label: self.user.email.clone(),
-            org_id: self.user.org_id,
-            ip,
-        }
+        crate::audit::Actor::user(&self.user, ip)
     }
 
     pub fn require_operator(&self) -> Result<(), AppError> {
