@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rand::Rng as _;
 
+use crate::app::Stopping;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
@@ -300,10 +301,12 @@ impl Alerter {
         })
     }
 
-    pub async fn run(self) {
+    /// Sends due alerts until the server stops: the job in hand is finished, no new one
+    /// is claimed (one left claimed is taken again when its lease ends).
+    pub async fn run(self, mut stop: Stopping) {
         let mut swept = 0;
-        loop {
-            if let Err(e) = self.send_due().await {
+        while !stop.is_set() {
+            if let Err(e) = self.send_due_while(|| !stop.is_set()).await {
                 tracing::error!(error = format!("{e:#}"), "sending alert e-mails failed");
             }
             let now = self.clock.now();
@@ -314,6 +317,7 @@ impl Alerter {
                 }
             }
             tokio::select! {
+                () = stop.wait() => {},
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(Duration::from_secs(5)) => {},
             }
@@ -322,15 +326,20 @@ impl Alerter {
 
     /// Handles every due job; returns how many were looked at.
     pub async fn send_due(&self) -> anyhow::Result<usize> {
+        self.send_due_while(|| true).await
+    }
+
+    async fn send_due_while(&self, go_on: impl Fn() -> bool) -> anyhow::Result<usize> {
         let mut handled = 0;
-        loop {
+        while go_on() {
             let now = self.clock.now();
             let Some(job) = store::claim_next(&self.db, now, now + LEASE_SECONDS).await? else {
-                return Ok(handled);
+                break;
             };
             handled += 1;
             self.handle(&job).await?;
         }
+        Ok(handled)
     }
 
     async fn handle(&self, job: &Job) -> anyhow::Result<()> {

@@ -343,7 +343,7 @@ impl Application {
             network: state.config.network_policy(),
             discovery: state.discovery.clone(),
             metrics: state.metrics.clone(),
-            stop: stopping,
+            stop: stopping.clone(),
             hostname: state
                 .config
                 .smtp_hostname
@@ -368,7 +368,7 @@ impl Application {
             );
         }
         // one alert worker: alerts are few, and a relay that is down only delays them
-        tokio::spawn(
+        workers.push(tokio::spawn(
             crate::alerts::Alerter::new(
                 &state.config,
                 state.db.clone(),
@@ -377,8 +377,8 @@ impl Application {
                 state.public_base.clone(),
                 state.wake_alerts.clone(),
             )?
-            .run(),
-        );
+            .run(stopping.clone()),
+        ));
         spawn_session_cleanup(&state);
         spawn_trash_purge(&state);
         spawn_bundle_refresh(&state);

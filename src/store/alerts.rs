@@ -294,6 +294,7 @@ pub async fn claim_next(db: &Db, now: i64, lease_until: i64) -> sqlx::Result<Opt
         };
         let id: i64 = candidate.try_get("id")?;
         let due: i64 = candidate.try_get("next_attempt_at")?;
+        let _turn = db.write_turn().await;
         let row = sqlx::query(
             "update alert_jobs set state = 'sending', next_attempt_at = $1, updated_at = $2
              where id = $3 and state in ('pending', 'sending') and next_attempt_at = $4
@@ -378,6 +379,7 @@ pub async fn mark_failed(db: &Db, id: i64, reason: &str, now: i64) -> sqlx::Resu
 }
 
 async fn finish(db: &Db, id: i64, state: &str, reason: &str, now: i64) -> sqlx::Result<()> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "update alert_jobs set state = $1, last_error = $2, sealed_link = '', updated_at = $3,
                 attempts = attempts + $4
@@ -395,6 +397,7 @@ async fn finish(db: &Db, id: i64, state: &str, reason: &str, now: i64) -> sqlx::
 
 /// A failed attempt to be tried again at `at`.
 pub async fn retry_later(db: &Db, id: i64, reason: &str, at: i64, now: i64) -> sqlx::Result<()> {
+    let _turn = db.write_turn().await;
     sqlx::query(
         "update alert_jobs set state = 'pending', attempts = attempts + 1, last_error = $1,
                 next_attempt_at = $2, updated_at = $3
@@ -413,6 +416,7 @@ pub async fn retry_later(db: &Db, id: i64, reason: &str, at: i64, now: i64) -> s
 /// Back to `pending`: if another alert for the same mailbox was queued meanwhile, this
 /// one is dropped in favour of it.
 pub async fn postpone(db: &Db, id: i64, at: i64, now: i64) -> sqlx::Result<()> {
+    let _turn = db.write_turn().await;
     let waiting = sqlx::query(
         "update alert_jobs set state = 'dropped', updated_at = $2
          where id = $1 and exists (select 1 from alert_jobs o
@@ -441,6 +445,7 @@ pub async fn postpone(db: &Db, id: i64, at: i64, now: i64) -> sqlx::Result<()> {
 
 /// Forgets finished jobs older than `before` (the interval only looks back minutes).
 pub async fn forget_finished(db: &Db, before: i64) -> sqlx::Result<u64> {
+    let _turn = db.write_turn().await;
     let done = sqlx::query(
         "delete from alert_jobs where state in ('sent', 'failed', 'dropped') and updated_at < $1",
     )

@@ -58,34 +58,21 @@ struct Glance {
     quarantined: i64,
     /// Alert e-mails being retried or given up.
     alerts_failing: i64,
-    /// (kind, subject, domain, when it ends in words, link)
-    expiring: Vec<(&'static str, String, String, String, String)>,
+    /// Hosted certificates, domain anchors and trust-bundle anchors ending within 30
+    /// days or ended, as the figures page lists them.
+    expiring: Vec<super::figures::Warning>,
 }
-
-/// Days ahead the operator's home warns of expiring certificates and anchors.
-const EXPIRY_WARNING_DAYS: i64 = 30;
 
 async fn home(State(state): State<AppState>, current: CurrentUser) -> AppResult<HomePage> {
     let glance = if current.user.role == crate::domain::Role::Operator {
         let now = state.clock.now();
         let (waiting, failed) =
             crate::store::outbound::queue_counts(&state.db, now, 7 * 86_400).await?;
-        let expiring = crate::store::pki::expiring(&state.db, now + EXPIRY_WARNING_DAYS * 86_400)
-            .await?
-            .into_iter()
-            .map(|e| {
-                let when = if e.not_after <= now {
-                    format!("expired {}", format_utc(e.not_after))
-                } else {
-                    format!("ends {}", format_utc(e.not_after))
-                };
-                let link = match e.org_id {
-                    Some(org) => format!("/orgs/{org}/domains/{}", e.domain_id),
-                    None => "/orgs".to_owned(),
-                };
-                (e.kind, e.subject, e.domain, when, link)
-            })
-            .collect();
+        let expiring = super::figures::warnings(
+            &crate::store::figures::certificate_ends(&state.db).await?,
+            now,
+            50,
+        );
         Some(Glance {
             waiting,
             failed,

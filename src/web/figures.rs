@@ -77,13 +77,7 @@ async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<
     current.require_operator()?;
     let now = state.clock.now();
     let f = state.metrics.figures(&state.db).await?;
-    let warnings = f
-        .certificates
-        .iter()
-        .filter(|c| c.not_after < now + WARNING_DAYS * 86_400)
-        .take(100)
-        .map(|c| warning(c, now))
-        .collect();
+    let warnings = warnings(&f.certificates, now, 100);
     Ok(FiguresPage {
         chrome: current.chrome,
         since: format_utc(f.started_at),
@@ -92,6 +86,17 @@ async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<
         warnings,
         f,
     })
+}
+
+/// The certificates and anchors (soonest end first) that end within 30 days or have
+/// ended, at most `limit`, each with what to do: the figures page and the operator's
+/// home list the same ones.
+pub fn warnings(ends: &[CertificateEnd], now: i64, limit: usize) -> Vec<Warning> {
+    ends.iter()
+        .filter(|c| c.not_after < now + WARNING_DAYS * 86_400)
+        .take(limit)
+        .map(|c| warning(c, now))
+        .collect()
 }
 
 fn warning(c: &CertificateEnd, now: i64) -> Warning {

@@ -704,6 +704,47 @@ async fn the_operators_home_shows_the_queue_quarantine_and_what_expires_soon() {
         home.body
             .contains("No certificate or trust anchor ends in the next 30 days.")
     );
+    // a trust bundle's anchor ending soon is named too, with its bundle's page (the
+    // same list as the figures page)
+    let dir = app.data_dir.path();
+    self_signed(dir, "Bundled Short Anchor", 5, "bundled");
+    openssl_in(
+        dir,
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            "bundled.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "bundled.p7b",
+        ],
+    );
+    let (bundle, _) = directmail::pki::bundles::import(
+        &app.state.db,
+        &directmail::pki::bundles::Reader::new(&app.state.fetcher, &app.state.config),
+        directmail::pki::bundles::NewImport {
+            name: "Short Community".into(),
+            url: None,
+            file: Some(std::fs::read(dir.join("bundled.p7b")).unwrap()),
+            signer: None,
+            refresh_hours: 24,
+        },
+        app.now(),
+        &directmail::audit::Actor::system(),
+    )
+    .await
+    .unwrap();
+    let home = op.get("/").await;
+    assert!(
+        home.body.contains(&format!(
+            r#"<a href="/bundles/{}">Short Community</a>: Trust bundle anchor CN=Bundled Short Anchor, ends"#,
+            bundle.id
+        )),
+        "{}",
+        home.body
+    );
     // ten days before the domain's certificate ends, it is named with a link to its
     // domain's page
     let ends: i64 = sqlx::query_scalar("select min(not_after) from domain_certificates")
@@ -716,7 +757,9 @@ async fn the_operators_home_shows_the_queue_quarantine_and_what_expires_soon() {
     let domain_page = format!(r#"<a href="/orgs/{}/domains/"#, mailbox.org_id);
     assert!(
         home.body.contains(&domain_page)
-            && home.body.contains("direct.lakeside.test</a>: certificate"),
+            && home
+                .body
+                .contains("direct.lakeside.test</a>: Hosted certificate"),
         "{}",
         home.body
     );
@@ -746,26 +789,7 @@ async fn the_system_figures_page_shows_the_queues_and_counts_and_warns_of_anchor
     let (ana, _kim) = app.lakeside_and_hillside().await;
     // an anchor that ends in ten days, made with the openssl command line
     let dir = app.data_dir.path();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "10",
-            "-subj",
-            "/CN=Short Lived Anchor",
-            "-keyout",
-            "short.key",
-            "-out",
-            "short.pem",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    self_signed(dir, "Short Lived Anchor", 10, "short");
     let domain = directmail::store::orgs::domain_by_name(&app.state.db, "direct.lakeside.test")
         .await
         .unwrap()
@@ -839,6 +863,30 @@ async fn the_system_figures_page_shows_the_queues_and_counts_and_warns_of_anchor
     // the page is the operator's alone
     let mut manager = app.signed_in("ana@direct.lakeside.test").await;
     assert_eq!(manager.get("/figures").await.status, StatusCode::FORBIDDEN);
+}
+
+/// A self-signed certificate `CN=<name>` valid for `days`, made with the openssl
+/// command line as `<stem>.pem` (and `<stem>.key`) in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str, days: u32, stem: &str) {
+    let (days, subject) = (days.to_string(), format!("/CN={name}"));
+    let (key, pem) = (format!("{stem}.key"), format!("{stem}.pem"));
+    openssl_in(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", &days, "-subj", &subject,
+            "-keyout", &key, "-out", &pem,
+        ],
+    );
+}
+
+/// Runs the openssl command line in `dir`.
+fn openssl_in(dir: &std::path::Path, args: &[&str]) {
+    let made = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
 }
 
 /// The figures page's list of certificates and anchors ending, entities decoded.
