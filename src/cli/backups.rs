@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde_json::json;
 
+use crate::audit::{self, Actor, AuditKey, Event};
 use crate::backup::{self, Manifest};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::secrets;
+use crate::config::{Config, DatabaseUrl};
+use crate::db::Db;
+use crate::secrets::{self, SecretKey};
 
 /// The database file the configuration names, or why there is none to back up or
 /// restore with these commands.
@@ -36,6 +38,15 @@ pub async fn make(config: &Config, file: &Path) -> anyhow::Result<(String, serde
         );
     };
     let manifest = backup::make(&database, &key, file, Clock::default().now()).await?;
+    record(
+        &config.database_url(),
+        &key,
+        Event::new("backup.make", file.display().to_string()).detail(format!(
+            "audit head {}; key-encryption key {}",
+            manifest.audit_head, manifest.key_fingerprint
+        )),
+    )
+    .await?;
     Ok((
         format!(
             "Backed up {} to {}: {}. The key-encryption key is not in the backup: keep it apart, a restore needs it (fingerprint {}).",
@@ -61,6 +72,24 @@ pub async fn restore(
     let key = secrets::find(config)?.map(|(key, _)| key);
     let restored =
         backup::restore(file, &target, key.as_ref(), force, Clock::default().now()).await?;
+    if let Some(key) = &key {
+        let mut detail = format!(
+            "made {}, audit head {}",
+            restored.manifest.created_at, restored.manifest.audit_head
+        );
+        if let Some(aside) = &restored.moved_aside {
+            detail.push_str(&format!(
+                "; the database that was there is now {}",
+                aside.display()
+            ));
+        }
+        record(
+            &DatabaseUrl(format!("sqlite://{}", target.display())),
+            key,
+            Event::new("backup.restore", file.display().to_string()).detail(detail),
+        )
+        .await?;
+    }
     let mut text = format!(
         "Restored {} (made {}) as {}: {}; the audit log verifies ({} entries up to the backup's head).",
         file.display(),
@@ -92,6 +121,16 @@ pub async fn restore(
             "audit_entries": restored.audit_entries,
         }),
     ))
+}
+
+/// Appends `event` to the audit log of the database at `url`, as the command line.
+async fn record(url: &DatabaseUrl, key: &SecretKey, event: Event<'_>) -> anyhow::Result<()> {
+    let db = Db::connect(url).await?;
+    audit::install_key(&AuditKey::derive(key));
+    let recorded = audit::record(&db, Clock::default().now(), &Actor::cli(), event).await;
+    db.close().await;
+    recorded?;
+    Ok(())
 }
 
 /// The manifest in a few words: schema, messages, users, audit head.

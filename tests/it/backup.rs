@@ -254,6 +254,27 @@ async fn a_backup_made_while_the_portal_sends_mail_restores_into_a_new_database_
             .await
             .contains(&"Referral during the backup".to_owned())
     );
+    // the backup command is in the portal's audit log, the restore in the restored
+    // one's (after the backup's head, so the chain below still verifies); pg_dump and
+    // pg_restore are not ours to audit
+    let audited = match postgres_admin_url() {
+        None => &[
+            (&app.state.db, "backup.make"),
+            (&restored.state.db, "backup.restore"),
+        ][..],
+        Some(_) => &[],
+    };
+    for &(db, action) in audited {
+        let filter = audit::Filter {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        let entries = audit::list(db, &filter, 10).await.expect("audit log");
+        assert!(
+            entries.len() == 1 && entries[0].actor == "cli" && entries[0].object.ends_with(".zip"),
+            "{action}: {entries:?}"
+        );
+    }
     let mut verify = restored.command();
     verify
         .env("DIRECTMAIL_SECRET_KEY", key.trim())
