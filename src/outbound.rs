@@ -59,6 +59,10 @@ pub struct Draft {
     /// first, and an XDM package carries the law's labels. (The CDA documents among the
     /// attachments are labelled before they get here: [`crate::packaging::label_documents`].)
     pub sensitive: Option<crate::sensitivity::Outgoing>,
+    /// The API client's `Idempotency-Key`: unique per sending mailbox, so that a
+    /// request repeated after a lost answer finds this message instead of sending
+    /// another ([`store::by_idempotency_key`]).
+    pub idempotency_key: Option<String>,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -193,6 +197,9 @@ pub async fn submit_draft(
         now,
     )
     .await?;
+    if let Some(key) = &draft.idempotency_key {
+        store::set_idempotency_key(&mut tx, id, key).await?;
+    }
     inbound_store::file_sent(
         &mut tx,
         mailbox.id,

@@ -77,6 +77,28 @@ pub async fn insert(
     Ok(id)
 }
 
+/// Records the API client's `Idempotency-Key` of a message just inserted (in the
+/// caller's transaction); fails when the mailbox already sent a message with it.
+pub async fn set_idempotency_key(conn: &mut AnyConnection, id: i64, key: &str) -> sqlx::Result<()> {
+    sqlx::query("update outbound_messages set idempotency_key = $1 where id = $2")
+        .bind(key)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The message `mailbox_id` sent through the API with `Idempotency-Key` `key`.
+pub async fn by_idempotency_key(db: &Db, mailbox_id: i64, key: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "select id from outbound_messages where mailbox_id = $1 and idempotency_key = $2",
+    )
+    .bind(mailbox_id)
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await
+}
+
 /// A queue entry being delivered, with its message.
 #[derive(Debug, Clone)]
 pub struct Job {
