@@ -36,6 +36,9 @@ const KIM: &str = "kim@direct.far.test";
 const ANA: &str = "dr.ana@direct.lakeside.test";
 const FRONT: &str = "front@direct.lakeside.test";
 
+/// Where each instance listens (HTTP, SMTP) while it is up, by number.
+type Up = Arc<Mutex<Vec<Option<(SocketAddr, SocketAddr)>>>>;
+
 /// One `directmail` server process; killed (SIGKILL) when dropped.
 struct Instance {
     child: Child,
@@ -53,7 +56,7 @@ struct Cluster {
     dir: PathBuf,
     env: Vec<(&'static str, String)>,
     instances: Vec<Option<Instance>>,
-    up: Arc<Mutex<Vec<Option<(SocketAddr, SocketAddr)>>>>,
+    up: Up,
     starts: usize,
 }
 
@@ -244,7 +247,7 @@ struct Handed {
 /// instances` while it is up, else to another), `CLIENTS` at a time, trying again
 /// after an attempt without a 250 — as another HISP's mail exchanger would.
 fn hand_over_all(
-    up: Arc<Mutex<Vec<Option<(SocketAddr, SocketAddr)>>>>,
+    up: Up,
     to: &'static [&'static str],
     messages: Arc<Vec<Vec<u8>>>,
 ) -> tokio::task::JoinHandle<Vec<Handed>> {
@@ -375,10 +378,7 @@ fn kims_message(dir: &Path, n: usize) -> Vec<u8> {
 /// `CLIENTS` at a time; a request cut off by a kill is sent again (to another
 /// instance, or after the restart) with the same Idempotency-Key, as the README asks
 /// of EHRs. How many requests went unanswered.
-fn send_through_api(
-    up: Arc<Mutex<Vec<Option<(SocketAddr, SocketAddr)>>>>,
-    token: String,
-) -> tokio::task::JoinHandle<usize> {
+fn send_through_api(up: Up, token: String) -> tokio::task::JoinHandle<usize> {
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let unanswered = Arc::new(AtomicUsize::new(0));
