@@ -305,6 +305,8 @@ impl Application {
             wake_alerts: Arc::default(),
             metrics,
         };
+        let leases = crate::leases::Leases::new(state.config.claim_seconds);
+        leases.spawn_renewal(state.db.clone(), state.clock.clone());
         let (stop_workers, stopping) = tokio::sync::watch::channel(false);
         let stopping = Stopping(stopping);
         let mut workers = Vec::new();
@@ -322,6 +324,7 @@ impl Application {
                     wake_alerts: state.wake_alerts.clone(),
                     metrics: state.metrics.clone(),
                     stop: stopping.clone(),
+                    leases: leases.clone(),
                 }
                 .run(),
             ));
@@ -344,6 +347,7 @@ impl Application {
             discovery: state.discovery.clone(),
             metrics: state.metrics.clone(),
             stop: stopping.clone(),
+            leases,
             hostname: state
                 .config
                 .smtp_hostname
@@ -418,7 +422,8 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, finishes requests and
     /// SMTP transactions in flight, and gives the workers [`WORKER_DEADLINE`] to finish
     /// the messages they claimed (they claim no more); a claim still held then lapses
-    /// after five minutes, and another instance or the next start takes it over.
+    /// within `DIRECTMAIL_CLAIM_SECONDS` (nothing renews it once the process has
+    /// exited), and another instance or the next start takes it over.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,

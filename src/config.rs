@@ -170,6 +170,18 @@ pub struct Config {
     )]
     pub notify_timeout: u64,
 
+    /// Seconds a claim on a received message or a queue entry lasts without renewal:
+    /// the instance holding it renews it every third of that while it works, so the
+    /// claims of an instance that died are taken over within this time.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_CLAIM_SECONDS",
+        default_value_t = 60,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(5..=3600)
+    )]
+    pub claim_seconds: u64,
+
     /// Send every DNS query (MX for delivery; later certificate discovery) to this
     /// resolver (`host:port`); the system's resolvers otherwise.
     #[arg(long, env = "DIRECTMAIL_DNS_RESOLVER", global = true)]

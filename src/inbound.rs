@@ -12,6 +12,7 @@ use mail_parser::MessageParser;
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::leases::Claim;
 use crate::outbound;
 use crate::pki::{self, Revocation, fetch::Fetcher};
 use crate::secrets::SecretKey;
@@ -43,6 +44,8 @@ pub struct Processor {
     pub metrics: crate::metrics::Metrics,
     /// Set when the server stops: finish the message in hand, claim no more.
     pub stop: crate::app::Stopping,
+    /// The claims this instance holds, renewed while it works on them.
+    pub leases: crate::leases::Leases,
 }
 
 /// How a message ended.
@@ -164,11 +167,17 @@ impl Processor {
     /// Each delivery claims the next waiting message in its own transaction, so a
     /// busy queue costs one write per message rather than two.
     pub async fn process_next(&self) -> anyhow::Result<Option<(i64, Outcome)>> {
-        let Some(mut message) = inbound::claim_next(&self.db, self.clock.now()).await? else {
+        let lease = self.leases.seconds();
+        let Some(mut message) = inbound::claim_next(&self.db, self.clock.now(), lease).await?
+        else {
             return Ok(None);
         };
         loop {
+            let held = self
+                .leases
+                .hold(Claim::Inbound(message.id), message.attempts);
             let (outcome, next) = self.process_claimed(&message).await?;
+            drop(held);
             // each message of a chain is counted, not only the last
             self.metrics.received(&outcome);
             match next {
@@ -190,7 +199,7 @@ impl Processor {
                 let mut tx = self.db.begin().await?;
                 inbound::finish(
                     &mut tx,
-                    id,
+                    message,
                     "quarantined",
                     "processing_failed",
                     &detail,
@@ -202,13 +211,16 @@ impl Processor {
                 let verdict = "processing_failed".into();
                 Ok((Outcome::Quarantined { verdict }, None))
             }
-            // a passing failure (the database busy, say): try again shortly
+            // a passing failure (the database busy, say): try again shortly, unless
+            // the claim is no longer this worker's
             Err(e) => {
                 let _ = sqlx::query(
-                    "update inbound_messages set claimed_until = $1 where id = $2 and state = 'processing'",
+                    "update inbound_messages set claimed_until = $1
+                     where id = $2 and state = 'processing' and attempts = $3",
                 )
                 .bind(now + 5)
                 .bind(id)
+                .bind(message.attempts)
                 .execute(&self.db.pool)
                 .await;
                 Err(e)
@@ -445,7 +457,7 @@ impl Processor {
                 }
                 inbound::finish(
                     &mut tx,
-                    message.id,
+                    message,
                     "quarantined",
                     &code,
                     &detail,
@@ -496,16 +508,7 @@ impl Processor {
                         }
                     }
                 }
-                inbound::finish(
-                    &mut tx,
-                    message.id,
-                    "delivered",
-                    "mdn",
-                    "",
-                    &steps_text,
-                    now,
-                )
-                .await?;
+                inbound::finish(&mut tx, message, "delivered", "mdn", "", &steps_text, now).await?;
                 Outcome::Notification
             }
             None => {
@@ -560,7 +563,7 @@ impl Processor {
                 }
                 inbound::finish(
                     &mut tx,
-                    message.id,
+                    message,
                     "delivered",
                     "trusted",
                     "",
@@ -580,7 +583,11 @@ impl Processor {
         };
         let next = match self.stop.is_set() {
             true => None,
-            false => inbound::claim_on(&mut tx, self.db.backend, now).await?,
+            // the next claim's lease starts now, not when this message's processing did
+            false => {
+                let lease = self.leases.seconds();
+                inbound::claim_on(&mut tx, self.db.backend, self.clock.now(), lease).await?
+            }
         };
         tx.commit().await?;
         stages::record(Stage::Deliver, delivering.elapsed());

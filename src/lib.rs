@@ -13,6 +13,7 @@
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`packaging`]: a message's documents as one XDM package;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
+//! - [`leases`]: claims on shared work (processing, delivery), renewed while held;
 //! - [`metrics`]: the operator's figures (`/metrics` and the console's figures page);
 //! - [`filing`]: what is read from a message once when it is filed (its patient, its
 //!   clinical documents);
@@ -40,6 +41,7 @@ pub mod domain;
 pub mod export;
 pub mod filing;
 pub mod inbound;
+pub mod leases;
 pub mod metrics;
 pub mod opt_outs;
 pub mod outbound;

@@ -12,6 +12,7 @@ use rand::Rng as _;
 
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::leases::Claim;
 use crate::pki;
 use crate::secrets::SecretKey;
 use crate::stages::{self, Stage};
@@ -58,6 +59,10 @@ pub struct Draft {
     /// first, and an XDM package carries the law's labels. (The CDA documents among the
     /// attachments are labelled before they get here: [`crate::packaging::label_documents`].)
     pub sensitive: Option<crate::sensitivity::Outgoing>,
+    /// The API client's `Idempotency-Key`: unique per sending mailbox, so that a
+    /// request repeated after a lost answer finds this message instead of sending
+    /// another ([`store::by_idempotency_key`]).
+    pub idempotency_key: Option<String>,
 }
 
 /// A message written by a user: stored, its Sent copy filed, and queued per
@@ -192,6 +197,9 @@ pub async fn submit_draft(
         now,
     )
     .await?;
+    if let Some(key) = &draft.idempotency_key {
+        store::set_idempotency_key(&mut tx, id, key).await?;
+    }
     inbound_store::file_sent(
         &mut tx,
         mailbox.id,
@@ -244,6 +252,8 @@ pub struct Sender {
     pub metrics: crate::metrics::Metrics,
     /// Set when the server stops: finish the batch in hand, claim no more.
     pub stop: crate::app::Stopping,
+    /// The claims this instance holds, renewed while it works on them.
+    pub leases: crate::leases::Leases,
 }
 
 impl Sender {
@@ -280,11 +290,19 @@ impl Sender {
     /// was due. The outcomes of one batch are recorded in the same write as the claim
     /// of the next.
     pub async fn send_next(&self) -> anyhow::Result<bool> {
-        let mut batch = store::claim_next(&self.db, self.clock.now(), BATCH).await?;
+        let lease = self.leases.seconds();
+        let mut batch = store::claim_next(&self.db, self.clock.now(), lease, BATCH).await?;
         if batch.is_empty() {
             return Ok(false);
         }
         loop {
+            let _held: Vec<_> = batch
+                .iter()
+                .map(|job| {
+                    self.leases
+                        .hold(Claim::Outbound(job.queue_id), job.attempts)
+                })
+                .collect();
             let results =
                 futures_util::future::join_all(batch.iter().map(|job| self.deliver(job))).await;
             // Recording the outcomes is retried on a passing database error: a message
@@ -328,7 +346,8 @@ impl Sender {
         }
         // a server that is stopping finishes its batch and claims no more
         let more = if self.stop.is_set() { 0 } else { BATCH };
-        let next = store::claim_on(&mut tx, self.db.backend, now, more).await?;
+        let lease = self.leases.seconds();
+        let next = store::claim_on(&mut tx, self.db.backend, now, lease, more).await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -340,7 +359,7 @@ impl Sender {
         result: &Result<(), SendError>,
         now: i64,
     ) -> sqlx::Result<()> {
-        match result {
+        let recorded = match result {
             Ok(()) => store::mark_sent(tx, job, now).await,
             Err(SendError::Permanent(reason)) => {
                 tracing::warn!(queue = job.queue_id, domain = %job.domain, "delivery failed: {reason}");
@@ -362,7 +381,16 @@ impl Sender {
                     store::retry_later(tx, job, reason, now + base + jitter, now).await
                 }
             }
+        }?;
+        if !recorded {
+            // this instance stalled longer than a lease and another claimed the entry
+            // again: that claim records the outcome (the peer may get the message twice)
+            tracing::warn!(
+                queue = job.queue_id,
+                "the claim on a queue entry lapsed while it was delivered; its outcome is left to the new claim"
+            );
         }
+        Ok(())
     }
 
     async fn deliver(&self, job: &Job) -> Result<(), SendError> {

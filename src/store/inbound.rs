@@ -168,14 +168,11 @@ impl Inbound {
     }
 }
 
-/// How long a worker holds a claimed message before another may take it over
-/// (a crashed worker's message is processed again, from the stored copy).
-pub const CLAIM_SECONDS: i64 = 300;
-
-/// Claims the oldest message waiting to be processed (or one whose claim lapsed).
-pub async fn claim_next(db: &Db, now: i64) -> sqlx::Result<Option<Inbound>> {
+/// Claims the oldest message waiting to be processed (or one whose claim lapsed),
+/// for `lease` seconds ([`crate::leases`]: the worker's instance renews it).
+pub async fn claim_next(db: &Db, now: i64, lease: i64) -> sqlx::Result<Option<Inbound>> {
     let turn = db.write_turn().await;
-    let id = claim_on(&mut *db.pool.acquire().await?, db.backend, now).await?;
+    let id = claim_on(&mut *db.pool.acquire().await?, db.backend, now, lease).await?;
     drop(turn);
     match id {
         Some(id) => claimed(db, id).await.map(Some),
@@ -190,6 +187,7 @@ pub async fn claim_on(
     conn: &mut AnyConnection,
     backend: Backend,
     now: i64,
+    lease: i64,
 ) -> sqlx::Result<Option<i64>> {
     let pick = match backend {
         Backend::Postgres => {
@@ -208,7 +206,7 @@ pub async fn claim_on(
          where id = ({pick}) returning id"
     ))
     .bind(now)
-    .bind(now + CLAIM_SECONDS)
+    .bind(now + lease)
     .fetch_optional(conn)
     .await
 }
@@ -226,28 +224,38 @@ pub async fn claimed(db: &Db, id: i64) -> sqlx::Result<Inbound> {
     Inbound::from_row(&row)
 }
 
-/// Records the outcome of processing (inside the caller's transaction).
+/// Records the outcome of processing (inside the caller's transaction), if the
+/// claim taken as attempt `attempts` is still the message's: an error otherwise
+/// (its lease lapsed and another worker claimed it since), so that the caller's
+/// transaction, with its deliveries and notifications, is rolled back and the message
+/// reaches one outcome, the other worker's.
 pub async fn finish(
     conn: &mut AnyConnection,
-    id: i64,
+    message: &Inbound,
     state: &str,
     verdict: &str,
     detail: &str,
     steps: &str,
     now: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> anyhow::Result<()> {
+    let done = sqlx::query(
         "update inbound_messages set state = $1, verdict = $2, detail = $3, steps = $4, processed_at = $5
-         where id = $6",
+         where id = $6 and state = 'processing' and attempts = $7",
     )
     .bind(state)
     .bind(verdict)
     .bind(detail)
     .bind(steps)
     .bind(now)
-    .bind(id)
+    .bind(message.id)
+    .bind(message.attempts)
     .execute(conn)
     .await?;
+    anyhow::ensure!(
+        done.rows_affected() == 1,
+        "the claim on received message {} lapsed and was taken over; its outcome is left to the new claim",
+        message.id
+    );
     Ok(())
 }
 

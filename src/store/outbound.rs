@@ -77,6 +77,28 @@ pub async fn insert(
     Ok(id)
 }
 
+/// Records the API client's `Idempotency-Key` of a message just inserted (in the
+/// caller's transaction); fails when the mailbox already sent a message with it.
+pub async fn set_idempotency_key(conn: &mut AnyConnection, id: i64, key: &str) -> sqlx::Result<()> {
+    sqlx::query("update outbound_messages set idempotency_key = $1 where id = $2")
+        .bind(key)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The message `mailbox_id` sent through the API with `Idempotency-Key` `key`.
+pub async fn by_idempotency_key(db: &Db, mailbox_id: i64, key: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "select id from outbound_messages where mailbox_id = $1 and idempotency_key = $2",
+    )
+    .bind(mailbox_id)
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await
+}
+
 /// A queue entry being delivered, with its message.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -92,14 +114,13 @@ pub struct Job {
     pub recipient_cert: Option<String>,
 }
 
-/// How long a worker holds a queue entry.
-pub const CLAIM_SECONDS: i64 = 300;
-
 /// Claims up to `limit` entries due for delivery (several instances share the
-/// queue; on PostgreSQL with `SKIP LOCKED`).
-pub async fn claim_next(db: &Db, now: i64, limit: i64) -> sqlx::Result<Vec<Job>> {
+/// queue; on PostgreSQL with `SKIP LOCKED`), for `lease` seconds
+/// ([`crate::leases`]: the worker's instance renews it).
+pub async fn claim_next(db: &Db, now: i64, lease: i64, limit: i64) -> sqlx::Result<Vec<Job>> {
     let turn = db.write_turn().await;
-    let claimed = claim_on(&mut *db.pool.acquire().await?, db.backend, now, limit).await?;
+    let conn = &mut *db.pool.acquire().await?;
+    let claimed = claim_on(conn, db.backend, now, lease, limit).await?;
     drop(turn);
     jobs(db, &claimed).await
 }
@@ -120,6 +141,7 @@ pub async fn claim_on(
     conn: &mut AnyConnection,
     backend: Backend,
     now: i64,
+    lease: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<i64>> {
     // the longest due entry, and more due entries for the same domain: a batch is
@@ -140,7 +162,7 @@ pub async fn claim_on(
          where id in ({pick}) returning id"
     ))
     .bind(now)
-    .bind(now + CLAIM_SECONDS)
+    .bind(now + lease)
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -173,56 +195,80 @@ pub async fn job(db: &Db, queue_id: i64) -> sqlx::Result<Job> {
     })
 }
 
-/// Marks a queue entry sent (and its recipients `sent`).
-pub async fn mark_sent(conn: &mut AnyConnection, job: &Job, now: i64) -> sqlx::Result<()> {
-    sqlx::query("update outbound_queue set state = 'sent', last_error = null, updated_at = $1 where id = $2")
-        .bind(now)
-        .bind(job.queue_id)
-        .execute(&mut *conn)
-        .await?;
+/// The claim a job was delivered under is still its entry's (being sent, with the
+/// attempt number it was claimed with): outcomes are recorded only then, so that an
+/// entry whose lease lapsed and was claimed again gets one outcome, the new claim's.
+const STILL_CLAIMED: &str = "state = 'sending' and attempts =";
+
+/// Marks a queue entry sent (and its recipients `sent`); false, with nothing
+/// written, when the job's claim is no longer the entry's.
+pub async fn mark_sent(conn: &mut AnyConnection, job: &Job, now: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(&format!(
+        "update outbound_queue set state = 'sent', last_error = null, updated_at = $1
+         where id = $2 and {STILL_CLAIMED} $3"
+    ))
+    .bind(now)
+    .bind(job.queue_id)
+    .bind(job.attempts)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
     for r in &job.recipients {
         advance(conn, job.outbound_id, r, "sent", "", now).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Schedules another attempt after a temporary failure.
+/// Schedules another attempt after a temporary failure; false, with nothing
+/// written, when the job's claim is no longer the entry's.
 pub async fn retry_later(
     conn: &mut AnyConnection,
     job: &Job,
     error: &str,
     at: i64,
     now: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "update outbound_queue set state = 'queued', next_attempt_at = $1, last_error = $2, updated_at = $3 where id = $4",
-    )
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(&format!(
+        "update outbound_queue set state = 'queued', next_attempt_at = $1, last_error = $2, updated_at = $3
+         where id = $4 and {STILL_CLAIMED} $5"
+    ))
     .bind(at)
     .bind(error)
     .bind(now)
     .bind(job.queue_id)
+    .bind(job.attempts)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
-/// Gives up on a queue entry: its recipients fail with `reason`.
+/// Gives up on a queue entry: its recipients fail with `reason`; false, with
+/// nothing written, when the job's claim is no longer the entry's.
 pub async fn mark_failed(
     conn: &mut AnyConnection,
     job: &Job,
     reason: &str,
     now: i64,
-) -> sqlx::Result<()> {
-    sqlx::query("update outbound_queue set state = 'failed', last_error = $1, updated_at = $2 where id = $3")
-        .bind(reason)
-        .bind(now)
-        .bind(job.queue_id)
-        .execute(&mut *conn)
-        .await?;
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(&format!(
+        "update outbound_queue set state = 'failed', last_error = $1, updated_at = $2
+         where id = $3 and {STILL_CLAIMED} $4"
+    ))
+    .bind(reason)
+    .bind(now)
+    .bind(job.queue_id)
+    .bind(job.attempts)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
     for r in &job.recipients {
         advance(conn, job.outbound_id, r, "failed", reason, now).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Moves one recipient's status forward: queued → sent → processed → dispatched,

@@ -184,13 +184,52 @@ async fn mailbox_of(state: &AppState, user: &User, address: Option<&str>) -> Api
     }
 }
 
+/// The `Idempotency-Key` header of a send: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "The Idempotency-Key header is 1 to 255 visible ASCII characters without spaces (a UUID, say); nothing was sent.",
+        )),
+    }
+}
+
+/// The answer to a send: the outbound message and its Sent copy (`replayed`: the
+/// message an earlier request with the same Idempotency-Key queued).
+async fn queued(state: &AppState, id: i64, replayed: bool) -> ApiResult<Response> {
+    let sent: Option<i64> = sqlx::query_scalar("select id from messages where outbound_id = $1")
+        .bind(id)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let body = Json(json!({ "id": sent, "outbound_id": id, "status": "queued" }));
+    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
 async fn send(
     State(state): State<AppState>,
     api: ApiUser,
+    headers: axum::http::HeaderMap,
     mut form: Multipart,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let bad = |code: &'static str, m: String| ApiError::new(StatusCode::BAD_REQUEST, code, m);
-    let mut draft = Draft::default();
+    let mut draft = Draft {
+        idempotency_key: idempotency_key(&headers)?,
+        ..Draft::default()
+    };
     let mut from_mailbox: Option<String> = None;
     let limit = super::compose::message_limit(&state.config);
     let mut total = 0usize;
@@ -317,6 +356,16 @@ async fn send(
         ));
     }
     let mailbox = mailbox_of(&state, &api.user, from_mailbox.as_deref()).await?;
+    // a repeat of a request whose answer was lost: the message it queued, once
+    let earlier = async |key: &Option<String>| -> ApiResult<Option<i64>> {
+        Ok(match key {
+            Some(key) => outbound_store::by_idempotency_key(&state.db, mailbox.id, key).await?,
+            None => None,
+        })
+    };
+    if let Some(id) = earlier(&draft.idempotency_key).await? {
+        return queued(&state, id, true).await;
+    }
     let viewer = crate::store::directory::Viewer {
         user_id: api.user.id,
         org_id: api.user.org_id,
@@ -326,9 +375,17 @@ async fn send(
         .await?
         .is_empty();
     let now = state.clock.now();
-    let id =
+    let submitted =
         crate::outbound::submit_draft(&state.db, &mailbox, &api.user.display_name, &draft, now)
-            .await?;
+            .await;
+    let id = match submitted {
+        Ok(id) => id,
+        // the same key sent twice at once: the other request queued it
+        Err(e) => match earlier(&draft.idempotency_key).await? {
+            Some(id) => return queued(&state, id, true).await,
+            None => return Err(e.into()),
+        },
+    };
     audit::record(
         &state.db,
         now,
@@ -337,14 +394,7 @@ async fn send(
     )
     .await?;
     state.wake_sender.notify_one();
-    let sent: Option<i64> = sqlx::query_scalar("select id from messages where outbound_id = $1")
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": sent, "outbound_id": id, "status": "queued" })),
-    ))
+    queued(&state, id, false).await
 }
 
 #[derive(Deserialize, Default)]
@@ -559,6 +609,9 @@ pub fn openapi_document() -> Value {
             "/api/v1/messages": {
                 "post": {
                     "summary": "Send a message (signed and encrypted per recipient domain)",
+                    "parameters": [
+                        { "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "minLength": 1, "maxLength": 255 }, "description": "A key of yours for this message (a UUID): a repeat of the request with the same key, from the same mailbox, sends nothing more and answers with the message first queued (header `Idempotent-Replayed: true`). Send one, and repeat a request whose answer was lost with it" }
+                    ],
                     "requestBody": { "content": { "multipart/form-data": { "schema": { "type": "object", "required": ["to"], "properties": {
                         "to": { "type": "array", "items": { "type": "string", "format": "email" } },
                         "cc": { "type": "array", "items": { "type": "string", "format": "email" } },
@@ -566,7 +619,7 @@ pub fn openapi_document() -> Value {
                         "mailbox": { "type": "string", "format": "email", "description": "Send from this mailbox of yours (default: your first)" },
                         "attachment": { "type": "array", "items": { "type": "string", "format": "binary" } }
                     } } } } },
-                    "responses": { "202": { "description": "Queued; `id` is the Sent copy" }, "400": errors["400"], "401": errors["401"], "413": { "description": "Too large" } }
+                    "responses": { "202": { "description": "Queued (or queued earlier under the same Idempotency-Key); `id` is the Sent copy" }, "400": errors["400"], "401": errors["401"], "413": { "description": "Too large" } }
                 },
                 "get": {
                     "summary": "List a folder of one of your mailboxes, newest first",

@@ -951,6 +951,7 @@ async fn send_draft(
         sensitive: sensitive
             .law
             .map(|law| crate::sensitivity::Outgoing::new(law, &sensitive.consent_scope)),
+        idempotency_key: None,
     };
     let outbound_id = crate::outbound::submit_draft(
         &state.db,

@@ -435,3 +435,88 @@ async fn the_api_checks_attachments_like_the_page_and_holds_them_to_the_configur
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_send_repeated_with_its_idempotency_key_queues_the_message_once() {
+    let app = TestApp::spawn().await;
+    let ana = practice(
+        &app,
+        "Lakeside Clinic",
+        "direct.lakeside.test",
+        "ana@direct.lakeside.test",
+        "dr.ana@direct.lakeside.test",
+    )
+    .await;
+    let kim = practice(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let send = async |token: &str, key: Option<reqwest::header::HeaderValue>| {
+        let form = Form::new()
+            .text("to", "front@direct.hillside.test")
+            .text("subject", "Referral")
+            .text("text", "Please see her this week.");
+        let mut request = http
+            .post(app.url("/api/v1/messages"))
+            .bearer_auth(token)
+            .multipart(form);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        let (status, body) = json(response).await;
+        (status, body, replayed)
+    };
+    let key = |k: &str| Some(reqwest::header::HeaderValue::from_str(k).unwrap());
+    let sent = async || -> i64 {
+        sqlx::query_scalar("select count(*) from outbound_messages where kind = 'message'")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap()
+    };
+    let (status, first, replayed) = send(&ana, key("0b6f2c1e-referral-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert!(!replayed);
+    // the answer was lost; the EHR sends the same request again
+    let (status, again, replayed) = send(&ana, key("0b6f2c1e-referral-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert!(replayed, "marked as the earlier request's answer");
+    assert_eq!(again, first, "the message first queued, not another");
+    assert_eq!(sent().await, 1);
+    // another key, no key, or the same key from another mailbox: another message
+    for (token, k) in [
+        (&ana, key("0b6f2c1e-referral-2")),
+        (&ana, None),
+        (&kim, key("0b6f2c1e-referral-1")),
+    ] {
+        let (status, other, replayed) = send(token, k).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+        assert!(!replayed);
+        assert_ne!(other["outbound_id"], first["outbound_id"]);
+    }
+    assert_eq!(sent().await, 4);
+    // keys that are not 1–255 visible ASCII characters are refused; nothing is sent
+    for bad in [
+        reqwest::header::HeaderValue::from_static(""),
+        reqwest::header::HeaderValue::from_static("two words"),
+        reqwest::header::HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+        reqwest::header::HeaderValue::from_bytes(b"na\xefve").unwrap(),
+    ] {
+        let (status, body, _) = send(&ana, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], "invalid_idempotency_key");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was sent")
+        );
+    }
+    assert_eq!(sent().await, 4);
+}

@@ -281,6 +281,11 @@ async fn start_up_errors_say_what_to_fix_and_exit_non_zero() {
             "many",
             "DIRECTMAIL_LOCKOUT_THRESHOLD",
         ),
+        (
+            "DIRECTMAIL_CLAIM_SECONDS",
+            "2",
+            "--claim-seconds or DIRECTMAIL_CLAIM_SECONDS",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_directmail"))
             .env(var, value)

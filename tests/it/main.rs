@@ -17,6 +17,7 @@ mod credentials;
 mod directory;
 mod disclosures;
 mod discovery;
+mod fault;
 mod helpers;
 mod inbound;
 mod limits;

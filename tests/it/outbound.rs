@@ -1354,7 +1354,7 @@ async fn a_worker_claims_the_longest_waiting_entry_with_more_for_the_same_domain
             .collect()
     };
     let mut conn = db.pool.acquire().await.unwrap();
-    let first = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+    let first = outbound::claim_on(&mut conn, db.backend, 1_000, 60, 4)
         .await
         .unwrap();
     assert_eq!(
@@ -1362,22 +1362,17 @@ async fn a_worker_claims_the_longest_waiting_entry_with_more_for_the_same_domain
         ["slow.test", "slow.test"],
         "a batch is one domain's: a slow peer holds up only its own mail"
     );
-    let second = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+    let second = outbound::claim_on(&mut conn, db.backend, 1_000, 60, 4)
         .await
         .unwrap();
     assert_eq!(domains(&second).await, ["fast.test", "fast.test"]);
-    let third = outbound::claim_on(&mut conn, db.backend, 1_000, 4)
+    let third = outbound::claim_on(&mut conn, db.backend, 1_000, 60, 4)
         .await
         .unwrap();
     assert!(third.is_empty(), "each entry is claimed once: {third:?}");
-    let one = outbound::claim_on(
-        &mut conn,
-        db.backend,
-        1_000 + outbound::CLAIM_SECONDS + 1,
-        1,
-    )
-    .await
-    .unwrap();
+    let one = outbound::claim_on(&mut conn, db.backend, 1_000 + 61, 60, 1)
+        .await
+        .unwrap();
     assert_eq!(
         one,
         first[..1],
