@@ -392,7 +392,7 @@ impl Deliverer {
         }
         if e.is_timeout() {
             return format!(
-                "The receiver did not answer within {} seconds.",
+                "The receiver did not answer within {} s (DIRECTMAIL_WEBHOOK_TIMEOUT_SECONDS).",
                 self.timeout.as_secs()
             );
         }

@@ -45,3 +45,6 @@ create table webhook_deliveries (
 );
 create index webhook_deliveries_due on webhook_deliveries (state, next_attempt_at);
 create index webhook_deliveries_webhook on webhook_deliveries (webhook_id, id);
+
+-- a status event names the Sent copy of the outbound message (found by this)
+create index messages_outbound on messages (outbound_id);

@@ -84,15 +84,21 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Webhook>> {
     row.as_ref().map(webhook).transpose()
 }
 
-/// Deletes one of the token's webhooks and its deliveries; false when the token has
-/// no such webhook.
-pub async fn delete(conn: &mut AnyConnection, token_id: i64, id: i64) -> sqlx::Result<bool> {
+/// Deletes one of `user_id`'s webhooks and its deliveries, when `token_id` is given
+/// only one that token registered; false when there is no such webhook.
+pub async fn delete(
+    conn: &mut AnyConnection,
+    user_id: i64,
+    token_id: Option<i64>,
+    id: i64,
+) -> sqlx::Result<bool> {
     let owned: Option<i64> =
-        sqlx::query_scalar("select id from webhooks where id = $1 and token_id = $2")
+        sqlx::query_scalar("select token_id from webhooks where id = $1 and user_id = $2")
             .bind(id)
-            .bind(token_id)
+            .bind(user_id)
             .fetch_optional(&mut *conn)
             .await?;
+    let owned = owned.filter(|t| token_id.is_none_or(|wanted| wanted == *t));
     if owned.is_none() {
         return Ok(false);
     }

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/account/webhooks", get(page))
         .route("/account/webhooks/deliveries/{id}/replay", post(replay))
+        .route("/account/webhooks/{id}/delete", post(remove_own))
         .merge(api)
 }
 
@@ -155,7 +156,7 @@ async fn remove(
     };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    if !store::delete(&mut tx, api.token_id, id).await? {
+    if !store::delete(&mut tx, api.user.id, Some(api.token_id), id).await? {
         return Err(missing());
     }
     audit::append(
@@ -240,6 +241,35 @@ async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<
         hooks,
         deliveries,
     })
+}
+
+/// Deletes one of the user's webhooks (also one whose token no longer works, which
+/// the EHR can no longer delete through the API).
+async fn remove_own(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    if !store::delete(&mut tx, current.user.id, None, id).await? {
+        return Err(AppError::NotFound);
+    }
+    audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("webhook.delete", format!("webhook:{id}")).detail("account page"),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &current.session,
+        format!("Webhook {id} was deleted; it gets no more events."),
+    )
+    .await?;
+    Ok(Redirect::to("/account/webhooks").into_response())
 }
 
 /// Sends one of the user's deliveries again (the same event, with its id).

@@ -59,6 +59,7 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", post(hook))
             .route("/elsewhere", post(elsewhere))
+            .route("/hang", post(std::future::pending::<()>))
             .with_state(r.clone());
         r.port = serve_https_while(app, r.up.clone()).await;
         r
@@ -235,6 +236,20 @@ async fn ana_practice(app: &TestApp) -> String {
         "dr.ana@direct.lakeside.test",
     )
     .await
+}
+
+/// The Inbox of the token's owner, read through the API.
+async fn inbox(app: &TestApp, token: &str) -> Value {
+    read_json(
+        reqwest::Client::new()
+            .get(app.url("/api/v1/messages"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1
 }
 
 /// Moves time past any backoff and wakes the webhook worker.
@@ -502,15 +517,7 @@ async fn events_are_signed_and_carry_ids_and_status_but_no_phi() {
     let event = received.event();
     assert_eq!(event["mailbox"], KIM_BOX);
     assert_eq!(received.event_id, event["id"].as_str().unwrap());
-    let (_, inbox) = read_json(
-        reqwest::Client::new()
-            .get(app.url("/api/v1/messages"))
-            .bearer_auth(&kim)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let inbox = inbox(&app, &kim).await;
     assert_eq!(event["message_id"], inbox["messages"][0]["id"], "{event}");
 
     // Ana's EHR: each status of the one recipient, about the message it sent
@@ -750,6 +757,23 @@ async fn the_owner_sees_deliveries_and_sends_one_again_from_the_account_page() {
             .any(|e| e.action == "webhook.replay" && e.object == format!("webhook delivery:{id}")),
         "the replay is audited"
     );
+
+    // the owner can delete a webhook on the page (another user cannot)
+    let remove = format!("/account/webhooks/{hook}/delete");
+    ana_page.get("/account/webhooks").await;
+    assert_eq!(
+        ana_page.post(&remove, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    kim_page.get("/account/webhooks").await;
+    let gone = kim_page.post(&remove, &[]).await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
+    let page = kim_page.get("/account/webhooks").await;
+    assert!(page.body.contains("id=\"no-webhooks\""), "{}", page.body);
+    assert!(
+        delivery(&app, hook).await.is_none(),
+        "its deliveries went with it"
+    );
 }
 
 #[tokio::test]
@@ -787,4 +811,25 @@ async fn a_queued_event_survives_a_restart_and_the_next_start_delivers_it() {
     let got = receiver.of_type("message.received");
     assert_eq!(got.len(), 1, "{got:?}");
     assert_signed(&secret, &got[0], app.now());
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_is_timed_out_and_mail_flows_meanwhile() {
+    let app = TestApp::spawn_with(|c| c.webhook_timeout_seconds = 1).await;
+    let (ana, kim) = two_practices(&app).await;
+    let receiver = Receiver::start(true, &[]).await;
+    let url = format!("https://127.0.0.1:{}/hang", receiver.port);
+    let (hook, _) = registered(&app, &kim, &url).await;
+    ana_sends(&app, &ana).await;
+    until(&app, hook, "an attempt that timed out", |d| d.2 >= 1).await;
+    let (_, state, _, why) = delivery(&app, hook).await.unwrap();
+    assert_eq!(state, "pending");
+    assert!(why.contains("did not answer within 1 s"), "{why}");
+    // the message itself was filed, and the next one is too
+    ana_sends(&app, &ana).await;
+    wait_for("both messages in Kim's Inbox", async || {
+        let inbox = inbox(&app, &kim).await;
+        inbox["messages"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
 }
