@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::auth::routes())
         .merge(web::account::routes())
         .merge(web::alerts::routes())
+        .merge(web::webhooks::routes())
         .merge(web::orgs::routes())
         .merge(web::opt_outs::routes())
         .merge(web::disclosures::routes())
@@ -303,6 +304,7 @@ impl Application {
             wake_processor: Arc::default(),
             wake_sender: Arc::default(),
             wake_alerts: Arc::default(),
+            wake_webhooks: Arc::default(),
             metrics,
         };
         let leases = crate::leases::Leases::new(state.config.claim_seconds);
@@ -322,6 +324,7 @@ impl Application {
                     wake: state.wake_processor.clone(),
                     wake_sender: state.wake_sender.clone(),
                     wake_alerts: state.wake_alerts.clone(),
+                    wake_webhooks: state.wake_webhooks.clone(),
                     metrics: state.metrics.clone(),
                     stop: stopping.clone(),
                     leases: leases.clone(),
@@ -346,6 +349,7 @@ impl Application {
             network: state.config.network_policy(),
             discovery: state.discovery.clone(),
             metrics: state.metrics.clone(),
+            wake_webhooks: state.wake_webhooks.clone(),
             stop: stopping.clone(),
             leases,
             hostname: state
@@ -357,6 +361,19 @@ impl Application {
         for _ in 0..crate::outbound::WORKERS {
             workers.push(tokio::spawn(sender.clone().run()));
         }
+        // one webhook worker with DIRECTMAIL_WEBHOOK_CONCURRENCY requests in flight; it
+        // finishes those when stopping, so it is waited for like the senders
+        workers.push(tokio::spawn(
+            crate::webhooks::Deliverer::new(
+                &state.config,
+                state.db.clone(),
+                state.secret.clone(),
+                state.clock.clone(),
+                state.wake_webhooks.clone(),
+                stopping.clone(),
+            )?
+            .run(),
+        ));
         if !state.config.directory_sources.is_empty() {
             tokio::spawn(
                 crate::directory::refresh::Refresher {

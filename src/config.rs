@@ -149,6 +149,37 @@ pub struct Config {
     )]
     pub alert_interval: u32,
 
+    /// Seconds a webhook receiver gets to answer one event (connection included).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_WEBHOOK_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..=60)
+    )]
+    pub webhook_timeout_seconds: u64,
+
+    /// Attempts at delivering one webhook event before it is given up (retried with
+    /// exponential backoff from 30 seconds, at most an hour apart).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_WEBHOOK_MAX_ATTEMPTS",
+        default_value_t = 10,
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=30)
+    )]
+    pub webhook_max_attempts: u32,
+
+    /// Webhook events posted at once by one instance.
+    #[arg(
+        long,
+        env = "DIRECTMAIL_WEBHOOK_CONCURRENCY",
+        default_value_t = 4,
+        global = true,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub webhook_concurrency: u16,
+
     /// The portal's name as alert e-mails give it ("You have 2 new secure messages in
     /// <name>").
     #[arg(

@@ -40,6 +40,8 @@ pub struct Processor {
     pub wake_sender: Arc<tokio::sync::Notify>,
     /// Woken when new-mail alerts were queued.
     pub wake_alerts: Arc<tokio::sync::Notify>,
+    /// Woken when webhook events were queued.
+    pub wake_webhooks: Arc<tokio::sync::Notify>,
     /// Counts outcomes and times notifications.
     pub metrics: crate::metrics::Metrics,
     /// Set when the server stops: finish the message in hand, claim no more.
@@ -446,6 +448,7 @@ impl Processor {
         let _turn = self.db.write_turn().await;
         let mut tx = self.db.begin().await?;
         let mut alerts_queued = 0;
+        let mut webhooks_queued = 0;
         let outcome = match failure {
             Some((code, detail)) => {
                 let sentence = directmail_smime::ReasonCode::parse(&code)
@@ -559,6 +562,14 @@ impl Processor {
                     if filed {
                         alerts_queued +=
                             crate::store::alerts::new_mail(&mut tx, *mailbox_id, now).await?;
+                        // and the EHRs' webhooks: ids only, posted by their worker
+                        webhooks_queued += crate::store::webhooks::message_received(
+                            &mut tx,
+                            *mailbox_id,
+                            message.id,
+                            now,
+                        )
+                        .await?;
                     }
                 }
                 inbound::finish(
@@ -596,6 +607,10 @@ impl Processor {
         }
         if alerts_queued > 0 {
             self.wake_alerts.notify_one();
+        }
+        // a notification may have moved a delivery status, which queues events too
+        if webhooks_queued > 0 || matches!(outcome, Outcome::Notification) {
+            self.wake_webhooks.notify_one();
         }
         Ok((outcome, next))
     }

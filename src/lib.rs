@@ -10,6 +10,7 @@
 //! - [`secrets`]: the key-encryption key; [`pki`]: hosted keys, certificates, anchors;
 //! - [`accounts`]: account operations shared by the console and the CLI;
 //! - [`alerts`]: alerts to ordinary e-mail (new mail, links), without PHI;
+//! - [`webhooks`]: signed events for EHRs (new mail, delivery status), without PHI;
 //! - [`recipients`]: finding the certificate to encrypt for a recipient;
 //! - [`packaging`]: a message's documents as one XDM package;
 //! - [`inbound`]: processing received Direct messages into mailboxes or quarantine;
@@ -56,3 +57,4 @@ pub mod smtp;
 pub mod stages;
 pub mod store;
 pub mod web;
+pub mod webhooks;

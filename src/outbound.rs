@@ -251,6 +251,8 @@ pub struct Sender {
     /// Counts delivery attempts by outcome.
     pub metrics: crate::metrics::Metrics,
     /// Set when the server stops: finish the batch in hand, claim no more.
+    /// Woken after outcomes were recorded: a status change queues webhook events.
+    pub wake_webhooks: Arc<tokio::sync::Notify>,
     pub stop: crate::app::Stopping,
     /// The claims this instance holds, renewed while it works on them.
     pub leases: crate::leases::Leases,
@@ -311,6 +313,7 @@ impl Sender {
             let next = loop {
                 match self.record(&batch, &results, self.clock.now()).await {
                     Ok(next) => {
+                        self.wake_webhooks.notify_one();
                         for (job, result) in batch.iter().zip(&results) {
                             let outcome = crate::metrics::Delivery::of(result);
                             self.metrics.delivery(&job.kind, outcome);

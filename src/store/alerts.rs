@@ -280,46 +280,26 @@ pub struct Job {
 /// job is `sending`, so that mail arriving meanwhile queues a new alert rather than
 /// joining one whose count may already be taken.
 pub async fn claim_next(db: &Db, now: i64, lease_until: i64) -> sqlx::Result<Option<Job>> {
-    loop {
-        let candidate = sqlx::query(
-            "select id, next_attempt_at from alert_jobs
-             where state in ('pending', 'sending') and next_attempt_at <= $1
-             order by next_attempt_at, id limit 1",
-        )
-        .bind(now)
-        .fetch_optional(&db.pool)
-        .await?;
-        let Some(candidate) = candidate else {
-            return Ok(None);
-        };
-        let id: i64 = candidate.try_get("id")?;
-        let due: i64 = candidate.try_get("next_attempt_at")?;
-        let _turn = db.write_turn().await;
-        let row = sqlx::query(
-            "update alert_jobs set state = 'sending', next_attempt_at = $1, updated_at = $2
-             where id = $3 and state in ('pending', 'sending') and next_attempt_at = $4
-             returning id, kind, user_id, mailbox_id, to_addr, sealed_link, attempts, created_at",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(id)
-        .bind(due)
-        .fetch_optional(&db.pool)
-        .await?;
-        // another worker took it first: look again
-        if let Some(r) = row {
-            return Ok(Some(Job {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                user_id: r.try_get("user_id")?,
-                mailbox_id: r.try_get("mailbox_id")?,
-                to_addr: r.try_get("to_addr")?,
-                sealed_link: r.try_get("sealed_link")?,
-                attempts: r.try_get("attempts")?,
-                created_at: r.try_get("created_at")?,
-            }));
-        }
-    }
+    let Some(id) = super::claim_due(db, "alert_jobs", now, lease_until).await? else {
+        return Ok(None);
+    };
+    let r = sqlx::query(
+        "select id, kind, user_id, mailbox_id, to_addr, sealed_link, attempts, created_at
+         from alert_jobs where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(Some(Job {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        user_id: r.try_get("user_id")?,
+        mailbox_id: r.try_get("mailbox_id")?,
+        to_addr: r.try_get("to_addr")?,
+        sealed_link: r.try_get("sealed_link")?,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+    }))
 }
 
 /// When `user_id` was last alerted about `mailbox_id`.

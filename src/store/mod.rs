@@ -23,6 +23,50 @@ pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
+
+/// Claims the next due row of a job table (`alert_jobs`, `webhook_deliveries`: rows
+/// `pending`, or `sending` under a claim that lapsed, whose `next_attempt_at` has come)
+/// for one worker until `lease_until`: its id. Another worker or instance skips it
+/// meanwhile; a worker that dies leaves it to be claimed again when the lease ends.
+pub(crate) async fn claim_due(
+    db: &crate::db::Db,
+    table: &'static str,
+    now: i64,
+    lease_until: i64,
+) -> sqlx::Result<Option<i64>> {
+    use sqlx::Row as _;
+    loop {
+        let candidate = sqlx::query(&format!(
+            "select id, next_attempt_at from {table}
+             where state in ('pending', 'sending') and next_attempt_at <= $1
+             order by next_attempt_at, id limit 1"
+        ))
+        .bind(now)
+        .fetch_optional(&db.pool)
+        .await?;
+        let Some(candidate) = candidate else {
+            return Ok(None);
+        };
+        let id: i64 = candidate.try_get("id")?;
+        let due: i64 = candidate.try_get("next_attempt_at")?;
+        let _turn = db.write_turn().await;
+        let claimed = sqlx::query(&format!(
+            "update {table} set state = 'sending', next_attempt_at = $1, updated_at = $2
+             where id = $3 and state in ('pending', 'sending') and next_attempt_at = $4"
+        ))
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .bind(due)
+        .execute(&db.pool)
+        .await?;
+        // another worker took it first: look again
+        if claimed.rows_affected() == 1 {
+            return Ok(Some(id));
+        }
+    }
+}
 
 /// A `1`/`0` column as a bool.
 pub(crate) fn flag(v: i64) -> bool {

@@ -326,8 +326,10 @@ pub async fn advance(
     .execute(&mut *conn)
     .await?;
     if state == "failed" {
-        failure_notice(conn, outbound_id, recipient, detail, now).await?;
+        failure_notice(&mut *conn, outbound_id, recipient, detail, now).await?;
     }
+    // the EHRs' webhooks hear of it in the same transaction (ids and the status only)
+    super::webhooks::status_changed(conn, outbound_id, state, now).await?;
     Ok(Some(current))
 }
 

@@ -117,8 +117,8 @@ pub async fn revoke(
 /// What a presented token is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// A live token of this user; its use is recorded.
-    Valid { user_id: i64 },
+    /// A live token (`token_id`) of this user; its use is recorded.
+    Valid { user_id: i64, token_id: i64 },
     /// A real token past its expiry.
     Expired,
     /// Unknown, revoked, or ended with its owner's sessions.
@@ -155,5 +155,6 @@ pub async fn authenticate(db: &Db, token_hash: &str, now: i64) -> sqlx::Result<C
         .await?;
     Ok(Check::Valid {
         user_id: row.try_get("user_id")?,
+        token_id: id,
     })
 }

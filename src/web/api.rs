@@ -35,6 +35,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/messages/{id}"),
     ("get", "/api/v1/messages/{id}/attachments/{n}"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("delete", "/api/v1/webhooks/{id}"),
 ];
 
 pub fn routes(config: &crate::config::Config) -> Router<AppState> {
@@ -53,7 +56,7 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
 pub struct ApiError(StatusCode, &'static str, String);
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError(status, code, message.into())
     }
     fn not_found() -> Self {
@@ -99,6 +102,8 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct ApiUser {
     pub user: User,
     pub actor: Actor,
+    /// The token presented (webhooks belong to it).
+    pub token_id: i64,
 }
 
 impl<S> FromRequestParts<S> for ApiUser
@@ -126,8 +131,14 @@ where
             .filter(|t| !t.is_empty() && t.len() < 200)
             .ok_or_else(unauthorized)?;
         let now = state.clock.now();
-        let user_id = match tokens::authenticate(&state.db, &auth::token_hash(token), now).await? {
-            tokens::Check::Valid { user_id } => user_id,
+        let (user_id, token_id) = match tokens::authenticate(
+            &state.db,
+            &auth::token_hash(token),
+            now,
+        )
+        .await?
+        {
+            tokens::Check::Valid { user_id, token_id } => (user_id, token_id),
             tokens::Check::Expired => {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -159,6 +170,7 @@ where
         Ok(ApiUser {
             actor: Actor::user(&user, ip),
             user,
+            token_id,
         })
     }
 }
@@ -601,7 +613,21 @@ pub fn openapi_document() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
-                "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } }
+                "Error": { "type": "object", "required": ["code", "message"], "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
+                "Webhook": { "type": "object", "required": ["id", "url", "events", "created_at"], "properties": {
+                    "id": { "type": "integer" }, "url": { "type": "string" },
+                    "events": { "type": "array", "items": { "type": "string", "enum": ["message.received", "message.status"] } },
+                    "created_at": { "type": "string", "format": "date-time" }
+                } },
+                "Event": { "type": "object", "required": ["id", "type", "occurred_at", "mailbox", "message_id"], "description": "Ids and a status only: no subject, no correspondent's or patient's address, no text, no file name. Read the message with GET /api/v1/messages/{message_id}", "properties": {
+                    "id": { "type": "string", "description": "`evt_<n>`; the same on retries and replays: deduplicate on it" },
+                    "type": { "type": "string", "enum": ["message.received", "message.status"] },
+                    "occurred_at": { "type": "string", "format": "date-time" },
+                    "mailbox": { "type": "string", "description": "Your mailbox the event is about" },
+                    "message_id": { "type": ["integer", "null"], "description": "The message in that mailbox (the Inbox copy, or the Sent copy)" },
+                    "outbound_id": { "type": "integer", "description": "message.status: the `outbound_id` POST /api/v1/messages returned" },
+                    "status": { "type": "string", "enum": ["sent", "processed", "dispatched", "failed"], "description": "message.status: the new status of one recipient" }
+                } }
             }
         },
         "security": [{ "bearer": [] }],
@@ -648,6 +674,36 @@ pub fn openapi_document() -> Value {
                         { "name": "purpose_other", "in": "query", "required": false, "description": "The purpose in your words, with purpose=other (at most 200 characters)", "schema": { "type": "string" } }
                     ],
                     "responses": { "200": { "description": "The file" }, "401": errors["401"], "404": errors["404"], "428": { "description": "A restricted record: say why (`purpose_required`)", "content": { "application/json": { "schema": error } } } }
+                }
+            },
+            "/api/v1/webhooks": {
+                "post": {
+                    "summary": "Register an HTTPS URL to receive signed events for this token: new messages in your mailboxes and delivery-status changes of messages you sent (ids and a status, never content). The secret is shown only in this answer; see docs/integration.md, \"Webhooks\", for verifying the signature",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["url"], "additionalProperties": false, "properties": {
+                        "url": { "type": "string", "format": "uri", "maxLength": 2000, "description": "https:// only; no user name or password, no #fragment; a public address unless the portal's operator allows the network. Redirects are never followed" }
+                    } } } } },
+                    "responses": {
+                        "201": { "description": "Registered", "content": { "application/json": { "schema": { "allOf": [{ "$ref": "#/components/schemas/Webhook" }, { "type": "object", "required": ["secret"], "properties": { "secret": { "type": "string", "description": "The HMAC-SHA256 key (`whsec_…`), shown only now" } } }] } } } },
+                        "400": errors["400"], "401": errors["401"],
+                        "409": { "description": "The token has 5 webhooks already (`too_many_webhooks`)", "content": { "application/json": { "schema": error } } },
+                        "413": { "description": "Too large" }
+                    },
+                    "callbacks": { "event": { "{$request.body#/url}": { "post": {
+                        "summary": "An event, signed: `Directmail-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`; also `Directmail-Event` and `Directmail-Event-Id`",
+                        "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Event" } } } },
+                        "responses": { "2XX": { "description": "Taken; any other answer (or none within the timeout) is retried with backoff" } }
+                    } } } }
+                },
+                "get": {
+                    "summary": "This token's webhooks",
+                    "responses": { "200": { "description": "`{\"webhooks\": [Webhook]}`" }, "401": errors["401"] }
+                }
+            },
+            "/api/v1/webhooks/{id}": {
+                "delete": {
+                    "summary": "Delete one of this token's webhooks (and its pending events)",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                    "responses": { "204": { "description": "Deleted" }, "401": errors["401"], "404": errors["404"] }
                 }
             },
             "/api/v1/openapi.json": {

@@ -49,6 +49,7 @@ pub mod purpose;
 pub mod quarantine;
 pub mod queue;
 pub mod session;
+pub mod webhooks;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -69,6 +70,8 @@ pub struct AppState {
     pub wake_sender: Arc<tokio::sync::Notify>,
     /// Wakes the alert worker after an alert e-mail was queued.
     pub wake_alerts: Arc<tokio::sync::Notify>,
+    /// Wakes the webhook worker after an event was queued or a delivery replayed.
+    pub wake_webhooks: Arc<tokio::sync::Notify>,
     /// Certificate discovery (DNS CERT, LDAP) for recipients on other HISPs.
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// This instance's figures (`/metrics`, the console's figures page).

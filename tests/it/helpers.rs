@@ -663,6 +663,15 @@ pub fn test_https_roots() -> Vec<reqwest::Certificate> {
 
 /// Serves `app` over HTTPS (the [`test_https`] certificate) on 127.0.0.1; its port.
 pub async fn serve_https(app: axum::Router) -> u16 {
+    serve_https_while(app, std::sync::Arc::new(true.into())).await
+}
+
+/// [`serve_https`], closing every connection unanswered while `up` is false (a
+/// server that is down).
+pub async fn serve_https_while(
+    app: axum::Router,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -671,6 +680,10 @@ pub async fn serve_https(app: axum::Router) -> u16 {
     let acceptor = test_https().acceptor.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(stream);
+                continue;
+            }
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {

@@ -35,4 +35,5 @@ mod security;
 mod sender_binding;
 mod sensitive;
 mod sensitive_send;
+mod webhooks;
 mod webmail;
