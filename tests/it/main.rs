@@ -34,4 +34,5 @@ mod security;
 mod sender_binding;
 mod sensitive;
 mod sensitive_send;
+mod sso;
 mod webmail;
