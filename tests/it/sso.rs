@@ -715,3 +715,60 @@ async fn a_smart_ehr_launch_signs_in_and_opens_the_patients_messages_ready_to_wr
     assert!(page.status.is_client_error(), "{}", page.body);
     assert!(page.body.contains("did not sign you in"), "{}", page.body);
 }
+
+#[tokio::test]
+async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_ready() {
+    use crate::browser::{arrive, chromium_with, start_driver, text};
+    use fantoccini::Locator;
+    let app = TestApp::spawn().await;
+    let op = Op::start(
+        &app,
+        json!({ "ehr-ana": { "fhirUser": "Practitioner/ana" } }),
+        patients(),
+    )
+    .await;
+    set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
+    sqlx::query("update sso_links set subject = 'ehr-ana'")
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    op.set(json!({
+        "login": { "sub": "ehr-ana", "amr": ["pwd", "otp"], "acr": "urn:test:mfa" },
+        "launches": { "L-901": { "sub": "ehr-ana", "patient": "pat-4471", "need_patient_banner": true } }
+    }))
+    .await;
+    let driver = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    // the test EHR's certificate is from the test CA, which Chromium does not know
+    let c = chromium_with(&driver, profile.path(), &["--ignore-certificate-errors"]).await;
+    // the EHR opens the portal: a cross-site navigation to the launch URL
+    c.goto(&app.url(&format!(
+        "/launch?iss={}&launch=L-901",
+        url::form_urlencoded::byte_serialize(op.fhir.as_bytes()).collect::<String>()
+    )))
+    .await
+    .unwrap();
+    arrive(&c, "/mail/patient").await;
+    assert_eq!(text(&c, "#launch-patient-name").await, "Maria Elena Rivera");
+    assert!(text(&c, "h1").await.contains("HX-4471"));
+    c.find(Locator::Css("#launch-compose-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !crate::browser::path(&c).await.starts_with("/mail/drafts/") {
+        assert!(std::time::Instant::now() < deadline, "no draft page");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let family = c
+        .find(Locator::Css("#patient_family"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(family.as_deref(), Some("Rivera"));
+    c.close().await.unwrap();
+}
