@@ -598,6 +598,38 @@ async fn the_console_refuses_bad_provider_settings() {
             page.body
         );
     }
+    // a provider that cannot be reached: the sign-in page says so
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso"),
+            &[
+                ("kind", "oidc"),
+                ("name", "Closed Port"),
+                ("issuer", "https://127.0.0.1:9"),
+                ("client_id", "c"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let closed: i64 = sqlx::query_scalar("select id from sso_providers where name = 'Closed Port'")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let mut b = app.browser();
+    let login = b.get(&format!("/login/org/{org}")).await;
+    assert!(login.body.contains("Sign in with Closed Port"));
+    let page = b.post(&format!("/sso/{closed}/start"), &[]).await;
+    assert!(
+        page.status == StatusCode::BAD_GATEWAY && page.body.contains("could not be reached"),
+        "{} {}",
+        page.status,
+        page.body
+    );
+    // hostile callbacks: oversized state, no state
+    let long = "s".repeat(5000);
+    let page = b.get(&format!("/sso/callback?code=c&state={long}")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(b.get("/sso/callback").await.status, StatusCode::BAD_REQUEST);
     // a member cannot open the console
     let mut ana = app.signed_in("ana@lakeside.test").await;
     assert_eq!(
@@ -771,4 +803,71 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
         .unwrap();
     assert_eq!(family.as_deref(), Some("Rivera"));
     c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn accounts_are_made_at_first_sign_in_only_when_the_organization_allows_it() {
+    let app = TestApp::spawn().await;
+    let op = Op::start(
+        &app,
+        json!({
+            "okta-new": { "email": "new.person@lakeside.test", "email_verified": true },
+            "okta-unverified": { "email": "other.person@lakeside.test", "email_verified": false },
+            "okta-squatter": { "email": "ana@lakeside.test", "email_verified": true }
+        }),
+        json!({}),
+    )
+    .await;
+    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    let first = |sub: &'static str| json!({ "login": { "sub": sub, "amr": ["otp"] } });
+
+    // off (the default): refused, nothing made
+    op.set(first("okta-new")).await;
+    let mut b = app.browser();
+    let page = sign_in_with(&app, &op, &mut b, org, provider).await;
+    assert!(page.body.contains("is not linked"), "{}", page.body);
+    assert!(
+        directmail::store::users::by_email(&app.state.db, "new.person@lakeside.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    sqlx::query("update sso_providers set create_accounts = 1")
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let page = sign_in_with(&app, &op, &mut b, org, provider).await;
+    assert_eq!(continues_to(&page), "/");
+    assert_eq!(b.get("/account").await.status, StatusCode::OK);
+    let made = directmail::store::users::by_email(&app.state.db, "new.person@lakeside.test")
+        .await
+        .unwrap()
+        .expect("the account was made");
+    assert_eq!(made.org_id, Some(org));
+    assert_eq!(made.role, Role::Member);
+    assert!(
+        last_signin(&app, "user.create")
+            .await
+            .contains("at first sign-in")
+    );
+
+    // an address the provider has not verified, or one that has an account here,
+    // makes nothing and takes nothing over
+    for sub in ["okta-unverified", "okta-squatter"] {
+        op.set(first(sub)).await;
+        let mut b = app.browser();
+        let page = sign_in_with(&app, &op, &mut b, org, provider).await;
+        assert!(
+            page.status == StatusCode::FORBIDDEN && page.body.contains("is not linked"),
+            "{sub}: {}",
+            page.body
+        );
+        assert!(!signed_in(&mut b).await);
+    }
+    let links: i64 = sqlx::query_scalar("select count(*) from sso_links")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(links, 2, "Ana's link and the new person's");
 }
