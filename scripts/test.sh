@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README: "Run all the tests"). It sets up what it needs:
 #   - Chromium and chromedriver from Debian's packages when missing (browser tests);
+#   - the test OpenID provider (tests/oidc, `npm ci`) when its node_modules is missing;
 #   - a throwaway PostgreSQL from the machine's PostgreSQL 15 (initdb/pg_ctl, as the
 #     `postgres` user when run as root, on a free port, removed afterwards).
 # Lanes: formatting and lints; unit tests and the integration suite on SQLite; the
@@ -71,6 +72,13 @@ start_postgres() {
 }
 
 ensure_packages
+# the OpenID provider the single sign-on tests sign in through (oidc-provider, from
+# the npm registry, pinned by tests/oidc/package-lock.json)
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  command -v npm >/dev/null || { echo "npm is needed for the single sign-on tests (Node.js 20 or later)" >&2; exit 1; }
+  say "installing the test OpenID provider (npm ci in tests/oidc)"
+  (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
 # the discovery tests fail (rather than skip) when slapd is missing
 export DIRECTMAIL_REQUIRE_SLAPD=1
 

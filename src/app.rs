@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::lookup::routes())
         .merge(web::leave::routes())
         .merge(web::patient::routes())
+        .merge(web::sso::routes())
         .merge(web::api::routes(&state.config))
         .merge(web::mail::routes(&state.config))
         .merge(web::audit_log::routes())

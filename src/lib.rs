@@ -54,6 +54,7 @@ pub mod secrets;
 pub mod sensitive_send;
 pub mod sensitivity;
 pub mod smtp;
+pub mod sso;
 pub mod stages;
 pub mod store;
 pub mod web;

@@ -158,6 +158,18 @@ impl Fetcher {
         self
     }
 
+    /// The client held to the outbound-connection policy (with the HTTPS roots and
+    /// timeout), for other fetches made on someone else's word (single sign-on).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The outbound-connection policy the client is held to (an address written in
+    /// a URL is checked with it before the first request).
+    pub fn policy(&self) -> &directmail_net::Policy {
+        &self.policy
+    }
+
     /// How long one fetch may take.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -20,6 +20,7 @@ pub mod orgs;
 pub mod outbound;
 pub mod pki;
 pub mod sessions;
+pub mod sso;
 pub mod throttle;
 pub mod tokens;
 pub mod users;

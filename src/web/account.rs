@@ -108,6 +108,8 @@ struct AccountPage {
     time_zone: String,
     zones: &'static [(&'static str, &'static str)],
     zone_error: String,
+    /// The organization's OpenID providers, to link an account at one of them.
+    sso: Vec<super::sso::Button>,
 }
 
 async fn account_page(
@@ -123,7 +125,12 @@ async fn account_view(
     zone_error: String,
 ) -> AppResult<AccountPage> {
     let u = &current.user;
+    let sso = match u.org_id {
+        Some(org) => super::sso::buttons(state, org).await?,
+        None => Vec::new(),
+    };
     Ok(AccountPage {
+        sso,
         time_zone: u.time_zone.clone(),
         zones: crate::clock::TIME_ZONES,
         zone_error,

@@ -26,6 +26,7 @@ use crate::store::{orgs, throttle};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(login))
+        .route("/login/org/{org}", get(org_login_page))
         .route("/login/mfa", get(mfa_page).post(mfa))
         .route("/logout", post(logout))
         .route("/invite/{token}", get(invite_page).post(accept_invite))
@@ -51,12 +52,15 @@ pub fn unreadable(rejection: &FormRejection) -> (StatusCode, String) {
 
 #[derive(Template, WebTemplate)]
 #[template(path = "auth/login.html")]
-struct LoginPage {
-    chrome: Chrome,
-    email: String,
-    next: String,
-    notice: String,
-    error: String,
+pub(crate) struct LoginPage {
+    pub chrome: Chrome,
+    pub email: String,
+    pub next: String,
+    pub notice: String,
+    pub error: String,
+    /// "Sign in with …" buttons: the organization's identity providers (on its own
+    /// sign-in link, `/login/org/{id}`).
+    pub sso: Vec<super::sso::Button>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,7 +109,21 @@ async fn login_page(chrome: Chrome, Query(q): Query<LoginQuery>) -> LoginPage {
         next: q.next,
         notice: reason_text(&q.reason).to_owned(),
         error: String::new(),
+        sso: Vec::new(),
     }
+}
+
+/// An organization's own sign-in link: the sign-in page with a "Sign in with …"
+/// button for each of its identity providers (the password form stays).
+async fn org_login_page(
+    State(state): State<AppState>,
+    chrome: Chrome,
+    Path(org): Path<i64>,
+    Query(q): Query<LoginQuery>,
+) -> AppResult<LoginPage> {
+    let mut page = login_page(chrome, Query(q)).await;
+    page.sso = super::sso::buttons(&state, org).await?;
+    Ok(page)
 }
 
 #[derive(Deserialize, Default)]
@@ -132,6 +150,7 @@ async fn login(
                 next: next.to_owned(),
                 notice: String::new(),
                 error,
+                sso: Vec::new(),
             },
         )
             .into_response()
@@ -267,6 +286,7 @@ async fn login(
     if user.totp_enabled {
         session::begin(&session, &user, "mfa", now).await?;
         session.insert("next", &next).await?;
+        session.insert(KEY_METHOD, "password").await?;
         audit::record(
             db,
             now,
@@ -276,7 +296,7 @@ async fn login(
         .await?;
         return Ok(Redirect::to("/login/mfa").into_response());
     }
-    complete_sign_in(&state, &session, &user, &actor(Some(&user)), "signin").await?;
+    complete_sign_in(&state, &session, &user, &actor(Some(&user)), "password").await?;
     Ok(Redirect::to(&next).into_response())
 }
 
@@ -358,17 +378,28 @@ pub(crate) async fn record_failed_sign_in(
     })
 }
 
-async fn complete_sign_in(
+/// How the first step of a sign-in in its TOTP stage was made ("password", or a
+/// single sign-on provider), for the audit entry of the whole sign-in.
+pub(crate) const KEY_METHOD: &str = "method";
+
+/// Signs `user` in fully, audited as `signin` with how (`method`).
+pub(crate) async fn complete_sign_in(
     state: &AppState,
     session: &Session,
     user: &User,
     actor: &Actor,
-    action: &str,
+    method: &str,
 ) -> AppResult<()> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     users::record_sign_in(&mut tx, user.id, now).await?;
-    audit::append(&mut tx, now, actor, Event::new(action, &user.email)).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        Event::new("signin", &user.email).detail(method),
+    )
+    .await?;
     tx.commit().await?;
     session::begin(session, user, "full", now).await
 }
@@ -495,7 +526,18 @@ async fn mfa(
         ));
     }
     let next: String = session.get("next").await?.unwrap_or_else(|| "/".into());
-    complete_sign_in(&state, &session, &user, &actor, "signin").await?;
+    let first: String = session
+        .get(KEY_METHOD)
+        .await?
+        .unwrap_or_else(|| "password".into());
+    complete_sign_in(
+        &state,
+        &session,
+        &user,
+        &actor,
+        &format!("{first}, then TOTP"),
+    )
+    .await?;
     Ok(Redirect::to(&safe_next(&next)).into_response())
 }
 
@@ -651,7 +693,7 @@ async fn accept_invite(
         session::begin(&session, &user, "mfa", now).await?;
         return Ok(Redirect::to("/login/mfa").into_response());
     }
-    complete_sign_in(&state, &session, &user, &actor, "signin").await?;
+    complete_sign_in(&state, &session, &user, &actor, "invitation link").await?;
     let org = match user.org_id {
         Some(id) => orgs::get(&state.db, id).await?,
         None => None,

@@ -49,6 +49,7 @@ pub mod purpose;
 pub mod quarantine;
 pub mod queue;
 pub mod session;
+pub mod sso;
 pub mod webhooks;
 
 /// What every handler can reach.

@@ -7,19 +7,25 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::session::{Chrome, CurrentUser};
-use super::{AppError, AppResult, AppState};
+use super::sso::{KEY_LAUNCH_PATIENT, LaunchPatient};
+use super::{AppError, AppResult, AppState, ClientIp};
+use crate::audit::Event;
 use crate::clock::format_utc;
 use crate::store::messages;
+use crate::store::{drafts, mailboxes};
 
 /// Messages on one page.
 const PAGE: i64 = 50;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/mail/patient", get(page))
+    Router::new()
+        .route("/mail/patient", get(page))
+        .route("/mail/patient/compose", post(compose))
 }
 
 /// The address of the list for a patient as stored on a message.
@@ -62,6 +68,19 @@ struct PatientPage {
     lines: Vec<Line>,
     /// The next page's address, when there is one.
     next: String,
+    /// The patient an EHR launch opened this page for: a banner (when the EHR asked
+    /// for one) and "Write a message about this patient".
+    launch: Option<LaunchView>,
+}
+
+pub struct LaunchView {
+    pub banner: bool,
+    pub name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub id: String,
+    /// The user's mailboxes (id, address) to write from.
+    pub mailboxes: Vec<(i64, String)>,
 }
 
 async fn page(
@@ -105,10 +124,83 @@ async fn page(
         }
         _ => String::new(),
     };
+    // the launch's patient, when this page is about them
+    let launched: Option<LaunchPatient> = current.session.get(KEY_LAUNCH_PATIENT).await?;
+    let launch = match launched.filter(|l| l.listed() == (id.to_owned(), name.to_owned())) {
+        Some(l) => {
+            let p = l.patient;
+            Some(LaunchView {
+                banner: l.banner,
+                name: format!("{} {}", p.given, p.family).trim().to_owned(),
+                birth_date: p.birth_date,
+                sex: crate::patient::SEXES
+                    .iter()
+                    .find(|(code, _)| *code == p.sex)
+                    .map(|(_, words)| (*words).to_owned())
+                    .unwrap_or_default(),
+                id: p.id,
+                mailboxes: mailboxes::of_user(&state.db, current.user.id)
+                    .await?
+                    .into_iter()
+                    .map(|m| (m.id, m.address))
+                    .collect(),
+            })
+        }
+        None => None,
+    };
     Ok(PatientPage {
         chrome: current.chrome,
         named: if id.is_empty() { name } else { id }.to_owned(),
         lines,
         next,
+        launch,
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ComposeForm {
+    mailbox: String,
+}
+
+/// "Write a message about this patient" after an EHR launch: a new draft in the
+/// chosen mailbox with the launch's patient block filled in.
+async fn compose(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    current: CurrentUser,
+    form: Result<axum::Form<ComposeForm>, axum::extract::rejection::FormRejection>,
+) -> AppResult<Response> {
+    let form = super::form_or_400(form)?;
+    let Some(launched) = current
+        .session
+        .get::<LaunchPatient>(KEY_LAUNCH_PATIENT)
+        .await?
+    else {
+        return Err(AppError::BadRequest(
+            "No patient was opened from the EHR in this session. Open the patient from the EHR again.".into(),
+        ));
+    };
+    let mailbox_id = form
+        .mailbox
+        .parse::<i64>()
+        .map_err(|_| AppError::NotFound)?;
+    let mailbox = super::mail::own_mailbox(&state, &current, mailbox_id).await?;
+    let start = drafts::Start {
+        patient: launched.patient,
+        ..drafts::Start::default()
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let id = drafts::create(&mut tx, mailbox.id, current.user.id, &start, now).await?;
+    crate::audit::append(
+        &mut tx,
+        now,
+        &current.actor(ip),
+        Event::new("draft.create", format!("mailbox:{}", mailbox.id))
+            .detail("about the EHR launch's patient"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/mail/drafts/{id}")).into_response())
 }

@@ -22,6 +22,10 @@ pub const KEY_STAGE: &str = "stage";
 pub const KEY_CREATED: &str = "created";
 pub const KEY_SEEN: &str = "seen";
 pub const KEY_FLASH: &str = "flash";
+/// Set when a single sign-on provider's id_token said the user signed in with two
+/// steps (its `amr`/`acr`, as the provider's settings name): the organization's
+/// two-step requirement is met for this session without our TOTP.
+pub const KEY_PROVIDER_TWO_STEP: &str = "provider_two_step";
 
 /// Idle timeout for users without an organization (operators).
 pub const DEFAULT_IDLE_MINUTES: i64 = 15;
@@ -343,14 +347,19 @@ async fn load(
             .await
             .map_err(|e| fail(e.into()))?;
     }
-    let gated = user.must_change_password
-        || crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa);
+    let provider_two_step: bool = session
+        .get(KEY_PROVIDER_TWO_STEP)
+        .await
+        .map_err(|e| fail(e.into()))?
+        .unwrap_or(false);
+    let lacks_two_step = !provider_two_step
+        && crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa);
+    let gated = user.must_change_password || lacks_two_step;
     if !gated_ok {
         if user.must_change_password {
             return Err(redirect(parts, "/account/password"));
         }
-        if crate::accounts::lacks_required_two_step(&user, org.as_ref(), state.config.operator_mfa)
-        {
+        if lacks_two_step {
             return Err(redirect(parts, "/account/mfa"));
         }
     }

@@ -51,17 +51,37 @@ pub(crate) fn start_driver() -> Driver {
 }
 
 pub(crate) async fn chromium(driver: &Driver, profile: &std::path::Path) -> Client {
+    chromium_with(driver, profile, &[]).await
+}
+
+/// [`chromium`] with more command-line switches.
+pub(crate) async fn chromium_with(
+    driver: &Driver,
+    profile: &std::path::Path,
+    extra: &[&str],
+) -> Client {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--window-size=1280,900",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--disable-sync", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.display()),
-            ]
+            "args": args
         }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())

@@ -35,5 +35,6 @@ mod security;
 mod sender_binding;
 mod sensitive;
 mod sensitive_send;
+mod sso;
 mod webhooks;
 mod webmail;
