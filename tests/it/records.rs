@@ -997,3 +997,125 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
     let parsed = MessageParser::default().parse(&threaded.raw).unwrap();
     assert_eq!(parsed.in_reply_to().as_text(), Some(report_key.as_str()));
 }
+
+#[tokio::test]
+async fn the_requests_page_pages_by_fifty_and_the_admin_command_keeps_the_routes() {
+    let app = TestApp::spawn().await;
+    let ana_box = lakeside(&app).await;
+    let user: i64 = sqlx::query_scalar("select id from users where email = $1")
+        .bind(ANA)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    for n in 0..51 {
+        let key = format!("request-{n}@direct.lakeside.test");
+        let patient = format!("Patient {n}");
+        store::insert(
+            &mut tx,
+            store::NewRequest {
+                mailbox_id: ana_box.id,
+                user_id: user,
+                outbound_id: 0,
+                sent_message_id: None,
+                message_key: &key,
+                recipient: FRONT,
+                patient: &patient,
+                needed: "all",
+                date_from: "",
+                date_to: "",
+                purpose: "treatment",
+                urgency: "routine",
+            },
+            app.now(),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut ana = app.signed_in(ANA).await;
+    let first = ana.get(&format!("/mail/{}/requests", ana_box.id)).await;
+    let page_one = listed(&first);
+    assert_eq!(page_one.len(), 50);
+    assert!(first.body.contains("Open (51)"));
+    let next = first.by_id("requests-next").map(|_| {
+        Regex::new(r#"href="([^"]*)" rel="next""#)
+            .unwrap()
+            .captures(&first.body)
+            .unwrap()[1]
+            .replace("&amp;", "&")
+            .replace("&#38;", "&")
+    });
+    let next = next.expect("a next page");
+    let second = ana.get(&next).await;
+    let page_two = listed(&second);
+    assert_eq!(page_two.len(), 1);
+    assert!(page_two[0] < *page_one.last().unwrap());
+    assert!(second.by_id("requests-next").is_none());
+    // a hostile page position changes nothing
+    let odd = ana
+        .get(&format!(
+            "/mail/{}/requests?show=%27;drop&before=-1",
+            ana_box.id
+        ))
+        .await;
+    assert_eq!(odd.status, StatusCode::OK);
+    assert!(listed(&odd).is_empty());
+
+    // the routes from a script
+    let out = crate::cli::directmail(
+        &app,
+        &[
+            "admin",
+            "reporting",
+            "add",
+            "--jurisdiction",
+            "Illinois",
+            "--address",
+            "ECR@aims.example",
+            "--json",
+        ],
+    )
+    .await;
+    let value = crate::cli::json(&out);
+    assert_eq!(value["address"], "ecr@aims.example");
+    assert_eq!(value["document_types"][0], "55751-2");
+    let out = crate::cli::directmail(
+        &app,
+        &[
+            "admin",
+            "reporting",
+            "add",
+            "--jurisdiction",
+            "Ohio",
+            "--address",
+            "not an address",
+            "--types",
+            "eICR",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("Direct address") && why.contains("LOINC"),
+        "{why}"
+    );
+    let out = crate::cli::directmail(&app, &["admin", "reporting", "list"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Illinois\tecr@aims.example\t55751-2"
+    );
+    let out = crate::cli::directmail(&app, &["admin", "reporting", "remove", "Illinois"]).await;
+    assert!(out.status.success());
+    assert!(
+        directmail::store::reporting::list(&app.state.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let out = crate::cli::directmail(&app, &["admin", "reporting", "remove", "Illinois"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("There is no reporting route"));
+    assert_eq!(audited(&app, "reporting.route.save").await.len(), 1);
+    assert_eq!(audited(&app, "reporting.route.remove").await.len(), 1);
+}
