@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::bundles::routes())
         .merge(web::quarantine::routes())
         .merge(web::queue::routes())
+        .merge(web::reporting::routes())
         .merge(web::figures::routes())
         .merge(web::lookup::routes())
         .merge(web::leave::routes())

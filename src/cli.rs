@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 mod backups;
 mod bundle;
+mod reporting;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -87,6 +88,9 @@ pub enum AdminCommand {
     /// The provider directory.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// Public-health reporting routes (jurisdiction, Direct address, document types).
+    #[command(subcommand)]
+    Reporting(reporting::ReportingCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -537,6 +541,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Cert(command) => cert(config, &db, command, now).await?,
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
         AdminCommand::Bundle(command) => bundle::run(config, &db, command, args.json, now).await?,
+        AdminCommand::Reporting(command) => reporting::run(&db, command, now).await?,
         AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
         AdminCommand::Token(TokenCommand::Create {
             user,

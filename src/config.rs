@@ -347,6 +347,17 @@ pub struct Config {
     )]
     pub public_health_addresses: Addresses,
 
+    /// Days after which a records request sent by Direct and not answered is shown
+    /// as overdue on the mailbox's requests page (1–365).
+    #[arg(
+        long,
+        env = "DIRECTMAIL_RECORD_REQUEST_OVERDUE_DAYS",
+        default_value_t = 14,
+        global = true,
+        value_parser = clap::value_parser!(i64).range(1..=365)
+    )]
+    pub record_request_overdue_days: i64,
+
     /// Days a message stays in Trash before it is deleted for good.
     #[arg(
         long,

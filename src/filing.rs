@@ -67,7 +67,18 @@ pub struct Filing {
     pub documents: Vec<CarriedDocument>,
     /// Whether it is a restricted record, and why ([`crate::sensitivity`]).
     pub label: Option<Label>,
+    /// Its Direct Context `type` and `id` ("" when it has no readable block).
+    pub context_type: String,
+    pub context_id: String,
+    /// The Message-IDs it answers: In-Reply-To, then References (without angle
+    /// brackets), at most [`MAX_REPLIES_TO`].
+    pub replies_to: Vec<String>,
+    /// How many files it carries, the Direct Context part not counted.
+    pub files: usize,
 }
+
+/// The most Message-IDs of In-Reply-To and References kept.
+pub const MAX_REPLIES_TO: usize = 50;
 
 /// The most documents recorded for one message.
 pub const MAX_DOCUMENTS: usize = 100;
@@ -157,10 +168,40 @@ pub fn read(raw: &[u8]) -> Filing {
             }
         }
     }
+    let context = patient::context_block(&message);
+    let files = message
+        .attachments()
+        .filter(|a| !context.as_ref().is_some_and(|(c, _)| std::ptr::eq(*a, *c)))
+        .count();
+    let clip = |s: Option<&String>| {
+        s.map(|v| v.chars().take(MAX_ID).collect::<String>())
+            .unwrap_or_default()
+    };
+    let (context_type, context_id) = context
+        .as_ref()
+        .map(|(_, block)| (clip(block.kind.as_ref()), clip(block.id.as_ref())))
+        .unwrap_or_default();
+    let mut replies_to: Vec<String> = Vec::new();
+    for header in [message.in_reply_to(), message.references()] {
+        for id in header.as_text_list().unwrap_or_default() {
+            let id = id.trim().trim_matches(['<', '>']).to_owned();
+            if !id.is_empty()
+                && id.len() <= MAX_ID
+                && !replies_to.contains(&id)
+                && replies_to.len() < MAX_REPLIES_TO
+            {
+                replies_to.push(id);
+            }
+        }
+    }
     Filing {
         patient: patient::choose(&message, from_packages, first_cda.flatten().as_ref()),
         documents,
         label: labeller.label(),
+        context_type,
+        context_id,
+        replies_to,
+        files,
     }
 }
 

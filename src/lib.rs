@@ -50,6 +50,8 @@ pub mod packaging;
 pub mod patient;
 pub mod pki;
 pub mod recipients;
+pub mod reporting;
+pub mod requests;
 pub mod secrets;
 pub mod sensitive_send;
 pub mod sensitivity;

@@ -49,8 +49,9 @@ pub struct Draft {
     /// The Message-ID this replies to, and the thread's References.
     pub in_reply_to: Option<String>,
     pub references: Option<String>,
-    /// The patient block, sent as a Direct Context part; its `id` is replaced by
-    /// the message's own.
+    /// The patient block, sent as a Direct Context part; its `id`, when it has none,
+    /// is the message's own (a reply with documents and a reminder keep the records
+    /// request's id, which is how the requester knows what they answer).
     pub context: Option<directmail_content::context::Context>,
     /// Whether the attachments go out as one XDM package ([`crate::packaging`]); a
     /// message without attachments is sent as it is.
@@ -156,7 +157,7 @@ pub async fn submit_draft(
         // Expressing Context in Direct Messaging v1.1: the header on the (signed)
         // message names, by Content-ID, a text/plain metadata.txt part
         let context = directmail_content::context::Context {
-            id: Some(message_id.clone()),
+            id: context.id.clone().or_else(|| Some(message_id.clone())),
             ..context.clone()
         };
         let text = directmail_content::context::build_context(&context)?;

@@ -150,9 +150,16 @@ fn from_context(message: &Message<'_>) -> Option<MessagePatient> {
 /// does not list the part among the attachments (a block that does not read stays a
 /// file).
 pub fn context_of<'a>(message: &'a Message<'a>) -> Option<(&'a MessagePart<'a>, MessagePatient)> {
+    let (part, block) = context_block(message)?;
+    Some((part, context_patient(&block)?))
+}
+
+/// The message's Direct Context part and its block, when it has one that reads (its
+/// `type` and `id` are what a records request and its answer are known by).
+pub fn context_block<'a>(message: &'a Message<'a>) -> Option<(&'a MessagePart<'a>, Context)> {
     let part = context_part(message)?;
     match context::parse_context(part.contents()) {
-        Ok(block) => Some((part, context_patient(&block)?)),
+        Ok(block) => Some((part, block)),
         Err(why) => {
             tracing::info!(%why, "Direct Context block ignored");
             None

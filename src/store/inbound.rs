@@ -463,6 +463,14 @@ fn bind_patient<'q>(
 /// restriction ([`crate::sensitivity`]).
 async fn record_filing(conn: &mut AnyConnection, id: i64, filing: &Filing) -> sqlx::Result<()> {
     super::documents::record(conn, id, &filing.documents).await?;
+    if !filing.context_type.is_empty() || !filing.context_id.is_empty() {
+        sqlx::query("update messages set context_type = $1, context_id = $2 where id = $3")
+            .bind(&filing.context_type)
+            .bind(&filing.context_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
     if let Some(label) = &filing.label {
         sqlx::query("update messages set restriction = $1, restriction_reasons = $2 where id = $3")
             .bind(label.law.as_str())
@@ -517,6 +525,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     };
     super::messages::store_raw(conn, id, m.raw).await?;
     record_filing(conn, id, m.filing).await?;
+    super::requests::answered_by(conn, m.mailbox_id, id, m.from_addr, m.filing, now).await?;
     if let Some(facts) = m.signer_facts {
         sqlx::query("update messages set signer_facts = $1, test_anchor = $2 where id = $3")
             .bind(serde_json::to_string(facts).unwrap_or_default())

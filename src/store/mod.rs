@@ -19,6 +19,8 @@ pub mod opt_outs;
 pub mod orgs;
 pub mod outbound;
 pub mod pki;
+pub mod reporting;
+pub mod requests;
 pub mod sessions;
 pub mod sso;
 pub mod throttle;

@@ -864,7 +864,7 @@ async fn send_draft(
     let viewer = super::directory::viewer(&current);
     let recipients: Vec<String> = to.iter().chain(&cc).cloned().collect();
     let wanting_xdm = crate::store::directory::wanting_xdm(&state.db, &viewer, &recipients).await?;
-    let context = match draft.patient.to_context(now) {
+    let mut context = match draft.patient.to_context(now) {
         Ok(context) => context,
         Err(errors) => {
             problems.push("The patient details need correcting: see Patient.".to_owned());
@@ -872,6 +872,23 @@ async fn send_draft(
             None
         }
     };
+    // a reply to a records request carries the request's Direct Context id, by which
+    // the requester knows what it answers
+    if let Some(id) =
+        crate::requests::answered_context(&state.db, mailbox.id, draft.in_reply_to.as_deref())
+            .await?
+    {
+        let block = context
+            .take()
+            .unwrap_or_else(|| directmail_content::context::Context {
+                version: Some("1.1".into()),
+                ..Default::default()
+            });
+        context = Some(directmail_content::context::Context {
+            id: Some(id),
+            ..block
+        });
+    }
     if !problems.is_empty() {
         feedback.errors = problems;
         let page = render(state, current, mailbox, draft, feedback).await?;
@@ -894,9 +911,17 @@ async fn send_draft(
         })
         .await
         .map_err(anyhow::Error::from)?;
+        // the operator's reporting routes are public-health addresses too
+        let mut public_health = state.config.public_health_addresses.clone();
+        public_health.0.extend(
+            crate::store::reporting::list(&state.db)
+                .await?
+                .into_iter()
+                .map(|r| r.address),
+        );
         let stop = crate::sensitive_send::opt_out_stop(
             &state.db,
-            &state.config.public_health_addresses,
+            &public_health,
             &sensitive,
             &patients,
             &rows,

@@ -43,6 +43,7 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
         .merge(super::message::routes())
         .merge(super::clinical::routes())
         .merge(super::compose::routes(config))
+        .merge(super::requests::routes())
 }
 
 /// One of the user's mailboxes, or 404.

@@ -502,6 +502,8 @@ struct MessagePage {
     targets: Vec<(String, String)>,
     /// The patient the message is about, read when it was filed.
     patient: Option<PatientBanner>,
+    /// The records-request card, and the public-health routes it can be reported on.
+    extras: super::requests::Extras,
 }
 
 impl MessagePage {
@@ -710,6 +712,7 @@ async fn message(
         .collect();
     let patient = message.patient.as_ref().map(PatientBanner::of);
     let restriction = RestrictionBanner::of(&message);
+    let extras = super::requests::extras(&state, &message).await?;
     let r = message.row;
     let test = r.trust_code == "trusted" && r.test_anchor;
     let trust_title: String = match r.trust_code.as_str() {
@@ -742,6 +745,7 @@ async fn message(
     Ok(MessagePage {
         restriction,
         patient,
+        extras,
         chrome: current.chrome,
         frame,
         id,

@@ -48,6 +48,8 @@ pub mod patient;
 pub mod purpose;
 pub mod quarantine;
 pub mod queue;
+pub mod reporting;
+pub mod requests;
 pub mod session;
 pub mod sso;
 pub mod webhooks;
