@@ -242,9 +242,9 @@ pub struct Sender {
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// Counts delivery attempts by outcome.
     pub metrics: crate::metrics::Metrics,
-    /// Set when the server stops: finish the batch in hand, claim no more.
     /// Woken after outcomes were recorded: a status change queues webhook events.
     pub wake_webhooks: Arc<tokio::sync::Notify>,
+    /// Set when the server stops: finish the batch in hand, claim no more.
     pub stop: crate::app::Stopping,
 }
 
