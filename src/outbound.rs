@@ -251,9 +251,9 @@ pub struct Sender {
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// Counts delivery attempts by outcome.
     pub metrics: crate::metrics::Metrics,
-    /// Set when the server stops: finish the batch in hand, claim no more.
     /// Woken after outcomes were recorded: a status change queues webhook events.
     pub wake_webhooks: Arc<tokio::sync::Notify>,
+    /// Set when the server stops: finish the batch in hand, claim no more.
     pub stop: crate::app::Stopping,
     /// The claims this instance holds, renewed while it works on them.
     pub leases: crate::leases::Leases,

@@ -195,6 +195,8 @@ pub struct Deliverer {
     pub max_attempts: i64,
     /// Requests in flight at most.
     pub concurrency: usize,
+    /// `DIRECTMAIL_OPERATOR_MFA`, for the owner's two-step requirement.
+    pub operator_mfa: bool,
     /// Woken when something was queued.
     pub wake: Arc<tokio::sync::Notify>,
     pub stop: Stopping,
@@ -231,6 +233,7 @@ impl Deliverer {
             timeout,
             max_attempts: i64::from(config.webhook_max_attempts),
             concurrency: usize::from(config.webhook_concurrency),
+            operator_mfa: config.operator_mfa,
             wake,
             stop,
         })
@@ -329,7 +332,7 @@ impl Deliverer {
         };
         if !self.registrant_still_works(&hook).await? {
             return Ok(Outcome::GiveUp(
-                "The API token that registered this webhook no longer works (revoked, expired, or ended with its owner's sessions); nothing was sent.".into(),
+                "The API token that registered this webhook no longer works (revoked, expired, ended with its owner's sessions, or its owner must set up two-step sign-in first); nothing was sent.".into(),
             ));
         }
         // the operator may have narrowed the policy since it was registered
@@ -374,9 +377,15 @@ impl Deliverer {
 
     async fn registrant_still_works(&self, hook: &store::Webhook) -> sqlx::Result<bool> {
         use crate::store::tokens::TokenState;
-        let Some(user) = crate::store::users::get(&self.db, hook.user_id).await? else {
+        let Some((user, org)) = crate::store::users::get_with_org(&self.db, hook.user_id).await?
+        else {
             return Ok(false);
         };
+        // as the API refuses the token of an owner who must use two-step sign-in and
+        // has not set it up, their webhooks hear nothing meanwhile
+        if crate::accounts::lacks_required_two_step(&user, org.as_ref(), self.operator_mfa) {
+            return Ok(false);
+        }
         let tokens = crate::store::tokens::of_user(&self.db, hook.user_id).await?;
         let now = self.clock.now();
         Ok(!user.disabled

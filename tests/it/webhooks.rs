@@ -833,3 +833,67 @@ async fn a_receiver_that_never_answers_is_timed_out_and_mail_flows_meanwhile() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_revoked_tokens_webhook_hears_nothing_more() {
+    let app = TestApp::spawn().await;
+    let (ana, kim) = two_practices(&app).await;
+    let receiver = Receiver::start(false, &[]).await;
+    let (hook, _) = registered(&app, &kim, &receiver.url()).await;
+    ana_sends(&app, &ana).await;
+    until(&app, hook, "a failed attempt", |d| {
+        d.2 >= 1 && d.1 == "pending"
+    })
+    .await;
+
+    let kim_user = directmail::store::users::by_email(&app.state.db, "kim@direct.hillside.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    let token_id: i64 = sqlx::query_scalar("select token_id from webhooks where id = $1")
+        .bind(hook)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        directmail::store::tokens::revoke(&mut tx, kim_user.id, token_id, app.now())
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    // what was queued is given up, with the reason; nothing reaches the receiver
+    receiver.up.store(true, Ordering::SeqCst);
+    retry_now(&app);
+    until(&app, hook, "the queued event to be given up", |d| {
+        d.1 == "failed"
+    })
+    .await;
+    let (_, _, _, why) = delivery(&app, hook).await.unwrap();
+    assert!(why.contains("no longer works"), "{why}");
+    // and new mail queues nothing for it
+    ana_sends(&app, &ana).await;
+    wait_for("the second message in Kim's Inbox", async || {
+        directmail::store::alerts::unread(&app.state.db, kim_mailbox(&app, kim_user.id).await)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
+    let queued: i64 =
+        sqlx::query_scalar("select count(*) from webhook_deliveries where webhook_id = $1")
+            .bind(hook)
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, 1);
+    assert!(receiver.got().is_empty());
+}
+
+async fn kim_mailbox(app: &TestApp, user_id: i64) -> i64 {
+    directmail::store::mailboxes::of_user(&app.state.db, user_id)
+        .await
+        .unwrap()[0]
+        .id
+}
