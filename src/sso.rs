@@ -19,9 +19,8 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalClaims, AuthUrl, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError,
     ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    IdTokenFields, IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, StandardErrorResponse,
-    StandardTokenResponse, TokenUrl,
+    IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RequestTokenError, Scope, StandardErrorResponse, StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -235,10 +234,9 @@ pub async fn prepare(
             "The {what}'s configuration has an invalid address."
         ))
     };
-    let jwks_url = JsonWebKeySetUrl::new(meta.jwks_uri.clone()).map_err(bad)?;
-    let keys = CoreJsonWebKeySet::fetch_async(&jwks_url, http.client)
-        .await
-        .map_err(|_| Refusal(format!("The {what}'s signing keys could not be read.")))?;
+    let keys: CoreJsonWebKeySet = http
+        .json(&format!("{what}'s signing keys"), &meta.jwks_uri, None)
+        .await?;
     let mut client = ClientWith::<EndpointNotSet>::new(
         ClientId::new(provider.client_id.clone()),
         IssuerUrl::new(meta.issuer.clone()).map_err(bad)?,
@@ -510,5 +508,74 @@ fn draft_of(p: &FhirPatient) -> crate::patient::DraftPatient {
         },
         id,
         purpose: "treatment".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient(json: serde_json::Value) -> crate::patient::DraftPatient {
+        draft_of(&serde_json::from_value(json).expect("a Patient"))
+    }
+
+    #[test]
+    fn a_fhir_patient_becomes_a_patient_block() {
+        let p = patient(serde_json::json!({
+            "resourceType": "Patient", "id": "p1",
+            "name": [{ "use": "nickname", "given": ["Mo"] },
+                     { "use": "official", "family": "Rivera", "given": ["Maria", "Elena"] }],
+            "identifier": [{ "system": "http://hospital.example/mrn", "value": "77" },
+                           { "system": "urn:oid:2.16.840.1.113883.19.5", "value": "HX-4471" }],
+            "gender": "female", "birthDate": "1961-04-17"
+        }));
+        assert_eq!(
+            (p.given.as_str(), p.family.as_str()),
+            ("Maria Elena", "Rivera")
+        );
+        assert_eq!(p.id, "2.16.840.1.113883.19.5:HX-4471");
+        assert_eq!((p.sex.as_str(), p.birth_date.as_str()), ("F", "1961-04-17"));
+        // no OID: the first identifier's value; odd values are left out, not guessed
+        let p = patient(serde_json::json!({
+            "resourceType": "Patient", "id": "p2",
+            "name": [{ "family": "Lee" }],
+            "identifier": [{ "system": "http://hospital.example/mrn", "value": "77" }],
+            "gender": "unknown", "birthDate": "1961"
+        }));
+        assert_eq!((p.family.as_str(), p.id.as_str()), ("Lee", "77"));
+        assert_eq!((p.sex.as_str(), p.birth_date.as_str()), ("U", ""));
+        let p = patient(serde_json::json!({
+            "resourceType": "Patient", "id": "p3", "gender": "robot",
+            "name": [{ "family": "x".repeat(500) }]
+        }));
+        assert_eq!(p.sex, "");
+        assert_eq!(p.family.chars().count(), crate::patient::MAX_TYPED);
+    }
+
+    #[test]
+    fn two_step_is_what_the_settings_name() {
+        let signed = |methods: &[&str]| SignedIn {
+            subject: "s".into(),
+            methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            email: None,
+            fhir_user: None,
+            access_token: String::new(),
+            launch: LaunchContext::default(),
+        };
+        let provider = Provider {
+            id: 1,
+            org_id: 1,
+            kind: Kind::Oidc,
+            name: "P".into(),
+            issuer: "https://p.example".into(),
+            client_id: "c".into(),
+            client_secret: String::new(),
+            two_step_values: vec!["mfa".into(), "urn:acr:2fa".into()],
+            create_accounts: false,
+        };
+        assert!(signed(&["pwd", "mfa"]).two_step(&provider));
+        assert!(signed(&["urn:acr:2fa"]).two_step(&provider));
+        assert!(!signed(&["pwd"]).two_step(&provider));
+        assert!(!signed(&[]).two_step(&provider));
     }
 }

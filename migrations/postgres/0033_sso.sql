@@ -20,8 +20,12 @@ create table sso_providers (
     -- id_token's verified e-mail address); 0: it is refused
     create_accounts bigint not null default 0,
     created_at bigint not null,
-    unique (kind, issuer)
+    -- an organization sets a provider up once
+    unique (org_id, kind, issuer)
 );
+-- A launch's `iss` names one EHR registration (several organizations may share an
+-- OpenID provider, such as Google's, each with its own client).
+create unique index sso_providers_smart_issuer on sso_providers (issuer) where kind = 'smart';
 
 -- An external subject linked to a portal user (one subject, one user).
 create table sso_links (

@@ -116,8 +116,8 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Provider>> {
     .transpose()
 }
 
-/// The provider of this kind at this issuer (an EHR's FHIR base URL), whichever
-/// organization registered it.
+/// The provider of this kind at this issuer, whichever organization registered it:
+/// for an EHR's FHIR base URL (unique among EHRs), the one a launch names.
 pub async fn by_issuer(db: &Db, kind: Kind, issuer: &str) -> sqlx::Result<Option<Provider>> {
     sqlx::query(&format!(
         "select {COLUMNS} from sso_providers where kind = $1 and issuer = $2"

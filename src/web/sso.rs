@@ -118,8 +118,8 @@ fn redirect_uri(state: &AppState) -> String {
     format!("{}/sso/callback", state.public_base.trim_end_matches('/'))
 }
 
-fn secret_aad(kind: Kind, issuer: &str) -> String {
-    format!("sso-client-secret:{}:{issuer}", kind.as_str())
+fn secret_aad(org_id: i64, kind: Kind, issuer: &str) -> String {
+    format!("sso-client-secret:{org_id}:{}:{issuer}", kind.as_str())
 }
 
 fn pending_aad(state_hash: &str) -> String {
@@ -254,7 +254,7 @@ fn open_client_secret(state: &AppState, provider: &Provider) -> AppResult<Option
         .secret
         .open(
             &provider.client_secret,
-            secret_aad(provider.kind, &provider.issuer).as_bytes(),
+            secret_aad(provider.org_id, provider.kind, &provider.issuer).as_bytes(),
         )
         .map_err(|e| AppError::Internal(e.context("the client secret does not open")))?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
@@ -303,7 +303,7 @@ async fn start_link(
 ) -> AppResult<Response> {
     let provider = store::get(&state.db, provider_id)
         .await?
-        .filter(|p| Some(p.org_id) == current.user.org_id)
+        .filter(|p| p.kind == Kind::Oidc && Some(p.org_id) == current.user.org_id)
         .ok_or(AppError::NotFound)?;
     begin_flow(&state, &provider, "", "/account", Some(current.user.id)).await
 }
@@ -890,19 +890,31 @@ async fn add_provider(
     if !page.errors.is_empty() {
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
-    if store::by_issuer(&state.db, kind, &issuer).await?.is_some() {
+    let taken = match kind {
+        // a launch's iss must name one registration
+        Kind::Smart => store::by_issuer(&state.db, kind, &issuer).await?.is_some(),
+        Kind::Oidc => store::of_org(&state.db, org.id)
+            .await?
+            .iter()
+            .any(|p| p.kind == kind && p.issuer == issuer),
+    };
+    if taken {
         page.errors.add(
             "issuer",
-            "This issuer is already set up (here or for another organization); each can be set up once.",
+            match kind {
+                Kind::Smart => "This EHR is already set up (here or for another organization): a launch must name one organization.",
+                Kind::Oidc => "This issuer is already set up for your organization.",
+            },
         );
         return Ok((StatusCode::CONFLICT, page).into_response());
     }
     let sealed = if secret.is_empty() {
         String::new()
     } else {
-        state
-            .secret
-            .seal(secret.as_bytes(), secret_aad(kind, &issuer).as_bytes())?
+        state.secret.seal(
+            secret.as_bytes(),
+            secret_aad(org.id, kind, &issuer).as_bytes(),
+        )?
     };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
