@@ -929,6 +929,18 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
         r#"<option value="{}">Illinois: {FAR}</option>"#,
         route.id
     )));
+    // the document viewer offers it too, for the eICR (and not for the RR below)
+    let viewer = ana
+        .get(&format!("/mail/messages/{case}/attachments/0/cda"))
+        .await;
+    assert!(
+        viewer.body.contains(&format!(
+            r#"<option value="{}">Illinois: {FAR}</option>"#,
+            route.id
+        )),
+        "{}",
+        viewer.body
+    );
     let reported = ana
         .post(
             &format!("/mail/messages/{case}/report"),
@@ -980,6 +992,7 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
         .get(&format!("/mail/messages/{rr}/attachments/0/cda"))
         .await;
     assert_eq!(viewer.status, StatusCode::OK, "{}", viewer.body);
+    assert!(viewer.by_id("report-form").is_none());
     let link = Regex::new(r#"<a href="([^"]*)" id="rr-eicr-link">"#)
         .unwrap()
         .captures(&viewer.body)
