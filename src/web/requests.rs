@@ -75,6 +75,15 @@ impl RequestPage {
             .unwrap_or("")
     }
 
+    /// Why the patient field `name` was refused ("" when it was not).
+    fn patient_error(&self, name: &str) -> &str {
+        self.error(name)
+    }
+
+    fn patient_sex(&self) -> &str {
+        &self.input.patient.sex
+    }
+
     fn patient_value(&self, name: &str) -> &str {
         let p = &self.input.patient;
         match name {
@@ -525,16 +534,7 @@ pub async fn extras(
         .into_iter()
         .map(|d| d.code)
         .collect();
-    let report_routes = if codes.is_empty() {
-        Vec::new()
-    } else {
-        crate::store::reporting::list(&state.db)
-            .await?
-            .into_iter()
-            .filter(|r| codes.iter().any(|c| r.carries(c)))
-            .map(|r| (r.id, format!("{}: {}", r.jurisdiction, r.address)))
-            .collect()
-    };
+    let report_routes = crate::store::reporting::offered(&state.db, &codes).await?;
     Ok(Extras {
         request,
         report_routes,

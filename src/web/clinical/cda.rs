@@ -342,15 +342,8 @@ async fn page(
         (Ok(Parsed { doc, .. }), None) => doc.document_type.as_ref().map(|c| c.code.clone()),
         _ => None,
     };
-    let report_routes = match code {
-        Some(code) => crate::store::reporting::list(&state.db)
-            .await?
-            .into_iter()
-            .filter(|r| r.carries(&code))
-            .map(|r| (r.id, format!("{}: {}", r.jurisdiction, r.address)))
-            .collect(),
-        None => Vec::new(),
-    };
+    let report_routes =
+        crate::store::reporting::offered(&state.db, &code.into_iter().collect::<Vec<_>>()).await?;
     let frame = format!("{base}/frame");
     let frame_src = format!("{frame}{}", view_query(&order, &collapsed));
     let page = match parsed {
