@@ -1132,3 +1132,71 @@ async fn the_requests_page_pages_by_fifty_and_the_admin_command_keeps_the_routes
     assert_eq!(audited(&app, "reporting.route.save").await.len(), 1);
     assert_eq!(audited(&app, "reporting.route.remove").await.len(), 1);
 }
+
+#[tokio::test]
+async fn writing_to_a_reporting_route_from_compose_is_not_stopped_by_the_opt_out_list() {
+    let app = TestApp::spawn().await;
+    let (ana_box, _) = app.lakeside_and_hillside().await;
+    let ana_user: i64 = sqlx::query_scalar("select id from users where email = $1")
+        .bind(ANA)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    directmail::store::opt_outs::insert(
+        &mut tx,
+        ana_box.org_id,
+        &NewOptOut {
+            family_name: "Lopez".into(),
+            given_name: "Ana".into(),
+            birth_date: "1970-03-12".into(),
+            identifier: None,
+        },
+        &Recorder {
+            user_id: ana_user,
+            display_name: "Office manager".into(),
+        },
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut ana = app.signed_in(ANA).await;
+    let draft = crate::webmail::compose(&mut ana, ana_box.id).await;
+    let fields = [
+        ("sensitive_box", "1"),
+        ("to", FRONT),
+        ("subject", "Case notes"),
+        ("body", "Notes."),
+        ("sensitivity", "mental_health"),
+        ("patient_given", "Ana"),
+        ("patient_family", "Lopez"),
+        ("patient_birth_date", "1970-03-12"),
+        ("patient_purpose", "treatment"),
+    ];
+    // an ordinary practice outside the organization: stopped
+    let stopped = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(stopped.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(stopped.by_id("opt-out-stop").is_some());
+    // the same address as a public-health reporting route: not stopped (the
+    // recipients are shown to confirm, as for any sensitive record)
+    let mut tx = app.state.db.begin().await.unwrap();
+    directmail::store::reporting::upsert(
+        &mut tx,
+        "Illinois",
+        FRONT,
+        &["55751-2".into()],
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let shown = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert!(shown.by_id("opt-out-stop").is_none());
+    assert!(shown.body.contains(r#"name="reviewed""#));
+}
