@@ -511,6 +511,9 @@ pub struct RequestCard {
 /// records request, and the public-health routes its case reports can go on.
 pub struct Extras {
     pub request: Option<RequestCard>,
+    /// On the Sent copy of a request of this mailbox: its state in words ("open",
+    /// "overdue", "answered", "cancelled") and the requests page.
+    pub sent_request: Option<(String, String)>,
     /// (route id, "Illinois: ecr@aims.example") of each route carrying a document type
     /// the message has.
     pub report_routes: Vec<(i64, String)>,
@@ -535,8 +538,23 @@ pub async fn extras(
         .map(|d| d.code)
         .collect();
     let report_routes = crate::store::reporting::offered(&state.db, &codes).await?;
+    let sent_request = match message.folder.as_str() {
+        "sent" => store::by_sent_copy(&state.db, message.row.id)
+            .await?
+            .map(|r| {
+                let cutoff = state.clock.now() - state.config.record_request_overdue_days * 86_400;
+                let words = if r.status == "open" && r.created_at < cutoff {
+                    "overdue".to_owned()
+                } else {
+                    r.status.clone()
+                };
+                (words, format!("/mail/{}/requests", r.mailbox_id))
+            }),
+        _ => None,
+    };
     Ok(Extras {
         request,
+        sent_request,
         report_routes,
     })
 }

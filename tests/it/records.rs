@@ -465,6 +465,11 @@ async fn a_received_request_shows_its_card_and_the_reply_with_documents_answers_
     let answer = delivered(&app, ana_box.id, "Re: Urgent: request for records").await;
     let row = request_row(&app, ana_box.id).await;
     assert_eq!(row.status, "answered");
+    let own = ana.get(&sent.location()).await;
+    assert_eq!(
+        own.by_id("sent-request").as_deref(),
+        Some("A records request, answered: see ")
+    );
     assert_eq!(row.answer_message_id, Some(answer));
     // the answer carries the request's Context id
     let stored = directmail::store::inbound::message(&app.state.db, answer)
