@@ -39,6 +39,7 @@ create table record_requests (
 );
 create index record_requests_mailbox on record_requests (mailbox_id, status, id);
 create index record_requests_key on record_requests (message_key);
+create index record_requests_sent on record_requests (sent_message_id);
 
 -- Public-health reporting routes the operator configures: where documents of the
 -- listed types go for a jurisdiction (for eCR, the AIMS address).

@@ -51,6 +51,20 @@ pub async fn list(db: &Db) -> sqlx::Result<Vec<Route>> {
     rows.iter().map(Route::from_row).collect()
 }
 
+/// The routes that take any of the document types `codes`, as offered on a page:
+/// (route id, "Illinois: ecr@aims.example").
+pub async fn offered(db: &Db, codes: &[String]) -> sqlx::Result<Vec<(i64, String)>> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(list(db)
+        .await?
+        .into_iter()
+        .filter(|r| codes.iter().any(|c| r.carries(c)))
+        .map(|r| (r.id, format!("{}: {}", r.jurisdiction, r.address)))
+        .collect())
+}
+
 pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<Route>> {
     let row = sqlx::query(
         "select id, jurisdiction, address, document_types, created_at from reporting_routes

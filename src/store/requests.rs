@@ -115,6 +115,17 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<RequestRow>> {
     row.as_ref().map(RequestRow::from_row).transpose()
 }
 
+/// The request whose Sent copy is the message `id`.
+pub async fn by_sent_copy(db: &Db, id: i64) -> sqlx::Result<Option<RequestRow>> {
+    let row = sqlx::query(&format!(
+        "select {COLUMNS} from record_requests where sent_message_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.as_ref().map(RequestRow::from_row).transpose()
+}
+
 /// Which requests a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {

@@ -503,6 +503,10 @@ impl ComposePage {
         self.draft.sensitive.consent_attachment_id == Some(*id)
     }
 
+    fn patient_sex(&self) -> &str {
+        &self.draft.patient.sex
+    }
+
     /// What was typed in the patient field `name`.
     fn patient_value(&self, name: &str) -> &str {
         let p = &self.draft.patient;

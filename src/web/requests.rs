@@ -75,6 +75,15 @@ impl RequestPage {
             .unwrap_or("")
     }
 
+    /// Why the patient field `name` was refused ("" when it was not).
+    fn patient_error(&self, name: &str) -> &str {
+        self.error(name)
+    }
+
+    fn patient_sex(&self) -> &str {
+        &self.input.patient.sex
+    }
+
     fn patient_value(&self, name: &str) -> &str {
         let p = &self.input.patient;
         match name {
@@ -502,6 +511,9 @@ pub struct RequestCard {
 /// records request, and the public-health routes its case reports can go on.
 pub struct Extras {
     pub request: Option<RequestCard>,
+    /// On the Sent copy of a request of this mailbox: its state in words ("open",
+    /// "overdue", "answered", "cancelled") and the requests page.
+    pub sent_request: Option<(String, String)>,
     /// (route id, "Illinois: ecr@aims.example") of each route carrying a document type
     /// the message has.
     pub report_routes: Vec<(i64, String)>,
@@ -525,18 +537,24 @@ pub async fn extras(
         .into_iter()
         .map(|d| d.code)
         .collect();
-    let report_routes = if codes.is_empty() {
-        Vec::new()
-    } else {
-        crate::store::reporting::list(&state.db)
+    let report_routes = crate::store::reporting::offered(&state.db, &codes).await?;
+    let sent_request = match message.folder.as_str() {
+        "sent" => store::by_sent_copy(&state.db, message.row.id)
             .await?
-            .into_iter()
-            .filter(|r| codes.iter().any(|c| r.carries(c)))
-            .map(|r| (r.id, format!("{}: {}", r.jurisdiction, r.address)))
-            .collect()
+            .map(|r| {
+                let cutoff = state.clock.now() - state.config.record_request_overdue_days * 86_400;
+                let words = if r.status == "open" && r.created_at < cutoff {
+                    "overdue".to_owned()
+                } else {
+                    r.status.clone()
+                };
+                (words, format!("/mail/{}/requests", r.mailbox_id))
+            }),
+        _ => None,
     };
     Ok(Extras {
         request,
+        sent_request,
         report_routes,
     })
 }

@@ -465,6 +465,11 @@ async fn a_received_request_shows_its_card_and_the_reply_with_documents_answers_
     let answer = delivered(&app, ana_box.id, "Re: Urgent: request for records").await;
     let row = request_row(&app, ana_box.id).await;
     assert_eq!(row.status, "answered");
+    let own = ana.get(&sent.location()).await;
+    assert_eq!(
+        own.by_id("sent-request").as_deref(),
+        Some("A records request, answered: see ")
+    );
     assert_eq!(row.answer_message_id, Some(answer));
     // the answer carries the request's Context id
     let stored = directmail::store::inbound::message(&app.state.db, answer)
@@ -929,6 +934,18 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
         r#"<option value="{}">Illinois: {FAR}</option>"#,
         route.id
     )));
+    // the document viewer offers it too, for the eICR (and not for the RR below)
+    let viewer = ana
+        .get(&format!("/mail/messages/{case}/attachments/0/cda"))
+        .await;
+    assert!(
+        viewer.body.contains(&format!(
+            r#"<option value="{}">Illinois: {FAR}</option>"#,
+            route.id
+        )),
+        "{}",
+        viewer.body
+    );
     let reported = ana
         .post(
             &format!("/mail/messages/{case}/report"),
@@ -980,6 +997,7 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
         .get(&format!("/mail/messages/{rr}/attachments/0/cda"))
         .await;
     assert_eq!(viewer.status, StatusCode::OK, "{}", viewer.body);
+    assert!(viewer.by_id("report-form").is_none());
     let link = Regex::new(r#"<a href="([^"]*)" id="rr-eicr-link">"#)
         .unwrap()
         .captures(&viewer.body)
@@ -1118,4 +1136,72 @@ async fn the_requests_page_pages_by_fifty_and_the_admin_command_keeps_the_routes
     assert!(String::from_utf8_lossy(&out.stderr).contains("There is no reporting route"));
     assert_eq!(audited(&app, "reporting.route.save").await.len(), 1);
     assert_eq!(audited(&app, "reporting.route.remove").await.len(), 1);
+}
+
+#[tokio::test]
+async fn writing_to_a_reporting_route_from_compose_is_not_stopped_by_the_opt_out_list() {
+    let app = TestApp::spawn().await;
+    let (ana_box, _) = app.lakeside_and_hillside().await;
+    let ana_user: i64 = sqlx::query_scalar("select id from users where email = $1")
+        .bind(ANA)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    directmail::store::opt_outs::insert(
+        &mut tx,
+        ana_box.org_id,
+        &NewOptOut {
+            family_name: "Lopez".into(),
+            given_name: "Ana".into(),
+            birth_date: "1970-03-12".into(),
+            identifier: None,
+        },
+        &Recorder {
+            user_id: ana_user,
+            display_name: "Office manager".into(),
+        },
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut ana = app.signed_in(ANA).await;
+    let draft = crate::webmail::compose(&mut ana, ana_box.id).await;
+    let fields = [
+        ("sensitive_box", "1"),
+        ("to", FRONT),
+        ("subject", "Case notes"),
+        ("body", "Notes."),
+        ("sensitivity", "mental_health"),
+        ("patient_given", "Ana"),
+        ("patient_family", "Lopez"),
+        ("patient_birth_date", "1970-03-12"),
+        ("patient_purpose", "treatment"),
+    ];
+    // an ordinary practice outside the organization: stopped
+    let stopped = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(stopped.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(stopped.by_id("opt-out-stop").is_some());
+    // the same address as a public-health reporting route: not stopped (the
+    // recipients are shown to confirm, as for any sensitive record)
+    let mut tx = app.state.db.begin().await.unwrap();
+    directmail::store::reporting::upsert(
+        &mut tx,
+        "Illinois",
+        FRONT,
+        &["55751-2".into()],
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let shown = ana
+        .post(&format!("/mail/drafts/{draft}/send"), &fields)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert!(shown.by_id("opt-out-stop").is_none());
+    assert!(shown.body.contains(r#"name="reviewed""#));
 }

@@ -165,6 +165,9 @@ struct ViewerPage {
     body: BodyView,
     /// Where the raw XML is downloaded.
     raw: String,
+    /// The public-health routes that take this document's type, as (route id,
+    /// "Illinois: ecr@aims.example"): "Report to public health" (`web::requests`).
+    report_routes: Vec<(i64, String)>,
 }
 
 impl ViewerPage {
@@ -334,6 +337,13 @@ async fn page(
         _ => None,
     };
     let raw = place.download_path(id);
+    // a report sends the message's attached documents (not those inside a package)
+    let code = match (&parsed, place.k) {
+        (Ok(Parsed { doc, .. }), None) => doc.document_type.as_ref().map(|c| c.code.clone()),
+        _ => None,
+    };
+    let report_routes =
+        crate::store::reporting::offered(&state.db, &code.into_iter().collect::<Vec<_>>()).await?;
     let frame = format!("{base}/frame");
     let frame_src = format!("{frame}{}", view_query(&order, &collapsed));
     let page = match parsed {
@@ -352,6 +362,7 @@ async fn page(
             frame_src: String::new(),
             body: BodyView::None,
             raw,
+            report_routes: Vec::new(),
         },
         Ok(Parsed { doc, body_refusal }) => ViewerPage {
             chrome: current.chrome,
@@ -372,6 +383,7 @@ async fn page(
             frame,
             frame_src,
             raw,
+            report_routes,
         },
     };
     Ok(page.into_response())
