@@ -47,6 +47,7 @@ pub mod packaging;
 pub mod patient;
 pub mod pki;
 pub mod recipients;
+pub mod records;
 pub mod secrets;
 pub mod sensitive_send;
 pub mod sensitivity;

@@ -48,6 +48,7 @@ pub mod patient;
 pub mod purpose;
 pub mod quarantine;
 pub mod queue;
+pub mod records;
 pub mod session;
 
 /// What every handler can reach.
@@ -73,6 +74,8 @@ pub struct AppState {
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// This instance's figures (`/metrics`, the console's figures page).
     pub metrics: crate::metrics::Metrics,
+    /// Document sources' HTTP client, access tokens and discovery ([`crate::records`]).
+    pub records: Arc<crate::records::Records>,
 }
 
 impl FromRef<AppState> for Db {

@@ -28,6 +28,7 @@ mod outbound;
 mod packaging;
 mod patient;
 mod pki;
+mod records;
 mod reportability;
 mod revocation;
 mod security;
