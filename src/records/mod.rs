@@ -744,7 +744,7 @@ impl Records {
         ctx: &Ctx<'_>,
         url: url::Url,
         kind: &str,
-    ) -> Result<(Vec<Value>, Option<String>, Option<u64>), Failure> {
+    ) -> Result<Page<Value>, Failure> {
         let bundle = self.get_resource(ctx, url).await?;
         read_bundle(ctx.source, bundle, kind)
     }
@@ -776,7 +776,11 @@ impl Records {
                 url
             }
         };
-        let (resources, next, total) = self.search(ctx, url, "Patient").await?;
+        let Page {
+            items: resources,
+            next,
+            total,
+        } = self.search(ctx, url, "Patient").await?;
         let items = resources
             .iter()
             .filter_map(|p| {
@@ -870,7 +874,11 @@ impl Records {
                 url
             }
         };
-        let (resources, next, total) = self.search(ctx, url, "DocumentReference").await?;
+        let Page {
+            items: resources,
+            next,
+            total,
+        } = self.search(ctx, url, "DocumentReference").await?;
         let items = resources
             .iter()
             .filter(|d| subject_is(d, patient))
@@ -1085,7 +1093,7 @@ fn read_bundle(
     source: &Source,
     bundle: Value,
     kind: &str,
-) -> Result<(Vec<Value>, Option<String>, Option<u64>), Failure> {
+) -> Result<Page<Value>, Failure> {
     if text_at(&bundle, "resourceType") != "Bundle" {
         return Err(malformed(source));
     }
@@ -1113,7 +1121,11 @@ fn read_bundle(
         .and_then(|u| on_server(source, u))
         .map(|u| u.to_string());
     let total = bundle.get("total").and_then(Value::as_u64);
-    Ok((out, next, total))
+    Ok(Page {
+        items: out,
+        next,
+        total,
+    })
 }
 
 #[cfg(test)]
@@ -1167,7 +1179,7 @@ mod tests {
             )
             .is_err()
         );
-        let (items, next, _) = read_bundle(
+        let Page { items, next, .. } = read_bundle(
             &s,
             json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "id": "a"}}],
                    "link": [{"relation": "next", "url": "https://evil.example/x"}]}),
