@@ -446,14 +446,13 @@ impl Records {
         }) {
             return Ok(d);
         }
-        let smart = self
-            .public_json(
-                source,
-                &format!("{}/.well-known/smart-configuration", source.base_url),
-            )
-            .await;
         let token_url = if source.token_url.is_empty() {
-            let config = smart?;
+            let config = self
+                .public_json(
+                    source,
+                    &format!("{}/.well-known/smart-configuration", source.base_url),
+                )
+                .await?;
             let url = text_at(&config, "token_endpoint");
             let parsed = url::Url::parse(url).ok().filter(|u| u.scheme() == "https");
             match parsed {
@@ -462,7 +461,7 @@ impl Records {
                     return Err(failure(
                         "discovery",
                         format!(
-                            "{}'s SMART configuration names no https token endpoint; the operator can enter it in the source's settings.",
+                            "{}'s SMART configuration names no https token endpoint; the operator can add the source again with its token endpoint.",
                             source.name
                         ),
                     ));
@@ -539,14 +538,14 @@ impl Records {
         secret: &SecretKey,
         source: &Source,
         now: i64,
-    ) -> Result<String, Failure> {
+    ) -> Result<(String, bool), Failure> {
         let settings = Self::settings(source);
         if let Some(t) = self.tokens.lock().ok().and_then(|m| {
             m.get(&source.id)
                 .filter(|t| t.settings == settings && t.expires_at - TOKEN_MARGIN > now)
                 .map(|t| t.value.clone())
         }) {
-            return Ok(t);
+            return Ok((t, false));
         }
         let discovered = self.discover(source, now).await?;
         let internal = |e: anyhow::Error| {
@@ -636,7 +635,7 @@ impl Records {
                 },
             );
         }
-        Ok(value.to_owned())
+        Ok((value.to_owned(), true))
     }
 
     fn forget_token(&self, source: &Source) {
@@ -661,23 +660,32 @@ impl Records {
                 format!("The portal may not connect to {} ({e}).", source.name),
             )
         })?;
-        let token = self.token(ctx.db, ctx.secret, source, ctx.now).await?;
-        let response = self
-            .client
-            .get(url)
-            .bearer_auth(token)
-            .header("accept", accept)
-            .send()
-            .await
-            .map_err(|e| self.transport(source, &e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        if status.as_u16() == 401 {
-            // a token the server no longer takes is not used again
+        let mut retried = false;
+        let (response, status) = loop {
+            let (token, fresh) = self.token(ctx.db, ctx.secret, source, ctx.now).await?;
+            let response = self
+                .client
+                .get(url.clone())
+                .bearer_auth(token)
+                .header("accept", accept)
+                .send()
+                .await
+                .map_err(|e| self.transport(source, &e))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status.as_u16() != 401 {
+                break (response, status);
+            }
+            // a token the server no longer takes is not used again; a kept one is
+            // replaced by a new one once (the server may have ended it early)
             self.forget_token(source);
-        }
+            if fresh || retried {
+                break (response, status);
+            }
+            retried = true;
+        };
         let body = self
             .body(source, response, MAX_JSON_BYTES, "answer")
             .await
@@ -1089,11 +1097,7 @@ fn offers_docref(cap: &Value) -> bool {
 
 /// A search Bundle's resources of type `kind` (others, such as an OperationOutcome
 /// of warnings, are left out), its next link (on the server only) and total.
-fn read_bundle(
-    source: &Source,
-    bundle: Value,
-    kind: &str,
-) -> Result<Page<Value>, Failure> {
+fn read_bundle(source: &Source, bundle: Value, kind: &str) -> Result<Page<Value>, Failure> {
     if text_at(&bundle, "resourceType") != "Bundle" {
         return Err(malformed(source));
     }

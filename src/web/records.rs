@@ -541,11 +541,7 @@ async fn documents_page(
     };
     let found = match state.records.patient(&ctx, &patient).await {
         Ok(p) => {
-            page.patient = [p.name, p.birth_date]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(", born ");
+            page.patient = patient_words(&p);
             state
                 .records
                 .documents(
@@ -642,10 +638,22 @@ async fn documents_page(
     }
 }
 
+/// "Lena Lopez, born 1980-04-12", as the source gives them (at most 200 characters).
+fn patient_words(p: &records::PatientHit) -> String {
+    [p.name.as_str(), p.birth_date.as_str()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", born ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RetrieveForm {
-    patient_label: String,
     #[serde(flatten)]
     purpose: PurposeForm,
 }
@@ -676,7 +684,15 @@ async fn retrieve(
         source: &source,
         now,
     };
-    let got = state.records.retrieve(&ctx, &patient, &doc, n).await;
+    // the patient as the server has them (which also checks they are there)
+    let got = match state.records.patient(&ctx, &patient).await {
+        Ok(p) => state
+            .records
+            .retrieve(&ctx, &patient, &doc, n)
+            .await
+            .map(|r| (r, patient_words(&p))),
+        Err(f) => Err(f),
+    };
     let object = format!("source:{}/DocumentReference/{doc}", source.id);
     let detail = format!("Patient/{patient}; file {n}; purpose: {purpose}");
     let retrieved = match got {
@@ -700,12 +716,7 @@ async fn retrieve(
         }
         Ok(r) => r,
     };
-    let label: String = form
-        .patient_label
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
+    let (retrieved, label) = retrieved;
     let size = retrieved.data.len();
     let mut tx = state.db.begin().await?;
     let id = store::keep(

@@ -25,6 +25,8 @@ use crate::helpers::{Browser, TestApp, pdf, serve_https};
 use crate::webmail::unescape;
 
 const CLIENT_ID: &str = "directmail-test-client";
+/// A client id the FHIR server does not know.
+const UNREGISTERED: &str = "never-registered";
 
 /// The loopback FHIR server and what it saw.
 #[derive(Default)]
@@ -204,6 +206,19 @@ async fn token(
         .expect("requests")
         .push(tenant.clone());
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    // a client this server never registered: refused, as the portal expects
+    let claims: Value = field("client_assertion")
+        .split('.')
+        .nth(1)
+        .and_then(|c| serde_json::from_slice(&b64url(c)).ok())
+        .unwrap_or(Value::Null);
+    if claims["iss"] == UNREGISTERED {
+        return (
+            AxStatus::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client", "error_description": "unknown client"})),
+        )
+            .into_response();
+    }
     let checked = if field("grant_type") != "client_credentials" {
         Err("grant_type".to_owned())
     } else if field("client_assertion_type")
@@ -549,7 +564,13 @@ async fn start_fhir(app: &TestApp) -> (Shared, String) {
 }
 
 /// An operator adds a source for Lakeside Clinic through the console; its id.
-async fn add_source(app: &TestApp, name: &str, base_url: &str, token_url: &str) -> i64 {
+async fn add_source(
+    app: &TestApp,
+    name: &str,
+    base_url: &str,
+    token_url: &str,
+    client_id: &str,
+) -> i64 {
     let lakeside = directmail::store::orgs::by_name(&app.state.db, "Lakeside Clinic")
         .await
         .expect("query")
@@ -564,7 +585,7 @@ async fn add_source(app: &TestApp, name: &str, base_url: &str, token_url: &str) 
                 ("name", name),
                 ("base_url", base_url),
                 ("token_url", token_url),
-                ("client_id", CLIENT_ID),
+                ("client_id", client_id),
                 ("scopes", ""),
             ],
         )
@@ -620,11 +641,9 @@ fn retrieval_id(location: &str) -> i64 {
 const PURPOSE: [(&str, &str); 1] = [("purpose", "treatment")];
 
 async fn open_document(b: &mut Browser, source: i64, doc: &str) -> crate::helpers::Page {
-    let mut fields = vec![("patient_label", "Lena Lopez, born 1980-04-12")];
-    fields.extend_from_slice(&PURPOSE);
     b.post(
         &format!("/records/{source}/patients/lena/documents/{doc}/0"),
-        &fields,
+        &PURPOSE,
     )
     .await
 }
@@ -636,7 +655,14 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
     let (fhir, origin) = start_fhir(&app).await;
 
     // the operator adds a source (the token endpoint read from smart-configuration)
-    let source = add_source(&app, "County EHR", &format!("{origin}/fhir/"), "").await;
+    let source = add_source(
+        &app,
+        "County EHR",
+        &format!("{origin}/fhir/"),
+        "",
+        CLIENT_ID,
+    )
+    .await;
     let mut op = operator(&app).await;
     let sources = op.get("/records/sources").await;
     assert!(
@@ -820,6 +846,17 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
         vec!["fhir".to_owned()],
         "one token for every query"
     );
+    // the server forgets its tokens (a restart): the kept one is refused once, and a
+    // new one is asked for at once
+    fhir.tokens.lock().expect("tokens").clear();
+    let again = ana
+        .get(&format!(
+            "/records?source={source}&name=Lopez&birth_date=1980-04-12&purpose=treatment"
+        ))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.body.contains("Lena Lopez"));
+    assert_eq!(fhir.token_requests.lock().expect("requests").len(), 2);
 
     // filed in Ana's Archive: a message with the document attached
     let filed = ana
@@ -1002,6 +1039,7 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
         "Docref EHR",
         &format!("{origin}/docref"),
         &format!("{origin}/docref/auth/token"),
+        CLIENT_ID,
     )
     .await;
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
@@ -1112,6 +1150,28 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
     let opened = open_document(&mut ana, source, "inline").await;
     assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
 
+    // a client the server does not know: its authorization server's refusal, said
+    let unknown = add_source(
+        &app,
+        "Unregistered EHR",
+        &format!("{origin}/docref"),
+        &format!("{origin}/docref/auth/token"),
+        UNREGISTERED,
+    )
+    .await;
+    let page = ana
+        .get(&format!(
+            "/records?source={unknown}&identifier=x&purpose=treatment"
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        unescape(&page.body).contains("Unregistered EHR's authorization server refused the portal's credentials (401, invalid_client)"),
+        "{}",
+        page.body
+    );
+    let unknown_requests = 1;
+
     // every token request carried a fresh, valid assertion
     assert!(
         fhir.problems.lock().expect("problems").is_empty(),
@@ -1122,7 +1182,7 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
     assert!(requests >= 8, "{requests} token requests");
     assert_eq!(
         fhir.jtis.lock().expect("jtis").len(),
-        requests,
+        requests - unknown_requests,
         "a new jti each time"
     );
 
