@@ -9,7 +9,8 @@
 //! - [`message`] and [`clinical`]: reading a message, its XDM packages and clinical
 //!   documents; [`leave`]: the page before a link out of a document;
 //! - [`health`]: `/healthz` and `/readyz`;
-//! - [`figures`]: the console's figures page and the separate `/metrics` listener.
+//! - [`figures`]: the console's figures page and the separate `/metrics` listener;
+//! - [`records`]: FHIR document sources, the JWKS, and records retrieved from them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

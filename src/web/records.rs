@@ -900,16 +900,7 @@ async fn viewer(
             ));
         }
     }
-    audit_query(
-        &state,
-        &current,
-        ip,
-        "records.view",
-        format!("retrieval:{id}"),
-        format!("source:{}/{}; {}", source.id, r.document_ref, r.patient_ref),
-        Ok(format!("purpose: {}", r.purpose)),
-    )
-    .await?;
+    audit_read(&state, &current, ip, &r, "the viewer page").await?;
     Ok(ViewerPage {
         chrome: current.chrome.clone(),
         id,
@@ -935,8 +926,32 @@ async fn viewer(
     .into_response())
 }
 
+/// Audits a read of a retrieved document's content (the frame, the file).
+async fn audit_read(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    r: &Retrieval,
+    what: &str,
+) -> AppResult<()> {
+    audit_query(
+        state,
+        current,
+        ip,
+        "records.view",
+        format!("retrieval:{}", r.id),
+        format!(
+            "source:{}/{}; {}",
+            r.source_id, r.document_ref, r.patient_ref
+        ),
+        Ok(format!("{what}; purpose: {}", r.purpose)),
+    )
+    .await
+}
+
 async fn frame(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path(id): Path<i64>,
     RawQuery(query): RawQuery,
@@ -945,6 +960,7 @@ async fn frame(
     if judge(&source.name, &r.declared_type, &r.data).0 != Kind::Cda {
         return Err(AppError::NotFound);
     }
+    audit_read(&state, &current, ip, &r, "the rendered document").await?;
     let codes = |key: &str| super::clinical::cda::codes(query.as_deref(), key);
     super::clinical::cda::frame_response(r.data, r.title, codes("order"), codes("collapsed")).await
 }
@@ -957,6 +973,7 @@ struct ContentQuery {
 
 async fn content(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     current: CurrentUser,
     Path(id): Path<i64>,
     Query(q): Query<ContentQuery>,
@@ -969,6 +986,12 @@ async fn content(
         _ => Show::Download,
     };
     let name = file_name(&r, kind);
+    let what = if show == Show::Download {
+        "the file, downloaded"
+    } else {
+        "the file, shown"
+    };
+    audit_read(&state, &current, ip, &r, what).await?;
     Ok(file_response(&name, r.data, show))
 }
 

@@ -992,6 +992,30 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
         "{drafts:?}"
     );
 
+    // reads of the retrieved copies are audited too
+    let views = audited(&app, "records.view").await;
+    assert!(
+        views
+            .iter()
+            .any(|s| s.starts_with(&format!("retrieval:{cda_id} |"))
+                && s.contains("the rendered document; purpose: treatment")),
+        "{views:?}"
+    );
+    // hostile ids and filters go nowhere
+    let sneaky = ana
+        .get(&format!(
+            "/records/{source}/patients/..%2Fmetadata?purpose=treatment"
+        ))
+        .await;
+    assert_eq!(sneaky.status, StatusCode::NOT_FOUND);
+    let bad = ana
+        .get(&format!(
+            "/records/{source}/patients/lena?purpose=treatment&type=%3Cx%3E"
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(unescape(&bad.body).contains("Choose a document type from the list"));
+
     // Kim (Hillside) can use none of it: not the source, not Ana's retrievals
     let before = audited(&app, "records.retrieve").await.len();
     let mut kim = app.signed_in("kim@direct.hillside.test").await;
