@@ -1288,4 +1288,68 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
     let jwks = app.cli(&["admin", "source", "jwks"]).await;
     let set: Value = serde_json::from_slice(&jwks.stdout).expect("jwks");
     assert_eq!(set["keys"].as_array().map(Vec::len), Some(1));
+    // the console lists it and removes it
+    let page = op.get("/records/sources").await;
+    assert!(
+        page.body.contains("https://fhir.hie.example/r4"),
+        "{}",
+        page.body
+    );
+    let id = v["sources"][0]["id"].as_i64().expect("id");
+    let removed = op.post(&format!("/records/sources/{id}/remove"), &[]).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    let page = op.get("/records/sources").await;
+    assert!(page.by_id("no-sources").is_some(), "{}", page.body);
+    // and the CLI removes one it added
+    let out = app
+        .cli(&[
+            "admin",
+            "source",
+            "add",
+            "--org",
+            "Lakeside Clinic",
+            "--name",
+            "Second",
+            "--base-url",
+            "https://fhir.second.example/r4",
+            "--client-id",
+            "abc",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = app
+        .cli(&[
+            "admin",
+            "source",
+            "remove",
+            "--org",
+            "Lakeside Clinic",
+            "Second",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = app
+        .cli(&[
+            "admin",
+            "source",
+            "remove",
+            "--org",
+            "Lakeside Clinic",
+            "Second",
+        ])
+        .await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("Lakeside Clinic has no source called")
+    );
+    assert_eq!(audited(&app, "records.source_add").await.len(), 2);
+    assert_eq!(audited(&app, "records.source_remove").await.len(), 2);
 }
