@@ -638,6 +638,17 @@ fn retrieval_id(location: &str) -> i64 {
         .unwrap_or_else(|| panic!("not a retrieval: {location}"))
 }
 
+/// `directmail ARGS`, which must succeed; its output.
+async fn cli_ok(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let out = app.cli(args).await;
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 const PURPOSE: [(&str, &str); 1] = [("purpose", "treatment")];
 
 async fn open_document(b: &mut Browser, source: i64, doc: &str) -> crate::helpers::Page {
@@ -1262,8 +1273,9 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
         "{}",
         refused.body
     );
-    let out = app
-        .cli(&[
+    cli_ok(
+        &app,
+        &[
             "admin",
             "source",
             "add",
@@ -1275,13 +1287,9 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
             "https://fhir.hie.example/r4",
             "--client-id",
             "abc",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+    )
+    .await;
     let listed = app.cli(&["admin", "--json", "source", "list"]).await;
     let v: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(v["sources"][0]["base_url"], "https://fhir.hie.example/r4");
@@ -1301,8 +1309,9 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
     let page = op.get("/records/sources").await;
     assert!(page.by_id("no-sources").is_some(), "{}", page.body);
     // and the CLI removes one it added
-    let out = app
-        .cli(&[
+    cli_ok(
+        &app,
+        &[
             "admin",
             "source",
             "add",
@@ -1314,28 +1323,21 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
             "https://fhir.second.example/r4",
             "--client-id",
             "abc",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = app
-        .cli(&[
+        ],
+    )
+    .await;
+    cli_ok(
+        &app,
+        &[
             "admin",
             "source",
             "remove",
             "--org",
             "Lakeside Clinic",
             "Second",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+    )
+    .await;
     let again = app
         .cli(&[
             "admin",
