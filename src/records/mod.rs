@@ -368,6 +368,20 @@ impl Records {
         )
     }
 
+    /// `url` when the outbound-connection policy allows it (an address in it; names
+    /// are checked as they resolve), else why not.
+    fn allowed(&self, source: &Source, url: &url::Url) -> Result<(), Failure> {
+        self.network.check_url(url).map_err(|e| {
+            failure(
+                "refused",
+                format!(
+                    "The portal may not connect to {} ({e}); ask your administrator.",
+                    source.name
+                ),
+            )
+        })
+    }
+
     /// Why a request failed, in a sentence.
     fn transport(&self, source: &Source, e: &reqwest::Error) -> Failure {
         if let Some(refused) = directmail_net::refusal(e) {
@@ -493,12 +507,7 @@ impl Records {
     async fn public_json(&self, source: &Source, url: &str) -> Result<Value, Failure> {
         let url = url::Url::parse(url)
             .map_err(|_| failure("config", "The source's URL is not valid."))?;
-        self.network.check_url(&url).map_err(|e| {
-            failure(
-                "refused",
-                format!("The portal may not connect to {} ({e}).", source.name),
-            )
-        })?;
+        self.allowed(source, &url)?;
         let response = self
             .client
             .get(url)
@@ -564,12 +573,7 @@ impl Records {
             .map_err(internal)?;
         let url = url::Url::parse(&discovered.token_url)
             .map_err(|_| failure("config", "The token endpoint is not a valid URL."))?;
-        self.network.check_url(&url).map_err(|e| {
-            failure(
-                "refused",
-                format!("The portal may not connect to {} ({e}).", source.name),
-            )
-        })?;
+        self.allowed(source, &url)?;
         let response = self
             .client
             .post(url)
@@ -654,12 +658,7 @@ impl Records {
         accept: &str,
     ) -> Result<reqwest::Response, Failure> {
         let source = ctx.source;
-        self.network.check_url(&url).map_err(|e| {
-            failure(
-                "refused",
-                format!("The portal may not connect to {} ({e}).", source.name),
-            )
-        })?;
+        self.allowed(source, &url)?;
         let mut retried = false;
         let (response, status) = loop {
             let (token, fresh) = self.token(ctx.db, ctx.secret, source, ctx.now).await?;
