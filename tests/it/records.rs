@@ -292,7 +292,13 @@ fn patient(id: &str, given: &str, family: &str, born: &str) -> Value {
 }
 
 /// The documents of Lena Lopez: (id, LOINC type, type words, declared content type).
-const DOCUMENTS: [(&str, &str, &str, &str); 9] = [
+const DOCUMENTS: [(&str, &str, &str, &str); 10] = [
+    (
+        "hostile",
+        "11506-3",
+        "Consult note",
+        "application/hl7-v3+xml",
+    ),
     (
         "cda1",
         "34133-9",
@@ -484,6 +490,11 @@ async fn binary(
         "cda1" => (
             [(header::CONTENT_TYPE, "application/hl7-v3+xml")],
             cda_fixture("referral-note.xml"),
+        )
+            .into_response(),
+        "hostile" => (
+            [(header::CONTENT_TYPE, "application/hl7-v3+xml")],
+            cda_fixture("hostile.xml"),
         )
             .into_response(),
         "pdf1" => (
@@ -833,6 +844,43 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
         frame.headers
     );
     assert!(frame.body.contains("Lopez"), "{}", frame.body);
+
+    // a hostile C-CDA is sanitized like a received one: nothing of it is markup
+    let opened = open_document(&mut ana, source, "hostile").await;
+    let hostile = retrieval_id(&opened.location());
+    let viewer = ana.get(&opened.location()).await;
+    let frame = ana
+        .get(&format!("/records/retrieved/{hostile}/frame"))
+        .await;
+    assert_eq!(frame.status, StatusCode::OK);
+    let handler = regex::Regex::new(r#"\son[a-z]+\s*="#).expect("regex");
+    let markup = regex::Regex::new(r"<[a-zA-Z!/][^>]*>").expect("regex");
+    for (what, body) in [("page", &viewer.body), ("frame", &frame.body)] {
+        for tag in markup
+            .find_iter(body)
+            .map(|t| t.as_str().to_ascii_lowercase())
+        {
+            assert!(!handler.is_match(&tag), "{what}: {tag}");
+            assert!(
+                !tag.contains("javascript:") && !tag.contains("attacker.example"),
+                "{what}: {tag}"
+            );
+            if tag.starts_with("<script") {
+                assert!(
+                    what == "page" && tag.starts_with(r#"<script src="/static/"#),
+                    "{what}: {tag}"
+                );
+            }
+        }
+        assert!(!body.contains("<script>alert"), "{what}: {body}");
+    }
+    assert!(
+        frame
+            .body
+            .contains("Parts of this document were left out or shown as plain text for safety"),
+        "{}",
+        frame.body
+    );
 
     // a PDF opens in the browser's viewer from a sandboxed response
     let opened = open_document(&mut ana, source, "pdf1").await;
