@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(web::mail::routes(&state.config))
         .merge(web::audit_log::routes())
         .merge(web::directory::routes())
+        .merge(web::records::routes())
         .nest_service("/static", ServeDir::new(static_dir()))
         .fallback(|| async { web::AppError::NotFound });
     apply_middleware(routes, state)
@@ -295,7 +296,9 @@ impl Application {
         )?
         .with_metrics(metrics.clone());
         let discovery = crate::recipients::discovery(&db, &fetcher, &config)?;
+        let records = Arc::new(crate::records::Records::new(&config)?);
         let state = AppState {
+            records,
             discovery,
             db,
             config: Arc::new(config),

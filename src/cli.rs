@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 mod backups;
 mod bundle;
+mod records;
 mod reporting;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -79,6 +80,10 @@ pub enum AdminCommand {
     /// Trust bundles: sets of anchors from a file or a URL, assigned to domains.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// FHIR document sources of organizations (records retrieval, SMART Backend
+    /// Services) and the portal's public key set.
+    #[command(subcommand)]
+    Source(records::SourceCommand),
     /// The built-in development CA (for evaluation and tests, never production).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -542,6 +547,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Anchor(command) => anchor(&db, command, now).await?,
         AdminCommand::Bundle(command) => bundle::run(config, &db, command, args.json, now).await?,
         AdminCommand::Reporting(command) => reporting::run(&db, command, now).await?,
+        AdminCommand::Source(command) => records::run(config, &db, command, now).await?,
         AdminCommand::Pki(command) => dev_pki(config, &db, command, now).await?,
         AdminCommand::Token(TokenCommand::Create {
             user,

@@ -50,6 +50,7 @@ pub mod packaging;
 pub mod patient;
 pub mod pki;
 pub mod recipients;
+pub mod records;
 pub mod reporting;
 pub mod requests;
 pub mod secrets;

@@ -650,6 +650,43 @@ pub async fn file_sent(
     filing: &Filing,
     now: i64,
 ) -> sqlx::Result<i64> {
+    let place = Local {
+        folder: "sent",
+        trust_code: "sent",
+        trust_sentence: "Sent from this mailbox.",
+        outbound_id: Some(outbound_id),
+    };
+    file_local(
+        conn, mailbox_id, &place, message_id, from_addr, subject, raw, filing, now,
+    )
+    .await
+}
+
+/// Where a message made here (not received) is filed, and what its trust line says.
+pub struct Local<'a> {
+    /// `sent`, `inbox`, `archive` or a folder the users made (`f{id}`).
+    pub folder: &'a str,
+    pub trust_code: &'a str,
+    pub trust_sentence: &'a str,
+    /// The outbound message it is the Sent copy of.
+    pub outbound_id: Option<i64>,
+}
+
+/// Files a message made here in `mailbox`, read (the Sent copy of a message written
+/// here, a document retrieved from a FHIR server), with its patient and the record of
+/// its clinical documents.
+#[allow(clippy::too_many_arguments)]
+pub async fn file_local(
+    conn: &mut AnyConnection,
+    mailbox_id: i64,
+    place: &Local<'_>,
+    message_id: &str,
+    from_addr: &str,
+    subject: &str,
+    raw: &[u8],
+    filing: &Filing,
+    now: i64,
+) -> sqlx::Result<i64> {
     let ix = super::messages::Indexed::of(raw);
     let q = sqlx::query(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
@@ -657,16 +694,19 @@ pub async fn file_sent(
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
                                patient_name, patient_id, patient_birth_date, patient_sex, patient_source,
                                patient_given, patient_family)
-         values ($1, 'sent', $2, $3, $4, $5, 1, 'sent', 'Sent from this mailbox.', 'not-applicable', $6,
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         values ($1, $2, $3, $4, $5, $6, 1, $7, $8, 'not-applicable', $9,
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
          returning id",
     )
     .bind(mailbox_id)
+    .bind(place.folder)
     .bind(message_id)
     .bind(from_addr)
     .bind(subject)
     .bind(now)
-    .bind(outbound_id)
+    .bind(place.trust_code)
+    .bind(place.trust_sentence)
+    .bind(place.outbound_id)
     .bind(ix.from_name)
     .bind(ix.to_addrs)
     .bind(ix.snippet)

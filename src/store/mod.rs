@@ -19,6 +19,7 @@ pub mod opt_outs;
 pub mod orgs;
 pub mod outbound;
 pub mod pki;
+pub mod records;
 pub mod reporting;
 pub mod requests;
 pub mod sessions;

@@ -361,6 +361,23 @@ pub async fn draft_from(
         }
         _ => return Err(AppError::BadRequest("That action is not known.".into())),
     }
+    let event = Event::new("draft.create", format!("message:{}", message.row.id)).detail(mode);
+    draft_with_files(state, current, ip, mailbox, &start, files, event).await
+}
+
+/// A draft in `mailbox` that starts as `start`, with `files` attached once they pass
+/// the checks an upload gets (those that do not are named in a message shown once),
+/// audited as `event`. Returns the draft's id. Also the forward of a document
+/// retrieved from a FHIR server (`web::records`).
+pub async fn draft_with_files(
+    state: &AppState,
+    current: &CurrentUser,
+    ip: String,
+    mailbox: &Mailbox,
+    start: &Start,
+    files: Vec<Attachment>,
+    event: Event<'_>,
+) -> AppResult<i64> {
     // files carried over are checked like uploads: what arrived is not always
     // something this HISP lets its users send
     let mut room = message_limit(&state.config);
@@ -390,15 +407,9 @@ pub async fn draft_from(
     }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let id = drafts::create(&mut tx, mailbox.id, current.user.id, &start, now).await?;
+    let id = drafts::create(&mut tx, mailbox.id, current.user.id, start, now).await?;
     drafts::copy_attachments(&mut tx, id, &kept).await?;
-    audit::append(
-        &mut tx,
-        now,
-        &current.actor(ip),
-        Event::new("draft.create", format!("message:{}", message.row.id)).detail(mode),
-    )
-    .await?;
+    audit::append(&mut tx, now, &current.actor(ip), event).await?;
     tx.commit().await?;
     Ok(id)
 }

@@ -70,6 +70,7 @@ pub fn badge(row: &MessageRow) -> String {
         "trusted" => "Trusted".into(),
         "sent" => "Sent by you".into(),
         "notice" => "Notice".into(),
+        "retrieved" => "Retrieved (FHIR)".into(),
         other => format!("Not trusted ({})", other.replace('_', " ")),
     }
 }

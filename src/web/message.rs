@@ -720,11 +720,12 @@ async fn message(
         "trusted" => "Trusted.".into(),
         "sent" => "Sent from this mailbox.".into(),
         "notice" => "Notice from this system.".into(),
+        "retrieved" => "Retrieved from a FHIR server by a member of this mailbox.".into(),
         _ => "Not trusted.".into(),
     };
     let trust_style = match r.trust_code.as_str() {
         "trusted" if test => "test",
-        "trusted" | "sent" => "ok",
+        "trusted" | "sent" | "retrieved" => "ok",
         _ => "warn",
     };
     let certificate = r.signer_subject.clone().map(|subject| {

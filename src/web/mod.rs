@@ -9,7 +9,8 @@
 //! - [`message`] and [`clinical`]: reading a message, its XDM packages and clinical
 //!   documents; [`leave`]: the page before a link out of a document;
 //! - [`health`]: `/healthz` and `/readyz`;
-//! - [`figures`]: the console's figures page and the separate `/metrics` listener.
+//! - [`figures`]: the console's figures page and the separate `/metrics` listener;
+//! - [`records`]: FHIR document sources, the JWKS, and records retrieved from them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,7 @@ pub mod patient;
 pub mod purpose;
 pub mod quarantine;
 pub mod queue;
+pub mod records;
 pub mod reporting;
 pub mod requests;
 pub mod session;
@@ -79,6 +81,8 @@ pub struct AppState {
     pub discovery: Arc<directmail_discovery::Discovery>,
     /// This instance's figures (`/metrics`, the console's figures page).
     pub metrics: crate::metrics::Metrics,
+    /// Document sources' HTTP client, access tokens and discovery ([`crate::records`]).
+    pub records: Arc<crate::records::Records>,
 }
 
 impl FromRef<AppState> for Db {

@@ -31,6 +31,7 @@ mod patient;
 mod pki;
 mod records;
 mod reportability;
+mod retrieval;
 mod revocation;
 mod security;
 mod sender_binding;

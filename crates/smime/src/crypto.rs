@@ -374,6 +374,27 @@ impl PrivateKey {
         Ok(sig)
     }
 
+    /// RSASSA-PKCS1-v1_5 with SHA-384 over `message` (hashed here): JOSE's `RS384`,
+    /// for the client assertions of SMART Backend Services.
+    pub fn sign_rs384(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let pair = &self.ops()?.signing;
+        let mut sig = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &signature::RSA_PKCS1_SHA384,
+            &rand::SystemRandom::new(),
+            message,
+            &mut sig,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(sig)
+    }
+
+    /// The public modulus and exponent, big-endian without leading zeros (a JWK's
+    /// `n` and `e`).
+    pub fn public_numbers(&self) -> (&[u8], &[u8]) {
+        (&self.0.n, &self.0.e)
+    }
+
     /// Unwrap a content-encryption key of `key_len` bytes with implicit
     /// rejection (RFC 3218 §2.3.2; the same idea as RFC 8017's errata and
     /// OpenSSL 3.2's implicit rejection): a random key is drawn *before* the RSA

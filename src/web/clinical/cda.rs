@@ -391,7 +391,7 @@ async fn page(
 
 /// The header in a few lines: who, what, when, by whom, how confidential. The frame
 /// repeats it in full (address, encounter, custodian).
-fn summary(doc: &Document) -> Vec<(&'static str, String)> {
+pub fn summary(doc: &Document) -> Vec<(&'static str, String)> {
     let mut facts = Vec::new();
     if let Some(patient) = &doc.patient {
         if let Some(name) = &patient.name {
@@ -745,7 +745,7 @@ struct FramePage {
 /// The section codes of the `key=` pairs of a query (repeated, as a form with
 /// checkboxes or hidden fields sends them: `collapsed`, `order`), each once, at most
 /// [`MAX_CODES`]; anything that is not a plain code is ignored.
-fn codes(query: Option<&str>, key: &str) -> Vec<String> {
+pub fn codes(query: Option<&str>, key: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (_, code) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(name, code)| name == key && is_code(code))
@@ -774,30 +774,7 @@ async fn frame(
     let collapsed = codes(query.as_deref(), "collapsed");
     let order = codes(query.as_deref(), "order");
     let file = load(&state, &current, id, place).await?;
-    let page =
-        tokio::task::spawn_blocking(
-            move || match parse_cda(&file.bytes, &CdaLimits::default()) {
-                Ok(doc) => FramePage {
-                    title: doc.display_title().to_owned(),
-                    html: render_document(
-                        &doc,
-                        &RenderOptions {
-                            section_order: &order,
-                            collapsed: &collapsed,
-                            new_window: true,
-                            ..RenderOptions::new(LEAVE_PREFIX)
-                        },
-                    ),
-                    error: None,
-                },
-                Err(error) => FramePage {
-                    title: file.label,
-                    html: String::new(),
-                    error: Some(error.to_string()),
-                },
-            },
-        )
-        .await?;
+    let response = frame_response(file.bytes, file.label, order, collapsed).await?;
     record_reading(
         &state,
         &current.actor(ip),
@@ -806,6 +783,41 @@ async fn frame(
         Via::Webmail,
     )
     .await?;
+    Ok(response)
+}
+
+/// A clinical document rendered for the viewer's sandboxed frame (or why it cannot
+/// be: the sentence of `CdaError`), with the sections of `order` first and those of
+/// `collapsed` closed, under the frame's own CSP ([`FRAME_CSP`]). Also the frame of a
+/// document retrieved from a FHIR server (`web::records`).
+pub async fn frame_response(
+    bytes: Vec<u8>,
+    label: String,
+    order: Vec<String>,
+    collapsed: Vec<String>,
+) -> AppResult<Response> {
+    let page =
+        tokio::task::spawn_blocking(move || match parse_cda(&bytes, &CdaLimits::default()) {
+            Ok(doc) => FramePage {
+                title: doc.display_title().to_owned(),
+                html: render_document(
+                    &doc,
+                    &RenderOptions {
+                        section_order: &order,
+                        collapsed: &collapsed,
+                        new_window: true,
+                        ..RenderOptions::new(LEAVE_PREFIX)
+                    },
+                ),
+                error: None,
+            },
+            Err(error) => FramePage {
+                title: label,
+                html: String::new(),
+                error: Some(error.to_string()),
+            },
+        })
+        .await?;
     let html = page
         .render()
         .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("cda frame")))?;
