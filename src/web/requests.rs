@@ -232,7 +232,7 @@ async fn read_request(
             "patient_sex" => p.sex = text,
             "patient_id" => p.id = text,
             "patient_purpose" => p.purpose = text,
-            "needed" => input.needed.push(text),
+            "needed" if !input.needed.contains(&text) => input.needed.push(text),
             "date_from" => input.date_from = text,
             "date_to" => input.date_to = text,
             "urgency" => input.urgency = text,
