@@ -194,12 +194,16 @@ async fn refused(
 
 /// Sends the browser to the provider: reads its metadata and keys, keeps the
 /// sign-in (sealed nonce and PKCE verifier) and binds it to this browser.
+///
+/// After a form (the sign-in and link buttons) the way on is a page of ours, not a
+/// redirect: the pages' `form-action 'self'` stops a form's redirect to another site.
 async fn begin_flow(
     state: &AppState,
     provider: &Provider,
     launch: &str,
     next: &str,
     link_user_id: Option<i64>,
+    from_form: bool,
 ) -> Result<Response, AppError> {
     let secret = open_client_secret(state, provider)?;
     let ready = match sso::prepare(&http(state), provider, secret, &redirect_uri(state)).await {
@@ -223,13 +227,21 @@ async fn begin_flow(
             secrets: sealed,
             next: safe_next(next),
             link_user_id,
-            launch: launch.to_owned(),
             created_at: state.clock.now(),
         },
     )
     .await?;
     tx.commit().await?;
-    let mut response = Redirect::to(authorization.url.as_str()).into_response();
+    let mut response = if from_form {
+        ContinuePage {
+            next: authorization.url.to_string(),
+            title: format!("Going to {}", provider.name),
+            message: String::new(),
+        }
+        .into_response()
+    } else {
+        Redirect::to(authorization.url.as_str()).into_response()
+    };
     let secure = if state.config.served_over_https() {
         "; Secure"
     } else {
@@ -279,7 +291,7 @@ async fn start(
         .await?
         .filter(|p| p.kind == Kind::Oidc)
         .ok_or(AppError::NotFound)?;
-    match begin_flow(&state, &provider, "", &form.next, None).await {
+    match begin_flow(&state, &provider, "", &form.next, None, true).await {
         Err(AppError::BadRequest(why)) => {
             refused(
                 &state,
@@ -305,7 +317,15 @@ async fn start_link(
         .await?
         .filter(|p| p.kind == Kind::Oidc && Some(p.org_id) == current.user.org_id)
         .ok_or(AppError::NotFound)?;
-    begin_flow(&state, &provider, "", "/account", Some(current.user.id)).await
+    begin_flow(
+        &state,
+        &provider,
+        "",
+        "/account",
+        Some(current.user.id),
+        true,
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -335,7 +355,7 @@ async fn launch(
         ));
         return refused(&state, chrome, &ip, None, StatusCode::BAD_REQUEST, why).await;
     };
-    match begin_flow(&state, &provider, &q.launch, "/", None).await {
+    match begin_flow(&state, &provider, &q.launch, "/", None, false).await {
         Err(AppError::BadRequest(why)) => {
             refused(
                 &state,
