@@ -617,6 +617,10 @@ async fn sign_in(
     let actor = Actor::user(user, ip.to_owned());
     let two_step = signed.two_step(provider);
     let mut how = method(provider);
+    if let Some(who) = signed.fhir_user.as_deref().filter(|w| w.len() <= 200) {
+        // the EHR's name for the clinician (Practitioner/…), not the patient
+        how.push_str(&format!(", fhirUser {who}"));
+    }
     if two_step {
         how.push_str(", two-step by the provider");
     }

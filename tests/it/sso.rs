@@ -473,6 +473,15 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
     refused(&page, "refused the sign-in code");
     assert!(!signed_in(&mut b).await);
 
+    // a sign-in that stayed at the provider longer than ten minutes
+    let mut b = app.browser();
+    b.get(&format!("/login/org/{org}")).await;
+    let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
+    let back = op.walk(&continues_to(&go)).await;
+    app.state.clock.advance(11 * 60);
+    refused(&b.get(&local(&app, &back)).await, "took too long");
+    assert!(!signed_in(&mut b).await);
+
     // id_tokens the provider got wrong (re-signed with its own key)
     for (tamper, sentence) in [
         ("aud", "was meant for another application"),
@@ -753,10 +762,9 @@ async fn a_smart_ehr_launch_signs_in_and_opens_the_patients_messages_ready_to_wr
         Some("1961-04-17")
     );
     assert!(page.body.contains("Write a message about this patient"));
-    assert!(
-        last_signin(&app, "signin")
-            .await
-            .starts_with("SMART EHR launch (Lakeside Okta)")
+    assert_eq!(
+        last_signin(&app, "signin").await,
+        "SMART EHR launch (Lakeside Okta), fhirUser Practitioner/ana, two-step by the provider"
     );
 
     let mailbox: i64 = sqlx::query_scalar("select id from mailboxes")
