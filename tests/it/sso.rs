@@ -868,6 +868,8 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
     arrive(&c, "/mail/patient").await;
     assert_eq!(text(&c, "#launch-patient-name").await, "Maria Elena Rivera");
     assert!(text(&c, "h1").await.contains("HX-4471"));
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the patient page: {problems:#?}");
     c.find(Locator::Css("#launch-compose-button"))
         .await
         .unwrap()
@@ -892,6 +894,8 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
     c.goto(&app.url(&format!("/login/org/{org}")))
         .await
         .unwrap();
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the sign-in link: {problems:#?}");
     c.find(Locator::Css(&format!("#sso-{oidc}")))
         .await
         .unwrap()
@@ -902,6 +906,14 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
     c.goto(&app.url("/account")).await.unwrap();
     arrive(&c, "/account").await;
     assert!(text(&c, "main").await.contains("ana@lakeside.test"));
+
+    // the console page, as its administrator sees it
+    crate::browser_mail::sign_out(&c, &app).await;
+    crate::browser_mail::sign_in(&c, &app, "boss@lakeside.test").await;
+    c.goto(&app.url(&format!("/orgs/{org}/sso"))).await.unwrap();
+    assert!(text(&c, "#sso-providers").await.contains("Lakeside Login"));
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the console page: {problems:#?}");
     c.close().await.unwrap();
 }
 
