@@ -152,15 +152,14 @@ async fn refused(
     };
     let now = state.clock.now();
     match provider {
-        // an answer to a sign-in that was started here: each one is audited
+        // an answer to a sign-in that was started here: audited, and counted against
+        // the address like a wrong password (enough of them pause it)
         Some(p) => {
-            audit::record(
-                &state.db,
-                now,
-                &actor,
-                Event::new("signin.fail", method(p)).detail(why.0.clone()),
-            )
-            .await?;
+            let actor = Actor {
+                label: method(p),
+                ..actor.clone()
+            };
+            super::auth::record_failed_sign_in(state, None, &actor, &why.0).await?;
         }
         // anyone can send these: counted per address, as paused sign-ins are
         None => {
@@ -272,6 +271,18 @@ fn open_client_secret(state: &AppState, provider: &Provider) -> AppResult<Option
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Why sign-in from `ip` is paused (too many failed sign-ins from it), if it is: no
+/// sign-in starts from there, so nobody can make the portal call a provider at will.
+async fn paused(state: &AppState, ip: &str) -> AppResult<Option<Refusal>> {
+    let until = crate::store::throttle::blocked_until(&state.db, ip, state.clock.now()).await?;
+    Ok(until.map(|t| {
+        Refusal(format!(
+            "Too many failed sign-ins came from your network. Sign-in from it is paused until {}.",
+            crate::clock::format_utc(t)
+        ))
+    }))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct StartForm {
@@ -291,6 +302,17 @@ async fn start(
         .await?
         .filter(|p| p.kind == Kind::Oidc)
         .ok_or(AppError::NotFound)?;
+    if let Some(why) = paused(&state, &ip).await? {
+        return refused(
+            &state,
+            chrome,
+            &ip,
+            None,
+            StatusCode::TOO_MANY_REQUESTS,
+            why,
+        )
+        .await;
+    }
     match begin_flow(&state, &provider, "", &form.next, None, true).await {
         Err(AppError::BadRequest(why)) => {
             refused(
@@ -348,6 +370,17 @@ async fn launch(
             "This launch did not come with the EHR's address (iss) and launch context, so the portal cannot open it. Open the portal again from the EHR.".into(),
         );
         return refused(&state, chrome, &ip, None, StatusCode::BAD_REQUEST, why).await;
+    }
+    if let Some(why) = paused(&state, &ip).await? {
+        return refused(
+            &state,
+            chrome,
+            &ip,
+            None,
+            StatusCode::TOO_MANY_REQUESTS,
+            why,
+        )
+        .await;
     }
     let Some(provider) = store::by_issuer(&state.db, Kind::Smart, iss).await? else {
         let why = Refusal(format!(

@@ -983,3 +983,37 @@ async fn accounts_are_made_at_first_sign_in_only_when_the_organization_allows_it
         .unwrap();
     assert_eq!(links, 2, "Ana's link and the new person's");
 }
+
+#[tokio::test]
+async fn bad_answers_count_against_the_address_and_a_paused_address_starts_no_sign_in() {
+    let app = TestApp::spawn_with(|c| c.ip_lockout_threshold = 2).await;
+    let op = Op::start(&app, json!({ "okta-ana": {} }), json!({})).await;
+    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    op.set(json!({ "login": { "sub": "okta-ana", "amr": ["otp"] }, "tamper": "aud" }))
+        .await;
+    for _ in 0..2 {
+        let mut b = app.browser();
+        let page = sign_in_with(&app, &op, &mut b, org, provider).await;
+        assert!(
+            page.body.contains("meant for another application"),
+            "{}",
+            page.body
+        );
+    }
+    let mut b = app.browser();
+    b.get(&format!("/login/org/{org}")).await;
+    let page = b.post(&format!("/sso/{provider}/start"), &[]).await;
+    assert!(
+        page.status == StatusCode::TOO_MANY_REQUESTS && page.body.contains("is paused until"),
+        "{} {}",
+        page.status,
+        page.body
+    );
+    let page = b
+        .get(&format!(
+            "/launch?iss={}&launch=x",
+            url::form_urlencoded::byte_serialize(op.fhir.as_bytes()).collect::<String>()
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+}
