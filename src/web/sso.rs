@@ -302,28 +302,29 @@ async fn start(
         .await?
         .filter(|p| p.kind == Kind::Oidc)
         .ok_or(AppError::NotFound)?;
-    if let Some(why) = paused(&state, &ip).await? {
-        return refused(
-            &state,
-            chrome,
-            &ip,
-            None,
-            StatusCode::TOO_MANY_REQUESTS,
-            why,
-        )
-        .await;
+    go(&state, chrome, &ip, &provider, "", &form.next).await
+}
+
+/// Starts a sign-in (or an EHR launch) unless the address is paused; a provider that
+/// cannot be used is refused on the sign-in page with the reason.
+async fn go(
+    state: &AppState,
+    chrome: Chrome,
+    ip: &str,
+    provider: &Provider,
+    launch: &str,
+    next: &str,
+) -> AppResult<Response> {
+    if let Some(why) = paused(state, ip).await? {
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        return refused(state, chrome, ip, None, status, why).await;
     }
-    match begin_flow(&state, &provider, "", &form.next, None, true).await {
+    // the EHR's launch is a navigation (a redirect is fine); the button is a form
+    let from_form = launch.is_empty();
+    match begin_flow(state, provider, launch, next, None, from_form).await {
         Err(AppError::BadRequest(why)) => {
-            refused(
-                &state,
-                chrome,
-                &ip,
-                Some(&provider),
-                StatusCode::BAD_GATEWAY,
-                Refusal(why),
-            )
-            .await
+            let status = StatusCode::BAD_GATEWAY;
+            refused(state, chrome, ip, Some(provider), status, Refusal(why)).await
         }
         other => other,
     }
@@ -371,37 +372,13 @@ async fn launch(
         );
         return refused(&state, chrome, &ip, None, StatusCode::BAD_REQUEST, why).await;
     }
-    if let Some(why) = paused(&state, &ip).await? {
-        return refused(
-            &state,
-            chrome,
-            &ip,
-            None,
-            StatusCode::TOO_MANY_REQUESTS,
-            why,
-        )
-        .await;
-    }
     let Some(provider) = store::by_issuer(&state.db, Kind::Smart, iss).await? else {
         let why = Refusal(format!(
             "The EHR at {iss} is not registered with this portal, so the launch was refused. Ask your organization's administrator to add it under Single sign-on."
         ));
         return refused(&state, chrome, &ip, None, StatusCode::BAD_REQUEST, why).await;
     };
-    match begin_flow(&state, &provider, &q.launch, "/", None, false).await {
-        Err(AppError::BadRequest(why)) => {
-            refused(
-                &state,
-                chrome,
-                &ip,
-                Some(&provider),
-                StatusCode::BAD_GATEWAY,
-                Refusal(why),
-            )
-            .await
-        }
-        other => other,
-    }
+    go(&state, chrome, &ip, &provider, &q.launch, "/").await
 }
 
 #[derive(Deserialize, Default)]
