@@ -50,7 +50,5 @@ create table sso_pending (
     next text not null default '/',
     -- set when a signed-in user links their external account
     link_user_id integer references users (id),
-    -- the SMART launch parameter, '' for a plain sign-in
-    launch text not null default '',
     created_at integer not null
 );

@@ -237,7 +237,6 @@ pub struct Pending {
     pub secrets: String,
     pub next: String,
     pub link_user_id: Option<i64>,
-    pub launch: String,
     pub created_at: i64,
 }
 
@@ -248,8 +247,8 @@ pub async fn start(conn: &mut AnyConnection, state_hash: &str, p: &Pending) -> s
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "insert into sso_pending (state_hash, provider_id, binding_hash, secrets, next, link_user_id, launch, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "insert into sso_pending (state_hash, provider_id, binding_hash, secrets, next, link_user_id, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(state_hash)
     .bind(p.provider_id)
@@ -257,7 +256,6 @@ pub async fn start(conn: &mut AnyConnection, state_hash: &str, p: &Pending) -> s
     .bind(&p.secrets)
     .bind(&p.next)
     .bind(p.link_user_id)
-    .bind(&p.launch)
     .bind(p.created_at)
     .execute(conn)
     .await?;
@@ -268,7 +266,7 @@ pub async fn start(conn: &mut AnyConnection, state_hash: &str, p: &Pending) -> s
 pub async fn take(conn: &mut AnyConnection, state_hash: &str) -> sqlx::Result<Option<Pending>> {
     let row = sqlx::query(
         "delete from sso_pending where state_hash = $1
-         returning provider_id, binding_hash, secrets, next, link_user_id, launch, created_at",
+         returning provider_id, binding_hash, secrets, next, link_user_id, created_at",
     )
     .bind(state_hash)
     .fetch_optional(conn)
@@ -280,7 +278,6 @@ pub async fn take(conn: &mut AnyConnection, state_hash: &str) -> sqlx::Result<Op
             secrets: r.try_get("secrets")?,
             next: r.try_get("next")?,
             link_user_id: r.try_get("link_user_id")?,
-            launch: r.try_get("launch")?,
             created_at: r.try_get("created_at")?,
         })
     })

@@ -152,15 +152,14 @@ async fn refused(
     };
     let now = state.clock.now();
     match provider {
-        // an answer to a sign-in that was started here: each one is audited
+        // an answer to a sign-in that was started here: audited, and counted against
+        // the address like a wrong password (enough of them pause it)
         Some(p) => {
-            audit::record(
-                &state.db,
-                now,
-                &actor,
-                Event::new("signin.fail", method(p)).detail(why.0.clone()),
-            )
-            .await?;
+            let actor = Actor {
+                label: method(p),
+                ..actor.clone()
+            };
+            super::auth::record_failed_sign_in(state, None, &actor, &why.0).await?;
         }
         // anyone can send these: counted per address, as paused sign-ins are
         None => {
@@ -194,12 +193,16 @@ async fn refused(
 
 /// Sends the browser to the provider: reads its metadata and keys, keeps the
 /// sign-in (sealed nonce and PKCE verifier) and binds it to this browser.
+///
+/// After a form (the sign-in and link buttons) the way on is a page of ours, not a
+/// redirect: the pages' `form-action 'self'` stops a form's redirect to another site.
 async fn begin_flow(
     state: &AppState,
     provider: &Provider,
     launch: &str,
     next: &str,
     link_user_id: Option<i64>,
+    from_form: bool,
 ) -> Result<Response, AppError> {
     let secret = open_client_secret(state, provider)?;
     let ready = match sso::prepare(&http(state), provider, secret, &redirect_uri(state)).await {
@@ -223,13 +226,21 @@ async fn begin_flow(
             secrets: sealed,
             next: safe_next(next),
             link_user_id,
-            launch: launch.to_owned(),
             created_at: state.clock.now(),
         },
     )
     .await?;
     tx.commit().await?;
-    let mut response = Redirect::to(authorization.url.as_str()).into_response();
+    let mut response = if from_form {
+        ContinuePage {
+            next: authorization.url.to_string(),
+            title: format!("Going to {}", provider.name),
+            message: String::new(),
+        }
+        .into_response()
+    } else {
+        Redirect::to(authorization.url.as_str()).into_response()
+    };
     let secure = if state.config.served_over_https() {
         "; Secure"
     } else {
@@ -260,6 +271,18 @@ fn open_client_secret(state: &AppState, provider: &Provider) -> AppResult<Option
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Why sign-in from `ip` is paused (too many failed sign-ins from it), if it is: no
+/// sign-in starts from there, so nobody can make the portal call a provider at will.
+async fn paused(state: &AppState, ip: &str) -> AppResult<Option<Refusal>> {
+    let until = crate::store::throttle::blocked_until(&state.db, ip, state.clock.now()).await?;
+    Ok(until.map(|t| {
+        Refusal(format!(
+            "Too many failed sign-ins came from your network. Sign-in from it is paused until {}.",
+            crate::clock::format_utc(t)
+        ))
+    }))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct StartForm {
@@ -279,17 +302,29 @@ async fn start(
         .await?
         .filter(|p| p.kind == Kind::Oidc)
         .ok_or(AppError::NotFound)?;
-    match begin_flow(&state, &provider, "", &form.next, None).await {
+    go(&state, chrome, &ip, &provider, "", &form.next).await
+}
+
+/// Starts a sign-in (or an EHR launch) unless the address is paused; a provider that
+/// cannot be used is refused on the sign-in page with the reason.
+async fn go(
+    state: &AppState,
+    chrome: Chrome,
+    ip: &str,
+    provider: &Provider,
+    launch: &str,
+    next: &str,
+) -> AppResult<Response> {
+    if let Some(why) = paused(state, ip).await? {
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        return refused(state, chrome, ip, None, status, why).await;
+    }
+    // the EHR's launch is a navigation (a redirect is fine); the button is a form
+    let from_form = launch.is_empty();
+    match begin_flow(state, provider, launch, next, None, from_form).await {
         Err(AppError::BadRequest(why)) => {
-            refused(
-                &state,
-                chrome,
-                &ip,
-                Some(&provider),
-                StatusCode::BAD_GATEWAY,
-                Refusal(why),
-            )
-            .await
+            let status = StatusCode::BAD_GATEWAY;
+            refused(state, chrome, ip, Some(provider), status, Refusal(why)).await
         }
         other => other,
     }
@@ -305,7 +340,15 @@ async fn start_link(
         .await?
         .filter(|p| p.kind == Kind::Oidc && Some(p.org_id) == current.user.org_id)
         .ok_or(AppError::NotFound)?;
-    begin_flow(&state, &provider, "", "/account", Some(current.user.id)).await
+    begin_flow(
+        &state,
+        &provider,
+        "",
+        "/account",
+        Some(current.user.id),
+        true,
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -335,20 +378,7 @@ async fn launch(
         ));
         return refused(&state, chrome, &ip, None, StatusCode::BAD_REQUEST, why).await;
     };
-    match begin_flow(&state, &provider, &q.launch, "/", None).await {
-        Err(AppError::BadRequest(why)) => {
-            refused(
-                &state,
-                chrome,
-                &ip,
-                Some(&provider),
-                StatusCode::BAD_GATEWAY,
-                Refusal(why),
-            )
-            .await
-        }
-        other => other,
-    }
+    go(&state, chrome, &ip, &provider, &q.launch, "/").await
 }
 
 #[derive(Deserialize, Default)]
@@ -597,6 +627,10 @@ async fn sign_in(
     let actor = Actor::user(user, ip.to_owned());
     let two_step = signed.two_step(provider);
     let mut how = method(provider);
+    if let Some(who) = signed.fhir_user.as_deref().filter(|w| w.len() <= 200) {
+        // the EHR's name for the clinician (Practitioner/…), not the patient
+        how.push_str(&format!(", fhirUser {who}"));
+    }
     if two_step {
         how.push_str(", two-step by the provider");
     }

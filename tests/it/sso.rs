@@ -239,8 +239,8 @@ async fn sign_in_with(app: &TestApp, op: &Op, b: &mut Browser, org: i64, provide
         page.body
     );
     let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
-    assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.body);
-    let at_provider = go.location();
+    assert_eq!(go.status, StatusCode::OK, "{}", go.body);
+    let at_provider = continues_to(&go);
     assert!(at_provider.starts_with(&op.issuer), "{at_provider}");
     let query: Vec<(String, String)> = url::Url::parse(&at_provider)
         .unwrap()
@@ -273,7 +273,13 @@ fn continues_to(page: &Page) -> String {
             .unwrap();
             re.captures(&page.body)
                 .and_then(|c| c.get(1).or(c.get(2)))
-                .map(|m| m.as_str().replace("&amp;", "&").replace("&#x2f;", "/"))
+                .map(|m| {
+                    m.as_str()
+                        .replace("&#x2f;", "/")
+                        .replace("&#x3d;", "=")
+                        .replace("&#38;", "&")
+                        .replace("&amp;", "&")
+                })
                 .unwrap_or_default()
         })
         .unwrap_or_else(|| panic!("not the continue page: {} {}", page.status, page.body))
@@ -374,7 +380,7 @@ async fn a_user_links_their_own_account_after_signing_in_with_a_password() {
         page.body
     );
     let go = ana.post(&format!("/sso/{provider}/link"), &[]).await;
-    let back = op.walk(&go.location()).await;
+    let back = op.walk(&continues_to(&go)).await;
     let page = ana.get(&local(&app, &back)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("is now linked"), "{}", page.body);
@@ -421,7 +427,7 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
     let mut b = app.browser();
     b.get(&format!("/login/org/{org}")).await;
     let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
-    let back = op.walk(&go.location()).await;
+    let back = op.walk(&continues_to(&go)).await;
     let mut other = app.browser();
     refused(
         &other.get(&local(&app, &back)).await,
@@ -433,7 +439,7 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
     let mut b = app.browser();
     b.get(&format!("/login/org/{org}")).await;
     let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
-    let back = op.walk(&go.location()).await;
+    let back = op.walk(&continues_to(&go)).await;
     let first = b.get(&local(&app, &back)).await;
     assert_eq!(continues_to(&first), "/");
     let mut b2 = app.browser();
@@ -446,7 +452,7 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
     let mut b = app.browser();
     b.get(&format!("/login/org/{org}")).await;
     let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
-    let fresh = url::Url::parse(&go.location()).unwrap();
+    let fresh = url::Url::parse(&continues_to(&go)).unwrap();
     let new_state = fresh
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -465,6 +471,15 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
         ))
         .await;
     refused(&page, "refused the sign-in code");
+    assert!(!signed_in(&mut b).await);
+
+    // a sign-in that stayed at the provider longer than ten minutes
+    let mut b = app.browser();
+    b.get(&format!("/login/org/{org}")).await;
+    let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
+    let back = op.walk(&continues_to(&go)).await;
+    app.state.clock.advance(11 * 60);
+    refused(&b.get(&local(&app, &back)).await, "took too long");
     assert!(!signed_in(&mut b).await);
 
     // id_tokens the provider got wrong (re-signed with its own key)
@@ -494,7 +509,7 @@ async fn every_bad_answer_is_refused_with_a_sentence() {
     let mut b = app.browser();
     b.get(&format!("/login/org/{org}")).await;
     let go = b.post(&format!("/sso/{provider}/start"), &[]).await;
-    let state = url::Url::parse(&go.location())
+    let state = url::Url::parse(&continues_to(&go))
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -598,6 +613,47 @@ async fn the_console_refuses_bad_provider_settings() {
             page.body
         );
     }
+    // an EHR's iss names one organization; an OpenID issuer may serve several
+    let smart = [
+        ("kind", "smart"),
+        ("name", "Lakeside EHR"),
+        ("issuer", "https://ehr.example/fhir"),
+        ("client_id", "c"),
+    ];
+    let page = boss.post(&format!("/orgs/{org}/sso"), &smart).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let hillside = app.org("Hillside Clinic", "direct.hillside.test").await;
+    app.user(Some(&hillside), "boss@hillside.test", Role::OrgAdmin)
+        .await;
+    let mut other = app.signed_in("boss@hillside.test").await;
+    other.get(&format!("/orgs/{}/sso", hillside.id)).await;
+    let page = other
+        .post(&format!("/orgs/{}/sso", hillside.id), &smart)
+        .await;
+    assert!(
+        page.status == StatusCode::CONFLICT
+            && page.body.contains("a launch must name one organization"),
+        "{}",
+        page.body
+    );
+    let page = other
+        .post(
+            &format!("/orgs/{}/sso", hillside.id),
+            &[
+                ("kind", "oidc"),
+                ("name", "Hillside Okta"),
+                ("issuer", "https://idp.lakeside.example"),
+                ("client_id", "hillside"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    // one organization's administrator cannot reach the other's page
+    assert_eq!(
+        other.get(&format!("/orgs/{org}/sso")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
     // a provider that cannot be reached: the sign-in page says so
     let page = boss
         .post(
@@ -706,10 +762,9 @@ async fn a_smart_ehr_launch_signs_in_and_opens_the_patients_messages_ready_to_wr
         Some("1961-04-17")
     );
     assert!(page.body.contains("Write a message about this patient"));
-    assert!(
-        last_signin(&app, "signin")
-            .await
-            .starts_with("SMART EHR launch (Lakeside Okta)")
+    assert_eq!(
+        last_signin(&app, "signin").await,
+        "SMART EHR launch (Lakeside Okta), fhirUser Practitioner/ana, two-step by the provider"
     );
 
     let mailbox: i64 = sqlx::query_scalar("select id from mailboxes")
@@ -759,11 +814,41 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
         patients(),
     )
     .await;
-    set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
+    let (org, _, _) = set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
     sqlx::query("update sso_links set subject = 'ehr-ana'")
         .execute(&app.state.db.pool)
         .await
         .unwrap();
+    // the same server is also the organization's OpenID provider
+    let mut boss = app.signed_in("boss@lakeside.test").await;
+    boss.get(&format!("/orgs/{org}/sso")).await;
+    let added = boss
+        .post(
+            &format!("/orgs/{org}/sso"),
+            &[
+                ("kind", "oidc"),
+                ("name", "Lakeside Login"),
+                ("issuer", &op.issuer),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("two_step_values", "urn:test:mfa"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let oidc: i64 = sqlx::query_scalar("select id from sso_providers where kind = 'oidc'")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    boss.post(
+        &format!("/orgs/{org}/sso/links"),
+        &[
+            ("provider", &oidc.to_string()),
+            ("subject", "ehr-ana"),
+            ("email", "ana@lakeside.test"),
+        ],
+    )
+    .await;
     op.set(json!({
         "login": { "sub": "ehr-ana", "amr": ["pwd", "otp"], "acr": "urn:test:mfa" },
         "launches": { "L-901": { "sub": "ehr-ana", "patient": "pat-4471", "need_patient_banner": true } }
@@ -783,6 +868,8 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
     arrive(&c, "/mail/patient").await;
     assert_eq!(text(&c, "#launch-patient-name").await, "Maria Elena Rivera");
     assert!(text(&c, "h1").await.contains("HX-4471"));
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the patient page: {problems:#?}");
     c.find(Locator::Css("#launch-compose-button"))
         .await
         .unwrap()
@@ -802,6 +889,31 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
         .await
         .unwrap();
     assert_eq!(family.as_deref(), Some("Rivera"));
+
+    // "Sign in with Lakeside Login" on the organization's sign-in link
+    c.goto(&app.url(&format!("/login/org/{org}")))
+        .await
+        .unwrap();
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the sign-in link: {problems:#?}");
+    c.find(Locator::Css(&format!("#sso-{oidc}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&c, "/").await;
+    c.goto(&app.url("/account")).await.unwrap();
+    arrive(&c, "/account").await;
+    assert!(text(&c, "main").await.contains("ana@lakeside.test"));
+
+    // the console page, as its administrator sees it
+    crate::browser_mail::sign_out(&c, &app).await;
+    crate::browser_mail::sign_in(&c, &app, "boss@lakeside.test").await;
+    c.goto(&app.url(&format!("/orgs/{org}/sso"))).await.unwrap();
+    assert!(text(&c, "#sso-providers").await.contains("Lakeside Login"));
+    let problems = crate::browser_mail::axe_problems(&c).await;
+    assert!(problems.is_empty(), "the console page: {problems:#?}");
     c.close().await.unwrap();
 }
 
@@ -870,4 +982,31 @@ async fn accounts_are_made_at_first_sign_in_only_when_the_organization_allows_it
         .await
         .unwrap();
     assert_eq!(links, 2, "Ana's link and the new person's");
+}
+
+#[tokio::test]
+async fn bad_answers_count_against_the_address_and_a_paused_address_starts_no_sign_in() {
+    let app = TestApp::spawn_with(|c| c.ip_lockout_threshold = 2).await;
+    let op = Op::start(&app, json!({ "okta-ana": {} }), json!({})).await;
+    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    op.set(json!({ "login": { "sub": "okta-ana", "amr": ["otp"] }, "tamper": "aud" }))
+        .await;
+    for _ in 0..2 {
+        let mut b = app.browser();
+        let page = sign_in_with(&app, &op, &mut b, org, provider).await;
+        assert!(
+            page.body.contains("meant for another application"),
+            "{}",
+            page.body
+        );
+    }
+    let mut b = app.browser();
+    b.get(&format!("/login/org/{org}")).await;
+    let page = b.post(&format!("/sso/{provider}/start"), &[]).await;
+    assert!(
+        page.status == StatusCode::TOO_MANY_REQUESTS && page.body.contains("is paused until"),
+        "{} {}",
+        page.status,
+        page.body
+    );
 }
