@@ -28,6 +28,9 @@ use crate::store::sso::{Kind, Provider};
 
 /// The scopes of a SMART EHR launch.
 pub const SMART_SCOPES: &[&str] = &["launch", "openid", "fhirUser", "patient/Patient.rs"];
+/// A sign-in at an EHR outside a launch (a user linking their EHR account from My
+/// account): who the user is, nothing of a patient.
+pub const SMART_LINK_SCOPES: &[&str] = &["openid", "fhirUser"];
 /// The scopes of a plain sign-in (`openid` is always asked for).
 pub const OIDC_SCOPES: &[&str] = &["openid", "email", "profile"];
 /// The most read from a provider's metadata, JWKS or a FHIR resource.
@@ -287,6 +290,7 @@ impl Ready {
             .set_pkce_challenge(challenge);
         let scopes = match self.kind {
             Kind::Oidc => OIDC_SCOPES,
+            Kind::Smart if launch.is_empty() => SMART_LINK_SCOPES,
             Kind::Smart => SMART_SCOPES,
         };
         for scope in scopes.iter().filter(|s| **s != "openid") {

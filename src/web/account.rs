@@ -126,7 +126,7 @@ async fn account_view(
 ) -> AppResult<AccountPage> {
     let u = &current.user;
     let sso = match u.org_id {
-        Some(org) => super::sso::buttons(state, org).await?,
+        Some(org) => super::sso::link_buttons(state, org).await?,
         None => Vec::new(),
     };
     Ok(AccountPage {

@@ -57,10 +57,20 @@ pub struct Button {
 
 /// The buttons of organization `org_id`'s sign-in link: its OpenID providers.
 pub async fn buttons(state: &AppState, org_id: i64) -> AppResult<Vec<Button>> {
+    providers(state, org_id, &[Kind::Oidc]).await
+}
+
+/// The "Link my … account" buttons of My account: the organization's OpenID
+/// providers and EHRs (an EHR account is linked by signing in at the EHR once).
+pub async fn link_buttons(state: &AppState, org_id: i64) -> AppResult<Vec<Button>> {
+    providers(state, org_id, &[Kind::Oidc, Kind::Smart]).await
+}
+
+async fn providers(state: &AppState, org_id: i64, kinds: &[Kind]) -> AppResult<Vec<Button>> {
     Ok(store::of_org(&state.db, org_id)
         .await?
         .into_iter()
-        .filter(|p| p.kind == Kind::Oidc)
+        .filter(|p| kinds.contains(&p.kind))
         .map(|p| Button {
             id: p.id,
             name: p.name,
@@ -338,7 +348,7 @@ async fn start_link(
 ) -> AppResult<Response> {
     let provider = store::get(&state.db, provider_id)
         .await?
-        .filter(|p| p.kind == Kind::Oidc && Some(p.org_id) == current.user.org_id)
+        .filter(|p| Some(p.org_id) == current.user.org_id)
         .ok_or(AppError::NotFound)?;
     begin_flow(
         &state,

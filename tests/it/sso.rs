@@ -396,6 +396,73 @@ async fn a_user_links_their_own_account_after_signing_in_with_a_password() {
 }
 
 #[tokio::test]
+async fn a_user_links_their_ehr_account_from_my_account_and_the_next_launch_signs_them_in() {
+    let app = TestApp::spawn().await;
+    let op = Op::start(
+        &app,
+        json!({ "ehr-ana-7": { "fhirUser": "Practitioner/ana" } }),
+        patients(),
+    )
+    .await;
+    let (_, provider, _) = set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
+    sqlx::query("delete from sso_links")
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    op.set(json!({
+        "login": { "sub": "ehr-ana-7", "amr": ["pwd", "otp"], "acr": "urn:test:mfa" },
+        "launches": { "L-31": { "sub": "ehr-ana-7", "patient": "pat-4471", "need_patient_banner": true } }
+    }))
+    .await;
+    let launch_url = format!(
+        "/launch?iss={}&launch=L-31",
+        url::form_urlencoded::byte_serialize(op.fhir.as_bytes()).collect::<String>()
+    );
+    // not linked yet: the launch says how to link
+    let mut b = app.browser();
+    let launch = b.get(&launch_url).await;
+    let back = op.walk(launch.location().as_str()).await;
+    let refused = b.get(&local(&app, &back)).await;
+    assert!(
+        refused
+            .body
+            .contains("is not linked to an account on this portal. Sign in with your e-mail address and password, then link it from My account"),
+        "{}",
+        refused.body
+    );
+
+    // signed in with a password, Ana links her EHR account: a sign-in at the EHR that
+    // asks who she is and nothing of a patient
+    let mut ana = app.signed_in("ana@lakeside.test").await;
+    let page = ana.get("/account").await;
+    assert!(
+        page.body.contains(&format!(r#"id="sso-link-{provider}""#)),
+        "{}",
+        page.body
+    );
+    let go = ana.post(&format!("/sso/{provider}/link"), &[]).await;
+    let at_ehr = url::Url::parse(&continues_to(&go)).unwrap();
+    let q: std::collections::HashMap<String, String> = at_ehr.query_pairs().into_owned().collect();
+    assert_eq!(q["scope"], "openid fhirUser", "{at_ehr}");
+    assert_eq!(q["aud"], op.fhir);
+    assert!(!q.contains_key("launch"));
+    let back = op.walk(at_ehr.as_str()).await;
+    let page = ana.get(&local(&app, &back)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("is now linked"), "{}", page.body);
+
+    // the EHR's next launch signs her in on the patient's messages
+    let mut b = app.browser();
+    let launch = b.get(&launch_url).await;
+    let back = op.walk(launch.location().as_str()).await;
+    let page = b.get(&local(&app, &back)).await;
+    assert_eq!(
+        continues_to(&page),
+        "/mail/patient?id=HX-4471+%282.16.840.1.113883.19.5%29"
+    );
+}
+
+#[tokio::test]
 async fn every_bad_answer_is_refused_with_a_sentence() {
     let app = TestApp::spawn().await;
     let op = Op::start(
