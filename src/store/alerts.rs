@@ -378,18 +378,7 @@ async fn finish(db: &Db, id: i64, state: &str, reason: &str, now: i64) -> sqlx::
 /// A failed attempt to be tried again at `at`.
 pub async fn retry_later(db: &Db, id: i64, reason: &str, at: i64, now: i64) -> sqlx::Result<()> {
     let _turn = db.write_turn().await;
-    sqlx::query(
-        "update alert_jobs set state = 'pending', attempts = attempts + 1, last_error = $1,
-                next_attempt_at = $2, updated_at = $3
-         where id = $4 and state = 'sending'",
-    )
-    .bind(reason)
-    .bind(at)
-    .bind(now)
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
+    super::retry_due(db, "alert_jobs", id, reason, at, now).await
 }
 
 /// Waits until `at` without counting an attempt (the interval since the last alert).

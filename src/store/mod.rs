@@ -72,6 +72,31 @@ pub(crate) async fn claim_due(
     }
 }
 
+/// Puts a claimed row of a job table (`alert_jobs`, `webhook_deliveries`) back to
+/// `pending` after a failed attempt, to be tried again at `at`; `why` is kept as its
+/// `last_error`. Only a row still `sending` (under this worker's claim) changes.
+pub(crate) async fn retry_due(
+    db: &crate::db::Db,
+    table: &'static str,
+    id: i64,
+    why: &str,
+    at: i64,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "update {table} set state = 'pending', attempts = attempts + 1,
+                last_error = $1, next_attempt_at = $2, updated_at = $3
+         where id = $4 and state = 'sending'"
+    ))
+    .bind(why)
+    .bind(at)
+    .bind(now)
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// A `1`/`0` column as a bool.
 pub(crate) fn flag(v: i64) -> bool {
     v != 0

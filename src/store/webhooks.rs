@@ -238,18 +238,7 @@ pub async fn mark_delivered(db: &Db, id: i64, now: i64) -> sqlx::Result<()> {
 
 /// A failed attempt to be tried again at `at`.
 pub async fn retry_later(db: &Db, id: i64, why: &str, at: i64, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "update webhook_deliveries set state = 'pending', attempts = attempts + 1,
-                last_error = $1, next_attempt_at = $2, updated_at = $3
-         where id = $4 and state = 'sending'",
-    )
-    .bind(why)
-    .bind(at)
-    .bind(now)
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
+    super::retry_due(db, "webhook_deliveries", id, why, at, now).await
 }
 
 /// Given up; `attempted` says whether a request was made (counted as an attempt).

@@ -1069,13 +1069,6 @@ async fn send_draft(
         crate::store::disclosures::insert(
             &mut tx,
             &crate::store::disclosures::Disclosure {
-                org_id: Some(mailbox.org_id),
-                mailbox_id: Some(mailbox.id),
-                mailbox_address: mailbox.address.clone(),
-                user_id: Some(current.user.id),
-                user_name: current.user.display_name.clone(),
-                outbound_id: Some(outbound_id),
-                sent_at: now,
                 law: law.as_str().to_owned(),
                 patient: patient.as_ref().map(patient_words).unwrap_or_default(),
                 recipients: recipients.join(", "),
@@ -1086,7 +1079,7 @@ async fn send_draft(
                     _ => purpose.to_owned(),
                 },
                 consent: crate::sensitive_send::consent_words(&sensitive, &metas),
-                ..Default::default()
+                ..sent_disclosure(&current, &mailbox, outbound_id, now)
             },
         )
         .await?;
@@ -1103,6 +1096,27 @@ async fn send_draft(
         None => Redirect::to(&format!("/mail/{}/sent", mailbox.id)),
     }
     .into_response())
+}
+
+/// A disclosure of a restricted record the signed-in user sent from `mailbox` as
+/// outbound message `outbound_id` at `now`: who, from where and when. The caller adds
+/// what was disclosed, to whom and why.
+pub(super) fn sent_disclosure(
+    current: &CurrentUser,
+    mailbox: &Mailbox,
+    outbound_id: i64,
+    now: i64,
+) -> crate::store::disclosures::Disclosure {
+    crate::store::disclosures::Disclosure {
+        org_id: Some(mailbox.org_id),
+        mailbox_id: Some(mailbox.id),
+        mailbox_address: mailbox.address.clone(),
+        user_id: Some(current.user.id),
+        user_name: current.user.display_name.clone(),
+        outbound_id: Some(outbound_id),
+        sent_at: now,
+        ..Default::default()
+    }
 }
 
 /// A patient as the disclosures report names them: "Ana Lopez, born 1970-03-12,

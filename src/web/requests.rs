@@ -641,13 +641,6 @@ async fn report(
         crate::store::disclosures::insert(
             &mut tx,
             &crate::store::disclosures::Disclosure {
-                org_id: Some(mailbox.org_id),
-                mailbox_id: Some(mailbox.id),
-                mailbox_address: mailbox.address.clone(),
-                user_id: Some(current.user.id),
-                user_name: current.user.display_name.clone(),
-                outbound_id: Some(reported.outbound_id),
-                sent_at: now,
                 law: law.as_str().to_owned(),
                 patient: message
                     .patient
@@ -656,7 +649,7 @@ async fn report(
                     .unwrap_or_default(),
                 recipients: route.address.clone(),
                 purpose: "Public-health reporting".into(),
-                ..Default::default()
+                ..super::compose::sent_disclosure(&current, &mailbox, reported.outbound_id, now)
             },
         )
         .await?;
