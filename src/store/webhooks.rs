@@ -352,15 +352,22 @@ pub struct Recent {
     pub next_attempt_at: i64,
 }
 
-/// The user's most recent deliveries, newest first.
-pub async fn recent(db: &Db, user_id: i64, limit: i64) -> sqlx::Result<Vec<Recent>> {
+/// The user's deliveries, newest first: at most `limit`, those with an id below
+/// `before` when it is given (keyset paging).
+pub async fn recent(
+    db: &Db,
+    user_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<Recent>> {
     let rows = sqlx::query(
         "select d.id, d.webhook_id, d.event_type, d.message_id, d.status, d.state, d.attempts,
                 d.last_error, d.occurred_at, d.next_attempt_at
          from webhook_deliveries d join webhooks w on w.id = d.webhook_id
-         where w.user_id = $1 order by d.id desc limit $2",
+         where w.user_id = $1 and ($2 is null or d.id < $2) order by d.id desc limit $3",
     )
     .bind(user_id)
+    .bind(before)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;

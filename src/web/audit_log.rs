@@ -214,13 +214,8 @@ async fn page(
     q: AuditQuery,
 ) -> AppResult<LogPage> {
     let filter = q.filter(org_id)?;
-    let mut entries = audit::list(&state.db, &filter, PAGE + 1).await?;
-    let next_before = if entries.len() as i64 > PAGE {
-        entries.truncate(PAGE as usize);
-        entries.last().map(|e| e.id.to_string()).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let entries = audit::list(&state.db, &filter, PAGE + 1).await?;
+    let (entries, next_before) = super::paginate(entries, PAGE, |e| e.id.to_string());
     let names = named(state, viewer, &entries).await?;
     Ok(LogPage {
         chrome,

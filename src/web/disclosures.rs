@@ -147,15 +147,8 @@ async fn report_page(
         }
     };
     let before = cursor.key();
-    let mut rows = store::list(&state.db, org.id, &range.filter(), before, PAGE_SIZE + 1).await?;
-    let older = if rows.len() as i64 > PAGE_SIZE {
-        rows.truncate(PAGE_SIZE as usize);
-        rows.last()
-            .map(|d| format!("{}.{}", d.sent_at, d.id))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let rows = store::list(&state.db, org.id, &range.filter(), before, PAGE_SIZE + 1).await?;
+    let (rows, older) = super::paginate(rows, PAGE_SIZE, |d| format!("{}.{}", d.sent_at, d.id));
     record(
         &state,
         &current,

@@ -252,17 +252,6 @@ pub struct PageQuery {
     before: String,
 }
 
-/// Splits one extra row off a page: `(rows, next keyset value)`.
-fn paginate<T>(mut rows: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
-    if rows.len() as i64 > PAGE {
-        rows.truncate(PAGE as usize);
-        let next = rows.last().map(&key).unwrap_or_default();
-        (rows, next)
-    } else {
-        (rows, String::new())
-    }
-}
-
 /// The last action to undo, shown where it happened: on the folder its messages were
 /// in (or the search results they were picked from), not on every page of the mailbox.
 async fn undo_label(current: &CurrentUser, mailbox_id: i64, folder: &str) -> AppResult<String> {
@@ -291,7 +280,7 @@ async fn folder(
             .split_once('.')
             .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.parse::<i64>().ok()?)));
         let list = drafts::list(&state.db, mailbox.id, current.user.id, before, PAGE + 1).await?;
-        let (list, next) = paginate(list, |d| format!("{}.{}", d.updated_at, d.id));
+        let (list, next) = super::paginate(list, PAGE, |d| format!("{}.{}", d.updated_at, d.id));
         let out = list
             .into_iter()
             .map(|d| {
@@ -307,7 +296,7 @@ async fn folder(
     } else {
         let before = q.before.trim().parse().ok();
         let list = inbound::page(&state.db, mailbox.id, &folder, before, PAGE + 1).await?;
-        let (list, next) = paginate(list, |r| r.id.to_string());
+        let (list, next) = super::paginate(list, PAGE, |r| r.id.to_string());
         let newest = match before {
             None => list.first().map(|r| r.id).unwrap_or(0).to_string(),
             Some(_) => String::new(),
@@ -403,7 +392,7 @@ async fn search(
             PAGE + 1,
         )
         .await?;
-        paginate(list, |r| r.id.to_string())
+        super::paginate(list, PAGE, |r| r.id.to_string())
     };
     let mut rows = rows(&state, list).await?;
     for r in &mut rows {

@@ -340,6 +340,19 @@ impl FieldErrors {
     }
 }
 
+/// Keyset paging: `rows` were fetched one more than `page` to learn whether an older
+/// page exists. Keeps `page` of them and gives the key of the last one kept, to go
+/// on from ("Older"); empty on the last page.
+pub fn paginate<T>(mut rows: Vec<T>, page: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    if rows.len() as i64 > page {
+        rows.truncate(usize::try_from(page).unwrap_or(0));
+        let next = rows.last().map(&key).unwrap_or_default();
+        (rows, next)
+    } else {
+        (rows, String::new())
+    }
+}
+
 /// A page number from a query string (1-based), never below 1 or absurdly high.
 pub fn page_number(raw: Option<&str>) -> i64 {
     raw.and_then(|s| s.parse::<i64>().ok())

@@ -51,19 +51,14 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> AppResult<ListPage> {
     current.require_operator()?;
-    let mut rows = inbound::list(
+    let rows = inbound::list(
         &state.db,
         "quarantined",
         q.before.trim().parse().ok(),
         PAGE + 1,
     )
     .await?;
-    let next_before = if rows.len() as i64 > PAGE {
-        rows.truncate(PAGE as usize);
-        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let (rows, next_before) = super::paginate(rows, PAGE, |r| r.id.to_string());
     Ok(ListPage {
         chrome: current.chrome,
         rows: rows

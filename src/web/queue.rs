@@ -65,14 +65,8 @@ async fn list(
         "sent" => "sent",
         _ => "pending",
     };
-    let mut rows =
-        outbound::queue(&state.db, filter, q.before.trim().parse().ok(), PAGE + 1).await?;
-    let next_before = if rows.len() as i64 > PAGE {
-        rows.truncate(PAGE as usize);
-        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let rows = outbound::queue(&state.db, filter, q.before.trim().parse().ok(), PAGE + 1).await?;
+    let (rows, next_before) = super::paginate(rows, PAGE, |r| r.id.to_string());
     let alerts = crate::store::alerts::troubles(&state.db, PAGE)
         .await?
         .into_iter()

@@ -6,11 +6,12 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{ApiError, ApiUser};
@@ -24,7 +25,7 @@ use crate::webhooks::{EVENTS, check_url, new_secret, resolves_to_allowed, secret
 /// A registration is a URL in a small JSON object.
 const BODY_LIMIT: usize = 8 * 1024;
 
-/// Deliveries shown on the account page.
+/// Deliveries on one page of the account page.
 const RECENT: i64 = 50;
 
 pub fn routes() -> Router<AppState> {
@@ -198,9 +199,21 @@ struct WebhooksPage {
     chrome: Chrome,
     hooks: Vec<HookView>,
     deliveries: Vec<DeliveryView>,
+    /// The id to page on from ("Older"); empty on the last page.
+    next_before: String,
 }
 
-async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<WebhooksPage> {
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PageQuery {
+    before: String,
+}
+
+async fn page(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Query(q): Query<PageQuery>,
+) -> AppResult<WebhooksPage> {
     let user_id = current.user.id;
     let hooks = store::of_user(&state.db, user_id)
         .await?
@@ -212,8 +225,10 @@ async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<
             created: format_utc(h.created_at),
         })
         .collect();
-    let deliveries = store::recent(&state.db, user_id, RECENT)
-        .await?
+    let recent =
+        store::recent(&state.db, user_id, q.before.trim().parse().ok(), RECENT + 1).await?;
+    let (recent, next_before) = super::paginate(recent, RECENT, |d| d.id.to_string());
+    let deliveries = recent
         .into_iter()
         .map(|d| DeliveryView {
             id: d.id,
@@ -240,6 +255,7 @@ async fn page(State(state): State<AppState>, current: CurrentUser) -> AppResult<
         chrome: current.chrome,
         hooks,
         deliveries,
+        next_before,
     })
 }
 

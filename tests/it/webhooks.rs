@@ -758,6 +758,52 @@ async fn the_owner_sees_deliveries_and_sends_one_again_from_the_account_page() {
         "the replay is audited"
     );
 
+    // sixty more deliveries: the page shows the newest fifty and pages back to the rest
+    sqlx::query(
+        "insert into webhook_deliveries (webhook_id, event_type, mailbox_id, status, occurred_at,
+                                         state, next_attempt_at, attempts, updated_at)
+         select webhook_id, 'message.status', mailbox_id, 'processed', occurred_at + $2,
+                'delivered', next_attempt_at, 1, updated_at
+         from webhook_deliveries where id = $1",
+    )
+    .bind(id)
+    .bind(1)
+    .execute(&app.state.db.pool)
+    .await
+    .unwrap();
+    for _ in 0..59 {
+        sqlx::query(
+            "insert into webhook_deliveries (webhook_id, event_type, mailbox_id, status, occurred_at,
+                                             state, next_attempt_at, attempts, updated_at)
+             select webhook_id, event_type, mailbox_id, status, occurred_at, state,
+                    next_attempt_at, attempts, updated_at
+             from webhook_deliveries where id = (select max(id) from webhook_deliveries)",
+        )
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    }
+    let rows = |body: &str| body.matches(r#"<tr id="delivery-"#).count();
+    let first = kim_page.get("/account/webhooks").await;
+    assert_eq!(rows(&first.body), 50, "{}", first.body);
+    assert!(!first.body.contains(&format!(r#"id="delivery-{id}""#)));
+    let older = first
+        .body
+        .split(r#"href="/account/webhooks?before="#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("an Older link")
+        .to_owned();
+    let second = kim_page
+        .get(&format!("/account/webhooks?before={older}"))
+        .await;
+    assert_eq!(rows(&second.body), 11, "{}", second.body);
+    assert!(
+        second.body.contains(&format!(r#"id="delivery-{id}""#)),
+        "the first delivery is on the second page"
+    );
+    assert!(!second.body.contains(r#"id="older-deliveries""#));
+
     // the owner can delete a webhook on the page (another user cannot)
     let remove = format!("/account/webhooks/{hook}/delete");
     ana_page.get("/account/webhooks").await;
