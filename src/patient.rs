@@ -413,6 +413,18 @@ impl Default for DraftPatient {
 pub type FieldError = (&'static str, String);
 
 impl DraftPatient {
+    /// What was typed in the patient form field `name` (`mail/patient_fields.html`:
+    /// `patient_given`, `patient_family`, `patient_birth_date`, `patient_id`).
+    pub fn field(&self, name: &str) -> &str {
+        match name {
+            "patient_given" => &self.given,
+            "patient_family" => &self.family,
+            "patient_birth_date" => &self.birth_date,
+            "patient_id" => &self.id,
+            _ => "",
+        }
+    }
+
     /// Whether the user wrote anything about a patient (the purpose alone is not).
     pub fn is_empty(&self) -> bool {
         [

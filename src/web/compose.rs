@@ -520,14 +520,7 @@ impl ComposePage {
 
     /// What was typed in the patient field `name`.
     fn patient_value(&self, name: &str) -> &str {
-        let p = &self.draft.patient;
-        match name {
-            "patient_given" => &p.given,
-            "patient_family" => &p.family,
-            "patient_birth_date" => &p.birth_date,
-            "patient_id" => &p.id,
-            _ => "",
-        }
+        self.draft.patient.field(name)
     }
 }
 

@@ -85,14 +85,7 @@ impl RequestPage {
     }
 
     fn patient_value(&self, name: &str) -> &str {
-        let p = &self.input.patient;
-        match name {
-            "patient_given" => &p.given,
-            "patient_family" => &p.family,
-            "patient_birth_date" => &p.birth_date,
-            "patient_id" => &p.id,
-            _ => "",
-        }
+        self.input.patient.field(name)
     }
 
     fn is_needed(&self, key: &str) -> bool {
