@@ -120,30 +120,31 @@ impl PublicKey {
         PublicEncryptingKey::from_der(&self.spki).map_err(|e| e.to_string())
     }
 
-    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256, empty label (RFC 8017 §7.1).
-    pub(crate) fn encrypt_oaep_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        let key =
-            OaepPublicEncryptingKey::new(self.encrypting_key()?).map_err(|e| e.to_string())?;
-        let mut out = vec![0u8; key.ciphertext_size()];
-        let len = key
-            .encrypt(&lc_rsa::OAEP_SHA256_MGF1SHA256, message, &mut out, None)
-            .map_err(|e| e.to_string())?
-            .len();
-        out.truncate(len);
-        Ok(out)
+    /// Length of the modulus in bytes: the length of every RSA ciphertext and
+    /// signature made with this key.
+    pub(crate) fn modulus_len(&self) -> usize {
+        self.n.len()
     }
 
-    /// RSAES-PKCS1-v1_5 (RFC 8017 §7.2).
-    pub(crate) fn encrypt_pkcs1v15(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256, empty label (RFC 8017 §7.1),
+    /// written into `out` ([`modulus_len`](Self::modulus_len) bytes).
+    pub(crate) fn encrypt_oaep_sha256(&self, message: &[u8], out: &mut [u8]) -> Result<(), String> {
         let key =
-            Pkcs1PublicEncryptingKey::new(self.encrypting_key()?).map_err(|e| e.to_string())?;
-        let mut out = vec![0u8; key.ciphertext_size()];
+            OaepPublicEncryptingKey::new(self.encrypting_key()?).map_err(|e| e.to_string())?;
         let len = key
-            .encrypt(message, &mut out)
+            .encrypt(&lc_rsa::OAEP_SHA256_MGF1SHA256, message, out, None)
             .map_err(|e| e.to_string())?
             .len();
-        out.truncate(len);
-        Ok(out)
+        whole(len, out)
+    }
+
+    /// RSAES-PKCS1-v1_5 (RFC 8017 §7.2), written into `out`
+    /// ([`modulus_len`](Self::modulus_len) bytes).
+    pub(crate) fn encrypt_pkcs1v15(&self, message: &[u8], out: &mut [u8]) -> Result<(), String> {
+        let key =
+            Pkcs1PublicEncryptingKey::new(self.encrypting_key()?).map_err(|e| e.to_string())?;
+        let len = key.encrypt(message, out).map_err(|e| e.to_string())?.len();
+        whole(len, out)
     }
 
     /// Verify an RSASSA-PKCS1-v1_5 signature over `message` (which is hashed here).
@@ -195,6 +196,18 @@ impl PublicKey {
 
     fn in_aws_lc_range(&self) -> bool {
         (2048..=8192).contains(&self.bits())
+    }
+}
+
+/// A ciphertext must fill its buffer: the DER around it was sized for that.
+fn whole(len: usize, out: &[u8]) -> Result<(), String> {
+    if len == out.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{len} bytes of ciphertext for {} bytes of room",
+            out.len()
+        ))
     }
 }
 

@@ -56,35 +56,117 @@ pub(crate) struct Field {
     pub value: String,
 }
 
-/// Parse a header block into fields. Lines that are not fields are skipped.
-pub(crate) fn fields(header: &[u8]) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
+/// One line of a header block.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HeaderLine<'a> {
+    /// The first line of a field, with the position of its colon.
+    Field { line: &'a [u8], colon: usize },
+    /// A folded line (starting with a space or a tab): it belongs to the last
+    /// field seen.
+    Continuation(&'a [u8]),
+    /// Neither: skipped.
+    Other,
+}
+
+/// The lines of a header block, line ends included, borrowed.
+pub(crate) fn header_lines(header: &[u8]) -> impl Iterator<Item = HeaderLine<'_>> {
     let mut pos = 0;
-    while pos < header.len() {
+    std::iter::from_fn(move || {
+        if pos >= header.len() {
+            return None;
+        }
         let end = header[pos..]
             .iter()
             .position(|&b| b == b'\n')
             .map_or(header.len(), |n| pos + n + 1);
         let line = &header[pos..end];
-        let is_continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if is_continuation {
-            if let Some(last) = out.last_mut() {
-                last.raw.extend_from_slice(line);
-                last.value.push(' ');
-                last.value.push_str(String::from_utf8_lossy(line).trim());
-            }
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-            let value = String::from_utf8_lossy(&line[colon + 1..])
-                .trim()
-                .to_string();
-            let mut raw = line.to_vec();
-            if !raw.ends_with(b"\n") {
-                raw.extend_from_slice(b"\r\n");
-            }
-            out.push(Field { name, raw, value });
-        }
         pos = end;
+        Some(if matches!(line.first(), Some(b' ' | b'\t')) {
+            HeaderLine::Continuation(line)
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            HeaderLine::Field { line, colon }
+        } else {
+            HeaderLine::Other
+        })
+    })
+}
+
+/// Whether a field name as written (`name` before the colon) is `wanted`,
+/// ignoring case and surrounding white space.
+fn name_is(name: &[u8], wanted: &str) -> bool {
+    std::str::from_utf8(name).is_ok_and(|n| n.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// The lines of every field called `name`, borrowed, in order: `(true, line)`
+/// for the first line of a field, `(false, line)` for its folded lines. The
+/// same reading as [`fields`], without copying anything.
+pub(crate) fn field_lines<'a>(
+    header: &'a [u8],
+    name: &'a str,
+) -> impl Iterator<Item = (bool, &'a [u8])> {
+    let mut current = false;
+    header_lines(header).filter_map(move |l| match l {
+        HeaderLine::Field { line, colon } => {
+            current = name_is(&line[..colon], name);
+            current.then_some((true, line))
+        }
+        HeaderLine::Continuation(line) => current.then_some((false, line)),
+        HeaderLine::Other => None,
+    })
+}
+
+/// The unfolded value of the first field called `name`, as [`fields`] gives it.
+pub(crate) fn first_value(header: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<String> = None;
+    for (first, line) in field_lines(header, name) {
+        match (&mut value, first) {
+            (None, true) => value = Some(unfold_first(line)),
+            (Some(v), false) => unfold_more(v, line),
+            _ => break,
+        }
+    }
+    value
+}
+
+/// The value on a field's first line, trimmed.
+fn unfold_first(line: &[u8]) -> String {
+    let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+    String::from_utf8_lossy(line.get(colon + 1..).unwrap_or_default())
+        .trim()
+        .to_string()
+}
+
+/// Append a folded line to a value (RFC 5322 §2.2.3, white space kept as one space).
+fn unfold_more(value: &mut String, line: &[u8]) {
+    value.push(' ');
+    value.push_str(String::from_utf8_lossy(line).trim());
+}
+
+/// Parse a header block into fields. Lines that are not fields are skipped.
+pub(crate) fn fields(header: &[u8]) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::new();
+    for line in header_lines(header) {
+        match line {
+            HeaderLine::Continuation(line) => {
+                if let Some(last) = out.last_mut() {
+                    last.raw.extend_from_slice(line);
+                    unfold_more(&mut last.value, line);
+                }
+            }
+            HeaderLine::Field { line, colon } => {
+                let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
+                let mut raw = line.to_vec();
+                if !raw.ends_with(b"\n") {
+                    raw.extend_from_slice(b"\r\n");
+                }
+                out.push(Field {
+                    name,
+                    raw,
+                    value: unfold_first(line),
+                });
+            }
+            HeaderLine::Other => {}
+        }
     }
     for f in &mut out {
         if !f.raw.ends_with(b"\r\n") {
@@ -214,23 +296,8 @@ pub(crate) fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<
     None
 }
 
-/// Append `data` as base64 with CRLF line breaks every 76 characters
-/// (RFC 2045 §6.8), written straight into `out` (no intermediate string).
-pub(crate) fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
-    // 57 input bytes make one full 76-character line.
-    // reserve_exact: amortised growth would double a large buffer.
-    out.reserve_exact(base64_lines_len(data.len()));
-    let mut line = [0u8; 76];
-    for chunk in data.chunks(57) {
-        if let Ok(encoded) = Base64::encode(chunk, &mut line) {
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// Length of `n` bytes as base64 in 76-character CRLF lines (padded, the last
-/// line short), as [`push_base64_lines`] and [`Base64Lines`] write them.
+/// Length of `n` bytes as base64 in 76-character CRLF lines (RFC 2045 §6.8;
+/// padded, the last line short), as [`Base64InPlace`] writes them.
 pub(crate) fn base64_lines_len(n: usize) -> usize {
     let rest = n % 57;
     n / 57 * 78
@@ -241,60 +308,72 @@ pub(crate) fn base64_lines_len(n: usize) -> usize {
         }
 }
 
-/// Base64 in 76-character CRLF lines, written as the bytes come, in pieces of
-/// any size (the same lines as [`push_base64_lines`] on the whole).
-pub(crate) struct Base64Lines<'a> {
-    out: &'a mut Vec<u8>,
-    pending: [u8; 57],
+/// Base64 in 76-character CRLF lines written over the bytes it encodes, in one
+/// buffer: the `n` bytes to encode lie at the end of a buffer of exactly
+/// [`base64_lines_len`]`(n)` bytes, and the lines fill it from the front. Each
+/// line is written only over bytes already encoded: line `j` (57 bytes in, 78
+/// out) ends at `78(j+1)`, and the bytes of line `j+1` start at
+/// `len - n + 57(j+1)`, where `len - n` is at least `21` times the number of
+/// full lines. So no second buffer the size of the data is needed.
+///
+/// The bytes may be completed (e.g. encrypted in place) as the encoding goes:
+/// [`advance`](Self::advance) encodes the lines whose bytes are all final.
+pub(crate) struct Base64InPlace {
     n: usize,
+    lines_done: usize,
 }
 
-impl<'a> Base64Lines<'a> {
-    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        Base64Lines {
-            out,
-            pending: [0; 57],
-            n: 0,
+impl Base64InPlace {
+    /// For `n` bytes at the end of the buffer.
+    pub(crate) fn new(n: usize) -> Self {
+        Base64InPlace { n, lines_done: 0 }
+    }
+
+    /// Encode every full line whose bytes lie within the first `ready` of the `n`.
+    pub(crate) fn advance(&mut self, buf: &mut [u8], ready: usize) {
+        let start = buf.len() - self.n;
+        let ready = ready.min(self.n);
+        let mut chunk = [0u8; 57];
+        while (self.lines_done + 1) * 57 <= ready {
+            let from = start + self.lines_done * 57;
+            chunk.copy_from_slice(&buf[from..from + 57]);
+            let at = self.lines_done * 78;
+            Self::line(&chunk, &mut buf[at..at + 78]);
+            self.lines_done += 1;
         }
     }
 
-    fn line(out: &mut Vec<u8>, chunk: &[u8]) {
-        let mut line = [0u8; 76];
-        if let Ok(encoded) = Base64::encode(chunk, &mut line) {
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(b"\r\n");
+    /// Encode what is left (all `n` bytes must be final) and the short last line.
+    pub(crate) fn finish(mut self, buf: &mut [u8]) {
+        self.advance(buf, self.n);
+        let rest = self.n - self.lines_done * 57;
+        if rest > 0 {
+            let mut chunk = [0u8; 57];
+            chunk[..rest].copy_from_slice(&buf[buf.len() - rest..]);
+            let at = self.lines_done * 78;
+            Self::line(&chunk[..rest], &mut buf[at..]);
         }
     }
 
-    /// Write the last, short line.
-    pub(crate) fn finish(self) {
-        if self.n > 0 {
-            Self::line(self.out, &self.pending[..self.n]);
+    /// One line: the base64 of `chunk` (at most 57 bytes), then CRLF, at the
+    /// start of `out`.
+    fn line(chunk: &[u8], out: &mut [u8]) {
+        let len = chunk.len().div_ceil(3) * 4;
+        if let Ok(encoded) = Base64::encode(chunk, &mut out[..len]) {
+            debug_assert_eq!(encoded.len(), len);
         }
+        out[len..len + 2].copy_from_slice(b"\r\n");
     }
 }
 
-impl crate::outbound::Sink for Base64Lines<'_> {
-    fn put(&mut self, mut data: &[u8]) {
-        if self.n > 0 {
-            let take = (57 - self.n).min(data.len());
-            self.pending[self.n..self.n + take].copy_from_slice(&data[..take]);
-            self.n += take;
-            data = &data[take..];
-            if self.n < 57 {
-                return;
-            }
-            Self::line(self.out, &self.pending);
-            self.n = 0;
-        }
-        let mut chunks = data.chunks_exact(57);
-        for chunk in &mut chunks {
-            Self::line(self.out, chunk);
-        }
-        let rest = chunks.remainder();
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.n = rest.len();
-    }
+/// `data` as base64 in 76-character CRLF lines, in a buffer of exactly that size.
+#[cfg(test)]
+pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; base64_lines_len(data.len())];
+    let at = buf.len() - data.len();
+    buf[at..].copy_from_slice(data);
+    Base64InPlace::new(data.len()).finish(&mut buf);
+    buf
 }
 
 /// Decode base64, ignoring whitespace and line breaks. Decodes in place in one
@@ -347,15 +426,62 @@ mod tests {
     fn base64_lines_round_trip_through_the_whitespace_tolerant_decoder() {
         for n in [0usize, 1, 56, 57, 58, 114, 1000] {
             let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
-            let mut out = b"x".to_vec();
-            push_base64_lines(&mut out, &data);
-            let text = &out[1..];
+            let out = base64_lines(&data);
+            let text = &out[..];
             assert!(text.split(|&b| b == b'\n').all(|l| l.len() <= 77));
             assert_eq!(base64_decode(text).unwrap(), data, "{n}");
         }
         assert_eq!(base64_decode(b" aGVs\r\n bG8=\t\r\n").unwrap(), b"hello");
         assert_eq!(base64_decode(b"aG Vs bG8=").unwrap(), b"hello");
         assert!(base64_decode(b"a$==").is_none());
+    }
+
+    #[test]
+    fn base64_in_place_writes_the_same_lines_as_encoding_into_another_buffer() {
+        for n in (0usize..400).chain([5_000, 58_368, 58_369, 100_003]) {
+            let data: Vec<u8> = (0..n).map(|i| (i * 131 + 7) as u8).collect();
+            let mut want = Vec::new();
+            for chunk in data.chunks(57) {
+                want.extend_from_slice(Base64::encode_string(chunk).as_bytes());
+                want.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(base64_lines_len(n), want.len(), "{n}");
+            assert!(base64_lines(&data) == want, "{n}");
+            // Completed as it goes, in uneven steps, as seal does while encrypting.
+            let mut buf = vec![0u8; want.len()];
+            let at = buf.len() - n;
+            let mut b64 = Base64InPlace::new(n);
+            let mut ready = 0;
+            while ready < n {
+                let step = (ready % 700 + 1).min(n - ready);
+                buf[at + ready..at + ready + step].copy_from_slice(&data[ready..ready + step]);
+                ready += step;
+                b64.advance(&mut buf, ready);
+            }
+            b64.finish(&mut buf);
+            assert!(buf == want, "{n}, in steps");
+        }
+    }
+
+    #[test]
+    fn borrowed_field_lines_read_as_fields_does() {
+        let h = b"From: Dr Lee\r\n <lee@a.example>\r\nnot a field\r\n\tfolded after it\r\n\
+                  To: x@y.example\r\nfrom: second@a.example\r\nSubject: s";
+        let lines: Vec<(bool, &[u8])> = field_lines(h, "From").collect();
+        assert_eq!(
+            lines,
+            vec![
+                (true, &b"From: Dr Lee\r\n"[..]),
+                (false, &b" <lee@a.example>\r\n"[..]),
+                (false, &b"\tfolded after it\r\n"[..]),
+                (true, &b"from: second@a.example\r\n"[..]),
+            ]
+        );
+        let f = fields(h);
+        assert_eq!(first_value(h, "From").as_deref(), Some(f[0].value.as_str()));
+        assert_eq!(f[0].value, "Dr Lee <lee@a.example> folded after it");
+        assert_eq!(first_value(h, "subject").as_deref(), Some("s"));
+        assert_eq!(first_value(h, "Cc"), None);
     }
 
     #[test]
