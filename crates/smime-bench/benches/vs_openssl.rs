@@ -226,7 +226,9 @@ fn main() {
         ("10MB", 10 * 1024 * 1024, 3),
     ] {
         if let Some(list) = &sizes
-            && !list.split(',').any(|s| s.trim().eq_ignore_ascii_case(label))
+            && !list
+                .split(',')
+                .any(|s| s.trim().eq_ignore_ascii_case(label))
         {
             continue;
         }

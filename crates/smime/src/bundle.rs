@@ -64,7 +64,7 @@ pub fn read_bundle(input: &[u8], signer: Option<&Certificate>) -> Result<Bundle,
         .signers
         .iter()
         .filter(|s| s.outcome.is_ok())
-        .filter_map(|s| s.certificate.as_ref())
+        .filter_map(|s| verified.signer_certificate(s, &known))
         .collect();
     let signed_by = match signer {
         Some(wanted) => {

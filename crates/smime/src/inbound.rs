@@ -113,13 +113,16 @@ pub(crate) fn decrypt(cms_bytes: Vec<u8>, keys: &[Identity]) -> Result<Vec<u8>, 
             buf
         }
     };
-    with_content_key(
+    let mut plain = with_content_key(
         &recipient_infos,
         keys,
         content_key_len(&alg_id)?,
         buf,
         |cek, buf| decrypt_content(&alg_id, cek, buf, mac.as_deref(), &aad),
-    )
+    )?;
+    // The DER head and the padding are given back (shrunk where it lies).
+    plain.shrink_to_fit();
+    Ok(plain)
 }
 
 /// The parts of an (Auth)EnvelopedData that decryption needs.
@@ -511,8 +514,26 @@ pub(crate) struct Verified<'a> {
 /// The cryptographic outcome for one SignerInfo.
 #[derive(Debug)]
 pub(crate) struct SignerResult {
-    pub certificate: Option<Certificate>,
+    /// The signer's certificate, by its place among the SignedData's
+    /// certificates followed by the `known` ones (see
+    /// [`Verified::signer_certificate`]): an index, not a copy.
+    pub certificate: Option<usize>,
     pub outcome: Result<(), Failure>,
+}
+
+impl Verified<'_> {
+    /// The certificate of a signer, among those carried, then `known` (the
+    /// certificates given to [`verify_signed_data_with`]).
+    pub(crate) fn signer_certificate<'s>(
+        &'s self,
+        signer: &SignerResult,
+        known: &'s [Certificate],
+    ) -> Option<&'s Certificate> {
+        self.certificates
+            .iter()
+            .chain(known)
+            .nth(signer.certificate?)
+    }
 }
 
 /// Verify a SignedData (DER or BER). `detached` is the content of a
@@ -534,9 +555,10 @@ pub(crate) fn verify_signed_data_with<'a>(
     known: &[Certificate],
 ) -> Result<Verified<'a>, Failure> {
     let ci = ber::read(p7, 0)?;
-    let ci_fields = ber::children(p7, &ci)?;
-    let (Some(oid_tlv), Some(explicit)) = (ci_fields.first(), ci_fields.get(1)) else {
-        return Err(Failure::new(ReasonCode::Malformed, "ContentInfo too short"));
+    // The lists of fields are dropped once read: the certificates come next.
+    let (oid_tlv, explicit) = match ber::children(p7, &ci)?.as_slice() {
+        [oid, explicit, ..] => (*oid, *explicit),
+        _ => return Err(Failure::new(ReasonCode::Malformed, "ContentInfo too short")),
     };
     let oid = ObjectIdentifier::from_der(&p7[oid_tlv.start..oid_tlv.end])
         .map_err(|e| malformed("ContentInfo type", e))?;
@@ -546,22 +568,25 @@ pub(crate) fn verify_signed_data_with<'a>(
             format!("the signature part is CMS {oid}, not SignedData"),
         ));
     }
-    let sd = first_child(p7, explicit)?;
+    let sd = first_child(p7, &explicit)?;
     let fields = ber::children(p7, &sd)?;
     // SignedData ::= SEQUENCE { version, digestAlgorithms SET, encapContentInfo,
     //   [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos SET }
     let encap = fields
         .get(2)
         .ok_or_else(|| Failure::new(ReasonCode::Malformed, "SignedData too short"))?;
-    let encap_fields = ber::children(p7, encap)?;
-    let econtent_type = encap_fields
-        .first()
-        .ok_or_else(|| Failure::new(ReasonCode::Malformed, "no eContentType"))?;
-    let econtent_type = ObjectIdentifier::from_der(&p7[econtent_type.start..econtent_type.end])
-        .map_err(|e| malformed("eContentType", e))?;
-    let econtent = match encap_fields.get(1) {
-        Some(explicit) => Some(ber::octets(p7, &first_child(p7, explicit)?)?),
-        None => None,
+    let (econtent_type, econtent) = {
+        let encap_fields = ber::children(p7, encap)?;
+        let econtent_type = encap_fields
+            .first()
+            .ok_or_else(|| Failure::new(ReasonCode::Malformed, "no eContentType"))?;
+        let econtent_type = ObjectIdentifier::from_der(&p7[econtent_type.start..econtent_type.end])
+            .map_err(|e| malformed("eContentType", e))?;
+        let econtent = match encap_fields.get(1) {
+            Some(explicit) => Some(ber::octets(p7, &first_child(p7, explicit)?)?),
+            None => None,
+        };
+        (econtent_type, econtent)
     };
 
     let mut certificates = Vec::new();
@@ -661,11 +686,12 @@ fn verify_signer(
         if f.len() < 5 {
             return Err(Failure::new(ReasonCode::Malformed, "SignerInfo too short"));
         }
+        // The parsed identifier is dropped once the certificate is found.
         let sid = SignerIdentifier::from_ber(&p7[f[1].start..f[1].end])
             .map_err(|e| malformed("signer identifier", e))?;
-        let cert = certs
+        let index = certs
             .iter()
-            .find(|c| match &sid {
+            .position(|c| match &sid {
                 SignerIdentifier::IssuerAndSerialNumber(ias) => ias_matches(ias, c),
                 SignerIdentifier::SubjectKeyIdentifier(ski) => ski_matches(ski, c),
             })
@@ -675,7 +701,9 @@ fn verify_signer(
                     "the signer's certificate is not included in the signature",
                 )
             })?;
-        cert_found = Some((*cert).clone());
+        drop(sid);
+        cert_found = Some(index);
+        let cert = certs[index];
 
         let digest_alg_id = AlgorithmIdentifierOwned::from_der(&p7[f[2].start..f[2].end])
             .map_err(|e| malformed("digest algorithm", e))?;
@@ -709,7 +737,7 @@ fn verify_signer(
                 "signature is not an OCTET STRING",
             ));
         }
-        let signature = ber::octets(p7, sig)?;
+        let signature = ber::octets_cow(p7, sig)?;
 
         let mut matched = None;
         let to_verify: std::borrow::Cow<'_, [u8]> = match signed_attrs {

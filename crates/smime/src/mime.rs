@@ -47,15 +47,6 @@ pub(crate) fn split(entity: &[u8]) -> (&[u8], &[u8]) {
     (entity, &[])
 }
 
-/// One header field: its name, the exact bytes of the field (folding and line
-/// end included) and its unfolded value.
-#[derive(Debug, Clone)]
-pub(crate) struct Field {
-    pub name: String,
-    pub raw: Vec<u8>,
-    pub value: String,
-}
-
 /// One line of a header block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum HeaderLine<'a> {
@@ -98,8 +89,9 @@ fn name_is(name: &[u8], wanted: &str) -> bool {
 }
 
 /// The lines of every field called `name`, borrowed, in order: `(true, line)`
-/// for the first line of a field, `(false, line)` for its folded lines. The
-/// same reading as [`fields`], without copying anything.
+/// for the first line of a field, `(false, line)` for its folded lines (a
+/// folded line belongs to the last field line above it). Lines that are not
+/// fields are skipped. Nothing is copied.
 pub(crate) fn field_lines<'a>(
     header: &'a [u8],
     name: &'a str,
@@ -115,7 +107,8 @@ pub(crate) fn field_lines<'a>(
     })
 }
 
-/// The unfolded value of the first field called `name`, as [`fields`] gives it.
+/// The unfolded value of the first field called `name` (case-insensitive),
+/// trimmed, each folded line joined with one space.
 pub(crate) fn first_value(header: &[u8], name: &str) -> Option<String> {
     let mut value: Option<String> = None;
     for (first, line) in field_lines(header, name) {
@@ -142,47 +135,6 @@ fn unfold_more(value: &mut String, line: &[u8]) {
     value.push_str(String::from_utf8_lossy(line).trim());
 }
 
-/// Parse a header block into fields. Lines that are not fields are skipped.
-pub(crate) fn fields(header: &[u8]) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
-    for line in header_lines(header) {
-        match line {
-            HeaderLine::Continuation(line) => {
-                if let Some(last) = out.last_mut() {
-                    last.raw.extend_from_slice(line);
-                    unfold_more(&mut last.value, line);
-                }
-            }
-            HeaderLine::Field { line, colon } => {
-                let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-                let mut raw = line.to_vec();
-                if !raw.ends_with(b"\n") {
-                    raw.extend_from_slice(b"\r\n");
-                }
-                out.push(Field {
-                    name,
-                    raw,
-                    value: unfold_first(line),
-                });
-            }
-            HeaderLine::Other => {}
-        }
-    }
-    for f in &mut out {
-        if !f.raw.ends_with(b"\r\n") {
-            // Normalise a bare LF field end to CRLF when copying fields out.
-            let mut fixed = to_crlf(&f.raw).into_owned();
-            std::mem::swap(&mut f.raw, &mut fixed);
-        }
-    }
-    out
-}
-
-/// The first field called `name` (case-insensitive).
-pub(crate) fn find<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
-    fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))
-}
-
 /// A parsed Content-Type: lower-case `type/subtype` and parameters (names
 /// lower-case, values unquoted).
 #[derive(Debug, Clone, Default)]
@@ -201,15 +153,15 @@ impl ContentType {
     }
 }
 
-/// Parse a Content-Type value; a missing one means text/plain (RFC 2045 §5.2).
-pub(crate) fn content_type(fields: &[Field]) -> ContentType {
-    let Some(f) = find(fields, "Content-Type") else {
+/// The Content-Type of a header block; a missing one means text/plain (RFC 2045 §5.2).
+pub(crate) fn content_type(header: &[u8]) -> ContentType {
+    let Some(value) = first_value(header, "Content-Type") else {
         return ContentType {
             mime: "text/plain".into(),
             params: Vec::new(),
         };
     };
-    let mut parts = split_params(&f.value).into_iter();
+    let mut parts = split_params(&value).into_iter();
     let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     let params = parts
         .filter_map(|p| {
@@ -376,24 +328,68 @@ pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// Decode base64, ignoring whitespace and line breaks. Decodes in place in one
-/// buffer the size of the text (the decoded bytes are then at its start).
+/// Decode base64, ignoring whitespace and line breaks. The result is the only
+/// buffer the size of the data: it is allocated once at its final size (the
+/// text is counted first), and the text is decoded into it a kilobyte at a
+/// time through a buffer on the stack (no cleaned copy of the text).
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let mut clean: Vec<u8> = Vec::with_capacity(text.len());
+    let chars = text.iter().filter(|b| !b.is_ascii_whitespace()).count();
+    let mut decoder = Base64Decoder {
+        out: Vec::with_capacity(chars / 4 * 3),
+        pending: [0; 1024],
+        n: 0,
+        ended: false,
+    };
     for line in text.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
         if line.iter().any(u8::is_ascii_whitespace) {
-            clean.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+            for &b in line.iter().filter(|b| !b.is_ascii_whitespace()) {
+                decoder.push(&[b])?;
+            }
         } else {
-            clean.extend_from_slice(line);
+            decoder.push(line)?;
         }
     }
-    let len = Base64::decode_in_place(&mut clean).ok()?.len();
-    clean.truncate(len);
-    // Give back the last quarter (base64 is 4/3 of the bytes): for a large
-    // message this shrinks in place rather than copying.
-    clean.shrink_to_fit();
-    Some(clean)
+    decoder.flush()?;
+    Some(decoder.out)
+}
+
+/// Base64 text decoded in groups of 1024 characters (a multiple of 4); padding
+/// is accepted only at the very end, as when the whole text is decoded at once.
+struct Base64Decoder {
+    out: Vec<u8>,
+    pending: [u8; 1024],
+    n: usize,
+    /// A group ending in padding was decoded: nothing may follow.
+    ended: bool,
+}
+
+impl Base64Decoder {
+    fn push(&mut self, mut text: &[u8]) -> Option<()> {
+        while !text.is_empty() {
+            if self.n == self.pending.len() {
+                self.flush()?;
+            }
+            let take = (self.pending.len() - self.n).min(text.len());
+            self.pending[self.n..self.n + take].copy_from_slice(&text[..take]);
+            self.n += take;
+            text = &text[take..];
+        }
+        Some(())
+    }
+
+    fn flush(&mut self) -> Option<()> {
+        let group = &self.pending[..self.n];
+        if self.ended && !group.is_empty() {
+            return None;
+        }
+        let mut bytes = [0u8; 768];
+        self.out
+            .extend_from_slice(Base64::decode(group, &mut bytes).ok()?);
+        self.ended = group.last() == Some(&b'=');
+        self.n = 0;
+        Some(())
+    }
 }
 
 /// The addr-spec of the first address in an address header value
@@ -434,6 +430,19 @@ mod tests {
         assert_eq!(base64_decode(b" aGVs\r\n bG8=\t\r\n").unwrap(), b"hello");
         assert_eq!(base64_decode(b"aG Vs bG8=").unwrap(), b"hello");
         assert!(base64_decode(b"a$==").is_none());
+        // padding is the end, also where a group of 1024 characters ends
+        let mut text = "QUJD".repeat(255);
+        text.push_str("QQ==");
+        assert_eq!(base64_decode(text.as_bytes()).unwrap().len(), 255 * 3 + 1);
+        text.push_str("QUJD");
+        assert!(base64_decode(text.as_bytes()).is_none());
+        assert!(base64_decode(b"QQ==QUJD").is_none());
+        assert!(base64_decode(b"QUJDQ").is_none());
+        // a large text in many groups, exactly allocated
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let decoded = base64_decode(&base64_lines(&data)).unwrap();
+        assert!(decoded == data);
+        assert!(decoded.capacity() - decoded.len() < 3);
     }
 
     #[test]
@@ -464,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn borrowed_field_lines_read_as_fields_does() {
+    fn borrowed_field_lines_keep_folded_lines_with_their_field() {
         let h = b"From: Dr Lee\r\n <lee@a.example>\r\nnot a field\r\n\tfolded after it\r\n\
                   To: x@y.example\r\nfrom: second@a.example\r\nSubject: s";
         let lines: Vec<(bool, &[u8])> = field_lines(h, "From").collect();
@@ -477,9 +486,10 @@ mod tests {
                 (true, &b"from: second@a.example\r\n"[..]),
             ]
         );
-        let f = fields(h);
-        assert_eq!(first_value(h, "From").as_deref(), Some(f[0].value.as_str()));
-        assert_eq!(f[0].value, "Dr Lee <lee@a.example> folded after it");
+        assert_eq!(
+            first_value(h, "From").as_deref(),
+            Some("Dr Lee <lee@a.example> folded after it")
+        );
         assert_eq!(first_value(h, "subject").as_deref(), Some("s"));
         assert_eq!(first_value(h, "Cc"), None);
     }
@@ -503,8 +513,7 @@ mod tests {
 
     #[test]
     fn folded_fields_are_unfolded() {
-        let f = fields(b"Content-Type: multipart/signed;\r\n\tboundary=\"x;y\"\r\n");
-        let ct = content_type(&f);
+        let ct = content_type(b"Content-Type: multipart/signed;\r\n\tboundary=\"x;y\"\r\n");
         assert_eq!(ct.mime, "multipart/signed");
         assert_eq!(ct.param("boundary"), Some("x;y"));
     }

@@ -244,7 +244,7 @@ fn outer_header(
         Ok(())
     };
     for name in COPIED_HEADERS {
-        copy(o, *name)?;
+        copy(o, name)?;
     }
     match &options.outer_subject {
         OuterSubject::Keep => copy(o, "Subject")?,

@@ -73,43 +73,53 @@ pub enum SenderError {
 /// Reads the originator from a header block (the bytes before the empty line; the
 /// whole message may be passed too, the body is not read).
 pub fn read_originator(message: &[u8]) -> Result<Originator, SenderError> {
-    let (header, _) = mime::split(message);
-    let fields = mime::fields(header);
-    let named = |name: &str| -> Vec<&mime::Field> {
-        fields
-            .iter()
-            .filter(|f| f.name.eq_ignore_ascii_case(name))
-            .collect()
+    let (header, body) = mime::split(message);
+    // Only the From and Sender fields are taken out, from the borrowed header.
+    let named = |name: &str| -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for (first, line) in mime::field_lines(header, name) {
+            match out.last_mut() {
+                Some(field) if !first => field.extend_from_slice(line),
+                _ => out.push(line.to_vec()),
+            }
+        }
+        out
     };
-    let froms = named("From");
-    let senders = named("Sender");
-    let from = match froms.as_slice() {
+    let from = match named("From").as_slice() {
         [] => return Err(SenderError::NoFrom),
-        [one] => mailbox(&one.raw, "From")?,
+        [one] => mailbox(one, "From")?,
         many => return Err(SenderError::SeveralFrom(many.len())),
     };
-    let sender = match senders.as_slice() {
+    let sender = match named("Sender").as_slice() {
         [] => None,
-        [one] => Some(mailbox(&one.raw, "Sender")?),
+        [one] => Some(mailbox(one, "Sender")?),
         many => return Err(SenderError::SeveralSender(many.len())),
     };
     let mut originator = Originator { from, sender };
-    agree_with_mail_parser(header, &mut originator)?;
+    // The header block with the empty line that ends it, as it lies in the
+    // message when it has one (no copy).
+    let block = if header.len() < message.len() {
+        std::borrow::Cow::Borrowed(&message[..message.len() - body.len()])
+    } else {
+        let mut block = header.to_vec();
+        if !block.ends_with(b"\n") {
+            block.extend_from_slice(b"\r\n");
+        }
+        block.extend_from_slice(b"\r\n");
+        std::borrow::Cow::Owned(block)
+    };
+    agree_with_mail_parser(&block, &mut originator)?;
     Ok(originator)
 }
 
-/// The second reading: mail-parser (which the store and the pages use) must find the
+/// The second reading: mail-parser (which the store and the pages use), over the
+/// header block and the empty line that ends it, must find the
 /// same single From address and the same Sender, or the message is refused. The
 /// display names are taken from it (it decodes RFC 2047 words), and refused when
 /// they hold an address once decoded.
-fn agree_with_mail_parser(header: &[u8], o: &mut Originator) -> Result<(), SenderError> {
-    let mut block = header.to_vec();
-    if !block.ends_with(b"\n") {
-        block.extend_from_slice(b"\r\n");
-    }
-    block.extend_from_slice(b"\r\n");
+fn agree_with_mail_parser(block: &[u8], o: &mut Originator) -> Result<(), SenderError> {
     let parsed = mail_parser::MessageParser::default()
-        .parse_headers(&block)
+        .parse_headers(block)
         .ok_or(SenderError::Disagreement("From"))?;
     let same = |field: &'static str,
                 theirs: Option<&mail_parser::Address<'_>>,

@@ -296,9 +296,9 @@ impl TrustStore {
 /// Never panics on any input; damaged input yields [`ReasonCode::Malformed`].
 pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemTime) -> Verdict {
     let (outer_header, outer_body) = mime::split(message);
-    let outer_fields = mime::fields(outer_header);
-    let outer_ct = mime::content_type(&outer_fields);
-    let outer_from = mime::find(&outer_fields, "From").and_then(|f| mime::first_address(&f.value));
+    // Header fields are read where they lie, one at a time, never all parsed.
+    let outer_ct = mime::content_type(outer_header);
+    let outer_from = mime::first_value(outer_header, "From").and_then(|v| mime::first_address(&v));
 
     let is_pkcs7 = matches!(
         outer_ct.mime.as_str(),
@@ -314,15 +314,13 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             ))
         };
     }
-    let Some(der) = decode_body(&outer_fields, outer_body) else {
+    let Some(der) = decode_body(outer_header, outer_body) else {
         return Verdict::fail(Failure::new(
             ReasonCode::Malformed,
             "the encrypted part is not valid base64",
         ));
     };
-    // The parsed headers are dropped as soon as they have been read: the
-    // verdict's peak comes later, in path validation.
-    drop((outer_ct, smime_type, outer_fields));
+    drop((outer_ct, smime_type));
     // Decrypted in place: the DER's buffer becomes the plaintext's.
     let decrypted = inbound::decrypt(der, keys);
     let plain = match decrypted {
@@ -338,8 +336,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     // The decrypted entity: multipart/signed (RFC 8551 §3.5.3) or opaque
     // application/pkcs7-mime; smime-type=signed-data (§3.5.2).
     let (h, body) = mime::split(&plain);
-    let fields = mime::fields(h);
-    let ct = mime::content_type(&fields);
+    let ct = mime::content_type(h);
     let verified = match ct.mime.as_str() {
         "multipart/signed" => {
             // RFC 8551 §3.5.3: only a CMS signature protocol is ours to check.
@@ -373,8 +370,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
                 }
             };
             let (sh, sbody) = mime::split(parts[1]);
-            let sfields = mime::fields(sh);
-            let Some(p7s) = decode_body(&sfields, sbody) else {
+            let Some(p7s) = decode_body(sh, sbody) else {
                 return Verdict::fail(Failure::new(
                     ReasonCode::Malformed,
                     "signature part is not valid base64",
@@ -383,7 +379,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             inbound::verify_signed_data(&p7s, Some(parts[0]))
         }
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
-            let Some(p7m) = decode_body(&fields, body) else {
+            let Some(p7m) = decode_body(h, body) else {
                 return Verdict::fail(Failure::new(
                     ReasonCode::Malformed,
                     "signed part is not valid base64",
@@ -402,7 +398,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             };
         }
     };
-    drop((ct, fields));
+    drop(ct);
     let verified = match verified {
         Ok(v) => v,
         Err(f) => return Verdict::fail(f),
@@ -418,10 +414,9 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
         signers,
     } = verified;
     let (signed_h, signed_body) = mime::split(&content);
-    let signed_fields = mime::fields(signed_h);
-    let inner: &[u8] = if mime::content_type(&signed_fields).mime == "message/rfc822" {
+    let inner: &[u8] = if mime::content_type(signed_h).mime == "message/rfc822" {
         signed_body
-    } else if mime::find(&signed_fields, "From").is_some() {
+    } else if mime::field_lines(signed_h, "From").next().is_some() {
         &content
     } else {
         return Verdict {
@@ -433,7 +428,6 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             ))
         };
     };
-    drop(signed_fields);
     // The inner message is most often a slice of the decrypted buffer: keep it
     // there (moved to the front) rather than copying a large message once more.
     let inner = match offset_in(&plain, inner) {
@@ -443,6 +437,10 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
             let mut buf = plain;
             buf.truncate(end);
             buf.drain(..start);
+            // The room the DER took beyond the message is given back (the
+            // allocator shrinks a block where it lies): the sender check and
+            // path validation that follow get it.
+            buf.shrink_to_fit();
             buf
         }
         None => inner.to_vec(),
@@ -484,7 +482,7 @@ pub fn judge(message: &[u8], keys: &[Identity], trust: &TrustStore, now: SystemT
     verdict.from = Some(from);
     verdict.originator = Some(originator);
     verdict.message = Some(inner);
-    verdict.certificates = verified.certificates.clone();
+    verdict.certificates = verified.certificates;
     verdict
 }
 
@@ -494,9 +492,9 @@ fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
     (start + inner.len() <= outer.len()).then_some(start)
 }
 
-fn decode_body(fields: &[mime::Field], body: &[u8]) -> Option<Vec<u8>> {
-    let cte = mime::find(fields, "Content-Transfer-Encoding")
-        .map(|f| f.value.to_ascii_lowercase())
+fn decode_body(header: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    let cte = mime::first_value(header, "Content-Transfer-Encoding")
+        .map(|v| v.to_ascii_lowercase())
         .unwrap_or_default();
     if cte == "binary" || cte == "8bit" || cte == "7bit" {
         // Some senders send DER as binary; the BER reader will judge it.
@@ -516,13 +514,13 @@ fn judge_signers(
 ) -> Verdict {
     let mut best: Option<(usize, Verdict)> = None;
     for s in &verified.signers {
-        let (stage, v) = match (&s.outcome, &s.certificate) {
+        let (stage, v) = match (&s.outcome, verified.signer_certificate(s, &[])) {
             (Err(f), cert) => (
                 0,
                 Verdict {
                     code: f.code,
                     detail: f.detail.clone(),
-                    signer: cert.as_ref().map(|c| details(c, None)),
+                    signer: cert.map(|c| details(c, None)),
                     from: None,
                     originator: None,
                     message: None,
