@@ -49,7 +49,7 @@ pub(crate) fn split(entity: &[u8]) -> (&[u8], &[u8]) {
 
 /// One line of a header block.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum HeaderLine<'a> {
+enum HeaderLine<'a> {
     /// The first line of a field, with the position of its colon.
     Field { line: &'a [u8], colon: usize },
     /// A folded line (starting with a space or a tab): it belongs to the last
@@ -60,7 +60,7 @@ pub(crate) enum HeaderLine<'a> {
 }
 
 /// The lines of a header block, line ends included, borrowed.
-pub(crate) fn header_lines(header: &[u8]) -> impl Iterator<Item = HeaderLine<'_>> {
+fn header_lines(header: &[u8]) -> impl Iterator<Item = HeaderLine<'_>> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         if pos >= header.len() {

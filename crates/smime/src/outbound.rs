@@ -206,7 +206,7 @@ pub fn seal(
         &mut lines[content_at..content_at + envelope.plain_len],
         entity,
     )?;
-    drop((signature, boundary, from_addr));
+    drop((signature, from_addr));
     envelope.write_head(&mut lines[der_at..])?;
 
     // Encrypted in pieces, each turned into base64 lines while it is in cache.
@@ -843,6 +843,7 @@ mod tests {
         let ci = ContentInfo::from_der(&der).unwrap();
         assert_eq!(ci.to_der().unwrap(), der);
         let sd: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+        assert_eq!(sd.to_der().unwrap(), ci.content.to_der().unwrap());
         assert_eq!(sd.version, CmsVersion::V1);
         assert_eq!(sd.certificates.unwrap().0.len(), 3);
         let signed = content.concat();
@@ -883,7 +884,19 @@ mod tests {
             let env: cms::enveloped_data::EnvelopedData = ci.content.decode_as().unwrap();
             assert_eq!(env.version, CmsVersion::V0);
             assert_eq!(env.recip_infos.0.len(), 3);
-            assert_eq!(ci.to_der().unwrap(), der, "DER, SET OF in order");
+            // X.690 §11.6: the recipient infos in ascending order of their encodings
+            // (`cms` orders its own SET OF otherwise, so it is not the reference)
+            let body = crate::ber::read(&der, 0).unwrap();
+            let explicit = crate::ber::children(&der, &body).unwrap()[1];
+            let env_tlv = crate::ber::children(&der, &explicit).unwrap()[0];
+            let set = crate::ber::children(&der, &env_tlv).unwrap()[1];
+            let infos: Vec<&[u8]> = crate::ber::children(&der, &set)
+                .unwrap()
+                .iter()
+                .map(|t| &der[t.start..t.end])
+                .collect();
+            assert_eq!(infos.len(), 3);
+            assert!(infos.is_sorted(), "{n}");
             let ct = env.encrypted_content.encrypted_content.unwrap();
             assert_eq!(ct.as_bytes().len(), cbc_len(entity.len()), "length {n}");
             for key in [&id, &more] {
@@ -892,6 +905,18 @@ mod tests {
                 assert!(plain == entity, "length {n}");
             }
         }
+    }
+
+    #[test]
+    fn encodings_lying_one_after_another_are_sorted_in_place() {
+        let items: [&[u8]; 4] = [b"\x30\x03zzz", b"\x30\x01a", b"\x30\x02ab", b"\x30\x01b"];
+        let mut buf = items.concat();
+        let mut lens: Vec<usize> = items.iter().map(|i| i.len()).collect();
+        sort_set_of(&mut buf, &mut lens);
+        let mut want = items.to_vec();
+        want.sort();
+        assert_eq!(buf, want.concat());
+        assert_eq!(lens, want.iter().map(|i| i.len()).collect::<Vec<_>>());
     }
 
     #[test]
