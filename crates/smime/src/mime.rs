@@ -47,41 +47,6 @@ pub(crate) fn split(entity: &[u8]) -> (&[u8], &[u8]) {
     (entity, &[])
 }
 
-/// One line of a header block.
-#[derive(Clone, Copy, Debug)]
-enum HeaderLine<'a> {
-    /// The first line of a field, with the position of its colon.
-    Field { line: &'a [u8], colon: usize },
-    /// A folded line (starting with a space or a tab): it belongs to the last
-    /// field seen.
-    Continuation(&'a [u8]),
-    /// Neither: skipped.
-    Other,
-}
-
-/// The lines of a header block, line ends included, borrowed.
-fn header_lines(header: &[u8]) -> impl Iterator<Item = HeaderLine<'_>> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= header.len() {
-            return None;
-        }
-        let end = header[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(header.len(), |n| pos + n + 1);
-        let line = &header[pos..end];
-        pos = end;
-        Some(if matches!(line.first(), Some(b' ' | b'\t')) {
-            HeaderLine::Continuation(line)
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            HeaderLine::Field { line, colon }
-        } else {
-            HeaderLine::Other
-        })
-    })
-}
-
 /// Whether a field name as written (`name` before the colon) is `wanted`,
 /// ignoring case and surrounding white space.
 fn name_is(name: &[u8], wanted: &str) -> bool {
@@ -97,14 +62,17 @@ pub(crate) fn field_lines<'a>(
     name: &'a str,
 ) -> impl Iterator<Item = (bool, &'a [u8])> {
     let mut current = false;
-    header_lines(header).filter_map(move |l| match l {
-        HeaderLine::Field { line, colon } => {
+    header
+        .split_inclusive(|&b| b == b'\n')
+        .filter_map(move |line| {
+            if matches!(line.first(), Some(b' ' | b'\t')) {
+                return current.then_some((false, line));
+            }
+            // A line without a colon is not a field: skipped, `current` kept.
+            let colon = line.iter().position(|&b| b == b':')?;
             current = name_is(&line[..colon], name);
             current.then_some((true, line))
-        }
-        HeaderLine::Continuation(line) => current.then_some((false, line)),
-        HeaderLine::Other => None,
-    })
+        })
 }
 
 /// The unfolded value of the first field called `name` (case-insensitive),
