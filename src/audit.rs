@@ -232,6 +232,24 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry before it is numbered and chained.
+    fn draft(now: i64, actor: &Actor, event: Event<'_>) -> Entry {
+        Entry {
+            id: 0,
+            at: now,
+            org_id: event.org_id.or(actor.org_id),
+            actor_id: actor.user_id,
+            actor: actor.label.clone(),
+            action: event.action.to_owned(),
+            object: event.object,
+            ip: actor.ip.clone(),
+            detail: event.detail,
+            prev_hash: String::new(),
+            hash: String::new(),
+            keyed: false,
+        }
+    }
+
     fn from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Entry> {
         Ok(Entry {
             id: row.try_get("id")?,
@@ -303,10 +321,36 @@ pub async fn append(
     actor: &Actor,
     event: Event<'_>,
 ) -> sqlx::Result<i64> {
+    let mut entries = [Entry::draft(now, actor, event)];
+    chain(conn, &mut entries).await?;
+    Ok(entries[0].id)
+}
+
+/// Appends an entry in a transaction of its own, committed before this returns.
+/// Entries recorded at the same moment (many users opening messages) are appended
+/// together: one transaction, and one turn at the head row, for all of them.
+pub async fn record(db: &Db, now: i64, actor: &Actor, event: Event<'_>) -> sqlx::Result<i64> {
+    let entry = Entry::draft(now, actor, event);
+    db.audit_waiting
+        .commit(db, entry, async |mut entries| {
+            let mut tx = db.begin().await?;
+            chain(&mut tx, &mut entries).await?;
+            tx.commit().await?;
+            Ok(entries.iter().map(|e| e.id).collect())
+        })
+        .await
+}
+
+/// Rows per insert statement when entries are appended together.
+const INSERT_ROWS: usize = 64;
+
+/// Numbers and hashes `entries` after the head, in their order, and appends them.
+async fn chain(conn: &mut AnyConnection, entries: &mut [Entry]) -> sqlx::Result<()> {
     // Taking the head row's write lock first keeps the chain linear under concurrency.
     let head = sqlx::query(
-        "update audit_head set last_id = last_id + 1 where id = 1 returning last_id, hash, key_id",
+        "update audit_head set last_id = last_id + $1 where id = 1 returning last_id, hash, key_id",
     )
+    .bind(entries.len() as i64)
     .fetch_one(&mut *conn)
     .await?;
     let key = match head.try_get::<Option<String>, _>("key_id")? {
@@ -319,52 +363,48 @@ pub async fn append(
         // not keyed yet: a database no start-up of this version has seen
         None => None,
     };
-    let mut entry = Entry {
-        id: head.try_get("last_id")?,
-        at: now,
-        org_id: event.org_id.or(actor.org_id),
-        actor_id: actor.user_id,
-        actor: actor.label.clone(),
-        action: event.action.to_owned(),
-        object: event.object,
-        ip: actor.ip.clone(),
-        detail: event.detail,
-        prev_hash: head.try_get("hash")?,
-        hash: String::new(),
-        keyed: key.is_some(),
-    };
-    entry.hash = entry.expected_hash(key.as_ref());
-    sqlx::query(
-        "insert into audit_log (id, at, org_id, actor_id, actor, action, object, ip, detail, prev_hash, hash, keyed)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(entry.id)
-    .bind(entry.at)
-    .bind(entry.org_id)
-    .bind(entry.actor_id)
-    .bind(&entry.actor)
-    .bind(&entry.action)
-    .bind(&entry.object)
-    .bind(&entry.ip)
-    .bind(&entry.detail)
-    .bind(&entry.prev_hash)
-    .bind(&entry.hash)
-    .bind(i64::from(entry.keyed))
-    .execute(&mut *conn)
-    .await?;
+    let last: i64 = head.try_get("last_id")?;
+    let mut prev: String = head.try_get("hash")?;
+    let first = last - entries.len() as i64 + 1;
+    for (entry, id) in entries.iter_mut().zip(first..) {
+        entry.id = id;
+        entry.keyed = key.is_some();
+        entry.prev_hash = std::mem::take(&mut prev);
+        entry.hash = entry.expected_hash(key.as_ref());
+        prev = entry.hash.clone();
+    }
+    for rows in entries.chunks(INSERT_ROWS) {
+        let values = (0..rows.len())
+            .map(|r| format!("({})", crate::store::messages::placeholders(r * 12 + 1, 12)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "insert into audit_log (id, at, org_id, actor_id, actor, action, object, ip, detail, prev_hash, hash, keyed)
+             values {values}"
+        );
+        let mut insert = sqlx::query(&sql);
+        for e in rows {
+            insert = insert
+                .bind(e.id)
+                .bind(e.at)
+                .bind(e.org_id)
+                .bind(e.actor_id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.object)
+                .bind(&e.ip)
+                .bind(&e.detail)
+                .bind(&e.prev_hash)
+                .bind(&e.hash)
+                .bind(i64::from(e.keyed));
+        }
+        insert.execute(&mut *conn).await?;
+    }
     sqlx::query("update audit_head set hash = $1 where id = 1")
-        .bind(&entry.hash)
+        .bind(&prev)
         .execute(&mut *conn)
         .await?;
-    Ok(entry.id)
-}
-
-/// Appends an entry in a transaction of its own.
-pub async fn record(db: &Db, now: i64, actor: &Actor, event: Event<'_>) -> sqlx::Result<i64> {
-    let mut tx = db.begin().await?;
-    let id = append(&mut tx, now, actor, event).await?;
-    tx.commit().await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Filters for reading the log; `None` means any.

@@ -38,11 +38,87 @@ pub struct Db {
     /// delivers) throughput collapses. The hot write paths queue here instead.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Received messages waiting to be stored together (SQLite's group commit).
-    pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
+    pub(crate) inbound_waiting: std::sync::Arc<Group<crate::store::inbound::Owned>>,
+    /// Audit entries of [`crate::audit::record`] waiting to be appended together.
+    pub(crate) audit_waiting: std::sync::Arc<Group<crate::audit::Entry>>,
     /// On SQLite, a shared lock on the file beside the database ([`lock_path`]) for as
     /// long as any clone of this handle lives, so that `admin restore` can tell the
     /// database is in use (SQLite's own locks are not held by idle connections).
     _in_use: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// Writes that wait together are committed together (group commit): whichever of the
+/// waiting tasks gets the turn first writes every item waiting by then, in one
+/// transaction, so that they pay one commit (on SQLite, one sync of the log) where
+/// each alone paid one; each task learns its own item's id. The turn is SQLite's
+/// write turn and, for PostgreSQL, this group's own: one batch at a time per process.
+pub struct Group<T> {
+    waiting: std::sync::Mutex<Vec<(T, Written)>>,
+    leader: tokio::sync::Mutex<()>,
+}
+
+type Written = tokio::sync::oneshot::Sender<Result<i64, String>>;
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Group {
+            waiting: Default::default(),
+            leader: Default::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Group<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").finish_non_exhaustive()
+    }
+}
+
+impl<T> Group<T> {
+    /// Writes `item` with whatever else waits: `write` gets the batch, in the order it
+    /// came, and returns one id per item, in the same order.
+    #[track_caller]
+    pub fn commit<'a>(
+        &'a self,
+        db: &'a Db,
+        item: T,
+        write: impl AsyncFnOnce(Vec<T>) -> sqlx::Result<Vec<i64>> + 'a,
+    ) -> impl Future<Output = sqlx::Result<i64>> + 'a {
+        let at = std::panic::Location::caller();
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((item, done));
+        async move {
+            {
+                let _turn = db.write_turn_at(at).await;
+                let _leader = self.leader.lock().await;
+                let batch =
+                    std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+                if !batch.is_empty() {
+                    let (items, done): (Vec<T>, Vec<Written>) = batch.into_iter().unzip();
+                    let ids = write(items).await;
+                    for (i, done) in done.into_iter().enumerate() {
+                        let _ = done.send(match &ids {
+                            Ok(ids) => ids
+                                .get(i)
+                                .copied()
+                                .ok_or_else(|| "a batch was written without this item".into()),
+                            Err(e) => Err(e.to_string()),
+                        });
+                    }
+                }
+            }
+            match written.await {
+                Ok(Ok(id)) => Ok(id),
+                Ok(Err(e)) => Err(sqlx::Error::Protocol(e)),
+                Err(_) => Err(sqlx::Error::Protocol(
+                    "the task writing this batch stopped before it finished".into(),
+                )),
+            }
+        }
+    }
 }
 
 /// SQLite's one writer at a time: held until dropped; how long it was held counts
@@ -76,7 +152,7 @@ impl Db {
             let options = AnyConnectOptions::from_str(url.as_str())
                 .with_context(|| format!("the database URL {url} is not valid"))?
                 .disable_statement_logging();
-            let pool = AnyPoolOptions::new()
+            let pool = pool_options(AnyPoolOptions::new())
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
@@ -84,7 +160,7 @@ impl Db {
                 .with_context(|| {
                     format!("cannot connect to the PostgreSQL database at {url}; check that it is running and that DIRECTMAIL_DATABASE_URL is right")
                 })?;
-            let sessions = sqlx::postgres::PgPoolOptions::new()
+            let sessions = pool_options(sqlx::postgres::PgPoolOptions::new())
                 .max_connections(8)
                 .connect(url.as_str())
                 .await
@@ -95,6 +171,7 @@ impl Db {
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                audit_waiting: Default::default(),
                 _in_use: None,
             })
         } else {
@@ -118,7 +195,7 @@ impl Db {
             };
             // Opening through the concrete driver applies WAL mode and creates the file;
             // the `Any` pool then opens the same file with the same pragmas.
-            let sessions = SqlitePoolOptions::new()
+            let sessions = pool_options(SqlitePoolOptions::new())
                 .max_connections(4)
                 .connect_with(options.clone())
                 .await
@@ -128,7 +205,7 @@ impl Db {
                 options.get_filename().display()
             ))?
             .disable_statement_logging();
-            let pool = AnyPoolOptions::new()
+            let pool = pool_options(AnyPoolOptions::new())
                 .max_connections(8)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
@@ -153,6 +230,7 @@ impl Db {
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                audit_waiting: Default::default(),
                 _in_use: Some(std::sync::Arc::new(in_use)),
             };
             spawn_checkpoints(&db);
@@ -192,6 +270,7 @@ impl Db {
             sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
             writes: Default::default(),
             inbound_waiting: Default::default(),
+            audit_waiting: Default::default(),
             _in_use: None,
         })
     }
@@ -228,7 +307,13 @@ impl Db {
     /// A turn at writing, on SQLite; PostgreSQL needs none.
     #[track_caller]
     pub fn write_turn(&self) -> impl Future<Output = Option<WriteTurn>> + Send + 'static {
-        let at = std::panic::Location::caller();
+        self.write_turn_at(std::panic::Location::caller())
+    }
+
+    fn write_turn_at(
+        &self,
+        at: &'static std::panic::Location<'static>,
+    ) -> impl Future<Output = Option<WriteTurn>> + Send + 'static {
         let writes = (self.backend == Backend::Sqlite).then(|| self.writes.clone());
         async move {
             Some(WriteTurn {
@@ -266,6 +351,26 @@ impl Db {
                 .await;
         matches!(applied, Ok(n) if n >= want)
     }
+}
+
+/// How every pool hands out connections: one that waited idle for a while is checked
+/// first (a PostgreSQL server restarted meanwhile is found there, not by the
+/// request), one in steady use is not. sqlx's default checks every connection at
+/// every acquire, a round trip per query (a third of the round trips of a mailbox
+/// page) that only finds a broken connection a moment before the query would.
+fn pool_options<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= Duration::from_secs(30) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn migrator(backend: Backend) -> &'static Migrator {

@@ -3,7 +3,7 @@
 //! sanitized in a sandboxed frame), attachments (PDFs and images inline, the rest as
 //! downloads; XDM packages as cards and clinical documents with a link to the viewer,
 //! see [`super::clinical`]), a print view, and the actions: reply, reply all, forward,
-//! mark unread, move. Every read and download is audited, through [`audit_reading`].
+//! mark unread, move. Every read and download is audited, through [`record_reading`].
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -70,12 +70,11 @@ pub enum Via {
     Api,
 }
 
-/// The audit entry for one read of message content, inside the caller's transaction.
-/// Every route that returns a message's content or an attachment (these pages and
-/// the API) writes it through here, once it knows what it will return.
-pub async fn audit_reading(
-    conn: &mut sqlx::AnyConnection,
-    now: i64,
+/// Records one read of message content in the audit log, committed before this
+/// returns. Every route that returns a message's content or an attachment (these
+/// pages and the API) records it through here, once it knows what it will return.
+pub async fn record_reading(
+    state: &AppState,
     actor: &Actor,
     id: i64,
     reading: Reading,
@@ -124,7 +123,7 @@ pub async fn audit_reading(
     let label: Option<String> =
         sqlx::query_scalar("select restriction from messages where id = $1")
             .bind(id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&state.db.pool)
             .await?;
     if let Some(label) = label.filter(|l| !l.is_empty()) {
         if !detail.is_empty() {
@@ -133,7 +132,8 @@ pub async fn audit_reading(
         detail.push_str("label: ");
         detail.push_str(&label);
     }
-    audit::append(conn, now, actor, Event::new(action, object).detail(detail)).await?;
+    let event = Event::new(action, object).detail(detail);
+    audit::record(&state.db, state.clock.now(), actor, event).await?;
     Ok(())
 }
 
@@ -143,19 +143,6 @@ fn place_object(id: i64, n: usize, k: Option<usize>) -> String {
         None => format!("message:{id}/{n}"),
         Some(k) => format!("message:{id}/{n}/{k}"),
     }
-}
-
-/// [`audit_reading`] in a transaction of its own.
-pub async fn record_reading(
-    state: &AppState,
-    actor: &Actor,
-    id: i64,
-    reading: Reading,
-    via: Via,
-) -> sqlx::Result<()> {
-    let mut tx = state.db.begin().await?;
-    audit_reading(&mut tx, state.clock.now(), actor, id, reading, via).await?;
-    tx.commit().await
 }
 
 /// The message, if it is in one of the user's mailboxes.
@@ -667,34 +654,28 @@ async fn message(
         Some(oid) => Some(DeliveryPanel::load(&state, id, oid).await?),
         None => None,
     };
-    let now = state.clock.now();
-    {
+    record_reading(
+        &state,
+        &current.actor(ip),
+        id,
+        Reading::Message,
+        Via::Webmail,
+    )
+    .await?;
+    if !message.row.is_read {
         let _turn = state.db.write_turn().await;
         let mut tx = state.db.begin().await?;
-        if !message.row.is_read {
-            inbound::set_read(&mut tx, id, true).await?;
-            store::record_activity(
-                &mut tx,
-                id,
-                current.user.id,
-                &current.user.display_name,
-                "read",
-                now,
-            )
-            .await?;
-        }
-        audit_reading(
+        inbound::set_read(&mut tx, id, true).await?;
+        store::record_activity(
             &mut tx,
-            now,
-            &current.actor(ip),
             id,
-            Reading::Message,
-            Via::Webmail,
+            current.user.id,
+            &current.user.display_name,
+            "read",
+            state.clock.now(),
         )
         .await?;
         tx.commit().await?;
-    }
-    if !message.row.is_read {
         frame.count_read(&message.folder);
     }
     let activity = store::activity(&state.db, id)

@@ -517,3 +517,70 @@ async fn the_cli_queues_a_password_link_for_the_running_portal_to_e_mail() {
     );
     link_in(&text, "/invite/");
 }
+
+#[tokio::test]
+async fn a_portal_told_to_stop_finishes_the_alert_it_is_sending_and_claims_no_more() {
+    // the relay behind a door the test holds shut: the alert worker connects and waits
+    let (sink, relay) = tls_sink().await;
+    let door = crate::outbound::Door::before(relay).await;
+    let door_addr = door.addr.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (app, serving) =
+        TestApp::spawn_until(|c| c.alert_smtp_relay = Some(door_addr), async move {
+            let _ = stopped.await;
+        })
+        .await;
+    app.lakeside_and_hillside().await;
+    let ana = directmail::store::users::by_email(&app.state.db, ANA)
+        .await
+        .unwrap()
+        .unwrap();
+    let queue = async |link: &str| {
+        let mut tx = app.state.db.begin().await.unwrap();
+        directmail::alerts::queue_link(
+            &mut tx,
+            &app.state.secret,
+            directmail::alerts::Kind::Reset,
+            ana.id,
+            ANA,
+            link,
+            app.state.clock.now(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    };
+    queue("https://portal.example/invite/first").await;
+    app.state.wake_alerts.notify_one();
+    wait_for("the alert worker to be at the relay's door", async || {
+        door.knocks() == 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    wait_for("the portal to stop serving pages", async || {
+        client.get(app.url("/healthz")).send().await.is_err()
+    })
+    .await;
+    // queued now (as by another instance or the CLI): a stopping worker claims no more
+    queue("https://portal.example/invite/second").await;
+    app.state.wake_alerts.notify_one();
+    door.open();
+    serving.await.unwrap().unwrap();
+    assert_eq!(
+        jobs(&app, "reset")
+            .await
+            .into_iter()
+            .map(|(state, attempts, _)| (state, attempts))
+            .collect::<Vec<_>>(),
+        [("sent".to_owned(), 1), ("pending".to_owned(), 0)],
+        "the alert being sent was finished and recorded; the next waits for a start"
+    );
+    let (to, _, text) = letter(&sink, 0).await;
+    assert_eq!(to, vec![ANA.to_owned()]);
+    assert!(text.contains("/invite/first"), "{text}");
+    assert_eq!(sink.received.lock().unwrap().len(), 1);
+}

@@ -477,3 +477,44 @@ async fn operators_read_the_whole_log() {
         .unwrap();
     assert!(csv.contains("bob@direct.hillside.test"));
 }
+
+#[tokio::test]
+async fn entries_recorded_at_the_same_moment_are_each_numbered_once_and_chained_in_order() {
+    let app = TestApp::spawn().await;
+    let before = audit::head(&app.state.db).await.unwrap().id;
+    // many readers at once: their entries are appended together, in batches
+    let readers = (0..40).map(|i| {
+        let db = app.state.db.clone();
+        async move {
+            let actor = Actor {
+                user_id: None,
+                label: format!("reader{i}@direct.lakeside.test"),
+                org_id: None,
+                ip: "127.0.0.1".into(),
+            };
+            audit::record(
+                &db,
+                1_800_000_000,
+                &actor,
+                Event::new("message.read", format!("message:{i}")),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    let mut ids = futures_util::future::join_all(readers).await;
+    ids.sort_unstable();
+    assert_eq!(ids, ((before + 1)..=(before + 40)).collect::<Vec<_>>());
+    let entries = audit::list(&app.state.db, &Default::default(), 100)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let mine: Vec<_> = entries
+            .iter()
+            .filter(|e| e.actor == format!("reader{i}@direct.lakeside.test"))
+            .collect();
+        assert_eq!(mine.len(), 1, "reader {i} has one entry");
+        assert_eq!(mine[0].object, format!("message:{i}"));
+    }
+    assert!(matches!(verify(&app).await, Verification::Intact { .. }));
+}

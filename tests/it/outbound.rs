@@ -1380,31 +1380,57 @@ async fn a_worker_claims_the_longest_waiting_entry_with_more_for_the_same_domain
     );
 }
 
+/// A door in front of a loopback server that the test holds shut: connections are
+/// accepted and counted, and wait until [`Door::open`] to reach the server.
+pub struct Door {
+    pub addr: String,
+    knocks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Door {
+    pub async fn before(server: String) -> Door {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn({
+            let knocks = knocks.clone();
+            async move {
+                loop {
+                    let (mut client, _) = listener.accept().await.unwrap();
+                    knocks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut opened = opened.clone();
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        let _ = opened.wait_for(|open| *open).await;
+                        let mut to = tokio::net::TcpStream::connect(&server).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut to).await;
+                    });
+                }
+            }
+        });
+        Door { addr, knocks, open }
+    }
+
+    /// Connections accepted so far.
+    pub fn knocks(&self) -> usize {
+        self.knocks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every waiting and later connection through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
 #[tokio::test]
 async fn a_server_told_to_stop_finishes_the_message_it_is_sending_and_claims_no_more() {
     // the foreign HISP's mail exchanger, behind a door the test holds shut: the
     // portal's worker connects and waits for the greeting
     let (sink, sink_addr) = sink().await;
-    let door = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let door_addr = door.local_addr().unwrap().to_string();
-    let (open, opened) = tokio::sync::watch::channel(false);
-    let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tokio::spawn({
-        let knocks = knocks.clone();
-        async move {
-            loop {
-                let (mut client, _) = door.accept().await.unwrap();
-                knocks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut opened = opened.clone();
-                let sink_addr = sink_addr.clone();
-                tokio::spawn(async move {
-                    let _ = opened.wait_for(|open| *open).await;
-                    let mut server = tokio::net::TcpStream::connect(&sink_addr).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
-            }
-        }
-    });
+    let door = Door::before(sink_addr).await;
+    let door_addr = door.addr.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (app, serving) = TestApp::spawn_until(|c| c.smtp_relay = Some(door_addr), async move {
         let _ = stopped.await;
@@ -1421,7 +1447,7 @@ async fn a_server_told_to_stop_finishes_the_message_it_is_sending_and_claims_no_
     let first = to_kim(&app, &ana, "First", "Sent while the server stops.").await;
     app.state.wake_sender.notify_one();
     wait_for("a worker to be at the peer's door", async || {
-        knocks.load(std::sync::atomic::Ordering::SeqCst) == 1
+        door.knocks() == 1
     })
     .await;
     stop.send(()).unwrap();
@@ -1437,7 +1463,7 @@ async fn a_server_told_to_stop_finishes_the_message_it_is_sending_and_claims_no_
     // queued now (as by another instance): no worker of a stopping server claims it
     let second = to_kim(&app, &ana, "Second", "Left for the next start.").await;
     app.state.wake_sender.notify_one();
-    open.send(true).unwrap();
+    door.open();
     serving.await.unwrap().unwrap();
     assert_eq!(
         outbound::statuses(&app.state.db, first).await.unwrap()[0].1,
