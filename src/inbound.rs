@@ -198,7 +198,7 @@ impl Processor {
             Err(e) if message.attempts >= MAX_ATTEMPTS => {
                 let detail = format!("processing failed {} times: {e:#}", message.attempts);
                 let _turn = self.db.write_turn().await;
-                let mut tx = self.db.begin().await?;
+                let mut tx = self.db.begin_redoable().await?;
                 inbound::finish(
                     &mut tx,
                     message,
@@ -223,7 +223,7 @@ impl Processor {
                 .bind(now + 5)
                 .bind(id)
                 .bind(message.attempts)
-                .execute(&self.db.pool)
+                .execute(self.db.redoable())
                 .await;
                 Err(e)
             }
@@ -446,7 +446,8 @@ impl Processor {
         let steps_text = steps.join("\n");
         let delivering = std::time::Instant::now();
         let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin().await?;
+        // lost on a power failure, the outcome is worked out again under a new claim
+        let mut tx = self.db.begin_redoable().await?;
         let mut alerts_queued = 0;
         let mut webhooks_queued = 0;
         let outcome = match failure {

@@ -19,6 +19,11 @@ use crate::config::DatabaseUrl;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Set on each [`Db::redoable`] connection (SQLite refuses to change it inside a
+/// transaction, so it is the connection's, not the transaction's).
+const REDOABLE_SQLITE: &str = "pragma synchronous = normal";
+const REDOABLE_POSTGRES: &str = "set synchronous_commit = off";
+
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -31,6 +36,8 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The same database, for work that is redone when lost: see [`Db::redoable`].
+    redo: AnyPool,
     /// The same database through the concrete driver, for the session store.
     pub sessions: SessionPool,
     /// SQLite has one writer at a time, and its busy handler waits by sleeping: under
@@ -79,11 +86,22 @@ impl Db {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .with_context(|| {
                     format!("cannot connect to the PostgreSQL database at {url}; check that it is running and that DIRECTMAIL_DATABASE_URL is right")
                 })?;
+            let redo = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor as _;
+                        conn.execute(REDOABLE_POSTGRES).await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options);
             let sessions = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(8)
                 .connect(url.as_str())
@@ -92,6 +110,7 @@ impl Db {
             Ok(Db {
                 pool,
                 backend: Backend::Postgres,
+                redo,
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
@@ -128,28 +147,39 @@ impl Db {
                 options.get_filename().display()
             ))?
             .disable_statement_logging();
+            // the log is copied back into the database by the task below, not by
+            // whichever write happens to cross 1000 pages while it holds the one
+            // write turn
+            let pragmas = "pragma foreign_keys = on; pragma busy_timeout = 10000;
+                           pragma wal_autocheckpoint = 0;";
             let pool = AnyPoolOptions::new()
                 .max_connections(8)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
                         use sqlx::Executor as _;
-                        // the log is copied back into the database by the task below,
-                        // not by whichever write happens to cross 1000 pages while it
-                        // holds the one write turn
-                        conn.execute(
-                            "pragma foreign_keys = on; pragma busy_timeout = 10000;
-                             pragma wal_autocheckpoint = 0;",
-                        )
-                        .await?;
+                        conn.execute(pragmas).await?;
                         Ok(())
                     })
                 })
-                .connect_with(any_options)
+                .connect_with(any_options.clone())
                 .await
                 .with_context(|| format!("cannot open the SQLite database at {url}"))?;
+            // writes hold the one write turn, so few connections
+            let redo = AnyPoolOptions::new()
+                .max_connections(4)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor as _;
+                        conn.execute(pragmas).await?;
+                        conn.execute(REDOABLE_SQLITE).await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(any_options);
             let db = Db {
                 pool,
                 backend: Backend::Sqlite,
+                redo,
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
@@ -186,6 +216,7 @@ impl Db {
             .await
             .with_context(|| format!("cannot open the SQLite file {}", path.display()))?;
         Ok(Db {
+            redo: pool.clone(),
             pool,
             backend: Backend::Sqlite,
             // never used on a copy, so never opened
@@ -199,6 +230,7 @@ impl Db {
     /// Closes every connection and waits until they are closed.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.redo.close().await;
         match &self.sessions {
             SessionPool::Sqlite(pool) => pool.close().await,
             SessionPool::Postgres(pool) => pool.close().await,
@@ -217,12 +249,56 @@ impl Db {
     /// transaction that reads and then writes fails at once with SQLITE_BUSY
     /// ("database is locked", no waiting) when any other connection wrote in between,
     /// be it the session store, another task, or `directmail admin` run beside the
-    /// server. Every transaction of the product begins here.
+    /// server. Every transaction of the product begins here or in
+    /// [`Db::begin_redoable`].
     pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin_on(&self.pool).await
+    }
+
+    async fn begin_on(
+        &self,
+        pool: &AnyPool,
+    ) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => pool.begin_with("begin immediate").await,
+            Backend::Postgres => pool.begin().await,
         }
+    }
+
+    /// Connections for the workers' writes whose effects are redone when they are
+    /// lost, which commit without waiting for the disk: SQLite's `synchronous =
+    /// NORMAL` (in WAL mode), PostgreSQL's `synchronous_commit = off`. This is the one
+    /// place that decides which writes may be lost on a power failure.
+    ///
+    /// What such a commit guarantees: it survives the portal's crash (SIGKILL) like
+    /// any other, since the database, or the operating system, has it; a power
+    /// failure (or a crash of the PostgreSQL server) can lose the last ones
+    /// committed before the next sync of the log, never part of one, and never one
+    /// older than a commit that waited for the disk: the log is written in commit
+    /// order, so any ordinary commit (SQLite's `synchronous = FULL`, PostgreSQL's
+    /// default), or SQLite's checkpoint every second, makes every commit before it
+    /// durable.
+    ///
+    /// Who may use it: a worker recording work it claimed under a lease
+    /// ([`crate::leases`]) — processing and delivering a received message with its
+    /// notifications, claims, renewals, a queue entry's outcome — because losing that
+    /// write only puts the work back where the lease left it: it is claimed again
+    /// when the lease lapses and redone. What can repeat then is what left the
+    /// building before the loss: a queue entry already handed to the next HISP (a
+    /// message or notification sent twice, at least once as after a crash), or a
+    /// received message a user already saw, filed again. Anything acknowledged to the
+    /// outside must not use it: the store behind an SMTP 250, an API 202, a form's
+    /// success page, an admin command, the audit log; they use [`Db::pool`] and
+    /// [`Db::begin`], whose commits wait for the disk (and so also secure every
+    /// redoable commit before them). Workers whose own claim is an ordinary commit
+    /// (alerts, webhooks) never act on a delivery that could still be lost.
+    pub fn redoable(&self) -> &AnyPool {
+        &self.redo
+    }
+
+    /// [`Db::begin`] on a [`Db::redoable`] connection.
+    pub async fn begin_redoable(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin_on(&self.redo).await
     }
 
     /// A turn at writing, on SQLite; PostgreSQL needs none.
@@ -350,6 +426,40 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_the_redoable_connections_commit_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&DatabaseUrl(format!("sqlite://{}", path.display())))
+            .await
+            .unwrap();
+        let synchronous = async |pool: &AnyPool| -> i64 {
+            sqlx::query_scalar("pragma synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+        // FULL is 2, NORMAL 1 (WAL mode keeps NORMAL consistent after a power failure)
+        assert_eq!(synchronous(&db.pool).await, 2);
+        assert_eq!(synchronous(db.redoable()).await, 1);
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(db.redoable())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let mut tx = db.begin_redoable().await.unwrap();
+        sqlx::query("create table t (x integer)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 = sqlx::query_scalar("select count(*) from t")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 
     #[tokio::test]
     async fn what_is_written_is_copied_from_the_log_into_the_database_file_by_the_checkpoint_task()

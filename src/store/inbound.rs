@@ -172,7 +172,7 @@ impl Inbound {
 /// for `lease` seconds ([`crate::leases`]: the worker's instance renews it).
 pub async fn claim_next(db: &Db, now: i64, lease: i64) -> sqlx::Result<Option<Inbound>> {
     let turn = db.write_turn().await;
-    let id = claim_on(&mut *db.pool.acquire().await?, db.backend, now, lease).await?;
+    let id = claim_on(&mut *db.redoable().acquire().await?, db.backend, now, lease).await?;
     drop(turn);
     match id {
         Some(id) => claimed(db, id).await.map(Some),

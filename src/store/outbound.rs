@@ -119,7 +119,7 @@ pub struct Job {
 /// ([`crate::leases`]: the worker's instance renews it).
 pub async fn claim_next(db: &Db, now: i64, lease: i64, limit: i64) -> sqlx::Result<Vec<Job>> {
     let turn = db.write_turn().await;
-    let conn = &mut *db.pool.acquire().await?;
+    let conn = &mut *db.redoable().acquire().await?;
     let claimed = claim_on(conn, db.backend, now, lease, limit).await?;
     drop(turn);
     jobs(db, &claimed).await
