@@ -519,10 +519,10 @@ impl Processor {
                 if let Some((address, pem)) = &learned {
                     crate::store::outbound::learn_certificate(&mut tx, address, pem, now).await?;
                 }
-                for (mailbox_id, from, message_id, raw, to) in &mdns {
-                    crate::store::outbound::insert(
-                        &mut tx,
-                        crate::store::outbound::NewOutbound {
+                let mdns: Vec<_> = mdns
+                    .iter()
+                    .map(|(mailbox_id, from, message_id, raw, to)| {
+                        let m = crate::store::outbound::NewOutbound {
                             mailbox_id: Some(*mailbox_id),
                             kind: "mdn",
                             from_addr: from,
@@ -530,12 +530,11 @@ impl Processor {
                             subject: "delivery notification",
                             raw,
                             recipient_cert: None,
-                        },
-                        std::slice::from_ref(to),
-                        now,
-                    )
-                    .await?;
-                }
+                        };
+                        (m, std::slice::from_ref(to))
+                    })
+                    .collect();
+                crate::store::outbound::insert_all(&mut tx, &mdns, now).await?;
                 for (mailbox_id, m) in &deliveries {
                     let filed = inbound::deliver(
                         &mut tx,
