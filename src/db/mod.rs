@@ -16,6 +16,8 @@ use sqlx::{AnyPool, ConnectOptions as _};
 
 use crate::config::DatabaseUrl;
 
+pub mod group;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -46,6 +48,8 @@ pub struct Db {
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Received messages waiting to be stored together (SQLite's group commit).
     pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
+    /// Processed messages waiting to be recorded together (group commit too).
+    pub(crate) outcomes_waiting: std::sync::Arc<crate::inbound::Waiting>,
     /// On SQLite, a shared lock on the file beside the database ([`lock_path`]) for as
     /// long as any clone of this handle lives, so that `admin restore` can tell the
     /// database is in use (SQLite's own locks are not held by idle connections).
@@ -114,6 +118,7 @@ impl Db {
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                outcomes_waiting: Default::default(),
                 _in_use: None,
             })
         } else {
@@ -183,6 +188,7 @@ impl Db {
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                outcomes_waiting: Default::default(),
                 _in_use: Some(std::sync::Arc::new(in_use)),
             };
             spawn_checkpoints(&db);
@@ -223,6 +229,7 @@ impl Db {
             sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
             writes: Default::default(),
             inbound_waiting: Default::default(),
+            outcomes_waiting: Default::default(),
             _in_use: None,
         })
     }

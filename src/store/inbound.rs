@@ -40,48 +40,21 @@ pub async fn insert(db: &Db, m: NewInbound<'_>, now: i64) -> sqlx::Result<i64> {
         tx.commit().await?;
         return Ok(id);
     }
-    let (done, stored) = tokio::sync::oneshot::channel();
-    db.inbound_waiting.push(m, done);
-    let turn = db.write_turn().await;
-    let batch = db.inbound_waiting.take();
-    if !batch.is_empty() {
-        let (messages, done): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let ids = insert_all(db, messages).await;
-        for (i, done) in done.into_iter().enumerate() {
-            let _ = done.send(match &ids {
-                Ok(ids) => Ok(ids[i]),
-                Err(e) => Err(e.to_string()),
-            });
-        }
-    }
-    drop(turn);
-    match stored.await {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(e)) => Err(sqlx::Error::Protocol(e)),
-        Err(_) => Err(sqlx::Error::Protocol(
-            "the session storing this message stopped before it finished".into(),
-        )),
-    }
+    let stored = db
+        .inbound_waiting
+        .write(db.write_turn(), m, move |batch| async move {
+            let n = batch.len();
+            match insert_all(db, batch).await {
+                Ok(ids) => ids.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.to_string()); n],
+            }
+        })
+        .await;
+    stored.map_err(sqlx::Error::Protocol)
 }
 
-/// Received messages waiting for SQLite's write turn, with where each one's id goes.
-#[derive(Debug, Default)]
-pub struct Waiting(std::sync::Mutex<Vec<(Owned, Stored)>>);
-
-type Stored = tokio::sync::oneshot::Sender<Result<i64, String>>;
-
-impl Waiting {
-    fn push(&self, m: Owned, done: Stored) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((m, done));
-    }
-
-    fn take(&self) -> Vec<(Owned, Stored)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
+/// Received messages waiting for SQLite's write turn.
+pub type Waiting = crate::db::group::Waiting<Owned, i64>;
 
 /// A received message as it is stored.
 pub struct Owned {
