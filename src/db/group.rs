@@ -65,3 +65,61 @@ impl<T, R> Waiting<T, R> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Waiting;
+    use crate::config::DatabaseUrl;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn writers_waiting_for_the_turn_together_are_written_in_one_go_and_each_gets_its_own_answer()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&DatabaseUrl(url)).await.unwrap();
+        let waiting: Arc<Waiting<i64, i64>> = Arc::default();
+        let writes = Arc::new(AtomicUsize::new(0));
+        // the turn is held while five writers queue up behind it
+        let turn = db.write_turn().await;
+        let writers: Vec<_> = (0..5)
+            .map(|i| {
+                let (db, waiting, writes) = (db.clone(), waiting.clone(), writes.clone());
+                tokio::spawn(async move {
+                    waiting
+                        .write(db.write_turn(), i, move |batch| async move {
+                            writes.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(batch.len(), 5, "everything waiting is written together");
+                            batch
+                                .into_iter()
+                                .map(|i| {
+                                    if i == 3 {
+                                        Err("three".into())
+                                    } else {
+                                        Ok(i * 10)
+                                    }
+                                })
+                                .collect()
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while waiting.lock().len() < 5 {
+            tokio::task::yield_now().await;
+        }
+        drop(turn);
+        let mut answers = Vec::new();
+        for w in writers {
+            answers.push(w.await.unwrap());
+        }
+        assert_eq!(
+            answers,
+            [Ok(0), Ok(10), Ok(20), Err("three".to_owned()), Ok(40)]
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 1);
+    }
+}
