@@ -330,15 +330,26 @@ pub async fn append(
 /// Entries recorded at the same moment (many users opening messages) are appended
 /// together: one transaction, and one turn at the head row, for all of them.
 pub async fn record(db: &Db, now: i64, actor: &Actor, event: Event<'_>) -> sqlx::Result<i64> {
+    let turn = async {
+        let sqlite = db.write_turn().await;
+        (sqlite, db.audit_turn.clone().lock_owned().await)
+    };
     let entry = Entry::draft(now, actor, event);
     db.audit_waiting
-        .commit(db, entry, async |mut entries| {
-            let mut tx = db.begin().await?;
-            chain(&mut tx, &mut entries).await?;
-            tx.commit().await?;
-            Ok(entries.iter().map(|e| e.id).collect())
+        .write(turn, entry, async |mut entries| {
+            let n = entries.len();
+            let written = async {
+                let mut tx = db.begin().await?;
+                chain(&mut tx, &mut entries).await?;
+                tx.commit().await
+            };
+            match written.await {
+                Ok(()) => entries.iter().map(|e| Ok(e.id)).collect(),
+                Err(e) => vec![Err(e.to_string()); n],
+            }
         })
         .await
+        .map_err(sqlx::Error::Protocol)
 }
 
 /// Rows per insert statement when entries are appended together.

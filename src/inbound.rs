@@ -198,7 +198,7 @@ impl Processor {
             Err(e) if message.attempts >= MAX_ATTEMPTS => {
                 let detail = format!("processing failed {} times: {e:#}", message.attempts);
                 let _turn = self.db.write_turn().await;
-                let mut tx = self.db.begin().await?;
+                let mut tx = self.db.begin_redoable().await?;
                 inbound::finish(
                     &mut tx,
                     message,
@@ -223,7 +223,7 @@ impl Processor {
                 .bind(now + 5)
                 .bind(id)
                 .bind(message.attempts)
-                .execute(&self.db.pool)
+                .execute(self.db.redoable())
                 .await;
                 Err(e)
             }
@@ -443,10 +443,102 @@ impl Processor {
                 "no recipient is on a domain hosted here".into(),
             ));
         }
-        let steps_text = steps.join("\n");
+        let work = Work {
+            // the envelope is enough to record the outcome
+            message: Inbound {
+                raw: Vec::new(),
+                id: message.id,
+                received_at: message.received_at,
+                mail_from: message.mail_from.clone(),
+                rcpt_to: message.rcpt_to.clone(),
+                remote_ip: message.remote_ip.clone(),
+                attempts: message.attempts,
+            },
+            failure,
+            notice,
+            notifications,
+            learned,
+            mdns,
+            deliveries,
+            steps: steps.join("\n"),
+            now,
+        };
         let delivering = std::time::Instant::now();
-        let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin().await?;
+        let db = &self.db;
+        let written = db
+            .outcomes_waiting
+            .write(db.write_turn(), work, move |batch| self.record_all(batch))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        stages::record(Stage::Deliver, delivering.elapsed());
+        if written.notify_sender {
+            self.wake_sender.notify_one();
+        }
+        if written.alerts > 0 {
+            self.wake_alerts.notify_one();
+        }
+        // a notification may have moved a delivery status, which queues events too
+        if written.webhooks > 0 || matches!(written.outcome, Outcome::Notification) {
+            self.wake_webhooks.notify_one();
+        }
+        Ok((written.outcome, written.next))
+    }
+
+    /// Records the outcomes of `batch` (several workers' messages on SQLite, group
+    /// commit) in one transaction, each with the claim of its worker's next message;
+    /// an answer for each. When there are several, each is written under a savepoint,
+    /// so that one that fails (its claim was taken over) leaves the others written.
+    /// The transaction is [`Db::begin_redoable`]: lost on a power failure, each outcome
+    /// is worked out again under a new claim.
+    async fn record_all(&self, batch: Vec<Work>) -> Vec<Result<Written, String>> {
+        use sqlx::Acquire as _;
+        let n = batch.len();
+        let all = async {
+            let mut tx = self.db.begin_redoable().await?;
+            let mut answers = Vec::with_capacity(n);
+            for work in batch {
+                if n == 1 {
+                    // alone: a failure rolls the whole transaction back
+                    answers.push(Ok(self.record(&mut tx, work).await?));
+                    continue;
+                }
+                let mut one = tx.begin().await?;
+                match self.record(&mut one, work).await {
+                    Ok(written) => {
+                        one.commit().await?;
+                        answers.push(Ok(written));
+                    }
+                    Err(e) => {
+                        one.rollback().await?;
+                        answers.push(Err(format!("{e:#}")));
+                    }
+                }
+            }
+            tx.commit().await?;
+            anyhow::Ok(answers)
+        };
+        match all.await {
+            Ok(answers) => answers,
+            Err(e) => (0..n).map(|_| Err(format!("{e:#}"))).collect(),
+        }
+    }
+
+    /// Records one message's outcome, with its deliveries and notifications, and
+    /// claims this worker's next message, on `tx`.
+    async fn record(&self, tx: &mut sqlx::AnyConnection, work: Work) -> anyhow::Result<Written> {
+        let Work {
+            message,
+            failure,
+            notice,
+            notifications,
+            learned,
+            mdns,
+            deliveries,
+            steps,
+            now,
+        } = work;
+        let message = &message;
+        let steps_text = steps;
         let mut alerts_queued = 0;
         let mut webhooks_queued = 0;
         let outcome = match failure {
@@ -456,10 +548,10 @@ impl Processor {
                     .unwrap_or_else(|| routing_failure(&code));
                 let detail = format!("{sentence} ({detail})");
                 if let Some(n) = &notice {
-                    n.queue(&mut tx, &self.db, now).await?;
+                    n.queue(&mut *tx, &self.db, now).await?;
                 }
                 inbound::finish(
-                    &mut tx,
+                    &mut *tx,
                     message,
                     "quarantined",
                     &code,
@@ -495,7 +587,7 @@ impl Processor {
                                 String::new()
                             };
                             let moved_from = crate::store::outbound::advance(
-                                &mut tx,
+                                &mut *tx,
                                 outbound_id,
                                 &n.final_recipient,
                                 state,
@@ -505,23 +597,24 @@ impl Processor {
                             .await?;
                             if let Some(before) = moved_from {
                                 let m = &self.metrics;
-                                m.notified(&mut tx, outbound_id, &before, state, now)
+                                m.notified(&mut *tx, outbound_id, &before, state, now)
                                     .await?;
                             }
                         }
                     }
                 }
-                inbound::finish(&mut tx, message, "delivered", "mdn", "", &steps_text, now).await?;
+                inbound::finish(&mut *tx, message, "delivered", "mdn", "", &steps_text, now)
+                    .await?;
                 Outcome::Notification
             }
             None => {
                 if let Some((address, pem)) = &learned {
-                    crate::store::outbound::learn_certificate(&mut tx, address, pem, now).await?;
+                    crate::store::outbound::learn_certificate(&mut *tx, address, pem, now).await?;
                 }
-                for (mailbox_id, from, message_id, raw, to) in &mdns {
-                    crate::store::outbound::insert(
-                        &mut tx,
-                        crate::store::outbound::NewOutbound {
+                let mdns: Vec<_> = mdns
+                    .iter()
+                    .map(|(mailbox_id, from, message_id, raw, to)| {
+                        let m = crate::store::outbound::NewOutbound {
                             mailbox_id: Some(*mailbox_id),
                             kind: "mdn",
                             from_addr: from,
@@ -529,15 +622,14 @@ impl Processor {
                             subject: "delivery notification",
                             raw,
                             recipient_cert: None,
-                        },
-                        std::slice::from_ref(to),
-                        now,
-                    )
-                    .await?;
-                }
+                        };
+                        (m, std::slice::from_ref(to))
+                    })
+                    .collect();
+                crate::store::outbound::insert_all(&mut *tx, &mdns, now).await?;
                 for (mailbox_id, m) in &deliveries {
                     let filed = inbound::deliver(
-                        &mut tx,
+                        &mut *tx,
                         NewMessage {
                             mailbox_id: *mailbox_id,
                             inbound_id: Some(message.id),
@@ -561,10 +653,10 @@ impl Processor {
                     // the alert names only the mailbox; the worker counts at send time
                     if filed {
                         alerts_queued +=
-                            crate::store::alerts::new_mail(&mut tx, *mailbox_id, now).await?;
+                            crate::store::alerts::new_mail(&mut *tx, *mailbox_id, now).await?;
                         // and the EHRs' webhooks: ids only, posted by their worker
                         webhooks_queued += crate::store::webhooks::message_received(
-                            &mut tx,
+                            &mut *tx,
                             *mailbox_id,
                             message.id,
                             now,
@@ -573,7 +665,7 @@ impl Processor {
                     }
                 }
                 inbound::finish(
-                    &mut tx,
+                    &mut *tx,
                     message,
                     "delivered",
                     "trusted",
@@ -597,22 +689,16 @@ impl Processor {
             // the next claim's lease starts now, not when this message's processing did
             false => {
                 let lease = self.leases.seconds();
-                inbound::claim_on(&mut tx, self.db.backend, self.clock.now(), lease).await?
+                inbound::claim_on(tx, self.db.backend, self.clock.now(), lease).await?
             }
         };
-        tx.commit().await?;
-        stages::record(Stage::Deliver, delivering.elapsed());
-        if !mdns.is_empty() || notice.is_some() {
-            self.wake_sender.notify_one();
-        }
-        if alerts_queued > 0 {
-            self.wake_alerts.notify_one();
-        }
-        // a notification may have moved a delivery status, which queues events too
-        if webhooks_queued > 0 || matches!(outcome, Outcome::Notification) {
-            self.wake_webhooks.notify_one();
-        }
-        Ok((outcome, next))
+        Ok(Written {
+            outcome,
+            next,
+            alerts: alerts_queued,
+            webhooks: webhooks_queued,
+            notify_sender: !mdns.is_empty() || notice.is_some(),
+        })
     }
 }
 
@@ -625,6 +711,38 @@ fn signer_certificate(
         .certificates
         .iter()
         .find(|c| directmail_smime::fingerprint_sha256(c) == signer.fingerprint_sha256)
+}
+
+/// Processed messages waiting to be recorded (group commit on SQLite).
+pub type Waiting = crate::db::group::Waiting<Work, Written>;
+
+/// What processing a message found, to be recorded in one write.
+pub struct Work {
+    message: Inbound,
+    /// The verdict code and detail when the message is quarantined.
+    failure: Option<(String, String)>,
+    notice: Option<FailureNotice>,
+    /// Notifications about our own messages that it carried.
+    notifications: Vec<outbound::Notification>,
+    /// A signer's certificate to remember: (address, PEM).
+    learned: Option<(String, String)>,
+    /// (mailbox, its address, Message-ID, the notification, where it goes)
+    mdns: Vec<(i64, String, String, Vec<u8>, String)>,
+    deliveries: Vec<(i64, NewOwned)>,
+    steps: String,
+    now: i64,
+}
+
+/// What recording a message's outcome did.
+pub struct Written {
+    outcome: Outcome,
+    /// The next message this worker claimed in the same write.
+    next: Option<i64>,
+    /// New-mail alerts and webhook events queued.
+    alerts: u64,
+    webhooks: u64,
+    /// Notifications were queued for the sender worker.
+    notify_sender: bool,
 }
 
 /// An owned delivery, gathered before the transaction.

@@ -89,7 +89,7 @@ impl Leases {
             return Ok(0);
         }
         let _turn = db.write_turn().await;
-        let mut tx = db.begin().await?;
+        let mut tx = db.begin_redoable().await?;
         let mut renewed = 0;
         for (claim, attempts) in held {
             let (sql, id) = match claim {

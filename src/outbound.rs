@@ -344,7 +344,8 @@ impl Sender {
         now: i64,
     ) -> sqlx::Result<Vec<i64>> {
         let _turn = self.db.write_turn().await;
-        let mut tx = self.db.begin().await?;
+        // lost on a power failure, the entries are claimed and sent again
+        let mut tx = self.db.begin_redoable().await?;
         for (job, result) in jobs.iter().zip(results) {
             self.record_one(&mut tx, job, result, now).await?;
         }

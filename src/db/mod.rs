@@ -16,8 +16,15 @@ use sqlx::{AnyPool, ConnectOptions as _};
 
 use crate::config::DatabaseUrl;
 
+pub mod group;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Set on each [`Db::redoable`] connection (SQLite refuses to change it inside a
+/// transaction, so it is the connection's, not the transaction's).
+const REDOABLE_SQLITE: &str = "pragma synchronous = normal";
+const REDOABLE_POSTGRES: &str = "set synchronous_commit = off";
 
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +38,8 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The same database, for work that is redone when lost: see [`Db::redoable`].
+    redo: AnyPool,
     /// The same database through the concrete driver, for the session store.
     pub sessions: SessionPool,
     /// SQLite has one writer at a time, and its busy handler waits by sleeping: under
@@ -38,87 +47,18 @@ pub struct Db {
     /// delivers) throughput collapses. The hot write paths queue here instead.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Received messages waiting to be stored together (SQLite's group commit).
-    pub(crate) inbound_waiting: std::sync::Arc<Group<crate::store::inbound::Owned>>,
-    /// Audit entries of [`crate::audit::record`] waiting to be appended together.
-    pub(crate) audit_waiting: std::sync::Arc<Group<crate::audit::Entry>>,
+    pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
+    /// Processed messages waiting to be recorded together (group commit too).
+    pub(crate) outcomes_waiting: std::sync::Arc<crate::inbound::Waiting>,
+    /// Audit entries of [`crate::audit::record`] waiting to be appended together, and
+    /// the turn at appending them (one batch at a time in this process, on both
+    /// databases: the chain's head row takes one writer at a time anyway).
+    pub(crate) audit_waiting: std::sync::Arc<group::Waiting<crate::audit::Entry, i64>>,
+    pub(crate) audit_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// On SQLite, a shared lock on the file beside the database ([`lock_path`]) for as
     /// long as any clone of this handle lives, so that `admin restore` can tell the
     /// database is in use (SQLite's own locks are not held by idle connections).
     _in_use: Option<std::sync::Arc<std::fs::File>>,
-}
-
-/// Writes that wait together are committed together (group commit): whichever of the
-/// waiting tasks gets the turn first writes every item waiting by then, in one
-/// transaction, so that they pay one commit (on SQLite, one sync of the log) where
-/// each alone paid one; each task learns its own item's id. The turn is SQLite's
-/// write turn and, for PostgreSQL, this group's own: one batch at a time per process.
-pub struct Group<T> {
-    waiting: std::sync::Mutex<Vec<(T, Written)>>,
-    leader: tokio::sync::Mutex<()>,
-}
-
-type Written = tokio::sync::oneshot::Sender<Result<i64, String>>;
-
-impl<T> Default for Group<T> {
-    fn default() -> Self {
-        Group {
-            waiting: Default::default(),
-            leader: Default::default(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Group<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group").finish_non_exhaustive()
-    }
-}
-
-impl<T> Group<T> {
-    /// Writes `item` with whatever else waits: `write` gets the batch, in the order it
-    /// came, and returns one id per item, in the same order.
-    #[track_caller]
-    pub fn commit<'a>(
-        &'a self,
-        db: &'a Db,
-        item: T,
-        write: impl AsyncFnOnce(Vec<T>) -> sqlx::Result<Vec<i64>> + 'a,
-    ) -> impl Future<Output = sqlx::Result<i64>> + 'a {
-        let at = std::panic::Location::caller();
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((item, done));
-        async move {
-            {
-                let _turn = db.write_turn_at(at).await;
-                let _leader = self.leader.lock().await;
-                let batch =
-                    std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-                if !batch.is_empty() {
-                    let (items, done): (Vec<T>, Vec<Written>) = batch.into_iter().unzip();
-                    let ids = write(items).await;
-                    for (i, done) in done.into_iter().enumerate() {
-                        let _ = done.send(match &ids {
-                            Ok(ids) => ids
-                                .get(i)
-                                .copied()
-                                .ok_or_else(|| "a batch was written without this item".into()),
-                            Err(e) => Err(e.to_string()),
-                        });
-                    }
-                }
-            }
-            match written.await {
-                Ok(Ok(id)) => Ok(id),
-                Ok(Err(e)) => Err(sqlx::Error::Protocol(e)),
-                Err(_) => Err(sqlx::Error::Protocol(
-                    "the task writing this batch stopped before it finished".into(),
-                )),
-            }
-        }
-    }
 }
 
 /// SQLite's one writer at a time: held until dropped; how long it was held counts
@@ -155,11 +95,22 @@ impl Db {
             let pool = pool_options(AnyPoolOptions::new())
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .with_context(|| {
                     format!("cannot connect to the PostgreSQL database at {url}; check that it is running and that DIRECTMAIL_DATABASE_URL is right")
                 })?;
+            let redo = pool_options(AnyPoolOptions::new())
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor as _;
+                        conn.execute(REDOABLE_POSTGRES).await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options);
             let sessions = pool_options(sqlx::postgres::PgPoolOptions::new())
                 .max_connections(8)
                 .connect(url.as_str())
@@ -168,10 +119,13 @@ impl Db {
             Ok(Db {
                 pool,
                 backend: Backend::Postgres,
+                redo,
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                outcomes_waiting: Default::default(),
                 audit_waiting: Default::default(),
+                audit_turn: Default::default(),
                 _in_use: None,
             })
         } else {
@@ -205,32 +159,45 @@ impl Db {
                 options.get_filename().display()
             ))?
             .disable_statement_logging();
+            // the log is copied back into the database by the task below, not by
+            // whichever write happens to cross 1000 pages while it holds the one
+            // write turn
+            let pragmas = "pragma foreign_keys = on; pragma busy_timeout = 10000;
+                           pragma wal_autocheckpoint = 0;";
             let pool = pool_options(AnyPoolOptions::new())
                 .max_connections(8)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
                         use sqlx::Executor as _;
-                        // the log is copied back into the database by the task below,
-                        // not by whichever write happens to cross 1000 pages while it
-                        // holds the one write turn
-                        conn.execute(
-                            "pragma foreign_keys = on; pragma busy_timeout = 10000;
-                             pragma wal_autocheckpoint = 0;",
-                        )
-                        .await?;
+                        conn.execute(pragmas).await?;
                         Ok(())
                     })
                 })
-                .connect_with(any_options)
+                .connect_with(any_options.clone())
                 .await
                 .with_context(|| format!("cannot open the SQLite database at {url}"))?;
+            // writes hold the one write turn, so few connections
+            let redo = pool_options(AnyPoolOptions::new())
+                .max_connections(4)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor as _;
+                        conn.execute(pragmas).await?;
+                        conn.execute(REDOABLE_SQLITE).await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(any_options);
             let db = Db {
                 pool,
                 backend: Backend::Sqlite,
+                redo,
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                outcomes_waiting: Default::default(),
                 audit_waiting: Default::default(),
+                audit_turn: Default::default(),
                 _in_use: Some(std::sync::Arc::new(in_use)),
             };
             spawn_checkpoints(&db);
@@ -264,13 +231,16 @@ impl Db {
             .await
             .with_context(|| format!("cannot open the SQLite file {}", path.display()))?;
         Ok(Db {
+            redo: pool.clone(),
             pool,
             backend: Backend::Sqlite,
             // never used on a copy, so never opened
             sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
             writes: Default::default(),
             inbound_waiting: Default::default(),
+            outcomes_waiting: Default::default(),
             audit_waiting: Default::default(),
+            audit_turn: Default::default(),
             _in_use: None,
         })
     }
@@ -278,6 +248,7 @@ impl Db {
     /// Closes every connection and waits until they are closed.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.redo.close().await;
         match &self.sessions {
             SessionPool::Sqlite(pool) => pool.close().await,
             SessionPool::Postgres(pool) => pool.close().await,
@@ -296,24 +267,62 @@ impl Db {
     /// transaction that reads and then writes fails at once with SQLITE_BUSY
     /// ("database is locked", no waiting) when any other connection wrote in between,
     /// be it the session store, another task, or `directmail admin` run beside the
-    /// server. Every transaction of the product begins here.
+    /// server. Every transaction of the product begins here or in
+    /// [`Db::begin_redoable`].
     pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin_on(&self.pool).await
+    }
+
+    async fn begin_on(
+        &self,
+        pool: &AnyPool,
+    ) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => pool.begin_with("begin immediate").await,
+            Backend::Postgres => pool.begin().await,
         }
+    }
+
+    /// Connections for the workers' writes whose effects are redone when they are
+    /// lost, which commit without waiting for the disk: SQLite's `synchronous =
+    /// NORMAL` (in WAL mode), PostgreSQL's `synchronous_commit = off`. This is the one
+    /// place that decides which writes may be lost on a power failure.
+    ///
+    /// What such a commit guarantees: it survives the portal's crash (SIGKILL) like
+    /// any other, since the database, or the operating system, has it; a power
+    /// failure (or a crash of the PostgreSQL server) can lose the last ones
+    /// committed before the next sync of the log, never part of one, and never one
+    /// older than a commit that waited for the disk: the log is written in commit
+    /// order, so any ordinary commit (SQLite's `synchronous = FULL`, PostgreSQL's
+    /// default), or SQLite's checkpoint every second, makes every commit before it
+    /// durable.
+    ///
+    /// Who may use it: a worker recording work it claimed under a lease
+    /// ([`crate::leases`]) — processing and delivering a received message with its
+    /// notifications, claims, renewals, a queue entry's outcome — because losing that
+    /// write only puts the work back where the lease left it: it is claimed again
+    /// when the lease lapses and redone. What can repeat then is what left the
+    /// building before the loss: a queue entry already handed to the next HISP (a
+    /// message or notification sent twice, at least once as after a crash), or a
+    /// received message a user already saw, filed again. Anything acknowledged to the
+    /// outside must not use it: the store behind an SMTP 250, an API 202, a form's
+    /// success page, an admin command, the audit log; they use [`Db::pool`] and
+    /// [`Db::begin`], whose commits wait for the disk (and so also secure every
+    /// redoable commit before them). Workers whose own claim is an ordinary commit
+    /// (alerts, webhooks) never act on a delivery that could still be lost.
+    pub fn redoable(&self) -> &AnyPool {
+        &self.redo
+    }
+
+    /// [`Db::begin`] on a [`Db::redoable`] connection.
+    pub async fn begin_redoable(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.begin_on(&self.redo).await
     }
 
     /// A turn at writing, on SQLite; PostgreSQL needs none.
     #[track_caller]
     pub fn write_turn(&self) -> impl Future<Output = Option<WriteTurn>> + Send + 'static {
-        self.write_turn_at(std::panic::Location::caller())
-    }
-
-    fn write_turn_at(
-        &self,
-        at: &'static std::panic::Location<'static>,
-    ) -> impl Future<Output = Option<WriteTurn>> + Send + 'static {
+        let at = std::panic::Location::caller();
         let writes = (self.backend == Backend::Sqlite).then(|| self.writes.clone());
         async move {
             Some(WriteTurn {
@@ -455,6 +464,40 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_the_redoable_connections_commit_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&DatabaseUrl(format!("sqlite://{}", path.display())))
+            .await
+            .unwrap();
+        let synchronous = async |pool: &AnyPool| -> i64 {
+            sqlx::query_scalar("pragma synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+        // FULL is 2, NORMAL 1 (WAL mode keeps NORMAL consistent after a power failure)
+        assert_eq!(synchronous(&db.pool).await, 2);
+        assert_eq!(synchronous(db.redoable()).await, 1);
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(db.redoable())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let mut tx = db.begin_redoable().await.unwrap();
+        sqlx::query("create table t (x integer)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 = sqlx::query_scalar("select count(*) from t")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 
     #[tokio::test]
     async fn what_is_written_is_copied_from_the_log_into_the_database_file_by_the_checkpoint_task()

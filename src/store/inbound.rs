@@ -40,10 +40,21 @@ pub async fn insert(db: &Db, m: NewInbound<'_>, now: i64) -> sqlx::Result<i64> {
         tx.commit().await?;
         return Ok(id);
     }
-    db.inbound_waiting
-        .commit(db, m, async |messages| insert_all(db, messages).await)
-        .await
+    let stored = db
+        .inbound_waiting
+        .write(db.write_turn(), m, move |batch| async move {
+            let n = batch.len();
+            match insert_all(db, batch).await {
+                Ok(ids) => ids.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.to_string()); n],
+            }
+        })
+        .await;
+    stored.map_err(sqlx::Error::Protocol)
 }
+
+/// Received messages waiting for SQLite's write turn.
+pub type Waiting = crate::db::group::Waiting<Owned, i64>;
 
 /// A received message as it is stored.
 pub struct Owned {
@@ -134,7 +145,7 @@ impl Inbound {
 /// for `lease` seconds ([`crate::leases`]: the worker's instance renews it).
 pub async fn claim_next(db: &Db, now: i64, lease: i64) -> sqlx::Result<Option<Inbound>> {
     let turn = db.write_turn().await;
-    let id = claim_on(&mut *db.pool.acquire().await?, db.backend, now, lease).await?;
+    let id = claim_on(&mut *db.redoable().acquire().await?, db.backend, now, lease).await?;
     drop(turn);
     match id {
         Some(id) => claimed(db, id).await.map(Some),
@@ -453,10 +464,10 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
         "insert into messages (mailbox_id, folder, inbound_id, message_id, from_addr, subject, received_at,
                                trust_code, trust_sentence, signer_subject, signer_issuer, revocation,
                                from_name, to_addrs, snippet, body_text, attachment_names, has_attachments,
-                               attachment_checks, patient_name, patient_id, patient_birth_date, patient_sex,
-                               patient_source, patient_given, patient_family)
+                               attachment_checks, signer_facts, test_anchor, patient_name, patient_id,
+                               patient_birth_date, patient_sex, patient_source, patient_given, patient_family)
          values ($1, 'inbox', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25)
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27)
          on conflict (mailbox_id, inbound_id) do nothing returning id",
     )
     .bind(m.mailbox_id)
@@ -476,7 +487,13 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(ix.body_text.as_str())
     .bind(ix.attachment_names.as_str())
     .bind(i64::from(ix.has_attachments))
-    .bind(m.attachment_checks);
+    .bind(m.attachment_checks)
+    .bind(
+        m.signer_facts
+            .and_then(|facts| serde_json::to_string(facts).ok())
+            .unwrap_or_default(),
+    )
+    .bind(i64::from(m.signer_facts.is_some_and(SignerFacts::test_anchor)));
     let filed: Option<i64> = bind_patient(done, m.filing.patient.as_ref())
         .fetch_optional(&mut *conn)
         .await?
@@ -488,14 +505,6 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     super::messages::store_raw(conn, id, m.raw).await?;
     record_filing(conn, id, m.filing).await?;
     super::requests::answered_by(conn, m.mailbox_id, id, m.from_addr, m.filing, now).await?;
-    if let Some(facts) = m.signer_facts {
-        sqlx::query("update messages set signer_facts = $1, test_anchor = $2 where id = $3")
-            .bind(serde_json::to_string(facts).unwrap_or_default())
-            .bind(i64::from(facts.test_anchor()))
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(true)
 }
 

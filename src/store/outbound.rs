@@ -25,20 +25,94 @@ pub async fn insert(
     recipients: &[String],
     now: i64,
 ) -> sqlx::Result<i64> {
-    let id: i64 = sqlx::query_scalar(
+    let ids = insert_all(conn, &[(m, recipients)], now).await?;
+    Ok(ids[0])
+}
+
+/// [`insert`] for several messages, each with its recipients, in three statements
+/// whatever their number (each a round trip on PostgreSQL); their ids, in order.
+pub async fn insert_all(
+    conn: &mut AnyConnection,
+    messages: &[(NewOutbound<'_>, &[String])],
+    now: i64,
+) -> sqlx::Result<Vec<i64>> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
         "insert into outbound_messages (mailbox_id, kind, from_addr, message_id, subject, raw, created_at, recipient_cert)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning id",
-    )
-    .bind(m.mailbox_id)
-    .bind(m.kind)
-    .bind(m.from_addr)
-    .bind(m.message_id)
-    .bind(m.subject)
-    .bind(m.raw.to_vec())
-    .bind(now)
-    .bind(m.recipient_cert)
-    .fetch_one(&mut *conn)
-    .await?;
+         values {} returning id",
+        values(1, messages.len(), 8, "")
+    );
+    let mut q = sqlx::query_scalar(&sql);
+    for (m, _) in messages {
+        q = q
+            .bind(m.mailbox_id)
+            .bind(m.kind)
+            .bind(m.from_addr)
+            .bind(m.message_id)
+            .bind(m.subject)
+            .bind(m.raw.to_vec())
+            .bind(now)
+            .bind(m.recipient_cert);
+    }
+    let mut ids: Vec<i64> = q.fetch_all(&mut *conn).await?;
+    // the rows of one insert get increasing ids in the order they are written
+    // (SQLite's next rowid, PostgreSQL's sequence), whatever order they come back in
+    ids.sort_unstable();
+    // one queue entry per message and recipient domain, one status per recipient
+    let mut queued: Vec<(i64, String, String)> = Vec::new();
+    let mut statuses: Vec<(i64, String)> = Vec::new();
+    for (id, (_, recipients)) in ids.iter().zip(messages) {
+        for (domain, list) in by_domain(recipients) {
+            statuses.extend(list.iter().map(|r| (*id, r.clone())));
+            queued.push((*id, domain, list.join("\n")));
+        }
+    }
+    for rows in queued.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "insert into outbound_queue (outbound_id, domain, recipients, state, next_attempt_at, created_at, updated_at)
+             values {}",
+            values(2, rows.len(), 3, ", 'queued', $1, $1, $1")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for (id, domain, recipients) in rows {
+            q = q.bind(id).bind(domain).bind(recipients);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for rows in statuses.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "insert into delivery_status (outbound_id, recipient, state, updated_at)
+             values {}",
+            values(2, rows.len(), 2, ", 'queued', $1")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for (id, recipient) in rows {
+            q = q.bind(id).bind(recipient);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(ids)
+}
+
+/// Rows per multi-row insert: few enough parameters for either database.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// `rows` rows of `columns` parameters numbered from `first`, each followed by
+/// `tail`: `($2, $3, 'queued'), ($4, $5, 'queued')`.
+fn values(first: usize, rows: usize, columns: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let params = super::messages::placeholders(first + r * columns, columns);
+            format!("({params}{tail})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Recipients, lowercased and without repeats, by domain, in the order first named.
+fn by_domain(recipients: &[String]) -> Vec<(String, Vec<String>)> {
     let mut domains: Vec<(String, Vec<String>)> = Vec::new();
     for r in recipients {
         let r = r.to_ascii_lowercase();
@@ -52,29 +126,7 @@ pub async fn insert(
             None => domains.push((domain, vec![r])),
         }
     }
-    for (domain, list) in &domains {
-        sqlx::query(
-            "insert into outbound_queue (outbound_id, domain, recipients, state, next_attempt_at, created_at, updated_at)
-             values ($1, $2, $3, 'queued', $4, $4, $4)",
-        )
-        .bind(id)
-        .bind(domain)
-        .bind(list.join("\n"))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        for r in list {
-            sqlx::query(
-                "insert into delivery_status (outbound_id, recipient, state, updated_at) values ($1, $2, 'queued', $3)",
-            )
-            .bind(id)
-            .bind(r)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(id)
+    domains
 }
 
 /// Records the API client's `Idempotency-Key` of a message just inserted (in the
@@ -119,19 +171,46 @@ pub struct Job {
 /// ([`crate::leases`]: the worker's instance renews it).
 pub async fn claim_next(db: &Db, now: i64, lease: i64, limit: i64) -> sqlx::Result<Vec<Job>> {
     let turn = db.write_turn().await;
-    let conn = &mut *db.pool.acquire().await?;
+    let conn = &mut *db.redoable().acquire().await?;
     let claimed = claim_on(conn, db.backend, now, lease, limit).await?;
     drop(turn);
     jobs(db, &claimed).await
 }
 
-/// The jobs of claimed queue entries, in order.
+/// The jobs of claimed queue entries, by queue id, in one query.
 pub async fn jobs(db: &Db, queue_ids: &[i64]) -> sqlx::Result<Vec<Job>> {
-    let mut jobs = Vec::with_capacity(queue_ids.len());
-    for id in queue_ids {
-        jobs.push(job(db, *id).await?);
+    if queue_ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(jobs)
+    let sql = format!(
+        "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw,
+                m.recipient_cert
+         from outbound_queue q join outbound_messages m on m.id = q.outbound_id
+         where q.id in ({}) order by q.id",
+        super::messages::placeholders(1, queue_ids.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for id in queue_ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|row| {
+            let recipients: String = row.try_get("recipients")?;
+            Ok(Job {
+                queue_id: row.try_get("id")?,
+                outbound_id: row.try_get("outbound_id")?,
+                kind: row.try_get("kind")?,
+                domain: row.try_get("domain")?,
+                recipients: recipients.lines().map(str::to_owned).collect(),
+                from_addr: row.try_get("from_addr")?,
+                raw: row.try_get("raw")?,
+                attempts: row.try_get("attempts")?,
+                created_at: row.try_get("created_at")?,
+                recipient_cert: row.try_get("recipient_cert")?,
+            })
+        })
+        .collect()
 }
 
 /// Claims up to `limit` entries due on `conn` (in the caller's transaction, when it
@@ -170,31 +249,6 @@ pub async fn claim_on(
     Ok(ids)
 }
 
-/// The job of a claimed queue entry.
-pub async fn job(db: &Db, queue_id: i64) -> sqlx::Result<Job> {
-    let row = sqlx::query(
-        "select q.id, q.outbound_id, q.domain, q.recipients, q.attempts, q.created_at, m.kind, m.from_addr, m.raw,
-                m.recipient_cert
-         from outbound_queue q join outbound_messages m on m.id = q.outbound_id where q.id = $1",
-    )
-    .bind(queue_id)
-    .fetch_one(&db.pool)
-    .await?;
-    let recipients: String = row.try_get("recipients")?;
-    Ok(Job {
-        queue_id,
-        outbound_id: row.try_get("outbound_id")?,
-        kind: row.try_get("kind")?,
-        domain: row.try_get("domain")?,
-        recipients: recipients.lines().map(str::to_owned).collect(),
-        from_addr: row.try_get("from_addr")?,
-        raw: row.try_get("raw")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        recipient_cert: row.try_get("recipient_cert")?,
-    })
-}
-
 /// The claim a job was delivered under is still its entry's (being sent, with the
 /// attempt number it was claimed with): outcomes are recorded only then, so that an
 /// entry whose lease lapsed and was claimed again gets one outcome, the new claim's.
@@ -215,8 +269,24 @@ pub async fn mark_sent(conn: &mut AnyConnection, job: &Job, now: i64) -> sqlx::R
     if done.rows_affected() == 0 {
         return Ok(false);
     }
+    // the usual move, queued to sent, for all of them in one statement; [`advance`]
+    // for any other (a notification that came back before this was recorded)
+    let sql = format!(
+        "update delivery_status set state = 'sent', detail = '', updated_at = $1
+         where outbound_id = $2 and state = 'queued' and recipient in ({}) returning recipient",
+        super::messages::placeholders(3, job.recipients.len())
+    );
+    let mut q = sqlx::query_scalar(&sql).bind(now).bind(job.outbound_id);
     for r in &job.recipients {
-        advance(conn, job.outbound_id, r, "sent", "", now).await?;
+        q = q.bind(r);
+    }
+    let moved: Vec<String> = q.fetch_all(&mut *conn).await?;
+    for r in &job.recipients {
+        if moved.contains(r) {
+            super::webhooks::status_changed(conn, job.outbound_id, "sent", now).await?;
+        } else {
+            advance(conn, job.outbound_id, r, "sent", "", now).await?;
+        }
     }
     Ok(true)
 }

@@ -113,15 +113,20 @@ pub async fn delete(
     Ok(true)
 }
 
-/// The webhooks that get events of `mailbox_id`: their owner is a member of it and
+/// The webhooks that get events of the mailbox `mailbox` (an SQL expression; its
+/// id is `mm.mailbox_id`), with `$2` the time now: their owner is a member of it and
 /// their token still works (not revoked, not expired, not ended with the owner's
 /// sessions), the owner's account not disabled.
-const LIVE_FOR_MAILBOX: &str = "from webhooks w
-     join api_tokens t on t.id = w.token_id
-     join users u on u.id = w.user_id
-     join mailbox_members mm on mm.user_id = w.user_id
-     where mm.mailbox_id = $1 and t.revoked_at is null and t.session_epoch = u.session_epoch
-       and t.expires_at > $2 and u.disabled = 0";
+fn live_for(mailbox: &str) -> String {
+    format!(
+        "from webhooks w
+         join api_tokens t on t.id = w.token_id
+         join users u on u.id = w.user_id
+         join mailbox_members mm on mm.user_id = w.user_id
+         where mm.mailbox_id = {mailbox} and t.revoked_at is null
+           and t.session_epoch = u.session_epoch and t.expires_at > $2 and u.disabled = 0"
+    )
+}
 
 /// Queues a `message.received` event for the message just filed in `mailbox_id`'s
 /// Inbox (from received message `inbound_id`), in the transaction that delivers it:
@@ -137,7 +142,8 @@ pub async fn message_received(
                                          occurred_at, next_attempt_at, updated_at)
          select w.id, 'message.received',
                 (select id from messages where mailbox_id = $1 and inbound_id = $3), $1, $2, $2, $2
-         {LIVE_FOR_MAILBOX}"
+         {}",
+        live_for("$1")
     ))
     .bind(mailbox_id)
     .bind(now)
@@ -149,32 +155,24 @@ pub async fn message_received(
 
 /// Queues a `message.status` event for a recipient of outbound message
 /// `outbound_id` whose status moved to `status`, in the transaction that moves it.
-/// Only messages written from a mailbox (not notifications) have events.
+/// Only messages written from a mailbox (not notifications) have events. One
+/// statement, as it runs for every status change.
 pub async fn status_changed(
     conn: &mut AnyConnection,
     outbound_id: i64,
     status: &str,
     now: i64,
 ) -> sqlx::Result<u64> {
-    let mailbox: Option<Option<i64>> = sqlx::query_scalar(
-        "select mailbox_id from outbound_messages where id = $1 and kind = 'message'",
-    )
-    .bind(outbound_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(Some(mailbox_id)) = mailbox else {
-        return Ok(0);
-    };
     let done = sqlx::query(&format!(
         "insert into webhook_deliveries (webhook_id, event_type, message_id, outbound_id, mailbox_id,
                                          status, occurred_at, next_attempt_at, updated_at)
          select w.id, 'message.status',
-                (select min(id) from messages where outbound_id = $3), $3, $1, $4, $2, $2, $2
-         {LIVE_FOR_MAILBOX}"
+                (select min(id) from messages where outbound_id = $1), $1, mm.mailbox_id, $3, $2, $2, $2
+         {}",
+        live_for("(select mailbox_id from outbound_messages where id = $1 and kind = 'message')")
     ))
-    .bind(mailbox_id)
-    .bind(now)
     .bind(outbound_id)
+    .bind(now)
     .bind(status)
     .execute(conn)
     .await?;
