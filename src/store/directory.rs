@@ -532,7 +532,7 @@ struct Compiled {
 }
 
 /// The characters of a word PostgreSQL's `search_prefixes` keeps (migration 0036).
-const PREFIX_CHARS: usize = 6;
+const PREFIX_CHARS: usize = 8;
 
 /// `(' ' || columns) like '% word%'` for each word: a word-prefix match on one row.
 fn like_words<'w>(columns: &str, words: impl IntoIterator<Item = &'w String>) -> Vec<String> {

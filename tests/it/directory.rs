@@ -1130,7 +1130,7 @@ async fn a_broad_search_still_offers_the_users_own_contacts_and_pages_the_rest()
     assert!(next.body.contains("Marlow Public"));
 }
 
-/// Word prefixes longer than PostgreSQL's index keeps (six letters) still match
+/// Word prefixes longer than PostgreSQL's index keeps (eight letters) still match
 /// whole; names filling a page keep the matches elsewhere after them, on the next.
 #[tokio::test]
 async fn long_words_match_whole_and_names_come_before_matches_elsewhere_on_every_page() {
@@ -1185,7 +1185,7 @@ async fn long_words_match_whole_and_names_come_before_matches_elsewhere_on_every
         names
     };
 
-    // longer than six letters: the whole word counts, not its first six
+    // longer than eight letters: the whole word counts, not its first eight
     let mann = all_of("wespermann").await;
     assert_eq!(mann.len(), 30, "{mann:?}");
     assert!(
