@@ -10,15 +10,20 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The PostgreSQL server's URL from `DIRECTMAIL_BENCH_POSTGRES_URL` (or the test
+/// suite's `DIRECTMAIL_TEST_POSTGRES_URL`), if one is set.
+pub fn postgres_admin() -> Option<String> {
+    std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("DIRECTMAIL_TEST_POSTGRES_URL"))
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// A fresh database: on the PostgreSQL named by `DIRECTMAIL_BENCH_POSTGRES_URL` (or
 /// the test suite's `DIRECTMAIL_TEST_POSTGRES_URL`) a new database named after
 /// `prefix` and this process, else a SQLite file in `dir`; with the backend's name.
 pub async fn database(dir: &std::path::Path, prefix: &str) -> (DatabaseUrl, &'static str) {
-    let admin = std::env::var("DIRECTMAIL_BENCH_POSTGRES_URL")
-        .or_else(|_| std::env::var("DIRECTMAIL_TEST_POSTGRES_URL"))
-        .ok()
-        .filter(|s| !s.is_empty());
-    match admin {
+    match postgres_admin() {
         Some(admin) => {
             use sqlx::Connection as _;
             let name = format!("{prefix}_{}", std::process::id());

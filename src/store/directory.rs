@@ -514,111 +514,152 @@ pub async fn list_scope(
     Ok(entries)
 }
 
-/// A search query in the backend's full-text syntax.
+/// A search query as the backend runs it.
 struct Compiled {
-    /// Everything that must match.
-    all: String,
-    /// The text's words against names only (the second rank), when there is text.
-    names: Option<String>,
+    /// SQLite: the FTS5 query everything must match.
+    fts_all: String,
+    /// SQLite: the text's words against names only (the second rank).
+    fts_names: String,
+    /// Whether there is text (else only filters, and every match ranks alike).
+    has_text: bool,
     /// The sorted words of the text, for exact names (the first rank).
     key: String,
-    /// The same query as a predicate on one row's search columns (word-prefix
-    /// `like`s), for checking the few exact names and the viewer's own contacts
-    /// without running the full-text query once per row.
-    like: String,
-    /// The text's words against the name alone (true without text).
-    like_names: String,
+    /// A predicate on one row `e`: it matches the whole query.
+    matches: String,
+    /// A predicate on one row `e`: it matches with the text's words in its name (the
+    /// second rank; without text, every match).
+    matches_names: String,
 }
 
+/// The characters of a word PostgreSQL's `search_prefixes` keeps (migration 0036).
+const PREFIX_CHARS: usize = 8;
+
 /// `(' ' || columns) like '% word%'` for each word: a word-prefix match on one row.
-/// Words are `[a-z0-9]` only (see `search::tokens`), so they are safe as literals.
-fn like_words(columns: &str, words: &[String]) -> Vec<String> {
+fn like_words<'w>(columns: &str, words: impl IntoIterator<Item = &'w String>) -> Vec<String> {
     words
-        .iter()
-        .filter(|w| {
-            w.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        .into_iter()
         .map(|w| format!("(' ' || {columns}) like '% {w}%'"))
         .collect()
 }
 
+/// The conditions joined by `and` (true when there is none).
+fn all_of(conditions: Vec<String>) -> String {
+    if conditions.is_empty() {
+        "1 = 1".to_owned()
+    } else {
+        conditions.join(" and ")
+    }
+}
+
+const ALL_COLUMNS: &str = "e.search_name || ' ' || e.search_org || ' ' || e.search_specialty || ' ' || e.search_place || ' ' || e.search_ident";
+
 fn compile(backend: Backend, q: &Query) -> Option<Compiled> {
-    let text = tokens(&q.text);
-    let specialty = tokens(&q.specialty);
-    let place = tokens(&q.place);
+    // words go into the SQL as literals: `[a-z0-9]` only (as `search::tokens` makes
+    // them; anything else is dropped)
+    let words = |s: &str| -> Vec<String> {
+        tokens(s)
+            .into_iter()
+            .filter(|w| {
+                w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+            .collect()
+    };
+    let text = words(&q.text);
+    let specialty = words(&q.specialty);
+    let place = words(&q.place);
     if text.is_empty() && specialty.is_empty() && place.is_empty() {
         return None;
     }
-    let group = |words: &[String], column: Option<(&str, &str)>| -> Option<String> {
-        if words.is_empty() {
-            return None;
-        }
-        Some(match backend {
-            // FTS5: "word"* is a prefix query; a {column} filter limits a group
-            Backend::Sqlite => {
+    let mut key = text.clone();
+    key.sort();
+    // specialties and places are checked on their own column on both backends
+    let mut filters = like_words("e.search_specialty", &specialty);
+    filters.extend(like_words("e.search_place", &place));
+    let (fts_all, fts_names, matches, matches_names) = match backend {
+        // FTS5: "word"* is a prefix query; a {column} filter limits a group. The
+        // rows are checked with word-prefix `like`s where FTS5 is not used (exact
+        // names, the viewer's own contacts).
+        Backend::Sqlite => {
+            let group = |words: &[String], column: Option<&str>| -> Option<String> {
+                if words.is_empty() {
+                    return None;
+                }
                 let terms = words
                     .iter()
                     .map(|w| format!("\"{w}\"*"))
                     .collect::<Vec<_>>()
                     .join(" ");
-                match column {
-                    Some((col, _)) => format!("{{{col}}} : ({terms})"),
+                Some(match column {
+                    Some(col) => format!("{{{col}}} : ({terms})"),
                     None => format!("({terms})"),
-                }
-            }
-            // tsquery: word:* is a prefix; word:*A only in weight A (see 0011)
-            Backend::Postgres => words
-                .iter()
-                .map(|w| format!("{w}:*{}", column.map(|(_, weight)| weight).unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(" & "),
-        })
+                })
+            };
+            let filter_groups = [
+                group(&specialty, Some("search_specialty")),
+                group(&place, Some("search_place")),
+            ];
+            let fts = |text_group: Option<String>| {
+                std::iter::once(text_group)
+                    .chain(filter_groups.iter().cloned())
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let mut matches = like_words(ALL_COLUMNS, &text);
+            matches.extend(filters.iter().cloned());
+            let mut matches_names = like_words("e.search_name", &text);
+            matches_names.extend(filters);
+            (
+                fts(group(&text, None)),
+                fts(group(&text, Some("search_name"))),
+                all_of(matches),
+                all_of(matches_names),
+            )
+        }
+        // search_prefixes (migration 0036) holds the first PREFIX_CHARS characters of
+        // every word, and of the name's words again behind an `N`: a word that short
+        // is one exact lexeme, a longer one its first PREFIX_CHARS characters and a
+        // `like` on the row. Literals rather than parameters, so that the planner
+        // sees the lexemes (a broad word reads the table in order and stops early).
+        Backend::Postgres => {
+            let long = |words: &[String]| -> Vec<String> {
+                words
+                    .iter()
+                    .filter(|w| w.len() > PREFIX_CHARS)
+                    .cloned()
+                    .collect()
+            };
+            let tsquery = |tag: &str| {
+                let lexemes = text
+                    .iter()
+                    .map(|w| (tag, w))
+                    .chain(specialty.iter().chain(&place).map(|w| ("", w)))
+                    .map(|(tag, w)| format!("{tag}{}", &w[..w.len().min(PREFIX_CHARS)]))
+                    .collect::<Vec<_>>();
+                format!("e.search_prefixes @@ '{}'::tsquery", lexemes.join(" & "))
+            };
+            let mut matches = vec![tsquery("")];
+            matches.extend(like_words(ALL_COLUMNS, &long(&text)));
+            matches.extend(filters.iter().cloned());
+            let mut matches_names = vec![tsquery("N")];
+            matches_names.extend(like_words("e.search_name", &long(&text)));
+            matches_names.extend(filters);
+            (
+                String::new(),
+                String::new(),
+                all_of(matches),
+                all_of(matches_names),
+            )
+        }
     };
-    let joiner = match backend {
-        Backend::Sqlite => " AND ",
-        Backend::Postgres => " & ",
-    };
-    let all = [
-        group(&text, None),
-        group(&specialty, Some(("search_specialty", "C"))),
-        group(&place, Some(("search_place", "D"))),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(joiner);
-    let mut key = text.clone();
-    key.sort();
-    // names: the text against names only, with the same filters
-    let names = group(&text, Some(("search_name", "A"))).map(|n| {
-        [
-            Some(n),
-            group(&specialty, Some(("search_specialty", "C"))),
-            group(&place, Some(("search_place", "D"))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(joiner)
-    });
-    let mut like = like_words(
-        "e.search_name || ' ' || e.search_org || ' ' || e.search_specialty || ' ' || e.search_place || ' ' || e.search_ident",
-        &text,
-    );
-    like.extend(like_words("e.search_specialty", &specialty));
-    like.extend(like_words("e.search_place", &place));
-    let like_names = like_words("e.search_name", &text);
     Some(Compiled {
-        all,
-        names,
+        fts_all,
+        fts_names,
+        has_text: !text.is_empty(),
         key: key.join(" "),
-        like: like.join(" and "),
-        like_names: if like_names.is_empty() {
-            "1 = 1".to_owned()
-        } else {
-            like_names.join(" and ")
-        },
+        matches,
+        matches_names,
     })
 }
 
@@ -770,60 +811,105 @@ pub async fn search(
             // Candidates first, each rank capped, so a broad prefix ("ma") costs no
             // more than a narrow one: the backend stops after CANDIDATES matches in
             // its own order, and only those are ranked and sorted by name. The
-            // viewer's own contacts and exact names are always candidates.
-            let fts = match db.backend {
-                Backend::Sqlite => {
-                    "select rowid as id from directory_fts where directory_fts match "
-                }
-                Backend::Postgres => {
-                    "select id from directory_entries where search_tsv @@ to_tsquery('simple', "
-                }
-            };
-            let probe = &c.like;
-            let name_probe = &c.like_names;
-            let close = match db.backend {
-                Backend::Sqlite => "",
-                Backend::Postgres => ")",
-            };
-            // exact names and name prefixes only when there is text ($6, $7); with
-            // filters alone every match ranks alike
-            let by_name = if c.names.is_some() {
+            // viewer's own contacts and exact names are always candidates; exact
+            // names and name prefixes only when there is text (with filters alone
+            // every match ranks alike).
+            let Compiled {
+                matches,
+                matches_names,
+                key,
+                ..
+            } = &c;
+            let exact = |columns: &str| {
                 format!(
-                    "select id, 0 from (select e.id from directory_entries e
-                         where e.name_key = $7 and {probe} limit {CANDIDATES}) exact
-                     union all
-                     select id, 1 from ({fts}$6{close} limit {CANDIDATES}) names
-                     union all"
+                    "select {columns}, 0 from directory_entries e
+                     where e.name_key = '{key}' and {matches_names} limit {CANDIDATES}"
                 )
-            } else {
-                String::new()
             };
-            let query = format!(
-                "with cand (id, tier) as (
-                     {by_name}
-                     select id, 2 from ({fts}$3{close} limit {CANDIDATES}) anywhere
-                     union all
-                     select id, tier from (select e.id,
-                             case when {name_probe} then 1 else 2 end as tier
-                         from directory_entries e
-                         where (e.owner_id = $2 or e.org_id = $1) and {probe} limit {CANDIDATES}) own
-                 )
-                 select {ENTRY} from directory_entries e
-                 join (select id, min(tier) as tier from cand group by id) c on c.id = e.id
-                 where {visible}
-                 order by c.tier,
-                     case e.scope when 'personal' then 0 when 'org' then 1 else 2 end,
-                     e.sort_name, e.id
-                 limit $4 offset $5"
-            );
+            let own = |columns: &str| {
+                format!(
+                    "select {columns}, case when {matches_names} then 1 else 2 end
+                     from directory_entries e
+                     where (e.owner_id = $2 or e.org_id = $1) and {matches} limit {CANDIDATES}"
+                )
+            };
+            let scope_rank = "case e.scope when 'personal' then 0 when 'org' then 1 else 2 end";
+            let query = match db.backend {
+                Backend::Sqlite => {
+                    let fts = "select rowid as id from directory_fts where directory_fts match";
+                    let by_name = if c.has_text {
+                        format!(
+                            "select * from ({}) exact union all
+                             select id, 1 from ({fts} $6 limit {CANDIDATES}) names union all",
+                            exact("e.id")
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "with cand (id, tier) as (
+                             {by_name}
+                             select id, 2 from ({fts} $5 limit {CANDIDATES}) anywhere
+                             union all
+                             select * from ({}) own
+                         )
+                         select {ENTRY} from directory_entries e
+                         join (select id, min(tier) as tier from cand group by id) c on c.id = e.id
+                         where {visible}
+                         order by c.tier, {scope_rank}, e.sort_name, e.id
+                         limit $3 offset $4",
+                        own("e.id")
+                    )
+                }
+                // The candidates carry what ranks them (read with the match), so only
+                // the page's rows are read again; and the matches elsewhere are not
+                // looked for when the exact names and name prefixes the viewer may
+                // see fill the page already (they would all rank before them).
+                Backend::Postgres => {
+                    let keys = "e.id, e.scope, e.org_id, e.owner_id, e.sort_name";
+                    let by_name = if c.has_text {
+                        format!(
+                            "select * from ({}) exact union all
+                             select * from (select {keys}, 1 from directory_entries e
+                                 where {matches_names} limit {CANDIDATES}) names union all",
+                            exact(keys)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "with named (id, scope, org_id, owner_id, sort_name, tier) as (
+                             {by_name}
+                             select * from ({}) own
+                         ), cand as (
+                             select * from named
+                             union all
+                             select * from (select {keys}, 2 from directory_entries e
+                                 where {matches}
+                                 and (select count(distinct e.id) from named e
+                                      where e.tier < 2 and {visible}) < $3 + $4
+                                 limit {CANDIDATES}) anywhere
+                         )
+                         select {ENTRY} from directory_entries e
+                         join (select e.id, min(e.tier) as tier from cand e where {visible}
+                             group by e.id, e.scope, e.sort_name
+                             order by min(e.tier), {scope_rank}, e.sort_name, e.id
+                             limit $3 offset $4) c on c.id = e.id
+                         order by c.tier, {scope_rank}, e.sort_name, e.id",
+                        own(keys)
+                    )
+                }
+            };
             let mut q = sqlx::query(&query)
                 .bind(viewer.org_id)
                 .bind(viewer.user_id)
-                .bind(&c.all)
                 .bind(limit)
                 .bind(offset);
-            if let Some(names) = &c.names {
-                q = q.bind(names).bind(&c.key);
+            if db.backend == Backend::Sqlite {
+                q = q.bind(&c.fts_all);
+                if c.has_text {
+                    q = q.bind(&c.fts_names);
+                }
             }
             q.fetch_all(&db.pool).await?
         }

@@ -1130,6 +1130,90 @@ async fn a_broad_search_still_offers_the_users_own_contacts_and_pages_the_rest()
     assert!(next.body.contains("Marlow Public"));
 }
 
+/// Word prefixes longer than PostgreSQL's index keeps (eight letters) still match
+/// whole; names filling a page keep the matches elsewhere after them, on the next.
+#[tokio::test]
+async fn long_words_match_whole_and_names_come_before_matches_elsewhere_on_every_page() {
+    use directmail::store::directory::{Query, search};
+    let app = TestApp::spawn().await;
+    let mut csv = format!("{HEADER}\n");
+    for n in 0..30 {
+        csv.push_str(&format!(
+            "practitioner,Wespermann {n},,,,,,,,w{n}@direct.names.test\n"
+        ));
+    }
+    csv.push_str(
+        "organization,Wesperburg Clinic,,,,,,,,clinic@direct.wesperburg.test\n\
+         practitioner,Ana Wesley,Wesperburg Clinic,,,,,,,ana@direct.wesley.test\n\
+         practitioner,Bo Lind,Wesperburg Clinic,,,,,,,bo@direct.lind.test\n",
+    );
+    let options = directory::import::Options {
+        scope: Scope::Public,
+        source: "import:wesper.csv".into(),
+        dry_run: false,
+        prune: false,
+    };
+    directory::import::run(
+        &app.state.db,
+        &Actor::system(),
+        csv.as_bytes(),
+        &options,
+        app.now(),
+    )
+    .await
+    .unwrap();
+    let viewer = Viewer {
+        user_id: 0,
+        org_id: None,
+    };
+    let db = &app.state.db;
+    let find = |text: &'static str, offset: i64| async move {
+        let q = Query {
+            text: text.into(),
+            ..Query::default()
+        };
+        search(db, &viewer, &q, 26, offset)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+    };
+    let all_of = |text: &'static str| async move {
+        let mut names = find(text, 0).await;
+        names.extend(find(text, 26).await);
+        names
+    };
+
+    // longer than eight letters: the whole word counts, not its first eight
+    let mann = all_of("wespermann").await;
+    assert_eq!(mann.len(), 30, "{mann:?}");
+    assert!(
+        mann.iter().all(|n| n.starts_with("Wespermann ")),
+        "{mann:?}"
+    );
+    assert_eq!(all_of("WESPERM").await.len(), 30);
+    let burg = all_of("wesperburg").await;
+    assert_eq!(burg, ["Wesperburg Clinic", "Ana Wesley", "Bo Lind"]);
+    assert_eq!(all_of("ana wesperburg").await, ["Ana Wesley"]);
+    assert!(all_of("wespermanns").await.is_empty());
+
+    // 31 names start with "wesper": the first page is names only, the second the
+    // last five names, then the entries of the Wesperburg Clinic (by name)
+    let first = find("wesper", 0).await;
+    assert_eq!(first.len(), 26);
+    assert_eq!(first[0], "Wesperburg Clinic");
+    assert!(first[1..].iter().all(|n| n.starts_with("Wespermann ")));
+    let second = find("wesper", 26).await;
+    assert_eq!(second.len(), 7, "{second:?}");
+    assert!(second[..5].iter().all(|n| n.starts_with("Wespermann ")));
+    assert_eq!(second[5..], ["Ana Wesley", "Bo Lind"]);
+    let mut seen: Vec<&String> = first.iter().chain(&second).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 33, "every entry once");
+}
+
 #[tokio::test]
 async fn a_directory_source_over_plain_http_is_refused_and_never_asked() {
     let hits = Arc::new(Mutex::new(0usize));
