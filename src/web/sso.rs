@@ -801,7 +801,7 @@ struct LinkForm {
 
 async fn console_view(
     state: &AppState,
-    current: CurrentUser,
+    chrome: Chrome,
     org: crate::store::orgs::Org,
 ) -> AppResult<ConsolePage> {
     let base = state.public_base.trim_end_matches('/');
@@ -824,7 +824,7 @@ async fn console_view(
         sign_in_link: format!("{base}/login/org/{}", org.id),
         redirect_uri: format!("{base}/sso/callback"),
         launch_url: format!("{base}/launch"),
-        chrome: current.chrome,
+        chrome,
         org,
         providers,
         form: ProviderForm {
@@ -842,7 +842,14 @@ async fn console(
     Path(org_id): Path<i64>,
 ) -> AppResult<ConsolePage> {
     let org = super::orgs::admin_org(&state, &current, org_id).await?;
-    console_view(&state, current, org).await
+    console_view(&state, current.chrome, org).await
+}
+
+/// The console again, saying beside `field` that its form could not be read.
+fn unreadable(mut page: ConsolePage, field: &'static str, rejection: &FormRejection) -> Response {
+    let (status, message) = super::auth::unreadable(rejection);
+    page.errors.add(field, message);
+    (status, page).into_response()
 }
 
 /// One printable line of at most `max` characters.
@@ -886,16 +893,10 @@ async fn add_provider(
     form: Result<axum::Form<ProviderForm>, FormRejection>,
 ) -> AppResult<Response> {
     let org = super::orgs::admin_org(&state, &current, org_id).await?;
-    let actor = current.actor(ip);
-    let session = current.session.clone();
-    let mut page = console_view(&state, current, org.clone()).await?;
+    let mut page = console_view(&state, current.chrome.clone(), org.clone()).await?;
     let form = match form {
         Ok(axum::Form(f)) => f,
-        Err(rejection) => {
-            let (status, message) = super::auth::unreadable(&rejection);
-            page.errors.add("form", message);
-            return Ok((status, page).into_response());
-        }
+        Err(rejection) => return Ok(unreadable(page, "form", &rejection)),
     };
     page.form = ProviderForm {
         client_secret: String::new(),
@@ -927,12 +928,22 @@ async fn add_provider(
             "List at most 500 characters of amr or acr values, separated by spaces.",
         );
     }
+    // the page comes back with what was typed, except the secret (never shown again)
+    let refuse = |mut page: ConsolePage, status: StatusCode| {
+        if !secret.is_empty() {
+            page.errors.add(
+                "client_secret",
+                "The client secret is not shown again: enter it again.",
+            );
+        }
+        Ok((status, page).into_response())
+    };
     let (Some(kind), Some(name), Some(issuer), Some(client_id)) = (kind, name, issuer, client_id)
     else {
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        return refuse(page, StatusCode::BAD_REQUEST);
     };
     if !page.errors.is_empty() {
-        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        return refuse(page, StatusCode::BAD_REQUEST);
     }
     let taken = match kind {
         // a launch's iss must name one registration
@@ -950,7 +961,7 @@ async fn add_provider(
                 Kind::Oidc => "This issuer is already set up for your organization.",
             },
         );
-        return Ok((StatusCode::CONFLICT, page).into_response());
+        return refuse(page, StatusCode::CONFLICT);
     }
     let sealed = if secret.is_empty() {
         String::new()
@@ -980,7 +991,7 @@ async fn add_provider(
     audit::append(
         &mut tx,
         now,
-        &actor,
+        &current.actor(ip),
         Event::new("sso.provider-add", &name).detail(format!(
             "{} at {issuer}, client {client_id}{}",
             kind.words(),
@@ -993,7 +1004,7 @@ async fn add_provider(
     )
     .await?;
     tx.commit().await?;
-    session::flash(&session, format!("{name} was added.")).await?;
+    session::flash(&current.session, format!("{name} was added.")).await?;
     Ok(Redirect::to(&format!("/orgs/{}/sso", org.id)).into_response())
 }
 
@@ -1038,29 +1049,49 @@ async fn add_link(
     form: Result<axum::Form<LinkForm>, FormRejection>,
 ) -> AppResult<Response> {
     let org = super::orgs::admin_org(&state, &current, org_id).await?;
-    let form = super::form_or_400(form)?;
+    let mut page = console_view(&state, current.chrome.clone(), org.clone()).await?;
+    let form = match form {
+        Ok(axum::Form(f)) => f,
+        Err(rejection) => return Ok(unreadable(page, "link", &rejection)),
+    };
+    page.link_form = form.clone();
     let provider = match form.provider.parse::<i64>() {
-        Ok(id) => org_provider(&state, org.id, id).await?,
+        Ok(id) => Some(org_provider(&state, org.id, id).await?),
         Err(_) => {
-            return Err(AppError::BadRequest(
-                "Choose the provider the account is at.".into(),
-            ));
+            page.errors
+                .add("link_provider", "Choose the provider the account is at.");
+            None
         }
     };
-    let subject = line(&form.subject, "subject (the provider's user id)", 255)
-        .map_err(AppError::BadRequest)?;
-    let user = users::by_email(&state.db, &form.email.trim().to_ascii_lowercase())
+    let errors = &mut page.errors;
+    let subject = errors.check(
+        "link_subject",
+        line(&form.subject, "subject (the provider's user id)", 255),
+    );
+    let email = form.email.trim().to_ascii_lowercase();
+    let user = users::by_email(&state.db, &email)
         .await?
-        .filter(|u| u.org_id == Some(org.id))
-        .ok_or_else(|| {
-            AppError::BadRequest("No user of this organization has that e-mail address.".into())
-        })?;
+        .filter(|u| u.org_id == Some(org.id));
+    if user.is_none() {
+        errors.add(
+            "link_email",
+            "No user of this organization has that e-mail address.",
+        );
+    }
+    let (Some(provider), Some(subject), Some(user)) = (provider, subject, user) else {
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    if !store::link(&mut tx, provider.id, &subject, user.id, state.clock.now()).await? {
-        return Err(AppError::BadRequest(format!(
-            "That {} subject is already linked. Remove its link first to link it to someone else.",
-            provider.name
-        )));
+    if !store::link(&mut tx, provider.id, &subject, user.id, now).await? {
+        page.errors.add(
+            "link_subject",
+            format!(
+                "That {} subject is already linked. Remove its link first to link it to someone else.",
+                provider.name
+            ),
+        );
+        return Ok((StatusCode::CONFLICT, page).into_response());
     }
     super::finish_action(
         tx,

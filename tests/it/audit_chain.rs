@@ -518,3 +518,94 @@ async fn entries_recorded_at_the_same_moment_are_each_numbered_once_and_chained_
     }
     assert!(matches!(verify(&app).await, Verification::Intact { .. }));
 }
+
+/// `record` writes together the entries of callers that queued for the write turn:
+/// one transaction (one move of the head row) for all of them, not one each.
+#[tokio::test]
+async fn callers_queued_behind_the_write_turn_are_written_in_one_transaction() {
+    const CALLERS: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path()).await;
+    let db = Db::connect(&config.database_url()).await.unwrap();
+    db.migrate().await.unwrap();
+    let postgres = crate::helpers::postgres_admin_url().is_some();
+    // every update of the head row is noted: each transaction that appends moves its
+    // last id once
+    let note_moves = if postgres {
+        "create table head_moves (from_id bigint not null, to_id bigint not null);
+         create function note_head_move() returns trigger language plpgsql as $$
+         begin insert into head_moves values (old.last_id, new.last_id); return new; end $$;
+         create trigger head_moves after update on audit_head
+         for each row execute function note_head_move();"
+    } else {
+        "create table head_moves (from_id integer not null, to_id integer not null);
+         create trigger head_moves after update on audit_head
+         begin insert into head_moves values (old.last_id, new.last_id); end;"
+    };
+    sqlx::raw_sql(note_moves).execute(&db.pool).await.unwrap();
+    let before = audit::head(&db).await.unwrap().id;
+
+    // the turn is held: on SQLite its one write turn; on PostgreSQL, which has none,
+    // the head row's lock, so the first caller's write waits inside the turn it took
+    let sqlite_turn = db.write_turn().await;
+    let mut head_lock = None;
+    if postgres {
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query("select last_id from audit_head where id = 1 for update")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        head_lock = Some(tx);
+    }
+    let actor = Actor::system();
+    let mut callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            Box::pin(audit::record(
+                &db,
+                1,
+                &actor,
+                Event::new("test.queued", format!("n{i}")),
+            ))
+        })
+        .collect();
+    // each caller runs until it waits: its entry is queued, and it waits for the turn
+    for caller in &mut callers {
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(caller.as_mut().poll(cx)));
+        assert!(
+            first.await.is_pending(),
+            "a caller finished while the turn was held"
+        );
+    }
+    drop(sqlite_turn);
+    if let Some(tx) = head_lock {
+        tx.rollback().await.unwrap();
+    }
+    let mut ids: Vec<i64> = futures_util::future::join_all(callers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ((before + 1)..=(before + CALLERS)).collect::<Vec<_>>());
+
+    // (the head's hash is set in the same transaction: that update does not move it)
+    let moves: Vec<(i64, i64)> = sqlx::query_as(
+        "select from_id, to_id from head_moves where to_id <> from_id order by to_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let advances: Vec<i64> = moves.iter().map(|(from, to)| to - from).collect();
+    assert_eq!(advances.iter().sum::<i64>(), CALLERS, "{advances:?}");
+    // one transaction for everyone who queued behind the turn (on PostgreSQL the
+    // first caller may have taken the turn, with only its own entry, before the
+    // others queued)
+    assert!(
+        advances.len() <= 2 && advances.last().is_some_and(|n| *n >= CALLERS - 1),
+        "{CALLERS} callers queued for the turn, and the head moved once per transaction: {advances:?}"
+    );
+    assert!(matches!(
+        audit::verify(&db, None, None).await.unwrap(),
+        Verification::Intact { .. }
+    ));
+}

@@ -64,6 +64,37 @@ pub async fn fresh_database(dir: &std::path::Path) -> DatabaseUrl {
     }
 }
 
+/// A patient (given name, family name, birth date) recorded by the user
+/// `recorded_by` (as office manager) as having opted out of HIE sharing at
+/// organization `org_id`.
+pub async fn opted_out(app: &TestApp, org_id: i64, recorded_by: &str, patient: (&str, &str, &str)) {
+    let (given, family, born) = patient;
+    let user_id: i64 = sqlx::query_scalar("select id from users where email = $1")
+        .bind(recorded_by)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    directmail::store::opt_outs::insert(
+        &mut tx,
+        org_id,
+        &directmail::store::opt_outs::NewOptOut {
+            family_name: family.into(),
+            given_name: given.into(),
+            birth_date: born.into(),
+            identifier: None,
+        },
+        &directmail::store::opt_outs::Recorder {
+            user_id,
+            display_name: "Office manager".into(),
+        },
+        app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// An organization with one domain, made directly in the store of `db` (also one no
 /// portal runs on yet).
 pub async fn org_in(db: &directmail::db::Db, name: &str, domain: &str, now: i64) -> Org {
@@ -429,7 +460,9 @@ impl Page {
         Some(
             raw.replace("&#x2f;", "/")
                 .replace("&#x27;", "'")
+                .replace("&#39;", "'")
                 .replace("&quot;", "\"")
+                .replace("&#34;", "\"")
                 .replace("&lt;", "<")
                 .replace("&gt;", ">")
                 .replace("&amp;", "&"),

@@ -8,14 +8,14 @@
 //! Reportability Response links back to it; other people's requests are not theirs.
 
 use directmail::domain::Role;
-use directmail::store::opt_outs::{NewOptOut, Recorder};
+use directmail::store::mailboxes::Mailbox;
 use directmail::store::requests as store;
 use mail_parser::{MessageParser, MimeHeaders as _};
 use regex::Regex;
 use reqwest::StatusCode;
 
 use crate::clinical::{cda_fixture, text};
-use crate::helpers::{Browser, Page, TestApp, pdf};
+use crate::helpers::{Browser, Page, TestApp, opted_out, pdf};
 use crate::outbound::{Sink, app_relaying_to_sink, foreign_kim, opened_by_kim, wait_for};
 use crate::webmail::{Mail, deliver, delivered, draft_id, message_id_of, windows_program};
 
@@ -28,9 +28,27 @@ const FRONT: &str = "front@direct.hillside.test";
 const FAR: &str = "kim@direct.far.test";
 
 /// Ana's practice at Lakeside Clinic, with a certificate.
-async fn lakeside(app: &TestApp) -> directmail::store::mailboxes::Mailbox {
+async fn lakeside(app: &TestApp) -> Mailbox {
     app.practice("Lakeside Clinic", "direct.lakeside.test", ANA, ANA_BOX)
         .await
+}
+
+/// Ana, signed in at her practice, whose mail to the foreign HISP of [`foreign_kim`]
+/// reaches the sink.
+async fn ana_writing_far() -> (TestApp, Sink, Mailbox, Browser) {
+    let (app, sink) = app_relaying_to_sink().await;
+    let ana_box = lakeside(&app).await;
+    foreign_kim(&app).await;
+    let ana = app.signed_in(ANA).await;
+    (app, sink, ana_box, ana)
+}
+
+/// Ana opens the request form of `mailbox` and sends [`request_fields`] to `to`.
+async fn request_sent(ana: &mut Browser, mailbox: i64, to: &str) -> Page {
+    ana.get(&format!("/mail/{mailbox}/requests/new")).await;
+    let sent = post_request(ana, mailbox, &request_fields(to), None).await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    sent
 }
 
 /// A complete request for Ana Lopez's summary and results, as the form sends it.
@@ -175,18 +193,14 @@ fn listed(page: &Page) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_request_goes_out_with_its_context_part_and_the_other_hisp_reads_the_patient_in_it() {
-    let (app, sink) = app_relaying_to_sink().await;
-    let ana_box = lakeside(&app).await;
-    foreign_kim(&app).await;
-    let mut ana = app.signed_in(ANA).await;
+    let (app, sink, ana_box, mut ana) = ana_writing_far().await;
     // from the mailbox's menu
     let inbox = ana.get(&format!("/mail/{}/inbox", ana_box.id)).await;
     let link = format!("/mail/{}/requests/new", ana_box.id);
     assert!(inbox.body.contains(&format!(r#"href="{link}""#)));
     let form = ana.get(&link).await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.body);
-    let sent = post_request(&mut ana, ana_box.id, &request_fields(FAR), None).await;
-    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let sent = request_sent(&mut ana, ana_box.id, FAR).await;
     let sent_copy = message_id_of(&sent.location());
 
     // what the other HISP received, decrypted and verified by openssl
@@ -361,9 +375,7 @@ async fn a_received_request_shows_its_card_and_the_reply_with_documents_answers_
     let app = TestApp::spawn().await;
     let (ana_box, front_box) = app.lakeside_and_hillside().await;
     let mut ana = app.signed_in(ANA).await;
-    ana.get(&format!("/mail/{}/requests/new", ana_box.id)).await;
-    let sent = post_request(&mut ana, ana_box.id, &request_fields(FRONT), None).await;
-    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let sent = request_sent(&mut ana, ana_box.id, FRONT).await;
     let request = request_row(&app, ana_box.id).await;
 
     // replies that do not answer it: no documents; documents from someone else; a
@@ -494,14 +506,9 @@ async fn a_received_request_shows_its_card_and_the_reply_with_documents_answers_
 
 #[tokio::test]
 async fn an_overdue_request_is_reminded_as_a_reply_to_it_and_a_cancelled_one_stays_cancelled() {
-    let (app, sink) = app_relaying_to_sink().await;
-    let ana_box = lakeside(&app).await;
-    foreign_kim(&app).await;
-    let mut ana = app.signed_in(ANA).await;
-    ana.get(&format!("/mail/{}/requests/new", ana_box.id)).await;
+    let (app, sink, ana_box, mut ana) = ana_writing_far().await;
     for _ in 0..2 {
-        let sent = post_request(&mut ana, ana_box.id, &request_fields(FAR), None).await;
-        assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+        request_sent(&mut ana, ana_box.id, FAR).await;
     }
     let ids: Vec<i64> = sqlx::query_scalar("select id from record_requests order by id")
         .fetch_all(&app.state.db.pool)
@@ -596,10 +603,7 @@ async fn an_overdue_request_is_reminded_as_a_reply_to_it_and_a_cancelled_one_sta
 
 #[tokio::test]
 async fn research_needs_a_pdf_authorization_and_bad_files_are_refused_keeping_what_was_typed() {
-    let (app, sink) = app_relaying_to_sink().await;
-    let ana_box = lakeside(&app).await;
-    foreign_kim(&app).await;
-    let mut ana = app.signed_in(ANA).await;
+    let (app, sink, ana_box, mut ana) = ana_writing_far().await;
     ana.get(&format!("/mail/{}/requests/new", ana_box.id)).await;
     let mut research = request_fields(FAR);
     research.retain(|(k, _)| *k != "patient_purpose");
@@ -759,9 +763,7 @@ async fn another_practice_cannot_see_remind_cancel_or_answer_requests_and_only_o
     let app = TestApp::spawn().await;
     let (ana_box, front_box) = app.lakeside_and_hillside().await;
     let mut ana = app.signed_in(ANA).await;
-    ana.get(&format!("/mail/{}/requests/new", ana_box.id)).await;
-    let sent = post_request(&mut ana, ana_box.id, &request_fields(FRONT), None).await;
-    assert_eq!(sent.status, StatusCode::SEE_OTHER, "{}", sent.body);
+    let sent = request_sent(&mut ana, ana_box.id, FRONT).await;
     let request = request_row(&app, ana_box.id).await;
     let sent_copy = message_id_of(&sent.location());
 
@@ -877,31 +879,7 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
 
     // the eICR's patient opted out of HIE sharing, and the message is a restricted
     // mental-health record
-    let org_id = ana_box.org_id;
-    let ana_user: i64 = sqlx::query_scalar("select id from users where email = $1")
-        .bind(ANA)
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
-    let mut tx = app.state.db.begin().await.unwrap();
-    directmail::store::opt_outs::insert(
-        &mut tx,
-        org_id,
-        &NewOptOut {
-            family_name: "Reyes".into(),
-            given_name: "Tomas".into(),
-            birth_date: "1990-06-22".into(),
-            identifier: None,
-        },
-        &Recorder {
-            user_id: ana_user,
-            display_name: "Office manager".into(),
-        },
-        app.now(),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    opted_out(&app, ana_box.org_id, ANA, ("Tomas", "Reyes", "1990-06-22")).await;
     let case = deliver(
         &app,
         ana_box.id,
@@ -1141,30 +1119,7 @@ async fn the_requests_page_pages_by_fifty_and_the_admin_command_keeps_the_routes
 async fn writing_to_a_reporting_route_from_compose_is_not_stopped_by_the_opt_out_list() {
     let app = TestApp::spawn().await;
     let (ana_box, _) = app.lakeside_and_hillside().await;
-    let ana_user: i64 = sqlx::query_scalar("select id from users where email = $1")
-        .bind(ANA)
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
-    let mut tx = app.state.db.begin().await.unwrap();
-    directmail::store::opt_outs::insert(
-        &mut tx,
-        ana_box.org_id,
-        &NewOptOut {
-            family_name: "Lopez".into(),
-            given_name: "Ana".into(),
-            birth_date: "1970-03-12".into(),
-            identifier: None,
-        },
-        &Recorder {
-            user_id: ana_user,
-            display_name: "Office manager".into(),
-        },
-        app.now(),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    opted_out(&app, ana_box.org_id, ANA, ("Ana", "Lopez", "1970-03-12")).await;
     let mut ana = app.signed_in(ANA).await;
     let draft = crate::webmail::compose(&mut ana, ana_box.id).await;
     let fields = [

@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::clinical::cda_fixture;
-use crate::helpers::{Browser, TestApp, pdf, serve_https};
+use crate::helpers::{Browser, Page, TestApp, pdf, serve_https};
 use crate::webmail::unescape;
 
 const CLIENT_ID: &str = "directmail-test-client";
@@ -582,25 +582,10 @@ async fn add_source(
     token_url: &str,
     client_id: &str,
 ) -> i64 {
-    let lakeside = directmail::store::orgs::by_name(&app.state.db, "Lakeside Clinic")
-        .await
-        .expect("query")
-        .expect("Lakeside");
+    let lakeside = lakeside(app).await;
     let mut op = operator(app).await;
     op.get("/records/sources").await;
-    let added = op
-        .post(
-            "/records/sources",
-            &[
-                ("org", &lakeside.id.to_string()),
-                ("name", name),
-                ("base_url", base_url),
-                ("token_url", token_url),
-                ("client_id", client_id),
-                ("scopes", ""),
-            ],
-        )
-        .await;
+    let added = source_posted(&mut op, lakeside.id, name, base_url, token_url, client_id).await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     directmail::store::records::of_org(&app.state.db, lakeside.id)
         .await
@@ -609,6 +594,57 @@ async fn add_source(
         .find(|s| s.name == name)
         .expect("the source")
         .id
+}
+
+async fn lakeside(app: &TestApp) -> directmail::store::orgs::Org {
+    directmail::store::orgs::by_name(&app.state.db, "Lakeside Clinic")
+        .await
+        .expect("query")
+        .expect("Lakeside")
+}
+
+/// The console's form for a new source of organization `org`, as an operator sends it.
+async fn source_posted(
+    op: &mut Browser,
+    org: i64,
+    name: &str,
+    base_url: &str,
+    token_url: &str,
+    client_id: &str,
+) -> Page {
+    op.post(
+        "/records/sources",
+        &[
+            ("org", &org.to_string()),
+            ("name", name),
+            ("base_url", base_url),
+            ("token_url", token_url),
+            ("client_id", client_id),
+            ("scopes", ""),
+        ],
+    )
+    .await
+}
+
+/// `directmail admin source add` for Lakeside Clinic, which must succeed.
+async fn source_added_by_cli(app: &TestApp, name: &str, base_url: &str) {
+    cli_ok(
+        app,
+        &[
+            "admin",
+            "source",
+            "add",
+            "--org",
+            "Lakeside Clinic",
+            "--name",
+            name,
+            "--base-url",
+            base_url,
+            "--client-id",
+            "abc",
+        ],
+    )
+    .await;
 }
 
 async fn operator(app: &TestApp) -> Browser {
@@ -660,9 +696,19 @@ async fn cli_ok(app: &TestApp, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Asserts that `page` says `sentence` (its entities decoded).
+fn assert_says(page: &Page, sentence: &str) {
+    assert!(
+        unescape(&page.body).contains(sentence),
+        "{sentence}: {} {}",
+        page.status,
+        page.body
+    );
+}
+
 const PURPOSE: [(&str, &str); 1] = [("purpose", "treatment")];
 
-async fn open_document(b: &mut Browser, source: i64, doc: &str) -> crate::helpers::Page {
+async fn open_document(b: &mut Browser, source: i64, doc: &str) -> Page {
     b.post(
         &format!("/records/{source}/patients/lena/documents/{doc}/0"),
         &PURPOSE,
@@ -738,8 +784,9 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
         ))
         .await;
     assert_eq!(no_purpose.status, StatusCode::BAD_REQUEST);
-    assert!(
-        unescape(&no_purpose.body).contains("Say why you are looking up this patient's records.")
+    assert_says(
+        &no_purpose,
+        "Say why you are looking up this patient's records.",
     );
     let found = ana
         .get(&format!(
@@ -782,11 +829,7 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
                 .collect::<String>()
         ))
         .await;
-    assert!(
-        unescape(&off.body).contains("That page is not on County EHR; it was not fetched."),
-        "{}",
-        off.body
-    );
+    assert_says(&off, "That page is not on County EHR; it was not fetched.");
 
     // the documents, filtered by type (a DocumentReference search: no $docref here)
     let docs = ana
@@ -1073,7 +1116,7 @@ async fn a_member_finds_a_patients_documents_views_files_and_forwards_one() {
         ))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(unescape(&bad.body).contains("Choose a document type from the list"));
+    assert_says(&bad, "Choose a document type from the list");
 
     // Kim (Hillside) can use none of it: not the source, not Ana's retrievals
     let before = audited(&app, "records.retrieve").await.len();
@@ -1131,19 +1174,12 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
     // 401
     let page = ana.get(&search("deny")).await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        unescape(&page.body).contains("Docref EHR did not accept the portal's access (401)"),
-        "{}",
-        page.body
-    );
+    assert_says(&page, "Docref EHR did not accept the portal's access (401)");
     // a malformed bundle
     let page = ana.get(&search("broken")).await;
-    assert!(
-        unescape(&page.body).contains(
-            "Docref EHR sent an answer that is not readable FHIR; nothing from it is shown."
-        ),
-        "{}",
-        page.body
+    assert_says(
+        &page,
+        "Docref EHR sent an answer that is not readable FHIR; nothing from it is shown.",
     );
     // an OperationOutcome: its diagnostics, escaped
     let page = ana.get(&search("locked")).await;
@@ -1168,11 +1204,7 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
     // 404 and an OperationOutcome on retrieval: an error page with the sentence
     let page = open_document(&mut ana, source, "gone").await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        unescape(&page.body).contains("Docref EHR has no such record (404)"),
-        "{}",
-        page.body
-    );
+    assert_says(&page, "Docref EHR has no such record (404)");
     let page = open_document(&mut ana, source, "outcome").await;
     assert!(
         page.body
@@ -1182,27 +1214,15 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
     );
     // a file elsewhere is not fetched with the token
     let page = open_document(&mut ana, source, "offsite").await;
-    assert!(
-        unescape(&page.body).contains("is not on Docref EHR itself"),
-        "{}",
-        page.body
-    );
+    assert_says(&page, "is not on Docref EHR itself");
     // a timeout
     let page = open_document(&mut ana, source, "slow").await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        unescape(&page.body).contains("Docref EHR did not answer within 3 seconds"),
-        "{}",
-        page.body
-    );
+    assert_says(&page, "Docref EHR did not answer within 3 seconds");
     // 50 MB: refused at the limit, not read to the end
     let page = open_document(&mut ana, source, "big").await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        unescape(&page.body).contains("is larger than 5 MB, the most the portal retrieves"),
-        "{}",
-        page.body
-    );
+    assert_says(&page, "is larger than 5 MB, the most the portal retrieves");
     let sent = fhir.big_sent.load(Ordering::SeqCst);
     assert!(
         sent < 50 * 1024 * 1024,
@@ -1248,10 +1268,9 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
         ))
         .await;
     assert_eq!(page.status, StatusCode::BAD_GATEWAY);
-    assert!(
-        unescape(&page.body).contains("Unregistered EHR's authorization server refused the portal's credentials (401, invalid_client)"),
-        "{}",
-        page.body
+    assert_says(
+        &page,
+        "Unregistered EHR's authorization server refused the portal's credentials (401, invalid_client)",
     );
     let unknown_requests = 1;
 
@@ -1298,46 +1317,21 @@ async fn each_failure_of_a_fhir_server_gets_a_sentence_and_no_jti_is_used_twice(
 async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lists_one() {
     let app = TestApp::spawn().await;
     app.lakeside_and_hillside().await;
-    let lakeside = directmail::store::orgs::by_name(&app.state.db, "Lakeside Clinic")
-        .await
-        .expect("query")
-        .expect("org");
+    let lakeside = lakeside(&app).await;
     let mut op = operator(&app).await;
     op.get("/records/sources").await;
-    let refused = op
-        .post(
-            "/records/sources",
-            &[
-                ("org", &lakeside.id.to_string()),
-                ("name", "Plain"),
-                ("base_url", "http://fhir.example.org/r4"),
-                ("client_id", CLIENT_ID),
-            ],
-        )
-        .await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert!(
-        unescape(&refused.body).contains("The FHIR base URL must be an https:// address"),
-        "{}",
-        refused.body
-    );
-    cli_ok(
-        &app,
-        &[
-            "admin",
-            "source",
-            "add",
-            "--org",
-            "Lakeside Clinic",
-            "--name",
-            "State HIE",
-            "--base-url",
-            "https://fhir.hie.example/r4",
-            "--client-id",
-            "abc",
-        ],
+    let refused = source_posted(
+        &mut op,
+        lakeside.id,
+        "Plain",
+        "http://fhir.example.org/r4",
+        "",
+        CLIENT_ID,
     )
     .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_says(&refused, "The FHIR base URL must be an https:// address");
+    source_added_by_cli(&app, "State HIE", "https://fhir.hie.example/r4").await;
     let listed = app.cli(&["admin", "--json", "source", "list"]).await;
     let v: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(v["sources"][0]["base_url"], "https://fhir.hie.example/r4");
@@ -1357,23 +1351,7 @@ async fn the_console_refuses_a_source_that_is_not_https_and_the_cli_adds_and_lis
     let page = op.get("/records/sources").await;
     assert!(page.by_id("no-sources").is_some(), "{}", page.body);
     // and the CLI removes one it added
-    cli_ok(
-        &app,
-        &[
-            "admin",
-            "source",
-            "add",
-            "--org",
-            "Lakeside Clinic",
-            "--name",
-            "Second",
-            "--base-url",
-            "https://fhir.second.example/r4",
-            "--client-id",
-            "abc",
-        ],
-    )
-    .await;
+    source_added_by_cli(&app, "Second", "https://fhir.second.example/r4").await;
     cli_ok(
         &app,
         &[

@@ -6,13 +6,12 @@
 //! Replies and forwards of a restricted record start restricted.
 
 use directmail::sensitivity::{Law, Outgoing, PART2_NOTICE};
-use directmail::store::opt_outs::{NewOptOut, Recorder};
 use directmail_content::cda::{self, CdaLimits};
 use mail_parser::{MessageParser, MimeHeaders as _};
 use reqwest::StatusCode;
 
 use crate::clinical::cda_fixture;
-use crate::helpers::{Browser, Page, TestApp, pdf};
+use crate::helpers::{Browser, Page, TestApp, opted_out, pdf};
 use crate::outbound::{app_relaying_to_sink, foreign_kim, opened_by_kim};
 use crate::webmail::compose;
 
@@ -378,35 +377,6 @@ async fn replies_and_forwards_of_a_restricted_record_start_restricted() {
     }
 }
 
-/// Ana's organization records Maria Elena Lopez (the referral note's patient) as
-/// having opted out of HIE sharing.
-async fn opted_out(app: &TestApp, org_id: i64) {
-    let manager: i64 = sqlx::query_scalar("select id from users where email = $1")
-        .bind(ANA)
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
-    let mut tx = app.state.db.begin().await.unwrap();
-    directmail::store::opt_outs::insert(
-        &mut tx,
-        org_id,
-        &NewOptOut {
-            family_name: "Lopez".into(),
-            given_name: "Maria Elena".into(),
-            birth_date: "1958-03-04".into(),
-            identifier: None,
-        },
-        &Recorder {
-            user_id: manager,
-            display_name: "Office manager".into(),
-        },
-        app.now(),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-}
-
 #[tokio::test]
 async fn an_opted_out_patient_is_stopped_outside_the_organization_then_sent_under_an_exception() {
     let app = TestApp::spawn_with(|c| {
@@ -431,7 +401,14 @@ async fn an_opted_out_patient_is_stopped_outside_the_organization_then_sent_unde
         directmail::store::mailboxes::MailboxKind::Shared,
     )
     .await;
-    opted_out(&app, ana_box.org_id).await;
+    // Maria Elena Lopez, the referral note's patient
+    opted_out(
+        &app,
+        ana_box.org_id,
+        ANA,
+        ("Maria Elena", "Lopez", "1958-03-04"),
+    )
+    .await;
     let mut ana = app.signed_in(ANA).await;
     let note = cda_fixture("referral-note.xml");
 

@@ -179,26 +179,8 @@ pub(crate) async fn set_up(
         .unwrap()
         .unwrap();
     let mut boss = app.signed_in("boss@lakeside.test").await;
-    boss.get(&format!("/orgs/{org}/sso")).await;
-    let page = boss
-        .post(
-            &format!("/orgs/{org}/sso"),
-            &[
-                ("kind", kind),
-                ("name", "Lakeside Okta"),
-                ("issuer", issuer),
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
-                ("two_step_values", two_step),
-            ],
-        )
-        .await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
-    let provider: i64 = sqlx::query_scalar("select id from sso_providers where issuer = $1")
-        .bind(issuer)
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
+    let provider =
+        provider_added(app, &mut boss, org, kind, "Lakeside Okta", issuer, two_step).await;
     let stored: String = sqlx::query_scalar("select client_secret from sso_providers")
         .fetch_one(&app.state.db.pool)
         .await
@@ -209,18 +191,82 @@ pub(crate) async fn set_up(
     );
     let page = boss.get(&format!("/orgs/{org}/sso")).await;
     assert!(page.body.contains("Lakeside Okta") && !page.body.contains(CLIENT_SECRET));
+    linked(&mut boss, org, provider, "okta-ana").await;
+    (org, provider, ana)
+}
+
+/// The organization's administrator adds a provider (with the test client's id and
+/// secret) on the console; its id.
+async fn provider_added(
+    app: &TestApp,
+    boss: &mut Browser,
+    org: i64,
+    kind: &str,
+    name: &str,
+    issuer: &str,
+    two_step: &str,
+) -> i64 {
+    boss.get(&format!("/orgs/{org}/sso")).await;
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso"),
+            &[
+                ("kind", kind),
+                ("name", name),
+                ("issuer", issuer),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("two_step_values", two_step),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    sqlx::query_scalar("select id from sso_providers where name = $1")
+        .bind(name)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+/// The administrator links `subject` at `provider` to Ana on the console.
+async fn linked(boss: &mut Browser, org: i64, provider: i64, subject: &str) {
     let page = boss
         .post(
             &format!("/orgs/{org}/sso/links"),
             &[
                 ("provider", &provider.to_string()),
-                ("subject", "okta-ana"),
+                ("subject", subject),
                 ("email", "ana@lakeside.test"),
             ],
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
-    (org, provider, ana)
+}
+
+/// A provider on loopback knowing `accounts`, set up as the organization's OpenID
+/// provider by [`set_up`].
+async fn openid(app: &TestApp, accounts: Value, two_step: &str) -> (Op, i64, i64, User) {
+    let op = Op::start(app, accounts, json!({})).await;
+    let (org, provider, ana) = set_up(app, "oidc", &op.issuer, two_step).await;
+    (op, org, provider, ana)
+}
+
+/// A provider on loopback set up by [`set_up`] as the organization's EHR, where Ana
+/// (a practitioner) is `subject` and her link names that subject.
+async fn ehr(app: &TestApp, subject: &str) -> (Op, i64, i64) {
+    let op = Op::start(
+        app,
+        json!({ subject: { "fhirUser": "Practitioner/ana" } }),
+        patients(),
+    )
+    .await;
+    let (org, provider, _) = set_up(app, "smart", &op.fhir, "urn:test:mfa").await;
+    sqlx::query("update sso_links set subject = $1")
+        .bind(subject)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    (op, org, provider)
 }
 
 /// The path and query of an absolute URL on the portal.
@@ -300,13 +346,12 @@ async fn last_signin(app: &TestApp, action: &str) -> String {
 #[tokio::test]
 async fn an_organizations_openid_provider_signs_a_linked_user_in_with_its_two_step() {
     let app = TestApp::spawn().await;
-    let op = Op::start(
+    let (op, org, provider, ana) = openid(
         &app,
         json!({ "okta-ana": {}, "okta-stranger": {} }),
-        json!({}),
+        "otp hwk",
     )
     .await;
-    let (org, provider, ana) = set_up(&app, "oidc", &op.issuer, "otp hwk").await;
     // the organization requires two-step sign-in, and Ana has not set up our TOTP
     sqlx::query("update organizations set require_mfa = 1 where id = $1")
         .bind(org)
@@ -360,8 +405,7 @@ async fn an_organizations_openid_provider_signs_a_linked_user_in_with_its_two_st
 #[tokio::test]
 async fn a_user_links_their_own_account_after_signing_in_with_a_password() {
     let app = TestApp::spawn().await;
-    let op = Op::start(&app, json!({ "okta-ana-2": {} }), json!({})).await;
-    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    let (op, org, provider, _) = openid(&app, json!({ "okta-ana-2": {} }), "otp").await;
     op.set(json!({ "login": { "sub": "okta-ana-2", "amr": ["otp"] } }))
         .await;
     let mut b = app.browser();
@@ -398,13 +442,7 @@ async fn a_user_links_their_own_account_after_signing_in_with_a_password() {
 #[tokio::test]
 async fn a_user_links_their_ehr_account_from_my_account_and_the_next_launch_signs_them_in() {
     let app = TestApp::spawn().await;
-    let op = Op::start(
-        &app,
-        json!({ "ehr-ana-7": { "fhirUser": "Practitioner/ana" } }),
-        patients(),
-    )
-    .await;
-    let (_, provider, _) = set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
+    let (op, _, provider) = ehr(&app, "ehr-ana-7").await;
     sqlx::query("delete from sso_links")
         .execute(&app.state.db.pool)
         .await
@@ -465,13 +503,8 @@ async fn a_user_links_their_ehr_account_from_my_account_and_the_next_launch_sign
 #[tokio::test]
 async fn every_bad_answer_is_refused_with_a_sentence() {
     let app = TestApp::spawn().await;
-    let op = Op::start(
-        &app,
-        json!({ "okta-ana": {}, "okta-stranger": {} }),
-        json!({}),
-    )
-    .await;
-    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    let (op, org, provider, _) =
+        openid(&app, json!({ "okta-ana": {}, "okta-stranger": {} }), "otp").await;
     op.set(json!({ "login": { "sub": "okta-ana", "amr": ["otp"] } }))
         .await;
     let refused = |page: &Page, sentence: &str| {
@@ -761,6 +794,178 @@ async fn the_console_refuses_bad_provider_settings() {
     );
 }
 
+async fn count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("select count(*) from {table}"))
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_console_keeps_what_was_typed_when_it_refuses_a_provider_or_a_link() {
+    let app = TestApp::spawn().await;
+    let (org, provider, _) = set_up(&app, "oidc", "https://idp.lakeside.example", "").await;
+    let mut boss = app.signed_in("boss@lakeside.test").await;
+    boss.get(&format!("/orgs/{org}/sso")).await;
+    let (providers, links) = (
+        count(&app, "sso_providers").await,
+        count(&app, "sso_links").await,
+    );
+
+    // a bad issuer: the sentence beside it, every other field as typed, the secret
+    // not echoed but asked for again
+    let typed_secret = "s3cret typed into the console";
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso"),
+            &[
+                ("kind", "smart"),
+                ("name", "Lakeside EHR (main)"),
+                ("issuer", "http://ehr.lakeside.example/fhir"),
+                ("client_id", "portal-client-7"),
+                ("client_secret", typed_secret),
+                ("two_step_values", "mfa otp"),
+                ("create_accounts", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert_eq!(
+        page.by_id("issuer-error").as_deref(),
+        Some("The FHIR server URL (iss) must be an https:// address.")
+    );
+    assert_eq!(page.by_id("name").as_deref(), Some("Lakeside EHR (main)"));
+    assert_eq!(
+        page.by_id("issuer").as_deref(),
+        Some("http://ehr.lakeside.example/fhir")
+    );
+    assert_eq!(page.by_id("client_id").as_deref(), Some("portal-client-7"));
+    assert_eq!(page.by_id("two_step_values").as_deref(), Some("mfa otp"));
+    assert!(
+        page.body.contains(r#"value="smart" checked"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"value="1" checked"#), "{}", page.body);
+    assert_eq!(
+        page.by_id("client_secret-error").as_deref(),
+        Some("The client secret is not shown again: enter it again.")
+    );
+    assert!(!page.body.contains(typed_secret), "{}", page.body);
+    // a taken issuer (409) asks for the secret again too
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso"),
+            &[
+                ("kind", "oidc"),
+                ("name", "Okta again"),
+                ("issuer", "https://idp.lakeside.example"),
+                ("client_id", "again"),
+                ("client_secret", typed_secret),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(
+        page.by_id("issuer-error")
+            .unwrap()
+            .contains("already set up")
+    );
+    assert_eq!(page.by_id("name").as_deref(), Some("Okta again"));
+    assert!(
+        page.by_id("client_secret-error")
+            .unwrap()
+            .contains("enter it again")
+    );
+    assert!(!page.body.contains(typed_secret));
+
+    // links: an unknown user, a subject that is not one line, an unreadable provider,
+    // and a subject already linked, each beside its field with the rest kept
+    let provider = provider.to_string();
+    let long = "x".repeat(256);
+    for (fields, field, sentence, status) in [
+        (
+            [
+                ("provider", provider.as_str()),
+                ("subject", "okta-bob"),
+                ("email", "bob@nowhere.test"),
+            ],
+            "link-email-error",
+            "No user of this organization has that e-mail address.",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            [
+                ("provider", provider.as_str()),
+                ("subject", long.as_str()),
+                ("email", "ana@lakeside.test"),
+            ],
+            "link-subject-error",
+            "The subject (the provider's user id) must be one line of at most 255 characters.",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            [
+                ("provider", "first"),
+                ("subject", "okta-bob"),
+                ("email", "ana@lakeside.test"),
+            ],
+            "link-provider-error",
+            "Choose the provider the account is at.",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            [
+                ("provider", provider.as_str()),
+                ("subject", "okta-ana"),
+                ("email", "ana@lakeside.test"),
+            ],
+            "link-subject-error",
+            "That Lakeside Okta subject is already linked. Remove its link first to link it to someone else.",
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let page = boss.post(&format!("/orgs/{org}/sso/links"), &fields).await;
+        assert_eq!(page.status, status, "{sentence}: {}", page.body);
+        assert_eq!(
+            page.by_id(field).as_deref(),
+            Some(sentence),
+            "{}",
+            page.body
+        );
+        assert_eq!(page.by_id("link-subject").as_deref(), Some(fields[1].1));
+        assert_eq!(page.by_id("link-email").as_deref(), Some(fields[2].1));
+    }
+    // the provider chosen stays chosen
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso/links"),
+            &[("provider", &provider), ("subject", "s"), ("email", "x")],
+        )
+        .await;
+    assert!(
+        page.body
+            .contains(&format!(r#"<option value="{provider}" selected>"#)),
+        "{}",
+        page.body
+    );
+    // a provider of no organization of the admin's is not found, not listed
+    let page = boss
+        .post(
+            &format!("/orgs/{org}/sso/links"),
+            &[
+                ("provider", "999999"),
+                ("subject", "s"),
+                ("email", "ana@lakeside.test"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    // nothing was saved by any of them
+    assert_eq!(count(&app, "sso_providers").await, providers);
+    assert_eq!(count(&app, "sso_links").await, links);
+}
+
 /// The FHIR Patient the EHR's launch names.
 pub(crate) fn patients() -> Value {
     json!({
@@ -778,17 +983,7 @@ pub(crate) fn patients() -> Value {
 #[tokio::test]
 async fn a_smart_ehr_launch_signs_in_and_opens_the_patients_messages_ready_to_write() {
     let app = TestApp::spawn().await;
-    let op = Op::start(
-        &app,
-        json!({ "ehr-ana": { "fhirUser": "Practitioner/ana" } }),
-        patients(),
-    )
-    .await;
-    let (_, _, _) = set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
-    sqlx::query("update sso_links set subject = 'ehr-ana'")
-        .execute(&app.state.db.pool)
-        .await
-        .unwrap();
+    let (op, _, _) = ehr(&app, "ehr-ana").await;
     op.set(json!({
         "login": { "sub": "ehr-ana", "amr": ["pwd", "otp"], "acr": "urn:test:mfa" },
         "launches": { "L-778": { "sub": "ehr-ana", "patient": "pat-4471", "need_patient_banner": true } }
@@ -875,47 +1070,20 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
     use crate::browser::{arrive, chromium_with, start_driver, text};
     use fantoccini::Locator;
     let app = TestApp::spawn().await;
-    let op = Op::start(
-        &app,
-        json!({ "ehr-ana": { "fhirUser": "Practitioner/ana" } }),
-        patients(),
-    )
-    .await;
-    let (org, _, _) = set_up(&app, "smart", &op.fhir, "urn:test:mfa").await;
-    sqlx::query("update sso_links set subject = 'ehr-ana'")
-        .execute(&app.state.db.pool)
-        .await
-        .unwrap();
+    let (op, org, _) = ehr(&app, "ehr-ana").await;
     // the same server is also the organization's OpenID provider
     let mut boss = app.signed_in("boss@lakeside.test").await;
-    boss.get(&format!("/orgs/{org}/sso")).await;
-    let added = boss
-        .post(
-            &format!("/orgs/{org}/sso"),
-            &[
-                ("kind", "oidc"),
-                ("name", "Lakeside Login"),
-                ("issuer", &op.issuer),
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
-                ("two_step_values", "urn:test:mfa"),
-            ],
-        )
-        .await;
-    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
-    let oidc: i64 = sqlx::query_scalar("select id from sso_providers where kind = 'oidc'")
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
-    boss.post(
-        &format!("/orgs/{org}/sso/links"),
-        &[
-            ("provider", &oidc.to_string()),
-            ("subject", "ehr-ana"),
-            ("email", "ana@lakeside.test"),
-        ],
+    let oidc = provider_added(
+        &app,
+        &mut boss,
+        org,
+        "oidc",
+        "Lakeside Login",
+        &op.issuer,
+        "urn:test:mfa",
     )
     .await;
+    linked(&mut boss, org, oidc, "ehr-ana").await;
     op.set(json!({
         "login": { "sub": "ehr-ana", "amr": ["pwd", "otp"], "acr": "urn:test:mfa" },
         "launches": { "L-901": { "sub": "ehr-ana", "patient": "pat-4471", "need_patient_banner": true } }
@@ -987,17 +1155,16 @@ async fn in_chromium_a_smart_launch_lands_on_the_patients_messages_with_compose_
 #[tokio::test]
 async fn accounts_are_made_at_first_sign_in_only_when_the_organization_allows_it() {
     let app = TestApp::spawn().await;
-    let op = Op::start(
+    let (op, org, provider, _) = openid(
         &app,
         json!({
             "okta-new": { "email": "new.person@lakeside.test", "email_verified": true },
             "okta-unverified": { "email": "other.person@lakeside.test", "email_verified": false },
             "okta-squatter": { "email": "ana@lakeside.test", "email_verified": true }
         }),
-        json!({}),
+        "otp",
     )
     .await;
-    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
     let first = |sub: &'static str| json!({ "login": { "sub": sub, "amr": ["otp"] } });
 
     // off (the default): refused, nothing made
@@ -1044,18 +1211,17 @@ async fn accounts_are_made_at_first_sign_in_only_when_the_organization_allows_it
         );
         assert!(!signed_in(&mut b).await);
     }
-    let links: i64 = sqlx::query_scalar("select count(*) from sso_links")
-        .fetch_one(&app.state.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(links, 2, "Ana's link and the new person's");
+    assert_eq!(
+        count(&app, "sso_links").await,
+        2,
+        "Ana's link and the new person's"
+    );
 }
 
 #[tokio::test]
 async fn bad_answers_count_against_the_address_and_a_paused_address_starts_no_sign_in() {
     let app = TestApp::spawn_with(|c| c.ip_lockout_threshold = 2).await;
-    let op = Op::start(&app, json!({ "okta-ana": {} }), json!({})).await;
-    let (org, provider, _) = set_up(&app, "oidc", &op.issuer, "otp").await;
+    let (op, org, provider, _) = openid(&app, json!({ "okta-ana": {} }), "otp").await;
     op.set(json!({ "login": { "sub": "okta-ana", "amr": ["otp"] }, "tamper": "aud" }))
         .await;
     for _ in 0..2 {
