@@ -178,9 +178,12 @@ async fn compose(
     axum::Form(form): axum::Form<DraftForm>,
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    check_form(&form)?;
-    let id = create_draft(&state, &current, &mailbox).await?;
     let background = headers.contains_key("x-autosave") || q.beacon.is_some();
+    if let Some(why) = over_limits(&form) {
+        let blank = Draft::blank(mailbox.id, current.user.id);
+        return refuse_over_limits(&state, current, mailbox, blank, &form, background, why).await;
+    }
+    let id = create_draft(&state, &current, &mailbox).await?;
     let mut answer = store_and_answer(&state, ip, current, mailbox, id, background, &form).await?;
     if background {
         *answer.status_mut() = StatusCode::CREATED;
@@ -223,7 +226,10 @@ async fn compose_and_send(
     axum::Form(form): axum::Form<DraftForm>,
 ) -> AppResult<Response> {
     let mailbox = own_mailbox(&state, &current, mailbox_id).await?;
-    check_form(&form)?;
+    if let Some(why) = over_limits(&form) {
+        let blank = Draft::blank(mailbox.id, current.user.id);
+        return refuse_over_limits(&state, current, mailbox, blank, &form, false, why).await;
+    }
     let id = create_draft(&state, &current, &mailbox).await?;
     store_form(&state, id, &form).await?;
     send_draft(&state, current, ip, mailbox, id, &form.reviewed).await
@@ -645,6 +651,23 @@ struct DraftForm {
 }
 
 impl DraftForm {
+    /// `draft` with what this form has typed in it (the parts the form carries).
+    fn apply(&self, draft: &mut Draft) {
+        draft.to = self.to.clone();
+        draft.cc = self.cc.clone();
+        draft.subject = self.subject.clone();
+        draft.body = self.body.clone();
+        if let Some(patient) = self.patient() {
+            draft.patient = patient;
+        }
+        if self.xdm_box.is_some() {
+            draft.as_xdm = self.as_xdm.is_some();
+        }
+        if let Some(sensitive) = self.sensitive() {
+            draft.sensitive = sensitive;
+        }
+    }
+
     /// The "Sensitive" section as chosen and typed, when the form has one.
     fn sensitive(&self) -> Option<drafts::Sensitive> {
         self.sensitive_box.as_ref()?;
@@ -695,19 +718,69 @@ struct BeaconQuery {
 /// Longest body text accepted (the form layer also bounds the request).
 const BODY_LIMIT: usize = 60 * 1024;
 
-/// Refuses text longer than a draft may hold, before anything is stored.
-fn check_form(form: &DraftForm) -> AppResult<()> {
+/// Why the form holds more than a draft may (then nothing of it is stored), if it does.
+fn over_limits(form: &DraftForm) -> Option<String> {
     if form.body.len() > BODY_LIMIT || form.subject.chars().count() > 500 {
-        return Err(AppError::BadRequest(
+        return Some(
             "The text is longer than a message may be here (60 KB); attach a document instead."
                 .into(),
+        );
+    }
+    // the patient block is kept as typed, within bounds that no real patient block
+    // reaches; it is checked field by field when the draft is sent
+    if form.patient().is_some_and(|p| {
+        [
+            &p.given,
+            &p.family,
+            &p.birth_date,
+            &p.sex,
+            &p.id,
+            &p.purpose,
+        ]
+        .iter()
+        .any(|f| f.len() > 1000)
+    }) {
+        return Some("A patient field is longer than it may be here.".into());
+    }
+    let limit = crate::sensitive_send::MAX_TEXT;
+    if form.sensitive().is_some_and(|s| {
+        [&s.consent_scope, &s.no_consent_reason]
+            .iter()
+            .any(|t| t.chars().count() > limit)
+    }) {
+        return Some(format!(
+            "The consent's scope and the reason are kept to {limit} characters each."
         ));
     }
-    Ok(())
+    None
 }
 
+/// A form over the limits, refused before anything is stored: the page's script (or
+/// a beacon) gets the sentence; a page gets the compose page again with what was
+/// typed and the sentence.
+async fn refuse_over_limits(
+    state: &AppState,
+    current: CurrentUser,
+    mailbox: Mailbox,
+    mut draft: Draft,
+    form: &DraftForm,
+    background: bool,
+    why: String,
+) -> AppResult<Response> {
+    if background {
+        return Err(AppError::BadRequest(why));
+    }
+    form.apply(&mut draft);
+    let feedback = Feedback {
+        errors: vec![why],
+        ..Feedback::default()
+    };
+    let page = render(state, current, mailbox, draft, feedback).await?;
+    Ok((StatusCode::BAD_REQUEST, page).into_response())
+}
+
+/// Stores the form in draft `id` (checked with [`over_limits`] before); the time saved.
 async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i64> {
-    check_form(form)?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     drafts::save(
@@ -721,38 +794,12 @@ async fn store_form(state: &AppState, id: i64, form: &DraftForm) -> AppResult<i6
     )
     .await?;
     if let Some(patient) = form.patient() {
-        // kept as typed, within bounds that no real patient block reaches; it is
-        // checked field by field when the draft is sent
-        let too_long = [
-            &patient.given,
-            &patient.family,
-            &patient.birth_date,
-            &patient.sex,
-            &patient.id,
-            &patient.purpose,
-        ]
-        .iter()
-        .any(|f| f.len() > 1000);
-        if too_long {
-            return Err(AppError::BadRequest(
-                "A patient field is longer than it may be here.".into(),
-            ));
-        }
         drafts::save_patient(&mut tx, id, &patient).await?;
     }
     if form.xdm_box.is_some() {
         drafts::save_as_xdm(&mut tx, id, form.as_xdm.is_some()).await?;
     }
     if let Some(sensitive) = form.sensitive() {
-        let limit = crate::sensitive_send::MAX_TEXT;
-        if [&sensitive.consent_scope, &sensitive.no_consent_reason]
-            .iter()
-            .any(|t| t.chars().count() > limit)
-        {
-            return Err(AppError::BadRequest(format!(
-                "The consent's scope and the reason are kept to {limit} characters each."
-            )));
-        }
         drafts::save_sensitive(&mut tx, id, &sensitive).await?;
     }
     tx.commit().await?;
@@ -772,6 +819,9 @@ async fn save(
 ) -> AppResult<Response> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
     let background = headers.contains_key("x-autosave") || q.beacon.is_some();
+    if let Some(why) = over_limits(&form) {
+        return refuse_over_limits(&state, current, mailbox, draft, &form, background, why).await;
+    }
     store_and_answer(&state, ip, current, mailbox, draft.id, background, &form).await
 }
 
@@ -783,6 +833,9 @@ async fn send(
     axum::Form(form): axum::Form<DraftForm>,
 ) -> AppResult<Response> {
     let (mailbox, draft) = own_draft(&state, &current, id).await?;
+    if let Some(why) = over_limits(&form) {
+        return refuse_over_limits(&state, current, mailbox, draft, &form, false, why).await;
+    }
     store_form(&state, draft.id, &form).await?;
     send_draft(&state, current, ip, mailbox, draft.id, &form.reviewed).await
 }

@@ -1823,9 +1823,36 @@ async fn a_draft_is_saved_as_typed_survives_sign_out_and_is_private_to_its_write
         "{}",
         refused.body
     );
-    let refused = ana.post(&path, &too_long).await;
+    // a page (Save or Send, without the script) comes back with what was typed
+    for to in [path.clone(), format!("{path}/send")] {
+        let refused = ana.post(&to, &too_long).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{to}");
+        assert!(
+            refused.body.contains(
+                "The text is longer than a message may be here (60 KB); attach a document instead."
+            ),
+            "{}",
+            refused.body
+        );
+        assert_eq!(field(&refused, "body"), long, "{to}");
+        assert_eq!(field(&refused, "subject"), "long");
+        assert_eq!(field(&refused, "to"), typed[0].1);
+    }
+    // a new message too: nothing is made
+    let before = sqlx::query_scalar::<_, i64>("select count(*) from drafts")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let refused = ana
+        .post(&format!("/mail/{}/compose/send", shared.id), &too_long)
+        .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert!(refused.body.contains("60 KB"));
+    assert_eq!(field(&refused, "body"), long);
+    let after = sqlx::query_scalar::<_, i64>("select count(*) from drafts")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "no draft was made");
     let page = ana.get(&path).await;
     assert_eq!(field(&page, "body"), kept);
     assert_eq!(field(&page, "subject"), typed[2].1);
