@@ -5,7 +5,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -41,14 +41,15 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
-    fn filter(&self, org_id: Option<i64>) -> Result<Filter, AppError> {
-        let date = |s: &str, what: &str| -> Result<Option<i64>, AppError> {
+    /// The filter, or why it cannot be read.
+    fn filter(&self, org_id: Option<i64>) -> Result<Filter, String> {
+        let date = |s: &str, what: &str| -> Result<Option<i64>, String> {
             if s.trim().is_empty() {
                 return Ok(None);
             }
-            parse_date(s).map(Some).ok_or_else(|| {
-                AppError::BadRequest(format!("The {what} date must look like 2026-01-31."))
-            })
+            parse_date(s)
+                .map(Some)
+                .ok_or_else(|| format!("The {what} date must look like 2026-01-31."))
         };
         let non_empty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
         Ok(Filter {
@@ -146,13 +147,15 @@ struct LogPage {
     q: AuditQuery,
     query: String,
     next_before: String,
+    /// Why the filter as typed cannot be used ("" when it can).
+    problem: String,
 }
 
 async fn all_page(
     State(state): State<AppState>,
     current: CurrentUser,
     Query(q): Query<AuditQuery>,
-) -> AppResult<LogPage> {
+) -> AppResult<Response> {
     current.require_operator()?;
     page(
         &state,
@@ -171,7 +174,7 @@ async fn org_page(
     current: CurrentUser,
     Path(org_id): Path<i64>,
     Query(q): Query<AuditQuery>,
-) -> AppResult<LogPage> {
+) -> AppResult<Response> {
     let org = readable_org(&state, &current, org_id).await?;
     page(
         &state,
@@ -212,12 +215,23 @@ async fn page(
     scope: String,
     org_id: Option<i64>,
     q: AuditQuery,
-) -> AppResult<LogPage> {
-    let filter = q.filter(org_id)?;
-    let entries = audit::list(&state.db, &filter, PAGE + 1).await?;
-    let (entries, next_before) = super::paginate(entries, PAGE, |e| e.id.to_string());
+) -> AppResult<Response> {
+    // a filter that cannot be used comes back as typed, with why, and lists nothing
+    let (entries, next_before, problem) = match q.filter(org_id) {
+        Ok(filter) => {
+            let entries = audit::list(&state.db, &filter, PAGE + 1).await?;
+            let (entries, next) = super::paginate(entries, PAGE, |e| e.id.to_string());
+            (entries, next, String::new())
+        }
+        Err(problem) => (Vec::new(), String::new(), problem),
+    };
     let names = named(state, viewer, &entries).await?;
-    Ok(LogPage {
+    let status = if problem.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let page = LogPage {
         chrome,
         base,
         scope,
@@ -234,7 +248,9 @@ async fn page(
         query: q.without_cursor(),
         q,
         next_before,
-    })
+        problem,
+    };
+    Ok((status, page).into_response())
 }
 
 async fn all_csv(
@@ -268,7 +284,7 @@ async fn csv(
     name: &str,
     q: AuditQuery,
 ) -> AppResult<Response> {
-    let mut filter = q.filter(org_id)?;
+    let mut filter = q.filter(org_id).map_err(AppError::BadRequest)?;
     filter.before_id = None;
     let entries = audit::list(&state.db, &filter, EXPORT_LIMIT).await?;
     let mut out = csv::Writer::from_writer(Vec::new());

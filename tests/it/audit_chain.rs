@@ -415,11 +415,25 @@ async fn an_office_manager_reads_filters_and_exports_only_their_organizations_lo
         ))
         .await;
     assert!(page.body.contains("No entry matches"));
+    // a date that cannot be read: said beside the filter, which keeps what was typed
     let page = boss
-        .get(&format!("/orgs/{}/audit?from=yesterday", ours.id))
+        .get(&format!(
+            "/orgs/{}/audit?user=ana%40direct.lakeside.test&action=signin&from=yesterday",
+            ours.id
+        ))
         .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(page.body.contains("must look like 2026-01-31"));
+    assert_eq!(
+        page.by_id("filter-error").as_deref(),
+        Some("The from date must look like 2026-01-31.")
+    );
+    assert_eq!(
+        page.by_id("user").as_deref(),
+        Some("ana@direct.lakeside.test")
+    );
+    assert_eq!(page.by_id("action").as_deref(), Some("signin"));
+    assert_eq!(page.by_id("from").as_deref(), Some("yesterday"));
+    assert!(!page.body.contains("<tbody>"), "nothing is listed");
 
     let r = boss
         .client
