@@ -182,6 +182,19 @@ async fn audited(app: &TestApp, action: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// The operator's form for a public-health reporting route, as `b` sends it.
+async fn route_posted(b: &mut Browser, jurisdiction: &str, address: &str, types: &str) -> Page {
+    b.post(
+        "/reporting",
+        &[
+            ("jurisdiction", jurisdiction),
+            ("address", address),
+            ("document_types", types),
+        ],
+    )
+    .await
+}
+
 /// The ids of the requests listed on a page of the requests list.
 fn listed(page: &Page) -> Vec<i64> {
     Regex::new(r#"data-request="(\d+)""#)
@@ -812,16 +825,7 @@ async fn another_practice_cannot_see_remind_cancel_or_answer_requests_and_only_o
     );
     // the routes are the operator's
     assert_eq!(kim.get("/reporting").await.status, StatusCode::FORBIDDEN);
-    let r = kim
-        .post(
-            "/reporting",
-            &[
-                ("jurisdiction", "Illinois"),
-                ("address", "ecr@aims.example"),
-                ("document_types", "55751-2"),
-            ],
-        )
-        .await;
+    let r = route_posted(&mut kim, "Illinois", "ecr@aims.example", "55751-2").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(
         directmail::store::reporting::list(&app.state.db)
@@ -845,31 +849,13 @@ async fn a_case_report_goes_on_the_route_despite_an_opt_out_and_the_response_lin
             .contains(r#"value="55751-2""#)
     );
     // a bad route is refused field by field, keeping what was typed
-    let page = ops
-        .post(
-            "/reporting",
-            &[
-                ("jurisdiction", ""),
-                ("address", "aims"),
-                ("document_types", "eICR"),
-            ],
-        )
-        .await;
+    let page = route_posted(&mut ops, "", "aims", "eICR").await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(page.by_id("address").as_deref(), Some("aims"));
     for field in ["jurisdiction", "address", "document_types"] {
         assert!(page.by_id(&format!("{field}-error")).is_some(), "{field}");
     }
-    let saved = ops
-        .post(
-            "/reporting",
-            &[
-                ("jurisdiction", "Illinois"),
-                ("address", FAR),
-                ("document_types", "55751-2"),
-            ],
-        )
-        .await;
+    let saved = route_posted(&mut ops, "Illinois", FAR, "55751-2").await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     let route = directmail::store::reporting::list(&app.state.db)
         .await
