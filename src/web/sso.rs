@@ -350,15 +350,20 @@ async fn start_link(
         .await?
         .filter(|p| Some(p.org_id) == current.user.org_id)
         .ok_or(AppError::NotFound)?;
-    begin_flow(
-        &state,
-        &provider,
-        "",
-        "/account",
-        Some(current.user.id),
-        true,
-    )
-    .await
+    let user = Some(current.user.id);
+    match begin_flow(&state, &provider, "", "/account", user, true).await {
+        // a provider that cannot be used: why, and the way back to My account
+        Err(AppError::BadRequest(why)) => Ok((
+            StatusCode::BAD_GATEWAY,
+            ContinuePage {
+                next: String::new(),
+                title: "Not linked".into(),
+                message: why,
+            },
+        )
+            .into_response()),
+        other => other,
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -781,13 +781,31 @@ async fn the_console_refuses_bad_provider_settings() {
         page.status,
         page.body
     );
+    // linking one's own account there: the same sentence, and the way back
+    let mut ana = app.signed_in("ana@lakeside.test").await;
+    assert!(
+        ana.get("/account")
+            .await
+            .body
+            .contains("Link my Closed Port account")
+    );
+    let page = ana.post(&format!("/sso/{closed}/link"), &[]).await;
+    assert!(
+        page.status == StatusCode::BAD_GATEWAY
+            && page
+                .by_id("sso-message")
+                .is_some_and(|m| m.contains("could not be reached"))
+            && page.by_id("sso-continue").as_deref() == Some("Back to My account"),
+        "{} {}",
+        page.status,
+        page.body
+    );
     // hostile callbacks: oversized state, no state
     let long = "s".repeat(5000);
     let page = b.get(&format!("/sso/callback?code=c&state={long}")).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert_eq!(b.get("/sso/callback").await.status, StatusCode::BAD_REQUEST);
     // a member cannot open the console
-    let mut ana = app.signed_in("ana@lakeside.test").await;
     assert_eq!(
         ana.get(&format!("/orgs/{org}/sso")).await.status,
         StatusCode::FORBIDDEN
