@@ -1077,7 +1077,9 @@ async fn add_link(
     let user = users::by_email(&state.db, &email)
         .await?
         .filter(|u| u.org_id == Some(org.id));
-    if user.is_none() {
+    if email.is_empty() {
+        errors.add("link_email", "Enter the user's e-mail address.");
+    } else if user.is_none() {
         errors.add(
             "link_email",
             "No user of this organization has that e-mail address.",

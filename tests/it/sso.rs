@@ -935,6 +935,16 @@ async fn the_console_keeps_what_was_typed_when_it_refuses_a_provider_or_a_link()
         (
             [
                 ("provider", provider.as_str()),
+                ("subject", "okta-bob"),
+                ("email", "  "),
+            ],
+            "link-email-error",
+            "Enter the user's e-mail address.",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            [
+                ("provider", provider.as_str()),
                 ("subject", "okta-ana"),
                 ("email", "ana@lakeside.test"),
             ],
