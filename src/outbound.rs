@@ -306,8 +306,10 @@ impl Sender {
                         .hold(Claim::Outbound(job.queue_id), job.attempts)
                 })
                 .collect();
+            let reads = BatchReads::default();
             let results =
-                futures_util::future::join_all(batch.iter().map(|job| self.deliver(job))).await;
+                futures_util::future::join_all(batch.iter().map(|job| self.deliver(job, &reads)))
+                    .await;
             // Recording the outcomes is retried on a passing database error: a message
             // may already be with the peer, so its job must not be sent again.
             let mut tries = 0;
@@ -398,7 +400,7 @@ impl Sender {
         Ok(())
     }
 
-    async fn deliver(&self, job: &Job) -> Result<(), SendError> {
+    async fn deliver(&self, job: &Job, reads: &BatchReads) -> Result<(), SendError> {
         let now = self.clock.now();
         let internal = |e: anyhow::Error| SendError::Temporary(format!("internal error: {e:#}"));
         let from_domain = job
@@ -406,15 +408,13 @@ impl Sender {
             .rsplit_once('@')
             .map(|(_, d)| d)
             .unwrap_or_default();
-        let Some(sender_domain) = orgs::domain_by_name(&self.db, from_domain)
-            .await
-            .map_err(|e| internal(e.into()))?
-        else {
+        let Some(sender_domain) = self.domain(reads, from_domain).await.map_err(internal)? else {
             return Err(SendError::Permanent(format!(
                 "{from_domain} is not hosted here"
             )));
         };
-        let identities = pki::identities(&self.db, &self.secret, sender_domain.id)
+        let identities = self
+            .identities(reads, sender_domain.id)
             .await
             .map_err(internal)?;
         let signer = pick(&identities, &job.from_addr).ok_or_else(|| {
@@ -423,10 +423,10 @@ impl Sender {
                 job.from_addr
             ))
         })?;
-        let hosted = orgs::domain_by_name(&self.db, &job.domain)
-            .await
-            .map_err(|e| internal(e.into()))?;
-        let key_transport = pki::key_transport_for(&self.db, &job.domain)
+        let hosted = self.domain(reads, &job.domain).await.map_err(internal)?;
+        let key_transport = reads
+            .key_transports
+            .get(&job.domain, pki::key_transport_for(&self.db, &job.domain))
             .await
             .map_err(internal)?;
         let mut recipients = Vec::new();
@@ -441,7 +441,7 @@ impl Sender {
             let cert = match &fixed {
                 Some(c) => Some(c.clone()),
                 None => self
-                    .certificate_for(address, hosted.as_ref())
+                    .certificate_for(address, hosted.as_ref(), reads)
                     .await
                     .map_err(internal)?,
             };
@@ -559,16 +559,83 @@ impl Sender {
         &self,
         address: &str,
         hosted: Option<&orgs::Domain>,
+        reads: &BatchReads,
     ) -> anyhow::Result<Option<Certificate>> {
         if let Some(domain) = hosted {
-            let ids = pki::identities(&self.db, &self.secret, domain.id).await?;
+            let ids = self.identities(reads, domain.id).await?;
             return Ok(pick(&ids, address).map(|i| i.certificate().clone()));
         }
-        Ok(
-            crate::recipients::foreign(&self.db, &self.discovery, address, self.clock.now())
-                .await?
-                .certificate,
-        )
+        let foreign = async {
+            Ok(
+                crate::recipients::foreign(&self.db, &self.discovery, address, self.clock.now())
+                    .await?
+                    .certificate,
+            )
+        };
+        reads.certificates.get(address, foreign).await
+    }
+
+    /// A domain hosted here, by name, read once per batch.
+    async fn domain(&self, reads: &BatchReads, name: &str) -> anyhow::Result<Option<orgs::Domain>> {
+        let read = async { Ok(orgs::domain_by_name(&self.db, name).await?) };
+        reads.domains.get(name, read).await
+    }
+
+    /// A hosted domain's identities, read once per batch.
+    async fn identities(
+        &self,
+        reads: &BatchReads,
+        domain_id: i64,
+    ) -> anyhow::Result<Vec<Identity>> {
+        let read = pki::identities(&self.db, &self.secret, domain_id);
+        reads.identities.get(&domain_id.to_string(), read).await
+    }
+}
+
+/// What the jobs of one batch read before sealing, read once for the whole batch: a
+/// batch goes to one domain, and its jobs are mostly the notifications of one
+/// received message, so each job read the same domains, keys and certificates
+/// again (about six reads per notification). Kept only while the batch is delivered:
+/// nothing outlives it, so a certificate removed or revoked, or a domain's key
+/// replaced, is read afresh by the next batch, as it was by the next job.
+#[derive(Default)]
+struct BatchReads {
+    domains: Memo<Option<orgs::Domain>>,
+    identities: Memo<Vec<Identity>>,
+    key_transports: Memo<smime::KeyTransport>,
+    certificates: Memo<Option<Certificate>>,
+}
+
+/// One kind of read by key: the first job to ask reads it, the others asking for
+/// the same key wait for that read and share its answer (a failure too, as its
+/// sentence); different keys are read side by side.
+type Answer<V> = Arc<tokio::sync::OnceCell<Result<V, String>>>;
+
+struct Memo<V>(std::sync::Mutex<std::collections::HashMap<String, Answer<V>>>);
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Memo(Default::default())
+    }
+}
+
+impl<V: Clone> Memo<V> {
+    async fn get(
+        &self,
+        key: &str,
+        read: impl std::future::Future<Output = anyhow::Result<V>>,
+    ) -> anyhow::Result<V> {
+        let answer = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        let answer = answer
+            .get_or_init(|| async { read.await.map_err(|e| format!("{e:#}")) })
+            .await;
+        answer.clone().map_err(anyhow::Error::msg)
     }
 }
 

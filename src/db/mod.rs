@@ -48,6 +48,8 @@ pub struct Db {
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Received messages waiting to be stored together (SQLite's group commit).
     pub(crate) inbound_waiting: std::sync::Arc<crate::store::inbound::Waiting>,
+    /// Received messages' bytes stored by this process, until claimed here.
+    pub(crate) stored_raw: std::sync::Arc<crate::store::inbound::Stored>,
     /// Processed messages waiting to be recorded together (group commit too).
     pub(crate) outcomes_waiting: std::sync::Arc<crate::inbound::Waiting>,
     /// Audit entries of [`crate::audit::record`] waiting to be appended together, and
@@ -123,6 +125,7 @@ impl Db {
                 sessions: SessionPool::Postgres(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                stored_raw: Default::default(),
                 outcomes_waiting: Default::default(),
                 audit_waiting: Default::default(),
                 audit_turn: Default::default(),
@@ -195,6 +198,7 @@ impl Db {
                 sessions: SessionPool::Sqlite(sessions),
                 writes: Default::default(),
                 inbound_waiting: Default::default(),
+                stored_raw: Default::default(),
                 outcomes_waiting: Default::default(),
                 audit_waiting: Default::default(),
                 audit_turn: Default::default(),
@@ -238,6 +242,7 @@ impl Db {
             sessions: SessionPool::Sqlite(SqlitePoolOptions::new().connect_lazy_with(options)),
             writes: Default::default(),
             inbound_waiting: Default::default(),
+            stored_raw: Default::default(),
             outcomes_waiting: Default::default(),
             audit_waiting: Default::default(),
             audit_turn: Default::default(),
