@@ -11,6 +11,13 @@
 //! (default 10) each wrk run, `BENCH_ONLY` (parts of rows' names, comma-separated) picks
 //! rows, `BENCH_USERS` (default `1,32`) the connection counts. The row for a mailbox of a
 //! million messages: `BENCH_MESSAGES=1000000 BENCH_USERS=1 BENCH_ONLY='inbox,page 50,search,open'`.
+//! `BENCH_DATABASE` keeps the seeded mailbox between runs (a million messages take
+//! minutes to seed): a database name (lowercase letters, digits, `_`) on that
+//! PostgreSQL server, else a SQLite file's path; its development key is kept in the
+//! temporary directory under a name made from it. The first run seeds it; a later run
+//! finds the mailbox holding `BENCH_MESSAGES` (and the two clinical) messages, applies
+//! any new migration and only measures. Another count (an interrupted seeding) is
+//! refused: drop it.
 //! Needs `wrk` (Debian: `apt-get install wrk`);
 //! `scripts/bench-webmail.sh` installs it and runs both databases.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,7 +34,7 @@ use directmail::store::mailboxes::{self, MailboxKind};
 use directmail::store::{orgs, users};
 
 mod common;
-use common::{database, env_usize};
+use common::{database, env_usize, kept_database};
 #[path = "../crates/content/benches/fixtures/mod.rs"]
 mod clinical;
 
@@ -128,29 +135,9 @@ fn wrk(url: &str, cookie: &str, connections: usize, seconds: usize) -> (f64, f64
     (rps, ms("50%"), ms("90%"), ms("99%"))
 }
 
-#[tokio::main]
-async fn main() {
-    let n = env_usize("BENCH_MESSAGES", 100_000);
-    let seconds = env_usize("BENCH_SECONDS", 10);
-    let dir = tempfile::tempdir().unwrap();
-    let (url, backend) = database(dir.path(), "bench_mail").await;
-    let mut config = Config::defaults();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.smtp_addr = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.path().to_path_buf();
-    config.database_url = Some(url);
-    config.dev_pki = false;
-    config.dns_resolver = Some("127.0.0.1:9".parse().unwrap());
-    config.log = "warn".into();
-    let app = Application::build_with_clock(config, Clock::default())
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let state = app.state.clone();
-    tokio::spawn(app.run_until(std::future::pending()));
-
+/// Seeds the bench mailbox with `n` messages and the two with clinical content; its id.
+async fn seed(state: &directmail::web::AppState, n: usize, password: &str, backend: &str) -> i64 {
     let now = state.clock.now();
-    let password = "bench password long enough";
     let mut tx = state.db.begin().await.unwrap();
     let org = orgs::create(&mut tx, &DisplayName::parse("Bench Clinic").unwrap(), now)
         .await
@@ -194,7 +181,6 @@ async fn main() {
     tx.commit().await.unwrap();
 
     println!("seeding {n} messages into one Inbox ({backend})…");
-    let started = Instant::now();
     let mut i = 0;
     while i < n {
         let mut tx = state.db.begin().await.unwrap();
@@ -251,7 +237,6 @@ async fn main() {
         "application/zip",
         clinical::big_xdm(&cda),
     );
-    let mut clinical_ids: Vec<i64> = Vec::new();
     let mut tx = state.db.begin().await.unwrap();
     for (subject, raw) in [
         ("Referral, 5 MB C-CDA", &with_cda),
@@ -282,14 +267,6 @@ async fn main() {
             .await
             .unwrap()
         );
-        clinical_ids.push(
-            sqlx::query_scalar("select id from messages where mailbox_id = $1 and subject = $2")
-                .bind(mailbox.id)
-                .bind(subject)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap(),
-        );
     }
     tx.commit().await.unwrap();
 
@@ -307,7 +284,67 @@ async fn main() {
             .await
             .unwrap();
     }
-    println!("  seeded in {:.1} s", started.elapsed().as_secs_f64());
+    mailbox.id
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("BENCH_MESSAGES", 100_000);
+    let seconds = env_usize("BENCH_SECONDS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    // a kept database keeps its data directory (the development key) beside it
+    let ((url, backend), data_dir) = match std::env::var("BENCH_DATABASE") {
+        Ok(name) if !name.is_empty() => (
+            kept_database(&name).await,
+            std::env::temp_dir().join(format!(
+                "directmail-bench-{}",
+                name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            )),
+        ),
+        _ => (
+            database(dir.path(), "bench_mail").await,
+            dir.path().to_path_buf(),
+        ),
+    };
+    let mut config = Config::defaults();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.smtp_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir;
+    config.database_url = Some(url);
+    config.dev_pki = false;
+    config.dns_resolver = Some("127.0.0.1:9".parse().unwrap());
+    config.log = "warn".into();
+    let app = Application::build_with_clock(config, Clock::default())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let state = app.state.clone();
+    tokio::spawn(app.run_until(std::future::pending()));
+
+    let password = "bench password long enough";
+    let started = Instant::now();
+    let m = match mailboxes::by_address(&state.db, "front@direct.bench.test")
+        .await
+        .unwrap()
+    {
+        Some(kept) => {
+            let held: i64 =
+                sqlx::query_scalar("select count(*) from messages where mailbox_id = $1")
+                    .bind(kept.id)
+                    .fetch_one(&state.db.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                held as usize,
+                n + 2,
+                "BENCH_DATABASE holds {held} messages, not BENCH_MESSAGES={n} and 2: drop it"
+            );
+            println!("{n} messages already in the kept database ({backend})");
+            kept.id
+        }
+        None => seed(&state, n, password, backend).await,
+    };
+    println!("  ready in {:.1} s", started.elapsed().as_secs_f64());
 
     // sign in once; every request carries the session cookie
     let client = reqwest::Client::builder()
@@ -351,13 +388,23 @@ async fn main() {
 
     // page 50 of the list: follow the keyset to the 50th page once
     let newest: i64 = sqlx::query_scalar("select max(id) from messages where mailbox_id = $1")
-        .bind(mailbox.id)
+        .bind(m)
         .fetch_one(&state.db.pool)
         .await
         .unwrap();
     let page50 = newest - 49 * 50 + 1;
     let a_message = newest - 1234;
-    let m = mailbox.id;
+    let mut clinical_ids: Vec<i64> = Vec::new();
+    for subject in ["Referral, 5 MB C-CDA", "Referral, 20 MB XDM"] {
+        clinical_ids.push(
+            sqlx::query_scalar("select id from messages where mailbox_id = $1 and subject = $2")
+                .bind(m)
+                .bind(subject)
+                .fetch_one(&state.db.pool)
+                .await
+                .unwrap(),
+        );
+    }
     let targets = [
         ("static file (ceiling)", "/static/app.css".to_owned()),
         ("inbox", format!("/mail/{m}/inbox")),

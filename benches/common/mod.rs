@@ -41,3 +41,33 @@ pub async fn database(dir: &std::path::Path, prefix: &str) -> (DatabaseUrl, &'st
         ),
     }
 }
+
+/// The database `BENCH_DATABASE` names, created if missing: on the PostgreSQL server
+/// of [`database`] when one is set, else a SQLite file.
+#[allow(dead_code)] // not every benchmark keeps its database
+pub async fn kept_database(name: &str) -> (directmail::config::DatabaseUrl, &'static str) {
+    use directmail::config::DatabaseUrl;
+    let Some(admin) = postgres_admin() else {
+        return (DatabaseUrl(format!("sqlite://{name}")), "SQLite");
+    };
+    use sqlx::Connection as _;
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "BENCH_DATABASE on PostgreSQL: lowercase letters, digits and _ only"
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let exists: Option<i32> = sqlx::query_scalar("select 1 from pg_database where datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    (DatabaseUrl(format!("{base}/{name}")), "PostgreSQL")
+}

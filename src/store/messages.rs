@@ -583,23 +583,65 @@ fn fold_letter(c: char) -> char {
     }
 }
 
-/// An FTS5 / tsquery expression: every word as a prefix, all required; per column
-/// on SQLite when `column` is given.
-fn match_expr(backend: Backend, column: Option<&str>, ws: &[String]) -> String {
-    match backend {
-        Backend::Sqlite => {
-            let terms: Vec<String> = ws.iter().map(|w| format!("\"{w}\"*")).collect();
-            match column {
-                Some(c) => format!("{c} : ({})", terms.join(" AND ")),
-                None => terms.join(" AND "),
+/// A tsquery: every word as a prefix, all required.
+fn tsquery(ws: &[String]) -> String {
+    ws.iter()
+        .map(|w| format!("'{w}':*"))
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
+/// How many of the index's terms a word may begin for SQLite's search to name them
+/// instead of asking for the prefix.
+const FTS_MAX_TERMS: i64 = 16;
+
+/// The full-text index's terms that begin with `$1`, in order, at most `$2`: each
+/// found by seeking past the one before (the `instance` vocabulary table lists the
+/// terms in order and reads no further than its first row).
+const FTS_TERMS: &str = "with recursive t(term, n) as (
+        select (select term from messages_fts_terms where term >= $1 limit 1), 1
+        union all
+        select (select term from messages_fts_terms where term >= t.term || char(1) limit 1), n + 1
+        from t where n < $2 and substr(t.term, 1, length($1)) = $1
+    )
+    select term from t where substr(term, 1, length($1)) = $1";
+
+/// An FTS5 expression for SQLite's search: every word as a prefix, all required, in
+/// `column` when given; `None` when a word begins no term of the index, so nothing
+/// can match. FTS5 answers a prefix (`"potass"*`) by first copying the entries of
+/// every message holding a term it begins, which for a common word is most of a
+/// large mailbox, before the newest page can be taken; a term's entries are read
+/// lazily, newest first. So a word of plain letters and digits (which the index's
+/// tokenizer keeps as it is) is replaced by the few terms it begins
+/// (`("potassium" OR "potassiums")`), the same matches; another word, or one that
+/// begins more than [`FTS_MAX_TERMS`] terms, stays a prefix.
+async fn fts_match(db: &Db, column: Option<&str>, ws: &[String]) -> sqlx::Result<Option<String>> {
+    let mut parts = Vec::new();
+    for w in ws {
+        let mut part = format!("\"{w}\"*");
+        if w.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            let terms: Vec<String> = sqlx::query_scalar(FTS_TERMS)
+                .bind(w)
+                .bind(FTS_MAX_TERMS + 1)
+                .fetch_all(&db.pool)
+                .await?;
+            if terms.is_empty() {
+                return Ok(None);
+            }
+            if terms.len() as i64 <= FTS_MAX_TERMS {
+                let quoted: Vec<String> = terms
+                    .iter()
+                    .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+                    .collect();
+                part = format!("({})", quoted.join(" OR "));
             }
         }
-        Backend::Postgres => ws
-            .iter()
-            .map(|w| format!("'{w}':*"))
-            .collect::<Vec<_>>()
-            .join(" & "),
+        parts.push(part);
     }
+    Ok(Some(match column {
+        Some(c) => format!("{c} : ({})", parts.join(" AND ")),
+        None => parts.join(" AND "),
+    }))
 }
 
 /// Whether the search asks for anything.
@@ -634,14 +676,18 @@ pub async fn search(
     match db.backend {
         Backend::Sqlite => {
             let mut parts = Vec::new();
-            if !q.is_empty() {
-                parts.push(match_expr(db.backend, None, &q));
-            }
-            if !from.is_empty() {
-                parts.push(match_expr(db.backend, Some("sender"), &from));
-            }
-            if !to.is_empty() {
-                parts.push(match_expr(db.backend, Some("recipients"), &to));
+            for (column, ws) in [
+                (None, &q),
+                (Some("sender"), &from),
+                (Some("recipients"), &to),
+            ] {
+                if ws.is_empty() {
+                    continue;
+                }
+                match fts_match(db, column, ws).await? {
+                    Some(part) => parts.push(part),
+                    None => return Ok(Vec::new()),
+                }
             }
             if !parts.is_empty() {
                 texts.push(parts.join(" AND "));
@@ -654,7 +700,7 @@ pub async fn search(
             let all: Vec<String> = q.iter().chain(&from).chain(&to).cloned().collect();
             if !all.is_empty() {
                 full_text = true;
-                texts.push(match_expr(db.backend, None, &all));
+                texts.push(tsquery(&all));
                 clauses.push(format!(
                     "m.search @@ to_tsquery('simple', ${})",
                     1 + texts.len()

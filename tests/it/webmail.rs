@@ -3076,6 +3076,71 @@ async fn a_search_finds_old_matches_beyond_the_newest_two_thousand_messages() {
 }
 
 #[tokio::test]
+async fn a_search_finds_every_term_a_word_begins_newest_first_page_by_page() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    // SQLite names the few terms a word begins instead of asking for the prefix, and
+    // keeps the prefix when there are many ("natrium" begins 21): the same answers
+    let kinds = ["kalium", "kaliumchlorid", "kaliumsalz", "natrium"];
+    let now = app.now();
+    let seed: Vec<(Mail, i64)> = (0..130)
+        .map(|i| {
+            let mail = Mail::new(
+                &format!("lab{}@partner.example", i % 3),
+                "dr.ana@direct.lakeside.test",
+                &format!("Report {i}"),
+                &format!("Weekly {} figures, lot natrium{}.", kinds[i % 4], i % 20),
+            );
+            (mail, now - 130 + i as i64)
+        })
+        .collect();
+    let ids = deliver_many(&app, mb.id, &seed).await;
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    // one of them in Trash, which search leaves out
+    let trashed = ids[128];
+    act(&mut ana, mb.id, &[("action", "trash")], &[trashed]).await;
+    let expected = |keep: &dyn Fn(usize) -> bool| -> Vec<i64> {
+        let mut found: Vec<i64> = (0..130)
+            .filter(|&i| keep(i) && ids[i] != trashed)
+            .map(|i| ids[i])
+            .collect();
+        found.reverse();
+        found
+    };
+    type Case<'a> = (&'a [(&'a str, &'a str)], Vec<i64>);
+    let cases: Vec<Case> = vec![
+        (&[("q", "kalium")], expected(&|i| i % 4 != 3)),
+        (&[("q", "KALIUMC")], expected(&|i| i % 4 == 1)),
+        (&[("q", "kaliumsalz")], expected(&|i| i % 4 == 2)),
+        (
+            &[("q", "natrium1 kalium")],
+            expected(&|i| i % 4 != 3 && (i % 20 == 1 || i % 20 >= 10)),
+        ),
+        (&[("q", "natrium")], expected(&|_| true)),
+        (&[("q", "natr kal")], expected(&|i| i % 4 != 3)),
+        (&[("from", "lab1")], expected(&|i| i % 3 == 1)),
+        (
+            &[("q", "kalium"), ("from", "lab2")],
+            expected(&|i| i % 4 != 3 && i % 3 == 2),
+        ),
+        // a word that begins no term, beside one that begins many
+        (&[("q", "kaliumz")], Vec::new()),
+        (&[("q", "natrium kaliumz")], Vec::new()),
+    ];
+    for (query, want) in cases {
+        let mut page = search(&mut ana, mb.id, query).await;
+        let mut got = row_ids(&page.body);
+        while let Some(next) = older(&page.body) {
+            assert_eq!(row_ids(&page.body).len(), 50, "{query:?}: full pages first");
+            page = ana.get(&next).await;
+            assert_eq!(page.status, StatusCode::OK);
+            got.extend(row_ids(&page.body));
+        }
+        assert_eq!(got, want, "{query:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_received_pdf_that_fails_the_upload_checks_is_download_only_with_the_reason() {
     let app = TestApp::spawn().await;
     let ana = ana_desk(&app).await;

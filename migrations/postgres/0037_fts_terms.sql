@@ -1,0 +1,3 @@
+-- SQLite only (the full-text index's vocabulary for mail search); kept so both
+-- databases count the same migrations.
+select 1;
