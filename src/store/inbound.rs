@@ -717,6 +717,9 @@ pub struct StoredMessage {
     /// The signer's certificate as judged on arrival, for messages filed since
     /// migration 0024.
     pub signer_facts: Option<SignerFacts>,
+    /// The Direct Context's type, when it came with one (`requests::CONTEXT_TYPE`
+    /// for a records request); empty otherwise.
+    pub context_type: String,
 }
 
 /// The message's raw MIME, for `select` on `messages`.
@@ -740,7 +743,7 @@ pub async fn message_for_page(db: &Db, id: i64) -> sqlx::Result<Option<StoredMes
 async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
         "select {}, signer_issuer, message_id, {raw} as raw, attachment_checks, clinical_cards,
-                page_facts, restriction_reasons, signer_facts,
+                page_facts, restriction_reasons, signer_facts, context_type,
                 patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
@@ -759,6 +762,7 @@ async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<Stored
             attachment_checks: r.try_get("attachment_checks")?,
             clinical_cards: r.try_get("clinical_cards")?,
             page_facts: r.try_get("page_facts")?,
+            context_type: r.try_get("context_type")?,
             restriction_reasons: {
                 let reasons: String = r.try_get("restriction_reasons")?;
                 reasons.lines().map(str::to_owned).collect()

@@ -80,6 +80,26 @@ pub async fn record_reading(
     reading: Reading,
     via: Via,
 ) -> sqlx::Result<()> {
+    // every access to a restricted record is audited with its label
+    // (docs/sensitive-records.md)
+    let label: Option<String> =
+        sqlx::query_scalar("select restriction from messages where id = $1")
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?;
+    let label = label.as_deref().and_then(crate::sensitivity::Law::parse);
+    record_labelled_reading(state, actor, id, label, reading, via).await
+}
+
+/// [`record_reading`] for a caller that has the message's row, and with it its label.
+pub async fn record_labelled_reading(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    label: Option<crate::sensitivity::Law>,
+    reading: Reading,
+    via: Via,
+) -> sqlx::Result<()> {
     let (action, object, what) = match reading {
         Reading::Message => ("message.read", format!("message:{id}"), None),
         Reading::HtmlBody => ("message.read", format!("message:{id}"), Some("html body")),
@@ -118,19 +138,12 @@ pub async fn record_reading(
         (Via::Api, None) => "api".to_owned(),
         (Via::Api, Some(what)) => format!("api, {what}"),
     };
-    // every access to a restricted record is audited with its label
-    // (docs/sensitive-records.md)
-    let label: Option<String> =
-        sqlx::query_scalar("select restriction from messages where id = $1")
-            .bind(id)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    if let Some(label) = label.filter(|l| !l.is_empty()) {
+    if let Some(label) = label {
         if !detail.is_empty() {
             detail.push_str("; ");
         }
         detail.push_str("label: ");
-        detail.push_str(&label);
+        detail.push_str(label.as_str());
     }
     let event = Event::new(action, object).detail(detail);
     audit::record(&state.db, state.clock.now(), actor, event).await?;
@@ -654,10 +667,11 @@ async fn message(
         Some(oid) => Some(DeliveryPanel::load(&state, id, oid).await?),
         None => None,
     };
-    record_reading(
+    record_labelled_reading(
         &state,
         &current.actor(ip),
         id,
+        message.row.restriction,
         Reading::Message,
         Via::Webmail,
     )

@@ -516,12 +516,7 @@ pub async fn extras(
     state: &AppState,
     message: &crate::store::inbound::StoredMessage,
 ) -> AppResult<Extras> {
-    let kind: Option<String> =
-        sqlx::query_scalar("select context_type from messages where id = $1")
-            .bind(message.row.id)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let request = (kind.as_deref() == Some(requests::CONTEXT_TYPE) && message.folder != "sent")
+    let request = (message.context_type == requests::CONTEXT_TYPE && message.folder != "sent")
         .then(|| RequestCard {
             from: message.row.from_addr.clone(),
         });
