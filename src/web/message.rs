@@ -16,7 +16,7 @@ use mail_parser::{Message, MessageParser, MimeHeaders as _};
 use serde::Deserialize;
 
 use super::clinical::{Clinical, Open};
-use super::mail::{Frame, apply_action, frame, own_mailbox};
+use super::mail::{Frame, apply_action, frame_on, own_mailbox};
 use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
 use crate::audit::{self, Actor, Event};
@@ -643,11 +643,13 @@ async fn message(
     current: CurrentUser,
     Path(id): Path<i64>,
 ) -> AppResult<MessagePage> {
-    let message = inbound::message_for_page(&state.db, id)
+    let mut conn = state.db.pool.acquire().await?;
+    let message = inbound::message_for_page(&mut *conn, id)
         .await?
         .ok_or(AppError::NotFound)?;
     // the frame also checks that the mailbox is the user's, so it comes first
-    let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
+    let mut frame = frame_on(&mut conn, &current, message.row.mailbox_id).await?;
+    drop(conn);
     let checks = attachment_checks(&state, &message).await?;
     let PageFacts {
         to,
