@@ -694,7 +694,8 @@ async fn message(
         tx.commit().await?;
         frame.count_read(&message.folder);
     }
-    let activity = store::activity(&state.db, id)
+    let mut conn = state.db.pool.acquire().await?;
+    let activity = store::activity(&mut *conn, id)
         .await?
         .into_iter()
         .map(|(name, action, at)| {
@@ -709,7 +710,8 @@ async fn message(
         .collect();
     let patient = message.patient.as_ref().map(PatientBanner::of);
     let restriction = RestrictionBanner::of(&message);
-    let extras = super::requests::extras(&state, &message).await?;
+    let extras = super::requests::extras(&state, &mut conn, &message).await?;
+    drop(conn);
     let r = message.row;
     let test = r.trust_code == "trusted" && r.test_anchor;
     let trust_title: String = match r.trust_code.as_str() {
