@@ -9,6 +9,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -83,6 +85,57 @@ impl Drop for WriteTurn {
 pub enum SessionPool {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
+}
+
+/// Queries run on the pool through `&Db`, so a store function can take any executor:
+/// `&db` for one statement on a pooled connection, or `&mut *conn` to run several of
+/// a page's statements on one connection (each pooled statement costs a connection's
+/// return to the pool, which sqlx follows with a round trip of its own).
+impl<'c> sqlx::Executor<'c> for &'c Db {
+    type Database = sqlx::Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, sqlx::Result<sqlx::Either<sqlx::any::AnyQueryResult, sqlx::any::AnyRow>>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, sqlx::Any>,
+    {
+        self.pool.fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, sqlx::Result<Option<sqlx::any::AnyRow>>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, sqlx::Any>,
+    {
+        self.pool.fetch_optional(query)
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> BoxFuture<'e, sqlx::Result<sqlx::any::AnyStatement<'q>>>
+    where
+        'c: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, sqlx::Result<sqlx::Describe<sqlx::Any>>>
+    where
+        'c: 'e,
+    {
+        self.pool.describe(sql)
+    }
 }
 
 impl Db {

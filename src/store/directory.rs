@@ -990,21 +990,39 @@ pub async fn names_for(db: &Db, addresses: &[&str]) -> sqlx::Result<HashMap<Stri
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
-    sync_hosted(db).await?;
+    // One round trip on every list page: the names, and a row of nulls when hosted
+    // mailboxes changed since the last sync, in which case they are synced first and
+    // the names read again (once: changes made meanwhile wait for the next page).
     let sql = format!(
         "select a.address, e.name from directory_addresses a
            join directory_entries e on e.id = a.entry_id
-         where a.scope_key = 'public' and a.address in ({})",
+         where a.scope_key = 'public' and a.address in ({})
+         union all
+         select null, null where exists (select 1 from directory_hosted_queue)",
         crate::store::messages::placeholders(1, wanted.len())
     );
-    let mut query = sqlx::query(&sql);
-    for a in &wanted {
-        query = query.bind(a.clone());
+    let mut synced = false;
+    loop {
+        let mut query = sqlx::query(&sql);
+        for a in &wanted {
+            query = query.bind(a.clone());
+        }
+        let mut names = HashMap::new();
+        let mut stale = false;
+        for r in query.fetch_all(&db.pool).await? {
+            match r.try_get::<Option<String>, _>("address")? {
+                Some(address) => {
+                    names.insert(address, r.try_get("name")?);
+                }
+                None => stale = true,
+            }
+        }
+        if !stale || synced {
+            return Ok(names);
+        }
+        sync_hosted(db).await?;
+        synced = true;
     }
-    let rows = query.fetch_all(&db.pool).await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("address")?, r.try_get("name")?)))
-        .collect()
 }
 
 /// What the directory entries `viewer` can see (the shared directory, their

@@ -78,12 +78,15 @@ pub async fn carrier(
 
 /// The documents recorded for a message, in the order they were recorded (for tests
 /// and support).
-pub async fn of_message(db: &Db, message_id: i64) -> sqlx::Result<Vec<CarriedDocument>> {
+pub async fn of_message<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    message_id: i64,
+) -> sqlx::Result<Vec<CarriedDocument>> {
     let rows = sqlx::query(
         "select root, extension, code from message_documents where message_id = $1 order by id",
     )
     .bind(message_id)
-    .fetch_all(&db.pool)
+    .fetch_all(db)
     .await?;
     rows.iter()
         .map(|r| {

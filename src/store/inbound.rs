@@ -794,19 +794,28 @@ pub struct StoredMessage {
     /// The signer's certificate as judged on arrival, for messages filed since
     /// migration 0024.
     pub signer_facts: Option<SignerFacts>,
+    /// The Direct Context's type, when it came with one (`requests::CONTEXT_TYPE`
+    /// for a records request); empty otherwise.
+    pub context_type: String,
 }
 
 /// The message's raw MIME, for `select` on `messages`.
 const RAW: &str = "(select raw from message_raw where message_id = messages.id)";
 
-pub async fn message(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
+pub async fn message<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: i64,
+) -> sqlx::Result<Option<StoredMessage>> {
     message_with(db, id, RAW).await
 }
 
 /// [`message`] for the message page: its `raw` is loaded (else left empty) only while
 /// something the page keeps with the message (attachment checks, clinical cards, page
 /// facts) is still to be made from it, so a large message is not read on every view.
-pub async fn message_for_page(db: &Db, id: i64) -> sqlx::Result<Option<StoredMessage>> {
+pub async fn message_for_page<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: i64,
+) -> sqlx::Result<Option<StoredMessage>> {
     let raw = format!(
         "case when page_facts is null or clinical_cards is null or attachment_checks is null
               then {RAW} end"
@@ -814,15 +823,19 @@ pub async fn message_for_page(db: &Db, id: i64) -> sqlx::Result<Option<StoredMes
     message_with(db, id, &raw).await
 }
 
-async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<StoredMessage>> {
+async fn message_with<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: i64,
+    raw: &str,
+) -> sqlx::Result<Option<StoredMessage>> {
     let sql = format!(
         "select {}, signer_issuer, message_id, {raw} as raw, attachment_checks, clinical_cards,
-                page_facts, restriction_reasons, signer_facts,
+                page_facts, restriction_reasons, signer_facts, context_type,
                 patient_birth_date, patient_sex,
                 patient_source, patient_given, patient_family from messages where id = $1",
         super::messages::ROW_COLUMNS
     );
-    let row = sqlx::query(&sql).bind(id).fetch_optional(&db.pool).await?;
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
     row.map(|r| {
         let row = MessageRow::from_row(&r)?;
         Ok(StoredMessage {
@@ -836,6 +849,7 @@ async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<Stored
             attachment_checks: r.try_get("attachment_checks")?,
             clinical_cards: r.try_get("clinical_cards")?,
             page_facts: r.try_get("page_facts")?,
+            context_type: r.try_get("context_type")?,
             restriction_reasons: {
                 let reasons: String = r.try_get("restriction_reasons")?;
                 reasons.lines().map(str::to_owned).collect()
@@ -861,8 +875,8 @@ async fn message_with(db: &Db, id: i64, raw: &str) -> sqlx::Result<Option<Stored
 }
 
 /// Keyset page of a folder: messages with an id below `before_id`, newest first.
-pub async fn page(
-    db: &Db,
+pub async fn page<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     mailbox_id: i64,
     folder: &str,
     before_id: Option<i64>,
@@ -878,7 +892,7 @@ pub async fn page(
         .bind(folder)
         .bind(before_id)
         .bind(limit)
-        .fetch_all(&db.pool)
+        .fetch_all(db)
         .await?;
     rows.iter().map(MessageRow::from_row).collect()
 }

@@ -189,12 +189,15 @@ pub async fn names_for_org(db: &Db, org_id: i64) -> sqlx::Result<Vec<Mailbox>> {
 pub const MAILBOXES_OF_USER: &str = "select mailbox_id from mailbox_members where user_id = $1";
 
 /// The mailboxes a user may read and send from.
-pub async fn of_user(db: &Db, user_id: i64) -> sqlx::Result<Vec<Mailbox>> {
+pub async fn of_user<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    user_id: i64,
+) -> sqlx::Result<Vec<Mailbox>> {
     let rows = sqlx::query(&format!(
         "select b.* from mailboxes b where b.id in ({MAILBOXES_OF_USER}) order by b.kind, b.address"
     ))
     .bind(user_id)
-    .fetch_all(&db.pool)
+    .fetch_all(db)
     .await?;
     rows.iter().map(Mailbox::from_row).collect()
 }

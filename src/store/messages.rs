@@ -244,7 +244,11 @@ pub struct Sidebar {
 
 /// Unread counts over every mailbox assigned to `user_id`, with the drafts and
 /// custom folders of `mailbox_id`.
-pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sidebar> {
+pub async fn sidebar<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    user_id: i64,
+    mailbox_id: i64,
+) -> sqlx::Result<Sidebar> {
     use super::drafts::WRITTEN;
     let rows = sqlx::query(&format!(
         "select 'u' as kind, mailbox_id, folder as k, count(*) as n, '' as name from messages
@@ -259,7 +263,7 @@ pub async fn sidebar(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Result<Sid
     ))
     .bind(user_id)
     .bind(mailbox_id)
-    .fetch_all(&db.pool)
+    .fetch_all(db)
     .await?;
     let mut out = Sidebar::default();
     for r in &rows {
@@ -506,13 +510,16 @@ pub fn activity_label(action: &str) -> &str {
 }
 
 /// Who did what to a message, oldest first: `(user name, action, at)`.
-pub async fn activity(db: &Db, message_id: i64) -> sqlx::Result<Vec<(String, String, i64)>> {
+pub async fn activity<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    message_id: i64,
+) -> sqlx::Result<Vec<(String, String, i64)>> {
     let rows = sqlx::query(
         "select u.display_name, a.action, a.at from message_activity a join users u on u.id = a.user_id
          where a.message_id = $1 order by a.id",
     )
     .bind(message_id)
-    .fetch_all(&db.pool)
+    .fetch_all(db)
     .await?;
     rows.iter()
         .map(|r| {

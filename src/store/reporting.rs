@@ -41,19 +41,24 @@ impl Route {
 }
 
 /// Every route, by jurisdiction.
-pub async fn list(db: &Db) -> sqlx::Result<Vec<Route>> {
+pub async fn list<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> sqlx::Result<Vec<Route>> {
     let rows = sqlx::query(
         "select id, jurisdiction, address, document_types, created_at from reporting_routes
          order by jurisdiction, id",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(db)
     .await?;
     rows.iter().map(Route::from_row).collect()
 }
 
 /// The routes that take any of the document types `codes`, as offered on a page:
 /// (route id, "Illinois: ecr@aims.example").
-pub async fn offered(db: &Db, codes: &[String]) -> sqlx::Result<Vec<(i64, String)>> {
+pub async fn offered<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    codes: &[String],
+) -> sqlx::Result<Vec<(i64, String)>> {
     if codes.is_empty() {
         return Ok(Vec::new());
     }

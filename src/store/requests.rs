@@ -116,12 +116,15 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<RequestRow>> {
 }
 
 /// The request whose Sent copy is the message `id`.
-pub async fn by_sent_copy(db: &Db, id: i64) -> sqlx::Result<Option<RequestRow>> {
+pub async fn by_sent_copy<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: i64,
+) -> sqlx::Result<Option<RequestRow>> {
     let row = sqlx::query(&format!(
         "select {COLUMNS} from record_requests where sent_message_id = $1"
     ))
     .bind(id)
-    .fetch_optional(&db.pool)
+    .fetch_optional(db)
     .await?;
     row.as_ref().map(RequestRow::from_row).transpose()
 }

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, RawForm, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use sqlx::AnyConnection;
 
 use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
@@ -144,13 +145,24 @@ impl Frame {
 
 /// The sidebar around one of the user's mailboxes, or 404 when it is not theirs.
 pub async fn frame(state: &AppState, current: &CurrentUser, mailbox_id: i64) -> AppResult<Frame> {
-    let boxes = mailboxes::of_user(&state.db, current.user.id).await?;
+    frame_on(&mut *state.db.pool.acquire().await?, current, mailbox_id).await
+}
+
+/// [`frame`] on a connection the page holds for its other reads too. (A page holding
+/// one must not ask the pool for another before it lets it go: pages waiting for a
+/// second connection while holding the first could take them all.)
+pub async fn frame_on(
+    conn: &mut AnyConnection,
+    current: &CurrentUser,
+    mailbox_id: i64,
+) -> AppResult<Frame> {
+    let boxes = mailboxes::of_user(&mut *conn, current.user.id).await?;
     let mailbox = boxes
         .iter()
         .find(|m| m.id == mailbox_id)
         .cloned()
         .ok_or(AppError::NotFound)?;
-    let counts = store::sidebar(&state.db, current.user.id, mailbox.id).await?;
+    let counts = store::sidebar(&mut *conn, current.user.id, mailbox.id).await?;
     let unread = |m: i64, folder: &str| {
         counts
             .unread
@@ -271,10 +283,12 @@ async fn folder(
     Path((mailbox_id, folder)): Path<(i64, String)>,
     Query(q): Query<PageQuery>,
 ) -> AppResult<FolderPage> {
-    let frame = frame(&state, &current, mailbox_id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    let frame = frame_on(&mut conn, &current, mailbox_id).await?;
     let label = frame.folder_label(&folder)?;
     let mailbox = &frame.mailbox;
     let (rows, drafts_out, next_before, newest) = if folder == "drafts" {
+        drop(conn);
         let before = q
             .before
             .split_once('.')
@@ -295,7 +309,8 @@ async fn folder(
         (Vec::new(), out, next, String::new())
     } else {
         let before = q.before.trim().parse().ok();
-        let list = inbound::page(&state.db, mailbox.id, &folder, before, PAGE + 1).await?;
+        let list = inbound::page(&mut *conn, mailbox.id, &folder, before, PAGE + 1).await?;
+        drop(conn);
         let (list, next) = super::paginate(list, PAGE, |r| r.id.to_string());
         let newest = match before {
             None => list.first().map(|r| r.id).unwrap_or(0).to_string(),

@@ -16,7 +16,7 @@ use mail_parser::{Message, MessageParser, MimeHeaders as _};
 use serde::Deserialize;
 
 use super::clinical::{Clinical, Open};
-use super::mail::{Frame, apply_action, frame, own_mailbox};
+use super::mail::{Frame, apply_action, frame_on, own_mailbox};
 use super::session::{Chrome, CurrentUser, flash};
 use super::{AppError, AppResult, AppState, ClientIp};
 use crate::audit::{self, Actor, Event};
@@ -80,6 +80,26 @@ pub async fn record_reading(
     reading: Reading,
     via: Via,
 ) -> sqlx::Result<()> {
+    // every access to a restricted record is audited with its label
+    // (docs/sensitive-records.md)
+    let label: Option<String> =
+        sqlx::query_scalar("select restriction from messages where id = $1")
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?;
+    let label = label.as_deref().and_then(crate::sensitivity::Law::parse);
+    record_labelled_reading(state, actor, id, label, reading, via).await
+}
+
+/// [`record_reading`] for a caller that has the message's row, and with it its label.
+pub async fn record_labelled_reading(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    label: Option<crate::sensitivity::Law>,
+    reading: Reading,
+    via: Via,
+) -> sqlx::Result<()> {
     let (action, object, what) = match reading {
         Reading::Message => ("message.read", format!("message:{id}"), None),
         Reading::HtmlBody => ("message.read", format!("message:{id}"), Some("html body")),
@@ -118,19 +138,12 @@ pub async fn record_reading(
         (Via::Api, None) => "api".to_owned(),
         (Via::Api, Some(what)) => format!("api, {what}"),
     };
-    // every access to a restricted record is audited with its label
-    // (docs/sensitive-records.md)
-    let label: Option<String> =
-        sqlx::query_scalar("select restriction from messages where id = $1")
-            .bind(id)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    if let Some(label) = label.filter(|l| !l.is_empty()) {
+    if let Some(label) = label {
         if !detail.is_empty() {
             detail.push_str("; ");
         }
         detail.push_str("label: ");
-        detail.push_str(&label);
+        detail.push_str(label.as_str());
     }
     let event = Event::new(action, object).detail(detail);
     audit::record(&state.db, state.clock.now(), actor, event).await?;
@@ -630,11 +643,13 @@ async fn message(
     current: CurrentUser,
     Path(id): Path<i64>,
 ) -> AppResult<MessagePage> {
-    let message = inbound::message_for_page(&state.db, id)
+    let mut conn = state.db.pool.acquire().await?;
+    let message = inbound::message_for_page(&mut *conn, id)
         .await?
         .ok_or(AppError::NotFound)?;
     // the frame also checks that the mailbox is the user's, so it comes first
-    let mut frame = frame(&state, &current, message.row.mailbox_id).await?;
+    let mut frame = frame_on(&mut conn, &current, message.row.mailbox_id).await?;
+    drop(conn);
     let checks = attachment_checks(&state, &message).await?;
     let PageFacts {
         to,
@@ -654,10 +669,11 @@ async fn message(
         Some(oid) => Some(DeliveryPanel::load(&state, id, oid).await?),
         None => None,
     };
-    record_reading(
+    record_labelled_reading(
         &state,
         &current.actor(ip),
         id,
+        message.row.restriction,
         Reading::Message,
         Via::Webmail,
     )
@@ -678,7 +694,8 @@ async fn message(
         tx.commit().await?;
         frame.count_read(&message.folder);
     }
-    let activity = store::activity(&state.db, id)
+    let mut conn = state.db.pool.acquire().await?;
+    let activity = store::activity(&mut *conn, id)
         .await?
         .into_iter()
         .map(|(name, action, at)| {
@@ -693,7 +710,8 @@ async fn message(
         .collect();
     let patient = message.patient.as_ref().map(PatientBanner::of);
     let restriction = RestrictionBanner::of(&message);
-    let extras = super::requests::extras(&state, &message).await?;
+    let extras = super::requests::extras(&state, &mut conn, &message).await?;
+    drop(conn);
     let r = message.row;
     let test = r.trust_code == "trusted" && r.test_anchor;
     let trust_title: String = match r.trust_code.as_str() {

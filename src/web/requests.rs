@@ -514,25 +514,21 @@ pub struct Extras {
 
 pub async fn extras(
     state: &AppState,
+    conn: &mut sqlx::AnyConnection,
     message: &crate::store::inbound::StoredMessage,
 ) -> AppResult<Extras> {
-    let kind: Option<String> =
-        sqlx::query_scalar("select context_type from messages where id = $1")
-            .bind(message.row.id)
-            .fetch_optional(&state.db.pool)
-            .await?;
-    let request = (kind.as_deref() == Some(requests::CONTEXT_TYPE) && message.folder != "sent")
+    let request = (message.context_type == requests::CONTEXT_TYPE && message.folder != "sent")
         .then(|| RequestCard {
             from: message.row.from_addr.clone(),
         });
-    let codes: Vec<String> = crate::store::documents::of_message(&state.db, message.row.id)
+    let codes: Vec<String> = crate::store::documents::of_message(&mut *conn, message.row.id)
         .await?
         .into_iter()
         .map(|d| d.code)
         .collect();
-    let report_routes = crate::store::reporting::offered(&state.db, &codes).await?;
+    let report_routes = crate::store::reporting::offered(&mut *conn, &codes).await?;
     let sent_request = match message.folder.as_str() {
-        "sent" => store::by_sent_copy(&state.db, message.row.id)
+        "sent" => store::by_sent_copy(&mut *conn, message.row.id)
             .await?
             .map(|r| {
                 let cutoff = state.clock.now() - state.config.record_request_overdue_days * 86_400;
