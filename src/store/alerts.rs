@@ -317,7 +317,7 @@ pub async fn last_alerted(db: &Db, user_id: i64, mailbox_id: i64) -> sqlx::Resul
 /// Unread messages in the mailbox's inbox: the N of "N new secure messages".
 pub async fn unread(db: &Db, mailbox_id: i64) -> sqlx::Result<i64> {
     sqlx::query_scalar(
-        "select count(*) from messages where mailbox_id = $1 and folder = 'inbox' and is_read = 0",
+        "select coalesce(max(n), 0) from unread_counts where mailbox_id = $1 and folder = 'inbox'",
     )
     .bind(mailbox_id)
     .fetch_one(&db.pool)

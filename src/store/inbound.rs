@@ -882,18 +882,26 @@ pub async fn page<'e>(
     before_id: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
+    // two texts, not `($3 is null or id < $3)`: PostgreSQL found no generic plan
+    // for that as good as a custom one, so it planned the list afresh on every page
+    // (0.1 ms, as long as running it)
+    let columns = super::messages::ROW_COLUMNS;
+    let before = if before_id.is_some() {
+        "and id < $4"
+    } else {
+        ""
+    };
     let sql = format!(
-        "select {} from messages where mailbox_id = $1 and folder = $2 and ($3 is null or id < $3)
-         order by id desc limit $4",
-        super::messages::ROW_COLUMNS
+        "select {columns} from messages where mailbox_id = $1 and folder = $2 {before}
+         order by id desc limit $3"
     );
-    let rows = sqlx::query(&sql)
-        .bind(mailbox_id)
-        .bind(folder)
-        .bind(before_id)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
+    let q = sqlx::query(&sql).bind(mailbox_id).bind(folder).bind(limit);
+    let rows = match before_id {
+        Some(id) => q.bind(id),
+        None => q,
+    }
+    .fetch_all(db)
+    .await?;
     rows.iter().map(MessageRow::from_row).collect()
 }
 

@@ -242,8 +242,8 @@ pub struct Sidebar {
     pub folders: Vec<(String, String)>,
 }
 
-/// Unread counts over every mailbox assigned to `user_id`, with the drafts and
-/// custom folders of `mailbox_id`.
+/// Unread counts over every mailbox assigned to `user_id` (kept by triggers on
+/// `messages`, migration 0039), with the drafts and custom folders of `mailbox_id`.
 pub async fn sidebar<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     user_id: i64,
@@ -251,10 +251,8 @@ pub async fn sidebar<'e>(
 ) -> sqlx::Result<Sidebar> {
     use super::drafts::WRITTEN;
     let rows = sqlx::query(&format!(
-        "select 'u' as kind, mailbox_id, folder as k, count(*) as n, '' as name from messages
-           where mailbox_id in ({MAILBOXES_OF_USER})
-             and is_read = 0
-           group by mailbox_id, folder
+        "select 'u' as kind, mailbox_id, folder as k, n, '' as name from unread_counts
+           where mailbox_id in ({MAILBOXES_OF_USER}) and n > 0
          union all
          select 'd', $2, 'drafts', count(*), '' from drafts where mailbox_id = $2 and user_id = $1
            and {WRITTEN}

@@ -1347,6 +1347,109 @@ async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() 
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(place(&app, foreign).await, at("inbox", false));
+    // after all of that, the counts the sidebar reads are still the real ones
+    assert_eq!(unread_kept(&app).await, unread_counted(&app).await);
+}
+
+/// The unread counts the database keeps for the sidebar (migration 0039): `(mailbox,
+/// folder, n)` for every folder with unread mail.
+async fn unread_kept(app: &TestApp) -> Vec<(i64, String, i64)> {
+    sqlx::query_as("select mailbox_id, folder, n from unread_counts where n <> 0 order by 1, 2")
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+/// The same counts made by counting the messages.
+async fn unread_counted(app: &TestApp) -> Vec<(i64, String, i64)> {
+    sqlx::query_as(
+        "select mailbox_id, folder, count(*) from messages where is_read = 0
+         group by mailbox_id, folder order by 1, 2",
+    )
+    .fetch_all(&app.state.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_unread_counts_follow_every_write_to_a_message_even_one_no_page_makes() {
+    let app = TestApp::spawn().await;
+    let mb = ana_desk(&app).await;
+    let other = desk(
+        &app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await;
+    let now = app.now();
+    let mails: Vec<(Mail, i64)> = (1..=6)
+        .map(|i| {
+            let mail = Mail::new(
+                "lab@partner.example",
+                "dr.ana@direct.lakeside.test",
+                &format!("Result {i}"),
+                "Values attached.",
+            );
+            (mail, now)
+        })
+        .collect();
+    let ids = deliver_many(&app, mb.id, &mails).await;
+    let inbox = |n: i64| vec![(mb.id, "inbox".to_owned(), n)];
+    assert_eq!(unread_kept(&app).await, inbox(6));
+    let db = &app.state.db.pool;
+    let write = |sql: &'static str, a: i64, b: i64| async move {
+        sqlx::query(sql).bind(a).bind(b).execute(db).await.unwrap();
+    };
+    // read, unread, and read twice (counted once)
+    write("update messages set is_read = $1 where id = $2", 1, ids[0]).await;
+    write("update messages set is_read = $1 where id = $2", 1, ids[0]).await;
+    assert_eq!(unread_kept(&app).await, inbox(5));
+    write("update messages set is_read = $1 where id = $2", 0, ids[0]).await;
+    assert_eq!(unread_kept(&app).await, inbox(6));
+    // a move of an unread and of a read message, then to another mailbox
+    write("update messages set is_read = $1 where id = $2", 1, ids[1]).await;
+    sqlx::query("update messages set folder = 'archive' where id in ($1, $2)")
+        .bind(ids[1])
+        .bind(ids[2])
+        .execute(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        unread_kept(&app).await,
+        vec![
+            (mb.id, "archive".to_owned(), 1),
+            (mb.id, "inbox".to_owned(), 4)
+        ]
+    );
+    write(
+        "update messages set mailbox_id = $1 where id = $2",
+        other.id,
+        ids[3],
+    )
+    .await;
+    // one statement over several rows, and deletes of read and unread messages
+    write(
+        "update messages set is_read = $1 where mailbox_id = $2 and folder = 'archive'",
+        1,
+        mb.id,
+    )
+    .await;
+    write("delete from messages where id in ($1, $2)", ids[4], ids[1]).await;
+    assert_eq!(
+        unread_kept(&app).await,
+        vec![
+            (mb.id, "inbox".to_owned(), 2),
+            (other.id, "inbox".to_owned(), 1)
+        ]
+    );
+    assert_eq!(unread_kept(&app).await, unread_counted(&app).await);
+    // and the sidebar shows them
+    let mut ana = app.signed_in("ana@direct.lakeside.test").await;
+    let page = ana.get(&format!("/mail/{}/inbox", mb.id)).await;
+    assert_eq!(count(&page.body, "inbox"), 2);
+    assert_eq!(count(&page.body, "archive"), 0);
 }
 
 // ---------------------------------------------------------------------------------
