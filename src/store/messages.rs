@@ -941,13 +941,13 @@ pub async fn newer(
 ) -> sqlx::Result<Vec<MessageRow>> {
     let sql = format!(
         "select {ROW_COLUMNS} from messages where mailbox_id = $1 and folder = $2 and id > $3
-         order by id desc limit $4"
+         order by id desc limit {limit}"
     );
+    // the limit written in, as in `inbound::page`
     let rows = sqlx::query(&sql)
         .bind(mailbox_id)
         .bind(folder)
         .bind(after_id)
-        .bind(limit)
         .fetch_all(&db.pool)
         .await?;
     rows.iter().map(MessageRow::from_row).collect()
