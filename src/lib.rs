@@ -67,5 +67,9 @@ pub mod webhooks;
 /// benchmarks). glibc's malloc spent a quarter of a busy inbox's time allocating and
 /// freeing the rows that SQLite's connection threads make and the async threads drop
 /// (`malloc_consolidate`, cross-thread frees); mimalloc keeps per-thread heaps.
+/// With its `override` feature the C code linked in (SQLite, which copies every
+/// value of every row it hands to sqlx, and AWS-LC) allocates from it too: with
+/// Rust's allocations alone moved, glibc's malloc was still a sixth of a busy SQLite
+/// inbox's time.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
