@@ -561,7 +561,7 @@ pub async fn deliver(conn: &mut AnyConnection, m: NewMessage<'_>, now: i64) -> s
     .bind(ix.from_name.as_str())
     .bind(ix.to_addrs.as_str())
     .bind(ix.snippet.as_str())
-    .bind(ix.body_text.as_str())
+    .bind(ix.search_body(m.from_addr, m.subject))
     .bind(ix.attachment_names.as_str())
     .bind(i64::from(ix.has_attachments))
     .bind(m.attachment_checks)
@@ -736,6 +736,7 @@ pub async fn file_local(
     now: i64,
 ) -> sqlx::Result<i64> {
     let ix = super::messages::Indexed::of(raw);
+    let body = ix.search_body(from_addr, subject).to_owned();
     let q = sqlx::query(
         "insert into messages (mailbox_id, folder, message_id, from_addr, subject, received_at, is_read,
                                trust_code, trust_sentence, revocation, outbound_id,
@@ -758,7 +759,7 @@ pub async fn file_local(
     .bind(ix.from_name)
     .bind(ix.to_addrs)
     .bind(ix.snippet)
-    .bind(ix.body_text)
+    .bind(body)
     .bind(ix.attachment_names)
     .bind(i64::from(ix.has_attachments));
     let row = bind_patient(q, filing.patient.as_ref())
