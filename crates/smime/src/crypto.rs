@@ -655,10 +655,15 @@ mod tests {
 
     #[test]
     fn the_module_is_named() {
+        let module = crypto_module();
+        let mode = if cfg!(feature = "fips") {
+            "(FIPS 140-3 module)"
+        } else {
+            "(not FIPS mode)"
+        };
         assert!(
-            crypto_module().starts_with("AWS-LC "),
-            "{}",
-            crypto_module()
+            module.starts_with("AWS-LC ") && module.ends_with(mode),
+            "{module}"
         );
     }
 }
