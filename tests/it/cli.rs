@@ -720,7 +720,11 @@ fn the_version_names_the_cryptographic_module() {
     assert!(
         text.starts_with(&format!("directmail {}", env!("CARGO_PKG_VERSION")))
             && text.contains("(cryptography: AWS-LC ")
-            && text.contains("(not FIPS mode)"),
+            && text.contains(if cfg!(feature = "fips") {
+                "(FIPS 140-3 module)"
+            } else {
+                "(not FIPS mode)"
+            }),
         "{text}"
     );
 }
