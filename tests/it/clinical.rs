@@ -17,7 +17,7 @@ use regex::Regex;
 use reqwest::StatusCode;
 
 use crate::helpers::{Browser, TestApp, pdf};
-use crate::webmail::{Mail, ana_desk, deliver, desk, get_bytes, header, unescape};
+use crate::webmail::{Mail, ana_desk, deliver, get_bytes, header, kim_desk, unescape};
 
 // ---------------------------------------------------------------------------------
 // fixtures
@@ -1152,14 +1152,7 @@ async fn the_leaving_page_shows_a_web_address_and_refuses_anything_else() {
 async fn another_organizations_member_gets_404_on_every_clinical_route_and_nothing_is_audited() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
-    desk(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
+    kim_desk(&app).await;
     let id = received(
         &app,
         mb.id,

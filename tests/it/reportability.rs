@@ -142,14 +142,7 @@ fn eicr_link(card: &str) -> Option<String> {
 /// (what is sent to public health here is only filed, never delivered).
 async fn two_practices(app: &TestApp) -> (Mailbox, Mailbox) {
     let ana = crate::webmail::ana_desk(app).await;
-    let kim = crate::webmail::desk(
-        app,
-        "Hillside Care",
-        "direct.hillside.test",
-        KIM,
-        "front@direct.hillside.test",
-    )
-    .await;
+    let kim = crate::webmail::kim_desk(app).await;
     (ana, kim)
 }
 

@@ -61,6 +61,34 @@ pub(crate) async fn ana_desk(app: &TestApp) -> Mailbox {
     .await
 }
 
+/// Kim's shared front desk front@direct.hillside.test, at Hillside Care: another
+/// organization than Ana's.
+pub(crate) async fn kim_desk(app: &TestApp) -> Mailbox {
+    desk(
+        app,
+        "Hillside Care",
+        "direct.hillside.test",
+        "kim@direct.hillside.test",
+        "front@direct.hillside.test",
+    )
+    .await
+}
+
+/// `n` lab results to Ana ("Result 1" …), received at `at`.
+fn results_for_ana(n: usize, at: i64) -> Vec<(Mail, i64)> {
+    (1..=n)
+        .map(|i| {
+            let mail = Mail::new(
+                "lab@partner.example",
+                "dr.ana@direct.lakeside.test",
+                &format!("Result {i}"),
+                "Values attached.",
+            );
+            (mail, at)
+        })
+        .collect()
+}
+
 pub(crate) async fn mailbox(
     app: &TestApp,
     org_id: i64,
@@ -994,29 +1022,9 @@ async fn a_message_written_in_the_browser_is_received_read_and_answered_with_del
 async fn bulk_actions_move_flag_and_delete_with_undo_folders_trash_and_counts() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
-    let other = desk(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
+    let other = kim_desk(&app).await;
     let now = app.now();
-    let mails: Vec<(Mail, i64)> = (1..=4)
-        .map(|i| {
-            (
-                Mail::new(
-                    "lab@partner.example",
-                    "dr.ana@direct.lakeside.test",
-                    &format!("Result {i}"),
-                    "Values attached.",
-                ),
-                now,
-            )
-        })
-        .collect();
-    let ids = deliver_many(&app, mb.id, &mails).await;
+    let ids = deliver_many(&app, mb.id, &results_for_ana(4, now)).await;
     let (m1, m2, m3, m4) = (ids[0], ids[1], ids[2], ids[3]);
     let foreign = deliver(
         &app,
@@ -1375,27 +1383,8 @@ async fn unread_counted(app: &TestApp) -> Vec<(i64, String, i64)> {
 async fn the_unread_counts_follow_every_write_to_a_message_even_one_no_page_makes() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
-    let other = desk(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
-    let now = app.now();
-    let mails: Vec<(Mail, i64)> = (1..=6)
-        .map(|i| {
-            let mail = Mail::new(
-                "lab@partner.example",
-                "dr.ana@direct.lakeside.test",
-                &format!("Result {i}"),
-                "Values attached.",
-            );
-            (mail, now)
-        })
-        .collect();
-    let ids = deliver_many(&app, mb.id, &mails).await;
+    let other = kim_desk(&app).await;
+    let ids = deliver_many(&app, mb.id, &results_for_ana(6, app.now())).await;
     let inbox = |n: i64| vec![(mb.id, "inbox".to_owned(), n)];
     assert_eq!(unread_kept(&app).await, inbox(6));
     let db = &app.state.db.pool;
@@ -2350,14 +2339,7 @@ async fn uploads_that_are_not_allowed_are_refused_with_the_file_named_and_the_re
 async fn each_recipient_is_checked_and_an_unknown_one_stops_the_send_keeping_the_draft() {
     let app = TestApp::spawn().await;
     let mb = ana_desk(&app).await;
-    desk(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
+    kim_desk(&app).await;
     let mut ana = app.signed_in("ana@direct.lakeside.test").await;
     let check = |address: &str| {
         format!(
@@ -2481,14 +2463,7 @@ async fn another_organizations_member_gets_404_on_every_mail_route_and_forged_po
 {
     let app = TestApp::spawn().await;
     let ana_box = ana_desk(&app).await;
-    let kim_box = desk(
-        &app,
-        "Hillside Care",
-        "direct.hillside.test",
-        "kim@direct.hillside.test",
-        "front@direct.hillside.test",
-    )
-    .await;
+    let kim_box = kim_desk(&app).await;
     let kb = kim_box.id;
     let secret = Mail::new(
         "lab@partner.example",
